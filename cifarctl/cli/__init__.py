@@ -1,0 +1,62 @@
+"""The `cifarctl` command: a thin Typer root over the library (STYLE principle 5).
+
+    $ cifarctl --help
+
+Each subcommand lives in its own module here; they import torch, torchvision and mlflow
+inside their bodies only, so `--help` and `--version` stay fast. Any `CifarctlError`
+raised below becomes one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cifarctl import __version__
+from cifarctl.errors import CifarctlError
+
+
+class _FriendlyErrors(TyperGroup):
+    """Turns the project's errors into `error: ...` and an exit code, for every subcommand."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CifarctlError as err:
+            click.echo(f"error: {err}", err=True)
+            raise click.exceptions.Exit(err.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_FriendlyErrors,
+    name="cifarctl",
+    help="Train, sweep, evaluate and compare CIFAR-10 models, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cifarctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train, sweep, evaluate and compare CIFAR-10 models, tracked in MLflow."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,20 @@
+"""The one exception type users see, and its two flavours.
+
+    raise UsageError("unknown config key 'optim.lrr' (did you mean 'optim.lr'?)")
+
+Every error a person can cause or fix ends here: the CLI prints `error: <message>` on one
+line and exits with `exit_code` (2 for bad input, 1 for a failure of the run itself),
+never with a traceback (STYLE principle 11).
+"""
+
+
+class CifarctlError(Exception):
+    """A failure with a message written for the user. Exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(CifarctlError):
+    """Bad input: config key or value, CLI argument, missing or corrupt dataset. Exit code 2."""
+
+    exit_code = 2
