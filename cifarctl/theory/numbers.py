@@ -1,0 +1,110 @@
+"""Exact numbers for the theory problems: parse, print and serialise `Fraction`s.
+
+    >>> format_number(to_fraction("1.5")), format_number(to_fraction("1/3"))
+    ('1.5', '1/3')
+
+SPEC 1.1 asks for the ReLU network's intermediates "exactly": 1.5 must print as 1.5, never
+1.4999999. So every number enters through its decimal (or p/q) text, never through a binary
+float, and leaves as a terminating decimal where one exists and as p/q otherwise.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from cifarctl.errors import UsageError
+
+
+def to_fraction(value: object, what: str = "value") -> Fraction:
+    """The exact rational a person wrote: `"1.5"`, `"3/2"`, `"-1"`, `"1e-3"`, an int or a float.
+
+        to_fraction("3/2") == Fraction(3, 2)
+
+    A float goes through `repr`, its shortest round-trip decimal, so 0.1 means 1/10 (what the
+    person typed) rather than the binary float's 3602879701896397/36028797018963968.
+    Raises `UsageError` naming `what` for anything else (text, inf, nan, booleans).
+    """
+    if isinstance(value, bool):
+        raise UsageError(f"{what} is {value!r}, not a number (write 1.5, 3/2 or -1)")
+    if isinstance(value, Fraction | int):
+        return Fraction(value)
+    text = repr(value) if isinstance(value, float) else str(value)
+    try:
+        return Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{what} is {text!r}, not a number (write 1.5, 3/2 or -1)") from None
+
+
+def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
+    """A point from the command line: `"2"` is a scalar, `"1,2"` (or `"[1, 2]"`) a vector.
+
+        parse_point("1.5,-1/2") == (Fraction(3, 2), Fraction(-1, 2))
+    """
+    body = text.strip().removeprefix("[").removesuffix("]")
+    parts = body.split(",")
+    if not body.strip() or any(not part.strip() for part in parts):
+        raise UsageError(f"{what} {text!r} is not a number or a comma-separated vector like 1,2")
+    if len(parts) == 1:
+        return (to_fraction(body, what),)
+    return tuple(
+        to_fraction(part, f"coordinate {i + 1} of {what} {text!r}") for i, part in enumerate(parts)
+    )
+
+
+def _terminates(q: Fraction) -> bool:
+    """Whether q has a finite decimal expansion: its denominator has no prime but 2 and 5."""
+    d = q.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
+def format_number(q: Fraction) -> str:
+    """`3/2` -> `"1.5"`, `1/3` -> `"1/3"`, `6` -> `"6"`: exact, and as a decimal where possible."""
+    if q.denominator == 1:
+        return str(q.numerator)
+    if not _terminates(q):
+        return f"{q.numerator}/{q.denominator}"
+    digits = 0
+    while (q * 10**digits).denominator != 1:
+        digits += 1
+    scaled = abs(q.numerator * 10**digits // q.denominator)
+    whole, frac = divmod(scaled, 10**digits)
+    return f"{'-' if q < 0 else ''}{whole}.{frac:0{digits}d}"
+
+
+def json_number(q: Fraction) -> int | float:
+    """A JSON number for q: an int where q is integral, the nearest float otherwise."""
+    return q.numerator if q.denominator == 1 else float(q)
+
+
+Vector = tuple[Fraction, ...]
+Matrix = tuple[Vector, ...]  # rows
+Array = Fraction | Vector | Matrix
+
+
+def squeeze(value: Vector | Matrix) -> Array:
+    """Drop axes of length 1, as numpy does: a 1-vector is a number, a 1-column matrix a vector.
+
+    This is how SPEC 1.1 writes a scalar network's answers (h = 15, W = 6), not [[6]].
+    """
+    if len(value) == 1:
+        return squeeze(value[0]) if isinstance(value[0], tuple) else value[0]
+    if isinstance(value[0], tuple) and all(len(row) == 1 for row in value):
+        return tuple(row[0] for row in value)
+    return value
+
+
+def format_array(value: Array) -> str:
+    """`"15"`, `"[3, 2]"` or `"[[1, 2], [2, 1]]"`, each number as `format_number` writes it."""
+    if isinstance(value, Fraction):
+        return format_number(value)
+    return "[" + ", ".join(format_array(v) for v in value) + "]"
+
+
+def json_array(value: Array) -> int | float | list:
+    """The same nesting as plain JSON numbers and lists (`--json`)."""
+    if isinstance(value, Fraction):
+        return json_number(value)
+    return [json_array(v) for v in value]

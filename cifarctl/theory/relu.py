@@ -1,0 +1,221 @@
+"""A ReLU network is piecewise linear: its local linear map at a point, exactly (SPEC 1.1).
+
+    answer = solve(WRITEUP_NETWORK, (Fraction(2),))
+    answer.local.h, answer.local.W, answer.local.b   # ((15,), ((6,),), (3,))
+    answer.check.passed                              # W == torch.autograd, h == forward pass
+
+Around x0 every ReLU acts as a fixed 0/1 diagonal matrix Dk = diag(1[zk > 0]), so h is
+affine there: h(x) = W x + b with W = dh/dx = WL D(L-1) W(L-1) ... D1 W1 and b = h(x0) - W x0.
+Where some hidden zk is exactly 0 (a kink) the derivative is one-sided: Dk above gives
+PyTorch's convention (relu'(0) = 0), and `local_linear(..., direction=d)` gives the affine
+piece on the side d points to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from cifarctl.errors import UsageError
+from cifarctl.theory.network import Network
+from cifarctl.theory.numbers import (
+    Matrix,
+    Vector,
+    format_array,
+    json_array,
+    squeeze,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# float64 forward and autograd differ from the exact answer by rounding alone; relative to
+# the size of the numbers involved, anything above this is a wrong answer.
+_TOLERANCE = 1e-9
+
+
+def _dot(u: Vector, v: Vector) -> Fraction:
+    return sum((a * b for a, b in zip(u, v, strict=True)), Fraction(0))
+
+
+def _matvec(m: Matrix, v: Vector) -> Vector:
+    return tuple(_dot(row, v) for row in m)
+
+
+def _matmul(a: Matrix, b: Matrix) -> Matrix:
+    columns = tuple(zip(*b, strict=True))
+    return tuple(tuple(_dot(row, col) for col in columns) for row in a)
+
+
+@dataclass(frozen=True)
+class LayerStep:
+    """One layer at x0: z = W a + b and, for a hidden layer, a = max(0, z) and D."""
+
+    z: Vector  # (units,) pre-activation
+    dz_dx: Matrix  # (units, in): the chain product so far, W_k D_(k-1) ... D1 W1
+    a: Vector | None  # (units,) max(0, z); None for the output layer, which has no ReLU
+    D: tuple[int, ...] | None  # diagonal of Dk: 1 where the unit passes the slope on
+
+
+@dataclass(frozen=True)
+class LocalLinear:
+    """h = W x + b around x0, with every intermediate of the computation."""
+
+    x0: Vector
+    steps: tuple[LayerStep, ...]
+
+    @property
+    def h(self) -> Vector:
+        return self.steps[-1].z
+
+    @property
+    def W(self) -> Matrix:  # noqa: N802 (the write-up's name)
+        return self.steps[-1].dz_dx
+
+    @property
+    def b(self) -> Vector:
+        return tuple(h - wx for h, wx in zip(self.h, _matvec(self.W, self.x0), strict=True))
+
+    @property
+    def on_kink(self) -> bool:
+        """Some hidden pre-activation is exactly 0: h may bend at x0."""
+        return any(z == 0 for step in self.steps[:-1] for z in step.z)
+
+
+def local_linear(net: Network, x0: Vector, direction: Vector | None = None) -> LocalLinear:
+    """The affine piece of h at x0: `local_linear(WRITEUP_NETWORK, (Fraction(-1),)).W == ((1.5,),)`.
+
+    With `direction` d, a unit with z = 0 counts as active when z grows along d, so the result
+    is the piece that starts at x0 and runs towards x0 + t d (t > 0 small): a one-sided
+    derivative at a kink, and the next piece of a walk along a line (`regions`).
+    """
+    if len(x0) != net.in_dim:
+        raise UsageError(
+            f"the point {format_array(squeeze(x0))} has {len(x0)} coordinate(s) but the "
+            f"network takes {net.in_dim} input(s): write a vector as --at 1,2"
+        )
+    a = x0
+    jacobian: Matrix = tuple(
+        tuple(Fraction(int(i == j)) for j in range(net.in_dim)) for i in range(net.in_dim)
+    )  # da/dx of the input itself
+    steps = []
+    for k, layer in enumerate(net.layers):
+        z = tuple(wa + b for wa, b in zip(_matvec(layer.W, a), layer.b, strict=True))
+        dz_dx = _matmul(layer.W, jacobian)
+        if k == len(net.layers) - 1:
+            steps.append(LayerStep(z, dz_dx, None, None))
+            break
+        D = tuple(
+            int(zi > 0 or (direction is not None and zi == 0 and _dot(row, direction) > 0))
+            for zi, row in zip(z, dz_dx, strict=True)
+        )
+        a = tuple(zi if d else Fraction(0) for zi, d in zip(z, D, strict=True))
+        zero = tuple(Fraction(0) for _ in range(net.in_dim))
+        jacobian = tuple(row if d else zero for row, d in zip(dz_dx, D, strict=True))
+        steps.append(LayerStep(z, dz_dx, a, D))
+    return LocalLinear(x0, tuple(steps))
+
+
+def torch_forward(net: Network, x: torch.Tensor) -> torch.Tensor:
+    """h for a batch x (N, in) in float64 with PyTorch's own ops: the independent reference."""
+    import torch
+
+    for k, layer in enumerate(net.layers):
+        weight = torch.tensor([[float(v) for v in row] for row in layer.W], dtype=torch.float64)
+        bias = torch.tensor([float(v) for v in layer.b], dtype=torch.float64)
+        x = x @ weight.T + bias  # (N, units)
+        if k < len(net.layers) - 1:
+            x = torch.relu(x)
+    return x  # (N, out)
+
+
+@dataclass(frozen=True)
+class PointCheck:
+    """The exact h and W against a float64 forward pass and `torch.autograd`."""
+
+    h_error: float
+    W_error: float  # noqa: N815 (the write-up's name)
+    passed: bool
+
+
+def _max_error(exact: Vector | Matrix, approx: torch.Tensor) -> tuple[float, float]:
+    """(max abs error, the tolerance for numbers this size)."""
+    import torch
+
+    reference = torch.tensor([[float(v) for v in row] for row in exact], dtype=torch.float64)
+    scale = 1 + reference.abs().max().item()
+    return (reference - approx.reshape(reference.shape)).abs().max().item(), _TOLERANCE * scale
+
+
+def verify_point(
+    net: Network, local: LocalLinear, sides: tuple[LocalLinear, ...] = ()
+) -> PointCheck:
+    """Check h against `torch_forward` and W against `torch.autograd` at `local.x0`.
+
+    At a kink, rounding in float64 can put z a hair above or below 0, so autograd may give
+    either one-sided derivative: any of `local.W` and the `sides`' W counts as agreeing.
+    """
+    import torch
+
+    x = torch.tensor([float(v) for v in local.x0], dtype=torch.float64)  # (in,)
+    h = torch_forward(net, x[None])[0]  # (out,)
+    jacobian = torch.autograd.functional.jacobian(lambda v: torch_forward(net, v[None])[0], x)
+    h_error, h_tol = _max_error((local.h,), h)
+    w_error, w_tol = min(_max_error(side.W, jacobian) for side in (local, *sides))
+    return PointCheck(h_error, w_error, h_error <= h_tol and w_error <= w_tol)
+
+
+def _piece(local: LocalLinear, prefix: str = "") -> dict:
+    return {f"W{prefix}": json_array(squeeze(local.W)), f"b{prefix}": json_array(squeeze(local.b))}
+
+
+@dataclass(frozen=True)
+class PointAnswer:
+    """Everything `cifarctl theory relu-linear --at X` shows for one point."""
+
+    local: LocalLinear
+    sides: tuple[LocalLinear, LocalLinear] | None  # (left, right) pieces at a scalar kink
+    check: PointCheck
+
+    def to_dict(self) -> dict:
+        """Plain numbers (`--json`): x0, h, W, b, the z/a/D of every layer, the kink, the check."""
+        local, hidden = self.local, self.local.steps[:-1]
+        report = {
+            "x0": json_array(squeeze(local.x0)),
+            "h": json_array(squeeze(local.h)),
+            **_piece(local),
+            "z": [json_array(step.z) for step in local.steps],
+            "a": [json_array(step.a) for step in hidden],
+            "D": [list(step.D) for step in hidden],
+            "dz_dx": [json_array(squeeze(step.dz_dx)) for step in local.steps],
+            "exact": {  # the numbers as rationals, e.g. "1/3", where JSON has only floats
+                "x0": format_array(squeeze(local.x0)),
+                "h": format_array(squeeze(local.h)),
+                "W": format_array(squeeze(local.W)),
+                "b": format_array(squeeze(local.b)),
+            },
+            "on_kink": local.on_kink,
+            "verified": self.check.passed,
+            "h_error": self.check.h_error,
+            "W_error": self.check.W_error,
+        }
+        if self.sides is not None:
+            report.update(_piece(self.sides[0], "_left") | _piece(self.sides[1], "_right"))
+        return report
+
+
+def solve(net: Network, x0: Vector) -> PointAnswer:
+    """The local linear map at x0, its one-sided pieces at a kink, and the PyTorch check.
+
+        solve(WRITEUP_NETWORK, (Fraction(2),)).to_dict()["W"] == 6
+    """
+    local = local_linear(net, x0)
+    sides = None
+    if local.on_kink and net.in_dim == 1:
+        sides = (
+            local_linear(net, x0, direction=(Fraction(-1),)),
+            local_linear(net, x0, direction=(Fraction(1),)),
+        )
+    return PointAnswer(local, sides, verify_point(net, local, sides or ()))
+
