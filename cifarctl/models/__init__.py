@@ -1,0 +1,102 @@
+"""Models by name: a torch-free registry over one module per architecture family.
+
+    from cifarctl.models import create_model, list_models
+    model = create_model("ResNet-32")        # same as "resnet32"; 464,154 parameters
+
+The table below names every model and the family function that builds it, so `list_models()`
+and `canonical_name()` answer without importing torch (the CLI builds its `--help` choices
+from them); `create_model` imports the family module on first use (timm's `create_model`,
+STYLE principle 4). `dead_relu_fractions` (the dead-unit probe of SPEC 1.1) is imported
+lazily too.
+
+Contracts every model keeps (ARCHITECTURE.md, "Models"): `model.classifier` is its final
+`nn.Linear`; every ReLU site is its own `nn.ReLU` module, so the probe can hook each one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cifarctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# canonical name -> "family module:builder function" (SPEC 1.2). Names are lower case without
+# separators, so "ResNet-32", "resnet_32" and "resnet32" all meet here (see `canonical_name`).
+_MODELS: dict[str, str] = {
+    "twolayernet": "simple:twolayernet",
+    "vanillacnn": "simple:vanillacnn",
+    "mymodel": "mymodel:mymodel",
+    "resnet20": "resnet:resnet20",
+    "resnet32": "resnet:resnet32",
+    "resnet44": "resnet:resnet44",
+    "resnet56": "resnet:resnet56",
+    "resnet110": "resnet:resnet110",
+}
+
+# "module:function" of every builder the family modules mark with `register_model`; the tests
+# check it equals the table's values, so a builder cannot exist without a name or vice versa.
+_REGISTERED: set[str] = set()
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Mark a family function as a model builder (it must also be listed in `_MODELS`).
+
+    @register_model
+    def resnet32(num_classes: int = 10) -> nn.Module: ...
+    """
+    _REGISTERED.add(f"{builder.__module__.rpartition('.')[2]}:{builder.__name__}")
+    return builder
+
+
+def list_models() -> list[str]:
+    """Canonical model names, simplest first: `["twolayernet", ..., "resnet110"]`."""
+    return list(_MODELS)
+
+
+def canonical_name(name: str) -> str:
+    """`"ResNet-32"` -> `"resnet32"`: case, `-`, `_` and spaces do not matter.
+
+    Unknown names raise `UsageError` with the closest known name and the full list.
+    """
+    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    if key in _MODELS:
+        return key
+    close = difflib.get_close_matches(key, _MODELS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UsageError(f"unknown model '{name}'{hint}; choose one of: {', '.join(_MODELS)}")
+
+
+def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
+    """Build a freshly initialised model by name.
+
+        create_model("mymodel", dropout=0.5)      # overrides are the builder's keyword options
+
+    Unknown overrides raise `UsageError` naming the options the model accepts.
+    """
+    canonical = canonical_name(name)
+    module_name, _, function_name = _MODELS[canonical].partition(":")
+    builder = getattr(importlib.import_module(f"{__name__}.{module_name}"), function_name)
+    options = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+    unknown = sorted(set(overrides) - set(options))
+    if unknown:
+        accepts = ", ".join(options) or "no options"
+        raise UsageError(f"model '{canonical}' has no option {', '.join(unknown)} "
+                         f"(it accepts: {accepts})")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise UsageError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return builder(num_classes=num_classes, **overrides)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the probe needs torch, so `import cifarctl.models` must not import it eagerly.
+    if name == "dead_relu_fractions":
+        from cifarctl.models.probe import dead_relu_fractions
+
+        return dead_relu_fractions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

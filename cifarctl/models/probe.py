@@ -1,0 +1,53 @@
+"""The dead-unit probe (SPEC 1.1): per ReLU layer, the fraction of units that never fire.
+
+    fractions = dead_relu_fractions(model, probe_x)  # {"layer1_0_relu1": tensor(0.0625), ...}
+
+A unit is a channel of a conv feature map (a filter whose ReLU output is 0 at every position
+of every input) or a neuron of a linear layer (0 on every input). The write-up argues such
+units are rare in practice (initialisation, small or positive biases, batch norm, mini-batch
+noise, moderate learning rates; SPEC 1.1); training logs these fractions as
+`dead_relu_<layer>` so that claim is measured, not argued.
+
+Layer names are the ReLU's module path with dots turned into underscores
+(`layer1.0.relu1` -> `layer1_0_relu1`, `relu6` stays), so `dead_relu_<layer>` is a valid
+metric name anywhere. Values stay 0-dim tensors on the model's device: no host sync.
+"""
+
+import torch
+from torch import nn
+
+
+def metric_layer_name(module_path: str) -> str:
+    """`"layer1.0.relu1"` -> `"layer1_0_relu1"`: a ReLU's key in the probe's result."""
+    return module_path.replace(".", "_")
+
+
+def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run `x` through `model` (eval mode, no grad) and measure every `nn.ReLU` it passes.
+
+    The model's train/eval mode is restored and the hooks removed afterwards, even on error.
+    A model without ReLUs (`twolayernet`) gives `{}`.
+    """
+    fired: dict[str, torch.Tensor] = {}
+
+    def record(path: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            active = output != 0                     # (N, C, H, W) or (N, F)
+            if active.dim() > 2:
+                active = active.flatten(2).any(-1)   # (N, C): fired somewhere in the map
+            fired[path] = active.any(0)              # (C,): fired on some input
+
+        return hook
+
+    handles = [module.register_forward_hook(record(path))
+               for path, module in model.named_modules() if isinstance(module, nn.ReLU)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {metric_layer_name(path): 1 - units.float().mean() for path, units in fired.items()}
