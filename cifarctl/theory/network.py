@@ -15,20 +15,19 @@ from pathlib import Path
 import yaml
 
 from cifarctl.errors import UsageError
-from cifarctl.theory.numbers import Matrix, Vector, to_fraction
+from cifarctl.theory.numbers import Matrix, Vector, json_array, to_fraction
 
-NETWORK_FORMAT = """\
-Network file (YAML): the layers of h(x) = WL ... max(0, W2 max(0, W1 x + b1) + b2) ... + bL,
-a ReLU after every layer but the last. Each W is a list of rows (one row per output unit,
-one column per input), each b a list with one entry per row (a single number for one unit).
-Numbers are exact decimals or fractions: 1.5, 3/2, -1. The write-up's network (the default,
-SPEC 1.1; also experiments/theory-writeup-network.yaml):
-
-    layers:
-      - {W: [[1.5], [0.5]], b: [0, 1]}
-      - {W: [[1, 2], [2, 1]], b: [0, 1]}
-      - {W: [[1, 1]], b: [-1]}
-"""
+NETWORK_FORMAT = (
+    "Network file (YAML): the layers of h(x) = WL ... max(0, W2 max(0, W1 x + b1) + b2) ... + bL, "
+    "a ReLU after every layer but the last. Each W is a list of rows (one row per output unit, "
+    "one column per input), each b a list with one entry per row (or a single number for one "
+    "unit). Numbers are exact decimals or fractions: 1.5, 3/2, -1. The write-up's network "
+    "(the default, SPEC 1.1; also experiments/theory-writeup-network.yaml):\n\n"
+    "    layers:\n"
+    "      - {W: [[1.5], [0.5]], b: [0, 1]}\n"
+    "      - {W: [[1, 2], [2, 1]], b: [0, 1]}\n"
+    "      - {W: [[1, 1]], b: [-1]}\n"
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,15 @@ class Network:
     def widths(self) -> tuple[int, ...]:
         """(in, hidden..., out), e.g. (1, 2, 2, 1) for the write-up's network."""
         return (self.in_dim, *(len(layer.W) for layer in self.layers))
+
+    def to_dict(self) -> dict:
+        """The widths and weights as plain numbers, in the file format's shape."""
+        return {
+            "widths": list(self.widths),
+            "layers": [
+                {"W": json_array(layer.W), "b": json_array(layer.b)} for layer in self.layers
+            ],
+        }
 
 
 def _vector(value: object, what: str) -> Vector:

@@ -1,0 +1,263 @@
+"""Rich views of the theory answers: what `cifarctl theory` prints without --json.
+
+    Console().print(conv_view(conv.solve(geometry), width=Console().width))
+    Console().print(relu_view(WRITEUP_NETWORK, "the write-up's", [relu.solve(...)], None))
+
+Views only arrange what the answers already hold (STYLE principle 5); no math happens here.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cifarctl.theory.conv import ConvAnswer, ConvGeometry
+from cifarctl.theory.network import Network
+from cifarctl.theory.numbers import format_array, squeeze
+from cifarctl.theory.regions import RegionsAnswer
+from cifarctl.theory.relu import LocalLinear, PointAnswer
+
+_UNLIMITED = 1_000_000  # a console width that lets a table measure its natural width
+
+
+def _verdict(passed: bool) -> Text:
+    return Text("passed", style="bold green") if passed else Text("FAILED", style="bold red")
+
+
+def _size_lines(g: ConvGeometry) -> list[str]:
+    """The size formulas with the numbers put in (SPEC 1.1): once if square, else per axis."""
+    axes = list(zip(g.size, g.kernel, g.stride, g.padding, strict=True))
+    names = [""] if axes[0] == axes[1] else [" rows", " columns"]
+    padded = ", ".join(
+        f"{n} + 2*{p} = {n + 2 * p}{name}" for name, (n, _, _, p) in zip(names, axes, strict=False)
+    )
+    output = ", ".join(
+        f"floor(({n} + {2 * p} - {k}) / {s}) + 1 = {(n + 2 * p - k) // s + 1}{name}"
+        for name, (n, k, s, p) in zip(names, axes, strict=False)
+    )
+    return [
+        f"padded input: H + 2P = {padded} -> {g.padded[0]}x{g.padded[1]}",
+        f"output: floor((H + 2P - K) / S) + 1 = {output} -> {g.output[0]}x{g.output[1]}",
+    ]
+
+
+def _matrix_table(answer: ConvAnswer, width: int) -> RenderableType:
+    m = answer.matrix
+    name = "A^T" if m.transpose else "A"
+    table = Table(
+        title=f"{name} ({m.shape[0]}x{m.shape[1]})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("", style="bold", no_wrap=True)
+    for label in m.col_labels:
+        table.add_column(label, justify="center", no_wrap=True)
+    for label, row in zip(m.row_labels, m.entries, strict=True):
+        cells = [
+            Text("0", style="dim") if e == 0 else Text(f"w({e[0]},{e[1]})", style="cyan")
+            for e in row
+        ]
+        table.add_row(label, *cells)
+    if Console(width=_UNLIMITED).measure(table).maximum > width:  # rich would squeeze cells
+        return Text(
+            f"{name} has {m.shape[1]} columns, too wide for {width} characters: its rows are "
+            "below as sums (--json prints the full matrix)",
+            style="dim",
+        )
+    return table
+
+
+def conv_view(answer: ConvAnswer, width: int = 100) -> RenderableType:
+    """Sizes with their formula, A as a table, y as expressions, the shape line and the check."""
+    m, g, check = answer.matrix, answer.matrix.geometry, answer.check
+    lines: list[RenderableType] = [
+        Text(
+            f"Convolution as a matrix: input {g.size[0]}x{g.size[1]}, kernel "
+            f"{g.kernel[0]}x{g.kernel[1]}, stride {g.stride[0]}x{g.stride[1]}, padding "
+            f"{g.padding[0]}x{g.padding[1]}",
+            style="bold",
+        ),
+        Text("(cross-correlation with zero padding, as torch.nn.functional.conv2d)", style="dim"),
+        *(Text(line) for line in _size_lines(g)),
+    ]
+    if m.transpose:
+        dims = zip(g.size, g.kernel, g.stride, g.padding, g.output_padding, strict=True)
+        op = ", ".join(f"({n} + {2 * p} - {k}) mod {s} = {o}" for n, k, s, p, o in dims)
+        lines.append(
+            Text(
+                f"output_padding: (H + 2P - K) mod S = {op}. The output size floors, so S "
+                "input sizes share one output size; conv_transpose2d needs output_padding to "
+                f"return {g.size[0]}x{g.size[1]} rather than the smallest of them."
+            )
+        )
+    lines += [Text(""), _matrix_table(answer, width)]
+    lines += [
+        Text(f"{label} = {expr}") for label, expr in zip(m.row_labels, m.expressions(), strict=True)
+    ]
+    rows, cols = m.shape
+    if m.transpose:
+        shape = f"x ({rows}) = A^T ({rows}x{cols}) y ({cols}), the transposed convolution"
+    else:
+        shape = f"y ({rows}) = A ({rows}x{cols}) x ({cols}), x the row-major input"
+    lines += [
+        Text(""),
+        Text(f"shape: {shape}"),
+        Text.assemble(
+            f"check: {'A^T @ y' if m.transpose else 'A @ x'} vs {check.reference} "
+            f"(random float64), max abs error {check.max_abs_error:.1e}: ",
+            _verdict(check.passed),
+        ),
+    ]
+    return Group(*lines)
+
+
+def _show(value: tuple) -> str:
+    return format_array(squeeze(value))
+
+
+def _cells(*values: str | Text) -> list[Text]:
+    """Table cells as plain Text: "diag(1[z1 > 0])" must not be read as rich markup."""
+    return [v if isinstance(v, Text) else Text(v) for v in values]
+
+
+def _network_view(net: Network, source: str) -> RenderableType:
+    """The network's widths and weights, one line per layer."""
+    widths = " -> ".join(str(w) for w in net.widths)
+    lines = [Text(f"network ({source}): {widths}, ReLU between layers", style="bold")]
+    lines += [
+        Text(f"  W{k} = {_show(layer.W)}, b{k} = {_show(layer.b)}")
+        for k, layer in enumerate(net.layers, start=1)
+    ]
+    return Group(*lines)
+
+
+def _chain(k: int) -> str:
+    """`W3 D2 W2 D1 W1` for layer 3: dz_k/dx as the chain product."""
+    return " ".join(f"W{j} D{j - 1}" if j > 1 else "W1" for j in range(k, 0, -1))
+
+
+def _kink_note(answer: PointAnswer) -> Text:
+    zeros = [
+        f"z{k}[{i}]"
+        for k, step in enumerate(answer.local.steps[:-1], start=1)
+        for i, z in enumerate(step.z, start=1)
+        if z == 0
+    ]
+    note = f"on a kink: {' = '.join(zeros)} = 0, so the derivative is one-sided"
+    if answer.sides is not None:
+        left, right = answer.sides
+        note += (
+            f": left W = {_show(left.W)}, b = {_show(left.b)}; "
+            f"right W = {_show(right.W)}, b = {_show(right.b)}"
+        )
+    return Text(note + " (W above takes relu'(0) = 0, as PyTorch)", style="yellow")
+
+
+def _b_working(local: LocalLinear) -> str:
+    """`15 - 6*2 = 3` for a scalar network; just the value otherwise."""
+    if len(local.x0) > 1 or len(local.h) > 1:
+        return _show(local.b)
+    x0 = _show(local.x0)
+    x0 = f"({x0})" if local.x0[0] < 0 else x0
+    return f"{_show(local.h)} - {_show(local.W)}*{x0} = {_show(local.b)}"
+
+
+def _steps_table(local: LocalLinear) -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column()
+    last = len(local.steps)
+    for k, step in enumerate(local.steps, start=1):
+        z = f"z{k} = W{k} {'x0' if k == 1 else f'a{k - 1}'} + b{k}"
+        if k == last:
+            table.add_row(*_cells(f"h = {z}", _show(step.z)))
+            break
+        table.add_row(*_cells(z, _show(step.z)))
+        if step.a is not None and step.D is not None:
+            table.add_row(*_cells(f"a{k} = max(0, z{k})", _show(step.a)))
+            diagonal = f"diag({', '.join(map(str, step.D))})"
+            table.add_row(*_cells(f"D{k} = diag(1[z{k} > 0])", diagonal))
+        table.add_row(*_cells(f"dz{k}/dx = {_chain(k)}", _show(step.dz_dx)))
+    table.add_row(*_cells(f"W = dh/dx = {_chain(last)}", _show(local.W)))
+    table.add_row(*_cells("b = h - W x0", _b_working(local)))
+    return table
+
+
+def _point_view(answer: PointAnswer) -> RenderableType:
+    """One point step by step: z, a, D, the chain product W, b, kink and check."""
+    local, check = answer.local, answer.check
+    lines: list[RenderableType] = [
+        Text(f"x0 = {_show(local.x0)}", style="bold"),
+        _steps_table(local),
+    ]
+    if local.on_kink:
+        lines.append(_kink_note(answer))
+    lines.append(
+        Text.assemble(
+            f"check: W vs torch.autograd, h vs forward pass: max abs error "
+            f"{check.W_error:.1e}, {check.h_error:.1e}: ",
+            _verdict(check.passed),
+        )
+    )
+    return Group(*lines, Text(""))
+
+
+def _summary_view(answers: list[PointAnswer]) -> Table:
+    """The table x0 | h | W | b of SPEC 1.1, with the kink flag and the check."""
+    table = Table(title="h(x) = W x + b around each x0", box=box.SIMPLE_HEAD)
+    for name in ("x0", "h", "W", "b", "kink", "check"):
+        table.add_column(name, justify="right")
+    for a in answers:
+        local = a.local
+        kink = "yes" if local.on_kink else ""
+        table.add_row(
+            *_cells(_show(local.x0), _show(local.h), _show(local.W), _show(local.b), kink),
+            _verdict(a.check.passed),
+        )
+    return table
+
+
+def _bound(value: Fraction | None, infinity: str) -> str:
+    return infinity if value is None else format_array(value)
+
+
+def _regions_view(answer: RegionsAnswer) -> RenderableType:
+    """Breakpoints, the (W, b) of each piece, and the grid check."""
+    span = f"[{_bound(answer.lo, '-inf')}, {_bound(answer.hi, 'inf')}]"
+    points = ", ".join(format_array(x) for x in answer.breakpoints) or "none"
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("from", "to", "W", "b"):
+        table.add_column(name, justify="right")
+    for p in answer.pieces:
+        table.add_row(
+            *_cells(_bound(p.start, "-inf"), _bound(p.end, "inf"), _show(p.W), _show(p.b))
+        )
+    check = answer.check
+    return Group(
+        Text(f"linear pieces of h over {span}; breakpoints (h bends): {points}", style="bold"),
+        table,
+        Text.assemble(
+            f"check: the pieces vs a forward pass at {check.points} points in "
+            f"[{check.lo:g}, {check.hi:g}], max abs error {check.max_abs_error:.1e}: ",
+            _verdict(check.passed),
+        ),
+    )
+
+
+def relu_view(
+    net: Network, source: str, points: list[PointAnswer], found: RegionsAnswer | None
+) -> RenderableType:
+    """The network, each point step by step, the summary table and the pieces, if asked for."""
+    parts: list[RenderableType] = [_network_view(net, source), Text("")]
+    parts += [_point_view(answer) for answer in points]
+    if points:
+        parts.append(_summary_view(points))
+    if found is not None:
+        parts.append(_regions_view(found))
+    return Group(*parts)
