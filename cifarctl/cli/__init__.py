@@ -61,6 +61,7 @@ def main() -> None:
     """Console-script entry point."""
     app()
 
+
 from cifarctl.cli.theory import app as theory_app  # noqa: E402  (registered after the root)
 
 app.add_typer(theory_app, name="theory", help="SPEC 1.1's theory: conv as a matrix, ReLU nets.")

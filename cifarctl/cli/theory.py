@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from cifarctl.errors import CifarctlError, UsageError
-from cifarctl.theory import conv, regions, relu
-from cifarctl.theory.network import NETWORK_FORMAT, WRITEUP_NETWORK, load_network
-from cifarctl.theory.numbers import parse_point, to_fraction
-from cifarctl.theory.render import conv_view, relu_view
+from cifarctl.theory.network import NETWORK_FORMAT
+
+# The solvers and rich views are imported inside the commands: `cifarctl --help` stays fast
+# (ARCHITECTURE: importing cifarctl.cli is cheap), and torch only loads when a check runs.
 
 app = typer.Typer(
     help="The write-up's theory problems (SPEC 1.1), answered exactly and checked against PyTorch.",
@@ -63,6 +62,11 @@ def conv_command(
     as_json: JsonFlag = False,
 ) -> None:
     """y = A x for the geometry, as a table, sums and JSON; exit 1 if PyTorch disagrees."""
+    from rich.console import Console
+
+    from cifarctl.theory import conv
+    from cifarctl.theory.render import conv_view
+
     geometry = conv.ConvGeometry.parse(size, kernel, stride, padding)
     answer = conv.solve(geometry, transpose=transpose)
     if as_json:
@@ -114,6 +118,13 @@ def relu_linear_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Each --at point step by step, the summary table and --regions; exit 1 on a failed check."""
+    from rich.console import Console
+
+    from cifarctl.theory import regions, relu
+    from cifarctl.theory.network import WRITEUP_NETWORK, load_network
+    from cifarctl.theory.numbers import parse_point, to_fraction
+    from cifarctl.theory.render import relu_view
+
     net = load_network(network) if network is not None else WRITEUP_NETWORK
     source = str(network) if network is not None else "the write-up's, SPEC 1.1"
     if span is not None and (low is not None or high is not None):

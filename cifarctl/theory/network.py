@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from cifarctl.errors import UsageError
 from cifarctl.theory.numbers import Matrix, Vector, json_array, to_fraction
 
@@ -134,6 +132,8 @@ def network_from_dict(data: object, source: str = "network") -> Network:
 
 def load_network(path: Path) -> Network:
     """Read a network file (format: `NETWORK_FORMAT`); every problem is a one-line `UsageError`."""
+    import yaml  # here, so that the CLI's help (which shows NETWORK_FORMAT) stays light
+
     try:
         text = path.read_text()
     except OSError as err:

@@ -39,12 +39,11 @@ class Piece:
 def _next_root(local: LocalLinear, direction: int) -> Fraction | None:
     """The nearest x beyond x0 (in `direction`) where a hidden z of this piece crosses 0."""
     x0 = local.x0[0]
-    roots = [
-        x0 - z / row[0]
-        for step in local.steps[:-1]  # the output layer has no ReLU, so it cannot bend h
-        for z, row in zip(step.z, step.dz_dx, strict=True)
-        if row[0] != 0 and (x0 - z / row[0] - x0) * direction > 0
-    ]
+    roots = []
+    for step in local.steps[:-1]:  # the output layer has no ReLU, so it cannot bend h
+        for z, row in zip(step.z, step.dz_dx, strict=True):
+            if row[0] != 0 and (root := x0 - z / row[0]) != x0 and (root > x0) == (direction > 0):
+                roots.append(root)
     return min(roots, key=lambda r: abs(r - x0)) if roots else None
 
 

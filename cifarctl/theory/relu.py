@@ -1,7 +1,7 @@
 """A ReLU network is piecewise linear: its local linear map at a point, exactly (SPEC 1.1).
 
     answer = solve(WRITEUP_NETWORK, (Fraction(2),))
-    answer.local.h, answer.local.W, answer.local.b   # ((15,), ((6,),), (3,))
+    answer.local.h, answer.local.W, answer.local.b   # (15,), ((6,),), (3,) as Fractions
     answer.check.passed                              # W == torch.autograd, h == forward pass
 
 Around x0 every ReLU acts as a fixed 0/1 diagonal matrix Dk = diag(1[zk > 0]), so h is
@@ -19,13 +19,7 @@ from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 from cifarctl.theory.network import Network
-from cifarctl.theory.numbers import (
-    Matrix,
-    Vector,
-    format_array,
-    json_array,
-    squeeze,
-)
+from cifarctl.theory.numbers import Matrix, Vector, format_array, json_array, squeeze
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +64,7 @@ class LocalLinear:
         return self.steps[-1].z
 
     @property
-    def W(self) -> Matrix:  # noqa: N802 (the write-up's name)
+    def W(self) -> Matrix:
         return self.steps[-1].dz_dx
 
     @property
@@ -135,7 +129,7 @@ class PointCheck:
     """The exact h and W against a float64 forward pass and `torch.autograd`."""
 
     h_error: float
-    W_error: float  # noqa: N815 (the write-up's name)
+    W_error: float
     passed: bool
 
 
