@@ -1,0 +1,44 @@
+"""Checkpoints: written atomically, read back with `weights_only=True`.
+
+    save_checkpoint(path, state)          # temp file + os.replace: never a half-written file
+    state = load_checkpoint(path)
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts (model and optimizer
+state dicts, scheduler position, RNG states as uint8 tensors, the config as a plain dict,
+the epoch and the metric history), which is what `torch.load(weights_only=True)` accepts:
+loading a checkpoint never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cifarctl.errors import UsageError
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"cannot read checkpoint {path}: {first}") from None

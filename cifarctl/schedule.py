@@ -1,0 +1,28 @@
+"""The learning-rate schedule as one pure function (STYLE principle 8).
+
+    lr = lr_at(epoch=3, step=10, steps_per_epoch=97, base_lr=0.1, warmup=5,
+               milestones=[160, 180], factors=[0.01, 0.01])
+
+Linear warm-up, then step decay, as in the reference code of Cao et al. 2019 (LDAM-DRW,
+`adjust_learning_rate`) and the CS7643 assignment: during epoch e < warmup the rate is
+base_lr * (e + 1) / warmup; from epoch m_k on it is multiplied by factor_k. Here the warm-up
+ramps per step, reaching the reference's value at the end of each warm-up epoch, so the
+first steps of training are not taken at the full epoch's rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def lr_at(epoch: int, step: int, *, steps_per_epoch: int, base_lr: float, warmup: int,
+          milestones: Sequence[int], factors: Sequence[float]) -> float:
+    """Learning rate for `step` (0-based, within the epoch) of `epoch` (0-based)."""
+    if warmup > 0 and epoch < warmup:
+        done = epoch * steps_per_epoch + step + 1  # steps taken once this one is done
+        return base_lr * done / (warmup * steps_per_epoch)
+    lr = base_lr
+    for milestone, factor in zip(milestones, factors):
+        if epoch >= milestone:
+            lr *= factor
+    return lr

@@ -1,0 +1,155 @@
+"""The run config: dialects, overrides, validation messages (issue 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cifarctl.config import (
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    field_help,
+    load_config,
+    parse_set_option,
+    resolve_key,
+)
+from cifarctl.errors import UsageError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_published_protocol_shape():
+    cfg = load_config()
+    assert (cfg.model.name, cfg.optim.epochs, cfg.optim.batch_size) == ("resnet32", 200, 128)
+    assert cfg.optim.steps == [160, 180] and cfg.lr_decay_factors == [0.1, 0.1]
+    assert cfg.data.imbalance == 1.0 and cfg.loss.name == "ce"
+
+
+def test_every_field_documented():
+    for key, _default, text in field_help():
+        assert text and len(text) > 10, key
+
+
+def test_assignment_style_equals_native(tmp_path):
+    assignment = write(tmp_path, """
+Train:
+  batch_size: 128
+  learning_rate: 0.01
+  reg: 0.005
+  epochs: 50
+  steps: [40, 45]
+  warmup: 0
+  momentum: 0.9
+network:
+  model: ResNet-32
+data:
+  imbalance: imbalance
+  save_best: True
+loss:
+  loss_type: Focal
+  gamma: 2
+  beta: 0.999
+""", "a.yaml")
+    native = write(tmp_path, """
+model: {name: resnet32}
+data: {imbalance: 100}
+optim: {batch_size: 128, lr: 0.01, weight_decay: 0.005, epochs: 50, steps: [40, 45],
+        warmup: 0, momentum: 0.9}
+loss: {name: focal, gamma: 2.0, beta: 0.999}
+run: {save_best: true}
+""", "n.yaml")
+    assert load_config(assignment) == load_config(native)
+
+
+def test_shipped_writeup_configs_have_the_writeups_values():
+    ce = load_config(EXPERIMENTS / "resnet32-ce.yaml")
+    assert (ce.optim.batch_size, ce.optim.lr, ce.optim.weight_decay, ce.optim.epochs) == \
+        (128, 0.1, 0.0005, 50)
+    assert ce.optim.steps == [100, 101] and ce.data.imbalance == 100 and ce.loss.name == "ce"
+    focal = load_config(EXPERIMENTS / "resnet32-cb-focal.yaml")
+    assert (focal.optim.lr, focal.optim.weight_decay, focal.optim.steps) == (0.01, 0.005, [40, 45])
+    assert (focal.loss.name, focal.loss.beta, focal.loss.gamma) == ("focal", 0.999, 2.0)
+    mine = load_config(EXPERIMENTS / "mymodel.yaml")
+    assert (mine.model.name, mine.optim.batch_size, mine.optim.momentum) == ("mymodel", 96, 0.95)
+    assert mine.optim.steps == [12, 14] and mine.data.imbalance == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("resnet32-lt100-*.yaml")))
+def test_literature_configs_follow_the_protocol(name):
+    cfg = load_config(EXPERIMENTS / name)
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.warmup) == \
+        (200, 128, 0.1, 5)
+    assert cfg.optim.weight_decay == pytest.approx(2e-4)
+    assert cfg.optim.steps == [160, 180] and cfg.lr_decay_factors == [0.01, 0.01]
+    assert cfg.data.imbalance == 100 and cfg.data.imbalance_type == "exp"
+    text = (EXPERIMENTS / name).read_text()
+    assert text.startswith("#") and "SPEC 2" in text or "resnet32-lt100-ce.yaml" in text
+
+
+def test_overrides_and_short_keys():
+    cfg = apply_overrides(RunConfig(), {"beta": "0.99", "seed": 3, "optim.lr": "1e-3",
+                                        "optim.steps": 5})
+    assert cfg.loss.beta == 0.99 and cfg.run.seed == 3 and cfg.optim.lr == 1e-3
+    assert cfg.optim.steps == [5]
+    assert resolve_key("epochs") == "optim.epochs"
+
+
+def test_yaml_1_1_exponent_strings_are_numbers(tmp_path):
+    cfg = load_config(write(tmp_path, "optim:\n  weight_decay: 2e-4\n"))
+    assert cfg.optim.weight_decay == 2e-4
+
+
+def test_set_option_parses_yaml_values():
+    assert parse_set_option(["optim.steps=[40, 45]", "loss.name=focal", "run.run_name="]) == {
+        "optim.steps": [40, 45], "loss.name": "focal", "run.run_name": None}
+    with pytest.raises(UsageError, match="section.key=value"):
+        parse_set_option(["nonsense"])
+
+
+def test_roundtrip_through_dict():
+    cfg = apply_overrides(RunConfig(), {"loss.name": "ldam", "loss.drw_epoch": 160,
+                                        "optim.decay": [0.01, 0.01]})
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_flat()["loss.drw_epoch"] == 160
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optim.lrr": 0.1}, "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    ({"betta": 0.1}, "did you mean 'beta'"),
+    ({"name": "x"}, "ambiguous"),
+    ({"optim.lr": 0}, "optim.lr must be > 0"),
+    ({"optim.lr": "fast"}, "optim.lr must be a number"),
+    ({"optim.epochs": 0}, "optim.epochs must be >= 1"),
+    ({"optim.epochs": 1.5}, "optim.epochs must be an integer"),
+    ({"loss.beta": 1.0}, "loss.beta must be in [0, 1)"),
+    ({"loss.beta": -0.1}, "loss.beta must be in [0, 1)"),
+    ({"optim.steps": [45, 40]}, "strictly increasing"),
+    ({"optim.decay": [0.1]}, "one factor per step"),
+    ({"data.imbalance": 0.5}, "data.imbalance must be >= 1"),
+    ({"data.imbalance_type": "linear"}, "'exp' or 'step'"),
+    ({"run.save_best": "maybe"}, "run.save_best must be true or false"),
+    ({"model.name": "resnet33"}, "resnet3"),
+])
+def test_bad_values_are_one_line_usage_errors(overrides, message):
+    with pytest.raises(UsageError) as err:
+        apply_overrides(RunConfig(), overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UsageError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(UsageError, match="invalid YAML"):
+        load_config(write(tmp_path, "optim: [unclosed\n"))
+    with pytest.raises(UsageError, match="must be a YAML mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(UsageError, match="unknown key 'Train.learnig_rate'.*learning_rate"):
+        load_config(write(tmp_path, "Train:\n  learnig_rate: 0.1\n"))
