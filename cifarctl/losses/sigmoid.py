@@ -29,9 +29,10 @@ from cifarctl.losses.base import ClassBalancedLoss, LossParams
 class SigmoidFocalLoss(ClassBalancedLoss):
     """The sigmoid focal loss above; its `prepare_model` sets the final bias to -log(C - 1).
 
-    Cui et al. (Sec. 4) start every class at the prior pi = 1/C, i.e. bias
-    b = -log((1 - pi) / pi) = -log(C - 1), so the first steps are not swamped by the C - 1
-    negatives, and exempt that bias from weight decay, which would pull it back to 0.
+    Cui et al. (implementation notes for the sigmoid losses) start every class at the prior
+    pi = 1/C, i.e. bias b = -log((1 - pi) / pi) = -log(C - 1), so the first steps are not
+    swamped by the C - 1 negatives, and exempt that bias from weight decay, which would pull
+    it back to 0.
     """
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

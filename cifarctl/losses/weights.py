@@ -32,8 +32,8 @@ def cb_weights(counts: Sequence[int], beta: float) -> torch.Tensor:
 
     w_c is the inverse of the effective number of samples E_n = (1 - beta^n) / (1 - beta)
     ("Class-Balanced Loss Based on Effective Number of Samples", Sec. 3), normalised so that
-    sum_c w_c = C (their Sec. 4), which also cancels the constant (1 - beta). beta -> 1
-    approaches inverse class frequency. Returns a (C,) float64 tensor on the CPU.
+    sum_c w_c = C (SPEC 1.3, as in their reference code), which also cancels the constant
+    (1 - beta). beta -> 1 approaches inverse class frequency. Returns (C,) float64 on the CPU.
     """
     if not 0 <= beta < 1:
         raise UsageError(f"beta must be in [0, 1), got {beta}: 0 means no re-weighting, values "
