@@ -269,9 +269,11 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    from cifarctl.models import canonical_name  # torch-free registry
+    from cifarctl.losses import canonical_name as loss_name  # both registries are torch-free
+    from cifarctl.models import canonical_name as model_name
 
-    cfg.model.name = canonical_name(cfg.model.name)
+    cfg.model.name = model_name(cfg.model.name)
+    cfg.loss.name = loss_name(cfg.loss.name)
 
 
 # ---- YAML: native and assignment dialects ---------------------------------------------------
