@@ -5,6 +5,7 @@ References written out here, independently of `cifarctl.theory`: an exact forwar
 """
 
 import random
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -243,3 +244,26 @@ def test_malformed_network_files(tmp_path, text, message):
 def test_missing_network_file(tmp_path):
     with pytest.raises(UsageError, match="cannot read network file .*nope.yaml"):
         load_network(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "weights", [("1/3", "2/3", "1/7"), ("0.1", "0.3", "1/3"), ("2/3", "0.1", "0.3")]
+)
+def test_vector_kinks_with_non_binary_weights_pass_the_check(weights):
+    # z1[1] = a x1 + b x2 - 1/3 is exactly 0 on these points, but in float64 it is a hair
+    # off 0 either way: autograd then differentiates one side, which the check must allow.
+    a, b, c = (to_fraction(w) for w in weights)
+    net = network_from_dict(
+        {"layers": [{"W": [[a, b], [b, c]], "b": ["-1/3", "0.1"]}, {"W": [[1, -2]], "b": [0]}]}
+    )
+    for t in (F(1, 3), F(1, 10), F(7, 10), F(-2, 3)):
+        answer = relu.solve(net, (t, (F(1, 3) - a * t) / b))
+        assert answer.local.on_kink and answer.check.passed
+
+
+def test_the_check_catches_a_wrong_answer():
+    local = relu.local_linear(WRITEUP_NETWORK, (F(2),))
+    last = local.steps[-1]
+    wrong = relu.LocalLinear(local.x0, (*local.steps[:-1], replace(last, dz_dx=((F(5),),))))
+    check = relu.verify_point(WRITEUP_NETWORK, wrong)
+    assert not check.passed and check.W_error == 1.0 and check.h_error == 0.0

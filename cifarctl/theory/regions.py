@@ -7,7 +7,7 @@
 
 Inside one piece every pre-activation is affine in x, z_k(x) = z_k(x0) + (dz_k/dx)(x - x0), so
 the piece ends at the nearest root of one of them in the direction of travel. The walk
-restarts there with the activation pattern on the far side (`local_linear(..., direction)`).
+restarts there with the activation pattern on the far side (`local_linear(..., direction=...)`).
 Neighbouring pieces with the same (W, b) are merged: a unit that switches behind a zero
 weight changes the pattern but does not bend h, and only bends are breakpoints.
 """
@@ -20,7 +20,7 @@ from fractions import Fraction
 from cifarctl.errors import UsageError
 from cifarctl.theory.network import Network
 from cifarctl.theory.numbers import Matrix, Vector, format_array, json_array, squeeze
-from cifarctl.theory.relu import LocalLinear, local_linear, torch_forward
+from cifarctl.theory.relu import LocalLinear, local_linear, torch_preactivations
 
 _TOLERANCE = 1e-9  # relative, as in relu.verify_point: float64 rounding only
 GRID_POINTS = 2001  # dense enough to land inside every piece of a small network
@@ -104,7 +104,7 @@ class RegionCheck:
 def check_regions(
     net: Network, pieces: tuple[Piece, ...], lo: Fraction, hi: Fraction, points: int = GRID_POINTS
 ) -> RegionCheck:
-    """Evaluate each grid point with its piece's W x + b and with `torch_forward`; compare."""
+    """Evaluate each grid point with its piece's W x + b and with PyTorch; compare."""
     import torch
 
     x = torch.linspace(float(lo), float(hi), points, dtype=torch.float64)  # (N,)
@@ -113,7 +113,7 @@ def check_regions(
     slope = torch.tensor([[float(r[0]) for r in p.W] for p in pieces], dtype=torch.float64)
     offset = torch.tensor([[float(v) for v in p.b] for p in pieces], dtype=torch.float64)
     predicted = slope[which] * x[:, None] + offset[which]  # (N, out)
-    expected = torch_forward(net, x[:, None])  # (N, out)
+    expected = torch_preactivations(net, x[:, None])[-1]  # (N, out)
     error = (predicted - expected).abs().max().item()
     scale = 1 + expected.abs().max().item()
     return RegionCheck(float(lo), float(hi), points, error, error <= _TOLERANCE * scale)

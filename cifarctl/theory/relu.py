@@ -77,22 +77,38 @@ class LocalLinear:
         return any(z == 0 for step in self.steps[:-1] for z in step.z)
 
 
-def local_linear(net: Network, x0: Vector, direction: Vector | None = None) -> LocalLinear:
+def local_linear(
+    net: Network,
+    x0: Vector,
+    *,
+    direction: Vector | None = None,
+    zero_active: frozenset[tuple[int, int]] = frozenset(),
+) -> LocalLinear:
     """The affine piece of h at x0: `local_linear(WRITEUP_NETWORK, (Fraction(-1),)).W == ((1.5,),)`.
 
-    With `direction` d, a unit with z = 0 counts as active when z grows along d, so the result
-    is the piece that starts at x0 and runs towards x0 + t d (t > 0 small): a one-sided
-    derivative at a kink, and the next piece of a walk along a line (`regions`).
+    A unit with z exactly 0 counts as inactive (relu'(0) = 0, as PyTorch), except
+    - with `direction` d, when z grows along d: the result is then the piece that starts at
+      x0 and runs towards x0 + t d (t > 0 small), a one-sided derivative at a kink and the
+      next piece of a walk along a line (`regions`);
+    - when its (layer, unit) index, both from 0, is in `zero_active`: the side that float
+      rounding chose in PyTorch (`verify_point`).
     """
     if len(x0) != net.in_dim:
         raise UsageError(
             f"the point {format_array(squeeze(x0))} has {len(x0)} coordinate(s) but the "
             f"network takes {net.in_dim} input(s): write a vector as --at 1,2"
         )
+
+    def active(k: int, i: int, z: Fraction, slope: Vector) -> bool:
+        if z != 0:
+            return z > 0
+        return (k, i) in zero_active or (direction is not None and _dot(slope, direction) > 0)
+
     a = x0
     jacobian: Matrix = tuple(
         tuple(Fraction(int(i == j)) for j in range(net.in_dim)) for i in range(net.in_dim)
     )  # da/dx of the input itself
+    zero = tuple(Fraction(0) for _ in range(net.in_dim))
     steps = []
     for k, layer in enumerate(net.layers):
         z = tuple(wa + b for wa, b in zip(_matvec(layer.W, a), layer.b, strict=True))
@@ -100,28 +116,27 @@ def local_linear(net: Network, x0: Vector, direction: Vector | None = None) -> L
         if k == len(net.layers) - 1:
             steps.append(LayerStep(z, dz_dx, None, None))
             break
-        D = tuple(
-            int(zi > 0 or (direction is not None and zi == 0 and _dot(row, direction) > 0))
-            for zi, row in zip(z, dz_dx, strict=True)
-        )
+        D = tuple(int(active(k, i, z[i], dz_dx[i])) for i in range(len(z)))
         a = tuple(zi if d else Fraction(0) for zi, d in zip(z, D, strict=True))
-        zero = tuple(Fraction(0) for _ in range(net.in_dim))
         jacobian = tuple(row if d else zero for row, d in zip(dz_dx, D, strict=True))
         steps.append(LayerStep(z, dz_dx, a, D))
     return LocalLinear(x0, tuple(steps))
 
 
-def torch_forward(net: Network, x: torch.Tensor) -> torch.Tensor:
-    """h for a batch x (N, in) in float64 with PyTorch's own ops: the independent reference."""
+def torch_preactivations(net: Network, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's z for a batch x (N, in), in float64 with PyTorch's own ops; the last is h.
+
+    The independent reference for the exact answers: `torch_preactivations(net, x)[-1]`.
+    """
     import torch
 
-    for k, layer in enumerate(net.layers):
+    zs = []
+    for layer in net.layers:
         weight = torch.tensor([[float(v) for v in row] for row in layer.W], dtype=torch.float64)
         bias = torch.tensor([float(v) for v in layer.b], dtype=torch.float64)
-        x = x @ weight.T + bias  # (N, units)
-        if k < len(net.layers) - 1:
-            x = torch.relu(x)
-    return x  # (N, out)
+        a = torch.relu(zs[-1]) if zs else x
+        zs.append(a @ weight.T + bias)  # (N, units)
+    return zs
 
 
 @dataclass(frozen=True)
@@ -142,21 +157,29 @@ def _max_error(exact: Vector | Matrix, approx: torch.Tensor) -> tuple[float, flo
     return (reference - approx.reshape(reference.shape)).abs().max().item(), _TOLERANCE * scale
 
 
-def verify_point(
-    net: Network, local: LocalLinear, sides: tuple[LocalLinear, ...] = ()
-) -> PointCheck:
-    """Check h against `torch_forward` and W against `torch.autograd` at `local.x0`.
+def verify_point(net: Network, local: LocalLinear) -> PointCheck:
+    """Check h against a float64 forward pass and W against `torch.autograd` at `local.x0`.
 
-    At a kink, rounding in float64 can put z a hair above or below 0, so autograd may give
-    either one-sided derivative: any of `local.W` and the `sides`' W counts as agreeing.
+    At a kink float64 rounding may leave a z that is exactly 0 a hair above 0, and autograd
+    then differentiates the piece on that side; W is compared with the exact derivative of
+    the same piece (equal to `local.W` wherever no z is exactly 0).
     """
     import torch
 
     x = torch.tensor([float(v) for v in local.x0], dtype=torch.float64)  # (in,)
-    h = torch_forward(net, x[None])[0]  # (out,)
-    jacobian = torch.autograd.functional.jacobian(lambda v: torch_forward(net, v[None])[0], x)
-    h_error, h_tol = _max_error((local.h,), h)
-    w_error, w_tol = min(_max_error(side.W, jacobian) for side in (local, *sides))
+    zs = [z[0] for z in torch_preactivations(net, x[None])]  # per layer (units,)
+    jacobian = torch.autograd.functional.jacobian(
+        lambda v: torch_preactivations(net, v[None])[-1][0], x
+    )  # (out, in)
+    rounded_up = frozenset(
+        (k, i)
+        for k, (step, z) in enumerate(zip(local.steps[:-1], zs, strict=False))
+        for i, (exact, approx) in enumerate(zip(step.z, z.tolist(), strict=True))
+        if exact == 0 and approx > 0
+    )
+    torch_side = local_linear(net, local.x0, zero_active=rounded_up) if rounded_up else local
+    h_error, h_tol = _max_error((local.h,), zs[-1])
+    w_error, w_tol = _max_error(torch_side.W, jacobian)
     return PointCheck(h_error, w_error, h_error <= h_tol and w_error <= w_tol)
 
 
@@ -211,5 +234,5 @@ def solve(net: Network, x0: Vector) -> PointAnswer:
             local_linear(net, x0, direction=(Fraction(-1),)),
             local_linear(net, x0, direction=(Fraction(1),)),
         )
-    return PointAnswer(local, sides, verify_point(net, local, sides or ()))
+    return PointAnswer(local, sides, verify_point(net, local))
 
