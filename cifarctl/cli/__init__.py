@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,12 +21,13 @@ from cifarctl.errors import CifarctlError
 class _FriendlyErrors(TyperGroup):
     """Turns the project's errors into `error: ...` and an exit code, for every subcommand."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CifarctlError as err:
-            click.echo(f"error: {err}", err=True)
-            raise click.exceptions.Exit(err.exit_code) from None
+            typer.echo(f"error: {err}", err=True)
+            # typer.Exit, not click's: typer 0.29 carries its own copy of click
+            raise typer.Exit(err.exit_code) from None
 
 
 app = typer.Typer(
@@ -51,7 +51,8 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version."),
     ] = False,
 ) -> None:
     """Train, sweep, evaluate and compare CIFAR-10 models, tracked in MLflow."""
