@@ -1,0 +1,55 @@
+"""Fetching the official CIFAR-10 python tarball with torchvision's downloader (issue 2).
+
+    tarball = fetch_cifar10(workdir)   # verified against the md5, else CifarctlError
+
+`$CIFARCTL_CIFAR10_URL` points at a mirror (or a test server); `$CIFARCTL_CIFAR10_MD5`
+gives that file's md5 and is meant to be set together with the URL. The caller owns
+`workdir` and removes it whatever happens, so a failed or corrupt download leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import os
+import sys
+import urllib.error
+from pathlib import Path
+
+from cifarctl.errors import CifarctlError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official tarball (torchvision's)
+FILENAME = "cifar-10-python.tar.gz"
+
+
+def source_url() -> tuple[str, str]:
+    """(url, md5) after the environment overrides."""
+    return (os.environ.get("CIFARCTL_CIFAR10_URL") or CIFAR10_URL,
+            os.environ.get("CIFARCTL_CIFAR10_MD5") or CIFAR10_MD5)
+
+
+def fetch_cifar10(workdir: Path) -> Path:
+    """Download the tarball into `workdir` and check its md5; return its path."""
+    from torchvision.datasets.utils import calculate_md5, download_url
+
+    url, md5 = source_url()
+    # torchvision draws its own progress bar on stderr: the download's bar on a terminal,
+    # but noise in logs and tests, where it is swallowed.
+    quiet = contextlib.nullcontext() if sys.stderr.isatty() \
+        else contextlib.redirect_stderr(io.StringIO())
+    try:
+        with quiet:
+            download_url(url, str(workdir), filename=FILENAME)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise CifarctlError(f"could not download {url} ({type(err).__name__}: {reason}); check "
+                            "the network, or set $CIFARCTL_CIFAR10_URL to a mirror") from None
+    path = workdir / FILENAME
+    got = calculate_md5(path)
+    if got != md5:
+        raise CifarctlError(f"{url} arrived with md5 {got}, expected {md5}: the file is "
+                            "truncated or corrupt and was not cached; retry, or set "
+                            "$CIFARCTL_CIFAR10_URL and $CIFARCTL_CIFAR10_MD5 together")
+    return path

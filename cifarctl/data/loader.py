@@ -1,0 +1,122 @@
+"""The whole split on the device, batches as index tensors, augmentation as batched math.
+
+    loader = DeviceLoader(images, labels, batch_size=128, shuffle=True, augment=True,
+                          drop_last=False, seed=0, device="cuda")
+    for x, y in loader.epoch(3):   # x (B, 3, 32, 32) float32 normalised, y (B,) int64
+        ...
+
+After KellerJordan/cifar10-airbench (STYLE.md): the uint8 images are copied to the device
+once (50,000 CIFAR images are 150 MB), each batch gathers its rows by index, and the
+protocol's augmentation (SPEC 2: random crop with 4-pixel zero padding, horizontal flip)
+is one gather per batch. There is no per-image Python, no PIL and no worker process.
+Order and augmentation are a pure function of (seed, epoch) through explicit
+`torch.Generator`s, so a run resumed at epoch k sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+# CIFAR-10 per-channel statistics of the training set (SPEC 2 protocol).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+PAD = 4  # pixels of zero padding before the random 32x32 crop (SPEC 2)
+
+_ORDER, _AUGMENT = 0, 1  # generator streams: shuffling and augmentation draw independently
+
+
+def _generator(seed: int, epoch: int, stream: int, device: torch.device) -> torch.Generator:
+    # SeedSequence mixes (seed, epoch, stream) into well-separated seeds, so (seed 0, epoch 1)
+    # and (seed 1, epoch 0) do not collide as they would with seed + epoch.
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device).manual_seed(int(state) & (2**63 - 1))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """The shuffled order of `n` items in `epoch`: (n,) int64 on `device`."""
+    device = torch.device(device)
+    return torch.randperm(n, generator=_generator(seed, epoch, _ORDER, device), device=device)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crop of the zero-padded (40x40) images, then a coin-flip mirror.
+
+    x: (B, C, H, W) uint8 -> (B, C, H, W) uint8; offsets and flips come from `generator`,
+    which must live on x's device.
+    """
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD))        # (B, C, H+8, W+8)
+    dy, dx = torch.randint(0, 2 * PAD + 1, (2, b, 1), generator=generator, device=x.device)
+    flip = torch.rand((b, 1), generator=generator, device=x.device) < 0.5
+    rows = dy + torch.arange(h, device=x.device)                       # (B, H)
+    cols = dx + torch.arange(w, device=x.device)                       # (B, W)
+    cols = torch.where(flip, cols.flip(1), cols)   # mirroring = reading columns backwards
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+@functools.lru_cache(maxsize=8)
+def _scale_shift(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x/255 - mean)/std == x * scale - shift: one multiply and one subtract per pixel, with
+    # the constants built once per device instead of copied to it every batch.
+    std, mean = torch.tensor(CIFAR_STD), torch.tensor(CIFAR_MEAN)
+    scale, shift = 1 / (255 * std), mean / std
+    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (B, 3, H, W): (x/255 - CIFAR_MEAN) / CIFAR_STD."""
+    scale, shift = _scale_shift(x.device)
+    return x.float().mul_(scale).sub_(shift)
+
+
+class DeviceLoader:
+    """Batches of one split, held on `device` as uint8 NCHW (ARCHITECTURE.md, "Data")."""
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
+                 batch_size: int, shuffle: bool = True, augment: bool = False,
+                 drop_last: bool = False, seed: int = 0, device: torch.device | str = "cpu",
+                 channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        images = torch.as_tensor(images)                      # (N, 32, 32, 3) uint8
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        self.images = images.permute(0, 3, 1, 2).contiguous().to(self.device)  # (N, 3, H, W)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)  # (N,)
+        if len(self.labels) != len(self.images) or batch_size < 1:
+            raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels, "
+                             f"batch_size {batch_size}")
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
+
+    @property
+    def num_samples(self) -> int:
+        """Images in the split (those dropped by `drop_last` included)."""
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device."""
+        n = self.num_samples
+        order = (epoch_permutation(n, self.seed, epoch, self.device) if self.shuffle
+                 else torch.arange(n, device=self.device))
+        augment_rng = _generator(self.seed, epoch, _AUGMENT, self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx]                                   # (B, 3, 32, 32) uint8
+            if self.augment:
+                x = random_crop_flip(x, augment_rng)
+            x = normalize(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
