@@ -1,0 +1,221 @@
+"""The run's pictures as pure functions: plain numbers in, a matplotlib Figure out.
+
+    save_png(training_curves(history), "curves.png")
+
+Figures are built as `matplotlib.figure.Figure` objects, never through pyplot: no global
+figure registry, no GUI backend, nothing to `show`, and a figure is freed with its last
+reference. PNGs are rendered by Agg and are byte-identical for identical inputs.
+matplotlib is imported inside the functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+SPLITS = ("train", "val", "test")  # metric prefixes of the metric-name contract
+DPI = 100  # pixels per inch of the PNGs: a 10 x 4 in figure is 1000 x 400 px
+PNG_COMPRESS_LEVEL = 1  # zlib level: 1 writes ~20 % faster than 6 for ~8 % bigger files
+ANNOTATE_MAX_CLASSES = 20  # above this, confusion-matrix cells are too small for numbers
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _percent_axis(ax: Axes) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Loss and accuracy per epoch for train/val/test, in two panels.
+
+        fig = training_curves([{"epoch": 0, "train_loss": 2.1, "train_acc": 0.3}, ...])
+
+    x is each entry's `epoch` (else its position); a split whose `<split>_loss` /
+    `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
+    """
+    fig = _figure(10, 4)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [entry.get("epoch", i) for i, entry in enumerate(history)]
+    for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
+        plotted = False
+        for split in SPLITS:
+            key = f"{split}_{metric}"
+            if not any(key in entry for entry in history):
+                continue
+            values = [float(entry.get(key, math.nan)) for entry in history]
+            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+            plotted = True
+        ax.set(title=label, xlabel="epoch", ylabel=label)
+        ax.grid(alpha=0.3)
+        if plotted:
+            ax.legend()
+        else:
+            _empty(ax, f"no {label} recorded")
+    _percent_axis(acc_ax)
+    return fig
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(float(value)) else f"{float(value):.0%}"
+
+
+def _class_ticks(ax: Axes, class_names: Sequence[str]) -> None:
+    tilt = len(class_names) > 6  # ten CIFAR names side by side overlap unless slanted
+    ax.set_xticks(range(len(class_names)), list(class_names), rotation=45 if tilt else 0,
+                  ha="right" if tilt else "center")
+
+
+def _check_lengths(class_names: Sequence[str], **columns: Sequence[Any] | None) -> None:
+    for name, column in columns.items():
+        if column is not None and len(column) != len(class_names):
+            raise ValueError(f"{name} has {len(column)} values for {len(class_names)} classes")
+
+
+def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, Sequence[float]],
+                               counts: Sequence[int] | None = None, *,
+                               title: str | None = None) -> Figure:
+    """Accuracy per class for several configurations side by side; training counts below.
+
+        per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
+
+    With `counts` (training images per class), a second panel shows them on a log axis:
+    the long-tail view, where accuracy can be read against how much data a class had.
+    """
+    for label, accs in series.items():
+        _check_lengths(class_names, **{f"series {label!r}": accs})
+    _check_lengths(class_names, counts=counts)
+    n = len(class_names)
+    width = max(6.0, 0.5 * n * (1 + 0.3 * max(0, len(series) - 1)) + 2)  # inches
+    fig = _figure(width, 6 if counts is not None else 4)
+    if counts is not None:
+        acc_ax, count_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    else:
+        acc_ax, count_ax = fig.subplots(1, 1), None
+    slot = 0.8 / max(1, len(series))  # the group of bars fills 80 % of each class slot
+    for k, (label, accs) in enumerate(series.items()):
+        xs = [i - 0.4 + slot * (k + 0.5) for i in range(n)]
+        bars = acc_ax.bar(xs, [float(a) for a in accs], width=slot, label=label)
+        if len(series) == 1:
+            acc_ax.bar_label(bars, labels=[_percent(a) for a in accs], fontsize=8)
+    grouped = len(series) > 1
+    top = 1.25 if grouped else 1.08  # head room for the legend row or the % labels
+    acc_ax.set(ylim=(0, top), ylabel="accuracy", title=title or "accuracy per class")
+    acc_ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    _percent_axis(acc_ax)
+    acc_ax.grid(axis="y", alpha=0.3)
+    if grouped:
+        acc_ax.legend(loc="upper center", ncols=min(len(series), 4), fontsize=8)
+    if not series:
+        _empty(acc_ax, "no accuracies")
+    bottom_ax = acc_ax
+    if count_ax is not None:
+        _counts_panel(count_ax, counts)
+        bottom_ax = count_ax
+    _class_ticks(bottom_ax, class_names)
+    return fig
+
+
+def _counts_panel(ax: Axes, counts: Sequence[int]) -> None:
+    """Training images per class on a log axis; an empty class shows as "0" and no bar."""
+    values = [max(int(c), 0) for c in counts]
+    ax.set_yscale("log")
+    ax.bar(range(len(values)), values, color="tab:gray")
+    for i, v in enumerate(values):  # bar_label would put an empty class's "0" off the axis
+        ax.text(i, max(v, 1), str(v), ha="center", va="bottom", fontsize=7)
+    # a log axis has no 0: start just below 1 image, leave room above for the labels
+    ax.set_ylim(0.5, max([*values, 1]) * 4)
+    ax.set_ylabel("train images")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float],
+                       counts: Sequence[int] | None = None, *,
+                       title: str | None = None) -> Figure:
+    """Bars of accuracy per class (labelled in %), training counts on a log axis below.
+
+        per_class_accuracy(["airplane", ...], [0.89, ...], counts=[5000, 2997, ...])
+    """
+    return per_class_accuracy_grouped(class_names, {"accuracy": accuracies}, counts, title=title)
+
+
+def _as_numpy(matrix: Any):
+    import numpy as np
+
+    if hasattr(matrix, "detach"):  # a torch tensor, possibly on the GPU
+        matrix = matrix.detach().cpu()
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool = True
+                     ) -> Figure:
+    """Heat map of a confusion matrix, rows = true class, columns = predicted class.
+
+        confusion_matrix([[90, 10], [30, 70]], ["cat", "dog"])
+
+    `normalize` divides each row by its count, so the diagonal is per-class recall; cells
+    show the percentage and the count (a class with no examples is a row of zeros).
+    """
+    counts = _as_numpy(matrix)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {counts.shape} for {n} classes")
+    rows = counts.sum(axis=1, keepdims=True)
+    shown = counts / rows.clip(min=1) if normalize else counts
+    side = max(4.0, 0.6 * n + 2.5)
+    fig = _figure(side + 1, side)
+    ax = fig.subplots()
+    vmax = 1.0 if normalize else max(float(counts.max()), 1.0)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=vmax)
+    fig.colorbar(image, ax=ax, shrink=0.8,
+                 label="fraction of the true class" if normalize else "images")
+    _class_ticks(ax, class_names)
+    ax.set_yticks(range(n), list(class_names))
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    if n <= ANNOTATE_MAX_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                count = int(round(counts[i, j]))
+                text = f"{_percent(shown[i, j])}\n{count}" if normalize else str(count)
+                dark = shown[i, j] > 0.6 * vmax  # white text on the darkest cells
+                # inside the axes: keeping 100 labels out of the layout pass halves its cost
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black", in_layout=False)
+    return fig
+
+
+def save_png(fig: Figure, path: Path | str) -> Path:
+    """Write `fig` as a PNG atomically (temp file + rename), close it, return the path.
+
+        save_png(confusion_matrix(m, names), "out/confusion.png")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:  # only a pyplot-made figure is registered anywhere
+            pyplot.close(fig)
+    return path

@@ -1,0 +1,340 @@
+"""The MLflow tracker: one object per run, each call addressed to that run's id.
+
+    tracker = start_run(experiment="lt100", run_name="resnet32-ce-s0", description="CE baseline")
+    tracker.log_params({"optim.lr": 0.1})
+    tracker.log_metrics({"train_loss": 2.1, "val_acc": 0.31}, step=0)
+    tracker.finish("FINISHED")
+
+Built on `MlflowClient` with explicit run ids, never MLflow's global "active run": one
+process logs to several runs at once (fused training of K models) and sweep workers run in
+parallel. Every store call goes through `call_with_retry`, so concurrent writers to one
+sqlite file wait for each other instead of losing data to "database is locked". This is
+the only module that imports MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from mlflow.utils.validation import (
+    MAX_DATASET_DIGEST_SIZE,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from cifarctl.errors import UsageError
+from cifarctl.tracking.base import FinishOnExit, check_status
+from cifarctl.tracking.retry import call_with_retry, is_lock_message
+from cifarctl.tracking.store import (
+    artifact_root,
+    check_reachable,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+
+T = TypeVar("T")
+TRUNCATED = "...[truncated]"  # marks a value cut to MLflow's length limit
+
+
+# ---- quiet MLflow: keep its real errors, drop what users do not need -------------------
+
+def _drop_lock_reports(record: logging.LogRecord) -> bool:
+    """MLflow logs a traceback for every sqlite lock it meets; we retry those, so hide them."""
+    return not is_lock_message(record.getMessage())
+
+
+def _quiet_mlflow() -> None:
+    # "Creating initial MLflow database tables..." / "Updating database tables" on a new store
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    db_log.setLevel(logging.WARNING)
+    db_log.addFilter(_drop_lock_reports)  # a no-op when already added
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema-migration chatter
+    # MLflow 3.17 + SQLAlchemy 2: "The noload loader strategy is deprecated" on first use
+    warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+    # set_terminated writes "View run ... at: URL" to stdout for server stores, once per run
+    # (K lines for K fused runs, into our tables); the CLI prints `run_url` itself. A user's
+    # explicit setting wins.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+# ---- the store ------------------------------------------------------------------------
+
+def _first_line(err: BaseException) -> str:
+    return (str(getattr(err, "message", err)).strip().splitlines() or [type(err).__name__])[0]
+
+
+def connect(tracking_uri: str | None = None) -> MlflowClient:
+    """An MlflowClient on the resolved store, checked to answer; UsageError if it cannot.
+
+        client = connect("http://127.0.0.1:5000")
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    _quiet_mlflow()
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # for sqlite this opens the file and creates or migrates its tables (seconds, once)
+        return call_with_retry(MlflowClient, uri)
+    except MlflowException as err:
+        raise UsageError(f"cannot open MLflow store {uri}: {_first_line(err)}") from err
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if missing (safe when workers race to create it).
+
+    For a sqlite store the artifacts go to `mlruns/<name>/` beside the database. MLflow's
+    own default would be `./mlruns/<id>` in whatever directory the process runs in, which
+    splits one store's artifacts across directories when `--tracking-uri` points elsewhere.
+    """
+    experiment = call_with_retry(client.get_experiment_by_name, name)
+    if experiment is None:
+        root = artifact_root(client.tracking_uri)
+        location = None if root is None else str(root / _slug(name))
+        try:
+            return call_with_retry(client.create_experiment, name, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise UsageError(f"cannot create experiment {name!r}: {_first_line(err)}") from err
+            experiment = call_with_retry(client.get_experiment_by_name, name)  # a worker won
+    if experiment.lifecycle_stage == "deleted":
+        raise UsageError(f"experiment {name!r} is deleted; restore it with `mlflow experiments "
+                         f"restore --experiment-id {experiment.experiment_id}` or pick another "
+                         f"name")
+    return experiment.experiment_id
+
+
+def get_run(client: MlflowClient, run_id: str, what: str = "run") -> Run:
+    """The run `run_id`; UsageError "unknown run id ..." if the store has no such run."""
+    try:
+        run = call_with_retry(client.get_run, run_id)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise UsageError(f"unknown {what} id {run_id!r} in {client.tracking_uri}; check "
+                             f"the id and --tracking-uri") from err
+        raise
+    if run.info.lifecycle_stage == "deleted":
+        raise UsageError(f"{what} {run_id!r} is deleted; restore it with `mlflow runs restore "
+                         f"--run-id {run_id}` first")
+    return run
+
+
+def get_run_status(client: MlflowClient, run_id: str) -> str | None:
+    """RUNNING / SCHEDULED / FINISHED / FAILED / KILLED, or None if there is no such run."""
+    try:
+        return get_run(client, run_id).info.status
+    except UsageError:
+        return None
+
+
+def find_runs(client: MlflowClient, experiment: str, filter_string: str = "",
+              order_by: Sequence[str] | None = None) -> list[Run]:
+    """Every active run of experiment `experiment` (by name) that matches `filter_string`.
+
+        find_runs(client, "beta-sweep", f"tags.mlflow.parentRunId = '{parent_id}'")
+    """
+    found = call_with_retry(client.get_experiment_by_name, experiment)
+    if found is None:
+        return []
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = call_with_retry(client.search_runs, [found.experiment_id], filter_string,
+                               run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                               order_by=list(order_by or ()), page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# ---- one run ------------------------------------------------------------------------
+
+def _clip(value: Any, limit: int) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _dataset_source(source: str) -> tuple[str, str]:
+    """(source_type, source JSON) in the form MLflow's own dataset sources use, for the UI."""
+    if re.match(r"^https?://", source):
+        return "http", json.dumps({"url": source})
+    return "local", json.dumps({"uri": source})
+
+
+class MlflowTracker(FinishOnExit):
+    """One MLflow run, written through `client` by id. Make one with `start_run`."""
+
+    def __init__(self, client: MlflowClient, run: Run):
+        self.client = client
+        self.experiment_id: str = run.info.experiment_id
+        self._run_id: str = run.info.run_id
+        self._artifact_uri: str = run.info.artifact_uri
+        self._finished = False
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def artifact_uri(self) -> str:
+        return self._artifact_uri
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.client.tracking_uri
+
+    @property
+    def run_url(self) -> str | None:
+        """The run's page in the MLflow UI for a server store; None for a local file."""
+        uri = self.tracking_uri
+        if not uri.startswith(("http://", "https://")):
+            return None
+        return f"{uri}/#/experiments/{self.experiment_id}/runs/{self._run_id}"
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return call_with_retry(fn, *args, **kwargs)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log `params` as strings (cut to 6000 chars), 100 per request (MLflow's limits).
+
+        A param is immutable: logging a different value for a logged key is a UsageError.
+        """
+        items = [Param(str(k), _clip(v, MAX_PARAM_VAL_LENGTH)) for k, v in params.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            try:
+                self._call(self.client.log_batch, self._run_id, params=chunk)
+            except MlflowException as err:
+                if "Changing param values is not allowed" not in str(err):
+                    raise
+                raise UsageError(f"run {self._run_id} already has other values for some "
+                                 f"params (a run's params cannot change): "
+                                 f"{_first_line(err)}") from err
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set `tags` (values as strings, cut to 8000 chars); a tag may be overwritten."""
+        items = [RunTag(str(k), _clip(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self._call(self.client.log_batch, self._run_id, tags=chunk)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log all `metrics` at `step` (default 0) in one request (1000 per request)."""
+        now_ms = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now_ms, int(step or 0)) for k, v in metrics.items()]
+        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+            self._call(self.client.log_batch, self._run_id, metrics=chunk)
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        """Copy a file (or a directory's contents) into the artifacts, under `artifact_path`."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no artifact to log at {path}")
+        log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
+        self._call(log, self._run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write `text` as the artifact `artifact_file` (e.g. "config.yaml")."""
+        self._call(self.client.log_text, self._run_id, text, artifact_file)
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Render a matplotlib figure as the PNG artifact `artifact_file`; closes the figure."""
+        from cifarctl.plots import save_png
+
+        folder, name = posixpath.split(artifact_file)
+        with tempfile.TemporaryDirectory(prefix="cifarctl-fig-") as tmp:
+            png = save_png(fig, Path(tmp) / name)
+            self.log_artifact(png, folder or None)
+
+    def log_dataset(self, name: str, digest: str, source: str, *, context: str = "training",
+                    num_rows: int | None = None) -> None:
+        """Record the dataset as the run's input, shown in the run page's "Datasets" box.
+
+            tracker.log_dataset("cifar10-lt100", data.fingerprint, "cifar10", num_rows=12406)
+        """
+        source_type, source_json = _dataset_source(source)
+        profile = {"fingerprint": digest}
+        if num_rows is not None:
+            profile["num_rows"] = int(num_rows)
+        # MLflow keeps at most 36 characters of a digest; the profile keeps all of it
+        dataset = Dataset(name=name, digest=digest[:MAX_DATASET_DIGEST_SIZE],
+                          source_type=source_type, source=source_json,
+                          profile=json.dumps(profile))
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        self._call(self.client.log_inputs, self._run_id, datasets=[DatasetInput(dataset, tags)])
+
+    def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
+        """Fetch one artifact of this run into `dst_dir`; None if the run has no such file."""
+        Path(dst_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            local = self._call(self.client.download_artifacts, self._run_id, artifact_path,
+                               str(dst_dir))
+        except (MlflowException, OSError):
+            return None
+        return Path(local) if Path(local).exists() else None
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run as FINISHED, FAILED or KILLED; a second call does nothing."""
+        check_status(status)
+        if self._finished:
+            return
+        self._call(self.client.set_terminated, self._run_id, status)
+        self._finished = True
+
+
+def start_run(*, experiment: str, tracking_uri: str | None = None, run_name: str | None = None,
+              run_id: str | None = None, parent_run_id: str | None = None,
+              tags: Mapping[str, Any] | None = None,
+              description: str | None = None) -> MlflowTracker:
+    """Start a run in `experiment` (created if needed), or resume `run_id`, and return it.
+
+        child = start_run(experiment="beta-sweep", run_name="resnet32-focal-b0.99-s1",
+                          parent_run_id=parent.run_id, tags={"loss": "focal"})
+
+    `parent_run_id` nests the run under its parent in the UI (tag `mlflow.parentRunId`);
+    `description` is the run's description there (tag `mlflow.note.content`). Resuming sets
+    the run back to RUNNING and keeps its experiment, whatever `experiment` says.
+    Raises UsageError for an unreachable server, an unknown run or parent id.
+    """
+    client = connect(tracking_uri)
+    extra = {k: _clip(v, MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()}
+    if parent_run_id is not None:
+        get_run(client, parent_run_id, what="parent run")
+        extra[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if description is not None:
+        extra[MLFLOW_RUN_NOTE] = _clip(description, MAX_TAG_VAL_LENGTH)
+    if run_id is not None:
+        run = get_run(client, run_id)
+        call_with_retry(client.update_run, run_id, status="RUNNING", name=run_name)
+        tracker = MlflowTracker(client, run)
+        tracker.set_tags(extra)
+        return tracker
+    experiment_id = get_or_create_experiment(client, experiment)
+    run = call_with_retry(client.create_run, experiment_id, tags=extra, run_name=run_name)
+    return MlflowTracker(client, run)
+

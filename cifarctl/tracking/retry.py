@@ -1,0 +1,61 @@
+"""Retry tracking calls that failed only because someone else held the store for a moment.
+
+    run = call_with_retry(client.get_run, run_id)
+
+Why: sweep workers (`--workers N`) and fused training write to one sqlite file at once.
+MLflow sets a 20 s busy timeout, but SQLite refuses a reader's upgrade to writer at once
+("database is locked") when another writer holds the lock, to avoid deadlock; MLflow then
+raises `MlflowException(error_code="TEMPORARILY_UNAVAILABLE")`. The failed transaction was
+rolled back, so calling again is safe. A server answering 503 maps to the same code.
+Connection errors to a server are not retried here: MLflow's HTTP client already retries
+those (for minutes, `MLFLOW_HTTP_REQUEST_MAX_RETRIES`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ATTEMPTS = 10  # with the delays below: about 15 s of waiting before the error is raised
+FIRST_DELAY_S = 0.05  # doubled per attempt, with jitter so that workers do not retry in step
+MAX_DELAY_S = 4.0
+
+_LOCKED = ("database is locked", "database table is locked")
+_jitter = random.Random()  # its own generator: retries must not touch the global RNG
+_log = logging.getLogger(__name__)
+
+
+def is_lock_message(text: str) -> bool:
+    """True for SQLite's "database is locked" family of messages."""
+    return any(lock in text for lock in _LOCKED)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for a store that was busy (sqlite lock, TEMPORARILY_UNAVAILABLE), not for bad input."""
+    while err is not None:
+        if getattr(err, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+            return True
+        if is_lock_message(str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(*args, **kwargs)`, called again with exponential backoff while it fails transiently."""
+    delay = FIRST_DELAY_S
+    for attempt in range(1, ATTEMPTS):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            _log.debug("tracking store busy (%s), retry %d in %.2f s", err, attempt, delay)
+            time.sleep(delay * (0.5 + _jitter.random()))
+            delay = min(2 * delay, MAX_DELAY_S)
+    return fn(*args, **kwargs)  # the last attempt's error, if any, is the caller's

@@ -1,0 +1,60 @@
+"""Fixtures shared by the whole test suite.
+
+    def test_something(mlflow_store):
+        tracker = start_run(experiment="t")   # lands in mlflow_store.uri
+
+Add a fixture here only if several test modules need it; give it a docstring saying what
+a test gets. Keep heavy imports (mlflow, torch) inside the fixture bodies.
+
+- `mlflow_store`: a fresh, empty MLflow sqlite store per test (see below).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    uri: str  # sqlite:///<tmp>/mlflow.db, also $MLFLOW_TRACKING_URI during the test
+    db: Path  # the database file
+    artifacts: Path  # <tmp>/mlruns, where this store's experiments keep their artifacts
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow database with its schema migrated, built once per session.
+
+    Migrating a new sqlite file takes seconds; copying a migrated one takes milliseconds.
+    """
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    connect(f"sqlite:///{db}")  # creates and migrates the tables
+    with sqlite3.connect(db) as conn:
+        # MLflow's "Default" experiment records the artifact folder of whichever directory
+        # created the file; without it, each copy makes its own on first open, in its test's
+        # working directory (tmp_path), so no test writes outside its tmp_path.
+        conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
+    return db
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 _mlflow_template_db: Path) -> MlflowStore:
+    """A fresh MLflow store in tmp_path: `sqlite:///<tmp>/mlflow.db`, artifacts in `<tmp>/mlruns`.
+
+    The test runs in tmp_path (the layout `cifarctl train` uses by default) with
+    `$MLFLOW_TRACKING_URI` pointing at the store; both are restored afterwards.
+    """
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_mlflow_template_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return MlflowStore(uri=uri, db=db, artifacts=tmp_path / "mlruns")
