@@ -66,3 +66,7 @@ def main() -> None:
 from cifarctl.cli.theory import app as theory_app  # noqa: E402  (registered after the root)
 
 app.add_typer(theory_app, name="theory", help="SPEC 1.1's theory: conv as a matrix, ReLU nets.")
+
+from cifarctl.cli.data import app as data_app  # noqa: E402  (registered after the root)
+
+app.add_typer(data_app, name="data", help="Datasets: download, import, synth, info.")

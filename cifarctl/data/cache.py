@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarctl.data.dataset import CifarData, DatasetArrays, fingerprint
-from cifarctl.errors import UsageError
+from cifarctl.errors import CifarctlError, UsageError
 
 FORMAT_VERSION = 1
 _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -30,7 +30,11 @@ _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 def data_root() -> Path:
     """`$CIFARCTL_DATA`, default `~/.cache/cifarctl` (issue 2), created on demand."""
     root = Path(os.environ.get("CIFARCTL_DATA") or "~/.cache/cifarctl").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the dataset cache folder {root}: {err.strerror}; "
+                         "set $CIFARCTL_DATA to a writable folder") from None
     return root
 
 
@@ -57,6 +61,9 @@ def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> Cifa
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # full disk, read-only $CIFARCTL_DATA: a failure, not a bad input
+        raise CifarctlError(f"could not write the dataset cache {path}: {err.strerror}; "
+                            "free space or point $CIFARCTL_DATA elsewhere") from None
     finally:
         tmp.unlink(missing_ok=True)
     return CifarData.from_arrays(arrays, name=name, fingerprint=digest, path=path)

@@ -118,7 +118,10 @@ def parse(tree: Mapping[str, bytes], source: str) -> DatasetArrays:
 
 def write(out_dir: Path, arrays: DatasetArrays) -> None:
     """Write `arrays` as the official release does: five training batches, protocol-2 pickles."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write batch files to {out_dir}: {err.strerror}") from None
     parts = np.array_split(np.arange(len(arrays.train_labels)), _TRAIN_BATCHES)
     files = {f"data_batch_{i + 1}": (f"training batch {i + 1} of {_TRAIN_BATCHES}",
                                      arrays.train_images[idx], arrays.train_labels[idx])
