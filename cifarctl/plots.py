@@ -51,6 +51,8 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     x is each entry's `epoch` (else its position); a split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [entry.get("epoch", i) for i, entry in enumerate(history)]
@@ -64,6 +66,10 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
             ax.plot(epochs, values, marker="o", markersize=3, label=split)
             plotted = True
         ax.set(title=label, xlabel="epoch", ylabel=label)
+        if len(history) <= 10:  # a tick per epoch; with one epoch, not a tick per 0.015
+            ax.set_xticks(sorted(set(epochs)))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if plotted:
             ax.legend()
@@ -135,6 +141,8 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
 
 def _counts_panel(ax: Axes, counts: Sequence[int]) -> None:
     """Training images per class on a log axis; an empty class shows as "0" and no bar."""
+    from matplotlib.ticker import NullFormatter
+
     values = [max(int(c), 0) for c in counts]
     ax.set_yscale("log")
     ax.bar(range(len(values)), values, color="tab:gray")
@@ -142,6 +150,7 @@ def _counts_panel(ax: Axes, counts: Sequence[int]) -> None:
         ax.text(i, max(v, 1), str(v), ha="center", va="bottom", fontsize=7)
     # a log axis has no 0: start just below 1 image, leave room above for the labels
     ax.set_ylim(0.5, max([*values, 1]) * 4)
+    ax.yaxis.set_minor_formatter(NullFormatter())  # powers of ten only: "4x10^0" is noise
     ax.set_ylabel("train images")
     ax.grid(axis="y", alpha=0.3)
 
