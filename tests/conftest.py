@@ -7,6 +7,7 @@ Add a fixture here only if several test modules need it; give it a docstring say
 a test gets. Keep heavy imports (mlflow, torch) inside the fixture bodies.
 
 - `mlflow_store`: a fresh, empty MLflow sqlite store per test (see below).
+- `data_home`: an empty dataset cache; `$CIFARCTL_DATA` points at it during the test.
 """
 
 from __future__ import annotations
@@ -58,3 +59,17 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return MlflowStore(uri=uri, db=db, artifacts=tmp_path / "mlruns")
+
+
+@pytest.fixture
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty dataset cache at `<tmp>/cifarctl-data`, as `$CIFARCTL_DATA` for the test.
+
+    Tests that load, import, download or generate a dataset take it, so they never read or
+    write the user's `~/.cache/cifarctl`.
+    """
+    home = tmp_path / "cifarctl-data"
+    monkeypatch.setenv("CIFARCTL_DATA", str(home))
+    monkeypatch.delenv("CIFARCTL_CIFAR10_URL", raising=False)
+    monkeypatch.delenv("CIFARCTL_CIFAR10_MD5", raising=False)
+    return home

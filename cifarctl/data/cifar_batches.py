@@ -70,8 +70,8 @@ def _unpickle(blob: bytes, name: str, source: str) -> dict:
 
 
 def is_batch_layout(names: Iterable[str]) -> bool:
-    """True when a tree looks like the python-batch release (any of its file names appears)."""
-    return any(n in (META, TEST) or _TRAIN.fullmatch(n) for n in names)
+    """True when a tree holds a batch file (a lone batches.meta may name image folders)."""
+    return any(n == TEST or _TRAIN.fullmatch(n) for n in names)
 
 
 def read_label_names(blob: bytes, name: str, source: str) -> tuple[str, ...]:

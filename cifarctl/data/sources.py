@@ -70,6 +70,16 @@ def _walk(root: Path) -> dict[str, Path]:
     return files
 
 
+# EOFError and zlib.error: a gzip stream cut short or damaged (click would turn a bare
+# EOFError into "Aborted!").
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def _unreadable(path: Path, err: Exception) -> UsageError:
+    return UsageError(f"{path} is not a readable .tar.gz archive ({err}); download or pack it "
+                      "again")
+
+
 def _read_archive(path: Path, progress: Progress) -> dict[str, bytes]:
     files, done = {}, 0
     size = path.stat().st_size
@@ -83,9 +93,8 @@ def _read_archive(path: Path, progress: Progress) -> dict[str, bytes]:
                         files[name] = archive.extractfile(member).read()
                     advance(raw.tell() - done)  # compressed bytes consumed so far
                     done = raw.tell()
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-            raise UsageError(f"{path} is not a readable .tar.gz archive ({err}); "
-                             "download or pack it again") from None
+        except _ARCHIVE_ERRORS as err:
+            raise _unreadable(path, err) from None
     return files
 
 
@@ -95,7 +104,11 @@ def open_tree(path: Path, progress: Progress) -> Mapping[str, bytes]:
         raise UsageError(f"{path} does not exist: give a directory or .tar.gz of {_LAYOUTS}")
     if path.is_dir():
         return _FilesOnDisk(_strip_top_folder(_walk(path)))
-    if not tarfile.is_tarfile(path):
+    try:
+        is_archive = tarfile.is_tarfile(path)
+    except _ARCHIVE_ERRORS as err:
+        raise _unreadable(path, err) from None
+    if not is_archive:
         raise UsageError(f"{path} is neither a directory nor a .tar.gz archive")
     return _strip_top_folder(_read_archive(path, progress))
 
