@@ -43,9 +43,10 @@ def fetch_cifar10(workdir: Path) -> Path:
         with quiet:
             download_url(url, str(workdir), filename=FILENAME)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-        reason = getattr(err, "reason", None) or err
-        raise CifarctlError(f"could not download {url} ({type(err).__name__}: {reason}); check "
-                            "the network, or set $CIFARCTL_CIFAR10_URL to a mirror") from None
+        # HTTPError reads "HTTP Error 404: Not Found"; a URLError's reason says more than it.
+        reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
+        raise CifarctlError(f"could not download {url} ({reason}); check the network, or set "
+                            "$CIFARCTL_CIFAR10_URL to a mirror") from None
     path = workdir / FILENAME
     got = calculate_md5(path)
     if got != md5:
