@@ -63,10 +63,10 @@ def main() -> None:
     app()
 
 
-from cifarctl.cli.theory import app as theory_app  # noqa: E402  (registered after the root)
+# Subcommands are registered after the root exists; their modules import nothing heavy.
+from cifarctl.cli import data, theory  # noqa: E402
+from cifarctl.cli import train as train_cmd  # noqa: E402
 
-app.add_typer(theory_app, name="theory", help="SPEC 1.1's theory: conv as a matrix, ReLU nets.")
-
-from cifarctl.cli.data import app as data_app  # noqa: E402  (registered after the root)
-
-app.add_typer(data_app, name="data", help="Datasets: download, import, synth, info.")
+app.add_typer(data.app, name="data", help="Datasets: download, import, synth, info.")
+app.command(no_args_is_help=True, epilog=train_cmd.config_epilog())(train_cmd.train)
+app.add_typer(theory.app, name="theory", help="SPEC 1.1's theory: conv as a matrix, ReLU nets.")

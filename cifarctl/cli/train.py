@@ -1,0 +1,130 @@
+"""`cifarctl train MODEL [options]`: one tracked training run.
+
+    $ cifarctl train resnet32 --loss focal --beta 0.999 --imbalance 100 --dataset synthetic
+
+Parses flags into config overrides, validates the config (before torch is imported, so a
+typo fails at once), calls `cifarctl.training.launch`, and renders the outcome.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cifarctl.config import field_help
+from cifarctl.losses import LOSS_NAMES
+from cifarctl.models import list_models
+
+
+def config_epilog() -> str:
+    rows = "\n\n".join(f"[bold]{key}[/bold] = {default!r}: {text}"
+                       for key, default, text in field_help())
+    return ("[bold]Config keys[/bold] (set in --config YAML sections or with --set "
+            "section.key=value; flags win over --set, which wins over the file):\n\n" + rows)
+
+
+def train(
+    model: Annotated[str | None, typer.Argument(
+        help=f"Architecture: {', '.join(list_models())}. Optional with --config or --resume.",
+        show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML config: native sections (model/data/optim/loss/run) or the "
+        "assignment style (Train/network/data/loss).")] = None,
+    loss: Annotated[str | None, typer.Option(
+        help=f"Loss: {', '.join(LOSS_NAMES)}.")] = None,
+    beta: Annotated[float | None, typer.Option(
+        help="Class-balanced weighting beta in [0, 1); 0 = unweighted.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Focal gamma (>= 0).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    imbalance: Annotated[float | None, typer.Option(
+        help="Imbalance ratio of the training set (1 = balanced, 100 = LT-100).")] = None,
+    imbalance_type: Annotated[str | None, typer.Option(help="Long-tail profile: exp or step.")
+                              ] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="cifar10, synthetic, or a path to CIFAR batches / image folders (.tar.gz or dir).")
+                       ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, data order and subsets.")
+                    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override any config key: --set optim.steps='[40, 45]' (repeatable).")
+                    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue an interrupted run (its MLflow run id) from its last checkpoint.")
+                      ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
+                            ] = None,
+    no_track: Annotated[bool, typer.Option(
+        "--no-track", help="Do not log to MLflow (checkpoints are still written).")] = False,
+    checkpoints: Annotated[Path, typer.Option(
+        help="Folder for checkpoints, one subfolder per run.")] = Path("checkpoints"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train one model and track every number in MLflow.
+
+    Examples:
+
+      cifarctl train resnet32 --loss focal --beta 0.999 --imbalance 100
+
+      cifarctl train --config experiments/resnet32-cb-focal.yaml --set run.seed=1
+
+      cifarctl train --resume 3f2c...   (continue an interrupted run)
+    """
+    from cifarctl.config import load_config, parse_set_option
+    from cifarctl.errors import UsageError
+
+    flags: dict[str, Any] = {
+        "model.name": model, "loss.name": loss, "loss.beta": beta, "loss.gamma": gamma,
+        "optim.epochs": epochs, "optim.batch_size": batch_size, "optim.lr": lr,
+        "data.imbalance": imbalance, "data.imbalance_type": imbalance_type,
+        "data.dataset": dataset, "run.seed": seed, "run.experiment": experiment,
+        "run.run_name": run_name, "run.device": device, "run.compile": compile_,
+    }
+    overrides = parse_set_option(set_ or [])
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if resume is not None:
+        allowed = {"run.device"}
+        extra = sorted(k for k in overrides if k not in allowed) + (["--config"] if config else [])
+        if extra:
+            raise UsageError(f"--resume continues the run with its own config; drop "
+                             f"{', '.join(extra)}")
+        cfg = None
+    else:
+        if model is None and config is None:
+            raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")
+        cfg = load_config(config, overrides)
+
+    from cifarctl.training import launch  # heavy imports start here
+
+    outcome = launch(cfg, resume_run_id=resume, device_override=device,
+                     track=not no_track, tracking_uri=tracking_uri,
+                     checkpoint_root=checkpoints, quiet=quiet)
+    _render(outcome)
+    if outcome.status == "KILLED":
+        raise typer.Exit(130)
+
+
+def _render(outcome: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if outcome.message:
+        Console(stderr=True).print(outcome.message)
+    table = Table(title=f"run {outcome.run_id}: {outcome.status}", show_header=False)
+    table.add_row("epochs done", str(outcome.epochs_done))
+    for key, value in outcome.summary.items():
+        if "_class_" not in key:
+            table.add_row(key, f"{value:.4f}" if key != "best_epoch" else str(int(value) + 1))
+    if outcome.checkpoint_dir:
+        table.add_row("checkpoints", str(outcome.checkpoint_dir))
+    console.print(table)

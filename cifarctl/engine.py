@@ -1,0 +1,183 @@
+"""One epoch of training and one pass of evaluation, returning plain tensors.
+
+    sums = train_steps(model, batches, loss_fn, optimizer, lr_for_step=..., num_classes=10)
+    counts = evaluate(model, batches, num_classes=10)
+
+The engine decides nothing about where numbers go (STYLE principle 6, after ConvNeXt's
+`engine.py`). Everything it returns stays on the device as tensors: the caller turns a whole
+epoch's worth into Python floats with a single host sync (`to_host`). No `.item()` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (issue 4's fast path); full float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class TrainSums:
+    """Running sums of one epoch on the device; saved in checkpoints for mid-epoch resume."""
+
+    loss_sum: torch.Tensor  # () sum over examples of the training loss
+    correct: torch.Tensor  # () correctly classified training examples (augmented)
+    seen: torch.Tensor  # () examples seen
+    nonfinite: torch.Tensor  # () bool: some step produced a NaN/inf loss
+    steps_done: int = 0  # steps of this epoch already taken (host counter, no sync)
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> TrainSums:
+        z = torch.zeros((), device=device)
+        return cls(z.clone(), z.clone(), z.clone(), torch.zeros((), dtype=torch.bool,
+                                                                 device=device))
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
+                "nonfinite": self.nonfinite, "steps_done": self.steps_done}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> TrainSums:
+        t = {k: v.to(device) for k, v in state.items() if k != "steps_done"}
+        return cls(**t, steps_done=int(state["steps_done"]))
+
+
+def train_steps(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr_for_step: Callable[[int], float],
+    sums: TrainSums,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_step: Callable[[TrainSums], None] | None = None,
+) -> TrainSums:
+    """Train over `batches` (the rest of an epoch), accumulating into `sums` in place.
+
+    Stops early, at a step boundary, when `should_stop()` turns true (Ctrl-C / SIGTERM), so
+    the state can be checkpointed exactly and resumed from `sums.steps_done`.
+    """
+    model.train()
+    device = sums.loss_sum.device
+    for x, y in batches:  # x (B, 3, 32, 32) float, y (B,) int64
+        if should_stop():
+            break
+        lr = lr_for_step(sums.steps_done)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast_for(device):
+            logits = model(x)  # (B, C)
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            n = y.shape[0]
+            sums.loss_sum += loss.detach() * n
+            sums.correct += (logits.argmax(dim=1) == y).sum()
+            sums.seen += n
+            sums.nonfinite |= ~torch.isfinite(loss.detach())
+        sums.steps_done += 1
+        if on_step is not None:
+            on_step(sums)
+    return sums
+
+
+@dataclass
+class EvalCounts:
+    """Confusion matrix and summed cross-entropy of one evaluation pass, on the device."""
+
+    confusion: torch.Tensor  # (C, C) int64, rows = true class, columns = prediction
+    loss_sum: torch.Tensor  # () summed cross-entropy
+    # (CALIBRATION_BINS, 3): per confidence bin, [examples, summed confidence, correct];
+    # enough for the expected calibration error (Guo et al. 2017, eq. 3) without a sync.
+    calibration: torch.Tensor
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.confusion.sum()
+
+
+CALIBRATION_BINS = 15  # Guo et al. 2017 use 15 equal-width confidence bins
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+             num_classes: int) -> EvalCounts:
+    """Confusion matrix and cross-entropy over `batches`, in eval mode.
+
+    The loss reported for validation and test is plain (unweighted) cross-entropy whatever
+    the training loss, so curves of CE and focal runs can be overlaid and compared.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), device=device)
+    calibration = torch.zeros(CALIBRATION_BINS, 3, device=device)
+    for x, y in batches:
+        with autocast_for(device):
+            logits = model(x).float()  # (B, C)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        conf, pred = logits.softmax(dim=1).max(dim=1)  # (B,), (B,)
+        confusion.index_add_(0, y * num_classes + pred, torch.ones_like(y))
+        # nan_to_num: a diverged model must reach the caller's NaN guard, not crash here
+        bins = (conf.nan_to_num(0.0) * CALIBRATION_BINS).long().clamp_(0, CALIBRATION_BINS - 1)
+        calibration.index_add_(0, bins, torch.stack(
+            [torch.ones_like(conf), conf, (pred == y).float()], dim=1))
+    model.train(was_training)
+    return EvalCounts(confusion.view(num_classes, num_classes), loss_sum, calibration)
+
+
+def eval_metrics(prefix: str, counts: EvalCounts) -> dict[str, torch.Tensor]:
+    """`{prefix_loss, prefix_acc, prefix_acc_class_<i>}` as device tensors (no sync)."""
+    confusion = counts.confusion.float()
+    per_class_total = confusion.sum(dim=1).clamp_min(1)
+    total = confusion.sum().clamp_min(1)
+    out = {
+        f"{prefix}_loss": counts.loss_sum / total,
+        f"{prefix}_acc": confusion.diagonal().sum() / total,
+    }
+    per_class = confusion.diagonal() / per_class_total  # (C,)
+    for i in range(confusion.shape[0]):
+        out[f"{prefix}_acc_class_{i}"] = per_class[i]
+    return out
+
+
+def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]:
+    """Bring a dict of device tensors to Python numbers with a single host sync.
+
+    0-dim tensors become floats; others become nested lists of their original shape.
+    """
+    keys = [k for k, v in tensors.items() if isinstance(v, torch.Tensor)]
+    out: dict[str, float | list] = {k: float(v) for k, v in tensors.items()
+                                    if not isinstance(v, torch.Tensor)}
+    if not keys:
+        return out
+    flat = torch.cat([tensors[k].detach().float().reshape(-1) for k in keys]).cpu().tolist()
+    offset = 0
+    for k in keys:
+        shape, n = tensors[k].shape, tensors[k].numel()
+        values = flat[offset:offset + n]
+        offset += n
+        out[k] = values[0] if not shape else torch.tensor(values).reshape(shape).tolist()
+    return out
+
+
+def iter_skip(batches: Iterable, skip: int) -> Iterator:
+    """Drop the first `skip` items (mid-epoch resume: those steps were already taken)."""
+    it = iter(batches)
+    for _ in range(skip):
+        next(it, None)
+    yield from it

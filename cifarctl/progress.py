@@ -1,0 +1,130 @@
+"""How a training run shows itself while it works: a rich bar, plain lines, or nothing.
+
+    reporter = make_reporter(quiet=False)   # rich bar on a terminal, one line per epoch otherwise
+    reporter.epoch_started(epoch, epochs, steps)
+
+The training loop calls these hooks with plain Python numbers; it never prints itself
+(STYLE principle 6). `NullReporter` is the do-nothing implementation; a sweep's live table
+implements the same hooks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def message(self, text: str) -> None: ...
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None: ...
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    """Shows nothing (`--quiet`, library use, tests)."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
+        pass
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:
+    """`epoch 3/50  train 1.234/45.6%  val ...  test 0.987/61.2%  lr 0.1  2412 img/s  12.3s`."""
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for split in ("train", "val", "test"):
+        if f"{split}_loss" in m:
+            parts.append(f"{split} {m[f'{split}_loss']:.4f}/{100 * m[f'{split}_acc']:.2f}%")
+    parts.append(f"lr {m['lr']:.4g}")
+    parts.append(f"{m['images_per_s']:.0f} img/s")
+    parts.append(f"{m['epoch_time_s']:.1f}s")
+    return "  ".join(parts)
+
+
+class LineReporter:
+    """One line per epoch on stderr: for CI logs, pipes and files."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+
+    def message(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
+        pass
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
+        self.message(epoch_line(epoch, epochs, metrics))
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """A live bar per epoch with running loss, accuracy and throughput, for terminals."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True,
+        )
+        self.progress.start()
+        self.task = None
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, stats="")
+
+    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
+        stats = ""
+        if running:
+            stats = (f"loss {running['loss']:.4f}  acc {100 * running['acc']:.1f}%  "
+                     f"{running['images_per_s']:.0f} img/s")
+        self.progress.update(self.task, completed=steps_done, stats=stats)
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
+        self.progress.console.print(epoch_line(epoch, epochs, metrics))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(*, quiet: bool = False) -> Reporter:
+    """Rich on an interactive terminal, plain lines otherwise (CI, pipes), nothing if quiet."""
+    if quiet:
+        return NullReporter()
+    if sys.stderr.isatty():
+        return RichReporter()
+    return LineReporter()

@@ -1,0 +1,532 @@
+"""One training run, end to end: data, model, loss, loop, checkpoints, signals, tracking.
+
+    outcome = train(load_config("experiments/resnet32-ce.yaml"), tracker=NullTracker())
+
+`train` owns the order of things; the numbers come from `engine`, the pictures from `plots`,
+and everything leaves through the `Tracker` and `Reporter` it is given. A run can stop three
+ways besides finishing: Ctrl-C / SIGTERM (checkpoint at the current step, status KILLED,
+resumable exactly), a non-finite loss (status FAILED, the last good checkpoint kept), or an
+error (status FAILED). Resuming (`resume=`) continues from the saved step with the same
+batches, augmentation and RNG state, so an interrupted run ends where an uninterrupted one
+would (issue 4).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarctl import __version__
+from cifarctl.checkpoint import load_checkpoint, save_checkpoint
+from cifarctl.config import RunConfig, apply_overrides, config_from_dict
+from cifarctl.engine import TrainSums, eval_metrics, evaluate, iter_skip, to_host, train_steps
+from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.progress import NullReporter, Reporter
+from cifarctl.schedule import lr_at
+from cifarctl.tracking import Tracker
+
+EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
+PROBE_SIZE = 256  # images in the fixed dead-ReLU probe batch (SPEC 1.1)
+LIVE_EVERY = 20  # steps between live-stat refreshes of the progress bar
+
+
+class NonFiniteLoss(CifarctlError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class RunOutcome:
+    """What a run ended with: plain values for the CLI, sweeps and tests."""
+
+    run_id: str
+    status: str  # FINISHED | FAILED | KILLED
+    epochs_done: int
+    history: list[dict[str, float]]
+    summary: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: Path | None = None
+    message: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"run.device={name} but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """`resnet32-focal-b0.999-lt100-s0`: what the run is, at a glance (issue 9)."""
+    parts = [cfg.model.name, cfg.loss.name]
+    if cfg.loss.beta:
+        parts.append(f"b{cfg.loss.beta:g}")
+    if cfg.loss.name in ("focal", "sigmoid-focal", "hybrid") and cfg.loss.gamma != 1.0:
+        parts.append(f"g{cfg.loss.gamma:g}")
+    if cfg.loss.drw_epoch is not None:
+        parts.append(f"drw{cfg.loss.drw_epoch}")
+    if cfg.data.imbalance > 1:
+        profile = "lt" if cfg.data.imbalance_type == "exp" else "step"
+        parts.append(f"{profile}{cfg.data.imbalance:g}")
+    parts.append(f"s{cfg.run.seed}")
+    return "-".join(parts)
+
+
+def describe(cfg: RunConfig) -> str:
+    """The run's description in the MLflow UI."""
+    balance = ("balanced" if cfg.data.imbalance == 1
+               else f"long-tailed ({cfg.data.imbalance_type}, ratio {cfg.data.imbalance:g})")
+    return (f"{cfg.model.name} trained with loss `{cfg.loss.name}` (beta {cfg.loss.beta:g}, "
+            f"gamma {cfg.loss.gamma:g}) on {cfg.data.dataset}, {balance}; "
+            f"{cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size}, "
+            f"seed {cfg.run.seed}. Made by cifarctl {__version__}.")
+
+
+# ---- the data a run trains and evaluates on -------------------------------------------------
+
+@dataclass
+class RunData:
+    name: str
+    classes: tuple[str, ...]
+    fingerprint: str
+    train_counts: list[int]
+    train: Any  # DeviceLoader
+    val: Any | None
+    test: Any
+    probe: torch.Tensor  # (PROBE_SIZE, 3, 32, 32) normalised, un-augmented training images
+
+
+def prepare_data(cfg: RunConfig, device: torch.device) -> RunData:
+    from cifarctl.data import load_dataset
+    from cifarctl.data.loader import DeviceLoader, normalize
+    from cifarctl.data.longtail import make_splits
+
+    data = load_dataset(cfg.data.dataset)
+    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
+                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                         seed=cfg.run.seed, num_classes=len(data.classes))
+    # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
+    train = DeviceLoader(data.train_images[splits.train_idx], data.train_labels[splits.train_idx],
+                         batch_size=cfg.optim.batch_size, shuffle=True,
+                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed,
+                         device=device)
+    if len(train) == 0:
+        raise UsageError(f"optim.batch_size={cfg.optim.batch_size} is larger than the "
+                         f"{train.num_samples} training images; lower it")
+
+    def plain(images, labels) -> Any:
+        return DeviceLoader(images, labels, batch_size=EVAL_BATCH, shuffle=False,
+                            augment=False, drop_last=False, seed=0, device=device)
+
+    val = (plain(data.train_images[splits.val_idx], data.train_labels[splits.val_idx])
+           if len(splits.val_idx) else None)
+    probe_idx = torch.randperm(len(splits.train_idx),
+                               generator=torch.Generator().manual_seed(cfg.run.seed))[:PROBE_SIZE]
+    probe_images = torch.as_tensor(data.train_images[splits.train_idx][probe_idx.numpy()])
+    probe = normalize(probe_images.permute(0, 3, 1, 2).contiguous().to(device))
+    return RunData(data.name, tuple(data.classes), data.fingerprint, list(splits.train_counts),
+                   train, val, plain(data.test_images, data.test_labels), probe)
+
+
+# ---- interruption -----------------------------------------------------------------------
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps (a second Ctrl-C aborts)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals only reach the main thread; workers are stopped by it
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def checkpoint_path(root: Path, run_id: str, which: str = "last") -> Path:
+    return root / run_id / f"{which}.pt"
+
+
+def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = None
+                           ) -> dict[str, Any]:
+    """The `last` checkpoint of `run_id`: local first, else downloaded from the run."""
+    path = checkpoint_path(root, run_id)
+    if not path.is_file() and tracker is not None:
+        downloaded = tracker.download_artifact("checkpoints/last.pt", path.parent)
+        path = Path(downloaded) if downloaded else path
+    if not path.is_file():
+        raise UsageError(f"no checkpoint to resume run {run_id} (looked for {path}); "
+                         f"was it trained in another directory?")
+    return load_checkpoint(path)
+
+
+def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
+          checkpoint_root: Path = Path("checkpoints"),
+          resume: dict[str, Any] | None = None) -> RunOutcome:
+    """Train `cfg` to the end (or to an interruption); log everything through `tracker`."""
+    from cifarctl.losses import build_loss
+    from cifarctl.models import create_model, dead_relu_fractions
+    from cifarctl.optim import build_optimizer
+
+    reporter = reporter or NullReporter()
+    device = resolve_device(cfg.run.device)
+    run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
+    ckpt_dir = checkpoint_root / run_id
+    stop = StopFlag()
+    outcome = RunOutcome(run_id, "RUNNING", 0, [], checkpoint_dir=ckpt_dir)
+    try:
+        data = prepare_data(cfg, device)
+        if resume is None:
+            _log_run_start(cfg, tracker, data, device)
+        torch.manual_seed(cfg.run.seed)  # initialisation and dropout; data RNG is separate
+        model = create_model(cfg.model.name, num_classes=len(data.classes)).to(device)
+        loss_fn = build_loss(cfg.loss.name, data.train_counts, **_loss_params(cfg)).to(device)
+        no_decay = loss_fn.prepare_model(model)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                    weight_decay=cfg.optim.weight_decay,
+                                    nesterov=cfg.optim.nesterov, no_decay=no_decay)
+        start_epoch, sums, best = 0, None, {"value": None, "epoch": -1, "metrics": {}}
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            start_epoch, best = int(resume["epoch"]), resume["best"]
+            outcome.history = list(resume["history"])
+            if resume.get("sums") is not None:
+                sums = TrainSums.from_state(resume["sums"], device)
+            _set_rng_state(resume["rng"], device)
+            reporter.message(f"resuming run {run_id} at epoch {start_epoch + 1}, "
+                             f"step {sums.steps_done if sums else 0}")
+        step_model = torch.compile(model) if cfg.run.compile else model
+
+        with stop.installed():
+            for epoch in range(start_epoch, cfg.optim.epochs):
+                metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
+                                           data, sums, stop, reporter, dead_relu_fractions)
+                if metrics is None:  # interrupted mid-epoch: keep the exact position
+                    _save(ckpt_dir / "last.pt", cfg, model, optimizer, epoch, best,
+                          outcome.history, sums, device)
+                    outcome.status = "KILLED"
+                    outcome.message = (f"interrupted by {stop.signal_name} in epoch "
+                                       f"{epoch + 1}; resume with `cifarctl train --resume "
+                                       f"{run_id}`")
+                    break
+                sums = None
+                outcome.history.append(metrics)
+                best = _update_best(cfg, best, epoch, metrics, data)
+                if best["epoch"] == epoch:
+                    _save(ckpt_dir / "best.pt", cfg, model, optimizer, epoch + 1, best,
+                          outcome.history, None, device)
+                _save(ckpt_dir / "last.pt", cfg, model, optimizer, epoch + 1, best,
+                      outcome.history, None, device)
+                tracker.log_metrics(_loggable(metrics), step=epoch)
+                reporter.epoch_ended(epoch, cfg.optim.epochs, metrics)
+                outcome.epochs_done = epoch + 1
+            else:
+                outcome.status = "FINISHED"
+        outcome.epochs_done = len(outcome.history)
+        outcome.summary = _summary(best, data)
+        _log_run_end(cfg, tracker, outcome, best, data, ckpt_dir)
+        tracker.finish(outcome.status)
+        return outcome
+    except NonFiniteLoss as err:
+        outcome.status, outcome.message = "FAILED", str(err)
+        _finish_quietly(tracker, "FAILED", ckpt_dir)
+        raise
+    except BaseException:
+        _finish_quietly(tracker, "KILLED" if stop.requested else "FAILED", ckpt_dir)
+        raise
+    finally:
+        reporter.close()
+
+
+def _loss_params(cfg: RunConfig) -> dict[str, Any]:
+    lo = cfg.loss
+    params: dict[str, Any] = {"beta": lo.beta, "gamma": lo.gamma, "drw_epoch": lo.drw_epoch}
+    if lo.name == "hybrid":
+        params["alpha"] = lo.alpha
+    if lo.name == "ldam":
+        params.update(max_m=lo.max_m, s=lo.s)
+    return params
+
+
+def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, stop, reporter,
+               dead_relu_fractions):
+    """Train one epoch (or its rest), then evaluate; `(None, sums)` when interrupted."""
+    steps = len(data.train)
+    loss_fn.set_epoch(epoch)
+    sums = sums or TrainSums.zeros(data.probe.device)
+    reporter.epoch_started(epoch, cfg.optim.epochs, steps)
+    t0 = time.perf_counter()
+    first_step = sums.steps_done
+    live = _LiveStats(reporter, t0, first_step, cfg.optim.batch_size,
+                      report_compile=cfg.run.compile and step_model is not model)
+
+    def lr_for_step(step: int) -> float:
+        return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
+                     warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
+                     factors=cfg.lr_decay_factors)
+
+    train_steps(step_model, iter_skip(data.train.epoch(epoch), first_step), loss_fn, optimizer,
+                lr_for_step=lr_for_step, sums=sums, should_stop=stop, on_step=live)
+    if sums.steps_done < steps:
+        return None, sums
+    train_time = time.perf_counter() - t0
+    device_metrics: dict[str, Any] = {
+        "train_loss": sums.loss_sum / sums.seen, "train_acc": sums.correct / sums.seen,
+        "nonfinite": sums.nonfinite,
+    }
+    # Evaluation runs the eager model: a compiled graph would recompile for eval mode and
+    # for the last, smaller batch, for little gain on a pass without gradients.
+    if data.val is not None:
+        device_metrics.update(eval_metrics("val", evaluate(model, data.val.epoch(0),
+                                                           num_classes=len(data.classes))))
+    test = evaluate(model, data.test.epoch(0), num_classes=len(data.classes))
+    device_metrics.update(eval_metrics("test", test))
+    device_metrics["test_confusion"] = test.confusion
+    for layer, frac in dead_relu_fractions(model, data.probe).items():
+        device_metrics[f"dead_relu_{layer}"] = frac
+    host = to_host(device_metrics)  # the epoch's one host sync
+    if host.pop("nonfinite"):
+        raise NonFiniteLoss(
+            f"training loss became NaN/inf in epoch {epoch + 1}; the last good checkpoint is "
+            f"kept; lower optim.lr or check the loss settings")
+    samples = (steps - first_step) * cfg.optim.batch_size
+    host["lr"] = lr_for_step(steps - 1)
+    host["epoch_time_s"] = time.perf_counter() - t0
+    host["images_per_s"] = samples / max(train_time, 1e-9)
+    return host, sums
+
+
+class _LiveStats:
+    """Feeds the progress bar running loss/accuracy without stalling the device.
+
+    Every LIVE_EVERY steps it starts a non-blocking copy of the running sums to the host and
+    shows the copy started the time before, which has long arrived: no `.item()` in the step.
+    """
+
+    def __init__(self, reporter: Reporter, t0: float, first_step: int, batch: int,
+                 report_compile: bool = False) -> None:
+        self.reporter, self.t0, self.first_step, self.batch = reporter, t0, first_step, batch
+        self.pending: torch.Tensor | None = None
+        self.report_compile = report_compile
+
+    def __call__(self, sums: TrainSums) -> None:
+        if self.report_compile:  # the first compiled step includes compilation: time it once
+            self.report_compile = False
+            if sums.loss_sum.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.reporter.message(f"torch.compile: first step took "
+                                  f"{time.perf_counter() - self.t0:.1f}s (compilation)")
+        if sums.steps_done % LIVE_EVERY:
+            self.reporter.step(sums.steps_done, None)
+            return
+        running = None
+        if self.pending is not None:
+            loss_sum, correct, seen = self.pending.tolist()
+            elapsed = time.perf_counter() - self.t0
+            running = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
+                       "images_per_s": (sums.steps_done - self.first_step) * self.batch
+                       / max(elapsed, 1e-9)}
+        stacked = torch.stack([sums.loss_sum, sums.correct, sums.seen]).detach()
+        pin = stacked.device.type == "cuda"
+        self.pending = torch.empty(3, pin_memory=pin)
+        self.pending.copy_(stacked, non_blocking=pin)
+        self.reporter.step(sums.steps_done, running)
+
+
+def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def _update_best(cfg: RunConfig, best: dict[str, Any], epoch: int, metrics: dict[str, Any],
+                 data: RunData) -> dict[str, Any]:
+    """Select on validation, never on test; without a validation split, the last epoch."""
+    key = cfg.run.select_metric
+    if data.val is None or not cfg.run.save_best:
+        return {"value": metrics.get(key), "epoch": epoch, "metrics": metrics}
+    value = metrics[key]
+    better = best["value"] is None or (value > best["value"] if key.endswith("acc")
+                                       else value < best["value"])
+    return {"value": value, "epoch": epoch, "metrics": metrics} if better else best
+
+
+def _summary(best: dict[str, Any], data: RunData) -> dict[str, float]:
+    m = best["metrics"]
+    if not m:
+        return {}
+    out = {"best_epoch": float(best["epoch"]), "test_acc_at_best": m["test_acc"],
+           "test_loss_at_best": m["test_loss"]}
+    if "val_acc" in m:
+        out["best_val_acc"] = m["val_acc"]
+    for i in range(len(data.classes)):
+        out[f"test_acc_class_{i}_at_best"] = m[f"test_acc_class_{i}"]
+    return out
+
+
+def _save(path: Path, cfg: RunConfig, model, optimizer, epoch: int, best, history, sums,
+          device: torch.device) -> None:
+    """`epoch` is the epoch to continue with; `sums` the partial epoch when interrupted."""
+    save_checkpoint(path, {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "config": cfg.to_dict(), "epoch": epoch, "best": best, "history": history,
+        "sums": sums.state_dict() if sums is not None else None,
+        "rng": _rng_state(device), "cifarctl_version": __version__,
+    })
+
+
+# ---- tracking: what a run records -------------------------------------------------------
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _log_run_start(cfg: RunConfig, tracker: Tracker, data: RunData, device: torch.device) -> None:
+    import yaml
+
+    tracker.log_params(cfg.to_flat())
+    tags = {
+        "dataset": data.name, "dataset_fingerprint": data.fingerprint,
+        "class_counts": ",".join(map(str, data.train_counts)),
+        "class_names": ",".join(data.classes),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "torch_version": torch.__version__, "cifarctl_version": __version__,
+        # filter tags for the MLflow UI (issue 9)
+        "model": cfg.model.name, "loss": cfg.loss.name, "beta": f"{cfg.loss.beta:g}",
+        "gamma": f"{cfg.loss.gamma:g}", "imbalance": f"{cfg.data.imbalance:g}",
+        "seed": str(cfg.run.seed),
+        "selection": ("best validation epoch" if data.val is not None and cfg.run.save_best
+                      else "final epoch (no validation split)" if data.val is None
+                      else "final epoch (save_best off)"),
+    }
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    tracker.set_tags(tags)
+    tracker.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+    tracker.log_dataset(data.name, data.fingerprint, cfg.data.dataset,
+                        num_rows=data.train.num_samples)
+
+
+def _log_run_end(cfg: RunConfig, tracker: Tracker, outcome: RunOutcome, best: dict[str, Any],
+                 data: RunData, ckpt_dir: Path) -> None:
+    from cifarctl import plots
+
+    if outcome.summary:
+        tracker.log_metrics(outcome.summary, step=best["epoch"])
+    if outcome.history:
+        tracker.log_figure(plots.training_curves(outcome.history), "training_curves.png")
+        m = best["metrics"]
+        accs = [m[f"test_acc_class_{i}"] for i in range(len(data.classes))]
+        rows = ["class,name,train_count,test_acc"] + [
+            f"{i},{name},{n},{acc:.6f}"
+            for i, (name, n, acc) in enumerate(zip(data.classes, data.train_counts, accs))]
+        tracker.log_text("\n".join(rows) + "\n", "per_class_accuracy.csv")
+        tracker.log_figure(plots.per_class_accuracy(data.classes, accs, data.train_counts,
+                                                    title=f"test accuracy, epoch "
+                                                          f"{best['epoch'] + 1}"),
+                           "per_class_accuracy.png")
+        tracker.log_figure(plots.confusion_matrix(m["test_confusion"], data.classes),
+                           "confusion_matrix.png")
+    for which in ("best", "last"):
+        if (ckpt_dir / f"{which}.pt").is_file():
+            tracker.log_artifact(ckpt_dir / f"{which}.pt", "checkpoints")
+
+
+def _finish_quietly(tracker: Tracker, status: str, ckpt_dir: Path) -> None:
+    """Close the run after an error without masking that error."""
+    try:
+        if (ckpt_dir / "last.pt").is_file():
+            tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints")
+        tracker.finish(status)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
+
+
+def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = None
+                ) -> tuple[RunConfig, dict[str, Any]]:
+    """Config and state to continue `run_id` where it stopped."""
+    state = find_resume_checkpoint(checkpoint_root, run_id, tracker)
+    return config_from_dict(state["config"]), state
+
+
+def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
+           device_override: str | None = None, track: bool = True,
+           tracking_uri: str | None = None, parent_run_id: str | None = None,
+           extra_tags: dict[str, str] | None = None,
+           checkpoint_root: Path = Path("checkpoints"), quiet: bool = False,
+           reporter: Reporter | None = None) -> RunOutcome:
+    """Open the tracker (failing fast on an unreachable server), then `train`.
+
+    With `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
+    logging continues in the same MLflow run.
+    """
+    from cifarctl.progress import make_reporter
+    from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
+
+    if track:
+        check_reachable(resolve_tracking_uri(tracking_uri))  # fail before loading data
+    state = None
+    if resume_run_id is not None:
+        tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri,
+                               run_id=resume_run_id)
+        cfg, state = load_resume(resume_run_id, checkpoint_root, tracker)
+        if not track:
+            tracker.run_id = resume_run_id  # keep the checkpoint folder of the local run
+        if device_override:
+            cfg = apply_overrides(cfg, {"run.device": device_override})
+    else:
+        assert cfg is not None
+        tracker = open_tracker(track, experiment=cfg.run.experiment, tracking_uri=tracking_uri,
+                               run_name=cfg.run.run_name or default_run_name(cfg),
+                               parent_run_id=parent_run_id, tags=extra_tags,
+                               description=describe(cfg))
+    return train(cfg, tracker=tracker, reporter=reporter or make_reporter(quiet=quiet),
+                 checkpoint_root=checkpoint_root, resume=state)

@@ -1,0 +1,238 @@
+"""`cifarctl train` end to end on a tiny synthetic set, with a real MLflow store (issue 4).
+
+Everything here trains `vanillacnn` (59k parameters) on 60 images per class for a few
+epochs: seconds on two CPU cores, yet every path of a real run is taken.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cifarctl.checkpoint import load_checkpoint
+from cifarctl.cli import app
+from cifarctl.config import load_config
+from cifarctl.progress import NullReporter
+from cifarctl.tracking import NullTracker
+from cifarctl.training import load_resume, train
+
+TINY = ["--epochs", "3", "--batch-size", "32", "--set", "optim.warmup=1",
+        "--set", "optim.steps=[2]", "--set", "data.val_per_class=10", "--quiet"]
+PER_CLASS = [f"test_acc_class_{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 training + 20 test images per class, as CIFAR python batches (imported per test)."""
+    from cifarctl.data.synth import SynthSpec, write_batches
+
+    out = tmp_path_factory.mktemp("tiny-synth")
+    write_batches(out, SynthSpec(train_per_class=60, test_per_class=20, seed=0))
+    return out
+
+
+def tiny_config(dataset: Path, **overrides):
+    base = {"model.name": "vanillacnn", "data.dataset": str(dataset), "optim.epochs": 3,
+            "optim.batch_size": 32, "optim.warmup": 1, "optim.steps": [2],
+            "data.val_per_class": 10, "run.device": "cpu"}
+    return load_config(None, {**base, **overrides})
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_cli_run_is_tracked_in_mlflow(mlflow_store, data_home, tiny_dataset):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), "--loss", "focal",
+                     "--beta", "0.9", "--imbalance", "5", "--experiment", "tiny", *TINY)
+    assert result.exit_code == 0, result.output
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED"
+    assert run["tags.mlflow.runName"] == "vanillacnn-focal-b0.9-lt5-s0"
+    assert run["params.loss.name"] == "focal" and run["params.loss.beta"] == "0.9"
+    assert run["params.data.imbalance"] == "5.0"
+    for metric in ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                   "lr", "epoch_time_s", "images_per_s", "dead_relu_relu", "best_val_acc",
+                   "test_acc_at_best", *PER_CLASS, "val_acc_class_9"]:
+        assert f"metrics.{metric}" in run.index and run[f"metrics.{metric}"] == \
+            run[f"metrics.{metric}"], metric  # present and not NaN
+    counts = [int(c) for c in run["tags.class_counts"].split(",")]
+    assert counts[0] == 50 and counts[-1] == 10  # 60 - 10 validation, then LT-5 exp
+
+    client = MlflowClient()
+    run_id = run["run_id"]
+    history = client.get_metric_history(run_id, "test_acc")
+    assert [m.step for m in history] == [0, 1, 2]
+    lrs = [m.value for m in client.get_metric_history(run_id, "lr")]
+    assert lrs[1] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.01)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "training_curves.png", "per_class_accuracy.csv",
+            "per_class_accuracy.png", "confusion_matrix.png", "checkpoints"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == {
+        "checkpoints/best.pt", "checkpoints/last.pt"}
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == run["tags.dataset"]
+    csv = Path(client.download_artifacts(run_id, "per_class_accuracy.csv")).read_text()
+    assert csv.splitlines()[0] == "class,name,train_count,test_acc" and len(csv.splitlines()) == 11
+    state = load_checkpoint(Path("checkpoints") / run_id / "best.pt")
+    assert state["config"]["loss"]["beta"] == 0.9
+
+
+def test_assignment_yaml_runs(mlflow_store, data_home, tiny_dataset, tmp_path):
+    cfg = tmp_path / "assignment.yaml"
+    cfg.write_text("Train:\n  batch_size: 32\n  learning_rate: 0.05\n  epochs: 1\n"
+                   "  steps: [5, 6]\n  warmup: 0\n  momentum: 0.9\n"
+                   "network:\n  model: VanillaCNN\ndata:\n  save_best: True\n"
+                   "loss:\n  loss_type: CE\n")
+    result = run_cli("--config", str(cfg), "--dataset", str(tiny_dataset), "--no-track", "-q")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["resnet33"], "unknown model 'resnet33'"),
+    (["vanillacnn", "--lr", "-1"], "optim.lr must be > 0"),
+    (["vanillacnn", "--beta", "1"], "loss.beta must be in [0, 1)"),
+    (["vanillacnn", "--set", "optim.lrr=0.1"], "did you mean 'optim.lr'"),
+    (["vanillacnn", "--set", "optim.steps=[40, 30]"], "strictly increasing"),
+    (["vanillacnn", "--loss", "hinge"], "unknown loss 'hinge'"),
+    (["vanillacnn", "--config", "missing.yaml"], "config file not found"),
+    (["--resume", "abc", "--lr", "0.1"], "--resume continues the run with its own config"),
+])
+def test_bad_input_exits_2_with_one_line(mlflow_store, args, message):
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_dataset_exits_2(mlflow_store, data_home, tmp_path):
+    result = run_cli("vanillacnn", "--dataset", str(tmp_path / "nope"), "-q")
+    assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_unreachable_tracking_server_fails_fast(data_home, tiny_dataset):
+    t0 = time.perf_counter()
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), "--tracking-uri",
+                     "http://127.0.0.1:9", "-q")
+    assert result.exit_code == 2 and "cannot reach MLflow tracking server" in result.output
+    assert time.perf_counter() - t0 < 10
+
+
+def test_resume_after_interruption_matches_uninterrupted(data_home, tiny_dataset, tmp_path):
+    """Interrupt mid-epoch with a real SIGINT, resume, end bit-identical to a straight run."""
+    cfg = tiny_config(tiny_dataset, **{"loss.name": "ldam", "loss.beta": 0.99,
+                                       "loss.drw_epoch": 1, "model.name": "mymodel",
+                                       "optim.epochs": 2, "optim.lr": 0.01})
+    straight = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path / "a")
+
+    class InterruptAt(NullReporter):
+        def __init__(self, epoch: int, step: int) -> None:
+            self.at, self.epoch = (epoch, step), -1
+
+        def epoch_started(self, epoch, epochs, steps):
+            self.epoch = epoch
+
+        def step(self, steps_done, running):
+            if (self.epoch, steps_done) == self.at:
+                os.kill(os.getpid(), signal.SIGINT)  # the real signal path
+
+    stopped = train(cfg, tracker=NullTracker(), reporter=InterruptAt(1, 3),
+                    checkpoint_root=tmp_path / "b")
+    assert stopped.status == "KILLED" and stopped.epochs_done == 1
+    cfg2, state = load_resume(stopped.run_id, tmp_path / "b")
+    assert cfg2 == cfg and state["sums"]["steps_done"] == 3
+    tracker = NullTracker()
+    tracker.run_id = stopped.run_id
+    resumed = train(cfg2, tracker=tracker, checkpoint_root=tmp_path / "b", resume=state)
+    assert resumed.status == "FINISHED" and resumed.epochs_done == 2
+    for a, b in zip(straight.history, resumed.history):
+        for key in ("train_loss", "train_acc", "val_loss", "test_acc", *PER_CLASS):
+            assert a[key] == pytest.approx(b[key], abs=1e-6, rel=1e-6), key
+    wa = load_checkpoint(straight.checkpoint_dir / "last.pt")["model"]
+    wb = load_checkpoint(resumed.checkpoint_dir / "last.pt")["model"]
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-6, atol=1e-6)
+
+
+def test_nonfinite_loss_fails_the_run_and_keeps_last_good_checkpoint(
+        mlflow_store, data_home, tiny_dataset, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    import cifarctl.losses
+
+    real_build = cifarctl.losses.build_loss
+
+    def nan_from_epoch_1(*args, **kwargs):
+        loss = real_build(*args, **kwargs)
+        forward, epoch = loss.forward, {"now": 0}
+        loss.set_epoch = lambda e: epoch.update(now=e)
+        loss.forward = lambda logits, y: forward(logits, y) * (float("nan") if epoch["now"]
+                                                               else 1.0)
+        return loss
+
+    monkeypatch.setattr(cifarctl.losses, "build_loss", nan_from_epoch_1)
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), "--experiment", "nan", *TINY)
+    assert result.exit_code == 1
+    assert "training loss became NaN/inf in epoch 2" in result.output
+    run = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("nan").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    state = load_checkpoint(Path("checkpoints") / run.info.run_id / "last.pt")
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_marks_killed_and_resume_finishes(mlflow_store, data_home, tiny_dataset):
+    """A real subprocess, a real SIGTERM, then `--resume` in the same MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    cmd = [sys.executable, "-m", "cifarctl", "train", "vanillacnn", "--dataset",
+           str(tiny_dataset), "--experiment", "sig", *TINY[:-1], "--epochs", "30"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
+    for line in proc.stderr:  # plain per-epoch lines: stderr is not a terminal
+        if line.startswith("epoch 2/30"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGTERM" in err and "--resume" in err
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("sig").experiment_id])
+    assert run.info.status == "KILLED"
+    state = load_checkpoint(Path("checkpoints") / run.info.run_id / "last.pt")
+    assert state["epoch"] >= 2
+    done = subprocess.run([sys.executable, "-m", "cifarctl", "train", "--resume",
+                           run.info.run_id, "-q"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    (run,) = client.search_runs([client.get_experiment_by_name("sig").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(set(steps)) == list(range(30))
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_file(), reason=f"real CIFAR-10 JPEG tarball not at {REAL}")
+def test_real_cifar10_one_epoch_above_chance(data_home):
+    cfg = load_config(None, {"model.name": "vanillacnn", "data.dataset": str(REAL),
+                             "optim.epochs": 1, "optim.lr": 0.02, "optim.warmup": 0,
+                             "optim.steps": [], "data.val_per_class": 0, "run.device": "cpu"})
+    outcome = train(cfg, tracker=NullTracker(), checkpoint_root=data_home / "ckpt")
+    assert outcome.history[0]["test_acc"] >= 0.35, outcome.history[0]["test_acc"]
