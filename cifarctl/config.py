@@ -17,7 +17,6 @@ This module is torch-free: the CLI validates a config before anything heavy is i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, did_you_mean
 
 
 def _f(default: Any, help: str, **kwargs: Any) -> Any:
@@ -151,8 +150,7 @@ def resolve_key(key: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise UsageError(f"config key '{key}' is ambiguous: write one of {', '.join(matches)}")
-    close = difflib.get_close_matches(key, keys + [k.split(".", 1)[1] for k in keys], n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(key, keys + [k.split(".", 1)[1] for k in keys])
     raise UsageError(f"unknown config key '{key}'{hint}; see `cifarctl train --help`")
 
 
@@ -315,9 +313,8 @@ def _flatten_assignment(doc: dict[str, Any]) -> dict[str, Any]:
             raise UsageError(f"assignment-style config: section '{section}' must be a mapping")
         for key, value in body.items():
             if key not in ASSIGNMENT_KEYS:
-                close = difflib.get_close_matches(key, list(ASSIGNMENT_KEYS), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UsageError(f"unknown key '{section}.{key}' in assignment-style config{hint}")
+                raise UsageError(f"unknown key '{section}.{key}' in assignment-style config"
+                                 f"{did_you_mean(key, ASSIGNMENT_KEYS)}")
             if key == "imbalance" and isinstance(value, str):
                 if value.lower() not in ASSIGNMENT_IMBALANCE:
                     raise UsageError(f"{section}.imbalance must be one of "

@@ -7,6 +7,9 @@ line and exits with `exit_code` (2 for bad input, 1 for a failure of the run its
 never with a traceback (STYLE principle 11).
 """
 
+import difflib
+from collections.abc import Iterable
+
 
 class CifarctlError(Exception):
     """A failure with a message written for the user. Exit code 1."""
@@ -18,3 +21,9 @@ class UsageError(CifarctlError):
     """Bad input: config key or value, CLI argument, missing or corrupt dataset. Exit code 2."""
 
     exit_code = 2
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`" (did you mean 'optim.lr'?)"` for the closest choice, or `""` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -10,11 +10,10 @@ weights, LDAM margins), `base` (parameters, deferred re-weighting, reduction), `
 `sigmoid`, `factory`.
 """
 
-import difflib
 import importlib
 from typing import Any
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, did_you_mean
 
 LOSS_NAMES: tuple[str, ...] = ("ce", "focal", "sigmoid", "sigmoid-focal", "ldam", "hybrid")
 
@@ -31,8 +30,7 @@ def canonical_name(name: str) -> str:
     key = _ALIASES.get(key, key)
     if key in LOSS_NAMES:
         return key
-    close = difflib.get_close_matches(key, [*LOSS_NAMES, *_ALIASES], n=1)
-    hint = f" (did you mean '{_ALIASES.get(close[0], close[0])}'?)" if close else ""
+    hint = did_you_mean(key, LOSS_NAMES)
     raise UsageError(f"unknown loss '{name}'{hint}; choose one of: {', '.join(LOSS_NAMES)}")
 
 

@@ -15,13 +15,12 @@ Contracts every model keeps (ARCHITECTURE.md, "Models"): `model.classifier` is i
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import nn
@@ -67,9 +66,8 @@ def canonical_name(name: str) -> str:
     key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
     if key in _MODELS:
         return key
-    close = difflib.get_close_matches(key, _MODELS, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UsageError(f"unknown model '{name}'{hint}; choose one of: {', '.join(_MODELS)}")
+    raise UsageError(f"unknown model '{name}'{did_you_mean(key, _MODELS)}; "
+                     f"choose one of: {', '.join(_MODELS)}")
 
 
 def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
