@@ -1,7 +1,7 @@
 """The dataset cache: one uncompressed `.npz` per dataset under `$CIFARCTL_DATA`.
 
     path = cache_file("synthetic")             # ~/.cache/cifarctl/synthetic.npz
-    data = store(arrays, name="synthetic", path=path, source={"generator": "synth"})
+    data = store(arrays, name="synthetic", path=path, source={"synth": spec.to_dict()})
     data = load(path)                           # well under 2 s for 60k images
 
 Each file holds the four arrays plus a small JSON `meta` (format version, name, classes,
@@ -67,12 +67,6 @@ def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> Cifa
     finally:
         tmp.unlink(missing_ok=True)
     return CifarData.from_arrays(arrays, name=name, fingerprint=digest, path=path)
-
-
-def read_meta(path: Path) -> dict:
-    """Only the JSON metadata of a cache file (cheap: no pixels are read)."""
-    with _open(path) as npz:
-        return _meta(npz, path)
 
 
 def load(path: Path) -> CifarData:

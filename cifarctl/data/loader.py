@@ -91,7 +91,7 @@ class DeviceLoader:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} "
                              f"{tuple(images.shape)}")
-        self.images = images.permute(0, 3, 1, 2).contiguous().to(self.device)  # (N, 3, H, W)
+        self.images = images.to(self.device).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)  # (N,)
         if len(self.labels) != len(self.images) or batch_size < 1:
             raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels, "

@@ -34,7 +34,11 @@ class _FilesOnDisk(Mapping[str, bytes]):
         self._paths = paths
 
     def __getitem__(self, name: str) -> bytes:
-        return self._paths[name].read_bytes()
+        path = self._paths[name]
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            raise UsageError(f"cannot read {path}: {err.strerror}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
@@ -98,10 +102,14 @@ def _read_archive(path: Path, progress: Progress) -> dict[str, bytes]:
     return files
 
 
-def open_tree(path: Path, progress: Progress) -> Mapping[str, bytes]:
-    """The files of a directory or archive, by relative name, enclosing folder stripped."""
+def _require(path: Path) -> None:
     if not path.exists():
         raise UsageError(f"{path} does not exist: give a directory or .tar.gz of {_LAYOUTS}")
+
+
+def open_tree(path: Path, progress: Progress) -> Mapping[str, bytes]:
+    """The files of a directory or archive, by relative name, enclosing folder stripped."""
+    _require(path)
     if path.is_dir():
         return _FilesOnDisk(_strip_top_folder(_walk(path)))
     try:
@@ -119,8 +127,7 @@ def source_signature(path: Path) -> str:
     Re-hashing content would cost as much as importing again; a changed file changes its
     size or mtime, so the cache follows edits without reading any pixels.
     """
-    if not path.exists():
-        raise UsageError(f"{path} does not exist: give a directory or .tar.gz of {_LAYOUTS}")
+    _require(path)
     path = path.resolve()
     files = _walk(path).items() if path.is_dir() else [("", path)]
     digest = hashlib.sha256(str(path).encode())

@@ -8,7 +8,7 @@ four stripe orientations, rings, a disc, a plus, an X, a checkerboard and a squa
 Foreground and background colours are random per image and every image's mean colour is
 then moved to a random target, so colour statistics carry no label information; a model
 must see the shape. `difficulty` (0..1) makes classes overlap: the pattern of another
-class is blended in (up to `difficulty` of the weight, so past 0.5 some images are
+class is blended in (with up to `difficulty` of the weight: near 0.5 an image is
 genuinely ambiguous), the tilt grows (plus vs X and the stripe orientations meet), and
 pixel noise rises. Ambiguous images are what let a long-tailed training set pull
 decisions toward the head classes, as on real CIFAR-10 (SPEC 1.3).
@@ -41,15 +41,17 @@ class SynthSpec:
     """What `cifarctl data synth` generates; the defaults are the `synthetic` dataset."""
 
     train_per_class: int = 1000  # 10,000 training images: a CPU epoch of a small net in seconds
-    test_per_class: int = 200    # 2,000 test images: per-class accuracy within +-3.5 points
+    test_per_class: int = 200    # 2,000 test images: per-class accuracy to +-3.5 points (1 SE)
     seed: int = 0
     difficulty: float = 0.5      # 0 = clean shapes, 1 = heavy overlap between classes
 
     def check(self) -> None:
-        """UsageError on sizes below 1 or a difficulty outside [0, 1]."""
+        """UsageError on sizes below 1, a negative seed or a difficulty outside [0, 1]."""
         if self.train_per_class < 1 or self.test_per_class < 1:
             raise UsageError("synthetic sets need at least 1 train and 1 test image per class, "
                              f"got {self.train_per_class} and {self.test_per_class}")
+        if self.seed < 0:
+            raise UsageError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.difficulty <= 1.0:
             raise UsageError(f"difficulty must lie in [0, 1], got {self.difficulty}")
 
