@@ -15,6 +15,7 @@ Order and augmentation are a pure function of (seed, epoch) through explicit
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator
 
@@ -98,11 +99,33 @@ class DeviceLoader:
                              f"batch_size {batch_size}")
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
+        self.rows: torch.Tensor | None = None  # (n,) rows of `images` this split uses; None: all
+
+    def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
+               augment: bool, drop_last: bool, seed: int) -> DeviceLoader:
+        """A loader over `rows` of this one's images, sharing its device memory (no copy).
+
+            val = every_image.subset(splits.val_idx, batch_size=1024, shuffle=False, ...)
+
+        Its batches equal those of `DeviceLoader(images[rows], labels[rows], ...)`: the same
+        order and augmentation for the same seed, so runs that share one copy of a dataset
+        on the device (fused training, issue 8) see what they would see alone.
+        """
+        rows = torch.as_tensor(rows, dtype=torch.int64).to(self.device)
+        if batch_size < 1 or (len(rows) and not 0 <= int(rows.min()) <= int(rows.max())
+                              < len(self.labels)):
+            raise ValueError(f"rows must index the {len(self.labels)} images; "
+                             f"batch_size {batch_size}")
+        view = copy.copy(self)
+        view.rows = rows if self.rows is None else self.rows[rows]
+        view.batch_size, view.shuffle, view.augment = batch_size, shuffle, augment
+        view.drop_last, view.seed = drop_last, seed
+        return view
 
     @property
     def num_samples(self) -> int:
         """Images in the split (those dropped by `drop_last` included)."""
-        return len(self.labels)
+        return len(self.labels) if self.rows is None else len(self.rows)
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -116,6 +139,8 @@ class DeviceLoader:
         augment_rng = _generator(self.seed, epoch, _AUGMENT, self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.rows is not None:
+                idx = self.rows[idx]
             x = self.images[idx]                                   # (B, 3, 32, 32) uint8
             if self.augment:
                 x = random_crop_flip(x, augment_rng)
