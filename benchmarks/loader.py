@@ -12,6 +12,10 @@ mean/std (SPEC 2), as float32 (B, 3, 32, 32) batches on `--device`.
   persistent_workers=True), batches copied to the device.
 One untimed warm-up epoch each (worker start-up, allocator, CUDA context), then the median of
 `--epochs` timed epochs. Prints a table and one JSON line with the ratio.
+
+Measured on this project's 2-core CPU machine (shared, load average about 2), synthetic set,
+batch 128, median of 5 epochs: DeviceLoader 78,872 images/s, torchvision 3,137 images/s,
+25x. On the 50,000 real CIFAR-10 JPEG images (3 epochs, load about 4): 82,459 vs 2,168, 38x.
 """
 
 from __future__ import annotations

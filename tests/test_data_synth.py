@@ -60,6 +60,17 @@ def test_dataset_synthetic_generates_defaults_once(data_home, monkeypatch):
     assert load_dataset("synthetic").fingerprint == data.fingerprint
 
 
+def test_cli_defaults_are_the_spec_defaults():
+    # The CLI repeats SynthSpec's defaults so that `--help` shows them without importing numpy.
+    from typer.main import get_command
+
+    from cifarctl.cli import app
+
+    synth = get_command(app).commands["data"].commands["synth"]
+    shown = {p.name: p.default for p in synth.params}
+    assert {k: shown[k] for k in SynthSpec().to_dict()} == SynthSpec().to_dict()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--difficulty", "1.5"], "difficulty must lie in [0, 1]"),
     (["--train-per-class", "0"], "at least 1 train and 1 test image"),

@@ -81,6 +81,7 @@ def synth_command(
         help="Write CIFAR python batch files here (import them with `data import OUT`); "
              "without it, cache the set as the `synthetic` dataset.",
         show_default=False)] = None,
+    # Defaults repeat SynthSpec's (a test checks) so --help shows them without numpy.
     train_per_class: Annotated[int, typer.Option(help="Training images per class.")] = 1000,
     test_per_class: Annotated[int, typer.Option(help="Test images per class.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")
