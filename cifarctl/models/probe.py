@@ -28,6 +28,13 @@ def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Te
     The model's train/eval mode is restored and the hooks removed afterwards, even on error.
     A model without ReLUs (`twolayernet`) gives `{}`.
     """
+    return {name: 1 - units.float().mean() for name, units in fired_units(model, x).items()}
+
+
+def fired_units(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per ReLU layer (keyed as in `dead_relu_fractions`), which units fired on some input of
+    `x`: a (units,) bool tensor. Fused models (issue 8) split it into their members' units.
+    """
     fired: dict[str, torch.Tensor] = {}
 
     def record(path: str):
@@ -50,4 +57,4 @@ def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Te
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {metric_layer_name(path): 1 - units.float().mean() for path, units in fired.items()}
+    return {metric_layer_name(path): units for path, units in fired.items()}
