@@ -80,12 +80,15 @@ def train_steps(
             logits = model(x)  # (B, C)
             loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # A fused group of K models (issue 8) gives logits (B, C, K), labels (B, K), one loss
+        # per member (K,) and sums of shape (K,); its members share no parameters, so the
+        # gradient of the summed loss is each member's own. For one model .sum() is a no-op.
+        loss.sum().backward()
         optimizer.step()
         with torch.no_grad():
             n = y.shape[0]
             sums.loss_sum += loss.detach() * n
-            sums.correct += (logits.argmax(dim=1) == y).sum()
+            sums.correct += (logits.argmax(dim=1) == y).sum(0)
             sums.seen += n
             sums.nonfinite |= ~torch.isfinite(loss.detach())
         sums.steps_done += 1
@@ -108,6 +111,23 @@ class EvalCounts:
     def count(self) -> torch.Tensor:
         return self.confusion.sum()
 
+    @classmethod
+    def zeros(cls, num_classes: int, device: torch.device) -> EvalCounts:
+        return cls(torch.zeros(num_classes, num_classes, dtype=torch.long, device=device),
+                   torch.zeros((), device=device), torch.zeros(CALIBRATION_BINS, 3, device=device))
+
+    @torch.no_grad()
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Count one batch in place: float logits (B, C), labels (B,)."""
+        num_classes = self.confusion.shape[0]
+        self.loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        conf, pred = logits.softmax(dim=1).max(dim=1)  # (B,), (B,)
+        self.confusion.view(-1).index_add_(0, y * num_classes + pred, torch.ones_like(y))
+        # nan_to_num: a diverged model must reach the caller's NaN guard, not crash here
+        bins = (conf.nan_to_num(0.0) * CALIBRATION_BINS).long().clamp_(0, CALIBRATION_BINS - 1)
+        self.calibration.index_add_(0, bins, torch.stack(
+            [torch.ones_like(conf), conf, (pred == y).float()], dim=1))
+
 
 CALIBRATION_BINS = 15  # Guo et al. 2017 use 15 equal-width confidence bins
 
@@ -123,21 +143,13 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    calibration = torch.zeros(CALIBRATION_BINS, 3, device=device)
+    counts = EvalCounts.zeros(num_classes, device)
     for x, y in batches:
         with autocast_for(device):
             logits = model(x).float()  # (B, C)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        conf, pred = logits.softmax(dim=1).max(dim=1)  # (B,), (B,)
-        confusion.index_add_(0, y * num_classes + pred, torch.ones_like(y))
-        # nan_to_num: a diverged model must reach the caller's NaN guard, not crash here
-        bins = (conf.nan_to_num(0.0) * CALIBRATION_BINS).long().clamp_(0, CALIBRATION_BINS - 1)
-        calibration.index_add_(0, bins, torch.stack(
-            [torch.ones_like(conf), conf, (pred == y).float()], dim=1))
+        counts.add(logits, y)
     model.train(was_training)
-    return EvalCounts(confusion.view(num_classes, num_classes), loss_sum, calibration)
+    return counts
 
 
 def eval_metrics(prefix: str, counts: EvalCounts) -> dict[str, torch.Tensor]:
