@@ -27,7 +27,15 @@ import torch
 from cifarctl import __version__
 from cifarctl.checkpoint import load_checkpoint, save_checkpoint
 from cifarctl.config import RunConfig, apply_overrides, config_from_dict
-from cifarctl.engine import TrainSums, eval_metrics, evaluate, iter_skip, to_host, train_steps
+from cifarctl.engine import (
+    EvalCounts,
+    TrainSums,
+    eval_metrics,
+    evaluate,
+    iter_skip,
+    to_host,
+    train_steps,
+)
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.progress import NullReporter, Reporter
 from cifarctl.schedule import lr_at
@@ -39,7 +47,11 @@ LIVE_EVERY = 20  # steps between live-stat refreshes of the progress bar
 
 
 class NonFiniteLoss(CifarctlError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite in `epoch` (0-based)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"training loss became NaN/inf in epoch {epoch + 1}; the last good "
+                         f"checkpoint is kept; lower optim.lr or check the loss settings")
 
 
 @dataclass
@@ -103,36 +115,54 @@ class RunData:
     probe: torch.Tensor  # (PROBE_SIZE, 3, 32, 32) normalised, un-augmented training images
 
 
-def prepare_data(cfg: RunConfig, device: torch.device) -> RunData:
-    from cifarctl.data import load_dataset
-    from cifarctl.data.loader import DeviceLoader, normalize
-    from cifarctl.data.longtail import make_splits
+@dataclass
+class SharedData:
+    """A dataset's images on the device once; each run's splits are index views of it, so
+    the runs of a fused group (issue 8) share one copy."""
 
-    data = load_dataset(cfg.data.dataset)
-    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
-                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
-                         seed=cfg.run.seed, num_classes=len(data.classes))
-    # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
-    train = DeviceLoader(data.train_images[splits.train_idx], data.train_labels[splits.train_idx],
-                         batch_size=cfg.optim.batch_size, shuffle=True,
-                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed,
-                         device=device)
-    if len(train) == 0:
-        raise UsageError(f"optim.batch_size={cfg.optim.batch_size} is larger than the "
-                         f"{train.num_samples} training images; lower it")
+    dataset: Any  # CifarData
+    every_train: Any  # DeviceLoader over every training image, validation rows included
+    test: Any  # DeviceLoader over the test set
+
+
+def share_data(spec: str, device: torch.device) -> SharedData:
+    from cifarctl.data import load_dataset
+    from cifarctl.data.loader import DeviceLoader
+
+    data = load_dataset(spec)
 
     def plain(images, labels) -> Any:
         return DeviceLoader(images, labels, batch_size=EVAL_BATCH, shuffle=False,
                             augment=False, drop_last=False, seed=0, device=device)
 
-    val = (plain(data.train_images[splits.val_idx], data.train_labels[splits.val_idx])
-           if len(splits.val_idx) else None)
+    return SharedData(data, plain(data.train_images, data.train_labels),
+                      plain(data.test_images, data.test_labels))
+
+
+def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None = None
+                 ) -> RunData:
+    """The run's splits of `cfg.data` (from `shared`, when given, without another copy)."""
+    from cifarctl.data.loader import normalize
+    from cifarctl.data.longtail import make_splits
+
+    shared = shared or share_data(cfg.data.dataset, device)
+    data, every = shared.dataset, shared.every_train
+    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
+                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                         seed=cfg.run.seed, num_classes=len(data.classes))
+    # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
+    train = every.subset(splits.train_idx, batch_size=cfg.optim.batch_size, shuffle=True,
+                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed)
+    if len(train) == 0:
+        raise UsageError(f"optim.batch_size={cfg.optim.batch_size} is larger than the "
+                         f"{train.num_samples} training images; lower it")
+    val = (every.subset(splits.val_idx, batch_size=EVAL_BATCH, shuffle=False, augment=False,
+                        drop_last=False, seed=0) if len(splits.val_idx) else None)
     probe_idx = torch.randperm(len(splits.train_idx),
                                generator=torch.Generator().manual_seed(cfg.run.seed))[:PROBE_SIZE]
-    probe_images = torch.as_tensor(data.train_images[splits.train_idx][probe_idx.numpy()])
-    probe = normalize(probe_images.permute(0, 3, 1, 2).contiguous().to(device))
+    probe = normalize(every.images[train.rows[probe_idx.to(device)]])
     return RunData(data.name, tuple(data.classes), data.fingerprint, list(splits.train_counts),
-                   train, val, plain(data.test_images, data.test_labels), probe)
+                   train, val, shared.test, probe)
 
 
 # ---- interruption -----------------------------------------------------------------------
@@ -168,7 +198,7 @@ class StopFlag:
 
 # ---- the run ----------------------------------------------------------------------------
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -215,10 +245,10 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
     try:
         data = prepare_data(cfg, device)
         if resume is None:
-            _log_run_start(cfg, tracker, data, device)
+            log_run_start(cfg, tracker, data, device)
         torch.manual_seed(cfg.run.seed)  # initialisation and dropout; data RNG is separate
         model = create_model(cfg.model.name, num_classes=len(data.classes)).to(device)
-        loss_fn = build_loss(cfg.loss.name, data.train_counts, **_loss_params(cfg)).to(device)
+        loss_fn = build_loss(cfg.loss.name, data.train_counts, **loss_params(cfg)).to(device)
         no_decay = loss_fn.prepare_model(model)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -239,13 +269,17 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
                              f"step {sums.steps_done if sums else 0}")
         step_model = torch.compile(model) if cfg.run.compile else model
 
+        def save(path: Path, epoch: int, sums: TrainSums | None) -> None:
+            save_run_state(path, cfg, model_state=model.state_dict(),
+                           optimizer_state=optimizer.state_dict(), epoch=epoch, best=best,
+                           history=outcome.history, sums=sums, rng=rng_state(device))
+
         with stop.installed():
             for epoch in range(start_epoch, cfg.optim.epochs):
                 metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
                                            data, sums, stop, reporter, dead_relu_fractions)
                 if metrics is None:  # interrupted mid-epoch: keep the exact position
-                    _save(ckpt_dir / "last.pt", cfg, model, optimizer, epoch, best,
-                          outcome.history, sums, device)
+                    save(ckpt_dir / "last.pt", epoch, sums)
                     outcome.status = "KILLED"
                     outcome.message = (f"interrupted by {stop.signal_name} in epoch "
                                        f"{epoch + 1}; resume with `cifarctl train --resume "
@@ -253,34 +287,32 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
                     break
                 sums = None
                 outcome.history.append(metrics)
-                best = _update_best(cfg, best, epoch, metrics, data)
+                best = update_best(cfg, best, epoch, metrics, data)
                 if best["epoch"] == epoch:
-                    _save(ckpt_dir / "best.pt", cfg, model, optimizer, epoch + 1, best,
-                          outcome.history, None, device)
-                _save(ckpt_dir / "last.pt", cfg, model, optimizer, epoch + 1, best,
-                      outcome.history, None, device)
-                tracker.log_metrics(_loggable(metrics), step=epoch)
+                    save(ckpt_dir / "best.pt", epoch + 1, None)
+                save(ckpt_dir / "last.pt", epoch + 1, None)
+                tracker.log_metrics(loggable(metrics), step=epoch)
                 reporter.epoch_ended(epoch, cfg.optim.epochs, metrics)
                 outcome.epochs_done = epoch + 1
             else:
                 outcome.status = "FINISHED"
         outcome.epochs_done = len(outcome.history)
-        outcome.summary = _summary(best, data)
-        _log_run_end(cfg, tracker, outcome, best, data, ckpt_dir)
+        outcome.summary = summary_metrics(best, data)
+        log_run_end(cfg, tracker, outcome, best, data, ckpt_dir)
         tracker.finish(outcome.status)
         return outcome
     except NonFiniteLoss as err:
         outcome.status, outcome.message = "FAILED", str(err)
-        _finish_quietly(tracker, "FAILED", ckpt_dir)
+        finish_quietly(tracker, "FAILED", ckpt_dir)
         raise
     except BaseException:
-        _finish_quietly(tracker, "KILLED" if stop.requested else "FAILED", ckpt_dir)
+        finish_quietly(tracker, "KILLED" if stop.requested else "FAILED", ckpt_dir)
         raise
     finally:
         reporter.close()
 
 
-def _loss_params(cfg: RunConfig) -> dict[str, Any]:
+def loss_params(cfg: RunConfig) -> dict[str, Any]:
     lo = cfg.loss
     params: dict[str, Any] = {"beta": lo.beta, "gamma": lo.gamma, "drw_epoch": lo.drw_epoch}
     if lo.name == "hybrid":
@@ -299,38 +331,26 @@ def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, st
     reporter.epoch_started(epoch, cfg.optim.epochs, steps)
     t0 = time.perf_counter()
     first_step = sums.steps_done
-    live = _LiveStats(reporter, t0, first_step, cfg.optim.batch_size,
-                      report_compile=cfg.run.compile and step_model is not model)
+    live = LiveStats(reporter, t0, first_step, cfg.optim.batch_size,
+                     report_compile=cfg.run.compile and step_model is not model)
 
     def lr_for_step(step: int) -> float:
-        return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
-                     warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
-                     factors=cfg.lr_decay_factors)
+        return run_lr(cfg, epoch, step, steps)
 
     train_steps(step_model, iter_skip(data.train.epoch(epoch), first_step), loss_fn, optimizer,
                 lr_for_step=lr_for_step, sums=sums, should_stop=stop, on_step=live)
     if sums.steps_done < steps:
         return None, sums
     train_time = time.perf_counter() - t0
-    device_metrics: dict[str, Any] = {
-        "train_loss": sums.loss_sum / sums.seen, "train_acc": sums.correct / sums.seen,
-        "nonfinite": sums.nonfinite,
-    }
     # Evaluation runs the eager model: a compiled graph would recompile for eval mode and
     # for the last, smaller batch, for little gain on a pass without gradients.
-    if data.val is not None:
-        device_metrics.update(eval_metrics("val", evaluate(model, data.val.epoch(0),
-                                                           num_classes=len(data.classes))))
-    test = evaluate(model, data.test.epoch(0), num_classes=len(data.classes))
-    device_metrics.update(eval_metrics("test", test))
-    device_metrics["test_confusion"] = test.confusion
-    for layer, frac in dead_relu_fractions(model, data.probe).items():
-        device_metrics[f"dead_relu_{layer}"] = frac
-    host = to_host(device_metrics)  # the epoch's one host sync
-    if host.pop("nonfinite"):
-        raise NonFiniteLoss(
-            f"training loss became NaN/inf in epoch {epoch + 1}; the last good checkpoint is "
-            f"kept; lower optim.lr or check the loss settings")
+    classes = len(data.classes)
+    val = (evaluate(model, data.val.epoch(0), num_classes=classes)
+           if data.val is not None else None)
+    test = evaluate(model, data.test.epoch(0), num_classes=classes)
+    host = to_host(epoch_metrics(sums, val, test, dead_relu_fractions(model, data.probe)))
+    if host.pop("nonfinite"):  # ^ the epoch's one host sync
+        raise NonFiniteLoss(epoch)
     samples = (steps - first_step) * cfg.optim.batch_size
     host["lr"] = lr_for_step(steps - 1)
     host["epoch_time_s"] = time.perf_counter() - t0
@@ -338,7 +358,28 @@ def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, st
     return host, sums
 
 
-class _LiveStats:
+def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
+    """The learning rate of `step` of `epoch` under `cfg`'s schedule, `steps` steps an epoch."""
+    return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
+                 warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
+                 factors=cfg.lr_decay_factors)
+
+
+def epoch_metrics(sums: TrainSums, val: EvalCounts | None, test: EvalCounts,
+                  dead_relu: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """An epoch's metrics (names of ARCHITECTURE.md) as device tensors, plus `nonfinite` and
+    `test_confusion`, for `to_host`."""
+    out: dict[str, Any] = {"train_loss": sums.loss_sum / sums.seen,
+                           "train_acc": sums.correct / sums.seen, "nonfinite": sums.nonfinite}
+    if val is not None:
+        out.update(eval_metrics("val", val))
+    out.update(eval_metrics("test", test))
+    out["test_confusion"] = test.confusion
+    out.update({f"dead_relu_{layer}": frac for layer, frac in dead_relu.items()})
+    return out
+
+
+class LiveStats:
     """Feeds the progress bar running loss/accuracy without stalling the device.
 
     Every LIVE_EVERY steps it starts a non-blocking copy of the running sums to the host and
@@ -347,6 +388,7 @@ class _LiveStats:
 
     def __init__(self, reporter: Reporter, t0: float, first_step: int, batch: int,
                  report_compile: bool = False) -> None:
+        # batch: images per step, over all members of a fused group
         self.reporter, self.t0, self.first_step, self.batch = reporter, t0, first_step, batch
         self.pending: torch.Tensor | None = None
         self.report_compile = report_compile
@@ -368,18 +410,20 @@ class _LiveStats:
             running = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
                        "images_per_s": (sums.steps_done - self.first_step) * self.batch
                        / max(elapsed, 1e-9)}
+        # summed over the members of a fused group (sums of shape (K,)): the group's running mean
         stacked = torch.stack([sums.loss_sum, sums.correct, sums.seen]).detach()
+        stacked = stacked.reshape(3, -1).sum(1)  # (3,)
         pin = stacked.device.type == "cuda"
         self.pending = torch.empty(3, pin_memory=pin)
         self.pending.copy_(stacked, non_blocking=pin)
         self.reporter.step(sums.steps_done, running)
 
 
-def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
+def loggable(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
-def _update_best(cfg: RunConfig, best: dict[str, Any], epoch: int, metrics: dict[str, Any],
+def update_best(cfg: RunConfig, best: dict[str, Any], epoch: int, metrics: dict[str, Any],
                  data: RunData) -> dict[str, Any]:
     """Select on validation, never on test; without a validation split, the last epoch."""
     key = cfg.run.select_metric
@@ -391,7 +435,7 @@ def _update_best(cfg: RunConfig, best: dict[str, Any], epoch: int, metrics: dict
     return {"value": value, "epoch": epoch, "metrics": metrics} if better else best
 
 
-def _summary(best: dict[str, Any], data: RunData) -> dict[str, float]:
+def summary_metrics(best: dict[str, Any], data: RunData) -> dict[str, float]:
     m = best["metrics"]
     if not m:
         return {}
@@ -404,14 +448,17 @@ def _summary(best: dict[str, Any], data: RunData) -> dict[str, float]:
     return out
 
 
-def _save(path: Path, cfg: RunConfig, model, optimizer, epoch: int, best, history, sums,
-          device: torch.device) -> None:
-    """`epoch` is the epoch to continue with; `sums` the partial epoch when interrupted."""
+def save_run_state(path: Path, cfg: RunConfig, *, model_state: dict[str, Any],
+                   optimizer_state: dict[str, Any], epoch: int, best: dict[str, Any],
+                   history: list[dict[str, Any]], sums: TrainSums | None,
+                   rng: dict[str, Any]) -> None:
+    """A run's checkpoint (keys in ARCHITECTURE.md). `epoch` is the epoch to continue with;
+    `sums` the partial epoch when interrupted; `rng` the global RNG state (`rng_state`)."""
     save_checkpoint(path, {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "model": model_state, "optimizer": optimizer_state,
         "config": cfg.to_dict(), "epoch": epoch, "best": best, "history": history,
         "sums": sums.state_dict() if sums is not None else None,
-        "rng": _rng_state(device), "cifarctl_version": __version__,
+        "rng": rng, "cifarctl_version": __version__,
     })
 
 
@@ -428,7 +475,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _log_run_start(cfg: RunConfig, tracker: Tracker, data: RunData, device: torch.device) -> None:
+def log_run_start(cfg: RunConfig, tracker: Tracker, data: RunData, device: torch.device) -> None:
     import yaml
 
     tracker.log_params(cfg.to_flat())
@@ -455,7 +502,7 @@ def _log_run_start(cfg: RunConfig, tracker: Tracker, data: RunData, device: torc
                         num_rows=data.train.num_samples)
 
 
-def _log_run_end(cfg: RunConfig, tracker: Tracker, outcome: RunOutcome, best: dict[str, Any],
+def log_run_end(cfg: RunConfig, tracker: Tracker, outcome: RunOutcome, best: dict[str, Any],
                  data: RunData, ckpt_dir: Path) -> None:
     from cifarctl import plots
 
@@ -480,7 +527,7 @@ def _log_run_end(cfg: RunConfig, tracker: Tracker, outcome: RunOutcome, best: di
             tracker.log_artifact(ckpt_dir / f"{which}.pt", "checkpoints")
 
 
-def _finish_quietly(tracker: Tracker, status: str, ckpt_dir: Path) -> None:
+def finish_quietly(tracker: Tracker, status: str, ckpt_dir: Path) -> None:
     """Close the run after an error without masking that error."""
     try:
         if (ckpt_dir / "last.pt").is_file():
