@@ -42,6 +42,9 @@ def fetch_cifar10(workdir: Path) -> Path:
     try:
         with quiet:
             download_url(url, str(workdir), filename=FILENAME)
+    except http.client.IncompleteRead as err:  # the server promised more than it sent
+        raise CifarctlError(f"{url} was cut short after {len(err.partial)} bytes: the file is "
+                            "truncated and was not cached; retry") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         # HTTPError reads "HTTP Error 404: Not Found"; a URLError's reason says more than it.
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
