@@ -1,0 +1,50 @@
+"""`cifarctl ui`: browse every run in the MLflow UI, served from the store `train` writes.
+
+    $ cifarctl ui                       # http://127.0.0.1:5000 until Ctrl-C
+    $ cifarctl ui --experiment lt100 --open
+
+Starts `mlflow server` on the same store as `cifarctl train` (./mlflow.db and ./mlruns, or
+--tracking-uri / $MLFLOW_TRACKING_URI), waits until it answers, prints the URL, and stops
+the server and its workers on Ctrl-C or SIGTERM. Imports nothing heavy: MLflow runs in the
+server's own process.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cifarctl.ui import DEFAULT_HOST, DEFAULT_PORT
+
+
+def ui(
+    port: Annotated[int, typer.Option(
+        "--port", "-p", min=0, max=65535, help="Port to serve on; 0 = any free port.")
+                    ] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every network "
+             "interface (anyone who can reach it sees your runs).")] = DEFAULT_HOST,
+    open_: Annotated[bool, typer.Option("--open", help="Open the UI in your web browser.")
+                     ] = False,
+    experiment: Annotated[str | None, typer.Option(
+        help="Print (and --open) this experiment's runs page instead of the home page.")
+                          ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
+                            ] = None,
+) -> None:
+    """Browse your runs in the MLflow UI (Ctrl-C stops it).
+
+    Examples:
+
+      cifarctl ui
+
+      cifarctl ui --port 5001 --experiment lt100 --open
+
+      cifarctl ui --tracking-uri sqlite:///other/mlflow.db
+    """
+    from cifarctl.ui import serve
+
+    serve(tracking_uri, host=host, port=port, experiment=experiment, open_browser=open_,
+          echo=typer.echo)
