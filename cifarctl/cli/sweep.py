@@ -1,0 +1,161 @@
+"""`cifarctl sweep SPEC [options]`: every trial of a sweep spec, as one parent MLflow run.
+
+    $ cifarctl sweep experiments/demo-sweep.yaml --dry-run
+    $ cifarctl sweep experiments/demo-sweep.yaml --workers 2
+    $ cifarctl sweep experiments/cui2019-table2.yaml --backend ray --gpus-per-trial 0.25
+
+Parses the options, expands the spec (a bad spec fails here, before anything runs), then
+prints the plan (`--dry-run`) or calls `cifarctl.sweep.run_sweep` and renders its summary.
+Exit codes: 0 all trials ok or skipped, 1 a trial failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+BACKENDS = ("local", "ray")
+
+
+def sweep(
+    spec: Annotated[Path, typer.Argument(
+        help="Sweep spec (YAML): base config, grid axes, include/exclude, random; see "
+             "experiments/*-sweep.yaml.", show_default=False)],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (one row per trial: key and values) and exit.")
+                       ] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='With --dry-run: print {"trials": [{"key": .., "overrides": {..}}]}.')
+                       ] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Trials at once: local worker processes (default 1; pinned round-robin to the "
+             "GPUs), or Ray tasks in flight (default: all).", show_default=False)] = None,
+    backend: Annotated[str, typer.Option(
+        help="Where trials run: local (worker processes) or ray (tasks on a Ray cluster).")
+                       ] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster address (ray://HOST:10001 or auto); default: a local Ray instance.")
+                       ] = None,
+    gpus_per_trial: Annotated[float, typer.Option(
+        help="Ray: GPUs per trial; fractions share a GPU (0.25 = four trials a GPU).")] = 0.0,
+    cpus_per_trial: Annotated[float, typer.Option(help="Ray: CPUs per trial.")] = 1.0,
+    fail_fast: Annotated[bool, typer.Option(
+        "--fail-fast", help="Stop every trial (they checkpoint) at the first failure.")
+                         ] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config key for every trial, e.g. --set optim.epochs=2 "
+                      "(repeatable; changes the trial keys).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto, cpu or cuda for every trial (does not change the trial keys).")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="MLflow experiment (default: the spec's `experiment:`, else its file name).")
+                          ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
+                            ] = None,
+    checkpoints: Annotated[Path, typer.Option(
+        help="Folder for checkpoints, one subfolder per trial run.")] = Path("checkpoints"),
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No live progress; only the summary.")] = False,
+) -> None:
+    """Run a sweep: one MLflow parent run, one child run per trial; run it again to resume.
+
+    Trials whose child run FINISHED are skipped; FAILED or KILLED ones continue from their
+    checkpoint in the same run. Ctrl-C stops the running trials cleanly (a second one kills).
+
+    Examples:
+
+      cifarctl sweep experiments/beta-sweep.yaml --dry-run
+
+      cifarctl sweep experiments/demo-sweep.yaml --workers 2
+
+      cifarctl sweep experiments/cui2019-table2.yaml --set optim.epochs=2 --set
+      data.dataset=synthetic --workers 4
+    """
+    from cifarctl.config import parse_set_option
+    from cifarctl.errors import UsageError
+    from cifarctl.sweep import expand, load_spec
+
+    if as_json and not dry_run:
+        raise UsageError("--json goes with --dry-run (a sweep's results are in MLflow)")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "ray" and (address is not None or gpus_per_trial or cpus_per_trial != 1.0):
+        raise UsageError("--address, --gpus-per-trial and --cpus-per-trial go with --backend ray")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        raise UsageError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+    overrides: dict[str, Any] = parse_set_option(set_ or [])
+    if device is not None:
+        overrides["run.device"] = device
+    plan = expand(load_spec(spec, overrides=overrides, experiment=experiment))
+    if dry_run:
+        _print_plan(plan, as_json)
+        return
+    if backend == "ray":
+        from cifarctl.sweep.ray_backend import import_ray
+
+        import_ray()  # exit 2 with the install hint before anything else happens
+
+    from cifarctl.sweep import run_sweep
+    from cifarctl.sweep.live import make_display
+
+    outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
+                        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                        fail_fast=fail_fast, tracking_uri=tracking_uri,
+                        checkpoint_root=checkpoints,
+                        display=make_display(len(plan.trials), quiet=quiet))
+    _print_summary(outcome)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    from cifarctl.sweep.store import plan_json
+
+    if as_json:
+        typer.echo(json.dumps(plan_json(plan)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    keys: list[str] = []
+    for trial in plan.trials:
+        keys += [k for k in trial.overrides if k not in keys]
+    notes = [f"sweep key {plan.key}", f"experiment {plan.spec.experiment}"]
+    if plan.merged:
+        notes.append(f"{plan.merged} duplicate combinations merged")
+    if plan.sampled_from is not None:
+        notes.append(f"random {len(plan.trials)} of {plan.sampled_from}")
+    table = Table(title=f"{plan.spec.source}: {len(plan.trials)} trials",
+                  caption="; ".join(notes))
+    table.add_column("#", justify="right")
+    table.add_column("key", no_wrap=True, min_width=12)
+    for column in keys:
+        table.add_column(column)
+    for trial in plan.trials:
+        table.add_row(str(trial.index + 1), trial.key,
+                      *[_show(trial.overrides[k]) if k in trial.overrides else "" for k in keys])
+    Console().print(table)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _print_summary(outcome: Any) -> None:
+    from rich.console import Console
+
+    from cifarctl.sweep.live import summary_table
+
+    Console().print(summary_table(outcome))
+    failed = [s for s in outcome.trials if s.status == "failed"]
+    if failed:
+        Console(stderr=True).print(f"{len(failed)} trial(s) failed; fix the cause and run the "
+                                   f"same command again to retry only those", highlight=False)

@@ -1,0 +1,372 @@
+"""Run a sweep's plan: skip what is done, fan the rest out to workers, keep every run honest.
+
+    outcome = run_sweep(expand(load_spec("experiments/demo-sweep.yaml")), workers=2)
+    outcome.counts   # {"ok": 4, "failed": 0, "skipped": 0, "killed": 0, "not run": 0}
+
+Order of things: open the MLflow store, find or create the parent run (before any worker
+starts, so workers never race to create the experiment), skip trials whose child FINISHED,
+then keep up to `workers` groups in flight on an executor (`LocalExecutor`: one spawned
+process per group, pinned round-robin to the visible GPUs; `RayExecutor`: one Ray task per
+group). Each trial's child run is created just before its group starts.
+
+A group is the unit a worker runs: today one trial (`groups_of_one`); fused training
+(issue 8) can return groups of K compatible trials instead and run them in `worker.run_group`.
+
+Failures: a trial that fails is reported and the others go on, unless `fail_fast`, which
+stops the running trials (they checkpoint and end KILLED) and starts no more. SIGINT/SIGTERM
+do the same; a second signal kills the workers at once. Whatever happens, no run is left
+RUNNING: a worker that dies without a word has its run ended by this process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cifarctl.sweep.spec import Plan, Trial
+from cifarctl.sweep.worker import TrialTask, process_main, worker_log
+
+POLL_S = 0.2  # how long the scheduler waits for progress before it looks around again
+STOP_GRACE_S = 120.0  # after a stop, how long workers get to checkpoint before SIGKILL
+STATUSES = ("ok", "failed", "skipped", "killed", "not run")  # a trial's final word
+
+
+@dataclass
+class TrialState:
+    """What the sweep knows about one trial; the live table shows these."""
+
+    trial: Trial
+    status: str = "queued"  # queued | running | ok | failed | skipped | killed | not run
+    run_id: str | None = None
+    epoch: int = 0  # epochs done
+    epochs: int = 0
+    acc: float | None = None  # test accuracy after the last epoch done
+    step: tuple[int, int] | None = None  # (steps done, steps) in the current epoch
+    pid: int | None = None
+    message: str = ""  # one line: why it failed, what it resumed, ...
+    summary: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SweepOutcome:
+    plan: Plan
+    parent_run_id: str
+    trials: list[TrialState]
+    interrupted: bool = False  # a signal stopped it
+    stopped_by_failure: bool = False  # --fail-fast stopped it
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(t.status == s for t in self.trials) for s in STATUSES}
+
+
+class Display(Protocol):
+    """Where the sweep shows its progress (`cifarctl.sweep.live`)."""
+
+    def update(self, state: TrialState) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs groups of trial tasks somewhere and reports back as events."""
+
+    def free(self) -> int: ...  # how many more groups it takes now
+    def busy(self) -> int: ...  # groups in flight
+    def submit(self, tasks: list[TrialTask]) -> None: ...
+    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]: ...
+    def stop(self) -> None: ...  # ask every group to checkpoint and stop
+    def kill(self) -> None: ...  # stop every group now
+    def close(self) -> None: ...
+
+
+def groups_of_one(trials: list[TrialState]) -> list[list[TrialState]]:
+    """The grouping seam: each trial alone (fused training packs K per group)."""
+    return [[t] for t in trials]
+
+
+# ---- local processes --------------------------------------------------------------------
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def pin_gpu(slot: int, gpus: list[str]) -> str | None:
+    """Worker slot -> its GPU, round-robin (several slots share a GPU when slots > GPUs)."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Up to `workers` spawned processes at once, each running one group then exiting.
+
+    Spawn, not fork: a fresh interpreter per worker, with CUDA_VISIBLE_DEVICES set before
+    torch loads, no inherited CUDA context or threads. One process per group keeps a crash
+    (out of memory, segfault) to that group.
+    """
+
+    def __init__(self, workers: int, gpus: list[str]) -> None:
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.queue = self.ctx.Queue()
+        self.gpus, self.workers = gpus, workers
+        self.slots: dict[int, tuple[Any, list[TrialTask]]] = {}  # slot -> (process, tasks)
+
+    def free(self) -> int:
+        return self.workers - len(self.slots)
+
+    def busy(self) -> int:
+        return len(self.slots)
+
+    def submit(self, tasks: list[TrialTask]) -> None:
+        slot = min(set(range(self.workers)) - set(self.slots))
+        process = self.ctx.Process(target=process_main, daemon=True,
+                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus),
+                                         os.getpid()),
+                                   name=f"cifarctl-sweep-{tasks[0].key}")
+        process.start()
+        self.slots[slot] = (process, tasks)
+
+    def _drain(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+        import queue
+
+        events = []
+        try:
+            events.append(self.queue.get(timeout=timeout))
+            while True:
+                events.append(self.queue.get_nowait())
+        except queue.Empty:
+            return events
+
+    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+        events = self._drain(timeout)
+        ended = [s for s, (p, _) in self.slots.items() if p.exitcode is not None]
+        if ended:
+            events += self._drain(0.05)  # what the finished workers sent before exiting
+        for slot in ended:
+            process, tasks = self.slots.pop(slot)
+            process.join()
+            for task in tasks:
+                events.append(("exit", task.key, {
+                    "error": f"worker exited with code {process.exitcode}; its output is in "
+                             f"{worker_log(task)}"}))
+        return events
+
+    def stop(self) -> None:
+        for process, _ in self.slots.values():
+            if process.exitcode is None:
+                process.terminate()  # SIGTERM: the trial checkpoints and ends KILLED
+
+    def kill(self) -> None:
+        for process, _ in self.slots.values():
+            if process.exitcode is None:
+                process.kill()
+
+    def close(self) -> None:
+        self.kill()
+        for process, _ in self.slots.values():
+            process.join()
+        self.queue.close()
+
+
+# ---- the scheduler ----------------------------------------------------------------------
+
+class _Signals:
+    """SIGINT/SIGTERM in the sweep process: the first asks for a stop, the second for a kill."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.name = ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.name = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+class _Sweep:
+    """One attempt at a plan: the bookkeeping between the executor's events and MLflow."""
+
+    def __init__(self, plan: Plan, client: Any, executor: Executor, display: Display, *,
+                 make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool) -> None:
+        from cifarctl.sweep.store import open_sweep
+
+        self.plan, self.client, self.executor, self.display = plan, client, executor, display
+        self.make_task, self.fail_fast = make_task, fail_fast
+        runs = open_sweep(client, plan)
+        self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
+        self.by_key = {s.trial.key: s for s in self.outcome.trials}
+        self.resumable: set[str] = set()
+        for state in self.outcome.trials:
+            child = runs.children.get(state.trial.key)
+            if child is None:
+                continue
+            state.run_id = child.info.run_id
+            if child.info.status == "FINISHED":
+                state.status, state.message = "skipped", "FINISHED in an earlier attempt"
+                state.summary = {k: v for k, v in child.data.metrics.items()
+                                 if k in ("test_acc_at_best", "best_val_acc")}
+            else:
+                self.resumable.add(state.trial.key)
+                state.message = f"{child.info.status} before: continues in its run"
+        self.stopping = False
+        self.stop_deadline = 0.0
+
+    def start(self, group: list[TrialState]) -> None:
+        from cifarctl.sweep.store import create_child
+
+        tasks = []
+        for state in group:
+            resume = state.run_id is not None
+            if not resume:
+                state.run_id = create_child(self.client, self.plan, state.trial,
+                                            self.outcome.parent_run_id)
+            state.status = "running"
+            tasks.append(self.make_task(state, resume))
+            self.display.update(state)
+        self.executor.submit(tasks)
+
+    def handle(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+        state = self.by_key[key]
+        if kind == "started":
+            state.pid, state.epoch = payload["pid"], payload["epoch"]
+            state.epochs = state.trial.config.optim.epochs
+        elif kind == "epoch":
+            state.epoch, state.epochs = payload["epoch"] + 1, payload["epochs"]
+            state.acc, state.step = payload.get("test_acc"), None
+        elif kind == "step":
+            state.step = (payload["steps_done"], payload["steps"])
+        elif kind == "message":
+            state.message = payload["text"]
+        elif kind == "result":
+            self.finish(state, payload["status"], payload["message"], payload["summary"])
+        elif kind == "exit" and state.status == "running":  # died without a result
+            self.finish(state, "KILLED" if self.stopping else "FAILED", payload["error"], {})
+        self.display.update(state)
+
+    def finish(self, state: TrialState, status: str, message: str,
+               summary: dict[str, float]) -> None:
+        from cifarctl.sweep.store import end_if_running
+
+        state.status = {"FINISHED": "ok", "FAILED": "failed", "KILLED": "killed"}[status]
+        state.message, state.summary, state.step = message, summary, None
+        if state.run_id is not None:
+            end_if_running(self.client, state.run_id, status)
+        if state.status == "failed" and self.fail_fast and not self.stopping:
+            self.outcome.stopped_by_failure = True
+            self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
+                              f"others (they can resume)")
+
+    def request_stop(self, why: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + STOP_GRACE_S
+        self.display.message(why)
+        self.executor.stop()
+
+    def run(self, signals: _Signals) -> SweepOutcome:
+        pending = groups_of_one([s for s in self.outcome.trials if s.status == "queued"])
+        for state in self.outcome.trials:
+            self.display.update(state)
+        killed = False
+        while (pending and not self.stopping) or self.executor.busy():
+            while pending and not self.stopping and self.executor.free() > 0:
+                self.start(pending.pop(0))
+            for event in self.executor.poll(POLL_S):
+                self.handle(*event)
+            if signals.count and not self.outcome.interrupted:
+                self.outcome.interrupted = True
+                self.request_stop(f"{signals.name}: stopping the running trials (they "
+                                  f"checkpoint); run the same command again to resume")
+            if self.stopping and not killed and (
+                    signals.count > 1 or time.monotonic() > self.stop_deadline):
+                killed = True
+                self.display.message("killing the workers now")
+                self.executor.kill()
+        for state in self.outcome.trials:
+            if state.status == "queued":
+                state.status = "not run"
+                self.display.update(state)
+        return self.outcome
+
+
+def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
+              address: str | None = None, gpus_per_trial: float = 0.0,
+              cpus_per_trial: float = 1.0, fail_fast: bool = False,
+              tracking_uri: str | None = None, checkpoint_root: Path = Path("checkpoints"),
+              display: Display | None = None) -> SweepOutcome:
+    """Run every trial of `plan` not yet FINISHED; see the module docstring."""
+    from cifarctl.sweep.live import NullDisplay
+    from cifarctl.sweep.store import finish_parent
+    from cifarctl.tracking import resolve_tracking_uri
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    uri = resolve_tracking_uri(tracking_uri)
+    root = checkpoint_root.absolute()
+    display = display or NullDisplay()
+    if backend == "ray":
+        from cifarctl.sweep.ray_backend import RayExecutor
+
+        executor: Executor = RayExecutor(address, uri, workers=workers,
+                                         gpus_per_trial=gpus_per_trial,
+                                         cpus_per_trial=cpus_per_trial, message=display.message)
+        threads = max(1, int(cpus_per_trial))
+    else:
+        workers = workers or 1
+        executor = LocalExecutor(workers, visible_gpus())
+        threads = max(1, cpu_count() // workers)
+
+    def make_task(state: TrialState, resume: bool) -> TrialTask:
+        return TrialTask(state.trial.key, state.run_id or "", state.trial.config.to_dict(), uri,
+                         str(root), resume=resume, threads=threads)
+
+    try:
+        sweep = _Sweep(plan, connect(uri), executor, display, make_task=make_task,
+                       fail_fast=fail_fast)
+        skipped = sweep.outcome.counts["skipped"]
+        if skipped:
+            display.message(f"skipping {skipped} of {len(plan.trials)} trials already FINISHED "
+                            f"(parent run {sweep.outcome.parent_run_id})")
+        with _Signals().installed() as signals:
+            outcome = sweep.run(signals)
+    finally:
+        executor.close()
+        display.close()
+    counts = outcome.counts
+    status = ("KILLED" if outcome.interrupted
+              else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
+              else "FINISHED")
+    finish_parent(sweep.client, outcome.parent_run_id, status, counts)
+    return outcome

@@ -1,0 +1,143 @@
+"""A sweep's MLflow runs: one parent per spec, one child per trial, found again by their keys.
+
+    client = connect(uri)
+    sweep = open_sweep(client, plan)           # finds or creates the parent run
+    sweep.children["c0ffee123456"].info.status # the trial's child from an earlier attempt
+    run_id = create_child(client, plan, trial, sweep.parent_id)
+
+The parent carries the tag `cifarctl.sweep_key` (the plan's key) and each child
+`cifarctl.trial_key` and `mlflow.parentRunId`, so running the same spec again finds the same
+parent and its children: FINISHED children are skipped, the others continue in their own run.
+Only the sweep process creates runs, one at a time, so a trial never gets a second child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from cifarctl.errors import UsageError
+from cifarctl.sweep.spec import Plan, Trial
+from cifarctl.tracking import call_with_retry
+from cifarctl.tracking.mlflow_tracker import find_runs, get_run, start_run
+
+SWEEP_KEY_TAG = "cifarctl.sweep_key"
+TRIAL_KEY_TAG = "cifarctl.trial_key"
+OWNER_TAG = "cifarctl.sweep_owner"  # host:pid of the sweep process driving the parent
+PARENT_TAG = "mlflow.parentRunId"
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass
+class SweepRuns:
+    parent_id: str
+    created: bool  # False: the parent of an earlier attempt was found
+    children: dict[str, Any]  # trial key -> the child Run to keep (see `_pick`)
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """`{"trials": [{"key": ..., "overrides": {...}}, ...]}`: `--dry-run --json`'s output."""
+    return {"trials": [{"key": t.key, "overrides": t.overrides} for t in plan.trials]}
+
+
+def _params(plan: Plan) -> dict[str, Any]:
+    """The spec as the parent's params: its source, axes, lists and the shared base config."""
+    spec = plan.spec
+    params: dict[str, Any] = {"sweep.spec": spec.source, "sweep.key": plan.key,
+                              "sweep.trials": len(plan.trials)}
+    params.update({f"grid.{k}": json.dumps(v) for k, v in spec.grid.items()})
+    for name in ("include", "exclude"):
+        if getattr(spec, name):
+            params[f"sweep.{name}"] = json.dumps(getattr(spec, name))
+    if spec.random is not None:
+        params["sweep.random"] = json.dumps({"n": spec.random[0], "seed": spec.random[1]})
+    params.update({f"base.{k}": v for k, v in spec.base.to_flat().items()})
+    return params
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_owner(tags: dict[str, str]) -> int | None:
+    """The pid of a live sweep process on this machine that drives the parent, if any."""
+    host, _, pid = tags.get(OWNER_TAG, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return int(pid)
+
+
+def _pick(runs: list[Any]) -> Any:
+    """Among a trial's children (normally one): a FINISHED one, else the most recent."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    return (finished or sorted(runs, key=lambda r: r.info.start_time or 0))[-1]
+
+
+def open_sweep(client: Any, plan: Plan) -> SweepRuns:
+    """Find the parent run of `plan` (same sweep key) or create it; mark it RUNNING by us."""
+    spec = plan.spec
+    parents = find_runs(client, spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
+                        order_by=["attributes.start_time ASC"])
+    if not parents:
+        parent = start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
+                           run_name=spec.name,
+                           tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
+                                 OWNER_TAG: _owner()},
+                           description=f"Sweep of {len(plan.trials)} trials from "
+                                       f"{spec.source}; each trial is a child run.")
+        parent.log_params(_params(plan))
+        parent.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
+        parent.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
+        return SweepRuns(parent.run_id, True, {})
+    parent = parents[0]
+    pid = _alive_owner(parent.data.tags)
+    if parent.info.status == "RUNNING" and pid is not None:
+        raise UsageError(f"this sweep is already running (process {pid}, parent run "
+                         f"{parent.info.run_id}); wait for it, or stop it with `kill {pid}`")
+    start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
+              run_id=parent.info.run_id, tags={OWNER_TAG: _owner()})
+    found: dict[str, list[Any]] = {}
+    for run in find_runs(client, spec.experiment, f"tags.{PARENT_TAG} = '{parent.info.run_id}'"):
+        key = run.data.tags.get(TRIAL_KEY_TAG)
+        if key is not None:
+            found.setdefault(key, []).append(run)
+    return SweepRuns(parent.info.run_id, False, {k: _pick(v) for k, v in found.items()})
+
+
+def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
+    """Create the trial's child run (RUNNING, tagged with its key); the worker trains in it."""
+    from cifarctl.training import default_run_name, describe
+
+    cfg = trial.config
+    tracker = start_run(experiment=plan.spec.experiment, tracking_uri=client.tracking_uri,
+                        run_name=cfg.run.run_name or default_run_name(cfg),
+                        parent_run_id=parent_id,
+                        tags={TRIAL_KEY_TAG: trial.key, "cifarctl.trial_index": trial.index,
+                              "cifarctl.trial_overrides": json.dumps(trial.overrides)},
+                        description=describe(cfg))
+    return tracker.run_id
+
+
+def end_if_running(client: Any, run_id: str, status: str) -> None:
+    """Give a run whose worker is gone a terminal status (a crashed or killed worker)."""
+    if get_run(client, run_id).info.status not in TERMINAL:
+        call_with_retry(client.set_terminated, run_id, status)
+
+
+def finish_parent(client: Any, parent_id: str, status: str, counts: dict[str, int]) -> None:
+    """Record how the sweep ended on its parent run."""
+    tags = [(f"trials_{name.replace(' ', '_')}", str(n)) for name, n in counts.items()]
+    for key, value in tags:
+        call_with_retry(client.set_tag, parent_id, key, value)
+    call_with_retry(client.set_terminated, parent_id, status)

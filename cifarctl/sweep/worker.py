@@ -1,0 +1,266 @@
+"""What runs a sweep's trials: the same code in a local worker process and in a Ray task.
+
+    results = run_group([task], sink)      # sink: anything with .put(event)
+
+The parent creates each trial's MLflow child run before fanning out, so a worker always
+attaches to an existing run (`TrialTask.run_id`): it resumes from the run's last checkpoint
+if there is one (a KILLED or FAILED trial of an earlier attempt), else trains from the start
+in that run. Either way there is exactly one child run per trial.
+
+Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`:
+`started` {pid, epoch}, `epoch` {epoch, epochs, test_acc, ...}, `step` {epoch, steps_done,
+steps}, `message` {text}, `result` (a TrialResult as a dict). A multiprocessing queue
+carries them for local workers, a Ray queue for Ray tasks.
+
+A group is a list of trials that one worker runs: one trial today. Fused training (issue 8)
+can run a whole group as one fused model here without touching the scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cifarctl.errors import CifarctlError
+
+STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
+PARENT_CHECK_S = 1.0  # how often a worker checks that its sweep process is still there
+
+
+class Sink(Protocol):
+    def put(self, item: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs for one trial; plain values, so it pickles anywhere."""
+
+    key: str
+    run_id: str  # the trial's child run, created by the parent
+    config: dict[str, Any]  # RunConfig.to_dict()
+    tracking_uri: str  # resolved, absolute: workers may run in another directory
+    checkpoint_root: str  # absolute
+    resume: bool = False  # the run existed before this attempt: look for its checkpoint
+    threads: int | None = None  # torch CPU threads: the cores are shared among the workers
+
+
+@dataclass
+class TrialResult:
+    """How a trial's attempt ended (status as MLflow's: FINISHED, FAILED, KILLED)."""
+
+    key: str
+    run_id: str
+    status: str
+    epochs_done: int = 0
+    summary: dict[str, float] = field(default_factory=dict)
+    message: str = ""  # one line: why it failed or stopped
+
+
+# ---- progress -----------------------------------------------------------------------------
+
+class _PendingStop:
+    """SIGINT/SIGTERM that arrive before `train` installs its own handler are kept here and
+    delivered again once it has (from `QueueReporter.epoch_started`, inside the training
+    loop), so a trial stopped while it loads its data still checkpoints and ends KILLED."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._handle)
+
+    def replay(self) -> None:
+        if self.signum is not None:
+            signum, self.signum = self.signum, None
+            os.kill(os.getpid(), signum)
+
+
+PENDING_STOP = _PendingStop()
+
+
+class QueueReporter:
+    """A `cifarctl.progress.Reporter` that sends a trial's progress to the sweep process."""
+
+    def __init__(self, sink: Sink, key: str) -> None:
+        self.sink, self.key = sink, key
+        self.epoch, self.steps, self.last_step_event = 0, 0, 0.0
+
+    def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # progress must never break a training run
+            self.sink.put((kind, self.key, dict(payload)))
+
+    def message(self, text: str) -> None:
+        self.send("message", {"text": text})
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        PENDING_STOP.replay()
+        self.epoch, self.steps = epoch, steps
+
+    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
+        now = time.monotonic()
+        if now - self.last_step_event >= STEP_EVERY_S:
+            self.last_step_event = now
+            self.send("step", {"epoch": self.epoch, "steps_done": steps_done,
+                               "steps": self.steps})
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
+        keys = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_time_s")
+        self.send("epoch", {"epoch": epoch, "epochs": epochs,
+                            **{k: metrics[k] for k in keys if k in metrics}})
+
+    def close(self) -> None:
+        pass
+
+
+# ---- one trial ----------------------------------------------------------------------------
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _resume_state(task: TrialTask, tracker: Any) -> dict[str, Any] | None:
+    """The run's last checkpoint (local, else its artifact); None if it never saved one."""
+    from cifarctl.training import checkpoint_path, find_resume_checkpoint
+
+    if not task.resume:
+        return None
+    root = Path(task.checkpoint_root)
+    path = checkpoint_path(root, task.run_id)
+    if not path.is_file() and tracker.download_artifact("checkpoints/last.pt",
+                                                         path.parent) is None:
+        return None  # it failed before its first epoch ended: start again, in the same run
+    return find_resume_checkpoint(root, task.run_id, tracker)
+
+
+def _trial_config(task: TrialTask, state: dict[str, Any] | None) -> Any:
+    """The checkpoint's config when resuming (checked against the key), else the task's."""
+    from cifarctl.config import apply_overrides, config_from_dict
+    from cifarctl.sweep.spec import trial_key
+
+    planned = config_from_dict(task.config)
+    if state is None:
+        return planned
+    saved = config_from_dict(state["config"])
+    if trial_key(saved) != task.key:
+        raise CifarctlError(f"the checkpoint of run {task.run_id} belongs to trial "
+                            f"{trial_key(saved)}, not {task.key}; delete the run or its "
+                            f"checkpoint folder")
+    # where and how fast it runs may change between attempts (not part of the key)
+    return apply_overrides(saved, {"run.device": planned.run.device,
+                                   "run.compile": planned.run.compile})
+
+
+def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
+    """Train (or resume) one trial in its existing child run; never raises for the trial."""
+    reporter = QueueReporter(sink, task.key)
+    result = TrialResult(task.key, task.run_id, "FAILED")
+    tracker = None
+    try:
+        import torch
+
+        from cifarctl.tracking import open_tracker
+        from cifarctl.training import train
+
+        if task.threads:
+            torch.set_num_threads(task.threads)
+        tracker = open_tracker(True, experiment="", tracking_uri=task.tracking_uri,
+                               run_id=task.run_id)
+        state = _resume_state(task, tracker)
+        cfg = _trial_config(task, state)
+        reporter.send("started", {"pid": os.getpid(),
+                                  "epoch": int(state["epoch"]) if state else 0})
+        outcome = train(cfg, tracker=tracker, reporter=reporter,
+                        checkpoint_root=Path(task.checkpoint_root), resume=state)
+        result = TrialResult(task.key, task.run_id, outcome.status, outcome.epochs_done,
+                             outcome.summary, outcome.message)
+    except CifarctlError as err:  # bad data path, NaN loss, unreadable checkpoint, ...
+        result.message = _first_line(err)
+    except KeyboardInterrupt:  # a second Ctrl-C: train() has marked the run already
+        result.status, result.message = "KILLED", "interrupted twice; stopped at once"
+    except Exception as err:  # noqa: BLE001 - a bug or a library failure: keep the traceback
+        traceback.print_exc()
+        result.message = f"{type(err).__name__}: {_first_line(err)}"
+    finally:
+        if tracker is not None and result.status != "FINISHED":
+            # a no-op when train() has ended the run; if it fails, the parent ends the run
+            with contextlib.suppress(Exception):
+                tracker.finish(result.status)
+    reporter.send("result", asdict(result))
+    return result
+
+
+def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
+    """Run a group of trials one after the other (fused training would run them at once)."""
+    results = []
+    for task in tasks:
+        if PENDING_STOP.signum is not None:  # stopped between trials: leave the rest queued
+            results.append(TrialResult(task.key, task.run_id, "KILLED", message="stopped "
+                                       "before it started"))
+            continue
+        results.append(run_trial(task, sink))
+    return results
+
+
+# ---- process entry points -----------------------------------------------------------------
+
+def _watch_parent(parent_pid: int) -> None:
+    """Stop like on SIGTERM (checkpoint, KILLED) if the sweep process goes away, even on
+    SIGKILL: a worker never outlives its sweep as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _log_to(path: Path) -> None:
+    """Send this process's stdout and stderr (library warnings, tracebacks) to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def worker_log(task: TrialTask) -> Path:
+    """Where a local worker writes its output: beside the trial's checkpoints."""
+    return Path(task.checkpoint_root) / task.run_id / "worker.log"
+
+
+def process_main(tasks: list[TrialTask], sink: Any, cuda_devices: str | None,
+                 parent_pid: int) -> None:
+    """Entry of a local worker process (multiprocessing, spawn start method)."""
+    PENDING_STOP.install()
+    if cuda_devices is not None:  # before torch is imported: pins this worker to its GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    _log_to(worker_log(tasks[0]))
+    _watch_parent(parent_pid)
+    run_group(tasks, sink)
+    if os.getppid() != parent_pid:
+        sink.cancel_join_thread()  # nobody reads the queue any more: do not wait on it
+    sink.close()
+
+
+def ray_main(tasks: list[TrialTask], sink: Any) -> list[dict[str, Any]]:
+    """Body of a Ray task (Ray sets CUDA_VISIBLE_DEVICES from the task's `num_gpus`)."""
+    PENDING_STOP.install()
+    return [asdict(r) for r in run_group(tasks, sink)]
