@@ -167,6 +167,30 @@ def _get(url: str, timeout: float = 2.0) -> bytes:
         return response.read()
 
 
+def experiment_page(server: str, name: str) -> str:
+    """The runs page of experiment `name` on the MLflow server at `server`.
+
+        experiment_page("http://127.0.0.1:5000", "lt100")
+        # 'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
+
+    UsageError, listing the experiments there, if it has no experiment of that name.
+    """
+    query = urllib.parse.urlencode({"experiment_name": name})
+    try:
+        body = _get(f"{server}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}")
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise CifarctlError(f"MLflow server error looking up experiment {name!r}: "
+                                f"HTTP {err.code}") from err
+        listing = json.loads(_get(f"{server}/ajax-api/2.0/mlflow/experiments/search"
+                                  f"?max_results=1000"))
+        names = sorted(e["name"] for e in listing.get("experiments", []))
+        raise UsageError(f"no experiment {name!r} at {server}; experiments: "
+                         f"{', '.join(names) or 'none yet'}") from err
+    experiment_id = json.loads(body)["experiment"]["experiment_id"]
+    return f"{server}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"
+
+
 @dataclass
 class UiServer:
     """A running `mlflow server` (see `start_ui`); a context manager that stops it on exit."""
@@ -182,23 +206,6 @@ class UiServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-    def experiment_url(self, name: str) -> str:
-        """The runs page of experiment `name`; UsageError listing the experiments if unknown."""
-        query = urllib.parse.urlencode({"experiment_name": name})
-        try:
-            body = _get(f"{self.url}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}")
-        except urllib.error.HTTPError as err:
-            if err.code != 404:
-                raise CifarctlError(f"MLflow server error looking up experiment {name!r}: "
-                                    f"HTTP {err.code}") from err
-            listing = json.loads(_get(f"{self.url}/ajax-api/2.0/mlflow/experiments/search"
-                                      f"?max_results=1000"))
-            names = sorted(e["name"] for e in listing.get("experiments", []))
-            raise UsageError(f"no experiment {name!r} in {self.tracking_uri}; experiments: "
-                             f"{', '.join(names) or 'none yet'}") from err
-        experiment_id = json.loads(body)["experiment"]["experiment_id"]
-        return f"{self.url}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"
 
     def wait(self) -> None:
         """Block until the server exits (CifarctlError with its last error line) or Ctrl-C."""
@@ -322,9 +329,10 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
-        echo(f"the tracking store {uri} is an MLflow server already: its UI is {uri}")
+        page = experiment_page(uri, experiment) if experiment else uri
+        echo(f"the tracking store {uri} is an MLflow server already: its UI is {page}")
         if open_browser:
-            webbrowser.open(uri)
+            webbrowser.open(page)
         return
     port = free_port(host) if port == 0 else port
     check_port(host, port)  # before saying anything about starting
@@ -334,11 +342,12 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
     with stop_signals_interrupt():
         try:
             with start_ui(uri, host=host, port=port) as ui:
-                page = ui.experiment_url(experiment) if experiment else ui.url
+                page = experiment_page(ui.url, experiment) if experiment else ui.url
                 echo(f"ready: {page}")
-                if not experiment:
-                    echo('  runs: choose "Model training" at the top left once (MLflow 3 '
-                         'opens in its GenAI view), or pass --experiment NAME')
+                if host not in ("127.0.0.1", "localhost", "::1"):
+                    echo(f"  listening on {host}: whoever reaches this machine sees your runs")
+                echo('  MLflow 3 opens in its GenAI view: where a page shows traces, not runs, '
+                     'choose "Model training" at the top left (once: the browser remembers)')
                 echo(f"  server log: {ui.log}; Ctrl-C stops the server")
                 if open_browser and not webbrowser.open(page):
                     echo("  (no browser found to open; open the URL yourself)")

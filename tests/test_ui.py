@@ -85,6 +85,7 @@ class UiProcess:
             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
             start_new_session=True)
         self.lines: list[str] = []
+        self.tree: set[int] = set()  # its processes once ready, for `kill`
 
     def wait_ready(self) -> str:
         """The URL on the `ready:` line, once all start-up lines are out; fails with the
@@ -93,6 +94,7 @@ class UiProcess:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
             if "Ctrl-C stops the server" in line:
+                self.tree = descendants(self.process.pid)
                 return next(x for x in self.lines if x.startswith("ready: ")).split(" ", 1)[1]
             assert time.monotonic() < deadline, "\n".join(self.lines)
         self.process.wait()
@@ -107,7 +109,7 @@ class UiProcess:
 
     def kill(self) -> None:
         """Clean-up after a failed test: the whole tree, whatever state it is in."""
-        for pid in descendants(self.process.pid) | {self.process.pid}:
+        for pid in alive(self.tree | descendants(self.process.pid)) | {self.process.pid}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()
@@ -147,25 +149,30 @@ def test_host_that_is_not_ours_exits_2(mlflow_store):
 
 
 def test_an_http_store_is_already_a_server(mlflow_store):
-    class Health(http.server.BaseHTTPRequestHandler):
+    class Server(http.server.BaseHTTPRequestHandler):  # /health and one experiment
         def do_GET(self):
-            self.send_response(200 if self.path == "/health" else 404)
+            found = {"/health": b"OK", "/ajax-api/2.0/mlflow/experiments/get-by-name"
+                     "?experiment_name=lt100": b'{"experiment": {"experiment_id": "7"}}'}
+            self.send_response(200 if self.path in found else 404)
             self.end_headers()
-            self.wfile.write(b"OK")
+            self.wfile.write(found.get(self.path, b""))
 
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
     try:
-        result = run_ui("--tracking-uri", url + "/")
+        home = run_ui("--tracking-uri", url + "/")
+        runs = run_ui("--tracking-uri", url, "--experiment", "lt100")
     finally:
         server.shutdown()
         server.server_close()
-    assert result.exit_code == 0, result.output
-    assert f"{url} is an MLflow server already: its UI is {url}" in result.output
+    assert home.exit_code == 0, home.output
+    assert f"{url} is an MLflow server already: its UI is {url}\n" in home.output
+    assert runs.exit_code == 0, runs.output
+    assert f"its UI is {url}/#/experiments/7/runs?workflowType=machine_learning" in runs.output
     assert_one_line_error(run_ui("--tracking-uri", url), 2, "cannot reach MLflow tracking "
                                                             f"server at {url}")
 
@@ -200,7 +207,7 @@ def test_sigterm_stops_the_server_and_its_children(mlflow_store, tmp_path):
         port = int(base.rsplit(":", 1)[1])
         assert route == f"experiments/{experiment_id}/runs?workflowType=machine_learning"
         assert listening(port)
-        tree = descendants(ui.process.pid)
+        tree = ui.tree
         assert len(tree) >= 2, tree  # mlflow's CLI process and its uvicorn server
         log = Path(next(line for line in ui.lines if "server log: " in line)
                    .split("server log: ")[1].split(";")[0])
