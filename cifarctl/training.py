@@ -13,6 +13,7 @@ would (issue 4).
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -522,6 +523,8 @@ def log_run_end(cfg: RunConfig, tracker: Tracker, outcome: RunOutcome, best: dic
                            "per_class_accuracy.png")
         tracker.log_figure(plots.confusion_matrix(m["test_confusion"], data.classes),
                            "confusion_matrix.png")
+        # the numbers behind the PNG, for `cifarctl report`'s side-by-side matrices (issue 6)
+        tracker.log_text(json.dumps(m["test_confusion"]) + "\n", "confusion_matrix.json")
     for which in ("best", "last"):
         if (ckpt_dir / f"{which}.pt").is_file():
             tracker.log_artifact(ckpt_dir / f"{which}.pt", "checkpoints")
