@@ -97,16 +97,21 @@ def _check_lengths(class_names: Sequence[str], **columns: Sequence[Any] | None) 
 
 def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, Sequence[float]],
                                counts: Sequence[int] | None = None, *,
-                               title: str | None = None) -> Figure:
+                               title: str | None = None,
+                               errors: Mapping[str, Sequence[float | None]] | None = None
+                               ) -> Figure:
     """Accuracy per class for several configurations side by side; training counts below.
 
         per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
 
     With `counts` (training images per class), a second panel shows them on a log axis:
     the long-tail view, where accuracy can be read against how much data a class had.
+    `errors` (per series, e.g. 95 % CI half-widths; None = no bar) draws error bars.
     """
+    errors = errors or {}
     for label, accs in series.items():
         _check_lengths(class_names, **{f"series {label!r}": accs})
+        _check_lengths(class_names, **{f"errors {label!r}": errors.get(label)})
     _check_lengths(class_names, counts=counts)
     n = len(class_names)
     width = max(6.0, 0.5 * n * (1 + 0.3 * max(0, len(series) - 1)) + 2)  # inches
@@ -118,7 +123,11 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
     slot = 0.8 / max(1, len(series))  # the group of bars fills 80 % of each class slot
     for k, (label, accs) in enumerate(series.items()):
         xs = [i - 0.4 + slot * (k + 0.5) for i in range(n)]
-        bars = acc_ax.bar(xs, [float(a) for a in accs], width=slot, label=label)
+        err = errors.get(label)
+        yerr = None if err is None else [0.0 if e is None or math.isnan(e) else float(e)
+                                         for e in err]
+        bars = acc_ax.bar(xs, [float(a) for a in accs], width=slot, label=label, yerr=yerr,
+                          capsize=2 if yerr else 0, error_kw={"elinewidth": 0.8})
         if len(series) == 1:
             acc_ax.bar_label(bars, labels=[_percent(a) for a in accs], fontsize=8)
     grouped = len(series) > 1
@@ -173,32 +182,21 @@ def _as_numpy(matrix: Any):
     return np.asarray(matrix, dtype=np.float64)
 
 
-def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool = True
-                     ) -> Figure:
-    """Heat map of a confusion matrix, rows = true class, columns = predicted class.
-
-        confusion_matrix([[90, 10], [30, 70]], ["cat", "dog"])
-
-    `normalize` divides each row by its count, so the diagonal is per-class recall; cells
-    show the percentage and the count (a class with no examples is a row of zeros).
-    """
+def _draw_confusion(fig: Figure, ax: Axes, matrix: Any, class_names: Sequence[str], *,
+                    normalize: bool, title: str) -> None:
     counts = _as_numpy(matrix)
     n = len(class_names)
     if counts.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {counts.shape} for {n} classes")
     rows = counts.sum(axis=1, keepdims=True)
     shown = counts / rows.clip(min=1) if normalize else counts
-    side = max(4.0, 0.6 * n + 2.5)
-    fig = _figure(side + 1, side)
-    ax = fig.subplots()
     vmax = 1.0 if normalize else max(float(counts.max()), 1.0)
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=vmax)
     fig.colorbar(image, ax=ax, shrink=0.8,
                  label="fraction of the true class" if normalize else "images")
     _class_ticks(ax, class_names)
     ax.set_yticks(range(n), list(class_names))
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
     if n <= ANNOTATE_MAX_CLASSES:
         for i in range(n):
             for j in range(n):
@@ -208,6 +206,141 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
                 # inside the axes: keeping 100 labels out of the layout pass halves its cost
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
                         color="white" if dark else "black", in_layout=False)
+
+
+def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool = True
+                     ) -> Figure:
+    """Heat map of a confusion matrix, rows = true class, columns = predicted class.
+
+        confusion_matrix([[90, 10], [30, 70]], ["cat", "dog"])
+
+    `normalize` divides each row by its count, so the diagonal is per-class recall; cells
+    show the percentage and the count (a class with no examples is a row of zeros).
+    """
+    side = max(4.0, 0.6 * len(class_names) + 2.5)
+    fig = _figure(side + 1, side)
+    _draw_confusion(fig, fig.subplots(), matrix, class_names, normalize=normalize,
+                    title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    return fig
+
+
+def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], *,
+                       normalize: bool = True, columns: int = 3) -> Figure:
+    """Several confusion matrices side by side (`columns` per row), one per configuration.
+
+        confusion_matrices({"CE": ce_counts, "CB-focal β=0.999": cb_counts}, names)
+    """
+    if not matrices:
+        fig = _figure(6, 3)
+        _empty(fig.subplots(), "no confusion matrices recorded")
+        return fig
+    side = max(4.0, 0.6 * len(class_names) + 2.5)
+    ncols = min(columns, len(matrices))
+    nrows = math.ceil(len(matrices) / ncols)
+    fig = _figure(ncols * (side + 1), nrows * side)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (label, matrix) in zip(axes, matrices.items()):
+        _draw_confusion(fig, ax, matrix, class_names, normalize=normalize, title=label)
+    for ax in axes[len(matrices):]:
+        ax.set_axis_off()
+    return fig
+
+
+def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
+                    metrics: Sequence[str] = ("test_acc", "test_loss")) -> Figure:
+    """One panel per metric, one line per configuration: curves of compared runs overlaid.
+
+        overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
+                         "CB-focal β=0.999": [...]})
+
+    Each curve is a history as `training_curves` takes it (x = `epoch`, else position);
+    panels of `*_acc` metrics show percentages.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(5 * max(1, len(metrics)), 4)
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        drawn = False
+        for label, history in curves.items():
+            points = [(entry.get("epoch", i), float(entry[metric]))
+                      for i, entry in enumerate(history) if metric in entry]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if len(points) <= 20 else None, markersize=3,
+                        label=label)
+                drawn = True
+        ax.set(title=metric.replace("_", " "), xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if metric.endswith("_acc"):
+            _percent_axis(ax)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            _empty(ax, f"no {metric} recorded")
+    return fig
+
+
+def _beta_position(beta: float) -> float:
+    # -log10(1 - beta): 0.9, 0.99, 0.999 sit one apart, as the effective number of samples
+    # changes scale (Cui et al. 2019); beta = 0 (no re-weighting) sits at 0.
+    return -math.log10(1.0 - beta)
+
+
+def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float | None]]]]
+                     ) -> Figure:
+    """Accuracy against the class-balancing beta: one panel per measure, one line per family.
+
+        accuracy_vs_beta({"overall": {"CB-focal": [(0.0, 0.69, 0.01), (0.999, 0.65, 0.02)]}})
+
+    Points are (beta, mean, 95 % CI half-width or None); the x axis is -log10(1 - beta),
+    labelled with the betas, so 0.9, 0.99, 0.999, 0.9999 are evenly spaced.
+    """
+    fig = _figure(5 * max(1, len(panels)), 4)
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False).ravel()
+    for ax, (title, families) in zip(axes, panels.items()):
+        betas: set[float] = set()
+        for label, points in families.items():
+            points = sorted(points)
+            betas.update(b for b, _, _ in points)
+            ax.errorbar([_beta_position(b) for b, _, _ in points], [m for _, m, _ in points],
+                        yerr=[0.0 if c is None else c for _, _, c in points], marker="o",
+                        markersize=4, capsize=3, label=label)
+        ticks = sorted(betas)
+        ax.set_xticks([_beta_position(b) for b in ticks], [f"{b:g}" for b in ticks])
+        ax.set(title=title, xlabel="β (class-balanced weighting)", ylabel="accuracy")
+        _percent_axis(ax)
+        ax.grid(alpha=0.3)
+        if families:
+            ax.legend(fontsize=8)
+        else:
+            _empty(ax, "no configurations with several betas")
+    return fig
+
+
+def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[float]],
+                       clean: float) -> Figure:
+    """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0.
+
+        corruption_heatmap(["gaussian_noise", "blur"], [[0.8, 0.7, ...], [...]], clean=0.9)
+    """
+    import numpy as np
+
+    table = np.asarray([[clean, *row] for row in accuracy], dtype=np.float64)
+    if table.ndim != 2 or len(table) != len(corruptions):
+        raise ValueError(f"{len(accuracy)} rows of accuracies for {len(corruptions)} corruptions")
+    fig = _figure(2.5 + 0.9 * table.shape[1], 1.5 + 0.5 * max(1, len(corruptions)))
+    ax = fig.subplots()
+    image = ax.imshow(table, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy")
+    ax.set_xticks(range(table.shape[1]), ["clean", *map(str, range(1, table.shape[1]))])
+    ax.set_yticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions])
+    ax.set(xlabel="severity", title="accuracy under corruption")
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            ax.text(j, i, _percent(table[i, j]), ha="center", va="center", fontsize=8,
+                    in_layout=False)
     return fig
 
 

@@ -76,3 +76,8 @@ app.command(no_args_is_help=True)(sweep_cmd.sweep)
 from cifarctl.cli import ui as ui_cmd  # noqa: E402
 
 app.command()(ui_cmd.ui)
+from cifarctl.cli import eval as eval_cmd  # noqa: E402
+from cifarctl.cli import report as report_cmd  # noqa: E402
+
+app.command("eval", no_args_is_help=True)(eval_cmd.eval_command)
+app.command("report")(report_cmd.report)

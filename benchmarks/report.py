@@ -1,0 +1,176 @@
+"""Seconds for `cifarctl report` over a store of many runs (issue 6: 500 runs in under 3 s).
+
+    .venv/bin/python benchmarks/report.py                     # 500 runs, temporary store
+    .venv/bin/python benchmarks/report.py --runs 2000 --store /tmp/bench-store --keep
+    .venv/bin/python benchmarks/report.py --max-seconds 3     # exit 1 if slower (CI)
+
+Builds a sqlite store of synthetic long-tailed runs through the tracking interface
+(`start_run`, `log_params`, `set_tags`, `log_metrics`, `finish`: what `cifarctl train`
+logs, with `--epochs` per-epoch points per metric), then times
+1. `build_report` in-process (the median of `--repeat` calls: the query, grouping, tables),
+2. rendering every table (rich, markdown, CSV, JSON),
+3. `cifarctl report --format json` as a fresh process, whose time includes starting Python
+   and importing MLflow and pandas (about 2.5 s of it on a 2-core machine).
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LOSSES = ("ce", "focal")
+BETAS = (0.0, 0.9, 0.99, 0.999, 0.9999)
+RATIOS = (1.0, 10.0, 50.0, 100.0, 200.0)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")
+
+
+def synthetic_runs(n: int) -> list[dict]:
+    """`n` configs x seeds: loss, beta, ratio, seed and per-class accuracies that fall with
+    the class's count (a plausible long-tailed pattern, seeded)."""
+    from cifarctl.data.longtail import long_tail_counts
+
+    rng = random.Random(0)
+    configs = [(loss, beta, ratio) for loss in LOSSES for beta in BETAS for ratio in RATIOS]
+    out = []
+    for k in range(n):
+        loss, beta, ratio = configs[k % len(configs)]
+        seed = k // len(configs)
+        counts = long_tail_counts("exp", ratio)
+        accs = [min(0.99, max(0.0, 0.55 + 0.08 * math.log10(c) + 0.1 * beta
+                              + rng.gauss(0, 0.02))) for c in counts]
+        out.append({"loss": loss, "beta": beta, "ratio": ratio, "seed": seed,
+                    "counts": counts, "accs": accs})
+    return out
+
+
+def build_store(uri: str, n: int, epochs: int) -> float:
+    """Write `n` runs into `uri`; returns the seconds it took.
+
+    Four store writes per run: `start_run` (with its tags), `log_params`, one `log_batch` of
+    every metric point (history and summary, up to 1000 a request), `finish`.
+    """
+    from mlflow.entities import Metric
+
+    from cifarctl.config import load_config
+    from cifarctl.tracking import call_with_retry
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    t0 = time.perf_counter()
+    now = int(time.time() * 1000)
+    for run in synthetic_runs(n):
+        cfg = load_config(None, {"loss.name": run["loss"], "loss.beta": run["beta"],
+                                 "data.imbalance": run["ratio"], "run.seed": run["seed"],
+                                 "optim.epochs": epochs, "run.experiment": "bench"})
+        tags = {"class_counts": ",".join(map(str, run["counts"])),
+                "class_names": ",".join(CLASSES), "dataset": "cifar10", "loss": run["loss"],
+                "beta": f"{run['beta']:g}"}
+        tracker = start_run(experiment="bench", tracking_uri=uri, tags=tags,
+                            run_name=f"{run['loss']}-b{run['beta']}-lt{run['ratio']:g}"
+                                     f"-s{run['seed']}")
+        tracker.log_params(cfg.to_flat())
+        acc = sum(run["accs"]) / len(run["accs"])
+        points = []
+        for epoch in range(epochs):
+            frac = (epoch + 1) / epochs
+            values = {"train_loss": 2.0 * (1 - frac) + 0.1, "test_loss": 1.5 - frac,
+                      "test_acc": acc * frac, "train_acc": min(1.0, acc * frac + 0.1),
+                      "lr": 0.1, **{f"test_acc_class_{i}": a * frac
+                                    for i, a in enumerate(run["accs"])}}
+            points += [Metric(k, v, now, epoch) for k, v in values.items()]
+        summary = {"test_acc_at_best": acc, "best_epoch": epochs - 1, "test_loss_at_best": 0.5,
+                   **{f"test_acc_class_{i}_at_best": a for i, a in enumerate(run["accs"])}}
+        points += [Metric(k, v, now, max(epochs - 1, 0)) for k, v in summary.items()]
+        for start in range(0, len(points), 1000):  # MLflow's limit per log_batch
+            call_with_retry(tracker.client.log_batch, tracker.run_id,
+                            metrics=points[start:start + 1000])
+        tracker.finish("FINISHED")
+    return time.perf_counter() - t0
+
+
+def time_library(uri: str, repeat: int) -> tuple[float, float, int]:
+    """Median seconds of build_report and of rendering every format; number of groups."""
+    from cifarctl.report import render
+    from cifarctl.report.build import build_report
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    client = connect(uri)
+    build_report(client, experiments=["bench"])  # warm: sqlite page cache, MLflow's store
+    builds, renders = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        report = build_report(client, experiments=["bench"])
+        t1 = time.perf_counter()
+        render.rich_text(report)
+        render.markdown(report)
+        render.csv_table(report)
+        render.to_json(report)
+        renders.append(time.perf_counter() - t1)
+        builds.append(t1 - t0)
+    return statistics.median(builds), statistics.median(renders), len(report.per_class)
+
+
+def time_cli(uri: str) -> float:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "cifarctl", "report", "--experiment", "bench",
+                          "--format", "json"], capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"cifarctl report failed: {out.stderr.strip()}")
+    json.loads(out.stdout)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=10, help="per-epoch points per metric")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", type=Path, help="folder for the store (default: temporary)")
+    parser.add_argument("--keep", action="store_true", help="keep a temporary store")
+    parser.add_argument("--max-seconds", type=float, help="exit 1 if build_report is slower")
+    args = parser.parse_args()
+
+    folder = args.store or Path(tempfile.mkdtemp(prefix="cifarctl-bench-report-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder.absolute() / 'mlflow.db'}"
+    os.chdir(folder)  # artifacts (none here) and MLflow's defaults stay in the folder
+    from cifarctl.report.runs import load_runs
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    try:
+        have = len(load_runs(connect(uri), experiments=["bench"]).frame)
+    except Exception:  # noqa: BLE001 - a new store has no experiment yet
+        have = 0
+    write_s = build_store(uri, args.runs, args.epochs) if have != args.runs else 0.0
+    build_s, render_s, groups = time_library(uri, args.repeat)
+    cli_s = time_cli(uri)
+    rows = [("runs", args.runs), ("configurations", groups), ("store written (s)", write_s),
+            ("build_report (s)", build_s), ("render all formats (s)", render_s),
+            ("cifarctl report process (s)", cli_s)]
+    for name, value in rows:
+        print(f"{name:<30} {value:.3f}" if isinstance(value, float) else f"{name:<30} {value}")
+    print(json.dumps({"runs": args.runs, "groups": groups, "build_report_s": round(build_s, 3),
+                      "render_s": round(render_s, 3), "cli_s": round(cli_s, 3),
+                      "store": str(folder)}))
+    if args.store is None and not args.keep:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+    if args.max_seconds is not None and build_s + render_s > args.max_seconds:
+        raise SystemExit(f"report took {build_s + render_s:.2f} s > {args.max_seconds} s")
+
+
+if __name__ == "__main__":
+    main()

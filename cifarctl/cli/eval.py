@@ -1,0 +1,151 @@
+"""`cifarctl eval RUN_ID | CHECKPOINT`: per-class, shot-group, calibration and robustness.
+
+    $ cifarctl eval 3f2c...                      # best checkpoint, test split, logged to the run
+    $ cifarctl eval 3f2c... --corruptions --which last --json
+    $ cifarctl eval checkpoints/3f2c.../best.pt --dataset ../shared/data/cifar10-jpeg.tar.gz
+
+Parses, calls `cifarctl.evaluation.run`, renders rich tables (or JSON). Heavy imports
+happen inside the command body.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cifarctl.evaluation import CORRUPTION_NAMES
+
+
+def eval_command(
+    target: Annotated[str, typer.Argument(
+        metavar="RUN_ID|CHECKPOINT", help="An MLflow run id, or a checkpoint file (.pt).",
+        show_default=False)],
+    which: Annotated[str, typer.Option(
+        help="Which checkpoint of a run: best (the selected epoch) or last.")] = "best",
+    dataset: Annotated[str | None, typer.Option(
+        help="Evaluate on another dataset (cifar10, synthetic or a path); default: the "
+             "run's own.")] = None,
+    split: Annotated[str, typer.Option(
+        help="test, or val (the run's own validation split, rebuilt from its config).")
+                     ] = "test",
+    corruptions: Annotated[bool, typer.Option(
+        "--corruptions", help=f"Also measure accuracy under {', '.join(CORRUPTION_NAMES)}, "
+                              "each at severities 1-5.")] = False,
+    corruption: Annotated[list[str] | None, typer.Option(
+        "--corruption", help="Only this corruption (repeatable; implies --corruptions).")
+                          ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
+                    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+                        ] = False,
+    no_log: Annotated[bool, typer.Option(
+        "--no-log", help="Do not log the results to the run.")] = False,
+    checkpoints: Annotated[Path, typer.Option(
+        help="Folder of local checkpoints, one subfolder per run.")] = Path("checkpoints"),
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
+                            ] = None,
+) -> None:
+    """Evaluate a trained run: top-1, per class, many/medium/few-shot, ECE, corruptions.
+
+    Metrics are logged to the run as eval_* (eval_test_acc, eval_test_acc_class_<i>,
+    eval_ece, eval_many_acc, eval_corruption_<name>_s<k>, eval_mean_corruption_acc) with
+    PNGs under the eval/ artifact folder; the run's training metrics and status are kept.
+
+    Examples:
+
+      cifarctl eval 3f2c4b...
+
+      cifarctl eval 3f2c4b... --corruptions --json
+
+      cifarctl eval checkpoints/3f2c4b.../last.pt --split val
+    """
+    from cifarctl.errors import UsageError
+
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    names = list(corruption or [])
+    if corruptions and not names:
+        names = list(CORRUPTION_NAMES)
+
+    from rich.console import Console  # heavy imports start here
+
+    from cifarctl.evaluation.corruptions import check_names
+    from cifarctl.evaluation.run import evaluate_target, log_result, resolve_target
+
+    check_names(names)
+    err = Console(stderr=True)
+    target = resolve_target(target, which=which, checkpoint_root=checkpoints,
+                            tracking_uri=tracking_uri)
+    result = evaluate_target(target, dataset=dataset, split=split, corruptions=names,
+                             device=device, seed=seed, batch_size=batch_size,
+                             progress=lambda m: err.print(f"evaluating {m}", style="dim"))
+    if not no_log:
+        if log_result(result, target):
+            err.print(f"logged {len(result.metrics)} eval metrics and "
+                      f"{result.artifact_dir}/ to run {result.run_id}", style="dim")
+        else:
+            err.print("not logged: this checkpoint belongs to no run of the store", style="dim")
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render(result, Console())
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def render(result: Any, console: Any) -> None:
+    """Summary, per-class, confusion and corruption tables."""
+    from rich.table import Table
+
+    from cifarctl.evaluation.scores import SHOT_RULES
+
+    summary = Table(title=f"{result.source} ({result.which} checkpoint), {result.dataset} "
+                          f"{result.split}: {result.images} images", show_header=False,
+                    title_justify="left")
+    summary.add_row("accuracy", f"{_pct(result.accuracy)} %")
+    summary.add_row("cross-entropy", f"{result.loss:.4f}")
+    summary.add_row("ECE (15 bins)", f"{_pct(result.ece)} %")
+    for group, value in result.shots.items():
+        classes = result.shot_classes.get(group, [])
+        what = (f"classes {', '.join(map(str, classes))}" if classes else
+                "no class" if result.train_counts else "training counts unknown")
+        summary.add_row(f"{group}-shot", f"{_pct(value)} %  ({SHOT_RULES[group]}: {what})")
+    if result.mean_corruption_acc is not None:
+        summary.add_row("mean corruption accuracy", f"{_pct(result.mean_corruption_acc)} %")
+    console.print(summary)
+
+    per_class = Table(title="per class", title_justify="left")
+    for column in ("class", "name", "train images", "accuracy %"):
+        per_class.add_column(column, justify="left" if column == "name" else "right")
+    counts = result.train_counts or [None] * len(result.per_class)
+    for i, (name, count, acc) in enumerate(zip(result.class_names, counts, result.per_class)):
+        per_class.add_row(str(i), name, "?" if count is None else str(count), _pct(acc))
+    console.print(per_class)
+
+    confusion = Table(title="confusion matrix (rows: true class, columns: predicted)",
+                      title_justify="left")
+    confusion.add_column("")
+    for i in range(len(result.class_names)):
+        confusion.add_column(str(i), justify="right")
+    for i, row in enumerate(result.confusion):
+        confusion.add_row(f"{i} {result.class_names[i]}", *map(str, row))
+    console.print(confusion)
+
+    if result.corruptions:
+        table = Table(title="accuracy % under corruption (severity 1-5)", title_justify="left")
+        table.add_column("corruption")
+        for s in range(1, 6):
+            table.add_column(f"s{s}", justify="right")
+        table.add_column("mean", justify="right")
+        for name, accs in result.corruptions.items():
+            table.add_row(name, *map(_pct, accs), _pct(sum(accs) / len(accs)))
+        console.print(table)

@@ -1,0 +1,327 @@
+"""`cifarctl eval`: a trained checkpoint's accuracy, per class, per shot group, calibrated,
+and under corruption, logged back to its run.
+
+    target = resolve_target("3f2c...", which="best")           # a run id or a .pt path
+    result = evaluate_target(target, corruptions=list(CORRUPTIONS))
+    log_result(result, target)                                  # eval_* metrics + eval/ PNGs
+
+The clean pass and every corrupted pass go through `engine.evaluate` (confusion matrix and
+calibration bins on the device); all of them reach the host in one sync at the end.
+Logging opens the run by id without touching its status, end time or training metrics:
+only `eval_*` metrics and files under `eval/` are added (ARCHITECTURE.md, "Eval").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cifarctl.config import RunConfig, config_from_dict
+from cifarctl.errors import UsageError
+from cifarctl.evaluation.corruptions import SEVERITIES, corrupt, corruption_generator
+from cifarctl.evaluation.scores import (
+    SHOT_GROUPS,
+    expected_calibration_error,
+    group_accuracies,
+    shot_groups,
+)
+
+WHICH = ("best", "last")
+SPLITS = ("test", "val")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow run ids: uuid4 hex
+
+
+@dataclass
+class EvalTarget:
+    """A checkpoint to evaluate, and the run it belongs to (None for a loose file)."""
+
+    checkpoint: Path
+    state: dict[str, Any]
+    cfg: RunConfig
+    which: str  # best | last | checkpoint (a file not named best.pt / last.pt)
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    train_counts: list[int] | None = None  # the run's `class_counts` tag, when it has one
+
+
+def _counts_tag(run: Any) -> list[int] | None:
+    text = run.data.tags.get("class_counts")
+    try:
+        return [int(c) for c in text.split(",")] if text else None
+    except ValueError:
+        return None
+
+
+def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = Path("checkpoints"),
+                   tracking_uri: str | None = None) -> EvalTarget:
+    """A run id (its `which` checkpoint: local `checkpoints/<id>/`, else the run's artifact)
+    or a checkpoint path. UsageError for an unknown run id or a missing/corrupt checkpoint."""
+    from cifarctl.checkpoint import load_checkpoint
+
+    if which not in WHICH:
+        raise UsageError(f"--which must be one of {', '.join(WHICH)}, got {which!r}")
+    path = Path(target)
+    if path.is_file():
+        state = load_checkpoint(path)
+        run_id = path.parent.name if _RUN_ID.match(path.parent.name) else None
+        stem = path.stem if path.stem in WHICH else "checkpoint"
+        out = EvalTarget(path, state, _config(state, path), stem, run_id, tracking_uri)
+        if run_id is not None:  # checkpoints/<run id>/best.pt: log to that run if the store has it
+            _attach_run(out, required=False)
+        return out
+    if not _RUN_ID.match(target):
+        raise UsageError(f"{target!r} is neither a checkpoint file nor an MLflow run id "
+                         f"(32 hex digits); see `cifarctl eval --help`")
+    out = EvalTarget(checkpoint_root / target / f"{which}.pt", {}, RunConfig(), which, target,
+                     tracking_uri)
+    tracker = _attach_run(out, required=True)
+    if not out.checkpoint.is_file():
+        downloaded = tracker.download_artifact(f"checkpoints/{which}.pt", out.checkpoint.parent)
+        if downloaded is None:
+            other = "last" if which == "best" else "best"
+            raise UsageError(f"run {target} has no {which} checkpoint (looked for "
+                             f"{out.checkpoint} and the run's artifact checkpoints/{which}.pt); "
+                             f"try --which {other} or --checkpoints DIR")
+        out.checkpoint = downloaded
+    out.state = load_checkpoint(out.checkpoint)
+    out.cfg = _config(out.state, out.checkpoint)
+    return out
+
+
+def _config(state: dict[str, Any], path: Path) -> RunConfig:
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise UsageError(f"{path} is not a cifarctl checkpoint (no config or model weights)")
+    return config_from_dict(state["config"])
+
+
+def _attach_run(target: EvalTarget, *, required: bool) -> Any:
+    """Check the run exists (UsageError if `required`), note its class counts; its tracker."""
+    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+
+    try:
+        client = connect(target.tracking_uri)
+        run = get_run(client, target.run_id)
+    except UsageError:
+        if required:
+            raise
+        target.run_id = None  # a loose checkpoint folder named like a run: nothing to log to
+        return None
+    target.tracking_uri = client.tracking_uri
+    target.train_counts = _counts_tag(run)
+    return MlflowTracker(client, run)
+
+
+# ---- the evaluation ------------------------------------------------------------------------
+
+@dataclass
+class EvalResult:
+    """What `eval` measured: plain numbers (fractions), ready for tables, JSON and MLflow."""
+
+    source: str  # the run id or checkpoint path evaluated
+    run_id: str | None
+    which: str
+    dataset: str
+    split: str
+    class_names: list[str]
+    train_counts: list[int] | None
+    images: int
+    accuracy: float
+    loss: float
+    per_class: list[float]
+    confusion: list[list[int]]
+    ece: float
+    shots: dict[str, float | None]
+    shot_classes: dict[str, list[int]]
+    corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> s1..s5
+    mean_corruption_acc: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
+    artifact_dir: str = "eval"
+    logged: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", Path(text).name.split(".")[0]).strip("_").lower()
+
+
+def metric_prefixes(which: str, split: str, foreign: str | None) -> tuple[str, str]:
+    """(accuracy prefix, other prefix) of the eval metric names.
+
+    Defaults (best checkpoint, test split, the run's own dataset): `eval_test_acc`,
+    `eval_test_acc_class_<i>`, `eval_ece`, `eval_many_acc`, `eval_corruption_<name>_s<k>`.
+    `--which last` inserts `last_`, another dataset its name (`eval_cifar10_jpeg_...`), and
+    the validation split `val` (`eval_val_acc`, `eval_val_ece`).
+    """
+    qualifier = ("last_" if which == "last" else "") + (f"{foreign}_" if foreign else "")
+    return f"eval_{qualifier}{split}", f"eval_{qualifier}" + ("val_" if split == "val" else "")
+
+
+def _split_arrays(cfg: RunConfig, data: Any, split: str) -> tuple[Any, Any]:
+    if split == "test":
+        return data.test_images, data.test_labels
+    from cifarctl.data.longtail import make_splits
+
+    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
+                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                         seed=cfg.run.seed, num_classes=len(data.classes))
+    if len(splits.val_idx) == 0:
+        raise UsageError("this run has no validation split (long-tailed runs keep none by "
+                         "default: data.val_per_class=0); use --split test")
+    return data.train_images[splits.val_idx], data.train_labels[splits.val_idx]
+
+
+def _own_counts(target: EvalTarget, data: Any, same_dataset: bool) -> list[int] | None:
+    """The run's training images per class: its tag, else recomputed from its config."""
+    if target.train_counts is not None:
+        return target.train_counts
+    from cifarctl.data import load_dataset
+    from cifarctl.data.longtail import make_splits
+
+    cfg = target.cfg
+    try:
+        own = data if same_dataset else load_dataset(cfg.data.dataset)
+    except UsageError:
+        return None  # the training data is not here: shot groups are left out, and said so
+    return make_splits(own.train_labels, profile=cfg.data.imbalance_type,
+                       ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                       seed=cfg.run.seed, num_classes=len(own.classes)).train_counts
+
+
+def corrupted_batches(loader: Any, name: str, severity: int, *, seed: int = 0,
+                      batch_size: int = 1024) -> Iterator[tuple[Any, Any]]:
+    """The loader's images in order, un-augmented, corrupted, then normalised:
+    (x (B, 3, H, W) float32, y (B,) int64) on the loader's device."""
+    from cifarctl.data.loader import normalize
+
+    generator = corruption_generator(seed, name, severity, loader.device)
+    for start in range(0, loader.num_samples, batch_size):
+        stop = start + batch_size
+        x = loader.images[start:stop]                                  # (B, 3, H, W) uint8
+        yield normalize(corrupt(x, name, severity, generator)), loader.labels[start:stop]
+
+
+def accuracy_under(model: Any, loader: Any, name: str, severity: int, *, num_classes: int,
+                   seed: int = 0, batch_size: int = 1024) -> Any:
+    """Top-1 accuracy of `model` on the loader's images under `name` at `severity`, as a
+    0-dim tensor on the device (no host sync). Severity 0 is the clean accuracy."""
+    from cifarctl.engine import evaluate
+
+    counts = evaluate(model, corrupted_batches(loader, name, severity, seed=seed,
+                                               batch_size=batch_size), num_classes=num_classes)
+    return counts.confusion.diagonal().sum() / counts.count.clamp_min(1)
+
+
+def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
+                    corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
+                    batch_size: int | None = None,
+                    progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluate `target` on `split` of `dataset` (default: the run's own), clean and under
+    `corruptions` (names of `CORRUPTIONS`, each at severities 1..5)."""
+    from cifarctl.data import load_dataset
+    from cifarctl.data.loader import DeviceLoader
+    from cifarctl.engine import eval_metrics, evaluate, to_host
+    from cifarctl.models import create_model
+    from cifarctl.training import EVAL_BATCH, resolve_device
+
+    if split not in SPLITS:
+        raise UsageError(f"--split must be test or val, got {split!r}")
+    progress = progress or (lambda message: None)
+    cfg = target.cfg
+    spec = dataset or cfg.data.dataset
+    data = load_dataset(spec)
+    classes = len(data.classes)
+    model = create_model(cfg.model.name, num_classes=classes)
+    try:
+        model.load_state_dict(target.state["model"])
+    except RuntimeError:
+        raise UsageError(f"{target.checkpoint} holds {cfg.model.name} weights for another "
+                         f"number of classes than the {classes} of {spec}") from None
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    images, labels = _split_arrays(cfg, data, split)
+    batch = batch_size or EVAL_BATCH
+    loader = DeviceLoader(images, labels, batch_size=batch, shuffle=False, augment=False,
+                          drop_last=False, seed=0, device=dev)
+    foreign = _slug(spec) if dataset and dataset != cfg.data.dataset else None
+    acc_prefix, prefix = metric_prefixes(target.which, split, foreign)
+
+    progress(f"clean {split} set: {loader.num_samples} images")
+    clean = evaluate(model, loader.epoch(0), num_classes=classes)
+    device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
+                                     "confusion": clean.confusion,
+                                     "calibration": clean.calibration}
+    for name in corruptions:
+        progress(f"{name}: severities 1-{SEVERITIES}")
+        for severity in range(1, SEVERITIES + 1):
+            device_values[f"{prefix}corruption_{name}_s{severity}"] = accuracy_under(
+                model, loader, name, severity, num_classes=classes, seed=seed, batch_size=batch)
+    host = to_host(device_values)  # the one host sync
+    confusion = [[int(v) for v in row] for row in host.pop("confusion")]
+    calibration = host.pop("calibration")
+    counts = _own_counts(target, data, same_dataset=foreign is None)
+    per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
+    shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
+        dict.fromkeys(SHOT_GROUPS)
+    result = EvalResult(
+        source=target.run_id or str(target.checkpoint), run_id=target.run_id,
+        which=target.which, dataset=spec, split=split, class_names=list(data.classes),
+        train_counts=counts, images=loader.num_samples, accuracy=host[f"{acc_prefix}_acc"],
+        loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
+        ece=expected_calibration_error(calibration), shots=shots,
+        shot_classes=shot_groups(counts) if counts else {g: [] for g in SHOT_GROUPS},
+        artifact_dir="eval" if prefix == "eval_" else f"eval/{prefix[len('eval_'):-1]}")
+    for name in corruptions:
+        result.corruptions[name] = [host[f"{prefix}corruption_{name}_s{s}"]
+                                    for s in range(1, SEVERITIES + 1)]
+    if result.corruptions:
+        values = [a for accs in result.corruptions.values() for a in accs]
+        result.mean_corruption_acc = sum(values) / len(values)
+    metrics = {k: v for k, v in host.items() if isinstance(v, float)}
+    metrics[f"{prefix}ece"] = result.ece
+    for group, value in shots.items():
+        if value is not None:
+            metrics[f"{prefix}{group}_acc"] = value
+    if result.mean_corruption_acc is not None:
+        metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
+    result.metrics = metrics
+    return result
+
+
+# ---- logging back to the run -------------------------------------------------------------
+
+def log_result(result: EvalResult, target: EvalTarget) -> bool:
+    """Add `result` to its run: `eval_*` metrics and `<artifact_dir>/` files. False if the
+    checkpoint belongs to no run of the store.
+
+    The run is opened by id through `MlflowTracker` without `start_run`, so its status and
+    end time stay as they were, and no training metric is written.
+    """
+    from cifarctl import plots
+    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+
+    if target.run_id is None:
+        return False
+    client = connect(target.tracking_uri)
+    tracker = MlflowTracker(client, get_run(client, target.run_id))
+    tracker.log_metrics(result.metrics, step=0)
+    folder = result.artifact_dir
+    with tempfile.TemporaryDirectory(prefix="cifarctl-eval-") as tmp:
+        out = Path(tmp)
+        (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (out / "confusion_matrix.json").write_text(json.dumps(result.confusion) + "\n")
+        plots.save_png(plots.confusion_matrix(result.confusion, result.class_names),
+                       out / "confusion_matrix.png")
+        if result.corruptions:
+            plots.save_png(plots.corruption_heatmap(list(result.corruptions),
+                                                    list(result.corruptions.values()),
+                                                    result.accuracy), out / "corruptions.png")
+        tracker.log_artifact(out, folder)
+    result.logged = True
+    return True

@@ -1,0 +1,11 @@
+"""`cifarctl report`: runs from the MLflow store compared over seeds (issue 6).
+
+    from cifarctl.report.build import build_report
+    report = build_report(connect(uri), experiments=["lt100"])
+
+Modules, one concern each: `runs` (MLflow -> pandas), `groups` (seeds -> configurations,
+labels), `stats` (mean, CI, t-tests; pure), `tables` (the three tables), `literature`
+(published numbers with citations), `render` (rich, Markdown, HTML, CSV, JSON), `figures`
+(pictures), `export` (files and the report run), `build` (the whole pipeline). Importing
+this package, `tables`, `render` or `export` imports neither MLflow nor pandas nor torch.
+"""

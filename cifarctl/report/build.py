@@ -1,0 +1,135 @@
+"""`build_report`: from the MLflow store to the report's tables, as one plain object.
+
+    report = build_report(connect(uri), experiments=["lt100"])
+    report.per_class[0].overall.mean, report.head_to_head[0].verdict, report.to_dict()
+
+Reads runs (`runs`), groups seeds (`groups`), computes the tables (`tables`); rendering
+(`render`) and pictures (`figures`) take the result from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cifarctl.errors import UsageError
+from cifarctl.evaluation.scores import SHOT_GROUPS
+from cifarctl.report import tables
+from cifarctl.report.groups import Group, default_columns, make_groups, param, resolve_columns
+from cifarctl.report.runs import load_runs, split_usable
+from cifarctl.report.stats import CONFIDENCE, Summary
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
+@dataclass
+class Report:
+    """Everything `cifarctl report` shows, before it is rendered."""
+
+    tracking_uri: str
+    experiments: list[str]
+    parent: str | None
+    filter: str
+    by: str | None  # the user's --by, None for the default grouping
+    grouping_keys: list[str]  # params (or tags.*) that tell configurations apart
+    class_names: list[str]
+    per_class: list[tables.PerClassRow]
+    head_to_head: list[tables.Comparison]
+    baseline: dict[str, str]
+    literature: list[tables.LiteratureRow]
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)  # for the figures
+
+    @property
+    def varying_keys(self) -> list[str]:
+        """Grouping keys whose value differs between configurations (the CSV's key columns)."""
+        keys = []
+        for key in self.grouping_keys:
+            if len({row.keys.get(key) for row in self.per_class}) > 1:
+                keys.append(key)
+        return keys
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`--format json`); schema in ARCHITECTURE.md, "Report"."""
+        def summary(s: Summary | None) -> dict[str, Any] | None:
+            return None if s is None else s.to_dict()
+
+        def test(t: Any) -> dict[str, Any]:
+            return {"kind": t.kind, "diff": t.diff, "ci95": t.ci95, "t": t.t, "df": t.df,
+                    "p": t.p, "n": t.n}
+
+        return {
+            "source": {"tracking_uri": self.tracking_uri, "experiments": self.experiments,
+                       "parent": self.parent, "filter": self.filter},
+            "confidence": CONFIDENCE,
+            "grouping_keys": self.grouping_keys,
+            "class_names": self.class_names,
+            "per_class": [{
+                "config": r.label, "keys": r.keys, "n": r.n, "seeds": r.seeds,
+                "run_ids": r.run_ids, "test_acc": summary(r.overall),
+                "classes": [{"index": i, "name": self.class_names[i], **c.to_dict()}
+                            for i, c in enumerate(r.classes)],
+                **{name: summary(r.shots[name]) for name in SHOT_GROUPS},
+                "worst_class": None if r.worst is None else {
+                    "index": r.worst, "name": self.class_names[r.worst],
+                    **r.classes[r.worst].to_dict()},
+                "train_counts": r.counts,
+                **{m: summary(s) for m, s in r.extras.items()},
+            } for r in self.per_class],
+            "baseline": self.baseline,
+            "head_to_head": [{
+                "config": c.label, "baseline": c.baseline, "test_acc_diff": test(c.overall),
+                "class_diffs": [test(t) for t in c.classes], "verdict": c.verdict,
+                "matched_seeds": c.matched_seeds,
+            } for c in self.head_to_head],
+            "literature": [{
+                "config": r.label, "profile": r.profile, "ratio": r.ratio,
+                "error_percent": summary(r.error),
+                "published": [{"source": p.source, "method": p.method, "error_percent": p.error,
+                               "reference": p.reference} for p in r.published],
+            } for r in self.literature],
+            "notes": self.notes,
+            "skipped_runs": self.skipped,
+        }
+
+
+def build_report(client: MlflowClient, *, experiments: Sequence[str] | None = None,
+                 parent: str | None = None, filter_string: str = "", by: str | None = None,
+                 baseline: str = tables.DEFAULT_BASELINE) -> Report:
+    """Load the runs, group their seeds and compute the three tables.
+
+    Raises UsageError when there is nothing to report on (unknown or empty experiment, no
+    run with the summary metrics, a filter that matches nothing), saying what to do.
+    """
+    spec = tables.parse_baseline(baseline)
+    loaded = load_runs(client, experiments=experiments, parent=parent,
+                       filter_string=filter_string)
+    runs = split_usable(loaded)
+    if runs.frame.empty:
+        reasons = sorted({s["reason"] for s in runs.skipped})
+        raise UsageError(f"none of the {len(runs.skipped)} runs in "
+                         f"{', '.join(loaded.experiments)} can be reported: "
+                         f"{'; '.join(reasons)}")
+    columns = resolve_columns(by, runs.frame) if by else default_columns(runs.frame)
+    num_classes = tables.count_classes(runs.frame)
+    groups = make_groups(runs.frame, columns)
+    per_class = tables.per_class_table(groups, num_classes)
+    comparisons, notes = tables.head_to_head(groups, num_classes, spec)
+    literature, literature_note = tables.literature_table(groups)
+    if runs.skipped:
+        notes.append(f"{len(runs.skipped)} run(s) left out; see 'skipped runs'")
+    notes.extend(tables.shot_notes(per_class))
+    if literature_note:
+        notes.append(literature_note)
+    if len(loaded.experiments) > 1 and not experiments:
+        notes.append(f"runs from {len(loaded.experiments)} experiments "
+                     f"({', '.join(loaded.experiments)}); choose with --experiment NAME")
+    return Report(
+        tracking_uri=client.tracking_uri, experiments=loaded.experiments, parent=parent,
+        filter=filter_string, by=by, grouping_keys=[param(c) for c in columns],
+        class_names=tables.class_names(runs.frame, num_classes), per_class=per_class,
+        head_to_head=comparisons, baseline=spec, literature=literature, notes=notes,
+        skipped=runs.skipped, groups=groups)

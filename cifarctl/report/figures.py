@@ -1,0 +1,180 @@
+"""The report's pictures: curves, per-class bars with counts, accuracy vs beta, confusions.
+
+    for name, caption, fig in report_figures(report, client):
+        plots.save_png(fig, out / name)
+
+Figures come from `cifarctl.plots` (pure: numbers in, Figure out); this module gathers the
+numbers: per-epoch histories (`MlflowClient.get_metric_history`), the means and intervals of
+the report's tables, and confusion matrices from the runs' `confusion_matrix.json` artifacts
+(written by `train`, or by `eval` under `eval/`). A figure shows at most `MAX_SERIES`
+configurations (the first ones in table order) so it stays readable; the caption says so.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cifarctl import plots
+from cifarctl.report import stats
+from cifarctl.report.groups import Group, imbalance_label, number, unique_labels
+from cifarctl.report.tables import CLASS_METRIC, OVERALL
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow.tracking import MlflowClient
+
+    from cifarctl.report.build import Report
+
+MAX_SERIES = 12  # lines or bar groups per figure
+MAX_CONFUSIONS = 9  # matrices side by side (3 x 3)
+CURVE_METRICS = ("test_acc", "test_loss")
+CONFUSION_ARTIFACTS = ("confusion_matrix.json", "eval/confusion_matrix.json")
+
+
+def _shown(groups: Sequence[Group], limit: int, what: str) -> tuple[list[Group], str]:
+    if len(groups) <= limit:
+        return list(groups), ""
+    return list(groups[:limit]), (f" (the first {limit} of {len(groups)} {what}; narrow the "
+                                  f"report with --filter)")
+
+
+def _mean_history(client: MlflowClient, group: Group) -> list[dict[str, float]]:
+    """Per-epoch mean over the group's runs of each `CURVE_METRICS` metric."""
+    from cifarctl.tracking import call_with_retry
+
+    by_step: dict[int, dict[str, list[float]]] = {}
+    for run_id in group.rows["run_id"]:
+        for key in CURVE_METRICS:
+            for m in call_with_retry(client.get_metric_history, run_id, key):
+                by_step.setdefault(m.step, {}).setdefault(key, []).append(m.value)
+    return [{"epoch": step, **{k: stats.mean(v) for k, v in values.items()}}
+            for step, values in sorted(by_step.items())]
+
+
+def curves_figure(report: Report, client: MlflowClient) -> tuple[Figure, str]:
+    groups, cut = _shown(report.groups, MAX_SERIES, "configurations")
+    curves = {g.label: _mean_history(client, g) for g in groups}
+    return plots.overlaid_curves(curves, CURVE_METRICS), (
+        f"Test accuracy and loss per epoch, mean over each configuration's seeds{cut}")
+
+
+def _imbalance(group: Group) -> str:
+    first = group.rows.iloc[0]
+    ratio = first.get("params.data.imbalance")
+    return "training set" if ratio is None else imbalance_label(
+        ratio, first.get("params.data.imbalance_type", "exp"))
+
+
+def per_class_figures(report: Report) -> Iterator[tuple[str, Figure, str]]:
+    """One grouped-bar figure per distinct set of training counts (one per imbalance)."""
+    group_of = {g.label: g for g in report.groups}
+    by_counts: dict[tuple[int, ...] | None, list[Any]] = {}
+    for row in report.per_class:
+        by_counts.setdefault(tuple(row.counts) if row.counts else None, []).append(row)
+    for k, (counts, rows) in enumerate(by_counts.items()):
+        shown, cut = (rows, "") if len(rows) <= MAX_SERIES else (
+            rows[:MAX_SERIES], f" (the first {MAX_SERIES} of {len(rows)})")
+        where = _imbalance(group_of[rows[0].label])
+        fig = plots.per_class_accuracy_grouped(
+            report.class_names, {r.label: [c.mean for c in r.classes] for r in shown},
+            list(counts) if counts else None,
+            title=f"test accuracy per class, {where}: mean ± 95 % CI",
+            errors={r.label: [c.ci95 for c in r.classes] for r in shown})
+        name = "per_class.png" if len(by_counts) == 1 else f"per_class_{k + 1}.png"
+        yield name, fig, (f"Per-class test accuracy ({where}), training images per class "
+                          f"below on a log axis{cut}")
+
+
+def _worst_class(group: Group, num_classes: int) -> list[float]:
+    per_class = [group.metric(CLASS_METRIC.format(i=i)) for i in range(num_classes)]
+    return [min(values) for values in zip(*per_class)] if per_class else []
+
+
+def beta_figure(report: Report) -> tuple[Figure, str] | None:
+    """Overall and worst-class accuracy against beta, one line per family of configurations
+    that differ only in `loss.beta`; None when no family has two betas."""
+    if "loss.beta" not in report.grouping_keys:
+        return None
+    families: dict[tuple, list[Group]] = {}
+    for g in report.groups:
+        rest = tuple(sorted((k, v) for k, v in g.params.items() if k != "loss.beta"))
+        families.setdefault(rest, []).append(g)
+    families = {k: v for k, v in families.items() if len({number(g.params["loss.beta"])
+                                                         for g in v}) >= 2}
+    if not families:
+        return None
+    keys = list(families)[:MAX_SERIES]
+    labels = unique_labels([dict(k) for k in keys])
+    overall, worst = {}, {}
+    classes = len(report.class_names)
+    for label, key in zip(labels, keys):
+        points_o, points_w = [], []
+        for g in families[key]:
+            beta = number(g.params["loss.beta"]) or 0.0
+            o, w = stats.summarize(g.metric(OVERALL)), stats.summarize(_worst_class(g, classes))
+            points_o.append((beta, o.mean, o.ci95))
+            points_w.append((beta, w.mean, w.ci95))
+        overall[label], worst[label] = points_o, points_w
+    fig = plots.accuracy_vs_beta({"overall test accuracy": overall,
+                                  "worst-class test accuracy": worst})
+    return fig, ("Overall (left) and worst-class (right) test accuracy against the "
+                 "class-balancing β (0 = no re-weighting), mean ± 95 % CI over seeds")
+
+
+def _read_confusion(client: MlflowClient, run_id: str, tmp: Path) -> list[list[float]] | None:
+    from mlflow.exceptions import MlflowException
+
+    for artifact in CONFUSION_ARTIFACTS:
+        try:
+            local = client.download_artifacts(run_id, artifact, str(tmp / run_id))
+        except (MlflowException, OSError):
+            continue
+        try:
+            return json.loads(Path(local).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def confusion_figure(report: Report, client: MlflowClient) -> tuple[Figure, str] | None:
+    """Summed confusion matrices of each configuration's runs; None when no run has one."""
+    groups, cut = _shown(report.groups, MAX_CONFUSIONS, "configurations")
+    matrices = {}
+    missing = 0
+    with tempfile.TemporaryDirectory(prefix="cifarctl-report-") as tmp:
+        for g in groups:
+            total = None
+            for run_id in g.rows["run_id"]:
+                m = _read_confusion(client, run_id, Path(tmp))
+                if m is None:
+                    missing += 1
+                    continue
+                total = m if total is None else [[a + b for a, b in zip(r, s)]
+                                                 for r, s in zip(total, m)]
+            if total is not None and len(total) == len(report.class_names):
+                matrices[g.label] = total
+    if not matrices:
+        return None
+    note = (f"; {missing} run(s) without a recorded confusion matrix (run `cifarctl eval` "
+            f"on them)" if missing else "")
+    return plots.confusion_matrices(matrices, report.class_names), (
+        f"Confusion matrices (test set at the selected epoch), summed over seeds, "
+        f"row-normalised{cut}{note}")
+
+
+def report_figures(report: Report, client: MlflowClient) -> list[tuple[str, str, Figure]]:
+    """`(file name, caption, figure)` for every picture the runs allow."""
+    out = []
+    fig, caption = curves_figure(report, client)
+    out.append(("curves.png", caption, fig))
+    out += [(name, caption, fig) for name, fig, caption in per_class_figures(report)]
+    for name, made in (("accuracy_vs_beta.png", beta_figure(report)),
+                       ("confusion_matrices.png", confusion_figure(report, client))):
+        if made is not None:
+            out.append((name, made[1], made[0]))
+    return out
+

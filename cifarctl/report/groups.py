@@ -1,0 +1,248 @@
+"""Which runs are seeds of one configuration, in what order, and what to call it.
+
+    columns = default_columns(frame)                 # every param but the seed and bookkeeping
+    groups = make_groups(frame, columns)             # one Group per configuration
+    groups[0].label                                  # "CE", "CB-focal β=0.999", "LDAM-DRW", ...
+
+Runs are replicates when they differ only by `run.seed` and by settings that do not change
+results (run name, experiment, device, torch.compile). Labels read like the write-up's
+tables and name only what varies: the imbalance appears when runs of several ratios are
+compared, a learning rate when two learning rates are.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cifarctl.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SEED_KEY = "run.seed"
+# Keys whose value never changes a run's numbers: the seed makes replicates, the rest is
+# bookkeeping (ARCHITECTURE.md, "Training": every config key is a param).
+NON_RESULT_KEYS = frozenset({"run.seed", "run.run_name", "run.experiment", "run.device",
+                             "run.compile"})
+# Display and sort order: what a comparison is "at" first, then the loss, then the rest.
+CONTEXT_KEYS = ("data.dataset", "model.name", "data.imbalance_type", "data.imbalance")
+LEAD_KEYS = (*CONTEXT_KEYS, "loss.name", "loss.drw_epoch", "loss.beta", "loss.gamma")
+MISSING = "—"  # a param some runs lack (runs from other tools, older cifarctl versions)
+
+LOSS_LABELS = {"ce": "CE", "focal": "focal", "sigmoid": "sigmoid CE",
+               "sigmoid-focal": "sigmoid focal", "ldam": "LDAM", "hybrid": "CE+focal hybrid"}
+LOSS_ORDER = tuple(LOSS_LABELS)
+# loss params that only some losses read (cifarctl.losses.build_loss); others ignore them
+LOSS_PARAM_USERS = {"loss.gamma": {"focal", "sigmoid-focal", "hybrid"},
+                    "loss.alpha": {"hybrid"}, "loss.max_m": {"ldam"}, "loss.s": {"ldam"}}
+GREEK = {"loss.beta": "β", "loss.gamma": "γ", "loss.alpha": "α"}
+
+
+def param(column: str) -> str:
+    """`params.loss.beta` -> `loss.beta`; tag and other columns stay as they are."""
+    return column.removeprefix("params.")
+
+
+def number(value: object) -> float | None:
+    """A param string as a float ("0.999" -> 0.999); None for text, "None" or missing."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def default_columns(frame: pd.DataFrame) -> list[str]:
+    """Every `params.*` column except `NON_RESULT_KEYS`, lead keys first."""
+    keys = [c for c in frame.columns if c.startswith("params.")
+            and param(c) not in NON_RESULT_KEYS]
+    return sorted(keys, key=_column_order)
+
+
+def _column_order(column: str) -> tuple[int, str]:
+    key = param(column)
+    return (LEAD_KEYS.index(key), "") if key in LEAD_KEYS else (len(LEAD_KEYS), key)
+
+
+def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
+    """`--by "loss.name,beta"` -> `["params.loss.name", "params.loss.beta"]`.
+
+    Config keys may drop a unique section (`beta`); `params.X` and `tags.X` name any column.
+    """
+    from cifarctl.config import resolve_key
+
+    columns = []
+    for token in (t.strip() for t in by.split(",")):
+        if not token:
+            continue
+        if token.startswith(("params.", "tags.")):
+            column = token
+        else:
+            try:
+                column = f"params.{resolve_key(token)}"
+            except UsageError:
+                column = f"params.{token}"
+        if column not in frame:
+            raise UsageError(f"--by {token}: no run has {column!r}; use config keys such as "
+                             f"loss.name,loss.beta or params.<key> / tags.<key>")
+        columns.append(column)
+    if not columns:
+        raise UsageError("--by needs at least one key, e.g. --by loss.name,loss.beta")
+    return columns
+
+
+@dataclass(eq=False)  # compared by identity: a DataFrame has no truth value
+class Group:
+    """The runs of one configuration (its seeds), with the values that define it."""
+
+    values: dict[str, str]  # grouping column -> value
+    rows: pd.DataFrame  # the group's runs, one row each
+    label: str = ""
+    _metrics: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def seeds(self) -> list[str]:
+        """The replicate id of each run: its `run.seed`, else its run id."""
+        column = f"params.{SEED_KEY}"
+        if column not in self.rows:
+            return list(self.rows["run_id"])
+        return [run_id if isinstance(seed, float) or seed is None else str(seed)
+                for seed, run_id in zip(self.rows[column], self.rows["run_id"])]
+
+    @functools.cached_property
+    def params(self) -> dict[str, str]:
+        """`{"loss.beta": "0.999", ...}` for the grouping params (no `params.` prefix)."""
+        return {param(c): v for c, v in self.values.items()}
+
+    def metric(self, name: str) -> list[float]:
+        """`metrics.<name>` of each run as floats, NaN where a run lacks it (memoised)."""
+        if name not in self._metrics:
+            column = f"metrics.{name}"
+            self._metrics[name] = ([float(v) for v in self.rows[column]] if column in self.rows
+                                   else [math.nan] * len(self.rows))
+        return self._metrics[name]
+
+
+def _sort_key(group: Group, columns: Sequence[str]) -> tuple:
+    out = []
+    for column in columns:
+        value = group.values[column]
+        if param(column) == "loss.name" and value in LOSS_ORDER:
+            out.append((0, LOSS_ORDER.index(value), ""))
+        elif param(column) == "loss.drw_epoch":  # without DRW first
+            n = number(value)
+            out.append((0, -1 if n is None else n, ""))
+        else:
+            n = number(value)
+            out.append((0, n, "") if n is not None else (1, 0, value))
+    return tuple(out)
+
+
+def make_groups(frame: pd.DataFrame, columns: Sequence[str]) -> list[Group]:
+    """Groups of runs sharing the values of `columns`, sorted context-first, labelled."""
+    if not columns:
+        groups = [Group({}, frame)]
+    else:
+        keyed = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), MISSING)
+        keyed = keyed.astype(str)
+        by = list(columns) if len(columns) > 1 else columns[0]  # one key: scalar group keys
+        groups = [Group(dict(zip(columns, key if isinstance(key, tuple) else (key,))),
+                        frame.loc[index])
+                  for key, index in keyed.groupby(by, sort=False).groups.items()]
+    groups.sort(key=lambda g: _sort_key(g, columns))
+    labels = unique_labels([g.params for g in groups])
+    for group, label in zip(groups, labels):
+        group.label = label
+    return groups
+
+
+def varying_keys(configs: Sequence[Mapping[str, str]]) -> set[str]:
+    """The keys whose value is not the same in every configuration."""
+    keys = {k for c in configs for k in c}
+    return {k for k in keys if len({c.get(k, MISSING) for c in configs}) > 1}
+
+
+def imbalance_label(ratio: object, profile: object = "exp") -> str:
+    """`LT-100` (exp profile), `step-10`, or `balanced` (ratio 1)."""
+    r = number(ratio)
+    if r is None:
+        return f"imbalance {ratio}"
+    if r == 1:
+        return "balanced"
+    return f"{'step' if profile == 'step' else 'LT'}-{r:g}"
+
+
+def _loss_words(p: Mapping[str, str], varying: Collection[str]) -> str:
+    loss = p["loss.name"]
+    beta = number(p.get("loss.beta")) or 0.0
+    drw = number(p.get("loss.drw_epoch"))
+    name = LOSS_LABELS.get(loss, loss)
+    if drw is not None:
+        name += "-DRW"  # Cao et al. 2019: class-balanced weights from epoch drw on
+    elif beta > 0:
+        name = "CB-" + name  # Cui et al. 2019, the write-up's "CB-focal"
+    words = [name]
+    if beta > 0 and (drw is None or "loss.beta" in varying):
+        words.append(f"β={beta:g}")
+    if drw is not None and "loss.drw_epoch" in varying:
+        words.append(f"from epoch {drw:g}")
+    for key, users in LOSS_PARAM_USERS.items():
+        value = number(p.get(key))
+        if loss not in users or value is None:
+            continue
+        if key in varying or (key == "loss.gamma" and value != 1.0):  # γ=1: Cui's focal
+            words.append(f"{GREEK.get(key, key.split('.')[1])}={value:g}")
+    return " ".join(words)
+
+
+def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
+    """A configuration's name, e.g. "CB-focal β=0.999", "focal γ=2, LT-10", "LDAM-DRW".
+
+    Loss settings are always named (β when class-balanced, γ when not 1); the imbalance,
+    model, dataset and any other key only when they vary across the compared `params`.
+    """
+    parts = []
+    handled = set()
+    if "loss.name" in params:
+        parts.append(_loss_words(params, varying))
+        handled |= {k for k in params if k.startswith("loss.")}
+    if {"data.imbalance", "data.imbalance_type"} & set(varying):
+        parts.append(imbalance_label(params.get("data.imbalance"),
+                                     params.get("data.imbalance_type", "exp")))
+    handled |= {"data.imbalance", "data.imbalance_type"}
+    for key in sorted(set(varying) - handled, key=lambda k: _column_order(f"params.{k}")):
+        value = params.get(key, MISSING)
+        parts.append(value if key == "model.name" else f"{key.split('.')[-1]}={value}")
+    return ", ".join(parts) or "all runs"
+
+
+def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
+    """The keys a label must name because they vary, judged among the configurations that
+    use them: γ among focal-family losses, the DRW epoch (and β) among DRW configurations."""
+    if not all("loss.name" in c for c in configs):  # loss keys are then plain key=value
+        return varying_keys(configs)
+    varying = {k for k in varying_keys(configs) if not k.startswith("loss.")}
+    for key, users in LOSS_PARAM_USERS.items():
+        if varying_keys([c for c in configs if c.get("loss.name") in users]) & {key}:
+            varying.add(key)
+    drw = [c for c in configs if number(c.get("loss.drw_epoch")) is not None]
+    return varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
+
+
+def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:
+    """`config_label` for each config; labels that collide get their differing keys added."""
+    varying = label_varying(configs)
+    labels = [config_label(c, varying) for c in configs]
+    for label in set(labels):
+        same = [i for i, other in enumerate(labels) if other == label]
+        if len(same) < 2:
+            continue
+        differ = varying_keys([configs[i] for i in same])
+        for i in same:
+            extra = ", ".join(f"{k}={configs[i].get(k, MISSING)}" for k in sorted(differ))
+            labels[i] = f"{label} ({extra})"
+    return labels

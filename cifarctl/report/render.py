@@ -1,0 +1,309 @@
+"""The report as text: rich tables for the terminal, Markdown, HTML, CSV and JSON.
+
+    tables = text_tables(report)           # format-free: title, headers, rows of strings
+    print_rich(report)                     # the terminal view
+    markdown(report, figures) / html(report, figures) / csv_table(report) / to_json(report)
+
+Accuracies are shown in percent with one decimal, as "68.9 ± 1.2" (mean ± 95 % CI half-width)
+and "68.9" for a single run; differences in percentage points with a `*` where p < 0.05.
+The CSV and JSON keep the logged fractions (0.689) for further analysis.
+"""
+
+from __future__ import annotations
+
+import csv
+import html as html_lib
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
+from cifarctl.report.stats import ALPHA, Summary, TTest
+from cifarctl.report.tables import EXTRA_METRICS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cifarctl.report.build import Report
+
+NONE = "—"  # no value: an empty shot group, a missing metric
+# CSV key columns shown even when they do not vary: what a row is, at a glance
+CSV_IDENTITY_KEYS = ("model.name", "data.imbalance", "loss.name", "loss.beta", "loss.gamma")
+
+
+@dataclass
+class TextTable:
+    """A table in format-free form: every renderer draws these."""
+
+    name: str  # file-friendly id: per_class, head_to_head, literature, skipped
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+def summary_text(s: Summary | None, *, scale: float = 100.0, digits: int = 1) -> str:
+    """`68.9 ± 1.2` (n >= 2), `68.9` (one run), `—` (nothing)."""
+    if s is None or s.n == 0 or math.isnan(s.mean):
+        return NONE
+    if s.ci95 is None:
+        return f"{s.mean * scale:.{digits}f}"
+    return f"{s.mean * scale:.{digits}f} ± {s.ci95 * scale:.{digits}f}"
+
+
+def diff_text(t: TTest, *, scale: float = 100.0) -> str:
+    """`+2.1 ± 1.3*`: a difference in points, its CI, and `*` when p < 0.05."""
+    if math.isnan(t.diff):
+        return NONE
+    text = f"{t.diff * scale:+.1f}"
+    if t.ci95 is not None:
+        text += f" ± {t.ci95 * scale:.1f}"
+    return text + ("*" if t.p is not None and t.p < ALPHA and t.diff != 0 else "")
+
+
+def _class_headers(report: Report) -> list[str]:
+    return [f"{i} {name}" for i, name in enumerate(report.class_names)]
+
+
+def per_class_table(report: Report) -> TextTable:
+    extras = list(report.per_class[0].extras) if report.per_class else []
+    headers = ["config", "n", "overall", *_class_headers(report), *SHOT_GROUPS, "worst class",
+               *(EXTRA_METRICS[m] for m in extras)]
+    rows = []
+    for r in report.per_class:
+        worst = (NONE if r.worst is None else
+                 f"{r.worst} {report.class_names[r.worst]}: {summary_text(r.classes[r.worst])}")
+        rows.append([r.label, str(r.n), summary_text(r.overall),
+                     *(summary_text(c) for c in r.classes),
+                     *(summary_text(r.shots[g]) for g in SHOT_GROUPS), worst,
+                     *(summary_text(r.extras[m], scale=100.0) for m in extras)])
+    shots = "; ".join(f"{g}: {SHOT_RULES[g]}" for g in SHOT_GROUPS)
+    return TextTable("per_class", "Test accuracy per class (%)", headers, rows,
+                     f"mean ± 95 % CI (Student t) over seeds; n = runs. Shot groups by the "
+                     f"run's own training counts ({shots}).")
+
+
+def head_to_head_table(report: Report) -> TextTable:
+    headers = ["config", "baseline", "n", "Δ overall", "verdict", *_class_headers(report)]
+    rows = [[c.label, c.baseline, str(c.overall.n), diff_text(c.overall), c.verdict,
+             *(diff_text(t) for t in c.classes)] for c in report.head_to_head]
+    wanted = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
+    return TextTable("head_to_head", f"Head-to-head against the baseline ({wanted})", headers,
+                     rows, "differences in accuracy points, config minus baseline at the same "
+                     "model, dataset and imbalance; paired t-test over matching seeds (Welch's "
+                     f"test when seeds do not match); * = p < {ALPHA:g}.")
+
+
+def literature_table(report: Report) -> TextTable:
+    headers = ["config", "imbalance", "n", "our error", "published", "source", "method",
+               "ours − published"]
+    rows = []
+    for r in report.literature:
+        ratio = f"{r.profile} {r.ratio:g}"
+        ours = summary_text(r.error, scale=1.0, digits=2)
+        if not r.published:
+            rows.append([r.label, ratio, str(r.error.n), ours, NONE,
+                         "no published number for this loss and ratio", NONE, NONE])
+        for p in r.published:
+            rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}", p.source,
+                         p.method, f"{r.error.mean - p.error:+.2f}"])
+    return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
+                     rows, "runs following SPEC 2's protocol only (resnet32, 200 epochs, batch "
+                     "128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
+                     "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS).")
+
+
+def skipped_table(report: Report) -> TextTable:
+    return TextTable("skipped", "Skipped runs", ["run id", "run name", "reason"],
+                     [[s["run_id"], s["run_name"], s["reason"]] for s in report.skipped])
+
+
+def text_tables(report: Report) -> list[TextTable]:
+    """The non-empty tables, in report order."""
+    tables = [per_class_table(report), head_to_head_table(report), literature_table(report),
+              skipped_table(report)]
+    return [t for t in tables if t.rows]
+
+
+def header_lines(report: Report) -> list[str]:
+    """Where the numbers come from: store, experiments, filter, grouping."""
+    lines = [f"store: {report.tracking_uri}",
+             f"experiments: {', '.join(report.experiments)}"]
+    if report.parent:
+        lines.append(f"parent run: {report.parent}")
+    if report.filter:
+        lines.append(f"filter: {report.filter}")
+    runs = sum(r.n for r in report.per_class)
+    lines.append(f"{runs} runs in {len(report.per_class)} configurations "
+                 f"(grouped by {', '.join(report.varying_keys) or 'nothing that varies'})")
+    return lines
+
+
+# ---- terminal -----------------------------------------------------------------------------
+
+def class_columns(t: TextTable, num_classes: int) -> list[int]:
+    """Indices of the per-class columns (headers "<i> <name>") of a table."""
+    heads = [f"{i} " for i in range(num_classes)]
+    return [j for j, h in enumerate(t.headers) if any(h.startswith(p) for p in heads)]
+
+
+def terminal_tables(report: Report) -> list[TextTable]:
+    """The tables as the terminal shows them: a wide table (ten class columns) becomes a
+    summary table plus its class columns turned on their side (a row per class, a column per
+    configuration), so it fits an 80-100 column terminal."""
+    out = []
+    for t in text_tables(report):
+        cols = class_columns(t, len(report.class_names))
+        if not cols:
+            out.append(t)
+            continue
+        keep = [j for j in range(len(t.headers)) if j not in cols]
+        out.append(TextTable(t.name, t.title, [t.headers[j] for j in keep],
+                             [[row[j] for j in keep] for row in t.rows], t.caption))
+        out.append(TextTable(f"{t.name}_by_class", f"{t.title}, by class",
+                             ["class", *(row[0] for row in t.rows)],
+                             [[t.headers[j], *(row[j] for row in t.rows)] for j in cols]))
+    return out
+
+
+def print_rich(report: Report, console: Console | None = None) -> None:
+    """Every table as a rich Table (`terminal_tables`), then the notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for line in header_lines(report):
+        console.print(line, style="dim", highlight=False)
+    for t in terminal_tables(report):
+        table = Table(title=t.title, caption=t.caption or None, caption_justify="left",
+                      title_justify="left")
+        for i, header in enumerate(t.headers):
+            numeric = i > 0 and t.rows and t.rows[0][i][:1].lstrip("+-").isdigit()
+            table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+def rich_text(report: Report, width: int = 200) -> str:
+    """The terminal view as plain text (for tests and logs)."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    print_rich(report, Console(file=buffer, width=width, color_system=None))
+    return buffer.getvalue()
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(report: Report, figures: Sequence[tuple[str, str]] = ()) -> str:
+    """`report.md`: header, tables, figures (`(caption, relative path)`), notes."""
+    out = ["# cifarctl report", ""]
+    out += [f"- {_md_cell(line)}" for line in header_lines(report)] + [""]
+    for t in text_tables(report):
+        out += [f"## {t.title}", "", "| " + " | ".join(map(_md_cell, t.headers)) + " |",
+                "|" + "---|" * len(t.headers)]
+        out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in t.rows]
+        out += ["", f"_{t.caption}_" if t.caption else "", ""]
+    if figures:
+        out += ["## Figures", ""]
+        for caption, path in figures:
+            out += [f"### {caption}", "", f"![{caption}]({path})", ""]
+    if report.notes:
+        out += ["## Notes", ""] + [f"- {_md_cell(n)}" for n in report.notes] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def html(report: Report, figures: Sequence[tuple[str, str]] = ()) -> str:
+    """`report.html`: the same content as `markdown`, as one self-contained page (images
+    referenced by relative path)."""
+    e = html_lib.escape
+    out = ["<!doctype html>", "<html><head><meta charset='utf-8'><title>cifarctl report"
+           "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+           "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
+           "text-align:right}td:first-child,th:first-child{text-align:left}caption{"
+           "caption-side:bottom;text-align:left;color:#555;font-size:12px}img{max-width:100%}"
+           "</style></head><body>", "<h1>cifarctl report</h1>", "<ul>"]
+    out += [f"<li>{e(line)}</li>" for line in header_lines(report)] + ["</ul>"]
+    for t in text_tables(report):
+        out += [f"<h2>{e(t.title)}</h2>", "<table>", f"<caption>{e(t.caption)}</caption>",
+                "<tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) + "</tr>"]
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in t.rows]
+        out.append("</table>")
+    if figures:
+        out.append("<h2>Figures</h2>")
+        for caption, path in figures:
+            out += [f"<h3>{e(caption)}</h3>", f"<img src='{e(path)}' alt='{e(caption)}'>"]
+    if report.notes:
+        out += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(n)}</li>" for n in report.notes]
+        out.append("</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def csv_key_columns(report: Report) -> list[str]:
+    """Grouping keys as CSV columns: all of `--by`, else the identity keys and what varies."""
+    if report.by:
+        return list(report.grouping_keys)
+    varying = set(report.varying_keys)
+    return [k for k in report.grouping_keys if k in CSV_IDENTITY_KEYS or k in varying]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else repr(float(value))
+
+
+def csv_table(report: Report) -> str:
+    """Table 1 as CSV: `config`, the key columns, `n`, `test_acc_mean`, `test_acc_ci95`,
+    `class_<i>_mean`, `class_<i>_ci95`, `<many|medium|few>_mean/_ci95`, `worst_class`,
+    and `eval_*` means/CIs when logged. Fractions, not percent; an empty CI for n = 1."""
+    keys = csv_key_columns(report)
+    extras = list(report.per_class[0].extras) if report.per_class else []
+    header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95"]
+    for i in range(len(report.class_names)):
+        header += [f"class_{i}_mean", f"class_{i}_ci95"]
+    for g in SHOT_GROUPS:
+        header += [f"{g}_mean", f"{g}_ci95"]
+    header.append("worst_class")
+    for m in extras:
+        header += [f"{m}_mean", f"{m}_ci95"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for r in report.per_class:
+        row = [r.label, *(r.keys.get(k, "") for k in keys), r.n, _num(r.overall.mean),
+               _num(r.overall.ci95)]
+        for c in r.classes:
+            row += [_num(c.mean), _num(c.ci95)]
+        for g in SHOT_GROUPS:
+            s = r.shots[g]
+            row += [_num(s.mean if s else None), _num(s.ci95 if s else None)]
+        row.append("" if r.worst is None else r.worst)
+        for m in extras:
+            row += [_num(r.extras[m].mean), _num(r.extras[m].ci95)]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def to_json(report: Report) -> str:
+    """The whole report as JSON (NaN written as null)."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(report.to_dict()), indent=2, ensure_ascii=False) + "\n"
+

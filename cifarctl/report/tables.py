@@ -1,0 +1,321 @@
+"""The report's three tables as plain data, from grouped runs (issue 6).
+
+    rows = per_class_table(groups, num_classes)        # 1: the write-up's table, over seeds
+    comparisons, notes = head_to_head(groups, num_classes, parse_baseline(DEFAULT_BASELINE))
+    literature, note = literature_table(groups)        # 3: beside Cui et al. / Cao et al.
+
+Every number is a `stats.Summary` (mean, 95 % CI, n) over a configuration's runs, or a
+`stats.TTest` for a difference. Values are fractions (0.689), as logged; renderers scale.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cifarctl.errors import UsageError
+from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
+from cifarctl.report import stats
+from cifarctl.report.groups import CONTEXT_KEYS, Group, number
+from cifarctl.report.literature import Published, protocol_gaps, published_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OVERALL = "test_acc_at_best"  # ARCHITECTURE.md, "Training": summary metrics at the best epoch
+CLASS_METRIC = "test_acc_class_{i}_at_best"
+# `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
+EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
+DEFAULT_BASELINE = "loss.name=ce,loss.beta=0"
+
+
+def class_counts(rows: pd.DataFrame) -> list[list[int] | None]:
+    """Each run's training images per class, from its `class_counts` tag (None if absent)."""
+    if "tags.class_counts" not in rows:
+        return [None] * len(rows)
+    out = []
+    for text in rows["tags.class_counts"]:
+        try:
+            out.append([int(c) for c in str(text).split(",")])
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def class_names(frame: pd.DataFrame, num_classes: int) -> list[str]:
+    """Names from the runs' `class_names` tag when they all agree, else `class <i>`."""
+    if "tags.class_names" in frame:
+        names = {str(v) for v in frame["tags.class_names"].dropna()}
+        if len(names) == 1:
+            split = names.pop().split(",")
+            if len(split) == num_classes:
+                return split
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def count_classes(frame: pd.DataFrame) -> int:
+    """Classes of the runs: how many `test_acc_class_<i>_at_best` metrics each run has.
+
+    Runs over datasets with different numbers of classes cannot share a table: UsageError.
+    """
+    pattern = re.compile(r"metrics\.test_acc_class_\d+_at_best")
+    columns = [c for c in frame.columns if pattern.fullmatch(c)]
+    per_run = set(frame[columns].notna().sum(axis=1)) if columns else {0}
+    if len(per_run) > 1:
+        raise UsageError(f"the runs have different numbers of classes ({sorted(per_run)}); "
+                         f"report one dataset at a time, e.g. --filter "
+                         f"\"params.`data.dataset` = 'cifar10'\"")
+    return int(per_run.pop())
+
+
+# ---- table 1: per-class accuracy ---------------------------------------------------------
+
+@dataclass
+class PerClassRow:
+    """One configuration: overall, per-class and shot-group accuracy over its seeds."""
+
+    label: str
+    keys: dict[str, str]  # grouping param -> value
+    run_ids: list[str]
+    seeds: list[str]
+    overall: stats.Summary
+    classes: list[stats.Summary]
+    shots: dict[str, stats.Summary | None]  # many / medium / few; None: no class in the group
+    counts: list[int] | None  # training images per class (first run's)
+    worst: int | None  # class with the lowest mean accuracy
+    extras: dict[str, stats.Summary] = field(default_factory=dict)  # eval_* metrics
+
+    @property
+    def n(self) -> int:
+        return self.overall.n
+
+
+def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) -> PerClassRow:
+    rows = group.rows
+    per_class = [group.metric(CLASS_METRIC.format(i=i)) for i in range(num_classes)]
+    counts = class_counts(rows)
+    shot_values: dict[str, list[float]] = {name: [] for name in SHOT_GROUPS}
+    for r, run_counts in enumerate(counts):
+        if run_counts is None or len(run_counts) != num_classes:
+            continue
+        for name, value in group_accuracies([c[r] for c in per_class], run_counts).items():
+            if value is not None:
+                shot_values[name].append(value)
+    classes = [stats.summarize(values) for values in per_class]
+    means = [c.mean for c in classes]
+    worst = min(range(num_classes), key=lambda i: means[i]) if num_classes and not all(
+        math.isnan(m) for m in means) else None
+    return PerClassRow(
+        label=group.label, keys=group.params, run_ids=list(rows["run_id"]), seeds=group.seeds,
+        overall=stats.summarize(group.metric(OVERALL)), classes=classes,
+        shots={k: stats.summarize(v) if v else None for k, v in shot_values.items()},
+        counts=next((c for c in counts if c is not None), None), worst=worst,
+        extras={m: stats.summarize(group.metric(m)) for m in extras})
+
+
+def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassRow]:
+    """Table 1, one row per group; eval_* columns for the metrics some run has."""
+    extras = [m for m in EXTRA_METRICS
+              if any(not all(math.isnan(v) for v in g.metric(m)) for g in groups)]
+    return [per_class_row(g, num_classes, extras) for g in groups]
+
+
+def shot_notes(rows: Sequence[PerClassRow]) -> list[str]:
+    """Say which shot groups are empty (no class has that many training images) or unknown."""
+    from cifarctl.evaluation.scores import SHOT_RULES
+
+    notes = []
+    if any(r.counts is None for r in rows):
+        notes.append("many/medium/few need the `class_counts` tag of each run; runs without "
+                     "it have no shot-group accuracy")
+    counted = [r for r in rows if r.counts is not None]
+    for name in SHOT_GROUPS:
+        empty = [r.label for r in counted if not shot_groups(r.counts)[name]]
+        if empty and len(empty) == len(counted):
+            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in any "
+                         f"configuration")
+        elif empty:
+            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in "
+                         f"{', '.join(empty)}")
+    return notes
+
+
+# ---- table 2: head-to-head against a baseline --------------------------------------------
+
+@dataclass
+class Comparison:
+    """A configuration minus its baseline, overall and per class."""
+
+    label: str
+    baseline: str
+    overall: stats.TTest
+    classes: list[stats.TTest]
+    verdict: str
+    matched_seeds: list[str]  # seeds both have (the pairs of a paired test)
+
+
+def parse_baseline(spec: str) -> dict[str, str]:
+    """`"loss.name=ce,loss.beta=0"` -> `{"loss.name": "ce", "loss.beta": "0"}` (keys resolved)."""
+    from cifarctl.config import resolve_key
+
+    out = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--baseline expects key=value pairs, e.g. {DEFAULT_BASELINE!r}; "
+                             f"got {item!r}")
+        out[resolve_key(key.strip())] = value.strip()
+    if not out:
+        raise UsageError(f"--baseline expects key=value pairs, e.g. {DEFAULT_BASELINE!r}")
+    return out
+
+
+def _equal(value: str | None, wanted: str) -> bool:
+    a, b = number(value), number(wanted)
+    if a is not None and b is not None:
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return str(value).lower() == wanted.lower()
+
+
+def matches(params: Mapping[str, str], spec: Mapping[str, str]) -> bool:
+    """True when every `spec` key has the wanted value in `params`."""
+    return all(_equal(params.get(k), v) for k, v in spec.items())
+
+
+def _by_seed(group: Group, values: Sequence[float]) -> dict[str, float]:
+    """Seed -> value (the mean of runs sharing a seed, which `--by` can group together)."""
+    collected: dict[str, list[float]] = {}
+    for seed, value in zip(group.seeds, values):
+        if not math.isnan(value):
+            collected.setdefault(seed, []).append(value)
+    return {s: stats.mean(v) for s, v in collected.items()}
+
+
+def compare(a: Group, b: Group, metric: str) -> tuple[stats.TTest, list[str]]:
+    """a - b on `metric`: paired over matching seeds (>= 2), else Welch, else what is possible."""
+    va, vb = _by_seed(a, a.metric(metric)), _by_seed(b, b.metric(metric))
+    common = sorted(set(va) & set(vb), key=lambda s: (number(s) is None, number(s) or 0, s))
+    if len(common) >= 2 or (common and (len(va) < 2 or len(vb) < 2)):
+        return stats.paired_t_test([va[s] for s in common], [vb[s] for s in common]), common
+    return stats.welch_t_test(list(va.values()), list(vb.values())), common
+
+
+def _closest(group: Group, candidates: Sequence[Group], spec: Mapping[str, str]) -> Group:
+    def distance(c: Group) -> tuple[int, int]:
+        differ = sum(1 for k, v in group.params.items() if k not in spec and
+                     not _equal(c.params.get(k), v))
+        return differ, -len(c.rows)
+
+    return min(candidates, key=distance)
+
+
+def head_to_head(groups: Sequence[Group], num_classes: int, spec: Mapping[str, str]
+                 ) -> tuple[list[Comparison], list[str]]:
+    """Table 2: each non-baseline group against the baseline at the same context.
+
+    The context is the model, dataset and imbalance (those of `CONTEXT_KEYS` that are
+    grouping keys); among several matching baselines the one differing in the fewest other
+    settings is used. Returns the comparisons and notes for groups without a baseline.
+    """
+    notes: list[str] = []
+    grouping = {k for g in groups for k in g.params}
+    missing = [k for k in spec if k not in grouping]
+    if missing:
+        return [], [f"no head-to-head table: the baseline keys {', '.join(missing)} are not "
+                    f"grouping keys (add them to --by)"]
+    baselines = [g for g in groups if matches(g.params, spec)]
+    wanted = ", ".join(f"{k}={v}" for k, v in spec.items())
+    if not baselines:
+        return [], [f"no head-to-head table: no configuration matches the baseline {wanted} "
+                    f"(choose another with --baseline)"]
+    context = [k for k in CONTEXT_KEYS if k in grouping and k not in spec]
+    out = []
+    for group in groups:
+        if group in baselines:
+            continue
+        same_context = [b for b in baselines
+                        if all(_equal(b.params.get(k), group.params.get(k, "")) for k in context)]
+        if not same_context:
+            where = ", ".join(f"{k}={group.params.get(k)}" for k in context)
+            notes.append(f"{group.label}: no baseline ({wanted}) at {where or 'this setting'}")
+            continue
+        base = _closest(group, same_context, spec)
+        overall, common = compare(group, base, OVERALL)
+        classes = [compare(group, base, CLASS_METRIC.format(i=i))[0] for i in range(num_classes)]
+        out.append(Comparison(group.label, base.label, overall, classes,
+                              stats.verdict(overall), common))
+    return out, notes
+
+
+# ---- table 3: next to the published numbers ----------------------------------------------
+
+@dataclass
+class LiteratureRow:
+    """A configuration run with SPEC 2's protocol, its top-1 error and the published ones."""
+
+    label: str
+    profile: str
+    ratio: float
+    error: stats.Summary  # top-1 error in percent
+    published: list[Published]
+
+
+LOSS_IDENTITY = ("loss.name", "loss.beta", "loss.gamma", "loss.drw_epoch",
+                 "data.imbalance_type", "data.imbalance")
+
+
+def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
+    """run_id -> the values of the params `keys` (None where missing), in one pass."""
+    columns = [f"params.{k}" for k in keys]
+    table = frame.reindex(columns=["run_id", *columns]).astype(object)
+    table = table.where(table.notna(), None)
+    return {values[0]: tuple(values[1:]) for values in table.itertuples(index=False)}
+
+
+def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str | None]:
+    """Table 3 rows for the groups whose every run follows the protocol; else a note saying
+    which configuration came closest and what it changed."""
+    import pandas as pd
+
+    from cifarctl.report.literature import PROTOCOL
+
+    rows: list[LiteratureRow] = []
+    closest: tuple[int, str, list[str]] | None = None
+    if not groups:
+        return rows, None
+    frame = pd.concat([g.rows for g in groups])
+    protocol_keys = list(PROTOCOL)
+    protocol = _run_values(frame, protocol_keys)
+    identity = _run_values(frame, LOSS_IDENTITY)
+    gaps_of = functools.lru_cache(maxsize=None)(
+        lambda values: tuple(protocol_gaps(dict(zip(protocol_keys, values)))))
+    for group in groups:
+        run_ids = list(group.rows["run_id"])
+        gaps = sorted({gap for r in run_ids for gap in gaps_of(protocol[r])})
+        identities = {identity[r] for r in run_ids}
+        if gaps or len(identities) != 1:
+            if gaps and (closest is None or len(gaps) < closest[0]):
+                closest = (len(gaps), group.label, gaps)
+            continue
+        p = dict(zip(LOSS_IDENTITY, identities.pop()))
+        ratio = number(p.get("data.imbalance")) or 1.0
+        profile = str(p.get("data.imbalance_type") or "exp")
+        error = stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
+        rows.append(LiteratureRow(group.label, profile, ratio, error, published_for(
+            loss=str(p.get("loss.name")), beta=number(p.get("loss.beta")) or 0.0,
+            gamma=number(p.get("loss.gamma")) or 0.0,
+            drw=number(p.get("loss.drw_epoch")) is not None, profile=profile, ratio=ratio)))
+    if rows:
+        return rows, None
+    note = ("no run follows the published protocol (SPEC 2: resnet32, 200 epochs, batch 128, "
+            "lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4, crop + flip)")
+    if closest is not None:
+        shown = "; ".join(closest[2][:4]) + ("; ..." if len(closest[2]) > 4 else "")
+        note += f"; closest: {closest[1]} ({shown})"
+    return rows, note

@@ -1,0 +1,332 @@
+"""`cifarctl eval` on a tiny checkpoint really trained here (issue 6).
+
+`vanillacnn` trained for two epochs on a synthetic set (60 training images a class, 10 of
+them held out for validation, long-tailed with ratio 5; 20 test images a class), tracked in
+a real MLflow store. Per-class accuracy and ECE are checked against a plain loop written
+here, corruptions against the clean images, and the run against its own state before.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+from cifarctl.evaluation import CORRUPTION_NAMES
+from cifarctl.evaluation.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    corrupt,
+    corruption_generator,
+)
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # SPEC 2, written out again as the test's reference
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, _mlflow_template_db) -> dict:
+    """A finished, tracked run with best/last checkpoints; its store, data and folders."""
+    from cifarctl.config import load_config
+    from cifarctl.data.synth import SynthSpec, write_batches
+    from cifarctl.training import launch
+
+    folder = tmp_path_factory.mktemp("eval")
+    shutil.copyfile(_mlflow_template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    dataset = folder / "synth"
+    write_batches(dataset, SynthSpec(train_per_class=60, test_per_class=20, seed=0))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFARCTL_DATA", str(folder / "cache"))
+        mp.chdir(folder)
+        cfg = load_config(None, {
+            "model.name": "vanillacnn", "data.dataset": str(dataset), "optim.epochs": 2,
+            "optim.batch_size": 32, "optim.warmup": 0, "optim.steps": [5],
+            "data.val_per_class": 10, "data.imbalance": 5, "run.device": "cpu",
+            "run.experiment": "eval"})
+        outcome = launch(cfg, tracking_uri=uri, checkpoint_root=folder / "checkpoints",
+                         quiet=True)
+    assert outcome.status == "FINISHED"
+    return {"uri": uri, "run_id": outcome.run_id, "folder": folder, "dataset": dataset,
+            "checkpoints": folder / "checkpoints"}
+
+
+@pytest.fixture(autouse=True)
+def _env(trained, monkeypatch):
+    monkeypatch.setenv("CIFARCTL_DATA", str(trained["folder"] / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    monkeypatch.chdir(trained["folder"])
+
+
+def run_eval(*args: str):
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+def test_per_class_accuracy_and_ece_match_a_plain_loop(trained):
+    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.data import load_dataset
+    from cifarctl.evaluation.run import evaluate_target, resolve_target
+    from cifarctl.models import create_model
+
+    result = evaluate_target(resolve_target(trained["run_id"],
+                                            checkpoint_root=trained["checkpoints"]))
+    state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")
+    model = create_model("vanillacnn")
+    model.load_state_dict(state["model"])
+    model.eval()
+    data = load_dataset(str(trained["dataset"]))
+    mean = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(3, 1, 1)
+    right, seen = [0] * 10, [0] * 10
+    ece_bins = [[0, 0.0, 0] for _ in range(15)]
+    with torch.no_grad():
+        for image, label in zip(data.test_images, data.test_labels):  # one image at a time
+            x = (torch.as_tensor(image).permute(2, 0, 1).float() / 255 - mean) / std
+            probs = model(x[None]).softmax(dim=1)[0]
+            confidence, pred = probs.max(dim=0)
+            seen[label] += 1
+            right[label] += int(pred == label)
+            b = min(int(confidence * 15), 14)
+            ece_bins[b][0] += 1
+            ece_bins[b][1] += float(confidence)
+            ece_bins[b][2] += int(pred == label)
+    direct = [r / n for r, n in zip(right, seen)]
+    assert result.per_class == pytest.approx(direct, abs=1e-6)  # float32 on the device
+    assert result.accuracy == pytest.approx(sum(right) / sum(seen), abs=1e-6)
+    assert [row[i] for i, row in enumerate(result.confusion)] == right
+    assert result.images == 200 and result.split == "test" and result.which == "best"
+    ece = sum(abs(c - conf) for _, conf, c in ece_bins) / sum(seen)
+    assert result.ece == pytest.approx(ece, abs=1e-5)
+    # shot groups by the run's own counts: 50 images a class, exp profile ratio 5 (SPEC 1.3)
+    counts = [int(50 * (1 / 5) ** (i / 9)) for i in range(10)]
+    assert result.train_counts == counts  # [50, 41, 34, 29, 24, 20, 17, 14, 11, 10]
+    assert result.shot_classes == {"many": [], "medium": [0, 1, 2, 3, 4, 5],
+                                   "few": [6, 7, 8, 9]}
+    assert result.shots["many"] is None
+    assert result.shots["medium"] == pytest.approx(sum(direct[:6]) / 6, abs=1e-6)
+    assert result.shots["few"] == pytest.approx(sum(direct[6:]) / 4, abs=1e-6)
+
+
+def test_severity_zero_is_the_clean_accuracy(trained):
+    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.data import load_dataset
+    from cifarctl.data.loader import DeviceLoader
+    from cifarctl.engine import evaluate
+    from cifarctl.evaluation.run import accuracy_under
+    from cifarctl.models import create_model
+
+    state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")
+    model = create_model("vanillacnn")
+    model.load_state_dict(state["model"])
+    data = load_dataset(str(trained["dataset"]))
+    loader = DeviceLoader(data.test_images, data.test_labels, batch_size=64, shuffle=False)
+    clean = evaluate(model, loader.epoch(0), num_classes=10)  # the loader's own batches
+    clean_acc = clean.confusion.diagonal().sum() / clean.count
+    for name in CORRUPTION_NAMES:
+        assert torch.equal(accuracy_under(model, loader, name, 0, num_classes=10), clean_acc)
+        worst = float(accuracy_under(model, loader, name, SEVERITIES, num_classes=10))
+        assert 0.0 <= worst <= 1.0
+
+
+def _test_images(trained) -> torch.Tensor:
+    from cifarctl.data import load_dataset
+
+    images = load_dataset(str(trained["dataset"])).test_images
+    return torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()      # (200, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", CORRUPTION_NAMES)
+def test_each_corruption_grows_with_severity(trained, name):
+    x = _test_images(trained)
+    assert corrupt(x, name, 0) is x
+    distances = []
+    for severity in range(SEVERITIES + 1):
+        y = corrupt(x, name, severity, corruption_generator(0, name, severity))
+        assert y.dtype == torch.uint8 and y.shape == x.shape
+        distances.append(float((y.float() - x.float()).abs().mean()))
+    assert distances[0] == 0.0
+    assert all(a < b for a, b in zip(distances, distances[1:])), distances
+    # seeded: the same generator state gives the same images
+    again = corrupt(x, name, 3, corruption_generator(0, name, 3))
+    assert torch.equal(again, corrupt(x, name, 3, corruption_generator(0, name, 3)))
+
+
+def test_random_corruptions_follow_the_seed_and_keep_what_they_promise(trained):
+    x = _test_images(trained)[:32]
+    for name in ("gaussian_noise", "phase_noise"):
+        a = corrupt(x, name, 2, corruption_generator(0, name, 2))
+        b = corrupt(x, name, 2, corruption_generator(1, name, 2))
+        assert not torch.equal(a, b)
+    # contrast keeps each image's channel means (up to uint8 rounding), phase noise its
+    # amplitude spectrum (up to rounding and clipping)
+    low = corrupt(x, "contrast", 5).float()
+    assert (low.mean(dim=(2, 3)) - x.float().mean(dim=(2, 3))).abs().max() < 1.0
+    noisy = corrupt(x, "phase_noise", 1, corruption_generator(0, "phase_noise", 1)).float()
+    amp_x = torch.fft.rfft2(x.float()).abs()
+    amp_y = torch.fft.rfft2(noisy).abs()
+    assert float((amp_y - amp_x).abs().mean() / amp_x.mean()) < 0.15
+    assert list(CORRUPTIONS) == list(CORRUPTION_NAMES)
+
+
+def test_jpeg_by_torchvision_and_by_pillow_agree(trained):
+    from cifarctl.evaluation.corruptions import jpeg, jpeg_pil
+
+    x = _test_images(trained)[:16]
+    for quality in CORRUPTIONS["jpeg"].levels:
+        a, b = jpeg(x, quality), jpeg_pil(x, quality)
+        assert a.shape == b.shape == x.shape
+        assert float((a.float() - b.float()).abs().mean()) < 1.0  # both libjpeg; decoders differ
+
+
+def _valid_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_cli_logs_eval_metrics_and_keeps_the_training_run(trained, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(trained["uri"])
+    run_id = trained["run_id"]
+    before = client.get_run(run_id)
+    history_before = [(m.step, m.value) for m in client.get_metric_history(run_id, "test_acc")]
+    result = run_eval(run_id, "--corruptions", "--checkpoints", str(trained["checkpoints"]),
+                      "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    after = client.get_run(run_id)
+    # the run: same status, end time and training metrics; eval_* added
+    assert after.info.status == before.info.status == "FINISHED"
+    assert after.info.end_time == before.info.end_time
+    training = {k: v for k, v in after.data.metrics.items() if not k.startswith("eval_")}
+    assert training == before.data.metrics
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "test_acc")] == \
+        history_before
+    metrics = after.data.metrics
+    assert metrics["eval_test_acc"] == pytest.approx(doc["accuracy"])
+    for i in range(10):
+        assert metrics[f"eval_test_acc_class_{i}"] == pytest.approx(doc["per_class"][i])
+    assert metrics["eval_ece"] == pytest.approx(doc["ece"])
+    assert "eval_many_acc" not in metrics  # no class has > 100 images: not made up
+    assert metrics["eval_few_acc"] == pytest.approx(doc["shots"]["few"])
+    values = [metrics[f"eval_corruption_{n}_s{s}"] for n in CORRUPTION_NAMES
+              for s in range(1, 6)]
+    assert doc["corruptions"]["jpeg"][0] == pytest.approx(metrics["eval_corruption_jpeg_s1"])
+    assert metrics["eval_mean_corruption_acc"] == pytest.approx(sum(values) / 35)
+    # the best checkpoint's test accuracy is what training logged for it
+    assert doc["accuracy"] == pytest.approx(before.data.metrics["test_acc_at_best"], abs=1e-6)
+    files = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert files == {"eval/confusion_matrix.png", "eval/confusion_matrix.json",
+                     "eval/corruptions.png", "eval/results.json"}
+    for png in ("confusion_matrix.png", "corruptions.png"):
+        _valid_png(Path(client.download_artifacts(run_id, f"eval/{png}", str(tmp_path))))
+
+
+def test_tables_in_the_terminal(trained):
+    result = run_eval(trained["run_id"], "--corruption", "blur", "--no-log",
+                      "--checkpoints", str(trained["checkpoints"]))
+    assert result.exit_code == 0, result.output
+    for text in ("accuracy", "ECE (15 bins)", "few-shot", "per class", "confusion matrix",
+                 "accuracy % under corruption", "blur", "mean corruption accuracy"):
+        assert text in result.output, text
+
+
+def test_checkpoint_path_last_and_val_split(trained):
+    from mlflow.tracking import MlflowClient
+
+    path = trained["checkpoints"] / trained["run_id"] / "last.pt"
+    result = run_eval(str(path), "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["which"] == "last" and doc["split"] == "val" and doc["images"] == 100
+    assert doc["run_id"] == trained["run_id"] and doc["logged"] is True
+    assert set(doc["metrics"]) >= {"eval_last_val_acc", "eval_last_val_acc_class_9",
+                                   "eval_last_val_ece", "eval_last_val_few_acc"}
+    client = MlflowClient(trained["uri"])
+    assert client.get_run(trained["run_id"]).data.metrics["eval_last_val_acc"] == \
+        pytest.approx(doc["accuracy"])
+    assert {a.path for a in client.list_artifacts(trained["run_id"], "eval/last_val")} >= {
+        "eval/last_val/confusion_matrix.png"}
+
+
+def test_checkpoint_comes_from_the_run_when_not_local(trained, tmp_path):
+    result = run_eval(trained["run_id"], "--checkpoints", str(tmp_path / "elsewhere"),
+                      "--no-log", "--json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere" / trained["run_id"] / "best.pt").is_file()
+
+
+def test_report_shows_the_trained_runs_confusion_matrix(trained, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from cifarctl.checkpoint import load_checkpoint
+
+    client = MlflowClient(trained["uri"])
+    local = client.download_artifacts(trained["run_id"], "confusion_matrix.json", str(tmp_path))
+    best = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")["best"]
+    assert json.loads(Path(local).read_text()) == best["metrics"]["test_confusion"]
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", "-e", "eval", "--out", str(out), "--no-log",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    _valid_png(out / "confusion_matrices.png")
+    doc = json.loads(result.stdout)
+    assert doc["per_class"][0]["n"] == 1 and doc["per_class"][0]["test_acc"]["ci95"] is None
+    # eval metrics of the run appear in table 1 once logged
+    assert "eval_ece" in doc["per_class"][0]
+
+
+def test_val_split_needs_one(trained, tmp_path):
+    from cifarctl.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")
+    state["config"]["data"]["val_per_class"] = 0
+    save_checkpoint(tmp_path / "no-val.pt", state)
+    result = run_eval(str(tmp_path / "no-val.pt"), "--split", "val")
+    assert result.exit_code == 2 and "no validation split" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["0123456789abcdef0123456789abcdef"], "unknown run id"),
+    (["nope.pt"], "neither a checkpoint file nor an MLflow run id"),
+    (["RUN", "--which", "worst"], "--which must be one of best, last"),
+    (["RUN", "--split", "train"], "--split must be test or val"),
+    (["RUN", "--corruption", "blurr"], "did you mean 'blur'"),
+    (["RUN", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["GARBAGE"], "cannot read checkpoint"),
+    (["BARE"], "has no best checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    if args[0] == "GARBAGE":
+        (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+        args = [str(tmp_path / "garbage.pt")]
+    if args[0] == "BARE":
+        bare = start_run(experiment="eval-bare", tracking_uri=trained["uri"])
+        bare.finish()
+        args = [bare.run_id, "--checkpoints", str(tmp_path)]
+    args = [trained["run_id"] if a == "RUN" else a for a in args]
+    result = run_eval(*args, "--checkpoints", str(trained["checkpoints"]), "--no-log")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_help_lists_corruptions_and_stays_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; from cifarctl.cli import app; "
+            "print(sorted(m for m in ('torch', 'mlflow', 'pandas', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
+    help_text = CliRunner().invoke(app, ["eval", "--help"]).output
+    assert "phase_noise" in help_text and "--corruptions" in help_text

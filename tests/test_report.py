@@ -1,0 +1,365 @@
+"""`cifarctl report` on a real MLflow store written through the tracking interface (issue 6).
+
+The store holds runs with known metric values: CE, CB-focal beta 0.9 and CB-focal beta
+0.999 on long-tailed CIFAR-10 (ratio 100), three seeds each, plus a KILLED run, a run with
+no metrics, a sweep parent with two children, runs following SPEC 2's protocol and an
+empty experiment. Every table number is checked against a hand computation written out
+here (Student t quantiles from printed tables, the closed-form t CDF for df = 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # SPEC 1.3
+SEEDS = (0, 1, 2)
+T975_DF2 = 4.302653  # Student t 0.975 quantile, 2 degrees of freedom (n = 3 seeds)
+T975_DF1 = 12.706205
+# Per-class accuracies of each configuration (the write-up's rows, SPEC 1.3) plus a per-seed
+# offset, so every number below has a simple closed form.
+CONFIGS = {
+    "CE": ({"loss.name": "ce", "loss.beta": 0.0},
+           [.89, .98, .75, .63, .73, .53, .84, .65, .40, .48], (0.00, 0.01, 0.02)),
+    "CB-focal β=0.9": ({"loss.name": "focal", "loss.beta": 0.9},
+                       [.94, .98, .76, .69, .72, .51, .62, .51, .36, .24], (0.01, 0.01, 0.04)),
+    "CB-focal β=0.999": ({"loss.name": "focal", "loss.beta": 0.999},
+                         [.91, .93, .60, .56, .58, .55, .71, .65, .50, .51], (0.00, 0.02, 0.01)),
+}
+PROTOCOL = {"model.name": "resnet32", "optim.epochs": 200, "optim.batch_size": 128,
+            "optim.lr": 0.1, "optim.warmup": 5, "optim.steps": [160, 180],
+            "optim.decay": [0.01, 0.01], "optim.weight_decay": 2e-4}
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def sd(xs):
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def write_run(uri: str, experiment: str, overrides: dict, accs: list[float] | None, *,
+              status: str = "FINISHED", parent: str | None = None, confusion=None) -> str:
+    """One run as `cifarctl train` records it: params, tags, 2 epochs, summary metrics."""
+    from cifarctl.config import load_config
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    cfg = load_config(None, {"data.imbalance": 100, "model.name": "resnet32",
+                             "optim.epochs": 2, **overrides})
+    tags = {"class_counts": ",".join(map(str, LT100)), "class_names": ",".join(NAMES),
+            "dataset": "cifar10", "loss": cfg.loss.name}
+    tracker = start_run(experiment=experiment, tracking_uri=uri, parent_run_id=parent,
+                        run_name=f"{cfg.loss.name}-b{cfg.loss.beta:g}-s{cfg.run.seed}",
+                        tags=tags)
+    tracker.log_params(cfg.to_flat())
+    if accs is not None:  # two epochs; the summary metrics come with the last (best) one
+        overall = mean(accs)
+        tracker.log_metrics({"test_acc": overall / 2, "test_loss": 2.0}, step=0)
+        tracker.log_metrics({"test_acc": overall, "test_loss": 1.5, "test_acc_at_best": overall,
+                             "best_epoch": 1,
+                             **{f"test_acc_class_{i}_at_best": a for i, a in enumerate(accs)}},
+                            step=1)
+    if confusion is not None:
+        tracker.log_text(json.dumps(confusion), "confusion_matrix.json")
+    tracker.finish(status)
+    return tracker.run_id
+
+
+def accs_of(label: str, seed: int) -> list[float]:
+    _, base, offsets = CONFIGS[label]
+    return [a + offsets[seed] for a in base]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, _mlflow_template_db) -> dict:
+    """The store described in the module docstring; its uri and the ids tests need."""
+    from cifarctl.tracking.mlflow_tracker import connect, get_or_create_experiment
+
+    folder = tmp_path_factory.mktemp("report-store")
+    shutil.copyfile(_mlflow_template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    confusion = [[90 if i == j else 1 for j in range(10)] for i in range(10)]
+    for label, (overrides, _, _) in CONFIGS.items():
+        for seed in SEEDS:
+            write_run(uri, "lt100", {**overrides, "run.seed": seed}, accs_of(label, seed),
+                      confusion=confusion if label == "CE" else None)
+    killed = write_run(uri, "lt100", {"run.seed": 3}, accs_of("CE", 0), status="KILLED")
+    bare = write_run(uri, "lt100", {"run.seed": 4}, None)
+    parent = write_run(uri, "sweep", {}, None)
+    for seed in (0, 1):
+        write_run(uri, "sweep", {"loss.name": "focal", "loss.beta": 0.99, "run.seed": seed},
+                  [0.6 + 0.02 * seed] * 10, parent=parent)
+    for seed, acc in ((0, 0.70), (1, 0.72)):
+        write_run(uri, "protocol", {**PROTOCOL, "run.seed": seed}, [acc] * 10)
+    write_run(uri, "protocol", {**PROTOCOL, "loss.name": "focal", "loss.gamma": 1.0},
+              [0.705] * 10)
+    get_or_create_experiment(connect(uri), "empty")
+    return {"uri": uri, "killed": killed, "bare": bare, "parent": parent, "folder": folder}
+
+
+def report(store, *args: str):
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", store["uri"], *args])
+    return result
+
+
+def build(store, **kwargs):
+    from cifarctl.report.build import build_report
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    return build_report(connect(store["uri"]), **kwargs)
+
+
+def test_per_class_table_means_and_intervals(store):
+    rep = build(store, experiments=["lt100"])
+    assert [r.label for r in rep.per_class] == list(CONFIGS)
+    assert rep.class_names == NAMES
+    for row, (_, base, offsets) in zip(rep.per_class, CONFIGS.values()):
+        assert row.n == 3 and sorted(row.seeds) == ["0", "1", "2"]
+        overall = [mean(base) + o for o in offsets]
+        assert row.overall.mean == pytest.approx(mean(overall))
+        assert row.overall.ci95 == pytest.approx(T975_DF2 * sd(offsets) / math.sqrt(3),
+                                                 rel=1e-5)
+        for i, cell in enumerate(row.classes):
+            assert cell.mean == pytest.approx(base[i] + mean(offsets))
+            assert cell.ci95 == pytest.approx(T975_DF2 * sd(offsets) / math.sqrt(3), rel=1e-5)
+        # LT-100: classes 0-7 have > 100 images (many-shot), 8-9 have 83 and 50 (medium)
+        assert row.shots["many"].mean == pytest.approx(mean(base[:8]) + mean(offsets))
+        assert row.shots["medium"].mean == pytest.approx(mean(base[8:]) + mean(offsets))
+        assert row.shots["few"] is None
+        assert row.worst == min(range(10), key=lambda i: base[i])
+    assert any("few-shot" in n and "no class qualifies in any" in n for n in rep.notes)
+    reasons = {s["run_id"]: s["reason"] for s in rep.skipped}
+    assert reasons[store["killed"]].startswith("status KILLED")
+    assert "no test_acc_at_best" in reasons[store["bare"]]
+
+
+def test_head_to_head_is_a_paired_test_over_seeds(store):
+    rep = build(store, experiments=["lt100"])
+    assert [(c.label, c.baseline) for c in rep.head_to_head] == [
+        ("CB-focal β=0.9", "CE"), ("CB-focal β=0.999", "CE")]
+    _, ce_base, ce_off = CONFIGS["CE"]
+    for comp in rep.head_to_head:
+        _, base, offsets = CONFIGS[comp.label]
+        d = [mean(base) - mean(ce_base) + o - c for o, c in zip(offsets, ce_off)]
+        t = mean(d) / (sd(d) / math.sqrt(3))
+        p = 1 - abs(t) / math.sqrt(2 + t * t)  # two-sided, df = 2, closed form
+        assert comp.overall.kind == "paired" and comp.overall.n == 3
+        assert comp.matched_seeds == ["0", "1", "2"]
+        assert comp.overall.diff == pytest.approx(mean(d))
+        assert comp.overall.ci95 == pytest.approx(T975_DF2 * sd(d) / math.sqrt(3), rel=1e-5)
+        assert comp.overall.p == pytest.approx(p, rel=1e-6)
+        for i, cls in enumerate(comp.classes):
+            assert cls.diff == pytest.approx(base[i] - ce_base[i] + mean(offsets) - mean(ce_off))
+        size = f"{abs(mean(d)) * 100:.1f}"
+        word = "better" if mean(d) > 0 else "worse"
+        expected = (f"within noise (p={float(f'{p:.2g}'):g}, n=3)" if p >= 0.05 else
+                    f"{word} by {size} ± {T975_DF2 * sd(d) / math.sqrt(3) * 100:.1f} points "
+                    f"(p={float(f'{p:.2g}'):g}, n=3)")
+        assert comp.verdict == expected
+
+
+def test_terminal_tables(store):
+    result = report(store, "-e", "lt100")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for text in ("Test accuracy per class (%)", "Head-to-head", "CB-focal β=0.999",
+                 "9 truck", "Skipped runs", "status KILLED", "few-shot", "worse by 4.5",
+                 "by class"):
+        assert text in out, text
+    ce = CONFIGS["CE"]
+    ce_mean = (mean(ce[1]) + mean(ce[2])) * 100
+    ce_ci = T975_DF2 * sd(ce[2]) / math.sqrt(3) * 100
+    assert f"{ce_mean:.1f} ± {ce_ci:.1f}" in out
+
+
+def test_csv_schema_and_values(store):
+    result = report(store, "-e", "lt100", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    header = list(rows[0])
+    expected = ["config", "model.name", "data.imbalance", "loss.name", "loss.beta",
+                "loss.gamma", "n", "test_acc_mean", "test_acc_ci95"]
+    for i in range(10):
+        expected += [f"class_{i}_mean", f"class_{i}_ci95"]
+    expected += ["many_mean", "many_ci95", "medium_mean", "medium_ci95", "few_mean", "few_ci95",
+                 "worst_class"]
+    assert header == expected
+    assert [r["config"] for r in rows] == list(CONFIGS)
+    assert [r["loss.beta"] for r in rows] == ["0.0", "0.9", "0.999"]
+    _, base, offsets = CONFIGS["CB-focal β=0.9"]
+    assert float(rows[1]["test_acc_mean"]) == pytest.approx(mean(base) + mean(offsets))
+    assert float(rows[1]["class_9_mean"]) == pytest.approx(base[9] + mean(offsets))
+    assert rows[1]["n"] == "3" and rows[1]["few_mean"] == "" and rows[1]["worst_class"] == "9"
+    # a configuration with one run has a value and no interval
+    single = list(csv.DictReader(io.StringIO(
+        report(store, "-e", "protocol", "--format", "csv").output)))
+    focal = next(r for r in single if r["loss.name"] == "focal")
+    assert focal["n"] == "1" and focal["test_acc_ci95"] == "" and \
+        float(focal["test_acc_mean"]) == pytest.approx(0.705)
+
+
+def test_json_schema(store):
+    result = report(store, "-e", "lt100", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert set(doc) >= {"source", "grouping_keys", "class_names", "per_class", "head_to_head",
+                        "literature", "notes", "skipped_runs", "baseline", "confidence"}
+    assert doc["confidence"] == 0.95 and doc["source"]["experiments"] == ["lt100"]
+    row = doc["per_class"][0]
+    assert set(row) >= {"config", "keys", "n", "seeds", "run_ids", "test_acc", "classes",
+                        "many", "medium", "few", "worst_class", "train_counts"}
+    assert set(row["test_acc"]) == {"mean", "ci95", "std", "n"}
+    assert row["classes"][9]["name"] == "truck" and row["few"] is None
+    assert row["train_counts"] == LT100
+    h2h = doc["head_to_head"][0]
+    assert set(h2h["test_acc_diff"]) == {"kind", "diff", "ci95", "t", "df", "p", "n"}
+    assert len(h2h["class_diffs"]) == 10 and h2h["verdict"]
+    assert {s["reason"][:14] for s in doc["skipped_runs"]} >= {"status KILLED:"}
+
+
+def test_markdown_to_stdout(store):
+    result = report(store, "-e", "lt100", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# cifarctl report")
+    assert "| config | n | overall | 0 airplane |" in result.output
+    assert "## Head-to-head against the baseline" in result.output
+
+
+def _valid_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_out_folder_pictures_and_report_run(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "rep"
+    result = report(store, "-e", "lt100", "--format", "markdown", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    pngs = {"curves.png", "per_class.png", "accuracy_vs_beta.png", "confusion_matrices.png"}
+    assert {p.name for p in out.iterdir()} == pngs | {"report.md", "per_class.csv",
+                                                      "report.json"}
+    for name in pngs:
+        _valid_png(out / name)
+    md = (out / "report.md").read_text()
+    for name in pngs:
+        assert f"]({name})" in md
+    assert "| CB-focal β=0.9 |" in md
+    # the report run: its own experiment, tagged, holding the files
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("lt100-reports")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["cifarctl.kind"] == "report"
+    assert runs[0].info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == pngs | {
+        "report.md", "per_class.csv", "report.json"}
+    # reporting again, on every experiment: the report run is never read as a run
+    again = build(store)
+    assert "lt100-reports" not in again.experiments
+    assert all(run_id != runs[0].info.run_id for r in again.per_class for run_id in r.run_ids)
+
+
+def test_html_page(store, tmp_path):
+    from cifarctl.report.export import export_report
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    rep = build(store, experiments=["lt100"])
+    written = export_report(rep, connect(store["uri"]), tmp_path, fmt="html", figures=False)
+    assert sorted(p.name for p in written.files) == ["per_class.csv", "report.html",
+                                                     "report.json"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<td>CB-focal β=0.999</td>" in page
+    assert "Head-to-head against the baseline" in page and "<img" not in page
+    html_stdout = report(store, "-e", "lt100", "--format", "html")
+    assert html_stdout.exit_code == 0 and "<table>" in html_stdout.output
+
+
+def test_literature_table_for_protocol_runs(store):
+    rep = build(store, experiments=["protocol"])
+    rows = {(r.label, p.source): (r, p) for r in rep.literature for p in r.published}
+    ce, cui = rows[("CE", "Cui et al. 2019")]
+    assert cui.error == 29.64 and rows[("CE", "Cao et al. 2019")][1].error == 29.64
+    assert ce.error.mean == pytest.approx(29.0)  # 1 - mean(0.70, 0.72)
+    assert ce.error.ci95 == pytest.approx(T975_DF1 * sd([30.0, 28.0]) / math.sqrt(2), rel=1e-5)
+    focal, published = rows[("focal", "Cui et al. 2019")]
+    assert published.error == 29.62 and focal.error.n == 1
+    # runs that do not follow the protocol are not compared, and the report says why
+    lt = build(store, experiments=["lt100"])
+    assert lt.literature == []
+    assert any("no run follows the published protocol" in n and "optim.epochs=2" in n
+               for n in lt.notes)
+
+
+def test_parent_selects_the_sweep_children(store):
+    result = report(store, "--parent", store["parent"], "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [(r["config"], r["n"]) for r in doc["per_class"]] == [("CB-focal β=0.99", 2)]
+    assert doc["source"]["experiments"] == ["sweep"] and doc["head_to_head"] == []
+
+
+def test_by_keys_and_baseline(store):
+    rep = build(store, experiments=["lt100"], by="loss.name")
+    assert [(r.label, r.n) for r in rep.per_class] == [("CE", 3), ("focal", 6)]
+    assert rep.grouping_keys == ["loss.name"]
+    focal = build(store, experiments=["lt100"], baseline="loss.name=focal,loss.beta=0.999")
+    assert [(c.label, c.baseline) for c in focal.head_to_head] == [
+        ("CE", "CB-focal β=0.999"), ("CB-focal β=0.9", "CB-focal β=0.999")]
+
+
+def test_default_experiments_and_their_note(store):
+    rep = build(store)
+    assert set(rep.experiments) == {"lt100", "sweep", "protocol"}
+    assert any("choose with --experiment" in n for n in rep.notes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "nope"], "unknown experiment 'nope'"),
+    (["-e", "empty"], "no runs"),
+    (["-e", "lt100", "--filter", "params.loss.name === 'x'"], "invalid --filter"),
+    (["-e", "lt100", "--filter", "params.`loss.name` = 'hinge'"], "no runs matching --filter"),
+    (["-e", "lt100", "--format", "xml"], "--format must be one of"),
+    (["-e", "lt100", "--by", "loss.nam"], "--by loss.nam"),
+    (["-e", "lt100", "--baseline", "ce"], "--baseline expects key=value"),
+    (["-e", "lt100", "--no-log"], "--no-log only applies with --out"),
+    (["--parent", "0" * 32], "unknown parent run id"),
+])
+def test_bad_input_exits_2_with_one_line(store, args, message):
+    result = report(store, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_only_unreportable_runs_exit_2(store):
+    result = report(store, "-e", "lt100", "--filter", "attributes.status = 'KILLED'")
+    assert result.exit_code == 2 and "status KILLED" in result.output
+
+
+@pytest.mark.slow
+def test_benchmark_500_runs_under_3_seconds(tmp_path):
+    """benchmarks/report.py end to end: a store of 500 runs, the report timed (issue 6)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "report.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "500", "--epochs", "2",
+                          "--repeat", "1", "--store", str(tmp_path), "--max-seconds", "3"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["runs"] == 500 and line["groups"] == 50
