@@ -26,6 +26,10 @@ FIRST_DELAY_S = 0.05  # doubled per attempt, with jitter so that workers do not 
 MAX_DELAY_S = 4.0
 
 _LOCKED = ("database is locked", "database table is locked")
+# Two runs logging the same dataset at once (sweep workers starting together): MLflow looks
+# for the dataset row, then inserts it, so the slower writer breaks the UNIQUE constraint.
+# Its transaction was rolled back; called again, it finds the row and reuses it.
+_RACES = ("UNIQUE constraint failed: datasets.",)
 _jitter = random.Random()  # its own generator: retries must not touch the global RNG
 _log = logging.getLogger(__name__)
 
@@ -36,11 +40,12 @@ def is_lock_message(text: str) -> bool:
 
 
 def is_transient(err: BaseException) -> bool:
-    """True for a store that was busy (sqlite lock, TEMPORARILY_UNAVAILABLE), not for bad input."""
+    """True for a store that was busy (sqlite lock, TEMPORARILY_UNAVAILABLE) or lost a race
+    with another writer inserting the same dataset; False for bad input."""
     while err is not None:
         if getattr(err, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
             return True
-        if is_lock_message(str(err)):
+        if is_lock_message(str(err)) or any(race in str(err) for race in _RACES):
             return True
         err = err.__cause__ or err.__context__
     return False
