@@ -186,8 +186,12 @@ def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
                                   "epoch": int(state["epoch"]) if state else 0})
         outcome = train(cfg, tracker=tracker, reporter=reporter,
                         checkpoint_root=Path(task.checkpoint_root), resume=state)
+        message = outcome.message
+        if outcome.status == "KILLED":  # train's advice (`train --resume`) is not the sweep's
+            message = (f"stopped in epoch {outcome.epochs_done + 1} (checkpointed); running "
+                       f"the sweep again resumes it")
         result = TrialResult(task.key, task.run_id, outcome.status, outcome.epochs_done,
-                             outcome.summary, outcome.message)
+                             outcome.summary, message)
     except CifarctlError as err:  # bad data path, NaN loss, unreadable checkpoint, ...
         result.message = _first_line(err)
     except KeyboardInterrupt:  # a second Ctrl-C: train() has marked the run already

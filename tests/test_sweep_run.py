@@ -1,0 +1,313 @@
+"""`cifarctl sweep` for real: worker processes, a real MLflow store, signals, Ray (issue 5).
+
+Every trial trains `vanillacnn` on 40 synthetic images per class for a few epochs, so most
+of a test's time is the workers' start (a fresh interpreter importing torch and MLflow).
+Those tests are marked slow; the few fast ones check the pieces without training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+from cifarctl.errors import UsageError
+from cifarctl.sweep.ray_backend import store_warning
+from cifarctl.sweep.runner import pin_gpu, visible_gpus
+from cifarctl.sweep.spec import expand, load_spec
+
+PER_CLASS = [f"test_acc_class_{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def sweep_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 training + 10 test images per class, as CIFAR python batches."""
+    from cifarctl.data.synth import SynthSpec, write_batches
+
+    out = tmp_path_factory.mktemp("sweep-synth")
+    write_batches(out, SynthSpec(train_per_class=40, test_per_class=10, seed=1))
+    return out
+
+
+def write_spec(folder: Path, dataset: Path, *, grid=None, include=None, epochs: int = 2,
+               name: str = "tiny") -> Path:
+    """A tiny sweep over `dataset`: vanillacnn, batch 32, a 5-per-class validation split."""
+    doc = {"base": {"model": {"name": "vanillacnn"},
+                    "data": {"dataset": str(dataset), "val_per_class": 5, "imbalance": 2},
+                    "optim": {"epochs": epochs, "batch_size": 32, "warmup": 0, "steps": [],
+                              "lr": 0.05},
+                    "run": {"device": "cpu"}},
+           "grid": grid or {}, "include": include or []}
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def sweep_cli(*args: str):
+    return CliRunner().invoke(app, ["sweep", *args])
+
+
+def runs_of(experiment: str):
+    """(parents, children) of an experiment in the test's store, as MLflow Run objects."""
+    from cifarctl.tracking.mlflow_tracker import connect, find_runs
+
+    runs = find_runs(connect(), experiment)
+    parents = [r for r in runs if "cifarctl.sweep_key" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) + len(children) == len(runs)
+    return parents, children
+
+
+def steps_of(run_id: str, metric: str) -> list[int]:
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    return [m.step for m in connect().get_metric_history(run_id, metric)]
+
+
+# ---- pieces, fast ----------------------------------------------------------------------------
+
+def test_workers_are_pinned_round_robin_to_the_visible_gpus(monkeypatch):
+    assert [pin_gpu(slot, ["0", "1"]) for slot in range(5)] == ["0", "1", "0", "1", "0"]
+    assert pin_gpu(3, []) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")  # a user's own restriction is kept
+    assert visible_gpus() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+def test_a_remote_cluster_with_a_local_store_gets_a_clear_warning():
+    warning = store_warning("ray://head:10001", "sqlite:////home/me/mlflow.db")
+    assert "every node must reach it" in warning and "mlflow server" in warning
+    assert store_warning(None, "sqlite:////home/me/mlflow.db") is None
+    assert store_warning("ray://head:10001", "http://mlflow:5000") is None
+
+
+def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_path):
+    from cifarctl.sweep.store import OWNER_TAG, open_sweep
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    plan = expand(load_spec(write_spec(tmp_path, tmp_path, grid={"seed": [0]})))
+    client = connect()
+    first = open_sweep(client, plan)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        client.set_tag(first.parent_id, OWNER_TAG, f"{socket.gethostname()}:{sleeper.pid}")
+        with pytest.raises(UsageError, match=f"already running \\(process {sleeper.pid}"):
+            open_sweep(client, plan)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    again = open_sweep(client, plan)  # its owner is gone: the same parent is taken over
+    assert again.parent_id == first.parent_id and not again.created
+
+
+def test_workers_logging_the_same_dataset_at_once_lose_nothing(mlflow_store):
+    """Trials that start together log the same dataset: MLflow's check-then-insert races
+    (UNIQUE constraint failed: datasets...); the tracking layer retries it (found by the Ray
+    test, whose two tasks start at the same moment)."""
+    import threading
+
+    from cifarctl.tracking.mlflow_tracker import connect, start_run
+
+    errors: list[str] = []
+    for attempt in range(3):
+        runs = [start_run(experiment="race") for _ in range(6)]
+        barrier = threading.Barrier(len(runs))
+
+        def log(tracker, name=f"synthetic-{attempt}", barrier=barrier):
+            barrier.wait()
+            try:
+                tracker.log_dataset(name, "f" * 64, "synthetic", num_rows=10)
+            except Exception as err:  # noqa: BLE001 - collected and shown below
+                errors.append(str(err).splitlines()[0])
+
+        threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for run in runs:
+            inputs = connect().get_run(run.run_id).inputs.dataset_inputs
+            assert [i.dataset.name for i in inputs] == [f"synthetic-{attempt}"]
+    assert not errors, errors
+
+
+# ---- real sweeps -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_four_workers_one_sqlite_store_one_parent_every_child_and_metric(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1, 2, 3]})
+    plan = expand(load_spec(spec))
+    result = sweep_cli(str(spec), "--workers", "4")
+    assert result.exit_code == 0, result.output
+    assert "4 ok" in result.output and "Traceback" not in result.output
+
+    (parent,), children = runs_of("tiny")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["trial_count"] == "4" and parent.data.tags["trials_ok"] == "4"
+    assert parent.data.params["grid.run.seed"] == "[0, 1, 2, 3]"
+    assert sorted(c.data.tags["cifarctl.trial_key"] for c in children) == sorted(
+        t.key for t in plan.trials)
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.params["run.seed"] == str(json.loads(
+            child.data.tags["cifarctl.trial_overrides"])["run.seed"])
+        for metric in ["train_loss", "val_acc", "test_acc", "lr", *PER_CLASS]:
+            assert steps_of(child.info.run_id, metric) == [0, 1], metric
+        assert "test_acc_at_best" in child.data.metrics and "best_val_acc" in child.data.metrics
+        assert (Path("checkpoints") / child.info.run_id / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """The failure shows only at run time (a dataset path that does not exist)."""
+    missing = tmp_path / "no-such-dataset"
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]},
+                      include=[{"data.dataset": str(missing), "seed": 5}])
+    result = sweep_cli(str(spec), "--workers", "2")
+    assert result.exit_code == 1, result.output
+    assert "2 ok, 1 failed" in result.output
+    assert f"{missing} does not exist" in result.output  # the reason, on its row
+    (parent,), children = runs_of("tiny")
+    assert parent.info.status == "FAILED" and parent.data.tags["trials_failed"] == "1"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+    failed = next(c for c in children if c.info.status == "FAILED")
+
+    again = sweep_cli(str(spec), "--workers", "2")
+    assert again.exit_code == 1, again.output
+    assert "skipping 2 of 3" in again.output and "1 failed, 2 skipped" in again.output
+    _, children = runs_of("tiny")
+    assert len(children) == 3  # the retry ran in the failed trial's own run
+    assert failed.info.run_id in {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+def test_fail_fast_stops_at_the_first_failure(mlflow_store, data_home, sweep_dataset, tmp_path):
+    spec = write_spec(tmp_path, sweep_dataset,
+                      grid={"data.dataset": [str(tmp_path / "missing"), str(sweep_dataset)],
+                            "seed": [0, 1]})
+    result = sweep_cli(str(spec), "--fail-fast")
+    assert result.exit_code == 1, result.output
+    assert "--fail-fast: trial" in result.output and "1 failed, 3 not run" in result.output
+    _, children = runs_of("tiny")
+    assert [c.info.status for c in children] == ["FAILED"]
+
+
+def _start(spec: Path, *extra: str) -> subprocess.Popen:
+    """The sweep as a user starts it, in its own process group (a terminal's job)."""
+    cmd = [sys.executable, "-m", "cifarctl", "sweep", str(spec), "--workers", "2", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
+
+
+def _interrupt_when(proc: subprocess.Popen, send, ready) -> tuple[list[int], str]:
+    """Read the plain progress lines until `ready(lines)`, then `send()`; return the
+    workers' pids and everything the sweep printed."""
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        if ready(lines):
+            send()
+            break
+    else:
+        pytest.fail("the sweep ended before it could be interrupted:\n" + "".join(lines))
+    out, err = proc.communicate(timeout=240)
+    pids = [int(line.split("(pid ")[1].split(",")[0]) for line in lines if "(pid " in line]
+    return pids, "".join(lines) + err + out
+
+
+def _gone(pid: int, within: float = 60.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _epoch_lines(lines: list[str], key: str) -> int:
+    return sum(f"] {key} epoch " in line for line in lines)
+
+
+@pytest.mark.slow
+def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it; the sweep also
+    forwards SIGTERM), then SIGKILL of the sweep alone (its workers must not outlive it),
+    then a run to the end."""
+    long = 30
+    spec = write_spec(tmp_path, sweep_dataset, epochs=long,
+                      include=[{"seed": 0, "optim.epochs": 1}, {"seed": 1}, {"seed": 2}])
+    keys = [t.key for t in expand(load_spec(spec)).trials]
+
+    # 1. Ctrl-C once the short trial is done and the last one has an epoch behind it
+    proc = _start(spec)
+    pids, out = _interrupt_when(proc, lambda: os.killpg(proc.pid, signal.SIGINT), lambda lines: (
+        any(f"{keys[0]} ok" in line for line in lines) and _epoch_lines(lines, keys[2]) >= 1))
+    assert proc.returncode == 130, out
+    assert "SIGINT: stopping the running trials" in out and f"{keys[2]} killed: " in out
+    assert "Traceback" not in out
+    assert len(pids) == 3 and all(_gone(pid) for pid in pids)
+    (parent,), children = runs_of("tiny")
+    assert parent.info.status == "KILLED"
+    status = {c.data.tags["cifarctl.trial_key"]: c.info.status for c in children}
+    assert status[keys[0]] == "FINISHED" and status[keys[2]] == "KILLED"
+    assert status[keys[1]] in ("FINISHED", "KILLED")  # it may have ended before Ctrl-C
+
+    # 2. SIGKILL: the sweep cannot forward anything; its workers notice and stop themselves
+    proc = _start(spec)
+    pids, out = _interrupt_when(proc, proc.kill, lambda lines: _epoch_lines(lines, keys[2]) >= 1)
+    assert proc.returncode == -signal.SIGKILL
+    assert "skipping 1 of 3" in out or "skipping 2 of 3" in out
+    assert pids and all(_gone(pid) for pid in pids), out
+    assert {c.info.status for c in runs_of("tiny")[1]} == {"FINISHED", "KILLED"}
+
+    # 3. the rest, to the end: resumed in the same runs, never restarted
+    proc = _start(spec, "-q")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    (parent,), children = runs_of("tiny")
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.data.tags["cifarctl.trial_key"] for c in children) == sorted(keys)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        epochs = 1 if child.data.tags["cifarctl.trial_key"] == keys[0] else long
+        assert steps_of(child.info.run_id, "test_acc") == list(range(epochs))
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_the_same_tiny_sweep_locally(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
+                                            "'cifarctl[ray]'")
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = sweep_cli(str(spec), "--backend", "ray", "--cpus-per-trial", "1")
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert "2 ok" in result.output
+    (parent,), children = runs_of("tiny")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert steps_of(child.info.run_id, "test_acc") == [0, 1]
