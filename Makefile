@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_PIN),$(BIN)/python -m pip install --quiet $(TORCH_PIN))
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	# the ray extra lets the test suite run `sweep --backend ray` on a local Ray instance
+	# (ray[default] from PyPI: about 60 s and 380 MB on Python 3.11)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' $(TORCH_PIN)
 	touch $(STAMP)
 
 lint: $(STAMP)
