@@ -176,7 +176,7 @@ def summary_table(outcome: Any) -> Any:
     table.add_column("key", no_wrap=True, min_width=12)
     table.add_column("trial", overflow="fold")
     table.add_column("result")
-    table.add_column("test acc", justify="right")
+    table.add_column("test acc", justify="right", no_wrap=True, min_width=8)
     table.add_column("run", no_wrap=not reasons, overflow="fold")
     if reasons:
         table.add_column("reason", overflow="fold", ratio=2)

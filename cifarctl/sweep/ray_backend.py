@@ -62,7 +62,7 @@ class RayExecutor:
         if self.owned:
             local = address in (None, "", "local")
             ray.init(address=None if local else address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+                     log_to_driver=False, logging_level="ERROR")
         self.queue = Queue()
         self.remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
                                  max_retries=0)(ray_main)

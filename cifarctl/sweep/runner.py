@@ -317,7 +317,7 @@ class _Sweep:
                 self.executor.kill()
         for state in self.outcome.trials:
             if state.status == "queued":
-                state.status = "not run"
+                state.status, state.message = "not run", "not started: the sweep stopped"
                 self.display.update(state)
         return self.outcome
 
