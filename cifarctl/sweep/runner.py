@@ -14,18 +14,15 @@ A group is the unit a worker runs: today one trial (`groups_of_one`); fused trai
 
 Failures: a trial that fails is reported and the others go on, unless `fail_fast`, which
 stops the running trials (they checkpoint and end KILLED) and starts no more. SIGINT/SIGTERM
-do the same; a second signal kills the workers at once. Whatever happens, no run is left
+do the same; a second Ctrl-C kills the workers at once. Whatever happens, no run is left
 RUNNING: a worker that dies without a word has its run ended by this process.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,30 +188,6 @@ class LocalExecutor:
 
 # ---- the scheduler ----------------------------------------------------------------------
 
-class _Signals:
-    """SIGINT/SIGTERM in the sweep process: the first asks for a stop, the second for a kill."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.name = ""
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        self.name = signal.Signals(signum).name
-
-    @contextmanager
-    def installed(self) -> Iterator[_Signals]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
 class _Sweep:
     """One attempt at a plan: the bookkeeping between the executor's events and MLflow."""
 
@@ -288,6 +261,11 @@ class _Sweep:
             self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
                               f"others (they can resume)")
 
+    def kill(self, why: str) -> bool:
+        self.display.message(f"{why}: killing the workers now")
+        self.executor.kill()
+        return True
+
     def request_stop(self, why: str) -> None:
         if self.stopping:
             return
@@ -296,25 +274,28 @@ class _Sweep:
         self.display.message(why)
         self.executor.stop()
 
-    def run(self, signals: _Signals) -> SweepOutcome:
+    def run(self, stop: Any) -> SweepOutcome:
+        """Schedule to the end. `stop`: training's StopFlag, set by the first SIGINT/SIGTERM;
+        a second Ctrl-C raises KeyboardInterrupt in here."""
         pending = groups_of_one([s for s in self.outcome.trials if s.status == "queued"])
         for state in self.outcome.trials:
             self.display.update(state)
         killed = False
         while (pending and not self.stopping) or self.executor.busy():
-            while pending and not self.stopping and self.executor.free() > 0:
-                self.start(pending.pop(0))
-            for event in self.executor.poll(POLL_S):
-                self.handle(*event)
-            if signals.count and not self.outcome.interrupted:
+            try:
+                while pending and not self.stopping and self.executor.free() > 0:
+                    self.start(pending.pop(0))
+                for event in self.executor.poll(POLL_S):
+                    self.handle(*event)
+            except KeyboardInterrupt:
+                killed = self.kill("a second Ctrl-C")
+            if stop.requested and not self.outcome.interrupted:
                 self.outcome.interrupted = True
-                self.request_stop(f"{signals.name}: stopping the running trials (they "
-                                  f"checkpoint); run the same command again to resume")
-            if self.stopping and not killed and (
-                    signals.count > 1 or time.monotonic() > self.stop_deadline):
-                killed = True
-                self.display.message("killing the workers now")
-                self.executor.kill()
+                self.request_stop(f"{stop.signal_name}: stopping the running trials (they "
+                                  f"checkpoint; Ctrl-C again kills them); run the same "
+                                  f"command again to resume")
+            if self.stopping and not killed and time.monotonic() > self.stop_deadline:
+                killed = self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
         for state in self.outcome.trials:
             if state.status == "queued":
                 state.status, state.message = "not run", "not started: the sweep stopped"
@@ -332,6 +313,7 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
     from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.training import StopFlag  # the signal handling `train` uses
 
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()
@@ -359,8 +341,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
         if skipped:
             display.message(f"skipping {skipped} of {len(plan.trials)} trials already FINISHED "
                             f"(parent run {sweep.outcome.parent_run_id})")
-        with _Signals().installed() as signals:
-            outcome = sweep.run(signals)
+        stop = StopFlag()
+        with stop.installed():
+            outcome = sweep.run(stop)
     finally:
         executor.close()
         display.close()
