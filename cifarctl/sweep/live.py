@@ -37,7 +37,7 @@ def describe_overrides(overrides: dict[str, Any]) -> str:
 
 def _progress(state: TrialState) -> str:
     if not state.epochs:
-        return ""
+        return "starting" if state.status == "running" else ""
     text = f"epoch {state.epoch}/{state.epochs}"
     if state.status == "running" and state.step:
         done, steps = state.step
@@ -114,8 +114,9 @@ class LiveTable:
         self.console = Console(stderr=True)
         self.states: dict[str, TrialState] = {}
         self.total = total
+        # transient: the summary table replaces it at the end
         self.live = Live(self._render(), console=self.console, refresh_per_second=4,
-                         get_renderable=self._render)
+                         get_renderable=self._render, transient=True)
         self.live.start()
 
     def _rows(self) -> list[TrialState]:
@@ -153,7 +154,6 @@ class LiveTable:
         self.live.console.print(text)
 
     def close(self) -> None:
-        self.live.update(self._render(), refresh=True)
         self.live.stop()
 
 

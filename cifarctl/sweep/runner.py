@@ -57,7 +57,6 @@ class SweepOutcome:
     parent_run_id: str
     trials: list[TrialState]
     interrupted: bool = False  # a signal stopped it
-    stopped_by_failure: bool = False  # --fail-fast stopped it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -200,7 +199,6 @@ class _Sweep:
         runs = open_sweep(client, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
-        self.resumable: set[str] = set()
         for state in self.outcome.trials:
             child = runs.children.get(state.trial.key)
             if child is None:
@@ -211,7 +209,6 @@ class _Sweep:
                 state.summary = {k: v for k, v in child.data.metrics.items()
                                  if k in ("test_acc_at_best", "best_val_acc")}
             else:
-                self.resumable.add(state.trial.key)
                 state.message = f"{child.info.status} before: continues in its run"
         self.stopping = False
         self.stop_deadline = 0.0
@@ -257,7 +254,6 @@ class _Sweep:
         if state.run_id is not None:
             end_if_running(self.client, state.run_id, status)
         if state.status == "failed" and self.fail_fast and not self.stopping:
-            self.outcome.stopped_by_failure = True
             self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
                               f"others (they can resume)")
 
