@@ -281,6 +281,7 @@ def test_dry_run_table_shows_every_trial_and_its_key():
     ("grid:\n  seed: [0]\n", ["--workers", "0"], "--workers must be >= 1"),
     ("grid:\n  seed: [0]\n", ["--backend", "slurm"], "--backend must be one of local, ray"),
     ("grid:\n  seed: [0]\n", ["--address", "auto"], "go with --backend ray"),
+    ("grid:\n  seed: [0]\n", ["--gpus-per-trial", "0.5"], "go with --backend ray"),
     ("grid:\n  seed: [0]\n", ["--set", "seed=3"], "the sweep varies run.seed"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, body, args, message):

@@ -39,8 +39,9 @@ def sweep(
     address: Annotated[str | None, typer.Option(
         help="Ray cluster address (ray://HOST:10001 or auto); default: a local Ray instance.")
                        ] = None,
-    gpus_per_trial: Annotated[float, typer.Option(
-        help="Ray: GPUs per trial; fractions share a GPU (0.25 = four trials a GPU).")] = 0.0,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        help="Ray: GPUs per trial; fractions share a GPU (0.25 = four trials a GPU). Default: "
+             "1 on a cluster with GPUs, else 0.", show_default=False)] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="Ray: CPUs per trial.")] = 1.0,
     fail_fast: Annotated[bool, typer.Option(
         "--fail-fast", help="Stop every trial (they checkpoint) at the first failure.")
@@ -83,11 +84,12 @@ def sweep(
         raise UsageError("--json goes with --dry-run (a sweep's results are in MLflow)")
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "ray" and (address is not None or gpus_per_trial or cpus_per_trial != 1.0):
+    if backend != "ray" and (address is not None or gpus_per_trial is not None
+                             or cpus_per_trial != 1.0):
         raise UsageError("--address, --gpus-per-trial and --cpus-per-trial go with --backend ray")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
-    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+    if (gpus_per_trial or 0) < 0 or cpus_per_trial <= 0:
         raise UsageError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
     overrides: dict[str, Any] = parse_set_option(set_ or [])
     if device is not None:

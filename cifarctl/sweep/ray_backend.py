@@ -50,7 +50,7 @@ class RayExecutor:
     """Up to `workers` Ray tasks in flight (default: as many as there are trials)."""
 
     def __init__(self, address: str | None, tracking_uri: str, *, workers: int | None,
-                 gpus_per_trial: float, cpus_per_trial: float,
+                 gpus_per_trial: float | None, cpus_per_trial: float,
                  message: Callable[[str], None]) -> None:
         ray = self.ray = import_ray()
         from ray.util.queue import Queue
@@ -63,6 +63,8 @@ class RayExecutor:
             local = address in (None, "", "local")
             ray.init(address=None if local else address, include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
+        if gpus_per_trial is None:  # a whole GPU per trial where there are GPUs
+            gpus_per_trial = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         self.queue = Queue()
         self.remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
                                  max_retries=0)(ray_main)

@@ -300,7 +300,7 @@ class _Sweep:
 
 
 def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
-              address: str | None = None, gpus_per_trial: float = 0.0,
+              address: str | None = None, gpus_per_trial: float | None = None,
               cpus_per_trial: float = 1.0, fail_fast: bool = False,
               tracking_uri: str | None = None, checkpoint_root: Path = Path("checkpoints"),
               display: Display | None = None) -> SweepOutcome:
