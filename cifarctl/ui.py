@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from cifarctl.errors import CifarctlError, UsageError
-from cifarctl.tracking.store import artifact_root, check_reachable, resolve_tracking_uri
+from cifarctl.tracking.store import (
+    artifact_root,
+    check_reachable,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only; `--host 0.0.0.0` shares the UI on a network
 DEFAULT_PORT = 5000  # `mlflow server`'s own default
@@ -125,6 +130,19 @@ def _raise_bind_error(host: str, port: int, err: OSError) -> NoReturn:
         raise UsageError(f"no permission to listen on port {port}; use a port above 1023, "
                          f"e.g. --port {DEFAULT_PORT}")
     raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}; check --host")
+
+
+def check_store(tracking_uri: str) -> None:
+    """UsageError if a sqlite store's file does not exist: nothing was tracked there.
+
+    `mlflow server` would create an empty store (and its folders) at a mistyped path and show
+    an empty UI; saying so is more use.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise UsageError(f"no MLflow store at {db}: nothing was tracked there yet; run "
+                         f"`cifarctl train` here first, or point --tracking-uri (or "
+                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -254,6 +272,7 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
+    check_store(uri)
     port = free_port(host) if port == 0 else port
     check_port(host, port)
     fd, log_name = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
@@ -334,6 +353,7 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
         if open_browser:
             webbrowser.open(page)
         return
+    check_store(uri)
     port = free_port(host) if port == 0 else port
     check_port(host, port)  # before saying anything about starting
     root = artifact_root(uri)

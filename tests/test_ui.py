@@ -142,6 +142,13 @@ def test_port_in_use_exits_2_and_suggests_a_free_one(mlflow_store):
     assert "ready: " not in result.output and "starting" not in result.output
 
 
+def test_a_store_that_does_not_exist_exits_2_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo" / "mlflow.db"
+    assert_one_line_error(run_ui("--tracking-uri", f"sqlite:///{missing}"), 2,
+                          f"no MLflow store at {missing}", "--tracking-uri")
+    assert not missing.parent.exists()
+
+
 def test_host_that_is_not_ours_exits_2(mlflow_store):
     # 192.0.2.1 is TEST-NET-1 (RFC 5737): a valid address that no machine here has
     assert_one_line_error(run_ui("--host", "192.0.2.1", "--port", "0"), 2,
