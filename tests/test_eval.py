@@ -256,6 +256,21 @@ def test_checkpoint_path_last_and_val_split(trained):
         "eval/last_val/confusion_matrix.png"}
 
 
+def test_another_dataset_gets_its_own_metric_names(trained, tmp_path):
+    from cifarctl.data.synth import SynthSpec, write_batches
+
+    other = tmp_path / "other-synth"
+    write_batches(other, SynthSpec(train_per_class=20, test_per_class=5, seed=1))
+    result = run_eval(trained["run_id"], "--dataset", str(other), "--json",
+                      "--checkpoints", str(trained["checkpoints"]))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["images"] == 50 and doc["dataset"] == str(other)
+    assert set(doc["metrics"]) >= {"eval_other_synth_test_acc", "eval_other_synth_ece"}
+    assert doc["train_counts"][0] == 50  # shot groups still by the run's own training set
+    assert doc["artifact_dir"] == "eval/other_synth"
+
+
 def test_checkpoint_comes_from_the_run_when_not_local(trained, tmp_path):
     result = run_eval(trained["run_id"], "--checkpoints", str(tmp_path / "elsewhere"),
                       "--no-log", "--json")

@@ -75,14 +75,14 @@ def report(
     from cifarctl.report import render
     from cifarctl.report.build import build_report
     from cifarctl.report.export import export_report, log_report_run
-    from cifarctl.tracking.mlflow_tracker import connect
 
-    client = connect(tracking_uri)
-    result = build_report(client, experiments=experiment, parent=parent,
+    result = build_report(tracking_uri, experiments=experiment, parent=parent,
                           filter_string=filter_ or "", by=by, baseline=baseline)
     err = Console(stderr=True)
-    if out is not None:
-        written = export_report(result, client, out, fmt=format_)
+    if out is not None:  # figures read histories and artifacts through MLflow
+        from cifarctl.tracking.mlflow_tracker import connect
+
+        written = export_report(result, connect(result.tracking_uri), out, fmt=format_)
         err.print(f"wrote {len(written.files)} files to {out}", style="dim", highlight=False)
         if not no_log:
             run_id = log_report_run(result, written)

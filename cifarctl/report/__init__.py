@@ -1,7 +1,7 @@
 """`cifarctl report`: runs from the MLflow store compared over seeds (issue 6).
 
     from cifarctl.report.build import build_report
-    report = build_report(connect(uri), experiments=["lt100"])
+    report = build_report("sqlite:///mlflow.db", experiments=["lt100"])
 
 Modules, one concern each: `runs` (MLflow -> pandas), `groups` (seeds -> configurations,
 labels), `stats` (mean, CI, t-tests; pure), `tables` (the three tables), `literature`

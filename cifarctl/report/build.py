@@ -1,6 +1,6 @@
 """`build_report`: from the MLflow store to the report's tables, as one plain object.
 
-    report = build_report(connect(uri), experiments=["lt100"])
+    report = build_report("sqlite:///mlflow.db", experiments=["lt100"])
     report.per_class[0].overall.mean, report.head_to_head[0].verdict, report.to_dict()
 
 Reads runs (`runs`), groups seeds (`groups`), computes the tables (`tables`); rendering
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS
@@ -19,9 +19,6 @@ from cifarctl.report import tables
 from cifarctl.report.groups import Group, default_columns, make_groups, param, resolve_columns
 from cifarctl.report.runs import load_runs, split_usable
 from cifarctl.report.stats import CONFIDENCE, Summary
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
 
 
 @dataclass
@@ -96,7 +93,8 @@ class Report:
         }
 
 
-def build_report(client: MlflowClient, *, experiments: Sequence[str] | None = None,
+def build_report(tracking_uri: str | None = None, *,
+                 experiments: Sequence[str] | None = None,
                  parent: str | None = None, filter_string: str = "", by: str | None = None,
                  baseline: str = tables.DEFAULT_BASELINE) -> Report:
     """Load the runs, group their seeds and compute the three tables.
@@ -105,8 +103,10 @@ def build_report(client: MlflowClient, *, experiments: Sequence[str] | None = No
     run with the summary metrics, a filter that matches nothing), saying what to do.
     """
     spec = tables.parse_baseline(baseline)
-    loaded = load_runs(client, experiments=experiments, parent=parent,
-                       filter_string=filter_string)
+    from cifarctl.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
     runs = split_usable(loaded)
     if runs.frame.empty:
         reasons = sorted({s["reason"] for s in runs.skipped})
@@ -128,7 +128,7 @@ def build_report(client: MlflowClient, *, experiments: Sequence[str] | None = No
         notes.append(f"runs from {len(loaded.experiments)} experiments "
                      f"({', '.join(loaded.experiments)}); choose with --experiment NAME")
     return Report(
-        tracking_uri=client.tracking_uri, experiments=loaded.experiments, parent=parent,
+        tracking_uri=uri, experiments=loaded.experiments, parent=parent,
         filter=filter_string, by=by, grouping_keys=[param(c) for c in columns],
         class_names=tables.class_names(runs.frame, num_classes), per_class=per_class,
         head_to_head=comparisons, baseline=spec, literature=literature, notes=notes,

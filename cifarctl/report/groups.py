@@ -57,9 +57,12 @@ def number(value: object) -> float | None:
 
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
-    """Every `params.*` column except `NON_RESULT_KEYS`, lead keys first."""
+    """Every `params.*` column some run has, except `NON_RESULT_KEYS`, lead keys first.
+
+    (Columns no run has come from runs left out, e.g. a sweep parent's `grid.*` params.)
+    """
     keys = [c for c in frame.columns if c.startswith("params.")
-            and param(c) not in NON_RESULT_KEYS]
+            and param(c) not in NON_RESULT_KEYS and frame[c].notna().any()]
     return sorted(keys, key=_column_order)
 
 
