@@ -296,6 +296,8 @@ def test_report_shows_the_trained_runs_confusion_matrix(trained, tmp_path):
     assert doc["per_class"][0]["n"] == 1 and doc["per_class"][0]["test_acc"]["ci95"] is None
     # eval metrics of the run appear in table 1 once logged
     assert "eval_ece" in doc["per_class"][0]
+    # a figure the runs cannot give is named, with the reason
+    assert "no accuracy-vs-β figure" in (out / "report.md").read_text()
 
 
 def test_val_split_needs_one(trained, tmp_path):

@@ -98,8 +98,8 @@ def eval_command(
         render(result, Console())
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+def _pct(value: float | None, unit: str = "") -> str:
+    return "—" if value is None else f"{100 * value:.1f}{unit}"
 
 
 def render(result: Any, console: Any) -> None:
@@ -111,16 +111,16 @@ def render(result: Any, console: Any) -> None:
     summary = Table(title=f"{result.source} ({result.which} checkpoint), {result.dataset} "
                           f"{result.split}: {result.images} images", show_header=False,
                     title_justify="left")
-    summary.add_row("accuracy", f"{_pct(result.accuracy)} %")
+    summary.add_row("accuracy", _pct(result.accuracy, " %"))
     summary.add_row("cross-entropy", f"{result.loss:.4f}")
-    summary.add_row("ECE (15 bins)", f"{_pct(result.ece)} %")
+    summary.add_row("ECE (15 bins)", _pct(result.ece, " %"))
     for group, value in result.shots.items():
         classes = result.shot_classes.get(group, [])
-        what = (f"classes {', '.join(map(str, classes))}" if classes else
-                "no class" if result.train_counts else "training counts unknown")
-        summary.add_row(f"{group}-shot", f"{_pct(value)} %  ({SHOT_RULES[group]}: {what})")
+        what = (f"class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}"
+                if classes else "no class" if result.train_counts else "training counts unknown")
+        summary.add_row(f"{group}-shot", f"{_pct(value, ' %')}  ({SHOT_RULES[group]}: {what})")
     if result.mean_corruption_acc is not None:
-        summary.add_row("mean corruption accuracy", f"{_pct(result.mean_corruption_acc)} %")
+        summary.add_row("mean corruption accuracy", _pct(result.mean_corruption_acc, " %"))
     console.print(summary)
 
     per_class = Table(title="per class", title_justify="left")

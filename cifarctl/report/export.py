@@ -65,9 +65,11 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
     _prepare(folder)
     written = Written(folder)
     if figures:
-        for name, caption, fig in report_figures(report, client):
+        made, notes = report_figures(report, client)
+        for name, caption, fig in made:
             written.files.append(plots.save_png(fig, folder / name))
             written.figures.append((caption, name))
+        report.notes.extend(notes)
     page = (render.html(report, written.figures) if fmt == "html"
             else render.markdown(report, written.figures))
     written.files.append(_write(folder / ("report.html" if fmt == "html" else "report.md"),

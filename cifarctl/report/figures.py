@@ -166,15 +166,23 @@ def confusion_figure(report: Report, client: MlflowClient) -> tuple[Figure, str]
         f"row-normalised{cut}{note}")
 
 
-def report_figures(report: Report, client: MlflowClient) -> list[tuple[str, str, Figure]]:
-    """`(file name, caption, figure)` for every picture the runs allow."""
-    out = []
+def report_figures(report: Report, client: MlflowClient
+                   ) -> tuple[list[tuple[str, str, Figure]], list[str]]:
+    """`(file name, caption, figure)` for every picture the runs allow, and a note for each
+    picture they do not allow."""
+    out, notes = [], []
     fig, caption = curves_figure(report, client)
     out.append(("curves.png", caption, fig))
     out += [(name, caption, fig) for name, fig, caption in per_class_figures(report)]
-    for name, made in (("accuracy_vs_beta.png", beta_figure(report)),
-                       ("confusion_matrices.png", confusion_figure(report, client))):
-        if made is not None:
-            out.append((name, made[1], made[0]))
-    return out
-
+    beta = beta_figure(report)
+    if beta is None:
+        notes.append("no accuracy-vs-β figure: no configurations differ only in loss.beta")
+    else:
+        out.append(("accuracy_vs_beta.png", beta[1], beta[0]))
+    confusion = confusion_figure(report, client)
+    if confusion is None:
+        notes.append("no confusion-matrix figure: no run has a confusion_matrix.json artifact "
+                      "(cifarctl train writes it; `cifarctl eval RUN_ID` adds one to older runs)")
+    else:
+        out.append(("confusion_matrices.png", confusion[1], confusion[0]))
+    return out, notes

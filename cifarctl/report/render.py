@@ -68,6 +68,12 @@ def _class_headers(report: Report) -> list[str]:
     return [f"{i} {name}" for i, name in enumerate(report.class_names)]
 
 
+def _extra_text(s: Summary, runs: int) -> str:
+    """An eval_* cell; it says how many runs have it when not all of them do."""
+    text = summary_text(s)
+    return text if s.n in (0, runs) else f"{text} (n={s.n})"
+
+
 def per_class_table(report: Report) -> TextTable:
     extras = list(report.per_class[0].extras) if report.per_class else []
     headers = ["config", "n", "overall", *_class_headers(report), *SHOT_GROUPS, "worst class",
@@ -79,7 +85,7 @@ def per_class_table(report: Report) -> TextTable:
         rows.append([r.label, str(r.n), summary_text(r.overall),
                      *(summary_text(c) for c in r.classes),
                      *(summary_text(r.shots[g]) for g in SHOT_GROUPS), worst,
-                     *(summary_text(r.extras[m], scale=100.0) for m in extras)])
+                     *(_extra_text(r.extras[m], r.n) for m in extras)])
     shots = "; ".join(f"{g}: {SHOT_RULES[g]}" for g in SHOT_GROUPS)
     return TextTable("per_class", "Test accuracy per class (%)", headers, rows,
                      f"mean ± 95 % CI (Student t) over seeds; n = runs. Shot groups by the "
