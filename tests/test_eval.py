@@ -312,6 +312,7 @@ def test_val_split_needs_one(trained, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["0123456789abcdef0123456789abcdef"], "unknown run id"),
+    (["RUN", "--tracking-uri", "sqlite:///typo/mlflow.db"], "no MLflow store at"),
     (["nope.pt"], "neither a checkpoint file nor an MLflow run id"),
     (["RUN", "--which", "worst"], "--which must be one of best, last"),
     (["RUN", "--split", "train"], "--split must be test or val"),

@@ -374,6 +374,13 @@ def test_bad_input_exits_2_with_one_line(store, args, message):
     assert result.output.count("\n") == 1
 
 
+def test_missing_store_file_is_an_error_not_a_new_store(tmp_path):
+    missing = tmp_path / "typo" / "mlflow.db"
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", f"sqlite:///{missing}"])
+    assert result.exit_code == 2 and "no MLflow store at" in result.output
+    assert not missing.parent.exists()
+
+
 def test_only_unreportable_runs_exit_2(store):
     result = report(store, "-e", "lt100", "--filter", "attributes.status = 'KILLED'")
     assert result.exit_code == 2 and "status KILLED" in result.output

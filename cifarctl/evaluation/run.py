@@ -102,8 +102,11 @@ def _config(state: dict[str, Any], path: Path) -> RunConfig:
 def _attach_run(target: EvalTarget, *, required: bool) -> Any:
     """Check the run exists (UsageError if `required`), note its class counts; its tracker."""
     from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+    from cifarctl.tracking.store import resolve_tracking_uri
+    from cifarctl.ui import check_store
 
     try:
+        check_store(resolve_tracking_uri(target.tracking_uri))  # no empty store at a typo
         client = connect(target.tracking_uri)
         run = get_run(client, target.run_id)
     except UsageError:

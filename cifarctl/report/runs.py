@@ -224,8 +224,10 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
     or when nothing is left to report on, saying how to choose.
     """
     from cifarctl.tracking.store import resolve_tracking_uri, sqlite_path
+    from cifarctl.ui import check_store
 
     uri = resolve_tracking_uri(tracking_uri)
+    check_store(uri)  # a mistyped sqlite path: say so, rather than create an empty store
     filter_string = filter_string.strip()
     db = sqlite_path(uri)
     frame = names = None
