@@ -374,6 +374,19 @@ def test_bad_input_exits_2_with_one_line(store, args, message):
     assert result.output.count("\n") == 1
 
 
+def test_documented_filter_examples_parse(store):
+    from cifarctl.errors import UsageError
+    from cifarctl.report.runs import FILTER_EXAMPLES, load_runs
+
+    for example in FILTER_EXAMPLES:  # the examples of --help and error messages
+        try:
+            load_runs(store["uri"], experiments=["lt100"], filter_string=example)
+        except UsageError as err:
+            assert "invalid --filter" not in str(err), example
+    focal = load_runs(store["uri"], experiments=["lt100"], filter_string=FILTER_EXAMPLES[0])
+    assert set(focal.frame["params.loss.name"]) == {"focal"} and len(focal.frame) == 6
+
+
 def test_missing_store_file_is_an_error_not_a_new_store(tmp_path):
     missing = tmp_path / "typo" / "mlflow.db"
     result = CliRunner().invoke(app, ["report", "--tracking-uri", f"sqlite:///{missing}"])

@@ -3,7 +3,7 @@ pictures.
 
     $ cifarctl report --experiment lt100
     $ cifarctl report --parent 3f2c... --format markdown --out reports/beta-sweep
-    $ cifarctl report --filter "params.`data.imbalance` = '100.0'" --by loss.name,loss.beta
+    $ cifarctl report --filter "params.data.imbalance = '100.0'" --by loss.name,loss.beta
 
 Parses, calls `cifarctl.report.build.build_report`, renders (`render`) and writes
 (`export`). Heavy imports (MLflow, pandas, matplotlib) happen inside the command body.
@@ -27,7 +27,7 @@ def report(
     parent: Annotated[str | None, typer.Option(
         help="Only the child runs of this run (a `cifarctl sweep` parent run id).")] = None,
     filter_: Annotated[str | None, typer.Option(
-        "--filter", help="MLflow search filter, e.g. \"params.`loss.name` = 'focal'\" or "
+        "--filter", help="MLflow search filter, e.g. \"params.loss.name = 'focal'\" or "
                          "\"tags.imbalance = '100' and metrics.test_acc_at_best > 0.5\".")
                        ] = None,
     by: Annotated[str | None, typer.Option(
@@ -61,7 +61,7 @@ def report(
 
       cifarctl report --parent 3f2c... --out reports/sweep
 
-      cifarctl report --filter "params.`data.imbalance` = '100.0'" --format csv > t1.csv
+      cifarctl report --filter "params.data.imbalance = '100.0'" --format csv > t1.csv
     """
     from cifarctl.errors import UsageError
 

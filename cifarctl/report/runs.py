@@ -1,7 +1,7 @@
 """The runs a report is about, read from the MLflow store into one pandas DataFrame.
 
     runs = load_runs("sqlite:///mlflow.db", experiments=["lt100"],
-                     filter_string="params.`loss.name` = 'focal'")
+                     filter_string="params.loss.name = 'focal'")
     runs.frame["metrics.test_acc_at_best"]      # one row per run, mlflow.search_runs' columns
 
 Columns follow `mlflow.search_runs(output_format="pandas")`: `run_id`, `experiment_id`,
@@ -38,7 +38,7 @@ KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its f
 REPORT_KIND = "report"
 PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOLD)
 SUMMARY_METRIC = "test_acc_at_best"  # a run without it has nothing to report (ARCHITECTURE.md)
-FILTER_EXAMPLES = ("params.`loss.name` = 'focal'", "params.`data.imbalance` = '100.0'",
+FILTER_EXAMPLES = ("params.loss.name = 'focal'", "params.data.imbalance = '100.0'",
                    "tags.loss = 'focal' and metrics.test_acc_at_best > 0.6",
                    "attributes.run_name LIKE 'resnet32-%'")
 PARENT_TAG = "mlflow.parentRunId"

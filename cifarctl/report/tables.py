@@ -68,7 +68,7 @@ def count_classes(frame: pd.DataFrame) -> int:
     if len(per_run) > 1:
         raise UsageError(f"the runs have different numbers of classes ({sorted(per_run)}); "
                          f"report one dataset at a time, e.g. --filter "
-                         f"\"params.`data.dataset` = 'cifar10'\"")
+                         f"\"params.data.dataset = 'cifar10'\"")
     return int(per_run.pop())
 
 
