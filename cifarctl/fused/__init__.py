@@ -1,0 +1,71 @@
+"""Fused training: K runs of one architecture trained as one model (issue 8).
+
+    from cifarctl.fused import check_fusable, group_key
+    check_fusable(cfgs)                       # UsageError naming what differs, if anything
+    from cifarctl.fused.trainer import launch_fused
+    outcomes = launch_fused(cfgs)             # one MLflow run per member, as `train` logs it
+
+A ResNet-32 on 32x32 images leaves most of a GPU idle (16-64 channels: launch- and
+memory-bound), and a study is dozens of such runs. HFTA (Wang et al., MLSys 2021) fuses them
+horizontally: K members' layers become one grouped convolution, one BatchNorm, one batched
+matmul, so one step does K runs' work with the launches of one. Each member keeps its own
+identity (seed and initialisation, batch order and augmentation, loss, learning rate,
+momentum, weight decay, checkpoint and MLflow run), and ends where it would have ended alone,
+up to float rounding (the contract test: 1e-4 relative, float32, CPU).
+
+Modules: `layers` (fused Conv/BN/Linear/shortcut), `models` (K models -> one and back),
+`optim` (SGD with per-member hyper-parameters), `data` (K batch streams in lockstep),
+`trainer` (the fused run, mirroring `cifarctl.training.train`). This module is torch-free,
+so `sweep --dry-run` can plan fused groups without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cifarctl.errors import UsageError
+
+# Config keys members of one fused group must share: one architecture; one training-set
+# size, batch size and epoch count, hence the same steps in lockstep; one device and one
+# (un)compiled graph. Everything else may differ per member: seed (and with it the subset
+# drawn and the validation split), loss and its parameters, lr, momentum, Nesterov, weight
+# decay, warm-up, milestones and decay, model selection, experiment and run name.
+SHARED_KEYS = ("model.name", "data.dataset", "data.imbalance", "data.imbalance_type",
+               "data.val_per_class", "data.augment", "optim.epochs", "optim.batch_size",
+               "run.device", "run.compile")
+
+# Models whose members could not train as they would alone: `mymodel`'s dropout draws its
+# masks from the global RNG, which fused members share.
+UNFUSABLE = {"mymodel": "its dropout masks come from the global RNG, which fused members "
+                        "share, so they would not train as they would alone"}
+
+
+def group_key(cfg: Any) -> tuple | None:
+    """What a run must share with others to be fused with them; None if it cannot be fused.
+
+        groups = itertools.groupby(sorted(cfgs, key=...), key=group_key)
+    """
+    if cfg.model.name in UNFUSABLE:
+        return None
+    flat = cfg.to_flat()
+    return tuple(flat[key] for key in SHARED_KEYS)
+
+
+def check_fusable(cfgs: Sequence[Any]) -> None:
+    """UsageError unless `cfgs` (two or more run configs) can train as one fused group."""
+    if not cfgs:
+        raise UsageError("fused training needs at least one run")
+    name = cfgs[0].model.name
+    if name in UNFUSABLE:
+        raise UsageError(f"{name} cannot be fused: {UNFUSABLE[name]}; train it unfused")
+    first = group_key(cfgs[0])
+    for cfg in cfgs[1:]:
+        key = group_key(cfg)
+        for shared, a, b in zip(SHARED_KEYS, first, key or first):
+            if a != b:
+                raise UsageError(f"fused runs must share {shared}, but one has {a!r} and "
+                                 f"another {b!r}")
+        if key is None:
+            raise UsageError(f"fused runs must share model.name, but one has {name!r} and "
+                             f"another {cfg.model.name!r}")

@@ -1,0 +1,44 @@
+"""The batches of K runs at once, each run's exactly as it would see them alone (issue 8).
+
+    batches = FusedBatches([member.train for member in members])   # DeviceLoader views
+    for x, y in batches.epoch(3):   # x (B, K 3, 32, 32) float32, y (B, K) int64
+        ...
+
+Each member's loader is a `DeviceLoader.subset` view of one shared device copy of the
+dataset (`cifarctl.training.share_data`), with that run's rows, seed, batch size and
+augmentation: its own batch order and crop/flip draws, a pure function of (seed, epoch)
+as in an unfused run. A fused step stacks the K members' batches along the channel
+dimension, the input layout of `cifarctl.fused.models.FusedModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+class FusedBatches:
+    """K loaders with the same number of batches of the same size, read in lockstep."""
+
+    def __init__(self, loaders: Sequence[Any]) -> None:
+        sizes = {(len(loader), loader.num_samples) for loader in loaders}
+        if len(sizes) != 1:
+            raise ValueError(f"fused members need splits of one size and batch count, got "
+                             f"(batches, images) {sorted(sizes)}")
+        self.loaders = list(loaders)
+
+    @property
+    def num_samples(self) -> int:
+        """Images in each member's split."""
+        return self.loaders[0].num_samples
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x (B, K 3, H, W) float32, y (B, K) int64): member k's batch in channels 3k..3k+2."""
+        for batches in zip(*(loader.epoch(epoch) for loader in self.loaders)):
+            xs, ys = zip(*batches)
+            yield torch.cat(xs, dim=1), torch.stack(ys, dim=1)
