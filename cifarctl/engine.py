@@ -113,8 +113,10 @@ class EvalCounts:
 
     @classmethod
     def zeros(cls, num_classes: int, device: torch.device) -> EvalCounts:
+        # float32 like the logits `add` counts (evaluation casts them), whatever the default
+        f32 = {"dtype": torch.float32, "device": device}
         return cls(torch.zeros(num_classes, num_classes, dtype=torch.long, device=device),
-                   torch.zeros((), device=device), torch.zeros(CALIBRATION_BINS, 3, device=device))
+                   torch.zeros((), **f32), torch.zeros(CALIBRATION_BINS, 3, **f32))
 
     @torch.no_grad()
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
