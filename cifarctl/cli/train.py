@@ -68,6 +68,10 @@ def train(
     checkpoints: Annotated[Path, typer.Option(
         help="Folder for checkpoints, one subfolder per run.")] = Path("checkpoints"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    fuse_seeds: Annotated[str | None, typer.Option(
+        "--fuse-seeds", help="Train these seeds of the config at once as one fused model, "
+        "e.g. 0,1,2,3: one MLflow run per seed, each as its own run would end (issue 8).",
+        show_default=False)] = None,
 ) -> None:
     """Train one model and track every number in MLflow.
 
@@ -78,6 +82,8 @@ def train(
       cifarctl train --config experiments/resnet32-cb-focal.yaml --set run.seed=1
 
       cifarctl train --resume 3f2c...   (continue an interrupted run)
+
+      cifarctl train resnet32 --imbalance 100 --fuse-seeds 0,1,2,3   (4 seeds, fused)
     """
     from cifarctl.config import load_config, parse_set_option
     from cifarctl.errors import UsageError
@@ -103,6 +109,14 @@ def train(
             raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")
         cfg = load_config(config, overrides)
 
+    if fuse_seeds is not None:
+        if resume is not None or seed is not None:
+            raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
+                             "--resume / --seed (resume each fused run with --resume RUN_ID)")
+        _train_fused(cfg, fuse_seeds, no_track=no_track, tracking_uri=tracking_uri,
+                     checkpoints=checkpoints, quiet=quiet)
+        return
+
     from cifarctl.training import launch  # heavy imports start here
 
     outcome = launch(cfg, resume_run_id=resume, device_override=device,
@@ -111,6 +125,39 @@ def train(
     _render(outcome)
     if outcome.status == "KILLED":
         raise typer.Exit(130)
+
+
+def _train_fused(cfg: Any, seeds: str, *, no_track: bool, tracking_uri: str | None,
+                 checkpoints: Path, quiet: bool) -> None:
+    """`--fuse-seeds`: one config, K seeds, trained as one fused model."""
+    from cifarctl.config import apply_overrides
+    from cifarctl.errors import CifarctlError, UsageError
+    from cifarctl.fused import check_fusable
+
+    try:
+        values = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"--fuse-seeds takes seeds separated by commas, e.g. 0,1,2,3; got "
+                         f"{seeds!r}") from None
+    if len(set(values)) != len(values):
+        raise UsageError(f"--fuse-seeds repeats a seed: {seeds}")
+    cfgs = [apply_overrides(cfg, {"run.seed": seed} | (
+        {"run.run_name": f"{cfg.run.run_name}-s{seed}"} if cfg.run.run_name else {}))
+            for seed in values]
+    check_fusable(cfgs)
+
+    from cifarctl.fused.trainer import launch_fused  # heavy imports start here
+
+    outcomes = launch_fused(cfgs, track=not no_track, tracking_uri=tracking_uri,
+                            checkpoint_root=checkpoints, quiet=quiet)
+    for outcome in outcomes:
+        _render(outcome)
+    if any(o.status == "KILLED" for o in outcomes):
+        raise typer.Exit(130)
+    failed = [o for o in outcomes if o.status == "FAILED"]
+    if failed:
+        raise CifarctlError(f"{len(failed)} of {len(outcomes)} fused runs failed: "
+                            f"{failed[0].run_id}: {failed[0].message}")
 
 
 def _render(outcome: Any) -> None:
