@@ -1,7 +1,7 @@
 """`cifarctl eval` on a tiny checkpoint really trained here (issue 6).
 
-`vanillacnn` trained for two epochs on a synthetic set (60 training images a class, 10 of
-them held out for validation, long-tailed with ratio 5; 20 test images a class), tracked in
+`vanillacnn` trained for one epoch on a synthetic set (60 training images a class, 10 of
+them held out for validation, long-tailed with ratio 5; 10 test images a class), tracked in
 a real MLflow store. Per-class accuracy and ECE are checked against a plain loop written
 here, corruptions against the clean images, and the run against its own state before.
 """
@@ -41,12 +41,12 @@ def trained(tmp_path_factory, _mlflow_template_db) -> dict:
     shutil.copyfile(_mlflow_template_db, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     dataset = folder / "synth"
-    write_batches(dataset, SynthSpec(train_per_class=60, test_per_class=20, seed=0))
+    write_batches(dataset, SynthSpec(train_per_class=60, test_per_class=10, seed=0))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFARCTL_DATA", str(folder / "cache"))
         mp.chdir(folder)
         cfg = load_config(None, {
-            "model.name": "vanillacnn", "data.dataset": str(dataset), "optim.epochs": 2,
+            "model.name": "vanillacnn", "data.dataset": str(dataset), "optim.epochs": 1,
             "optim.batch_size": 32, "optim.warmup": 0, "optim.steps": [5],
             "data.val_per_class": 10, "data.imbalance": 5, "run.device": "cpu",
             "run.experiment": "eval"})
@@ -100,7 +100,7 @@ def test_per_class_accuracy_and_ece_match_a_plain_loop(trained):
     assert result.per_class == pytest.approx(direct, abs=1e-6)  # float32 on the device
     assert result.accuracy == pytest.approx(sum(right) / sum(seen), abs=1e-6)
     assert [row[i] for i, row in enumerate(result.confusion)] == right
-    assert result.images == 200 and result.split == "test" and result.which == "best"
+    assert result.images == 100 and result.split == "test" and result.which == "best"
     ece = sum(abs(c - conf) for _, conf, c in ece_bins) / sum(seen)
     assert result.ece == pytest.approx(ece, abs=1e-5)
     # shot groups by the run's own counts: 50 images a class, exp profile ratio 5 (SPEC 1.3)
@@ -138,7 +138,7 @@ def _test_images(trained) -> torch.Tensor:
     from cifarctl.data import load_dataset
 
     images = load_dataset(str(trained["dataset"])).test_images
-    return torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()      # (200, 3, 32, 32)
+    return torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()      # (100, 3, 32, 32)
 
 
 @pytest.mark.parametrize("name", CORRUPTION_NAMES)
