@@ -65,6 +65,33 @@ from cifarctl.training import (
 )
 
 
+class FanOut:
+    """One `Reporter` that passes the group's progress to each member's reporter."""
+
+    def __init__(self, reporters: list[Reporter]) -> None:
+        self.reporters = reporters
+
+    def message(self, text: str) -> None:
+        for r in self.reporters:
+            r.message(text)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        for r in self.reporters:
+            r.epoch_started(epoch, epochs, steps)
+
+    def step(self, steps_done: int, running: Any) -> None:
+        for r in self.reporters:
+            r.step(steps_done, running)
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Any) -> None:
+        for r in self.reporters:
+            r.epoch_ended(epoch, epochs, metrics)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
+
+
 class FusedLoss(nn.Module):
     """The members' own losses on their own logits: (B, C, K), (B, K) -> (K,)."""
 
@@ -106,9 +133,11 @@ class Member:
 
 
 def _setup_member(cfg: RunConfig, tracker: Tracker, shared: Any, device: torch.device,
-                  checkpoint_root: Path, resume: dict[str, Any] | None) -> Member:
+                  checkpoint_root: Path, resume: dict[str, Any] | None,
+                  group_tags: dict[str, str]) -> Member:
     """As `training.train` sets up a run, up to (not including) moving it to the device's
-    memory format: data, start-of-run logging, seeded model, loss, optimizer."""
+    memory format: data, start-of-run logging (plus `group_tags`), seeded model, loss,
+    optimizer."""
     from cifarctl.losses import build_loss
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer
@@ -117,6 +146,7 @@ def _setup_member(cfg: RunConfig, tracker: Tracker, shared: Any, device: torch.d
     data = prepare_data(cfg, device, shared)
     if resume is None:
         log_run_start(cfg, tracker, data, device)
+        tracker.set_tags(group_tags)
     torch.manual_seed(cfg.run.seed)  # initialisation exactly as the unfused run's
     model = create_model(cfg.model.name, num_classes=len(data.classes)).to(device)
     loss_fn = build_loss(cfg.loss.name, data.train_counts, **loss_params(cfg)).to(device)
@@ -155,7 +185,8 @@ def _stack_sums(states: list[dict[str, Any]], device: torch.device) -> TrainSums
     return TrainSums(**stacked, steps_done=parts[0].steps_done)
 
 
-def _zero_sums(members: int, device: torch.device) -> TrainSums:
+def zero_sums(members: int, device: torch.device) -> TrainSums:
+    """Empty running sums of an epoch for `members` fused runs: (K,) tensors."""
     zeros = torch.zeros(members, device=device)
     return TrainSums(zeros.clone(), zeros.clone(), zeros.clone(),
                      torch.zeros(members, dtype=torch.bool, device=device))
@@ -224,7 +255,7 @@ class FusedRun:
         loss became non-finite; `(None, sums)` when interrupted."""
         k, steps = len(self.members), len(self.train)
         self.loss.set_epoch(epoch)
-        sums = sums or _zero_sums(k, self.device)
+        sums = sums or zero_sums(k, self.device)
         self.reporter.epoch_started(epoch, self.cfg.optim.epochs, steps)
         t0 = time.perf_counter()
         first_step = sums.steps_done
@@ -272,26 +303,29 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
                 resumes: list[dict[str, Any]] | None = None) -> list[RunOutcome]:
     """Train `cfgs` as one fused group; log member k through `trackers[k]`.
 
-    Returns one `RunOutcome` per member, in order. `reporter` shows the group's progress
-    (epochs, steps, messages) and, without `member_reporters`, one epoch line per member;
+    Each member's run is tagged `fused_group` (an id the group shares) and `fused_members`
+    (K) besides everything `train` logs. Returns one `RunOutcome` per member, in order.
+    `reporter` shows the group's progress (epochs, steps, messages) and, without
+    `member_reporters`, one epoch line per member;
     with them, member k's epoch results go to `member_reporters[k]` (a sweep's per-trial
-    rows). `resumes` are the members' `last` checkpoints (all stopped at the same step), to
-    continue a fused group.
+    rows) and, without `reporter`, the group's progress to all of them. `resumes` are the
+    members' `last` checkpoints (all stopped at the same step), to continue a fused group.
     """
     check_fusable(cfgs)
     if any(n is not None and n != len(cfgs) for n in
            (len(trackers), len(resumes) if resumes else None,
             len(member_reporters) if member_reporters else None)):
         raise ValueError("one tracker (and resume state, member reporter, if any) per config")
-    reporter = reporter or NullReporter()
+    reporter = reporter or (FanOut(member_reporters) if member_reporters else NullReporter())
     device = resolve_device(cfgs[0].run.device)
     stop = StopFlag()
     members: list[Member] = []
+    group_tags = {"fused_group": uuid.uuid4().hex[:12], "fused_members": str(len(cfgs))}
     try:
         shared = share_data(cfgs[0].data.dataset, device)
         for i, cfg in enumerate(cfgs):
             members.append(_setup_member(cfg, trackers[i], shared, device, checkpoint_root,
-                                         resumes[i] if resumes else None))
+                                         resumes[i] if resumes else None, group_tags))
         run = FusedRun(members, device, reporter, member_reporters, stop)
         start_epoch, sums = run.resume(resumes) if resumes else (0, None)
         with stop.installed():
@@ -360,26 +394,20 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
                  parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None,
                  checkpoint_root: Path = Path("checkpoints"), quiet: bool = False,
                  reporter: Reporter | None = None) -> list[RunOutcome]:
-    """`training.launch` for a fused group: check, open one tracked run per member, train.
-
-    Each member's run gets the tags `fused_group` (shared by the group) and `fused_members`
-    (K) besides everything `train` logs.
-    """
+    """`training.launch` for a fused group: check, open one tracked run per member, train."""
     from cifarctl.progress import make_reporter
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
     check_fusable(cfgs)
     if track:
         check_reachable(resolve_tracking_uri(tracking_uri))
-    tags = {**(extra_tags or {}), "fused_group": uuid.uuid4().hex[:12],
-            "fused_members": str(len(cfgs))}
     trackers: list[Tracker] = []
     try:
         for cfg in cfgs:
             trackers.append(open_tracker(track, experiment=cfg.run.experiment,
                                          tracking_uri=tracking_uri,
                                          run_name=cfg.run.run_name or default_run_name(cfg),
-                                         parent_run_id=parent_run_id, tags=tags,
+                                         parent_run_id=parent_run_id, tags=extra_tags,
                                          description=describe(cfg)))
     except BaseException:
         for tracker in trackers:
