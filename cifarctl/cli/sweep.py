@@ -61,6 +61,12 @@ def sweep(
         help="Folder for checkpoints, one subfolder per trial run.")] = Path("checkpoints"),
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress; only the summary.")] = False,
+    fuse: Annotated[int | None, typer.Option(
+        help="Train up to K compatible new trials (same model, data, epochs, batch size) at "
+             "once as one fused model, each still its own run (default: as many as the free "
+             "GPU memory holds; none on the CPU).", show_default=False)] = None,
+    no_fuse: Annotated[bool, typer.Option(
+        "--no-fuse", help="Train every trial on its own (same as --fuse 1).")] = False,
 ) -> None:
     """Run a sweep: one MLflow parent run, one child run per trial; run it again to resume.
 
@@ -89,6 +95,8 @@ def sweep(
         raise UsageError("--address, --gpus-per-trial and --cpus-per-trial go with --backend ray")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if fuse is not None and (fuse < 1 or no_fuse):
+        raise UsageError("--fuse takes a group size >= 1 and does not go with --no-fuse")
     if (gpus_per_trial or 0) < 0 or cpus_per_trial <= 0:
         raise UsageError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
     overrides: dict[str, Any] = parse_set_option(set_ or [])
@@ -109,7 +117,7 @@ def sweep(
     outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
                         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                         fail_fast=fail_fast, tracking_uri=tracking_uri,
-                        checkpoint_root=checkpoints,
+                        checkpoint_root=checkpoints, fuse=1 if no_fuse else fuse,
                         display=make_display(len(plan.trials), quiet=quiet))
     _print_summary(outcome)
     if outcome.interrupted:

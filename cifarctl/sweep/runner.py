@@ -9,8 +9,9 @@ then keep up to `workers` groups in flight on an executor (`LocalExecutor`: one 
 process per group, pinned round-robin to the visible GPUs; `RayExecutor`: one Ray task per
 group). Each trial's child run is created just before its group starts.
 
-A group is the unit a worker runs: today one trial (`groups_of_one`); fused training
-(issue 8) can return groups of K compatible trials instead and run them in `worker.run_group`.
+A group is the unit a worker runs: one trial, or up to K new trials that can train as one
+fused model (`fused_groups`: same architecture, data sizes, epochs and batch size; issue 8).
+Trials that continue an earlier attempt run alone, from their own checkpoint.
 
 Failures: a trial that fails is reported and the others go on, unless `fail_fast`, which
 stops the running trials (they checkpoint and end KILLED) and starts no more. SIGINT/SIGTERM
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,9 +84,25 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def groups_of_one(trials: list[TrialState]) -> list[list[TrialState]]:
-    """The grouping seam: each trial alone (fused training packs K per group)."""
-    return [[t] for t in trials]
+def fused_groups(trials: list[TrialState], fuse: int,
+                 resumable: Collection[str] = frozenset()) -> list[list[TrialState]]:
+    """Trials packed, in plan order, into groups of up to `fuse` that can train as one fused
+    model (`cifarctl.fused.group_key`); resumable trials and unfusable ones go alone."""
+    from cifarctl.fused import group_key
+
+    groups: list[list[TrialState]] = []
+    open_groups: dict[tuple, list[TrialState]] = {}
+    for state in trials:
+        key = group_key(state.trial.config)
+        if fuse <= 1 or key is None or state.trial.key in resumable:
+            groups.append([state])
+            continue
+        group = open_groups.get(key)
+        if group is None or len(group) >= fuse:
+            group = open_groups[key] = []
+            groups.append(group)
+        group.append(state)
+    return groups
 
 
 # ---- local processes --------------------------------------------------------------------
@@ -191,11 +208,12 @@ class _Sweep:
     """One attempt at a plan: the bookkeeping between the executor's events and MLflow."""
 
     def __init__(self, plan: Plan, client: Any, executor: Executor, display: Display, *,
-                 make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool) -> None:
+                 make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool,
+                 fuse: int = 1) -> None:
         from cifarctl.sweep.store import open_sweep
 
         self.plan, self.client, self.executor, self.display = plan, client, executor, display
-        self.make_task, self.fail_fast = make_task, fail_fast
+        self.make_task, self.fail_fast, self.fuse = make_task, fail_fast, fuse
         runs = open_sweep(client, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
@@ -273,7 +291,9 @@ class _Sweep:
     def run(self, stop: Any) -> SweepOutcome:
         """Schedule to the end. `stop`: training's StopFlag, set by the first SIGINT/SIGTERM;
         a second Ctrl-C raises KeyboardInterrupt in here."""
-        pending = groups_of_one([s for s in self.outcome.trials if s.status == "queued"])
+        queued = [s for s in self.outcome.trials if s.status == "queued"]
+        pending = fused_groups(queued, self.fuse,  # trials with a run continue in it, alone
+                               {s.trial.key for s in queued if s.run_id is not None})
         for state in self.outcome.trials:
             self.display.update(state)
         killed = False
@@ -303,8 +323,12 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
               address: str | None = None, gpus_per_trial: float | None = None,
               cpus_per_trial: float = 1.0, fail_fast: bool = False,
               tracking_uri: str | None = None, checkpoint_root: Path = Path("checkpoints"),
-              display: Display | None = None) -> SweepOutcome:
-    """Run every trial of `plan` not yet FINISHED; see the module docstring."""
+              display: Display | None = None, fuse: int | None = None) -> SweepOutcome:
+    """Run every trial of `plan` not yet FINISHED; see the module docstring.
+
+    `fuse`: at most this many compatible trials train as one fused model; 1 = none; None =
+    chosen from the free GPU memory (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU).
+    """
     from cifarctl.sweep.live import NullDisplay
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
@@ -330,9 +354,14 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
         return TrialTask(state.trial.key, state.run_id or "", state.trial.config.to_dict(), uri,
                          str(root), resume=resume, threads=threads)
 
+    if fuse is None:
+        from cifarctl.fused.capacity import default_fuse
+
+        fuse = default_fuse(plan.trials[0].config.run.device if plan.trials else "cpu",
+                            sharing=workers or 1)
     try:
         sweep = _Sweep(plan, connect(uri), executor, display, make_task=make_task,
-                       fail_fast=fail_fast)
+                       fail_fast=fail_fast, fuse=fuse)
         skipped = sweep.outcome.counts["skipped"]
         if skipped:
             display.message(f"skipping {skipped} of {len(plan.trials)} trials already FINISHED "

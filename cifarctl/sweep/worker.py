@@ -12,8 +12,9 @@ Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`
 steps}, `message` {text}, `result` (a TrialResult as a dict). A multiprocessing queue
 carries them for local workers, a Ray queue for Ray tasks.
 
-A group is a list of trials that one worker runs: one trial today. Fused training (issue 8)
-can run a whole group as one fused model here without touching the scheduler.
+A group is a list of trials that one worker runs: one trial, or K compatible new trials
+that train at once as one fused model (`cifarctl.fused`, issue 8), each still in its own
+child run with its own events.
 """
 
 from __future__ import annotations
@@ -165,51 +166,76 @@ def _trial_config(task: TrialTask, state: dict[str, Any] | None) -> Any:
                                    "run.compile": planned.run.compile})
 
 
-def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
-    """Train (or resume) one trial in its existing child run; never raises for the trial."""
-    reporter = QueueReporter(sink, task.key)
-    result = TrialResult(task.key, task.run_id, "FAILED")
-    tracker = None
+def _attempt(tasks: list[TrialTask], sink: Sink, fused: bool) -> list[TrialResult]:
+    """Train (or resume) the tasks' trials in their existing child runs, one alone or
+    several as one fused group; never raises for the trials."""
+    reporters = [QueueReporter(sink, task.key) for task in tasks]
+    results = [TrialResult(task.key, task.run_id, "FAILED") for task in tasks]
+    trackers: list[Any] = []
     try:
         import torch
 
         from cifarctl.tracking import open_tracker
-        from cifarctl.training import train
 
-        if task.threads:
-            torch.set_num_threads(task.threads)
-        tracker = open_tracker(True, experiment="", tracking_uri=task.tracking_uri,
-                               run_id=task.run_id)
-        state = _resume_state(task, tracker)
-        cfg = _trial_config(task, state)
-        reporter.send("started", {"pid": os.getpid(),
-                                  "epoch": int(state["epoch"]) if state else 0})
-        outcome = train(cfg, tracker=tracker, reporter=reporter,
-                        checkpoint_root=Path(task.checkpoint_root), resume=state)
-        message = outcome.message
-        if outcome.status == "KILLED":  # train's advice (`train --resume`) is not the sweep's
-            message = (f"stopped in epoch {outcome.epochs_done + 1} (checkpointed); running "
-                       f"the sweep again resumes it")
-        result = TrialResult(task.key, task.run_id, outcome.status, outcome.epochs_done,
-                             outcome.summary, message)
+        if tasks[0].threads:
+            torch.set_num_threads(tasks[0].threads)
+        for task in tasks:
+            trackers.append(open_tracker(True, experiment="", tracking_uri=task.tracking_uri,
+                                         run_id=task.run_id))
+        states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
+        cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
+        for reporter, state in zip(reporters, states):
+            reporter.send("started", {"pid": os.getpid(),
+                                      "epoch": int(state["epoch"]) if state else 0})
+        root = Path(tasks[0].checkpoint_root)
+        if fused:  # new trials only (the scheduler's packing): nothing to resume
+            from cifarctl.fused.trainer import train_fused
+
+            outcomes = train_fused(cfgs, trackers=trackers, member_reporters=reporters,
+                                   checkpoint_root=root)
+        else:
+            from cifarctl.training import train
+
+            outcomes = [train(cfgs[0], tracker=trackers[0], reporter=reporters[0],
+                              checkpoint_root=root, resume=states[0])]
+        for i, (task, outcome) in enumerate(zip(tasks, outcomes)):
+            message = outcome.message
+            if outcome.status == "KILLED":  # train's advice (`train --resume`) is not ours
+                message = (f"stopped in epoch {outcome.epochs_done + 1} (checkpointed); "
+                           f"running the sweep again resumes it")
+            results[i] = TrialResult(task.key, task.run_id, outcome.status,
+                                     outcome.epochs_done, outcome.summary, message)
     except CifarctlError as err:  # bad data path, NaN loss, unreadable checkpoint, ...
-        result.message = _first_line(err)
+        for result in results:
+            result.message = _first_line(err)
     except KeyboardInterrupt:  # a second Ctrl-C: train() has marked the run already
-        result.status, result.message = "KILLED", "interrupted twice; stopped at once"
+        for result in results:
+            result.status, result.message = "KILLED", "interrupted twice; stopped at once"
     except Exception as err:  # noqa: BLE001 - a bug or a library failure: keep the traceback
         traceback.print_exc()
-        result.message = f"{type(err).__name__}: {_first_line(err)}"
+        for result in results:
+            result.message = f"{type(err).__name__}: {_first_line(err)}"
     finally:
-        if tracker is not None and result.status != "FINISHED":
-            # a no-op when train() has ended the run; if it fails, the parent ends the run
-            with contextlib.suppress(Exception):
-                tracker.finish(result.status)
-    reporter.send("result", asdict(result))
-    return result
+        for tracker, result in zip(trackers, results):
+            if result.status != "FINISHED":
+                # a no-op when train() has ended the run; if it fails, the parent ends it
+                with contextlib.suppress(Exception):
+                    tracker.finish(result.status)
+    for reporter, result in zip(reporters, results):
+        reporter.send("result", asdict(result))
+    return results
+
+
+def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
+    """Train (or resume) one trial in its existing child run; never raises for the trial."""
+    return _attempt([task], sink, fused=False)[0]
 
 
 def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
-    """Run a group of trials one after the other (fused training would run them at once)."""
+    """Run a group of trials: several new ones as one fused model, else one after the other."""
+    if len(tasks) > 1 and not any(task.resume for task in tasks) \
+            and PENDING_STOP.signum is None:
+        return _attempt(tasks, sink, fused=True)
     results = []
     for task in tasks:
         if PENDING_STOP.signum is not None:  # stopped between trials: leave the rest queued
