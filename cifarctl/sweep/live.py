@@ -174,10 +174,10 @@ def summary_table(outcome: Any) -> Any:
     reasons = any(s.status in ("failed", "killed") for s in outcome.trials)
     table.add_column("#", justify="right")
     table.add_column("key", no_wrap=True, min_width=12)
-    table.add_column("trial", overflow="fold")
+    table.add_column("trial", overflow="fold", min_width=16)
     table.add_column("result")
     table.add_column("test acc", justify="right", no_wrap=True, min_width=8)
-    table.add_column("run", no_wrap=not reasons, overflow="fold")
+    table.add_column("run", overflow="fold")
     if reasons:
         table.add_column("reason", overflow="fold", ratio=2)
     for s in outcome.trials:
