@@ -278,7 +278,8 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
         with stop.installed():
             for epoch in range(start_epoch, cfg.optim.epochs):
                 metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
-                                           data, sums, stop, reporter, dead_relu_fractions)
+                                           data, sums, stop, reporter, dead_relu_fractions,
+                                           first=epoch == start_epoch)
                 if metrics is None:  # interrupted mid-epoch: keep the exact position
                     save(ckpt_dir / "last.pt", epoch, sums)
                     outcome.status = "KILLED"
@@ -324,7 +325,7 @@ def loss_params(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, stop, reporter,
-               dead_relu_fractions):
+               dead_relu_fractions, first=False):
     """Train one epoch (or its rest), then evaluate; `(None, sums)` when interrupted."""
     steps = len(data.train)
     loss_fn.set_epoch(epoch)
@@ -333,7 +334,8 @@ def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, st
     t0 = time.perf_counter()
     first_step = sums.steps_done
     live = LiveStats(reporter, t0, first_step, cfg.optim.batch_size,
-                     report_compile=cfg.run.compile and step_model is not model)
+                     # compilation happens in this process's first compiled step only
+                     report_compile=first and step_model is not model)
 
     def lr_for_step(step: int) -> float:
         return run_lr(cfg, epoch, step, steps)
