@@ -249,10 +249,11 @@ class FusedRun:
                        best=m.best, history=m.outcome.history,
                        sums=_member_sums(sums, k) if sums is not None else None, rng=m.rng)
 
-    def run_epoch(self, epoch: int, sums: TrainSums | None
+    def run_epoch(self, epoch: int, sums: TrainSums | None, first: bool = False
                   ) -> tuple[list[dict[str, Any] | None] | None, TrainSums]:
         """Train one epoch (or its rest) and evaluate: per member its metrics, or None if its
-        loss became non-finite; `(None, sums)` when interrupted."""
+        loss became non-finite; `(None, sums)` when interrupted. `first`: this process's
+        first epoch (where a compiled model compiles)."""
         k, steps = len(self.members), len(self.train)
         self.loss.set_epoch(epoch)
         sums = sums or zero_sums(k, self.device)
@@ -260,7 +261,7 @@ class FusedRun:
         t0 = time.perf_counter()
         first_step = sums.steps_done
         live = LiveStats(self.reporter, t0, first_step, k * self.cfg.optim.batch_size,
-                         report_compile=self.step_model is not self.model)
+                         report_compile=first and self.step_model is not self.model)
         lrs = torch.tensor([[run_lr(m.cfg, epoch, s, steps) for m in self.members]
                             for s in range(steps)], dtype=torch.float64,
                            device=self.device)  # (steps, K), exact for the checkpoints
@@ -352,7 +353,7 @@ def _train_epochs(run: FusedRun, start_epoch: int, sums: TrainSums | None) -> No
     """The epoch loop of `training.train`, once per member where `train` has one run."""
     epochs = run.cfg.optim.epochs
     for epoch in range(start_epoch, epochs):
-        results, sums = run.run_epoch(epoch, sums)
+        results, sums = run.run_epoch(epoch, sums, first=epoch == start_epoch)
         if results is None:  # interrupted mid-epoch: every member keeps its exact position
             for k, m in enumerate(run.members):
                 if m.active:
