@@ -127,7 +127,7 @@ def sweep(
 
 
 def _print_plan(plan: Any, as_json: bool) -> None:
-    from cifarctl.sweep.store import plan_json
+    from cifarctl.sweep.spec import plan_json
 
     if as_json:
         typer.echo(json.dumps(plan_json(plan)))

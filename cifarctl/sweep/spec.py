@@ -113,6 +113,11 @@ def sweep_key(trials: list[Trial]) -> str:
     return _digest(sorted(t.key for t in trials))
 
 
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """`{"trials": [{"key": ..., "overrides": {...}}, ...]}`: `--dry-run --json`'s output."""
+    return {"trials": [{"key": t.key, "overrides": t.overrides} for t in plan.trials]}
+
+
 # ---- parsing ------------------------------------------------------------------------------
 
 def _resolved(mapping: dict[Any, Any], what: str, source: str) -> dict[str, Any]:

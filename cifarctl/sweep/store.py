@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from cifarctl.errors import UsageError
-from cifarctl.sweep.spec import Plan, Trial
+from cifarctl.sweep.spec import Plan, Trial, plan_json
 from cifarctl.tracking import call_with_retry
 from cifarctl.tracking.mlflow_tracker import find_runs, get_run, start_run
 
@@ -38,11 +38,6 @@ class SweepRuns:
     parent_id: str
     created: bool  # False: the parent of an earlier attempt was found
     children: dict[str, Any]  # trial key -> the child Run to keep (see `_pick`)
-
-
-def plan_json(plan: Plan) -> dict[str, Any]:
-    """`{"trials": [{"key": ..., "overrides": {...}}, ...]}`: `--dry-run --json`'s output."""
-    return {"trials": [{"key": t.key, "overrides": t.overrides} for t in plan.trials]}
 
 
 def _params(plan: Plan) -> dict[str, Any]:
