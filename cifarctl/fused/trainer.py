@@ -49,6 +49,7 @@ from cifarctl.training import (
     default_run_name,
     describe,
     epoch_metrics,
+    fast_layout,
     finish_quietly,
     log_run_end,
     log_run_start,
@@ -217,10 +218,7 @@ class FusedRun:
         self.members, self.device, self.reporter, self.stop = members, device, reporter, stop
         self.member_reporters = member_reporters
         self.cfg = members[0].cfg  # what all share: model, data sizes, epochs, batch, device
-        self.model = FusedModel([m.model for m in members]).to(device)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = fast_layout(FusedModel([m.model for m in members]).to(device), device)
         self.loss = FusedLoss([m.loss_fn for m in members])
         self.optimizer = FusedSGD(self.model, [(m.model, m.optimizer) for m in members])
         self.step_model = torch.compile(self.model) if self.cfg.run.compile else self.model

@@ -1,0 +1,263 @@
+"""Training images/s: the reference repositories' loop vs cifarctl's engine vs fused training.
+
+    .venv/bin/python benchmarks/throughput.py                        # CPU, short
+    .venv/bin/python benchmarks/throughput.py --device cuda --ks 1,2,4,8,16 --compile
+
+One model (resnet32, batch 128), one dataset (the synthetic set unless `--dataset`), one
+process, three ways to train it (issue 8):
+  (a) reference: how the reference code behind SPEC 2 trains (kaidic/LDAM-DRW `cifar_train.py`,
+      the CS7643 assignment): a torchvision-style Dataset of PIL images with RandomCrop(32,
+      padding=4) + RandomHorizontalFlip + ToTensor + Normalize through a DataLoader
+      (`--workers` processes), float32, eager, `nn.CrossEntropyLoss`, `torch.optim.SGD`, and
+      `loss.item()` plus an accuracy `.item()` every step (their AverageMeters);
+  (b) cifarctl: `cifarctl.engine.train_steps` on a `DeviceLoader` (data on the device, batched
+      augmentation, no host sync in the step; channels_last; bf16 autocast on CUDA), the
+      model, loss and optimizer built as `cifarctl train` builds them;
+  (c) fused K: K such runs (seeds 0..K-1) as one fused model (`cifarctl.fused`), images/s
+      summed over the members.
+Each is warmed up (`--warmup` steps: DataLoader workers, cuDNN autotuning, compilation), then
+timed over `--windows` windows of `--steps` steps, with the device synchronised at each
+window's end; the median window counts. Prints a table and one JSON line (also `--json`),
+with every rate's ratio to (a) and, on CUDA, the peak memory of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loader import PilCifar  # noqa: E402 - the torchvision-style Dataset of benchmarks/loader.py
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_windows(run_steps: Callable[[int], None], *, warmup: int, windows: int, steps: int,
+                  device: torch.device) -> list[float]:
+    """Seconds per window of `steps` steps, after `warmup` untimed steps."""
+    if warmup:
+        run_steps(warmup)
+    sync(device)
+    times = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        run_steps(steps)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def endless(batches_of_epoch: Callable[[int], Iterator]) -> Iterator:
+    """Batches of epoch 0, 1, 2, ... without end."""
+    for epoch in itertools.count():
+        yield from batches_of_epoch(epoch)
+
+
+# ---- (a) the reference loop --------------------------------------------------------------
+
+def reference(data: Any, args: argparse.Namespace, device: torch.device) -> Callable[[int], None]:
+    """The reference repositories' training step, fed by a PIL Dataset through a DataLoader."""
+    from cifarctl.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model).to(device)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    loader = torch.utils.data.DataLoader(
+        PilCifar(data.train_images, data.train_labels), batch_size=args.batch_size,
+        shuffle=True, drop_last=True, num_workers=args.workers,
+        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
+    batches = endless(lambda epoch: iter(loader))
+    meters = {"loss": 0.0, "correct": 0}  # their AverageMeters
+
+    def run_steps(n: int) -> None:
+        model.train()
+        for x, y in itertools.islice(batches, n):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            output = model(x)
+            loss = criterion(output, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            meters["loss"] += loss.item() * x.size(0)        # a host sync every step
+            meters["correct"] += (output.argmax(1) == y).sum().item()
+
+    return run_steps
+
+
+# ---- (b) and (c): cifarctl -----------------------------------------------------------------
+
+def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
+                 members: int | None) -> Callable[[int], None]:
+    """`train_steps` on one model (`members` None) or a fused group of `members` models."""
+    from cifarctl.data.loader import DeviceLoader
+    from cifarctl.engine import TrainSums, train_steps
+    from cifarctl.fused.data import FusedBatches
+    from cifarctl.fused.models import FusedModel
+    from cifarctl.fused.optim import FusedSGD
+    from cifarctl.fused.trainer import FusedLoss, zero_sums
+    from cifarctl.losses import build_loss
+    from cifarctl.models import create_model
+    from cifarctl.optim import build_optimizer
+    from cifarctl.training import fast_layout
+
+    counts = torch.bincount(torch.as_tensor(data.train_labels)).tolist()
+    every = DeviceLoader(data.train_images, data.train_labels, batch_size=args.batch_size,
+                         device=device)
+    seeds = range(members or 1)
+    loaders = [every.subset(torch.arange(every.num_samples), batch_size=args.batch_size,
+                            shuffle=True, augment=True, drop_last=True, seed=s) for s in seeds]
+    models, optimizers, losses = [], [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = create_model(args.model).to(device)
+        models.append(model)
+        optimizers.append(build_optimizer(model, lr=0.1, momentum=0.9, weight_decay=2e-4))
+        losses.append(build_loss("ce", counts).to(device))
+    if members is None:
+        model, optimizer, loss_fn, source = models[0], optimizers[0], losses[0], loaders[0]
+    else:
+        model = FusedModel(models)
+        optimizer = FusedSGD(model, list(zip(models, optimizers)))
+        loss_fn, source = FusedLoss(losses), FusedBatches(loaders)
+    model = fast_layout(model, device)  # as training.train does
+    step_model = torch.compile(model) if args.compile else model
+    batches = endless(source.epoch)
+    lr = (0.1 if members is None
+          else torch.full((members,), 0.1, dtype=torch.float64, device=device))
+
+    def run_steps(n: int) -> None:
+        sums = TrainSums.zeros(device) if members is None else zero_sums(members, device)
+        train_steps(step_model, itertools.islice(batches, n), loss_fn, optimizer,
+                    lr_for_step=lambda step: lr, sums=sums)
+
+    return run_steps
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+def measure(name: str, make: Callable[[], Callable[[int], None]], images_per_step: int,
+            args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    run_steps = make()
+    times = timed_windows(run_steps, warmup=args.warmup, windows=args.windows,
+                          steps=args.steps, device=device)
+    rates = [images_per_step * args.steps / t for t in times]
+    result = {"name": name, "images_per_s": statistics.median(rates),
+              "window_images_per_s": [round(r, 1) for r in rates],
+              "seconds_total": round(time.perf_counter() - t0, 1),
+              # other processes on the machine skew CPU numbers: record how busy it was
+              "load_average_1min_after": round(os.getloadavg()[0], 2)}
+    if device.type == "cuda":
+        result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    print(f"  {name}: {result['images_per_s']:,.0f} images/s", file=sys.stderr, flush=True)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} cpu x{torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dataset", default="synthetic", help="synthetic, cifar10 or a path")
+    parser.add_argument("--model", default="resnet32")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--ks", default="4,8,16", help="fused group sizes, e.g. 1,2,4,8,16; "
+                        "empty for none")
+    parser.add_argument("--only", default="a,b,c", help="which of a,b,c to run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows (median)")
+    parser.add_argument("--steps", type=int, default=5, help="steps per window")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of (a)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (b) and (c)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    from cifarctl.data import load_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = load_dataset(args.dataset)
+    ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    only = set(args.only.split(","))
+    batch = args.batch_size
+    results = []
+    if "a" in only:
+        results.append(measure("a reference (PIL DataLoader, .item())",
+                               lambda: reference(data, args, device), batch, args, device))
+    if "b" in only:
+        results.append(measure("b cifarctl engine", lambda: cifarctl_run(data, args, device,
+                                                                         None),
+                               batch, args, device))
+    if "c" in only:
+        for k in ks:
+            results.append(measure(f"c fused K={k}", lambda k=k: cifarctl_run(
+                data, args, device, k), k * batch, args, device))
+    base = results[0]["images_per_s"] if "a" in only else None
+    single = next((r["images_per_s"] for r in results if r["name"].startswith("b")), None)
+    for r in results:
+        r["images_per_s"] = round(r["images_per_s"], 1)
+        if base:
+            r["ratio_to_a"] = round(r["images_per_s"] / base, 2)
+        if single and r["name"].startswith("c"):
+            r["ratio_to_b"] = round(r["images_per_s"] / single, 2)
+    report = {"benchmark": "throughput", "device": str(device), "device_name": device_name(device),
+              "torch": torch.__version__, "model": args.model, "batch_size": batch,
+              "dataset": data.name, "warmup": args.warmup, "windows": args.windows,
+              "steps": args.steps, "workers": args.workers, "compile": args.compile,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results}
+    _print_table(report)
+    line = json.dumps(report)
+    print(line)
+    if args.json:
+        args.json.write_text(line + "\n")
+    return report
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"training images/s, {report['model']} batch {report['batch_size']} on "
+                        f"{report['device_name']} ({'compiled' if report['compile'] else 'eager'}"
+                        f"), median of {report['windows']} x {report['steps']} steps")
+    columns = ["way", "images/s", "x (a)", "x (b)"]
+    cuda = report["device"] == "cuda"
+    if cuda:
+        columns.append("peak GiB")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "way" else "right")
+    for r in report["results"]:
+        row = [r["name"], f"{r['images_per_s']:,.0f}", f"{r.get('ratio_to_a', ''):}",
+               f"{r.get('ratio_to_b', ''):}"]
+        if cuda:
+            row.append(f"{r['peak_memory_gib']:.2f}")
+        table.add_row(*row)
+    Console(stderr=True).print(table)
+
+
+if __name__ == "__main__":
+    main()

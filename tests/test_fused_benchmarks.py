@@ -1,0 +1,59 @@
+"""The benchmark scripts of issue 8 run and report what they claim to (on the CPU, tiny)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_reports_every_way_with_its_ratios(data_home, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import throughput
+
+    report = throughput.main(["--model", "vanillacnn", "--batch-size", "8", "--ks", "1,2",
+                              "--warmup", "1", "--windows", "2", "--steps", "1",
+                              "--workers", "0", "--dataset", "synthetic"])
+    names = [r["name"] for r in report["results"]]
+    assert names == ["a reference (PIL DataLoader, .item())", "b cifarctl engine",
+                     "c fused K=1", "c fused K=2"]
+    a, b, *fused = report["results"]
+    assert all(r["images_per_s"] > 0 and len(r["window_images_per_s"]) == 2
+               for r in report["results"])
+    assert a["ratio_to_a"] == 1.0
+    assert b["ratio_to_a"] == pytest.approx(b["images_per_s"] / a["images_per_s"], rel=0.01)
+    assert fused[1]["ratio_to_b"] == pytest.approx(
+        fused[1]["images_per_s"] / b["images_per_s"], rel=0.01)
+    assert report["device"] == "cpu" and report["model"] == "vanillacnn"
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
+    """`gpu_check.sh OUT --smoke`: the CUDA script's steps, in seconds, on the CPU."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out),
+                           "--smoke"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["smoke"] is True and summary["device"] == "cpu"
+    assert [s["step"] for s in summary["steps"]] == ["env_python", "throughput_eager",
+                                                     "throughput_compiled", "lt100"]
+    assert all(s["rc"] == 0 for s in summary["steps"])
+    env_info = json.loads((out / "env.json").read_text())
+    assert env_info["torch"] and env_info["cuda_available"] in (True, False)
+    eager = json.loads((out / "throughput_eager.json").read_text())
+    assert [r["name"][:1] for r in eager["results"]] == ["a", "b", "c", "c"]
+    compiled = json.loads((out / "throughput_compiled.json").read_text())
+    assert compiled["compile"] is True and len(compiled["results"]) == 2
+    lt = json.loads((out / "lt100.json").read_text())
+    assert lt["status"] == "FINISHED" and lt["epochs_done"] == 1
+    assert 0 <= lt["final_test_acc"] <= 1 and lt["projected_total_s"] > 0
+    for name in ("env_python", "throughput_eager", "throughput_compiled", "lt100"):
+        assert (out / f"{name}.log").is_file()
