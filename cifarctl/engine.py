@@ -48,7 +48,8 @@ class TrainSums:
 
     @classmethod
     def from_state(cls, state: dict, device: torch.device) -> TrainSums:
-        t = {k: v.to(device) for k, v in state.items() if k != "steps_done"}
+        # clone: the sums are updated in place and must not write into the caller's state
+        t = {k: v.to(device).clone() for k, v in state.items() if k != "steps_done"}
         return cls(**t, steps_done=int(state["steps_done"]))
 
 

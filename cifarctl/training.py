@@ -13,6 +13,7 @@ would (issue 4).
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import threading
@@ -267,7 +268,8 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
         start_epoch, sums, best = 0, None, {"value": None, "epoch": -1, "metrics": {}}
         if resume is not None:
             model.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
+            # a copy: SGD keeps the given momentum tensors and updates them in place
+            optimizer.load_state_dict(copy.deepcopy(resume["optimizer"]))
             start_epoch, best = int(resume["epoch"]), resume["best"]
             outcome.history = list(resume["history"])
             if resume.get("sums") is not None:

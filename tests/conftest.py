@@ -73,3 +73,17 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CIFARCTL_CIFAR10_URL", raising=False)
     monkeypatch.delenv("CIFARCTL_CIFAR10_MD5", raising=False)
     return home
+
+
+@pytest.fixture
+def real_data_home(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A dataset cache shared by the session's real-CIFAR-10 tests, as `$CIFARCTL_DATA`.
+
+    Decoding the 60k real JPEGs takes ~20 s: the first test that needs them imports them
+    (`test_data_real` runs first and checks that import), the later ones load the cache.
+    """
+    home = tmp_path_factory.getbasetemp() / "real-cifar10-cache"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("CIFARCTL_DATA", str(home))
+    return home

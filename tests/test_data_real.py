@@ -17,7 +17,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.t
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} is not in this workplace")
-def test_real_cifar10_jpeg_import(data_home):
+def test_real_cifar10_jpeg_import(real_data_home):
     result = run_cli("data", "import", str(REAL), "--json")  # about 15-20 s on 2 cores
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

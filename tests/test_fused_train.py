@@ -16,20 +16,17 @@ lr 0.05 with more steps and must agree to 1e-9 in every tensor.
 
 from __future__ import annotations
 
-import copy
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import InterruptAt, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.checkpoint import load_checkpoint
 from cifarctl.cli import app
 from cifarctl.config import load_config
 from cifarctl.fused.trainer import train_fused
-from cifarctl.progress import NullReporter
 from cifarctl.tracking import NullTracker
 from cifarctl.training import load_resume, train
 
@@ -37,11 +34,7 @@ from cifarctl.training import load_resume, train
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 training + 3 test images per class, as CIFAR python batches."""
-    from cifarctl.data.synth import SynthSpec, write_batches
-
-    out = tmp_path_factory.mktemp("fused-tiny")
-    write_batches(out, SynthSpec(train_per_class=12, test_per_class=3, seed=0))
-    return out
+    return write_synthetic(tmp_path_factory, "fused-tiny", train_per_class=12, test_per_class=3)
 
 
 def configs(dataset: Path, model: str, lr: float, **shared) -> list:
@@ -144,20 +137,6 @@ def test_fused_runs_equal_separate_runs_in_float64(tiny, data_home, tmp_path, fl
     assert_same_runs(separate, fused, rtol=1e-9)
 
 
-class InterruptAt(NullReporter):
-    """Sends this process a real SIGINT at (epoch, step), like Ctrl-C."""
-
-    def __init__(self, epoch: int, step: int) -> None:
-        self.at, self.epoch = (epoch, step), -1
-
-    def epoch_started(self, epoch, epochs, steps):
-        self.epoch = epoch
-
-    def step(self, steps_done, running):
-        if (self.epoch, steps_done) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_path):
     """Ctrl-C mid-epoch: every member KILLED with an ordinary checkpoint at the same step;
     one member resumed alone by `train` and the group resumed fused both end where
@@ -177,7 +156,7 @@ def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_
     tracker = NullTracker()
     tracker.run_id = stopped[1].run_id
     alone = train(cfgs[1], tracker=tracker, checkpoint_root=tmp_path / "fused",
-                  resume=copy.deepcopy(states[1]))  # train continues the sums in place
+                  resume=states[1])
     assert_same_runs([separate[1]], [alone], rtol=1e-4)
 
     together = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],

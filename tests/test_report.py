@@ -401,7 +401,7 @@ def test_only_unreportable_runs_exit_2(store):
 
 @pytest.mark.slow
 def test_benchmark_runs_end_to_end(tmp_path):
-    """benchmarks/report.py as a smoke test: 200 runs written through the tracking interface,
+    """benchmarks/report.py as a smoke test: 100 runs written through the tracking interface,
     reported by `cifarctl report` processes (JSON, tables, and through MLflow with --filter).
 
     The 3 s target for 500 runs is what the script measures (see the report's README
@@ -412,9 +412,9 @@ def test_benchmark_runs_end_to_end(tmp_path):
     import sys
 
     script = Path(__file__).parents[1] / "benchmarks" / "report.py"
-    out = subprocess.run([sys.executable, str(script), "--runs", "200", "--epochs", "0",
+    out = subprocess.run([sys.executable, str(script), "--runs", "100", "--epochs", "0",
                           "--repeat", "1", "--store", str(tmp_path), "--max-seconds", "20"],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     line = json.loads(out.stdout.strip().splitlines()[-1])
-    assert line["runs"] == 200 and line["groups"] == 50
+    assert line["runs"] == 100 and line["groups"] == 50

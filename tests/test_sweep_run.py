@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
@@ -30,11 +31,8 @@ PER_CLASS = [f"test_acc_class_{i}" for i in range(10)]
 @pytest.fixture(scope="session")
 def sweep_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 training + 10 test images per class, as CIFAR python batches."""
-    from cifarctl.data.synth import SynthSpec, write_batches
-
-    out = tmp_path_factory.mktemp("sweep-synth")
-    write_batches(out, SynthSpec(train_per_class=40, test_per_class=10, seed=1))
-    return out
+    return write_synthetic(tmp_path_factory, "sweep-synth", train_per_class=40,
+                           test_per_class=10, seed=1)
 
 
 def write_spec(folder: Path, dataset: Path, *, grid=None, include=None, epochs: int = 2,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import InterruptAt, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.checkpoint import load_checkpoint
 from cifarctl.cli import app
 from cifarctl.config import load_config
-from cifarctl.progress import NullReporter
 from cifarctl.tracking import NullTracker
 from cifarctl.training import load_resume, train
 
@@ -32,11 +32,8 @@ PER_CLASS = [f"test_acc_class_{i}" for i in range(10)]
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 training + 20 test images per class, as CIFAR python batches (imported per test)."""
-    from cifarctl.data.synth import SynthSpec, write_batches
-
-    out = tmp_path_factory.mktemp("tiny-synth")
-    write_batches(out, SynthSpec(train_per_class=60, test_per_class=20, seed=0))
-    return out
+    return write_synthetic(tmp_path_factory, "tiny-synth", train_per_class=60,
+                           test_per_class=20)
 
 
 def tiny_config(dataset: Path, **overrides):
@@ -137,17 +134,6 @@ def test_resume_after_interruption_matches_uninterrupted(data_home, tiny_dataset
                                        "optim.epochs": 2, "optim.lr": 0.01})
     straight = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path / "a")
 
-    class InterruptAt(NullReporter):
-        def __init__(self, epoch: int, step: int) -> None:
-            self.at, self.epoch = (epoch, step), -1
-
-        def epoch_started(self, epoch, epochs, steps):
-            self.epoch = epoch
-
-        def step(self, steps_done, running):
-            if (self.epoch, steps_done) == self.at:
-                os.kill(os.getpid(), signal.SIGINT)  # the real signal path
-
     stopped = train(cfg, tracker=NullTracker(), reporter=InterruptAt(1, 3),
                     checkpoint_root=tmp_path / "b")
     assert stopped.status == "KILLED" and stopped.epochs_done == 1
@@ -199,12 +185,12 @@ def test_sigterm_marks_killed_and_resume_finishes(mlflow_store, data_home, tiny_
     from mlflow.tracking import MlflowClient
 
     cmd = [sys.executable, "-m", "cifarctl", "train", "vanillacnn", "--dataset",
-           str(tiny_dataset), "--experiment", "sig", *TINY[:-1], "--epochs", "30"]
+           str(tiny_dataset), "--experiment", "sig", *TINY[:-1], "--epochs", "8"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=env)
     for line in proc.stderr:  # plain per-epoch lines: stderr is not a terminal
-        if line.startswith("epoch 2/30"):
+        if line.startswith("epoch 2/8"):
             proc.send_signal(signal.SIGTERM)
             break
     out, err = proc.communicate(timeout=120)
@@ -222,7 +208,7 @@ def test_sigterm_marks_killed_and_resume_finishes(mlflow_store, data_home, tiny_
     (run,) = client.search_runs([client.get_experiment_by_name("sig").experiment_id])
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
-    assert sorted(set(steps)) == list(range(30))
+    assert sorted(set(steps)) == list(range(8))
 
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -230,9 +216,9 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.t
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL.is_file(), reason=f"real CIFAR-10 JPEG tarball not at {REAL}")
-def test_real_cifar10_one_epoch_above_chance(data_home):
+def test_real_cifar10_one_epoch_above_chance(real_data_home, tmp_path):
     cfg = load_config(None, {"model.name": "vanillacnn", "data.dataset": str(REAL),
                              "optim.epochs": 1, "optim.lr": 0.02, "optim.warmup": 0,
                              "optim.steps": [], "data.val_per_class": 0, "run.device": "cpu"})
-    outcome = train(cfg, tracker=NullTracker(), checkpoint_root=data_home / "ckpt")
+    outcome = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path / "ckpt")
     assert outcome.history[0]["test_acc"] >= 0.35, outcome.history[0]["test_acc"]
