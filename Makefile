@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check cifarctl tests benchmarks
 
+# two pytest workers (tests/conftest.py gives each one compute thread): the suite is full
+# of subprocesses starting Python, which leaves a core idle when run one test at a time
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 demo: $(STAMP)
 	./experiments/demo.sh

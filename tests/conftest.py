@@ -12,12 +12,21 @@ a test gets. Keep heavy imports (mlflow, torch) inside the fixture bodies.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on two cores: one compute thread each (and in the
+    # processes they start), or both oversubscribe the cores (a float64 test ran 4x slower).
+    # Set before any test module imports torch.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ def real_data_home(tmp_path_factory: pytest.TempPathFactory,
 
     Decoding the 60k real JPEGs takes ~20 s: the first test that needs them imports them
     (`test_data_real` runs first and checks that import), the later ones load the cache.
+    Under pytest-xdist the cache is per worker: mark such tests
+    `@pytest.mark.xdist_group("real-cifar10")` so one worker runs them all.
     """
     home = tmp_path_factory.getbasetemp() / "real-cifar10-cache"
     home.mkdir(exist_ok=True)

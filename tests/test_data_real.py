@@ -16,6 +16,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.t
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("real-cifar10")  # one worker decodes the JPEGs once (conftest)
 @pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} is not in this workplace")
 def test_real_cifar10_jpeg_import(real_data_home):
     result = run_cli("data", "import", str(REAL), "--json")  # about 15-20 s on 2 cores

@@ -249,7 +249,7 @@ def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it; the sweep also
     forwards SIGTERM), then SIGKILL of the sweep alone (its workers must not outlive it),
     then a run to the end."""
-    long = 16  # epochs: enough that the last trial is still running at each interruption
+    long = 10  # epochs: enough that the last trial is still running at each interruption
     spec = write_spec(tmp_path, sweep_dataset, epochs=long,
                       include=[{"seed": 0, "optim.epochs": 1}, {"seed": 1}, {"seed": 2}])
     keys = [t.key for t in expand(load_spec(spec)).trials]

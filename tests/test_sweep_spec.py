@@ -191,11 +191,11 @@ def test_cui2019_grid_has_every_published_row_once():
 
 def test_demo_sweep_is_tiny_and_synthetic():
     plan = expand(load_spec(EXPERIMENTS / "demo-sweep.yaml"))
-    assert len(plan.trials) == 4
+    assert len(plan.trials) == 6
     assert {(t.config.loss.name, t.config.run.seed) for t in plan.trials} == {
-        ("ce", 0), ("ce", 1), ("focal", 0), ("focal", 1)}
-    assert all(t.config.data.dataset == "synthetic" and t.config.optim.epochs <= 3
-               for t in plan.trials)
+        (loss, seed) for loss in ("ce", "focal") for seed in (0, 1, 2)}
+    assert all(t.config.data.dataset == "synthetic" and t.config.optim.epochs <= 8
+               and t.config.model.name == "vanillacnn" for t in plan.trials)
 
 
 # ---- bad specs: one line, exit 2 ------------------------------------------------------------

@@ -215,6 +215,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.t
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("real-cifar10")  # one worker decodes the JPEGs once (conftest)
 @pytest.mark.skipif(not REAL.is_file(), reason=f"real CIFAR-10 JPEG tarball not at {REAL}")
 def test_real_cifar10_one_epoch_above_chance(real_data_home, tmp_path):
     cfg = load_config(None, {"model.name": "vanillacnn", "data.dataset": str(REAL),

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from cifarctl.errors import CifarctlError
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
-PARENT_CHECK_S = 1.0  # how often a worker checks that its sweep process is still there
+PARENT_CHECK_S = 0.2  # how often a worker checks that its sweep process is still there
 
 
 class Sink(Protocol):
