@@ -338,6 +338,10 @@ def test_parent_selects_the_sweep_children(store):
     assert [(r.label, r.n) for r in rep.per_class] == [("CB-focal β=0.99", 2)]
     assert rep.skipped == [{"run_id": store["parent"], "run_name": "ce-b0-s0",
                             "reason": "parent of a sweep (its child runs are reported)"}]
+    # ... in the JSON, but not worth a table or a note in the terminal: that is expected
+    text = report(store, "--experiment", "sweep")
+    assert text.exit_code == 0, text.output
+    assert "Skipped runs" not in text.output and "left out" not in text.output
     assert not any(k.startswith(("sweep.", "grid.")) for k in rep.grouping_keys)
 
 

@@ -17,7 +17,7 @@ from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS
 from cifarctl.report import tables
 from cifarctl.report.groups import Group, default_columns, make_groups, param, resolve_columns
-from cifarctl.report.runs import load_runs, split_usable
+from cifarctl.report.runs import load_runs, split_usable, worth_saying
 from cifarctl.report.stats import CONFIDENCE, Summary
 
 
@@ -119,8 +119,8 @@ def build_report(tracking_uri: str | None = None, *,
     per_class = tables.per_class_table(groups, num_classes)
     comparisons, notes = tables.head_to_head(groups, num_classes, spec)
     literature, literature_note = tables.literature_table(groups)
-    if runs.skipped:
-        notes.append(f"{len(runs.skipped)} run(s) left out; see 'skipped runs'")
+    if left_out := worth_saying(runs.skipped):
+        notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
     notes.extend(tables.shot_notes(per_class))
     if literature_note:
         notes.append(literature_note)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
+from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import EXTRA_METRICS
 
@@ -124,7 +125,8 @@ def literature_table(report: Report) -> TextTable:
 
 def skipped_table(report: Report) -> TextTable:
     return TextTable("skipped", "Skipped runs", ["run id", "run name", "reason"],
-                     [[s["run_id"], s["run_name"], s["reason"]] for s in report.skipped])
+                     [[s["run_id"], s["run_name"], s["reason"]]
+                      for s in worth_saying(report.skipped)])
 
 
 def text_tables(report: Report) -> list[TextTable]:

@@ -256,6 +256,15 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
     return RunSet(frame.reset_index(drop=True), used)
 
 
+SWEEP_PARENT = "parent of a sweep (its child runs are reported)"
+
+
+def worth_saying(skipped: list[dict]) -> list[dict]:
+    """The skipped runs a reader should hear about: a sweep's parent holds no results of its
+    own, so leaving it out is expected (it stays in the JSON's `skipped_runs`)."""
+    return [s for s in skipped if s["reason"] != SWEEP_PARENT]
+
+
 def split_usable(runs: RunSet) -> RunSet:
     """Keep FINISHED runs that have `test_acc_at_best`; list the others with the reason.
 
@@ -272,7 +281,7 @@ def split_usable(runs: RunSet) -> RunSet:
     for i, row in enumerate(frame.itertuples(index=False)):
         run_id, status = row.run_id, row.status
         if run_id in parents and not has_metric.iloc[i]:
-            reason = "parent of a sweep (its child runs are reported)"
+            reason = SWEEP_PARENT
         elif status != "FINISHED":
             reason = (f"status {status}" + (": interrupted, resume it with `cifarctl train "
                                             f"--resume {run_id}`" if status == "KILLED" else ""))
