@@ -121,7 +121,7 @@ def test_relu_linear_rich_shows_steps_and_summary():
 def test_relu_linear_flags_kinks():
     result = run("theory", "relu-linear", "--at", "0")
     assert result.exit_code == 0
-    assert "on a kink: z1[1] = 0" in result.stdout
+    assert "on a kink: z1[0] = 0" in result.stdout  # 0-based, as in --json
     assert "left W = 1.5, b = 3; right W = 6, b = 3" in result.stdout
     point = run_json("theory", "relu-linear", "--at", "0")["points"][0]
     assert point["on_kink"] is True and (point["W_left"], point["W_right"]) == (1.5, 6)

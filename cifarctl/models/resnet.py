@@ -100,7 +100,7 @@ def resnet32(num_classes: int = 10) -> CifarResNet:
 
 @register_model
 def resnet44(num_classes: int = 10) -> CifarResNet:
-    """ResNet-44, n = 7: 661,338 parameters."""
+    """ResNet-44, n = 7: 658,586 parameters."""
     return CifarResNet(44, num_classes)
 
 
@@ -112,5 +112,5 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
 
 @register_model
 def resnet110(num_classes: int = 10) -> CifarResNet:
-    """ResNet-110, n = 18: 1,730,714 parameters."""
+    """ResNet-110, n = 18: 1,727,962 parameters."""
     return CifarResNet(110, num_classes)

@@ -146,7 +146,7 @@ def _kink_note(answer: PointAnswer) -> Text:
     zeros = [
         f"z{k}[{i}]"
         for k, step in enumerate(answer.local.steps[:-1], start=1)
-        for i, z in enumerate(step.z, start=1)
+        for i, z in enumerate(step.z)  # 0-based, as the --json lists
         if z == 0
     ]
     note = f"on a kink: {' = '.join(zeros)} = 0, so the derivative is one-sided"
