@@ -422,3 +422,21 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["runs"] == 100 and line["groups"] == 50
+
+
+def test_a_repeated_run_counts_once_the_latest(mlflow_store):
+    """`train` run twice with one config and seed (here once more in another experiment) is
+    one replicate: n stays 2 and the interval is not narrowed by copied numbers."""
+    from cifarctl.report.build import build_report
+
+    uri = mlflow_store.uri
+    first = write_run(uri, "a", {"run.seed": 0}, [0.40] * 10)
+    write_run(uri, "a", {"run.seed": 1}, [0.50] * 10)
+    latest = write_run(uri, "b", {"run.seed": 0}, [0.44] * 10)
+    rep = build_report(uri, experiments=["a", "b"])
+    (ce,) = rep.per_class
+    assert ce.n == 2 and ce.overall.mean == pytest.approx(0.47)
+    assert rep.skipped == [{"run_id": first, "run_name": "ce-b0-s0",
+                            "reason": f"repeats run {latest} (same configuration and seed); "
+                                      "the latest is reported"}]
+    assert any("1 run(s) left out" in note for note in rep.notes)

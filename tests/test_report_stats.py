@@ -150,6 +150,14 @@ def test_protocol_and_published_numbers():
                          ratio=100) == []  # the write-up's beta: no published number
     balanced = published_for(loss="ce", beta=0.0, gamma=1.0, drw=False, profile="step", ratio=1)
     assert [p.error for p in balanced] == [6.61]
+    # cui2019-table2.yaml runs Cui et al.'s focal baseline in its sigmoid form (their Sec. 4)
+    for loss in ("focal", "sigmoid-focal"):
+        focal = published_for(loss=loss, beta=0.0, gamma=1.0, drw=False, profile="exp",
+                              ratio=100)
+        assert [(p.method, p.error) for p in focal] == [("focal γ=1", 29.62)], loss
+    cb_sigmoid = published_for(loss="sigmoid-focal", beta=0.9999, gamma=1.0, drw=False,
+                               profile="exp", ratio=100)
+    assert {p.error for p in cb_sigmoid} == {25.43}
 
 
 def test_shot_groups_follow_liu_et_al():

@@ -17,7 +17,7 @@ from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS
 from cifarctl.report import tables
 from cifarctl.report.groups import Group, default_columns, make_groups, param, resolve_columns
-from cifarctl.report.runs import load_runs, split_usable, worth_saying
+from cifarctl.report.runs import drop_repeats, load_runs, split_usable, worth_saying
 from cifarctl.report.stats import CONFIDENCE, Summary
 
 
@@ -107,7 +107,7 @@ def build_report(tracking_uri: str | None = None, *,
 
     uri = resolve_tracking_uri(tracking_uri)
     loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
-    runs = split_usable(loaded)
+    runs = drop_repeats(split_usable(loaded))
     if runs.frame.empty:
         reasons = sorted({s["reason"] for s in runs.skipped})
         raise UsageError(f"none of the {len(runs.skipped)} runs in "

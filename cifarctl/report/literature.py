@@ -118,13 +118,15 @@ def published_for(*, loss: str, beta: float, gamma: float, drw: bool, profile: s
         methods = {"LDAM-DRW"} if loss == "ldam" else set()
     elif beta == 0 and loss == "ce":
         methods = {"softmax CE", "ERM"}
-    elif beta == 0 and loss == "focal" and gamma == 1:
+    elif beta == 0 and loss in ("focal", "sigmoid-focal") and gamma == 1:
+        # Cui et al.'s focal baseline is Lin et al.'s sigmoid form (Sec. 4); the softmax
+        # form is the write-up's: both are placed beside that row
         methods = {"focal γ=1"}
     elif beta == 0 and loss == "ldam":
         methods = {"LDAM"}
     elif math.isclose(beta, CB_BETA) and loss in ("ce", "focal", "sigmoid", "sigmoid-focal"):
         methods = {"class-balanced, best variant (β=0.9999)"}
-        if loss == "focal":
+        if loss in ("focal", "sigmoid-focal"):
             methods.add("CB focal")
     else:
         methods = set()

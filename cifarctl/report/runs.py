@@ -293,3 +293,42 @@ def split_usable(runs: RunSet) -> RunSet:
         skipped.append({"run_id": run_id, "run_name": row.run_name or "", "reason": reason})
     return RunSet(frame.iloc[keep].reset_index(drop=True), runs.experiments,
                   runs.skipped + skipped)
+
+
+def drop_repeats(runs: RunSet) -> RunSet:
+    """One run per configuration and seed: the latest; the others are listed as skipped.
+
+    Two runs with every result-changing param equal, seed included (`train` run twice, or
+    a sweep run again under another experiment name), are one replicate, not two: counting
+    both would narrow the confidence interval on copied numbers. Runs without a `run.seed`
+    param (other tools) are never merged.
+    """
+    from cifarctl.report.groups import MISSING, SEED_KEY, default_columns
+
+    frame = runs.frame
+    seed = f"params.{SEED_KEY}"
+    if frame.empty or seed not in frame:
+        return runs
+    keys = [*default_columns(frame), seed]
+    keyed = frame[keys].astype(object).where(frame[keys].notna(), MISSING).astype(str)
+    latest_first = frame.sort_values("start_time", ascending=False, kind="stable").index
+    has_seed = frame[seed].notna()
+    kept: dict[tuple, str] = {}
+    drop, skipped = [], []
+    for i in latest_first:
+        if not has_seed[i]:
+            continue
+        key = tuple(keyed.loc[i])
+        if key not in kept:
+            kept[key] = frame.at[i, "run_id"]
+            continue
+        drop.append(i)
+        skipped.append({"run_id": frame.at[i, "run_id"],
+                        "run_name": frame.at[i, "run_name"] or "",
+                        "reason": f"repeats run {kept[key]} (same configuration and seed); "
+                                  "the latest is reported"})
+    if not drop:
+        return runs
+    return RunSet(frame.drop(index=drop).reset_index(drop=True), runs.experiments,
+                  runs.skipped + skipped)
+
