@@ -287,6 +287,8 @@ def test_report_shows_the_trained_runs_confusion_matrix(trained, tmp_path):
     local = client.download_artifacts(trained["run_id"], "confusion_matrix.json", str(tmp_path))
     best = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")["best"]
     assert json.loads(Path(local).read_text()) == best["metrics"]["test_confusion"]
+    # its own eval, logged to the run (tests of this module may run on other pytest workers)
+    assert run_eval(trained["run_id"]).exit_code == 0
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["report", "-e", "eval", "--out", str(out), "--no-log",
                                       "--format", "json"])

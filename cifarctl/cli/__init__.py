@@ -12,14 +12,33 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from cifarctl import __version__
 from cifarctl.errors import CifarctlError
 
 
+def _usage_line(err: UsageError) -> str:
+    """A command-line mistake as one line: what was wrong, and where the help is."""
+    message = err.format_message().rstrip(".")
+    where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+    return f"error: {message[:1].lower()}{message[1:]}{where}"
+
+
 class _FriendlyErrors(TyperGroup):
-    """Turns the project's errors into `error: ...` and an exit code, for every subcommand."""
+    """Turns the project's errors, and the parser's (a bad flag value, an unknown option),
+    into one `error: ...` line and an exit code, for every subcommand: no boxed help text
+    for a script's log to wrap."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the root's own options and the subcommand name
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as err:
+            typer.echo(_usage_line(err), err=True)
+            raise typer.Exit(2) from None
 
     def invoke(self, ctx):
         try:
@@ -28,6 +47,11 @@ class _FriendlyErrors(TyperGroup):
             typer.echo(f"error: {err}", err=True)
             # typer.Exit, not click's: typer 0.29 carries its own copy of click
             raise typer.Exit(err.exit_code) from None
+        except NoArgsIsHelpError:  # `cifarctl train` alone: its help, as asked for
+            raise
+        except UsageError as err:  # a subcommand's arguments
+            typer.echo(_usage_line(err), err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

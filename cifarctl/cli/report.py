@@ -16,8 +16,7 @@ from typing import Annotated
 
 import typer
 
-from cifarctl.report.export import FORMATS  # torch-, pandas- and MLflow-free modules
-from cifarctl.report.tables import DEFAULT_BASELINE
+from cifarctl.report import DEFAULT_BASELINE, FORMATS
 
 
 def report(

@@ -9,3 +9,7 @@ labels), `stats` (mean, CI, t-tests; pure), `tables` (the three tables), `litera
 (pictures), `export` (files and the report run), `build` (the whole pipeline). Importing
 this package, `tables`, `render` or `export` imports neither MLflow nor pandas nor torch.
 """
+
+# Choices the CLI's help shows; here so that `cifarctl --help` imports nothing else (issue 2).
+FORMATS = ("table", "markdown", "csv", "json", "html")
+DEFAULT_BASELINE = "loss.name=ce,loss.beta=0"

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from cifarctl.report.build import Report
 
-FORMATS = ("table", "markdown", "csv", "json", "html")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
-from cifarctl.report import stats
+from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
 from cifarctl.report.literature import Published, protocol_gaps, published_for
 
@@ -30,7 +30,6 @@ OVERALL = "test_acc_at_best"  # ARCHITECTURE.md, "Training": summary metrics at 
 CLASS_METRIC = "test_acc_class_{i}_at_best"
 # `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
 EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
-DEFAULT_BASELINE = "loss.name=ce,loss.beta=0"
 
 
 def class_counts(rows: pd.DataFrame) -> list[list[int] | None]:

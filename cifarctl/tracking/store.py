@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from cifarctl.errors import UsageError
@@ -78,6 +75,10 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
+    import ssl  # here, not at the top: `cifarctl --help` imports this module (issue 2)
+    import urllib.error
+    import urllib.request
+
     hint = "start it or pass --tracking-uri"
     context = None
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
