@@ -108,10 +108,11 @@ class RichReporter:
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, stats="")
 
     def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
-        stats = ""
-        if running:
-            stats = (f"loss {running['loss']:.4f}  acc {100 * running['acc']:.1f}%  "
-                     f"{running['images_per_s']:.0f} img/s")
+        if not running:  # the running numbers come every few steps (one host sync each):
+            self.progress.update(self.task, completed=steps_done)  # keep the last ones shown
+            return
+        stats = (f"loss {running['loss']:.4f}  acc {100 * running['acc']:.1f}%  "
+                 f"{running['images_per_s']:.0f} img/s")
         self.progress.update(self.task, completed=steps_done, stats=stats)
 
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:

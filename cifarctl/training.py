@@ -52,8 +52,10 @@ class NonFiniteLoss(CifarctlError):
     """The training loss became NaN or infinite in `epoch` (0-based)."""
 
     def __init__(self, epoch: int) -> None:
-        super().__init__(f"training loss became NaN/inf in epoch {epoch + 1}; the last good "
-                         f"checkpoint is kept; lower optim.lr or check the loss settings")
+        kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
+                else "no epoch finished, so there is no checkpoint to keep")
+        super().__init__(f"training loss became NaN/inf in epoch {epoch + 1}; {kept}; lower "
+                         f"optim.lr or check the loss settings")
 
 
 @dataclass
@@ -243,15 +245,23 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
           checkpoint_root: Path = Path("checkpoints"),
           resume: dict[str, Any] | None = None) -> RunOutcome:
     """Train `cfg` to the end (or to an interruption); log everything through `tracker`."""
+    stop = StopFlag()
+    # From here on Ctrl-C / SIGTERM only set the flag, even while the data loads: the loop
+    # sees it before its first step and the run ends KILLED with a checkpoint to resume
+    # (not RUNNING forever, or FAILED). A second Ctrl-C aborts at once.
+    with stop.installed():
+        return _train(cfg, tracker, reporter or NullReporter(), checkpoint_root, resume, stop)
+
+
+def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root: Path,
+           resume: dict[str, Any] | None, stop: StopFlag) -> RunOutcome:
     from cifarctl.losses import build_loss
     from cifarctl.models import create_model, dead_relu_fractions
     from cifarctl.optim import build_optimizer
 
-    reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
     ckpt_dir = checkpoint_root / run_id
-    stop = StopFlag()
     outcome = RunOutcome(run_id, "RUNNING", 0, [], checkpoint_dir=ckpt_dir)
     try:
         data = prepare_data(cfg, device)
@@ -284,29 +294,28 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
                            optimizer_state=optimizer.state_dict(), epoch=epoch, best=best,
                            history=outcome.history, sums=sums, rng=rng_state(device))
 
-        with stop.installed():
-            for epoch in range(start_epoch, cfg.optim.epochs):
-                metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
-                                           data, sums, stop, reporter, dead_relu_fractions,
-                                           first=epoch == start_epoch)
-                if metrics is None:  # interrupted mid-epoch: keep the exact position
-                    save(ckpt_dir / "last.pt", epoch, sums)
-                    outcome.status = "KILLED"
-                    outcome.message = (f"interrupted by {stop.signal_name} in epoch "
-                                       f"{epoch + 1}; resume with `cifarctl train --resume "
-                                       f"{run_id}`")
-                    break
-                sums = None
-                outcome.history.append(metrics)
-                best = update_best(cfg, best, epoch, metrics, data)
-                if best["epoch"] == epoch:
-                    save(ckpt_dir / "best.pt", epoch + 1, None)
-                save(ckpt_dir / "last.pt", epoch + 1, None)
-                tracker.log_metrics(loggable(metrics), step=epoch)
-                reporter.epoch_ended(epoch, cfg.optim.epochs, metrics)
-                outcome.epochs_done = epoch + 1
-            else:
-                outcome.status = "FINISHED"
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
+                                       data, sums, stop, reporter, dead_relu_fractions,
+                                       first=epoch == start_epoch)
+            if metrics is None:  # interrupted mid-epoch: keep the exact position
+                save(ckpt_dir / "last.pt", epoch, sums)
+                outcome.status = "KILLED"
+                outcome.message = (f"interrupted by {stop.signal_name} in epoch "
+                                   f"{epoch + 1}; resume with `cifarctl train --resume "
+                                   f"{run_id}`")
+                break
+            sums = None
+            outcome.history.append(metrics)
+            best = update_best(cfg, best, epoch, metrics, data)
+            if best["epoch"] == epoch:
+                save(ckpt_dir / "best.pt", epoch + 1, None)
+            save(ckpt_dir / "last.pt", epoch + 1, None)
+            tracker.log_metrics(loggable(metrics), step=epoch)
+            reporter.epoch_ended(epoch, cfg.optim.epochs, metrics)
+            outcome.epochs_done = epoch + 1
+        else:
+            outcome.status = "FINISHED"
         outcome.epochs_done = len(outcome.history)
         outcome.summary = summary_metrics(best, data)
         log_run_end(cfg, tracker, outcome, best, data, ckpt_dir)

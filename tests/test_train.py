@@ -152,6 +152,36 @@ def test_resume_after_interruption_matches_uninterrupted(data_home, tiny_dataset
         torch.testing.assert_close(wa[name], wb[name], rtol=1e-6, atol=1e-6)
 
 
+def test_a_signal_while_the_data_loads_ends_killed_and_resumable(
+        mlflow_store, data_home, tiny_dataset, monkeypatch):
+    """SIGTERM before the first step (here: while the dataset is prepared, after the MLflow
+    run exists) is not lost: the run ends KILLED with a step-0 checkpoint, and resumes."""
+    from mlflow.tracking import MlflowClient
+
+    import cifarctl.training as training
+    from cifarctl.tracking import open_tracker
+
+    real_prepare = training.prepare_data
+
+    def prepare_with_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled before it returns
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(training, "prepare_data", prepare_with_sigterm)
+    cfg = tiny_config(tiny_dataset, **{"optim.epochs": 1})
+    tracker = open_tracker(True, experiment="early")
+    outcome = train(cfg, tracker=tracker)
+    assert outcome.status == "KILLED" and outcome.epochs_done == 0
+    assert "interrupted by SIGTERM in epoch 1" in outcome.message
+    assert MlflowClient().get_run(outcome.run_id).info.status == "KILLED"
+    monkeypatch.setattr(training, "prepare_data", real_prepare)
+    cfg2, state = load_resume(outcome.run_id, Path("checkpoints"))
+    assert state["epoch"] == 0 and state["sums"]["steps_done"] == 0
+    resumed = train(cfg2, tracker=open_tracker(True, experiment="", run_id=outcome.run_id),
+                    resume=state)
+    assert resumed.status == "FINISHED" and resumed.epochs_done == 1
+
+
 def test_nonfinite_loss_fails_the_run_and_keeps_last_good_checkpoint(
         mlflow_store, data_home, tiny_dataset, monkeypatch):
     from mlflow.tracking import MlflowClient

@@ -165,8 +165,8 @@ def _render(outcome: Any) -> None:
     from rich.table import Table
 
     console = Console()
-    if outcome.message:
-        Console(stderr=True).print(outcome.message)
+    if outcome.message:  # plain: a run id must not be wrapped (or read as rich markup)
+        typer.echo(outcome.message, err=True)
     table = Table(title=f"run {outcome.run_id}: {outcome.status}", show_header=False)
     table.add_row("epochs done", str(outcome.epochs_done))
     for key, value in outcome.summary.items():
