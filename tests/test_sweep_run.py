@@ -187,7 +187,8 @@ def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
     again = sweep_cli(str(spec), "--workers", "2")
     assert again.exit_code == 1, again.output
     assert "skipping 2 of 3" in again.output and "1 failed, 2 skipped" in again.output
-    _, children = runs_of("tiny")
+    (parent,), children = runs_of("tiny")
+    assert parent.data.tags["trials_skipped"] == "2" and parent.data.tags["trials_finished"] == "2"
     assert len(children) == 3  # the retry ran in the failed trial's own run
     assert failed.info.run_id in {c.info.run_id for c in children}
 

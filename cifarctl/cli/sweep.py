@@ -12,6 +12,7 @@ Exit codes: 0 all trials ok or skipped, 1 a trial failed, 2 bad input, 130 inter
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -164,7 +165,8 @@ def _print_summary(outcome: Any) -> None:
 
     from cifarctl.sweep.live import summary_table
 
-    Console().print(summary_table(outcome))
+    # in a log file or pipe (80 columns by default) the run ids and reasons would fold
+    Console(width=None if sys.stdout.isatty() else 200).print(summary_table(outcome))
     failed = [s for s in outcome.trials if s.status == "failed"]
     if failed:
         Console(stderr=True).print(f"{len(failed)} trial(s) failed; fix the cause and run the "

@@ -167,6 +167,7 @@ def make_display(total: int, *, quiet: bool = False) -> Any:
 def summary_table(outcome: Any) -> Any:
     """The closing table: one row per trial, its result or its one-line reason."""
     from rich.table import Table
+    from rich.text import Text
 
     counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
     table = Table(title=f"sweep {outcome.plan.spec.name}: {counts} (parent run "
@@ -183,6 +184,7 @@ def summary_table(outcome: Any) -> Any:
     for s in outcome.trials:
         row = [str(s.trial.index + 1), s.trial.key, describe_overrides(s.trial.overrides),
                f"[{STYLE[s.status]}]{s.status}[/]", _acc(s), s.run_id or ""]
-        reason = s.message if s.status in ("failed", "killed", "not run") else ""
+        # as Text: a reason such as "[Errno 2] ..." is not rich markup to be swallowed
+        reason = Text(s.message if s.status in ("failed", "killed", "not run") else "")
         table.add_row(*row, *([reason] if reasons else []))
     return table

@@ -133,6 +133,8 @@ def end_if_running(client: Any, run_id: str, status: str) -> None:
 def finish_parent(client: Any, parent_id: str, status: str, counts: dict[str, int]) -> None:
     """Record how the sweep ended on its parent run."""
     tags = [(f"trials_{name.replace(' ', '_')}", str(n)) for name, n in counts.items()]
+    # the counts are this invocation's; after a rerun "skipped" trials had FINISHED before
+    tags.append(("trials_finished", str(counts.get("ok", 0) + counts.get("skipped", 0))))
     for key, value in tags:
         call_with_retry(client.set_tag, parent_id, key, value)
     call_with_retry(client.set_terminated, parent_id, status)
