@@ -8,6 +8,7 @@
 # 2. throughput table on CUDA, eager: (a) reference loop, (b) cifarctl engine, (c) fused
 #    K = 1, 2, 4, 8, 16 (the fused scaling, with peak memory)     -> throughput_eager.json
 # 3. the same compiled (torch.compile): (b) and fused K = 8        -> throughput_compiled.json
+#    and the data pipeline alone: DeviceLoader vs torchvision DataLoader -> loader.json
 # 4. time permitting, one real long-tailed run: resnet32, LT-100, the published protocol
 #    (experiments/resnet32-lt100-ce.yaml, 200 epochs) on the real JPEG CIFAR-10 named by
 #    $CIFARCTL_REAL_DATA (or a second argument), stopped at the time budget -> lt100.json
@@ -60,12 +61,14 @@ if [ $SMOKE = 1 ]; then
   DEVICE=cpu
   BENCH=(--model vanillacnn --batch-size 16 --warmup 1 --windows 2 --steps 1)
   KS=1,2; KC=2; COMPILE_LIMIT=300
+  LOADER=(--epochs 1 --images 2000 --workers 1)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset synthetic --set model.name=vanillacnn
       --set optim.epochs=1 --set optim.batch_size=64 --set optim.warmup=0)
 else
   DEVICE=cuda
   BENCH=(--warmup 5 --windows 5 --steps 20)
   KS=1,2,4,8,16; KC=8; COMPILE_LIMIT=150
+  LOADER=(--epochs 3)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset "$DATA")
 fi
 
@@ -108,6 +111,10 @@ run_step throughput_eager 200 "$PYTHON" benchmarks/throughput.py --device $DEVIC
 # 3. compiled
 run_step throughput_compiled $COMPILE_LIMIT "$PYTHON" benchmarks/throughput.py --device $DEVICE \
   "${BENCH[@]}" --compile --only b,c --ks $KC --json "$OUT/throughput_compiled.json"
+
+# 3b. the data pipeline alone (issue 2): the synthetic set, on the device
+run_step loader 90 "$PYTHON" benchmarks/loader.py --device $DEVICE "${LOADER[@]}" \
+  --json "$OUT/loader.json"
 
 # 4. the real long-tailed run, in what time is left
 LEFT=$(( BUDGET_S - $(elapsed) - 15 ))

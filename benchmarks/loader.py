@@ -24,6 +24,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per loader")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="torchvision DataLoader workers")
+    parser.add_argument("--images", type=int, default=None,
+                        help="use only the first N training images (quick checks)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
 
     from cifarctl.data import load_dataset
@@ -83,14 +87,15 @@ def main() -> None:
 
     data = load_dataset(args.dataset)
     device = torch.device(args.device)
-    n = len(data.train_labels)
+    images, labels = data.train_images[:args.images], data.train_labels[:args.images]
+    n = len(labels)
 
-    ours = DeviceLoader(data.train_images, data.train_labels, batch_size=args.batch_size,
+    ours = DeviceLoader(images, labels, batch_size=args.batch_size,
                         shuffle=True, augment=True, seed=0, device=device)
     ours_times = _time_epochs(ours.epoch, device, args.epochs)
 
     baseline = torch.utils.data.DataLoader(
-        PilCifar(data.train_images, data.train_labels), batch_size=args.batch_size,
+        PilCifar(images, labels), batch_size=args.batch_size,
         shuffle=True, num_workers=args.workers, persistent_workers=args.workers > 0,
         pin_memory=device.type == "cuda")
 
@@ -123,6 +128,8 @@ def main() -> None:
                   f"{theirs_rate:,.0f}", f"{statistics.median(theirs_times):.2f}")
     Console().print(table)
     print(json.dumps(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["smoke"] is True and summary["device"] == "cpu"
     assert [s["step"] for s in summary["steps"]] == ["env_python", "throughput_eager",
-                                                     "throughput_compiled", "lt100"]
+                                                     "throughput_compiled", "loader", "lt100"]
     assert all(s["rc"] == 0 for s in summary["steps"])
     env_info = json.loads((out / "env.json").read_text())
     assert env_info["torch"] and env_info["cuda_available"] in (True, False)
@@ -52,8 +52,10 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     assert [r["name"][:1] for r in eager["results"]] == ["a", "b", "c", "c"]
     compiled = json.loads((out / "throughput_compiled.json").read_text())
     assert compiled["compile"] is True and len(compiled["results"]) == 2
+    loader = json.loads((out / "loader.json").read_text())
+    assert loader["images"] == 2000 and loader["ratio"] > 0
     lt = json.loads((out / "lt100.json").read_text())
     assert lt["status"] == "FINISHED" and lt["epochs_done"] == 1
     assert 0 <= lt["final_test_acc"] <= 1 and lt["projected_total_s"] > 0
-    for name in ("env_python", "throughput_eager", "throughput_compiled", "lt100"):
+    for name in ("env_python", "throughput_eager", "throughput_compiled", "loader", "lt100"):
         assert (out / f"{name}.log").is_file()
