@@ -587,7 +587,16 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
     if resume_run_id is not None:
         tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri,
                                run_id=resume_run_id)
-        cfg, state = load_resume(resume_run_id, checkpoint_root, tracker)
+        try:
+            cfg, state = load_resume(resume_run_id, checkpoint_root, tracker)
+            if state["epoch"] >= cfg.optim.epochs and state.get("sums") is None:
+                raise UsageError(f"run {resume_run_id} already trained all its "
+                                 f"{cfg.optim.epochs} epochs: nothing to resume; evaluate it "
+                                 f"with `cifarctl eval {resume_run_id}`")
+        except BaseException:  # refused: the run keeps the status it had
+            if getattr(tracker, "opened_status", None) in ("FINISHED", "FAILED", "KILLED"):
+                tracker.finish(tracker.opened_status)
+            raise
         if not track:
             tracker.run_id = resume_run_id  # keep the checkpoint folder of the local run
         if device_override:

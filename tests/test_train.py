@@ -86,6 +86,10 @@ def test_cli_run_is_tracked_in_mlflow(mlflow_store, data_home, tiny_dataset):
     assert csv.splitlines()[0] == "class,name,train_count,test_acc" and len(csv.splitlines()) == 11
     state = load_checkpoint(Path("checkpoints") / run_id / "best.pt")
     assert state["config"]["loss"]["beta"] == 0.9
+    # a finished run has nothing to resume: refused, and it stays FINISHED
+    again = run_cli("--resume", run_id)
+    assert again.exit_code == 2 and "nothing to resume" in again.stderr, again.output
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_assignment_yaml_runs(mlflow_store, data_home, tiny_dataset, tmp_path):
