@@ -238,9 +238,11 @@ def test_cli_fused_seeds_are_tracked_exactly_like_separate_runs(mlflow_store, da
             run.info.run_id, "checkpoints")}
 
     assert artifacts(f0) == artifacts(alone)
-    # the fused run's checkpoint continues as an ordinary run (nothing left to train)
+    # the fused run's checkpoint reads as an ordinary run's: all its epochs are done, so
+    # `--resume` says there is nothing to resume (and the run stays FINISHED)
     result = CliRunner().invoke(app, ["train", "--resume", f0.info.run_id, "-q"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2 and "already trained all its 2 epochs" in result.stderr, \
+        result.output
     assert client.get_run(f0.info.run_id).info.status == "FINISHED"
 
 
