@@ -246,7 +246,22 @@ def test_cli_fused_seeds_are_tracked_exactly_like_separate_runs(mlflow_store, da
     assert client.get_run(f0.info.run_id).info.status == "FINISHED"
 
 
+def test_cli_fuse_k_trains_k_seeds_from_the_configs_seed(mlflow_store, data_home, tiny):
+    from mlflow.tracking import MlflowClient
+
+    result = CliRunner().invoke(app, ["train", "vanillacnn", "--dataset", str(tiny), *TINY_CLI,
+                                      "--fuse", "2", "--seed", "5", "--experiment", "k"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("k").experiment_id])
+    assert sorted(r.data.params["run.seed"] for r in runs) == ["5", "6"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["fused_group"] for r in runs}) == 1
+
+
 @pytest.mark.parametrize("args, message", [
+    (["vanillacnn", "--fuse", "2", "--fuse-seeds", "0,1"], "drop --fuse-seeds / --resume"),
+    (["vanillacnn", "--fuse", "0"], "invalid value for '--fuse'"),
     (["mymodel", "--fuse-seeds", "0,1"], "mymodel cannot be fused"),
     (["vanillacnn", "--fuse-seeds", "0,x"], "--fuse-seeds takes seeds separated by commas"),
     (["vanillacnn", "--fuse-seeds", "0,0"], "--fuse-seeds repeats a seed"),

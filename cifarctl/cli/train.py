@@ -72,6 +72,10 @@ def train(
         "--fuse-seeds", help="Train these seeds of the config at once as one fused model, "
         "e.g. 0,1,2,3: one MLflow run per seed, each as its own run would end (issue 8).",
         show_default=False)] = None,
+    fuse: Annotated[int | None, typer.Option(
+        "--fuse", min=1, help="Train K seeds (the config's seed and the next K-1) at once as "
+        "one fused model: `--fuse 4` is `--fuse-seeds 0,1,2,3` for seed 0.",
+        show_default=False)] = None,
 ) -> None:
     """Train one model and track every number in MLflow.
 
@@ -83,7 +87,7 @@ def train(
 
       cifarctl train --resume 3f2c...   (continue an interrupted run)
 
-      cifarctl train resnet32 --imbalance 100 --fuse-seeds 0,1,2,3   (4 seeds, fused)
+      cifarctl train resnet32 --imbalance 100 --fuse 4   (seeds 0-3 as one fused model)
     """
     from cifarctl.config import load_config, parse_set_option
     from cifarctl.errors import UsageError
@@ -109,6 +113,15 @@ def train(
             raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")
         cfg = load_config(config, overrides)
 
+    if fuse is not None:
+        if fuse_seeds is not None or resume is not None:
+            raise UsageError("--fuse K trains new runs of seeds seed..seed+K-1: drop "
+                             "--fuse-seeds / --resume")
+        assert cfg is not None
+        _train_fused(cfg, ",".join(str(cfg.run.seed + i) for i in range(fuse)),
+                     no_track=no_track, tracking_uri=tracking_uri, checkpoints=checkpoints,
+                     quiet=quiet)
+        return
     if fuse_seeds is not None:
         if resume is not None or seed is not None:
             raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
