@@ -331,6 +331,11 @@ def _flatten_native(doc: dict[str, Any]) -> dict[str, Any]:
     for key, value in doc.items():
         if key in SECTIONS and isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key in SECTIONS and value is not None:
+            raise UsageError(f"section {key!r} must be a mapping of keys (e.g. {key}: "
+                             f"{{...}}), got {type(value).__name__}")
+        elif key in SECTIONS:
+            continue  # an empty section (`optim:` with nothing under it)
         else:
             flat[key] = value  # an unsectioned unique key (`seed: 1`), or a typo
     return flat

@@ -153,3 +153,7 @@ def test_bad_files(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(UsageError, match="unknown key 'Train.learnig_rate'.*learning_rate"):
         load_config(write(tmp_path, "Train:\n  learnig_rate: 0.1\n"))
+    with pytest.raises(UsageError, match="section 'optim' must be a mapping of keys"):
+        load_config(write(tmp_path, "optim: [1, 2]\n"))
+    assert load_config(write(tmp_path, "optim:\nmodel: {name: vanillacnn}\n")).model.name == \
+        "vanillacnn"  # an empty section is no section
