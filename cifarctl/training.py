@@ -41,7 +41,7 @@ from cifarctl.engine import (
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.progress import NullReporter, Reporter
 from cifarctl.schedule import lr_at
-from cifarctl.tracking import Tracker
+from cifarctl.tracking import RUN_STATUSES, Tracker
 
 EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
 PROBE_SIZE = 256  # images in the fixed dead-ReLU probe batch (SPEC 1.1)
@@ -594,7 +594,7 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
                                  f"{cfg.optim.epochs} epochs: nothing to resume; evaluate it "
                                  f"with `cifarctl eval {resume_run_id}`")
         except BaseException:  # refused: the run keeps the status it had
-            if getattr(tracker, "opened_status", None) in ("FINISHED", "FAILED", "KILLED"):
+            if tracker.opened_status in RUN_STATUSES:
                 tracker.finish(tracker.opened_status)
             raise
         if not track:

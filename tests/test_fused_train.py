@@ -137,6 +137,31 @@ def test_fused_runs_equal_separate_runs_in_float64(tiny, data_home, tmp_path, fl
     assert_same_runs(separate, fused, rtol=1e-9)
 
 
+def test_a_signal_while_the_group_loads_ends_every_member_killed(tiny, data_home, tmp_path,
+                                                                 monkeypatch):
+    """SIGTERM before the first fused step (here: while the dataset is shared): every member
+    ends KILLED with a step-0 checkpoint, as an unfused run does (test_train)."""
+    import os
+    import signal
+
+    import cifarctl.fused.trainer as trainer
+
+    real_share = trainer.share_data
+
+    def share_with_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_share(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "share_data", share_with_sigterm)
+    cfgs = configs(tiny, "vanillacnn", 0.01)
+    stopped = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
+                          checkpoint_root=tmp_path)
+    assert [o.status for o in stopped] == ["KILLED"] * 3
+    for outcome in stopped:
+        _, state = load_resume(outcome.run_id, tmp_path)
+        assert state["epoch"] == 0 and state["sums"]["steps_done"] == 0
+
+
 def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_path):
     """Ctrl-C mid-epoch: every member KILLED with an ordinary checkpoint at the same step;
     one member resumed alone by `train` and the group resumed fused both end where

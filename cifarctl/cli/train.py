@@ -118,15 +118,14 @@ def train(
             raise UsageError("--fuse K trains new runs of seeds seed..seed+K-1: drop "
                              "--fuse-seeds / --resume")
         assert cfg is not None
-        _train_fused(cfg, ",".join(str(cfg.run.seed + i) for i in range(fuse)),
-                     no_track=no_track, tracking_uri=tracking_uri, checkpoints=checkpoints,
-                     quiet=quiet)
-        return
-    if fuse_seeds is not None:
+        seeds = [cfg.run.seed + i for i in range(fuse)]
+    elif fuse_seeds is not None:
         if resume is not None or seed is not None:
             raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
                              "--resume / --seed (resume each fused run with --resume RUN_ID)")
-        _train_fused(cfg, fuse_seeds, no_track=no_track, tracking_uri=tracking_uri,
+        seeds = _parse_seeds(fuse_seeds)
+    if fuse is not None or fuse_seeds is not None:
+        _train_fused(cfg, seeds, no_track=no_track, tracking_uri=tracking_uri,
                      checkpoints=checkpoints, quiet=quiet)
         return
 
@@ -140,23 +139,30 @@ def train(
         raise typer.Exit(130)
 
 
-def _train_fused(cfg: Any, seeds: str, *, no_track: bool, tracking_uri: str | None,
-                 checkpoints: Path, quiet: bool) -> None:
-    """`--fuse-seeds`: one config, K seeds, trained as one fused model."""
-    from cifarctl.config import apply_overrides
-    from cifarctl.errors import CifarctlError, UsageError
-    from cifarctl.fused import check_fusable
+def _parse_seeds(text: str) -> list[int]:
+    """`--fuse-seeds 0,1,2,3` -> [0, 1, 2, 3]."""
+    from cifarctl.errors import UsageError
 
     try:
-        values = [int(s) for s in seeds.split(",")]
+        seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise UsageError(f"--fuse-seeds takes seeds separated by commas, e.g. 0,1,2,3; got "
-                         f"{seeds!r}") from None
-    if len(set(values)) != len(values):
-        raise UsageError(f"--fuse-seeds repeats a seed: {seeds}")
+                         f"{text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--fuse-seeds repeats a seed: {text}")
+    return seeds
+
+
+def _train_fused(cfg: Any, seeds: list[int], *, no_track: bool, tracking_uri: str | None,
+                 checkpoints: Path, quiet: bool) -> None:
+    """`--fuse K` / `--fuse-seeds`: one config, K seeds, trained as one fused model."""
+    from cifarctl.config import apply_overrides
+    from cifarctl.errors import CifarctlError
+    from cifarctl.fused import check_fusable
+
     cfgs = [apply_overrides(cfg, {"run.seed": seed} | (
         {"run.run_name": f"{cfg.run.run_name}-s{seed}"} if cfg.run.run_name else {}))
-            for seed in values]
+            for seed in seeds]
     check_fusable(cfgs)
 
     from cifarctl.fused.trainer import launch_fused  # heavy imports start here

@@ -316,8 +316,17 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
             len(member_reporters) if member_reporters else None)):
         raise ValueError("one tracker (and resume state, member reporter, if any) per config")
     reporter = reporter or (FanOut(member_reporters) if member_reporters else NullReporter())
-    device = resolve_device(cfgs[0].run.device)
     stop = StopFlag()
+    with stop.installed():  # from the start, as in `training.train`: a signal while the data
+        # loads still ends every member KILLED, with a checkpoint
+        return _train_group(cfgs, trackers, reporter, member_reporters, checkpoint_root,
+                            resumes, stop)
+
+
+def _train_group(cfgs: list[RunConfig], trackers: list[Tracker], reporter: Reporter,
+                 member_reporters: list[Reporter] | None, checkpoint_root: Path,
+                 resumes: list[dict[str, Any]] | None, stop: StopFlag) -> list[RunOutcome]:
+    device = resolve_device(cfgs[0].run.device)
     members: list[Member] = []
     group_tags = {"fused_group": uuid.uuid4().hex[:12], "fused_members": str(len(cfgs))}
     try:
@@ -327,8 +336,7 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
                                          resumes[i] if resumes else None, group_tags))
         run = FusedRun(members, device, reporter, member_reporters, stop)
         start_epoch, sums = run.resume(resumes) if resumes else (0, None)
-        with stop.installed():
-            _train_epochs(run, start_epoch, sums)
+        _train_epochs(run, start_epoch, sums)
         for m in members:
             if m.outcome.status != "FAILED":
                 m.outcome.epochs_done = len(m.outcome.history)

@@ -29,6 +29,10 @@ class Tracker(Protocol):
     @property
     def artifact_uri(self) -> str | None: ...
 
+    # the status a reopened run had before it was set back to RUNNING (None for a new run):
+    # what to restore when a resume is refused
+    opened_status: str | None
+
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
@@ -83,6 +87,7 @@ class NullTracker(FinishOnExit):
 
     run_id: str | None = None
     artifact_uri: str | None = None
+    opened_status: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass

@@ -197,9 +197,7 @@ class MlflowTracker(FinishOnExit):
         self._run_id: str = run.info.run_id
         self._artifact_uri: str = run.info.artifact_uri
         self._finished = False
-        # the status the run had when opened (a resumed run is set back to RUNNING): what
-        # to restore if the resume is refused
-        self.opened_status: str = run.info.status
+        self.opened_status: str | None = run.info.status  # see Tracker.opened_status
 
     @property
     def run_id(self) -> str:
