@@ -37,6 +37,8 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
 @dataclass
 class ModelSection:
     name: str = _f("resnet32", "architecture, one of `cifarctl.models.list_models()`")
+    classifier: str = _f("auto", "final layer: `linear`, `normed` (cosine classifier of Cao et "
+                         "al.'s LDAM code) or `auto` (normed for `ldam`, linear otherwise)")
 
 
 @dataclass
@@ -117,6 +119,17 @@ class RunConfig:
     def to_flat(self) -> dict[str, Any]:
         """`{"optim.lr": 0.1, ...}`: the MLflow params of a run."""
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    @property
+    def classifier(self) -> str:
+        """The head `model.classifier` resolves to: `linear` or `normed`.
+
+        `auto` follows Cao et al.'s reference code (kaidic/LDAM-DRW): LDAM's margins and
+        scale s = 30 are meant for cosine logits, every other loss gets a linear layer.
+        """
+        if self.model.classifier != "auto":
+            return self.model.classifier
+        return "normed" if self.loss.name == "ldam" else "linear"
 
     @property
     def lr_decay_factors(self) -> list[float]:
@@ -259,6 +272,8 @@ def validate(cfg: RunConfig) -> None:
          f"loss.drw_epoch must be >= 0, got {lo.drw_epoch}"),
         (lo.max_m > 0, f"loss.max_m must be > 0, got {lo.max_m}"),
         (lo.s > 0, f"loss.s must be > 0, got {lo.s}"),
+        (cfg.model.classifier in ("auto", "linear", "normed"),
+         f"model.classifier must be auto, linear or normed, got {cfg.model.classifier!r}"),
         (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
          f"run.device must be auto, cpu or cuda, got {r.device!r}"),
         (r.select_metric in ("val_acc", "val_loss"),
@@ -272,6 +287,9 @@ def validate(cfg: RunConfig) -> None:
 
     cfg.model.name = model_name(cfg.model.name)
     cfg.loss.name = loss_name(cfg.loss.name)
+    if cfg.classifier == "normed" and cfg.loss.name.startswith("sigmoid"):
+        raise UsageError(f"loss {cfg.loss.name} initialises the classifier's bias, and the "
+                         f"normed classifier has none: use model.classifier=linear (or auto)")
 
 
 # ---- YAML: native and assignment dialects ---------------------------------------------------

@@ -268,7 +268,8 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
         if resume is None:
             log_run_start(cfg, tracker, data, device)
         torch.manual_seed(cfg.run.seed)  # initialisation and dropout; data RNG is separate
-        model = create_model(cfg.model.name, num_classes=len(data.classes)).to(device)
+        model = create_model(cfg.model.name, num_classes=len(data.classes),
+                             classifier=cfg.classifier).to(device)
         loss_fn = build_loss(cfg.loss.name, data.train_counts, **loss_params(cfg)).to(device)
         no_decay = loss_fn.prepare_model(model)
         model = fast_layout(model, device)

@@ -114,6 +114,16 @@ def test_set_option_parses_yaml_values():
         parse_set_option(["nonsense"])
 
 
+@pytest.mark.parametrize("loss, head, resolved", [
+    ("ce", "auto", "linear"), ("focal", "auto", "linear"), ("sigmoid-focal", "auto", "linear"),
+    ("ldam", "auto", "normed"),  # Cao et al.'s code: NormedLinear when the loss is LDAM
+    ("ldam", "linear", "linear"), ("ce", "normed", "normed"),
+])
+def test_classifier_auto_follows_the_loss(loss, head, resolved):
+    cfg = apply_overrides(RunConfig(), {"loss.name": loss, "model.classifier": head})
+    assert cfg.classifier == resolved and cfg.to_flat()["model.classifier"] == head
+
+
 def test_roundtrip_through_dict():
     cfg = apply_overrides(RunConfig(), {"loss.name": "ldam", "loss.drw_epoch": 160,
                                         "optim.decay": [0.01, 0.01]})
@@ -137,6 +147,8 @@ def test_roundtrip_through_dict():
     ({"data.imbalance_type": "linear"}, "'exp' or 'step'"),
     ({"run.save_best": "maybe"}, "run.save_best must be true or false"),
     ({"model.name": "resnet33"}, "resnet3"),
+    ({"classifier": "cosine"}, "model.classifier must be auto, linear or normed"),
+    ({"loss.name": "sigmoid", "model.classifier": "normed"}, "the normed classifier has none"),
 ])
 def test_bad_values_are_one_line_usage_errors(overrides, message):
     with pytest.raises(UsageError) as err:

@@ -350,3 +350,27 @@ def test_help_lists_corruptions_and_stays_torch_free():
     assert out.stdout.strip() == "[]", out.stderr
     help_text = CliRunner().invoke(app, ["eval", "--help"]).output
     assert "phase_noise" in help_text and "--corruptions" in help_text
+
+
+def test_an_ldam_runs_cosine_head_is_rebuilt_from_its_config(trained, tmp_path):
+    """LDAM trains with the normed classifier (`model.classifier: auto`); eval rebuilds it
+    from the checkpoint's config and measures the test accuracy training logged."""
+    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.config import load_config
+    from cifarctl.tracking import NullTracker
+    from cifarctl.training import train
+
+    cfg = load_config(None, {
+        "model.name": "vanillacnn", "data.dataset": str(trained["dataset"]),
+        "optim.epochs": 1, "optim.batch_size": 32, "optim.warmup": 0, "optim.steps": [5],
+        "data.val_per_class": 10, "data.imbalance": 5, "run.device": "cpu",
+        "loss.name": "ldam", "run.save_best": False})
+    outcome = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path)
+    assert outcome.status == "FINISHED"
+    path = outcome.checkpoint_dir / "last.pt"
+    weights = load_checkpoint(path)["model"]
+    assert "classifier.weight" in weights and "classifier.bias" not in weights
+    result = run_eval(str(path), "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["accuracy"] == pytest.approx(outcome.history[-1]["test_acc"])

@@ -26,6 +26,8 @@ from typer.testing import CliRunner
 from cifarctl.checkpoint import load_checkpoint
 from cifarctl.cli import app
 from cifarctl.config import load_config
+from cifarctl.errors import UsageError
+from cifarctl.fused import check_fusable, group_key
 from cifarctl.fused.trainer import train_fused
 from cifarctl.tracking import NullTracker
 from cifarctl.training import load_resume, train
@@ -41,8 +43,11 @@ def configs(dataset: Path, model: str, lr: float, **shared) -> list:
     """Three members that differ in seed, loss, learning rate, momentum, Nesterov, decay.
 
     LT-2 with 2 validation images per class: 69 training images, 3 steps of 20 an epoch.
+    One classifier head for all (`linear` unless `shared` says otherwise): left at `auto`,
+    the LDAM member's would be the cosine head and the three would not fuse.
     """
-    base = {"model.name": model, "data.dataset": str(dataset), "optim.epochs": 2,
+    base = {"model.name": model, "model.classifier": "linear", "data.dataset": str(dataset),
+            "optim.epochs": 2,
             "optim.batch_size": 20, "optim.warmup": 1, "optim.steps": [1],
             "data.val_per_class": 2, "data.imbalance": 2, "run.device": "cpu", **shared}
     members = [
@@ -104,14 +109,27 @@ def run_both(cfgs: list, root: Path) -> tuple[list, list]:
     return separate, fused
 
 
-@pytest.mark.parametrize("model, lr, per_tensor", [
-    ("vanillacnn", 0.01, True),
-    pytest.param("resnet20", 0.001, False, marks=pytest.mark.slow),  # 2 x 3 resnet20 runs
+@pytest.mark.parametrize("model, lr, per_tensor, head", [
+    ("vanillacnn", 0.01, True, "linear"),
+    ("vanillacnn", 0.01, True, "normed"),  # Cao et al.'s cosine head (LDAM's by default)
+    pytest.param("resnet20", 0.001, False, "linear", marks=pytest.mark.slow),  # 2 x 3 runs
 ])
-def test_fused_runs_end_where_separate_runs_end(model, lr, per_tensor, tiny, data_home,
+def test_fused_runs_end_where_separate_runs_end(model, lr, per_tensor, head, tiny, data_home,
                                                 tmp_path):
-    assert_same_runs(*run_both(configs(tiny, model, lr), tmp_path), rtol=1e-4,
-                     per_tensor=per_tensor)
+    cfgs = configs(tiny, model, lr, **{"model.classifier": head})
+    separate, fused = run_both(cfgs, tmp_path)
+    assert_same_runs(separate, fused, rtol=1e-4, per_tensor=per_tensor)
+    weights = load_checkpoint(fused[0].checkpoint_dir / "last.pt")["model"]
+    assert ("classifier.bias" in weights) == (head == "linear")
+
+
+def test_ldam_does_not_fuse_with_linear_heads_under_auto(tiny):
+    """`auto` gives the LDAM member the cosine head: a different model, so no fusing."""
+    cfgs = configs(tiny, "vanillacnn", 0.01, **{"model.classifier": "auto"})
+    assert [c.classifier for c in cfgs] == ["linear", "linear", "normed"]
+    assert group_key(cfgs[0]) != group_key(cfgs[2])
+    with pytest.raises(UsageError, match="model.classifier.*'linear'.*'normed'"):
+        check_fusable(cfgs)
 
 
 @pytest.fixture

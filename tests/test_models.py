@@ -126,6 +126,30 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
     assert out[:, :8].eq(0).all() and out[:, 24:].eq(0).all()
 
 
+def test_normed_classifier_is_cao_et_al_cosine_head():
+    """Against the reference formula of kaidic/LDAM-DRW's NormedLinear, whose weight is
+    (in, out) with unit columns: normalize(x, dim=1).mm(normalize(w, dim=0))."""
+    from cifarctl.models.heads import NormedLinear
+
+    torch.manual_seed(0)
+    model = create_model("resnet32", classifier="normed")
+    head = model.classifier
+    assert isinstance(head, NormedLinear) and head.bias is None
+    assert sum(p.numel() for p in model.parameters()) == 464_154 - 10  # no bias
+    assert torch.allclose(head.weight.norm(dim=1), torch.ones(10))  # unit class vectors
+    x = torch.randn(5, 64) * 7
+    reference = torch.nn.functional.normalize(x, dim=1).mm(
+        torch.nn.functional.normalize(head.weight.t(), dim=0))
+    logits = head(x)
+    assert torch.allclose(logits, reference, atol=1e-6)
+    assert logits.abs().max() <= 1 + 1e-6
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    seq = create_model("vanillacnn", classifier="normed")  # an nn.Sequential's head too
+    assert isinstance(seq.classifier, NormedLinear) and seq[-1] is seq.classifier
+    with pytest.raises(UsageError, match="unknown classifier 'cosine'"):
+        create_model("resnet20", classifier="cosine")
+
+
 @pytest.mark.parametrize(("spelling", "canonical"), [
     ("ResNet-32", "resnet32"), ("resnet_32", "resnet32"), ("RESNET110", "resnet110"),
     ("MyModel", "mymodel"), ("VanillaCNN", "vanillacnn"), ("TwoLayerNet", "twolayernet"),

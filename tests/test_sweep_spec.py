@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 from cifarctl.cli import app
 from cifarctl.config import load_config
 from cifarctl.errors import UsageError
-from cifarctl.sweep.spec import expand, load_spec, parse_spec, sweep_key, trial_key
+from cifarctl.sweep.spec import (
+    KEY_IGNORES,
+    expand,
+    load_spec,
+    parse_spec,
+    sweep_key,
+    trial_key,
+)
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -132,6 +139,23 @@ def test_trial_key_ignores_where_and_how_fast_but_nothing_else():
                        ("data.dataset", "synthetic"), ("run.save_best", False)]:
         assert trial_key(load_config(None, {"model.name": "vanillacnn", key: value})) != \
             trial_key(cfg), key
+
+
+def test_trial_key_holds_the_classifier_head_as_resolved():
+    """`auto` and the head it resolves to are one trial; a linear head leaves the key as it
+    was before `model.classifier` existed (the hard-coded keys above), a cosine one does not."""
+    def key(**values):
+        return trial_key(load_config(None, {"model.name": "vanillacnn", **values}))
+
+    ce, ldam = {"loss.name": "ce"}, {"loss.name": "ldam"}
+    assert key(**ce) == key(**ce, **{"model.classifier": "linear"})
+    assert key(**ce) != key(**ce, **{"model.classifier": "normed"})
+    assert key(**ldam) == key(**ldam, **{"model.classifier": "normed"})
+    assert key(**ldam) != key(**ldam, **{"model.classifier": "linear"})
+    without_head = {k: v for k, v in load_config(None, {"model.name": "vanillacnn", **ce})
+                    .to_flat().items() if k not in KEY_IGNORES and k != "model.classifier"}
+    canonical = json.dumps(without_head, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(canonical.encode()).hexdigest()[:12] == key(**ce)
 
 
 def test_cli_set_changes_keys_device_and_experiment_do_not():

@@ -240,7 +240,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     spec = dataset or cfg.data.dataset
     data = load_dataset(spec)
     classes = len(data.classes)
-    model = create_model(cfg.model.name, num_classes=classes)
+    model = create_model(cfg.model.name, num_classes=classes, classifier=cfg.classifier)
     try:
         model.load_state_dict(target.state["model"])
     except RuntimeError:

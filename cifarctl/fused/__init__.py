@@ -26,14 +26,15 @@ from typing import Any
 
 from cifarctl.errors import UsageError
 
-# Config keys members of one fused group must share: one architecture; one training-set
-# size, batch size and epoch count, hence the same steps in lockstep; one device and one
-# (un)compiled graph. Everything else may differ per member: seed (and with it the subset
-# drawn and the validation split), loss and its parameters, lr, momentum, Nesterov, weight
-# decay, warm-up, milestones and decay, model selection, experiment and run name.
-SHARED_KEYS = ("model.name", "data.dataset", "data.imbalance", "data.imbalance_type",
-               "data.val_per_class", "data.augment", "optim.epochs", "optim.batch_size",
-               "run.device", "run.compile")
+# Config keys members of one fused group must share: one architecture and classifier head (as
+# `auto` resolves it: an LDAM member has a cosine head); one training-set size, batch size and
+# epoch count, hence the same steps in lockstep; one device and one (un)compiled graph.
+# Everything else may differ per member: seed (and with it the subset drawn and the validation
+# split), loss and its parameters, lr, momentum, Nesterov, weight decay, warm-up, milestones
+# and decay, model selection, experiment and run name.
+SHARED_KEYS = ("model.name", "model.classifier", "data.dataset", "data.imbalance",
+               "data.imbalance_type", "data.val_per_class", "data.augment", "optim.epochs",
+               "optim.batch_size", "run.device", "run.compile")
 
 # Models whose members could not train as they would alone: `mymodel`'s dropout draws its
 # masks from the global RNG, which fused members share.
@@ -48,7 +49,7 @@ def group_key(cfg: Any) -> tuple | None:
     """
     if cfg.model.name in UNFUSABLE:
         return None
-    flat = cfg.to_flat()
+    flat = {**cfg.to_flat(), "model.classifier": cfg.classifier}  # the head `auto` resolves to
     return tuple(flat[key] for key in SHARED_KEYS)
 
 

@@ -13,7 +13,8 @@ to itself without mixing members:
 - ReLU, sigmoid, pooling and flatten act per channel or per position and need no change
   (flattening (N, K C, h, w) puts member k's C h w features in block k, in the order an
   unfused `nn.Flatten` gives them);
-- a linear layer becomes a batched matrix product over the K blocks (`FusedLinear`);
+- a linear layer becomes a batched matrix product over the K blocks (`FusedLinear`), a
+  cosine classifier the same product of normalised blocks (`FusedNormedLinear`);
 - the option-A ResNet shortcut zero-pads channels per member (`FusedZeroPadShortcut`).
 Every fused tensor (parameter or buffer) is member-major along its first dimension, so
 `tensor.reshape(K, *member_shape)[k]` is member k's: `cifarctl.fused.models` relies on it.
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarctl.errors import UsageError
+from cifarctl.models.heads import NormedLinear
 from cifarctl.models.resnet import ZeroPadShortcut
 
 # Layers that already keep members apart: they act per channel or per position.
@@ -54,6 +56,27 @@ class FusedLinear(nn.Module):
         w = self.weight.transpose(1, 2)                                     # (K, in, out)
         out = (torch.baddbmm(self.bias.unsqueeze(1), x, w) if self.bias is not None
                else torch.bmm(x, w))                                        # (K, N, out)
+        return out.transpose(0, 1).reshape(n, self.members * self.out_features)
+
+
+class FusedNormedLinear(nn.Module):
+    """K `NormedLinear(in_features, out_features)` side by side: (N, K in) -> (N, K out).
+
+    weight (K, out, in) stacks the members'; each member's features and class vectors are
+    normalised on their own (over its `in` block), then one batched matmul.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        x = x.reshape(n, self.members, self.in_features).transpose(0, 1)  # (K, N, in)
+        w = F.normalize(self.weight, dim=2).transpose(1, 2)                 # (K, in, out)
+        out = torch.bmm(F.normalize(x, dim=2), w)                           # (K, N, out)
         return out.transpose(0, 1).reshape(n, self.members * self.out_features)
 
 
@@ -87,6 +110,8 @@ def fuse_layer(layer: nn.Module, members: int) -> nn.Module:
                               track_running_stats=layer.track_running_stats)
     if isinstance(layer, nn.Linear):
         return FusedLinear(k, layer.in_features, layer.out_features, layer.bias is not None)
+    if isinstance(layer, NormedLinear):
+        return FusedNormedLinear(k, layer.in_features, layer.out_features)
     if isinstance(layer, ZeroPadShortcut):
         return FusedZeroPadShortcut(k, layer)
     if isinstance(layer, PER_CHANNEL):
@@ -96,4 +121,5 @@ def fuse_layer(layer: nn.Module, members: int) -> nn.Module:
                          "global RNG, so fused members would not train as they would alone; "
                          "train them separately")
     raise UsageError(f"cannot fuse layer {type(layer).__name__}: fused training supports "
-                     f"Conv2d, BatchNorm2d, Linear, option-A shortcuts and per-channel layers")
+                     f"Conv2d, BatchNorm2d, Linear, NormedLinear, option-A shortcuts and "
+                     f"per-channel layers")

@@ -149,7 +149,8 @@ def _setup_member(cfg: RunConfig, tracker: Tracker, shared: Any, device: torch.d
         log_run_start(cfg, tracker, data, device)
         tracker.set_tags(group_tags)
     torch.manual_seed(cfg.run.seed)  # initialisation exactly as the unfused run's
-    model = create_model(cfg.model.name, num_classes=len(data.classes)).to(device)
+    model = create_model(cfg.model.name, num_classes=len(data.classes),
+                         classifier=cfg.classifier).to(device)
     loss_fn = build_loss(cfg.loss.name, data.train_counts, **loss_params(cfg)).to(device)
     no_decay = loss_fn.prepare_model(model)
     optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,

@@ -10,7 +10,8 @@ STYLE principle 4). `dead_relu_fractions` (the dead-unit probe of SPEC 1.1) is i
 lazily too.
 
 Contracts every model keeps (ARCHITECTURE.md, "Models"): `model.classifier` is its final
-`nn.Linear`; every ReLU site is its own `nn.ReLU` module, so the probe can hook each one.
+`nn.Linear` (or the `heads.NormedLinear` put in its place); every ReLU site is its own
+`nn.ReLU` module, so the probe can hook each one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cifarctl.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import nn
+
+HEADS = ("linear", "normed")  # classifier heads (`cifarctl.models.heads`), torch-free here
 
 # canonical name -> "family module:builder function" (SPEC 1.2). Names are lower case without
 # separators, so "ResNet-32", "resnet_32" and "resnet32" all meet here (see `canonical_name`).
@@ -70,10 +73,15 @@ def canonical_name(name: str) -> str:
                      f"choose one of: {', '.join(_MODELS)}")
 
 
-def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
+def create_model(name: str, num_classes: int = 10, classifier: str = "linear",
+                 **overrides: Any) -> nn.Module:
     """Build a freshly initialised model by name.
 
         create_model("mymodel", dropout=0.5)      # overrides are the builder's keyword options
+        create_model("resnet32", classifier="normed")   # cosine head (LDAM, Cao et al.)
+
+`classifier` is the final layer: `linear` (`nn.Linear`) or `normed` (`heads.NormedLinear`,
+drawn from the RNG after the rest of the model).
 
     Unknown overrides raise `UsageError` naming the options the model accepts.
     """
@@ -88,7 +96,14 @@ def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Modul
                          f"(it accepts: {accepts})")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UsageError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return builder(num_classes=num_classes, **overrides)
+    if classifier not in HEADS:
+        raise UsageError(f"unknown classifier {classifier!r}; choose one of: {', '.join(HEADS)}")
+    model = builder(num_classes=num_classes, **overrides)
+    if classifier == "linear":
+        return model
+    from cifarctl.models.heads import replace_head
+
+    return replace_head(model, classifier)
 
 
 def __getattr__(name: str) -> Any:

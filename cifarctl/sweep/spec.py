@@ -104,8 +104,17 @@ def _digest(obj: Any) -> str:
 
 
 def trial_key(cfg: RunConfig) -> str:
-    """sha256 of the canonical JSON of `cfg` (less KEY_IGNORES), first 12 hex digits."""
-    return _digest({k: v for k, v in cfg.to_flat().items() if k not in KEY_IGNORES})
+    """sha256 of the canonical JSON of `cfg` (less KEY_IGNORES), first 12 hex digits.
+
+    `model.classifier` enters as the head it resolves to (`auto` and `normed` are one trial
+    for LDAM), and not at all when that is `linear`: the key of every trial without a cosine
+    head is what it was before the key existed, so earlier sweeps keep their finished trials.
+    """
+    flat = {k: v for k, v in cfg.to_flat().items() if k not in KEY_IGNORES}
+    del flat["model.classifier"]
+    if cfg.classifier != "linear":
+        flat["model.classifier"] = cfg.classifier
+    return _digest(flat)
 
 
 def sweep_key(trials: list[Trial]) -> str:
