@@ -129,13 +129,18 @@ class RunConfig:
         """
         if self.model.classifier != "auto":
             return self.model.classifier
-        return "normed" if self.loss.name == "ldam" else "linear"
+        return default_classifier(self.loss.name)
 
     @property
     def lr_decay_factors(self) -> list[float]:
         """One multiplicative factor per entry of `optim.steps`."""
         decay = self.optim.decay
         return list(decay) if isinstance(decay, list) else [decay] * len(self.optim.steps)
+
+
+def default_classifier(loss: str) -> str:
+    """The head `model.classifier: auto` gives a run of loss `loss`."""
+    return "normed" if loss == "ldam" else "linear"
 
 
 def field_help() -> list[tuple[str, Any, str]]:

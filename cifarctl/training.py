@@ -28,7 +28,7 @@ import torch
 
 from cifarctl import __version__
 from cifarctl.checkpoint import load_checkpoint, save_checkpoint
-from cifarctl.config import RunConfig, apply_overrides, config_from_dict
+from cifarctl.config import RunConfig, apply_overrides, config_from_dict, default_classifier
 from cifarctl.engine import (
     EvalCounts,
     TrainSums,
@@ -91,6 +91,8 @@ def fast_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
 def default_run_name(cfg: RunConfig) -> str:
     """`resnet32-focal-b0.999-lt100-s0`: what the run is, at a glance (issue 9)."""
     parts = [cfg.model.name, cfg.loss.name]
+    if cfg.classifier != default_classifier(cfg.loss.name):  # not the loss's usual head
+        parts.insert(1, cfg.classifier)
     if cfg.loss.beta:
         parts.append(f"b{cfg.loss.beta:g}")
     if cfg.loss.name in ("focal", "sigmoid-focal", "hybrid") and cfg.loss.gamma != 1.0:
@@ -108,7 +110,8 @@ def describe(cfg: RunConfig) -> str:
     """The run's description in the MLflow UI."""
     balance = ("balanced" if cfg.data.imbalance == 1
                else f"long-tailed ({cfg.data.imbalance_type}, ratio {cfg.data.imbalance:g})")
-    return (f"{cfg.model.name} trained with loss `{cfg.loss.name}` (beta {cfg.loss.beta:g}, "
+    model = cfg.model.name + (" (cosine classifier)" if cfg.classifier == "normed" else "")
+    return (f"{model} trained with loss `{cfg.loss.name}` (beta {cfg.loss.beta:g}, "
             f"gamma {cfg.loss.gamma:g}) on {cfg.data.dataset}, {balance}; "
             f"{cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size}, "
             f"seed {cfg.run.seed}. Made by cifarctl {__version__}.")

@@ -22,7 +22,7 @@ from cifarctl.checkpoint import load_checkpoint
 from cifarctl.cli import app
 from cifarctl.config import load_config
 from cifarctl.tracking import NullTracker
-from cifarctl.training import load_resume, train
+from cifarctl.training import default_run_name, load_resume, train
 
 TINY = ["--epochs", "3", "--batch-size", "32", "--set", "optim.warmup=1",
         "--set", "optim.steps=[2]", "--set", "data.val_per_class=10", "--quiet"]
@@ -257,3 +257,13 @@ def test_real_cifar10_one_epoch_above_chance(real_data_home, tmp_path):
                              "optim.steps": [], "data.val_per_class": 0, "run.device": "cpu"})
     outcome = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path / "ckpt")
     assert outcome.history[0]["test_acc"] >= 0.35, outcome.history[0]["test_acc"]
+
+
+@pytest.mark.parametrize("loss, head, name", [
+    ("ldam", "auto", "resnet32-ldam-s0"), ("ldam", "normed", "resnet32-ldam-s0"),
+    ("ldam", "linear", "resnet32-linear-ldam-s0"), ("ce", "normed", "resnet32-normed-ce-s0"),
+    ("ce", "linear", "resnet32-ce-s0"),
+])
+def test_run_names_show_the_classifier_head_only_when_unusual_for_the_loss(loss, head, name):
+    cfg = load_config(None, {"loss.name": loss, "model.classifier": head})
+    assert default_run_name(cfg) == name
