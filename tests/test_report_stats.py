@@ -135,6 +135,13 @@ def test_protocol_and_published_numbers():
     assert protocol_gaps(params) == []
     assert protocol_gaps({**params, "optim.epochs": "50"}) == [
         "optim.epochs=50 (protocol: 200)"]
+    ldam = {**params, "loss.name": "ldam"}
+    assert protocol_gaps({**ldam, "model.classifier": "auto"}) == []
+    assert protocol_gaps({**ldam, "model.classifier": "normed"}) == []
+    assert protocol_gaps({**ldam, "model.classifier": "linear"}) == [
+        "model.classifier=linear (protocol for LDAM: normed)"]
+    assert protocol_gaps(ldam) == [  # logged before the key existed: a linear head
+        "model.classifier=linear (protocol for LDAM: normed)"]
     ce = published_for(loss="ce", beta=0.0, gamma=1.0, drw=False, profile="exp", ratio=100)
     assert {(p.source, p.error) for p in ce} == {("Cui et al. 2019", 29.64),
                                                  ("Cao et al. 2019", 29.64)}

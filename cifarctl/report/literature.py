@@ -104,6 +104,12 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
             value = [value] * len(PROTOCOL["optim.steps"])  # one factor for every step
         if not _same(value, wanted):
             gaps.append(f"{key}={params.get(key)} (protocol: {wanted})")
+    if params.get("loss.name") == "ldam":
+        # Cao et al.'s LDAM numbers come from their cosine head; runs logged before
+        # `model.classifier` existed trained a linear one
+        head = params.get("model.classifier") or "linear"
+        if head not in ("auto", "normed"):
+            gaps.append(f"model.classifier={head} (protocol for LDAM: normed)")
     return gaps
 
 
