@@ -326,7 +326,11 @@ def _is_assignment_style(doc: dict[str, Any]) -> bool:
     if {"model", "optim", "run"} & doc.keys():  # sections only the native dialect has
         return False
     inner = {k for v in doc.values() if isinstance(v, dict) for k in v}
-    return bool({"loss_type", "learning_rate", "reg", "save_best"} & inner)
+    if {"loss_type", "learning_rate", "reg", "save_best"} & inner:
+        return True
+    # `imbalance: imbalance` (or regular / balanced): the assignment's word, not a ratio
+    words = [v.get("imbalance") for v in doc.values() if isinstance(v, dict)]
+    return any(isinstance(w, str) and w.lower() in ASSIGNMENT_IMBALANCE for w in words)
 
 
 def _flatten_assignment(doc: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,16 @@ run: {save_best: true}
     assert load_config(assignment) == load_config(native)
 
 
+@pytest.mark.parametrize("text, ratio", [
+    ("data:\n  imbalance: imbalance\n", 100.0), ("data: {imbalance: Regular}\n", 1.0),
+    ("data: {imbalance: 20}\n", 20.0),  # a number: the native dialect, as before
+])
+def test_a_file_with_only_the_assignments_imbalance_word(tmp_path, text, ratio):
+    """The assignment's `imbalance: imbalance` alone marks its dialect (was: read as native,
+    then 'data.imbalance must be a number')."""
+    assert load_config(write(tmp_path, text, "only.yaml")).data.imbalance == ratio
+
+
 def test_shipped_writeup_configs_have_the_writeups_values():
     ce = load_config(EXPERIMENTS / "resnet32-ce.yaml")
     assert (ce.optim.batch_size, ce.optim.lr, ce.optim.weight_decay, ce.optim.epochs) == \
