@@ -277,8 +277,6 @@ def validate(cfg: RunConfig) -> None:
          f"loss.drw_epoch must be >= 0, got {lo.drw_epoch}"),
         (lo.max_m > 0, f"loss.max_m must be > 0, got {lo.max_m}"),
         (lo.s > 0, f"loss.s must be > 0, got {lo.s}"),
-        (cfg.model.classifier in ("auto", "linear", "normed"),
-         f"model.classifier must be auto, linear or normed, got {cfg.model.classifier!r}"),
         (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
          f"run.device must be auto, cpu or cuda, got {r.device!r}"),
         (r.select_metric in ("val_acc", "val_loss"),
@@ -288,10 +286,14 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise UsageError(message)
     from cifarctl.losses import canonical_name as loss_name  # both registries are torch-free
+    from cifarctl.models import HEADS
     from cifarctl.models import canonical_name as model_name
 
     cfg.model.name = model_name(cfg.model.name)
     cfg.loss.name = loss_name(cfg.loss.name)
+    if cfg.model.classifier not in ("auto", *HEADS):
+        raise UsageError(f"model.classifier must be auto, {', '.join(HEADS)}, got "
+                         f"{cfg.model.classifier!r}")
     if cfg.classifier == "normed" and cfg.loss.name.startswith("sigmoid"):
         raise UsageError(f"loss {cfg.loss.name} initialises the classifier's bias, and the "
                          f"normed classifier has none: use model.classifier=linear (or auto)")

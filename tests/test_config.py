@@ -157,7 +157,7 @@ def test_roundtrip_through_dict():
     ({"data.imbalance_type": "linear"}, "'exp' or 'step'"),
     ({"run.save_best": "maybe"}, "run.save_best must be true or false"),
     ({"model.name": "resnet33"}, "resnet3"),
-    ({"classifier": "cosine"}, "model.classifier must be auto, linear or normed"),
+    ({"classifier": "cosine"}, "model.classifier must be auto, linear, normed"),
     ({"loss.name": "sigmoid", "model.classifier": "normed"}, "the normed classifier has none"),
 ])
 def test_bad_values_are_one_line_usage_errors(overrides, message):

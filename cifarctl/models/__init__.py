@@ -80,8 +80,8 @@ def create_model(name: str, num_classes: int = 10, classifier: str = "linear",
         create_model("mymodel", dropout=0.5)      # overrides are the builder's keyword options
         create_model("resnet32", classifier="normed")   # cosine head (LDAM, Cao et al.)
 
-`classifier` is the final layer: `linear` (`nn.Linear`) or `normed` (`heads.NormedLinear`,
-drawn from the RNG after the rest of the model).
+    `classifier` is the final layer: `linear` (`nn.Linear`) or `normed` (`heads.NormedLinear`,
+    drawn from the RNG after the rest of the model).
 
     Unknown overrides raise `UsageError` naming the options the model accepts.
     """
@@ -99,11 +99,11 @@ drawn from the RNG after the rest of the model).
     if classifier not in HEADS:
         raise UsageError(f"unknown classifier {classifier!r}; choose one of: {', '.join(HEADS)}")
     model = builder(num_classes=num_classes, **overrides)
-    if classifier == "linear":
-        return model
-    from cifarctl.models.heads import replace_head
+    if classifier == "normed":
+        from cifarctl.models.heads import NormedLinear
 
-    return replace_head(model, classifier)
+        model.classifier = NormedLinear.replacing(model.classifier)
+    return model
 
 
 def __getattr__(name: str) -> Any:

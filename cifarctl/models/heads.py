@@ -41,15 +41,11 @@ class NormedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
 
+    @classmethod
+    def replacing(cls, linear: nn.Linear) -> NormedLinear:
+        """A fresh cosine head of `linear`'s shape, device and dtype (drawn from the RNG)."""
+        return cls(linear.in_features, linear.out_features).to(linear.weight.device,
+                                                               linear.weight.dtype)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
-
-
-def replace_head(model: nn.Module, classifier: str) -> nn.Module:
-    """`model` with its `classifier` (the final `nn.Linear`) swapped for the named head."""
-    if classifier == "linear":
-        return model
-    old = model.classifier
-    model.classifier = NormedLinear(old.in_features, old.out_features).to(old.weight.device,
-                                                                           old.weight.dtype)
-    return model
