@@ -10,7 +10,9 @@ The margins (at most 0.5) are margins in cosine units there, so the published LD
 SPEC 2 assume this head. `create_model(..., classifier="normed")` puts it in place of a
 model's final `nn.Linear`. Without it, s = 30 multiplies unbounded logits: LDAM-DRW on the
 demo's setting (vanillacnn, synthetic LT-20, lr 0.05, 2 seeds, 2026-11-28) went NaN in the
-first epoch with the linear head and reached 52.3 % test accuracy with this one.
+first epoch with the linear head and reached 52.3 % test accuracy with this one; resnet32
+LDAM-DRW on the real LT-100 set at the protocol's lr 0.1 (3 epochs, DRW from the third) ended
+at 10.4 % (chance) with the linear head and 37.2 % with this one.
 """
 
 from __future__ import annotations
