@@ -132,6 +132,14 @@ class RunConfig:
         return default_classifier(self.loss.name)
 
     @property
+    def logit_scale(self) -> float:
+        """What the training loss multiplies the model's logits by before its softmax: LDAM's
+        `loss.s`, else 1. Evaluation scales by it too, so validation/test cross-entropy and
+        calibration describe the softmax the run was trained with (an LDAM model's cosine
+        logits alone would give every class nearly the same probability)."""
+        return self.loss.s if self.loss.name == "ldam" else 1.0
+
+    @property
     def lr_decay_factors(self) -> list[float]:
         """One multiplicative factor per entry of `optim.steps`."""
         decay = self.optim.decay

@@ -137,11 +137,13 @@ CALIBRATION_BINS = 15  # Guo et al. 2017 use 15 equal-width confidence bins
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-             num_classes: int) -> EvalCounts:
+             num_classes: int, logit_scale: float = 1.0) -> EvalCounts:
     """Confusion matrix and cross-entropy over `batches`, in eval mode.
 
     The loss reported for validation and test is plain (unweighted) cross-entropy whatever
-    the training loss, so curves of CE and focal runs can be overlaid and compared.
+    the training loss, so curves of CE and focal runs can be overlaid and compared. It is
+    taken of `logit_scale * logits` (`RunConfig.logit_scale`: LDAM's s, else 1), the softmax
+    the loss trains; accuracy does not depend on it.
     """
     was_training = model.training
     model.eval()
@@ -150,7 +152,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     for x, y in batches:
         with autocast_for(device):
             logits = model(x).float()  # (B, C)
-        counts.add(logits, y)
+        counts.add(logits * logit_scale, y)
     model.train(was_training)
     return counts
 

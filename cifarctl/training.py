@@ -370,9 +370,10 @@ def _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer, data, sums, st
     # Evaluation runs the eager model: a compiled graph would recompile for eval mode and
     # for the last, smaller batch, for little gain on a pass without gradients.
     classes = len(data.classes)
-    val = (evaluate(model, data.val.epoch(0), num_classes=classes)
+    scale = cfg.logit_scale
+    val = (evaluate(model, data.val.epoch(0), num_classes=classes, logit_scale=scale)
            if data.val is not None else None)
-    test = evaluate(model, data.test.epoch(0), num_classes=classes)
+    test = evaluate(model, data.test.epoch(0), num_classes=classes, logit_scale=scale)
     host = to_host(epoch_metrics(sums, val, test, dead_relu_fractions(model, data.probe)))
     if host.pop("nonfinite"):  # ^ the epoch's one host sync
         raise NonFiniteLoss(epoch)

@@ -134,6 +134,14 @@ def test_classifier_auto_follows_the_loss(loss, head, resolved):
     assert cfg.classifier == resolved and cfg.to_flat()["model.classifier"] == head
 
 
+def test_logit_scale_is_ldams_s_whatever_the_head():
+    """Evaluation's softmax temperature is the training loss's: LDAM multiplies by s."""
+    assert apply_overrides(RunConfig(), {"loss.name": "ldam", "loss.s": 10}).logit_scale == 10
+    assert apply_overrides(RunConfig(), {"loss.name": "ldam", "classifier": "linear"}
+                           ).logit_scale == 30
+    assert apply_overrides(RunConfig(), {"loss.name": "focal", "loss.s": 10}).logit_scale == 1
+
+
 def test_roundtrip_through_dict():
     cfg = apply_overrides(RunConfig(), {"loss.name": "ldam", "loss.drw_epoch": 160,
                                         "optim.decay": [0.01, 0.01]})

@@ -354,9 +354,15 @@ def test_help_lists_corruptions_and_stays_torch_free():
 
 def test_an_ldam_runs_cosine_head_is_rebuilt_from_its_config(trained, tmp_path):
     """LDAM trains with the normed classifier (`model.classifier: auto`); eval rebuilds it
-    from the checkpoint's config and measures the test accuracy training logged."""
+    from the checkpoint's config, measures the test accuracy training logged, and takes
+    the loss and calibration of the softmax LDAM trains, over s * cos (s = 30), as a plain
+    loop written here does."""
+    import torch.nn.functional as F
+
     from cifarctl.checkpoint import load_checkpoint
     from cifarctl.config import load_config
+    from cifarctl.data import load_dataset
+    from cifarctl.models import create_model
     from cifarctl.tracking import NullTracker
     from cifarctl.training import train
 
@@ -374,3 +380,24 @@ def test_an_ldam_runs_cosine_head_is_rebuilt_from_its_config(trained, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["accuracy"] == pytest.approx(outcome.history[-1]["test_acc"])
+
+    model = create_model("vanillacnn", classifier="normed")
+    model.load_state_dict(weights)
+    model.eval()
+    data = load_dataset(str(trained["dataset"]))
+    mean = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(3, 1, 1)
+    x = torch.stack([(torch.as_tensor(im).permute(2, 0, 1).float() / 255 - mean) / std
+                     for im in data.test_images])
+    y = torch.as_tensor(data.test_labels)
+    with torch.no_grad():
+        logits = 30.0 * model(x)
+    assert logits.abs().max() <= 30.0 + 1e-4  # cosines in [-1, 1], times s
+    loss = F.cross_entropy(logits, y).item()
+    assert outcome.history[-1]["test_loss"] == pytest.approx(loss, rel=1e-4)
+    assert doc["metrics"]["eval_last_test_loss"] == pytest.approx(loss, rel=1e-4)
+    confidence, pred = logits.softmax(dim=1).max(dim=1)
+    bins = (confidence * 15).long().clamp(max=14)
+    ece = sum(abs((pred[bins == b] == y[bins == b]).float().sum() - confidence[bins == b].sum())
+              for b in range(15)) / len(y)
+    assert doc["ece"] == pytest.approx(float(ece), abs=1e-5)

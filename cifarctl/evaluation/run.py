@@ -256,7 +256,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     acc_prefix, prefix = metric_prefixes(target.which, split, foreign)
 
     progress(f"clean {split} set: {loader.num_samples} images")
-    clean = evaluate(model, loader.epoch(0), num_classes=classes)
+    clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale)
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
                                      "confusion": clean.confusion,
                                      "calibration": clean.calibration}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,9 +196,10 @@ def zero_sums(members: int, device: torch.device) -> TrainSums:
 
 
 @torch.no_grad()
-def evaluate_fused(model: FusedModel, batches: FusedBatches, *, num_classes: int
-                   ) -> list[EvalCounts]:
-    """`cifarctl.engine.evaluate` for each member at once: one fused pass, K counts."""
+def evaluate_fused(model: FusedModel, batches: FusedBatches, *, num_classes: int,
+                   logit_scales: Sequence[float]) -> list[EvalCounts]:
+    """`cifarctl.engine.evaluate` for each member at once: one fused pass, K counts
+    (member k's logits scaled by `logit_scales[k]`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -206,7 +208,7 @@ def evaluate_fused(model: FusedModel, batches: FusedBatches, *, num_classes: int
         with autocast_for(device):
             logits = model(x).float()  # (B, C, K)
         for k, member_counts in enumerate(counts):
-            member_counts.add(logits[:, :, k], y[:, k])
+            member_counts.add(logits[:, :, k] * logit_scales[k], y[:, k])
     model.train(was_training)
     return counts
 
@@ -271,9 +273,11 @@ class FusedRun:
             return None, sums
         train_time = time.perf_counter() - t0
         # eager model, as in training._run_epoch: no recompiles for eval mode
-        val = (evaluate_fused(self.model, self.val, num_classes=self.num_classes)
-               if self.val is not None else [None] * k)
-        test = evaluate_fused(self.model, self.test, num_classes=self.num_classes)
+        scales = [m.cfg.logit_scale for m in self.members]
+        val = (evaluate_fused(self.model, self.val, num_classes=self.num_classes,
+                              logit_scales=scales) if self.val is not None else [None] * k)
+        test = evaluate_fused(self.model, self.test, num_classes=self.num_classes,
+                              logit_scales=scales)
         dead = self.model.dead_relu_fractions(self.probe)  # {layer: (K,)}
         device_metrics = {}
         for i in range(k):
