@@ -413,8 +413,16 @@ def load_config(path: str | Path | None = None,
 
 
 def config_from_dict(doc: dict[str, Any]) -> RunConfig:
-    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml)."""
-    return apply_overrides(RunConfig(), _flatten_native(doc))
+    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml).
+
+    A dict saved before `model.classifier` existed lacks it: those runs trained a linear
+    head whatever the loss, so it reads as `linear` (not today's `auto`), and their
+    checkpoints load, resume and evaluate as the models they are.
+    """
+    flat = _flatten_native(doc)
+    if isinstance(doc.get("model"), dict):
+        flat.setdefault("model.classifier", "linear")
+    return apply_overrides(RunConfig(), flat)
 
 
 def parse_set_option(items: list[str]) -> dict[str, Any]:

@@ -149,6 +149,15 @@ def test_roundtrip_through_dict():
     assert cfg.to_flat()["loss.drw_epoch"] == 160
 
 
+def test_a_config_saved_before_model_classifier_existed_reads_as_linear():
+    """Checkpoints of older versions trained a linear head, LDAM ones too."""
+    saved = apply_overrides(RunConfig(), {"loss.name": "ldam"}).to_dict()
+    del saved["model"]["classifier"]
+    old = config_from_dict(saved)
+    assert old.model.classifier == "linear" and old.classifier == "linear"
+    assert old.loss.name == "ldam"
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"optim.lrr": 0.1}, "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
     ({"betta": 0.1}, "did you mean 'beta'"),

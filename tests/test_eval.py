@@ -401,3 +401,29 @@ def test_an_ldam_runs_cosine_head_is_rebuilt_from_its_config(trained, tmp_path):
     ece = sum(abs((pred[bins == b] == y[bins == b]).float().sum() - confidence[bins == b].sum())
               for b in range(15)) / len(y)
     assert doc["ece"] == pytest.approx(float(ece), abs=1e-5)
+
+
+def test_a_checkpoint_from_before_model_classifier_evaluates_with_its_linear_head(trained,
+                                                                                  tmp_path):
+    """An LDAM checkpoint whose config predates `model.classifier` (linear head, as every
+    run then had) loads and evaluates; `auto` would have built a cosine head."""
+    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.config import load_config
+    from cifarctl.tracking import NullTracker
+    from cifarctl.training import train
+
+    cfg = load_config(None, {
+        "model.name": "vanillacnn", "data.dataset": str(trained["dataset"]),
+        "optim.epochs": 1, "optim.batch_size": 32, "optim.warmup": 0, "optim.steps": [5],
+        "data.val_per_class": 10, "data.imbalance": 5, "run.device": "cpu",
+        "loss.name": "ldam", "loss.s": 2.0, "model.classifier": "linear",
+        "run.save_best": False})
+    outcome = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path)
+    state = load_checkpoint(outcome.checkpoint_dir / "last.pt")
+    del state["config"]["model"]["classifier"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    result = run_eval(str(old), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(
+        outcome.history[-1]["test_acc"])
