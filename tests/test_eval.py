@@ -427,3 +427,17 @@ def test_a_checkpoint_from_before_model_classifier_evaluates_with_its_linear_hea
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(
         outcome.history[-1]["test_acc"])
+
+
+def test_weights_that_do_not_fit_their_config_are_one_line(trained, tmp_path):
+    from cifarctl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "last.pt")
+    state["config"]["model"]["classifier"] = "normed"  # the weights hold a linear head
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    result = run_eval(str(bad))
+    assert result.exit_code == 2
+    assert "does not hold the weights its config describes" in result.output
+    assert "vanillacnn with a normed classifier over 10 classes" in result.output
+    assert "Traceback" not in result.output

@@ -182,3 +182,45 @@ def test_ece_by_hand():
     bins = [(10, 9.0, 6), (5, 2.5, 4), (0, 0.0, 0)]
     assert expected_calibration_error(bins) == pytest.approx((10 * 0.3 + 5 * 0.3) / 15)
     assert math.isnan(expected_calibration_error([(0, 0, 0)]))
+
+
+def _protocol_runs(heads: list[tuple[str, str | None]]):
+    """A report frame of protocol-following LT-100 runs, one per (loss, logged head)."""
+    import pandas as pd
+
+    params = {f"params.{k}": str(v) for k, v in PROTOCOL.items()}
+    params.update({"params.optim.weight_decay": "0.0002", "params.data.imbalance": "100.0",
+                   "params.data.imbalance_type": "exp", "params.loss.beta": "0.0",
+                   "params.loss.gamma": "1.0", "params.loss.drw_epoch": "None"})
+    rows = []
+    for i, (loss, head) in enumerate(heads):
+        row = {**params, "run_id": f"r{i}", "params.loss.name": loss,
+               "params.run.seed": str(i % 2), "metrics.test_acc_at_best": 0.7}
+        if head is not None:
+            row["params.model.classifier"] = head
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_runs_group_by_the_head_they_trained():
+    """`auto` is what it resolved to and a run logged before the key had a linear head, so
+    old and new CE runs pool and LDAM's `auto` and `normed` are one configuration; the head
+    is named only where one loss was trained with two."""
+    from cifarctl.report.groups import default_columns, make_groups
+    from cifarctl.report.runs import resolve_heads
+    from cifarctl.report.tables import literature_table
+
+    common = resolve_heads(_protocol_runs([("ce", None), ("ce", "auto"), ("ldam", "auto"),
+                                           ("ldam", "normed")]))
+    assert list(common["params.model.classifier"]) == ["linear", "linear", "normed", "normed"]
+    groups = make_groups(common, default_columns(common))
+    assert [(g.label, list(g.rows.run_id)) for g in groups] == [
+        ("CE", ["r0", "r1"]), ("LDAM", ["r2", "r3"])]
+
+    mixed = resolve_heads(_protocol_runs([("ldam", "linear"), ("ldam", None), ("ldam", "auto"),
+                                          ("ldam", "normed")]))
+    groups = make_groups(mixed, default_columns(mixed))
+    assert [g.label for g in groups] == ["LDAM, classifier=linear", "LDAM, classifier=normed"]
+    rows, _ = literature_table(groups)  # Cao et al.'s LDAM number only beside the cosine head
+    assert [(r.label, [p.method for p in r.published]) for r in rows] == [
+        ("LDAM, classifier=normed", ["LDAM"])]

@@ -244,8 +244,9 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     try:
         model.load_state_dict(target.state["model"])
     except RuntimeError:
-        raise UsageError(f"{target.checkpoint} holds {cfg.model.name} weights for another "
-                         f"number of classes than the {classes} of {spec}") from None
+        raise UsageError(f"{target.checkpoint} does not hold the weights its config describes "
+                         f"for {spec}: {cfg.model.name} with a {cfg.classifier} classifier "
+                         f"over {classes} classes") from None
     dev = resolve_device(device)
     model.to(dev).eval()
     images, labels = _split_arrays(cfg, data, split)

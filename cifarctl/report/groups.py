@@ -228,10 +228,16 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
     use them: γ among focal-family losses, the DRW epoch (and β) among DRW configurations."""
     if not all("loss.name" in c for c in configs):  # loss keys are then plain key=value
         return varying_keys(configs)
-    varying = {k for k in varying_keys(configs) if not k.startswith("loss.")}
+    varying = {k for k in varying_keys(configs)
+               if not k.startswith("loss.") and k != "model.classifier"}
     for key, users in LOSS_PARAM_USERS.items():
         if varying_keys([c for c in configs if c.get("loss.name") in users]) & {key}:
             varying.add(key)
+    # the head follows the loss by default (normed for LDAM): name it only where one loss
+    # was trained with two heads
+    for loss in {c["loss.name"] for c in configs}:
+        if varying_keys([c for c in configs if c["loss.name"] == loss]) & {"model.classifier"}:
+            varying.add("model.classifier")
     drw = [c for c in configs if number(c.get("loss.drw_epoch")) is not None]
     return varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
 

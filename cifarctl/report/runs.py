@@ -253,7 +253,31 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
         raise UsageError(f"no {what}{cond} in {where}; check the name, the filter "
                          f"(e.g. --filter \"{FILTER_EXAMPLES[0]}\") or --tracking-uri")
     used = sorted(set(frame["experiment"]))
-    return RunSet(frame.reset_index(drop=True), used)
+    return RunSet(resolve_heads(frame).reset_index(drop=True), used)
+
+
+HEAD = "params.model.classifier"
+
+
+def resolve_heads(frame: pd.DataFrame) -> pd.DataFrame:
+    """`params.model.classifier` as the head each run trained, so runs of one model group
+    together: `auto` becomes what it resolved to for the run's loss (`normed` for LDAM),
+    and cifarctl runs logged before the key existed (a `model.name` param, no classifier)
+    trained `linear` heads. Runs of other tools are left as they are."""
+    import pandas as pd
+
+    from cifarctl.config import default_classifier
+
+    loss, model = "params.loss.name", "params.model.name"
+    if loss not in frame or model not in frame:
+        return frame
+    frame = frame.copy()
+    head = frame[HEAD] if HEAD in frame else pd.Series(None, index=frame.index, dtype=object)
+    ours = frame[model].notna() & frame[loss].notna()
+    auto = ours & (head == "auto")
+    head = head.where(~auto, frame[loss].map(default_classifier))
+    frame[HEAD] = head.where(~(ours & head.isna()), "linear")
+    return frame
 
 
 SWEEP_PARENT = "parent of a sweep (its child runs are reported)"

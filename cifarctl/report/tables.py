@@ -289,7 +289,7 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
     if not groups:
         return rows, None
     frame = pd.concat([g.rows for g in groups])
-    protocol_keys = list(PROTOCOL)
+    protocol_keys = [*PROTOCOL, "loss.name", "model.classifier"]  # LDAM's head is protocol
     protocol = _run_values(frame, protocol_keys)
     identity = _run_values(frame, LOSS_IDENTITY)
     gaps_of = functools.lru_cache(maxsize=None)(
