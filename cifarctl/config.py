@@ -127,9 +127,7 @@ class RunConfig:
         `auto` follows Cao et al.'s reference code (kaidic/LDAM-DRW): LDAM's margins and
         scale s = 30 are meant for cosine logits, every other loss gets a linear layer.
         """
-        if self.model.classifier != "auto":
-            return self.model.classifier
-        return default_classifier(self.loss.name)
+        return resolve_classifier(self.model.classifier, self.loss.name)
 
     @property
     def logit_scale(self) -> float:
@@ -149,6 +147,16 @@ class RunConfig:
 def default_classifier(loss: str) -> str:
     """The head `model.classifier: auto` gives a run of loss `loss`."""
     return "normed" if loss == "ldam" else "linear"
+
+
+def resolve_classifier(logged: str | None, loss: str) -> str:
+    """The head a run of `loss` trained, from its `model.classifier` value: `auto` as it
+    resolves, None (a run or checkpoint from before the key existed) as the `linear` head
+    every run had then, `linear` / `normed` as they are. Configs, checkpoints and the
+    report's run params all read heads through this one rule."""
+    if logged is None:
+        return "linear"
+    return default_classifier(loss) if logged == "auto" else logged
 
 
 def field_help() -> list[tuple[str, Any, str]]:
@@ -420,8 +428,8 @@ def config_from_dict(doc: dict[str, Any]) -> RunConfig:
     checkpoints load, resume and evaluate as the models they are.
     """
     flat = _flatten_native(doc)
-    if isinstance(doc.get("model"), dict):
-        flat.setdefault("model.classifier", "linear")
+    if isinstance(doc.get("model"), dict) and "model.classifier" not in flat:
+        flat["model.classifier"] = resolve_classifier(None, loss=flat.get("loss.name", ""))
     return apply_overrides(RunConfig(), flat)
 
 

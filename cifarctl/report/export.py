@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from cifarctl.report.build import Report
 
 
-
 @dataclass
 class Written:
     """What `export_report` produced."""

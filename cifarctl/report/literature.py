@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cifarctl.config import resolve_classifier
+
 CUI = ("Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples (CVPR), "
        "long-tailed CIFAR-10 with ResNet-32")
 CAO = ("Cao et al. 2019, Learning Imbalanced Datasets with Label-Distribution-Aware Margin "
@@ -104,12 +106,10 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
             value = [value] * len(PROTOCOL["optim.steps"])  # one factor for every step
         if not _same(value, wanted):
             gaps.append(f"{key}={params.get(key)} (protocol: {wanted})")
-    if params.get("loss.name") == "ldam":
-        # Cao et al.'s LDAM numbers come from their cosine head; runs logged before
-        # `model.classifier` existed trained a linear one
-        head = params.get("model.classifier") or "linear"
-        if head not in ("auto", "normed"):
-            gaps.append(f"model.classifier={head} (protocol for LDAM: normed)")
+    head = params.get("model.classifier")
+    if params.get("loss.name") == "ldam" and resolve_classifier(head, "ldam") != "normed":
+        # Cao et al.'s LDAM numbers come from their cosine head
+        gaps.append(f"model.classifier={head or 'linear'} (protocol for LDAM: normed)")
     return gaps
 
 

@@ -264,19 +264,20 @@ def resolve_heads(frame: pd.DataFrame) -> pd.DataFrame:
     together: `auto` becomes what it resolved to for the run's loss (`normed` for LDAM),
     and cifarctl runs logged before the key existed (a `model.name` param, no classifier)
     trained `linear` heads. Runs of other tools are left as they are."""
-    import pandas as pd
-
-    from cifarctl.config import default_classifier
+    from cifarctl.config import resolve_classifier
 
     loss, model = "params.loss.name", "params.model.name"
     if loss not in frame or model not in frame:
         return frame
+    logged = frame[HEAD] if HEAD in frame else [None] * len(frame)
+
+    def head(logged: Any, loss: Any, model: Any) -> Any:
+        if not (isinstance(loss, str) and isinstance(model, str)):  # another tool's run
+            return logged
+        return resolve_classifier(logged if isinstance(logged, str) else None, loss)
+
     frame = frame.copy()
-    head = frame[HEAD] if HEAD in frame else pd.Series(None, index=frame.index, dtype=object)
-    ours = frame[model].notna() & frame[loss].notna()
-    auto = ours & (head == "auto")
-    head = head.where(~auto, frame[loss].map(default_classifier))
-    frame[HEAD] = head.where(~(ours & head.isna()), "linear")
+    frame[HEAD] = [head(*values) for values in zip(logged, frame[loss], frame[model])]
     return frame
 
 
@@ -355,4 +356,3 @@ def drop_repeats(runs: RunSet) -> RunSet:
         return runs
     return RunSet(frame.drop(index=drop).reset_index(drop=True), runs.experiments,
                   runs.skipped + skipped)
-
