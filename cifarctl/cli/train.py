@@ -113,18 +113,8 @@ def train(
             raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")
         cfg = load_config(config, overrides)
 
-    if fuse is not None:
-        if fuse_seeds is not None or resume is not None:
-            raise UsageError("--fuse K trains new runs of seeds seed..seed+K-1: drop "
-                             "--fuse-seeds / --resume")
-        assert cfg is not None
-        seeds = [cfg.run.seed + i for i in range(fuse)]
-    elif fuse_seeds is not None:
-        if resume is not None or seed is not None:
-            raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
-                             "--resume / --seed (resume each fused run with --resume RUN_ID)")
-        seeds = _parse_seeds(fuse_seeds)
-    if fuse is not None or fuse_seeds is not None:
+    seeds = _fused_seeds(cfg, fuse, fuse_seeds, resume=resume, seed=seed)
+    if seeds is not None:
         _train_fused(cfg, seeds, no_track=no_track, tracking_uri=tracking_uri,
                      checkpoints=checkpoints, quiet=quiet)
         return
@@ -137,6 +127,24 @@ def train(
     _render(outcome)
     if outcome.status == "KILLED":
         raise typer.Exit(130)
+
+
+def _fused_seeds(cfg: Any, fuse: int | None, fuse_seeds: str | None, *, resume: str | None,
+                 seed: int | None) -> list[int] | None:
+    """The seeds `--fuse K` / `--fuse-seeds` train as one fused model; None when neither."""
+    from cifarctl.errors import UsageError
+
+    if fuse is not None:
+        if fuse_seeds is not None or resume is not None:
+            raise UsageError("--fuse K trains new runs of seeds seed..seed+K-1: drop "
+                             "--fuse-seeds / --resume")
+        return [cfg.run.seed + i for i in range(fuse)]
+    if fuse_seeds is not None:
+        if resume is not None or seed is not None:
+            raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
+                             "--resume / --seed (resume each fused run with --resume RUN_ID)")
+        return _parse_seeds(fuse_seeds)
+    return None
 
 
 def _parse_seeds(text: str) -> list[int]:
