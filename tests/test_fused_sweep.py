@@ -81,3 +81,25 @@ def test_a_fused_sweep_gives_every_trial_its_own_finished_run(mlflow_store, data
     assert len(groups) == 1 and None not in groups
     (alone,) = [r for r in children if r.data.params["optim.batch_size"] == "16"]
     assert "fused_group" not in alone.data.tags
+
+
+@pytest.mark.parametrize("device, cuda, free_gib, sharing, expected", [
+    ("cpu", True, 80, 1, 1),       # fusing gains nothing on the CPU
+    ("auto", False, 80, 1, 1),     # no GPU: the CPU
+    ("auto", True, 80, 1, 16),     # a free H100 holds more than the cap
+    ("cuda", True, 12, 2, 4),      # 12 GiB shared by 2 workers: 6 GiB / 1.5 GiB
+    ("cuda:1", True, 1, 1, 1),     # never below one member
+])
+def test_default_fuse_follows_free_gpu_memory(monkeypatch, device, cuda, free_gib, sharing,
+                                              expected):
+    """`sweep`'s default --fuse K from the free memory of the device (issue 8)."""
+    import torch
+
+    from cifarctl.fused.capacity import default_fuse
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda index: asked.append(index) or (free_gib * 2**30, 80 * 2**30))
+    assert default_fuse(device, sharing=sharing) == expected
+    assert asked == ([] if device == "cpu" or not cuda else [1 if device == "cuda:1" else 0])

@@ -267,3 +267,41 @@ def test_real_cifar10_one_epoch_above_chance(real_data_home, tmp_path):
 def test_run_names_show_the_classifier_head_only_when_unusual_for_the_loss(loss, head, name):
     cfg = load_config(None, {"loss.name": loss, "model.classifier": head})
     assert default_run_name(cfg) == name
+
+
+class _Compiled(torch.nn.Module):
+    """What torch.compile returns, without the minute of compiling: another module that
+    runs the model, so `train` takes the compiled path (the issue-8 message) cheaply."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def test_every_epoch_line_says_images_per_s_and_a_compiled_run_its_compile_time(
+        data_home, tiny_dataset, tmp_path, monkeypatch):
+    """Issue 8, "Also": images/s each epoch, and the compile time once when compiling."""
+    import io
+    import re
+
+    from cifarctl.progress import LineReporter
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: _Compiled(model))
+    lines = {}
+    for compiled in (False, True):
+        stream = io.StringIO()
+        cfg = tiny_config(tiny_dataset, **{"optim.epochs": 2, "run.compile": compiled})
+        outcome = train(cfg, tracker=NullTracker(), reporter=LineReporter(stream),
+                        checkpoint_root=tmp_path / str(compiled))
+        assert outcome.status == "FINISHED"
+        lines[compiled] = stream.getvalue().splitlines()
+    for compiled, out in lines.items():
+        epochs = [line for line in out if line.startswith("epoch ")]
+        assert len(epochs) == 2 and all(re.search(r"  \d+ img/s  ", e) for e in epochs)
+        compile_lines = [line for line in out if line.startswith("torch.compile")]
+        assert len(compile_lines) == compiled  # once, and only when compiling
+    assert re.fullmatch(r"torch\.compile: first step took \d+\.\ds \(compilation\)",
+                        compile_lines[0])
