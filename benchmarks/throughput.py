@@ -19,6 +19,13 @@ Each is warmed up (`--warmup` steps: DataLoader workers, cuDNN autotuning, compi
 timed over `--windows` windows of `--steps` steps, with the device synchronised at each
 window's end; the median window counts. Prints a table and one JSON line (also `--json`),
 with every rate's ratio to (a) and, on CUDA, the peak memory of each.
+
+`--interleave` builds every way first and times them in rounds, one window of each per round
+(order reversed every other round), so a machine whose speed drifts (shared cores) slows
+every way alike; each way's ratio to (a) is then also given paired, as the median over rounds
+of the two windows' ratio (`paired_ratio_to_a`). Before each timed window a way runs
+`2 x --workers` untimed steps (at least 1), so (a) does not start a window on the batches its
+workers prefetched while the others ran.
 """
 
 from __future__ import annotations
@@ -150,8 +157,21 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
 
 # ---- the run -------------------------------------------------------------------------------
 
-def measure(name: str, make: Callable[[], Callable[[int], None]], images_per_step: int,
-            args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+Way = tuple[str, Callable[[], Callable[[int], None]], int]  # name, builder, images per step
+
+
+def rates_result(name: str, rates: list[float], seconds: float) -> dict[str, Any]:
+    result = {"name": name, "images_per_s": statistics.median(rates),
+              "window_images_per_s": [round(r, 1) for r in rates],
+              "seconds_total": round(seconds, 1),
+              # other processes on the machine skew CPU numbers: record how busy it was
+              "load_average_1min_after": round(os.getloadavg()[0], 2)}
+    print(f"  {name}: {result['images_per_s']:,.0f} images/s", file=sys.stderr, flush=True)
+    return result
+
+
+def measure(way: Way, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    name, make, images_per_step = way
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -159,16 +179,36 @@ def measure(name: str, make: Callable[[], Callable[[int], None]], images_per_ste
     run_steps = make()
     times = timed_windows(run_steps, warmup=args.warmup, windows=args.windows,
                           steps=args.steps, device=device)
-    rates = [images_per_step * args.steps / t for t in times]
-    result = {"name": name, "images_per_s": statistics.median(rates),
-              "window_images_per_s": [round(r, 1) for r in rates],
-              "seconds_total": round(time.perf_counter() - t0, 1),
-              # other processes on the machine skew CPU numbers: record how busy it was
-              "load_average_1min_after": round(os.getloadavg()[0], 2)}
+    result = rates_result(name, [images_per_step * args.steps / t for t in times],
+                          time.perf_counter() - t0)
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-    print(f"  {name}: {result['images_per_s']:,.0f} images/s", file=sys.stderr, flush=True)
     return result
+
+
+def measure_interleaved(ways: list[Way], args: argparse.Namespace,
+                        device: torch.device) -> list[dict[str, Any]]:
+    """Every way built and warmed up, then timed one window each per round (see --interleave);
+    each result's `window_images_per_s` is in round order, so `paired_ratio` can pair them."""
+    t0 = time.perf_counter()
+    runners = [make() for _, make, _ in ways]
+    for run_steps in runners:
+        run_steps(args.warmup)
+    settle = max(1, 2 * args.workers)  # DataLoader's prefetch: 2 batches per worker
+    per_round: list[list[float]] = [[] for _ in ways]
+    for round_ in range(args.windows):
+        order = range(len(ways)) if round_ % 2 == 0 else reversed(range(len(ways)))
+        for i in order:
+            per_round[i] += timed_windows(runners[i], warmup=settle, windows=1,
+                                          steps=args.steps, device=device)
+    seconds = time.perf_counter() - t0
+    return [rates_result(name, [images_per_step * args.steps / t for t in times], seconds)
+            for (name, _, images_per_step), times in zip(ways, per_round)]
+
+
+def paired_ratio(rates: list[float], base: list[float]) -> float:
+    """Median over rounds of rate / base rate in the same round."""
+    return statistics.median(r / b for r, b in zip(rates, base))
 
 
 def device_name(device: torch.device) -> str:
@@ -191,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=5, help="steps per window")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of (a)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (b) and (c)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the ways in alternating rounds and add paired ratios (for "
+                             "noisy shared machines; no peak memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -204,30 +247,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
     only = set(args.only.split(","))
     batch = args.batch_size
-    results = []
+    ways: list[Way] = []
     if "a" in only:
-        results.append(measure("a reference (PIL DataLoader, .item())",
-                               lambda: reference(data, args, device), batch, args, device))
+        ways.append(("a reference (PIL DataLoader, .item())",
+                     lambda: reference(data, args, device), batch))
     if "b" in only:
-        results.append(measure("b cifarctl engine", lambda: cifarctl_run(data, args, device,
-                                                                         None),
-                               batch, args, device))
+        ways.append(("b cifarctl engine", lambda: cifarctl_run(data, args, device, None), batch))
     if "c" in only:
-        for k in ks:
-            results.append(measure(f"c fused K={k}", lambda k=k: cifarctl_run(
-                data, args, device, k), k * batch, args, device))
-    base = results[0]["images_per_s"] if "a" in only else None
-    single = next((r["images_per_s"] for r in results if r["name"].startswith("b")), None)
+        ways += [(f"c fused K={k}", lambda k=k: cifarctl_run(data, args, device, k), k * batch)
+                 for k in ks]
+    results = (measure_interleaved(ways, args, device) if args.interleave
+               else [measure(way, args, device) for way in ways])
+    base = results[0] if "a" in only else None
+    single = next((r for r in results if r["name"].startswith("b")), None)
+    for r in results:
+        if base:
+            r["ratio_to_a"] = round(r["images_per_s"] / base["images_per_s"], 2)
+            if args.interleave:
+                r["paired_ratio_to_a"] = round(paired_ratio(r["window_images_per_s"],
+                                                            base["window_images_per_s"]), 2)
+        if single and r["name"].startswith("c"):
+            r["ratio_to_b"] = round(r["images_per_s"] / single["images_per_s"], 2)
     for r in results:
         r["images_per_s"] = round(r["images_per_s"], 1)
-        if base:
-            r["ratio_to_a"] = round(r["images_per_s"] / base, 2)
-        if single and r["name"].startswith("c"):
-            r["ratio_to_b"] = round(r["images_per_s"] / single, 2)
     report = {"benchmark": "throughput", "device": str(device), "device_name": device_name(device),
               "torch": torch.__version__, "model": args.model, "batch_size": batch,
               "dataset": data.name, "warmup": args.warmup, "windows": args.windows,
               "steps": args.steps, "workers": args.workers, "compile": args.compile,
+              "interleaved": args.interleave,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results}
     _print_table(report)
     line = json.dumps(report)
@@ -243,9 +290,13 @@ def _print_table(report: dict[str, Any]) -> None:
 
     table = Table(title=f"training images/s, {report['model']} batch {report['batch_size']} on "
                         f"{report['device_name']} ({'compiled' if report['compile'] else 'eager'}"
-                        f"), median of {report['windows']} x {report['steps']} steps")
+                        f"), median of {report['windows']} x {report['steps']} steps"
+                        f"{', interleaved' if report['interleaved'] else ''}")
     columns = ["way", "images/s", "x (a)", "x (b)"]
-    cuda = report["device"] == "cuda"
+    paired = report["interleaved"] and "paired_ratio_to_a" in report["results"][0]
+    if paired:
+        columns.insert(3, "x (a), paired")
+    cuda = report["device"] == "cuda" and not report["interleaved"]
     if cuda:
         columns.append("peak GiB")
     for column in columns:
@@ -253,6 +304,8 @@ def _print_table(report: dict[str, Any]) -> None:
     for r in report["results"]:
         row = [r["name"], f"{r['images_per_s']:,.0f}", f"{r.get('ratio_to_a', ''):}",
                f"{r.get('ratio_to_b', ''):}"]
+        if paired:
+            row.insert(3, f"{r['paired_ratio_to_a']}")
         if cuda:
             row.append(f"{r['peak_memory_gib']:.2f}")
         table.add_row(*row)

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +33,46 @@ def test_throughput_reports_every_way_with_its_ratios(data_home, monkeypatch):
     assert fused[1]["ratio_to_b"] == pytest.approx(
         fused[1]["images_per_s"] / b["images_per_s"], rel=0.01)
     assert report["device"] == "cpu" and report["model"] == "vanillacnn"
+
+
+def test_throughput_interleaved_pairs_each_round(data_home, monkeypatch):
+    """--interleave: one window of every way per round, and ratios paired by round."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import throughput
+
+    report = throughput.main(["--model", "vanillacnn", "--batch-size", "8", "--only", "a,b",
+                              "--warmup", "1", "--windows", "3", "--steps", "1",
+                              "--workers", "0", "--interleave"])
+    assert report["interleaved"] is True
+    a, b = report["results"]
+    assert len(a["window_images_per_s"]) == len(b["window_images_per_s"]) == 3
+    by_round = sorted(x / y for x, y in zip(b["window_images_per_s"], a["window_images_per_s"]))
+    assert b["paired_ratio_to_a"] == pytest.approx(by_round[1], rel=0.02)  # median of 3
+    assert a["paired_ratio_to_a"] == 1.0
+
+
+def test_interleaved_rounds_alternate_and_settle_before_each_window(monkeypatch):
+    """The schedule itself: warm-up, then per round each way settles (2 x workers steps) and is
+    timed, in order a, b then b, a."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import throughput
+
+    calls = []
+
+    def way(name):
+        def run_steps(n):
+            calls.append((name, n))
+            time.sleep(1e-4)  # a window takes some time: rates stay finite
+
+        return (name, lambda: run_steps, 1)
+
+    args = throughput.argparse.Namespace(warmup=3, windows=3, steps=5, workers=2)
+    results = throughput.measure_interleaved([way("a"), way("b")], args, torch.device("cpu"))
+    assert calls == [("a", 3), ("b", 3),
+                     ("a", 4), ("a", 5), ("b", 4), ("b", 5),
+                     ("b", 4), ("b", 5), ("a", 4), ("a", 5),
+                     ("a", 4), ("a", 5), ("b", 4), ("b", 5)]
+    assert [len(r["window_images_per_s"]) for r in results] == [3, 3]
 
 
 @pytest.mark.slow
