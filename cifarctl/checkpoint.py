@@ -39,6 +39,20 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
         raise UsageError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"cannot read checkpoint {path}: {first}") from None
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):  # torch's advice (weights_only=False)
+            # is not ours to give: that would run code from the file
+            raise UsageError(f"cannot read checkpoint {path}: damaged, or it holds Python "
+                             f"objects besides tensors, numbers and strings; it is not a "
+                             f"cifarctl checkpoint") from None
+        raise UsageError(f"cannot read checkpoint {path}: {_first_line(err)}") from None
+    # KeyError, struct.error, ...: what a file that is not a torch file at all raises
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError, ImportError,
+            IndexError, TypeError) as err:
+        raise UsageError(f"cannot read checkpoint {path}: not a torch checkpoint "
+                         f"({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -26,3 +26,22 @@ def lr_at(epoch: int, step: int, *, steps_per_epoch: int, base_lr: float, warmup
         if epoch >= milestone:
             lr *= factor
     return lr
+
+
+def schedule_warnings(*, epochs: int, warmup: int, milestones: Sequence[int]) -> list[str]:
+    """What in a schedule that validates is still unlikely to be meant: decay epochs inside
+    the warm-up, where `lr_at` ramps towards base_lr and ignores them (the decay shows up
+    only after the warm-up, as a jump, or never when the run ends first).
+
+    Milestones at or past the last epoch are not flagged: short trial runs keep the
+    200-epoch protocol's [160, 180] all the time, on purpose.
+    """
+    early = [m for m in milestones if m < min(warmup, epochs)]
+    if not early:
+        return []
+    shown = ", ".join(map(str, early))
+    after = (f"it applies from epoch {warmup + 1} on" if warmup < epochs
+             else f"it never applies in {epochs} epochs")
+    return [f"optim.steps {shown} {'falls' if len(early) == 1 else 'fall'} inside the "
+            f"{warmup}-epoch warm-up (optim.warmup), which ignores decay: {after}; lower "
+            f"optim.warmup (e.g. --set optim.warmup=1) or move the steps"]

@@ -72,11 +72,24 @@ class RunOutcome:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`; UsageError for anything
+    else, and for a CUDA device this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"run.device={name} but no CUDA device is available; use --device cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"run.device={name} but no CUDA device is available; use "
+                             f"--device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"run.device={name} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def fast_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -155,23 +168,40 @@ def share_data(spec: str, device: torch.device) -> SharedData:
                       plain(data.test_images, data.test_labels))
 
 
+def run_splits(cfg: RunConfig, data: Any) -> Any:
+    """`cfg.data`'s train/validation split of `data` (a CifarData), refused with a UsageError
+    when it cannot train: a class left without images, or fewer images than one batch.
+
+    Cheap (index arithmetic on the labels), so `launch` and `sweep` check every config with
+    it before an MLflow run exists: bad data settings leave no empty FAILED runs behind.
+    """
+    from cifarctl.data.longtail import make_splits
+
+    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
+                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                         seed=cfg.run.seed, num_classes=len(data.classes))
+    counts = list(splits.train_counts)
+    if min(counts) == 0:
+        raise UsageError(f"data.imbalance={cfg.data.imbalance:g} leaves class "
+                         f"{counts.index(0)} without training images (counts {counts}); "
+                         f"lower data.imbalance")
+    if sum(counts) < cfg.optim.batch_size:
+        raise UsageError(f"optim.batch_size={cfg.optim.batch_size} is larger than the "
+                         f"{sum(counts)} training images; lower it")
+    return splits
+
+
 def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None = None
                  ) -> RunData:
     """The run's splits of `cfg.data` (from `shared`, when given, without another copy)."""
     from cifarctl.data.loader import normalize
-    from cifarctl.data.longtail import make_splits
 
     shared = shared or share_data(cfg.data.dataset, device)
     data, every = shared.dataset, shared.every_train
-    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
-                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
-                         seed=cfg.run.seed, num_classes=len(data.classes))
+    splits = run_splits(cfg, data)
     # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
     train = every.subset(splits.train_idx, batch_size=cfg.optim.batch_size, shuffle=True,
                          augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed)
-    if len(train) == 0:
-        raise UsageError(f"optim.batch_size={cfg.optim.batch_size} is larger than the "
-                         f"{train.num_samples} training images; lower it")
     val = (every.subset(splits.val_idx, batch_size=EVAL_BATCH, shuffle=False, augment=False,
                         drop_last=False, seed=0) if len(splits.val_idx) else None)
     probe_idx = torch.randperm(len(splits.train_idx),
@@ -246,29 +276,39 @@ def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = No
 
 def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
           checkpoint_root: Path = Path("checkpoints"),
-          resume: dict[str, Any] | None = None) -> RunOutcome:
-    """Train `cfg` to the end (or to an interruption); log everything through `tracker`."""
+          resume: dict[str, Any] | None = None, data: RunData | None = None,
+          resume_flags: str = "") -> RunOutcome:
+    """Train `cfg` to the end (or to an interruption); log everything through `tracker`.
+
+    `data`: `prepare_data(cfg, ...)` when the caller has it already (`launch` checks the data
+    before it opens the run); `resume_flags`: what `cifarctl train --resume RUN_ID` needs
+    besides the id to find this run again (`--tracking-uri ...`), for the advice on Ctrl-C.
+    """
     stop = StopFlag()
     # From here on Ctrl-C / SIGTERM only set the flag, even while the data loads: the loop
     # sees it before its first step and the run ends KILLED with a checkpoint to resume
     # (not RUNNING forever, or FAILED). A second Ctrl-C aborts at once.
     with stop.installed():
-        return _train(cfg, tracker, reporter or NullReporter(), checkpoint_root, resume, stop)
+        return _train(cfg, tracker, reporter or NullReporter(), checkpoint_root, resume, stop,
+                      data, resume_flags)
 
 
 def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root: Path,
-           resume: dict[str, Any] | None, stop: StopFlag) -> RunOutcome:
+           resume: dict[str, Any] | None, stop: StopFlag, data: RunData | None,
+           resume_flags: str) -> RunOutcome:
     from cifarctl.losses import build_loss
     from cifarctl.models import create_model, dead_relu_fractions
     from cifarctl.optim import build_optimizer
 
-    device = resolve_device(cfg.run.device)
     run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
     ckpt_dir = checkpoint_root / run_id
     outcome = RunOutcome(run_id, "RUNNING", 0, [], checkpoint_dir=ckpt_dir)
-    try:
-        data = prepare_data(cfg, device)
-        if resume is None:
+    try:  # from the first line: whatever fails, the run is closed, never left RUNNING
+        device = resolve_device(cfg.run.device)
+        data = data or prepare_data(cfg, device)
+        if resume is not None:
+            check_same_data(run_id, resume, data, cfg.data.dataset)
+        else:
             log_run_start(cfg, tracker, data, device)
         torch.manual_seed(cfg.run.seed)  # initialisation and dropout; data RNG is separate
         model = create_model(cfg.model.name, num_classes=len(data.classes),
@@ -296,7 +336,8 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
         def save(path: Path, epoch: int, sums: TrainSums | None) -> None:
             save_run_state(path, cfg, model_state=model.state_dict(),
                            optimizer_state=optimizer.state_dict(), epoch=epoch, best=best,
-                           history=outcome.history, sums=sums, rng=rng_state(device))
+                           history=outcome.history, sums=sums, rng=rng_state(device),
+                           dataset_fingerprint=data.fingerprint)
 
         for epoch in range(start_epoch, cfg.optim.epochs):
             metrics, sums = _run_epoch(cfg, epoch, step_model, model, loss_fn, optimizer,
@@ -306,8 +347,8 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
                 save(ckpt_dir / "last.pt", epoch, sums)
                 outcome.status = "KILLED"
                 outcome.message = (f"interrupted by {stop.signal_name} in epoch "
-                                   f"{epoch + 1}; resume with `cifarctl train --resume "
-                                   f"{run_id}`")
+                                   f"{epoch + 1}; resume with "
+                                   f"`{resume_command(run_id, resume_flags)}`")
                 break
             sums = None
             outcome.history.append(metrics)
@@ -477,14 +518,16 @@ def summary_metrics(best: dict[str, Any], data: RunData) -> dict[str, float]:
 def save_run_state(path: Path, cfg: RunConfig, *, model_state: dict[str, Any],
                    optimizer_state: dict[str, Any], epoch: int, best: dict[str, Any],
                    history: list[dict[str, Any]], sums: TrainSums | None,
-                   rng: dict[str, Any]) -> None:
+                   rng: dict[str, Any], dataset_fingerprint: str) -> None:
     """A run's checkpoint (keys in ARCHITECTURE.md). `epoch` is the epoch to continue with;
-    `sums` the partial epoch when interrupted; `rng` the global RNG state (`rng_state`)."""
+    `sums` the partial epoch when interrupted; `rng` the global RNG state (`rng_state`);
+    `dataset_fingerprint` the data it trains on, so a resume on changed data is refused."""
     save_checkpoint(path, {
         "model": model_state, "optimizer": optimizer_state,
         "config": cfg.to_dict(), "epoch": epoch, "best": best, "history": history,
         "sums": sums.state_dict() if sums is not None else None,
         "rng": rng, "cifarctl_version": __version__,
+        "dataset_fingerprint": dataset_fingerprint,
     })
 
 
@@ -572,6 +615,36 @@ def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = No
     return config_from_dict(state["config"]), state
 
 
+def resume_command(run_id: str, flags: str = "") -> str:
+    """`cifarctl train --resume RUN_ID [flags]`: the advice a stopped run prints."""
+    return f"cifarctl train --resume {run_id}" + (f" {flags}" if flags else "")
+
+
+def resume_cli_flags(*, track: bool, tracking_uri: str | None, checkpoint_root: Path) -> str:
+    """The flags besides the run id that `train --resume` needs to find a run launched with
+    these settings again: a resume with the defaults would look in the wrong store/folder."""
+    import shlex
+
+    flags = []
+    if not track:
+        flags.append("--no-track")
+    elif tracking_uri is not None:
+        flags.append(f"--tracking-uri {shlex.quote(tracking_uri)}")
+    if checkpoint_root != Path("checkpoints"):
+        flags.append(f"--checkpoints {shlex.quote(str(checkpoint_root))}")
+    return " ".join(flags)
+
+
+def check_same_data(run_id: str, state: dict[str, Any], data: RunData, spec: str) -> None:
+    """Refuse to resume on data other than the run trained on (a regenerated synthetic set,
+    a re-imported folder): one run's metrics would come from two datasets."""
+    saved = state.get("dataset_fingerprint")  # absent in checkpoints written before this check
+    if saved is not None and saved != data.fingerprint:
+        raise UsageError(f"run {run_id} trained on {spec} with fingerprint {saved}, but {spec} "
+                         f"is now {data.fingerprint} (regenerated or re-imported?); a resume "
+                         f"would mix two datasets in one run: train a new run instead")
+
+
 def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
            device_override: str | None = None, track: bool = True,
            tracking_uri: str | None = None, parent_run_id: str | None = None,
@@ -580,8 +653,10 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
            reporter: Reporter | None = None) -> RunOutcome:
     """Open the tracker (failing fast on an unreachable server), then `train`.
 
-    With `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
-    logging continues in the same MLflow run.
+    The device and the data are checked first: a new run is created only once they are
+    good, so a typo'd dataset or a missing GPU leaves no empty FAILED run in MLflow. With
+    `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored), logging
+    continues in the same MLflow run, and a refused resume leaves the run as it was.
     """
     from cifarctl.progress import make_reporter
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
@@ -598,19 +673,27 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
                 raise UsageError(f"run {resume_run_id} already trained all its "
                                  f"{cfg.optim.epochs} epochs: nothing to resume; evaluate it "
                                  f"with `cifarctl eval {resume_run_id}`")
+            if tracker.opened_status == "FINISHED":  # a stale checkpoint would train again
+                raise UsageError(f"run {resume_run_id} is FINISHED: nothing to resume; "
+                                 f"evaluate it with `cifarctl eval {resume_run_id}`")
+            if device_override:
+                cfg = apply_overrides(cfg, {"run.device": device_override})
+            data = prepare_data(cfg, resolve_device(cfg.run.device))
+            check_same_data(resume_run_id, state, data, cfg.data.dataset)
         except BaseException:  # refused: the run keeps the status it had
             if tracker.opened_status in RUN_STATUSES:
                 tracker.finish(tracker.opened_status)
             raise
         if not track:
             tracker.run_id = resume_run_id  # keep the checkpoint folder of the local run
-        if device_override:
-            cfg = apply_overrides(cfg, {"run.device": device_override})
     else:
         assert cfg is not None
+        data = prepare_data(cfg, resolve_device(cfg.run.device))  # before the run exists
         tracker = open_tracker(track, experiment=cfg.run.experiment, tracking_uri=tracking_uri,
                                run_name=cfg.run.run_name or default_run_name(cfg),
                                parent_run_id=parent_run_id, tags=extra_tags,
                                description=describe(cfg))
+    flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
+                             checkpoint_root=checkpoint_root)
     return train(cfg, tracker=tracker, reporter=reporter or make_reporter(quiet=quiet),
-                 checkpoint_root=checkpoint_root, resume=state)
+                 checkpoint_root=checkpoint_root, resume=state, data=data, resume_flags=flags)

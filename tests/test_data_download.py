@@ -121,3 +121,24 @@ def test_failed_download_is_one_line_and_caches_nothing(case, fragment, data_hom
     _point_at(monkeypatch, url, md5)
     assert_one_line_error(run_cli("data", "download"), 1, fragment)
     assert list(data_home.iterdir()) == []  # no cache, no temporary download
+
+
+def test_a_file_url_mirror_is_copied_and_checked(data_home, mirror, monkeypatch, tmp_path):
+    """A copy on a shared disk: `file://` works like http (md5 checked), and a missing file
+    is one line, not urllib's AttributeError."""
+    _, md5 = mirror
+    local = tmp_path / "www" / TARBALL
+    _point_at(monkeypatch, local.as_uri(), md5)
+    data = load_dataset("cifar10")
+    assert len(data.train_labels) == 15
+    (data_home / "cifar10.npz").unlink()
+    _point_at(monkeypatch, (tmp_path / "nowhere.tar.gz").as_uri(), md5)
+    assert_one_line_error(run_cli("data", "download"), 1, "could not copy file://")
+    _point_at(monkeypatch, local.as_uri(), "0" * 32)
+    assert_one_line_error(run_cli("data", "download"), 1, "expected 00000000")
+    assert list(data_home.iterdir()) == []
+
+
+def test_an_md5_without_its_url_is_refused(data_home, monkeypatch):
+    monkeypatch.setenv("CIFARCTL_CIFAR10_MD5", "0" * 32)
+    assert_one_line_error(run_cli("data", "download"), 1, "set both, or unset it")

@@ -321,6 +321,9 @@ def test_val_split_needs_one(trained, tmp_path):
     (["RUN", "--corruption", "blurr"], "did you mean 'blur'"),
     (["RUN", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["GARBAGE"], "cannot read checkpoint"),
+    (["TEXT"], "not a torch checkpoint"),  # torch's legacy reader: a bare KeyError
+    (["RUN", "--device", "tpu"], "unknown device 'tpu'"),
+    (["RUN", "--device", "mps"], "device 'mps' is not supported"),
     (["BARE"], "has no best checkpoint"),
 ])
 def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
@@ -329,6 +332,9 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
     if args[0] == "GARBAGE":
         (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
         args = [str(tmp_path / "garbage.pt")]
+    if args[0] == "TEXT":
+        (tmp_path / "notes.pt").write_text("hello")
+        args = [str(tmp_path / "notes.pt")]
     if args[0] == "BARE":
         bare = start_run(experiment="eval-bare", tracking_uri=trained["uri"])
         bare.finish()
@@ -441,3 +447,35 @@ def test_weights_that_do_not_fit_their_config_are_one_line(trained, tmp_path):
     assert "does not hold the weights its config describes" in result.output
     assert "vanillacnn with a normed classifier over 10 classes" in result.output
     assert "Traceback" not in result.output
+
+
+def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_path):
+    """No error (the numbers are real), but a warning line and the JSON's `warnings`: the
+    run's own dataset changed since it trained, or another dataset with other classes."""
+    import json
+
+    from cifarctl.checkpoint import load_checkpoint, save_checkpoint
+    from cifarctl.data import cifar_batches
+    from cifarctl.data.synth import SynthSpec, generate
+
+    state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")
+    assert state["dataset_fingerprint"]  # written by the run
+    same = run_eval(trained["run_id"], "--checkpoints", str(trained["checkpoints"]),
+                    "--no-log", "--json")
+    assert same.exit_code == 0 and json.loads(same.stdout)["warnings"] == []
+
+    state["dataset_fingerprint"] = "0123456789abcdef"  # as if trained on another version
+    save_checkpoint(tmp_path / "older.pt", state)
+    result = run_eval(str(tmp_path / "older.pt"), "--no-log", "--json")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "is not the data this run trained on" in result.stderr
+    assert "fingerprint" in json.loads(result.stdout)["warnings"][0]
+
+    arrays = generate(SynthSpec(train_per_class=3, test_per_class=3, seed=2))
+    renamed = arrays._replace(classes=tuple(f"thing{i}" for i in range(10)))
+    cifar_batches.write(tmp_path / "other", renamed)
+    other = run_eval(trained["run_id"], "--checkpoints", str(trained["checkpoints"]),
+                     "--dataset", str(tmp_path / "other"), "--no-log", "--json")
+    assert other.exit_code == 0, other.output
+    (warning,) = json.loads(other.stdout)["warnings"]
+    assert "thing0" in warning and "are not the run's" in warning

@@ -34,3 +34,38 @@ def test_assignment_style_steps_decay_by_factor_each():
     lr = [lr_at(e, 0, steps_per_epoch=1, base_lr=0.01, warmup=0, milestones=[40, 45],
                 factors=[0.1, 0.1]) for e in (39, 40, 44, 45)]
     assert lr == pytest.approx([0.01, 0.001, 0.001, 0.0001])
+
+
+@pytest.mark.parametrize("epochs, warmup, steps, flagged", [
+    (5, 5, [3, 4], True),      # the old README example: no decay at all in 5 epochs
+    (10, 5, [3, 8], True),     # decay at 3 shows up only at epoch 5, as a jump
+    (5, 1, [3, 4], False),
+    (2, 5, [160, 180], False),  # a short trial of the 200-epoch protocol: on purpose
+    (200, 5, [160, 180], False),
+    (200, 0, [0, 10], False),
+])
+def test_schedule_warnings_flag_decay_epochs_the_warm_up_ignores(epochs, warmup, steps, flagged):
+    from cifarctl.schedule import schedule_warnings
+
+    warnings = schedule_warnings(epochs=epochs, warmup=warmup, milestones=steps)
+    assert bool(warnings) == flagged
+    if flagged:  # and the claim is true of lr_at: the rate at the step epochs is the ramp's
+        for m in (m for m in steps if m < warmup):
+            assert lr_at(m, 0, steps_per_epoch=1, base_lr=1.0, warmup=warmup,
+                         milestones=steps, factors=[0.1] * len(steps)) == (m + 1) / warmup
+
+
+def test_train_prints_the_schedule_warning_before_anything_else(tmp_path):
+    """A real `cifarctl train` process: the warning goes to stderr before training."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "cifarctl", "train", "vanillacnn", "--epochs",
+                          "5", "--set", "optim.steps=[3, 4]", "--dataset", "no-such-set",
+                          "--no-track"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120, env={**os.environ, "CIFARCTL_DATA": str(tmp_path)})
+    assert out.returncode == 2  # the missing dataset: warnings come first, from the config
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: optim.steps 3, 4 fall inside the 5-epoch warm-up")
+    assert lines[1].startswith("error: no-such-set does not exist") and len(lines) == 2

@@ -109,6 +109,35 @@ def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_pa
     assert again.parent_id == first.parent_id and not again.created
 
 
+def _no_runs() -> None:
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    client = connect()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"data.dataset": "no-such-dataset", "seed": 5}, "no-such-dataset does not exist"),
+    ({"data.imbalance": 1e9, "seed": 5}, "leaves class 2 without training images"),
+    ({"optim.batch_size": 4096, "seed": 5}, "optim.batch_size=4096 is larger than the"),
+    ({"run.device": "cuda", "seed": 5}, "no CUDA device is available"),
+])
+def test_a_trial_that_cannot_train_here_is_refused_before_any_run_exists(
+        mlflow_store, data_home, sweep_dataset, tmp_path, monkeypatch, bad, reason):
+    """Device, dataset and splits are checked in the sweep's process first: one line naming
+    the trial, exit 2, and no parent run with one FAILED child per trial behind it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]}, include=[bad])
+    result = sweep_cli(str(spec), "--workers", "2")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("error: trial 3 {") and reason in line and "\n" not in line
+    _no_runs()
+
+
 def test_workers_logging_the_same_dataset_at_once_lose_nothing(mlflow_store):
     """Trials that start together log the same dataset: MLflow's check-then-insert races
     (UNIQUE constraint failed: datasets...); the tracking layer retries it (found by the Ray
@@ -171,14 +200,14 @@ def test_four_workers_one_sqlite_store_one_parent_every_child_and_metric(
 @pytest.mark.slow
 def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
         mlflow_store, data_home, sweep_dataset, tmp_path):
-    """The failure shows only at run time (a dataset path that does not exist)."""
-    missing = tmp_path / "no-such-dataset"
+    """The failure shows only at run time (a learning rate that sends the loss to NaN; what
+    can be checked before, like a dataset path, is: see the preflight tests)."""
     spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]},
-                      include=[{"data.dataset": str(missing), "seed": 5}])
+                      include=[{"optim.lr": 1e30, "seed": 5}])
     result = sweep_cli(str(spec), "--workers", "2")
     assert result.exit_code == 1, result.output
     assert "2 ok, 1 failed" in result.output
-    assert f"{missing} does not exist" in result.output  # the reason, on its row
+    assert "training loss became NaN/inf" in result.output  # the reason, on its row
     (parent,), children = runs_of("tiny")
     assert parent.info.status == "FAILED" and parent.data.tags["trials_failed"] == "1"
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
@@ -196,8 +225,7 @@ def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
 @pytest.mark.slow
 def test_fail_fast_stops_at_the_first_failure(mlflow_store, data_home, sweep_dataset, tmp_path):
     spec = write_spec(tmp_path, sweep_dataset,
-                      grid={"data.dataset": [str(tmp_path / "missing"), str(sweep_dataset)],
-                            "seed": [0, 1]})
+                      grid={"optim.lr": [1e30, 0.05], "seed": [0, 1]})
     result = sweep_cli(str(spec), "--fail-fast")
     assert result.exit_code == 1, result.output
     assert "--fail-fast: trial" in result.output and "1 failed, 3 not run" in result.output

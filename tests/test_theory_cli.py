@@ -175,6 +175,12 @@ def _write(tmp_path: Path, text: str) -> str:
         (["relu-linear", "--regions", "--range", "3", "1"], "the range must run from low to high"),
         (["relu-linear", "--regions", "--from", "a"], "the range's low end is 'a', not a number"),
         (["relu-linear", "--network", "missing.yaml", "--at", "1"], "cannot read network file"),
+        # beyond float64 the torch cross-check would overflow, or fail a right answer
+        (["relu-linear", "--at", "1e400"], "--at '1e400' lies outside 1e-300..1e300"),
+        (["relu-linear", "--at", "-1e-400"], "--at '-1e-400' lies outside 1e-300..1e300"),
+        # a 1000x1000 input's matrix would need 10^12 entries: refused, not swapped to death
+        (["conv", "--size", "1000", "--kernel", "3"], "would have 996,004,000,000 entries"),
+        (["conv", "--size", "33", "--kernel", "3", "--padding", "1"], "use a smaller --size"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, message):

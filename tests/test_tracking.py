@@ -355,3 +355,18 @@ def test_log_artifact_needs_an_existing_file(mlflow_store, tmp_path: Path):
     assert [f.path for f in tracker.client.list_artifacts(tracker.run_id, "folder")] == [
         "folder/a.txt"]
     tracker.finish()
+
+
+def test_a_store_path_that_cannot_be_a_database_is_refused_at_once(tmp_path):
+    """Not MLflow's two minutes of retries and a sqlalchemy traceback: one line, at once."""
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    (tmp_path / "runs.db").mkdir()
+    with pytest.raises(UsageError, match="runs.db is a directory"):
+        connect(f"sqlite:///{tmp_path / 'runs.db'}")
+    (tmp_path / "junk.db").write_text("not sqlite")
+    with pytest.raises(UsageError, match="junk.db: file is not a database"):
+        connect(f"sqlite:///{tmp_path / 'junk.db'}")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot create .*file for MLflow store"):
+        connect(f"sqlite:///{tmp_path / 'file' / 'runs.db'}")

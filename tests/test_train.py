@@ -305,3 +305,91 @@ def test_every_epoch_line_says_images_per_s_and_a_compiled_run_its_compile_time(
         assert len(compile_lines) == compiled  # once, and only when compiling
     assert re.fullmatch(r"torch\.compile: first step took \d+\.\ds \(compilation\)",
                         compile_lines[0])
+
+
+def _runs_in_store() -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda"], "no CUDA device is available"),
+    (["--dataset", "nope"], "nope does not exist"),
+    (["--imbalance", "1e9"], "leaves class 2 without training images"),
+    (["--batch-size", "100000"], "optim.batch_size=100000 is larger than the"),
+    (["--set", "data.val_per_class=100000"], "val_per_class must be >= 0"),
+    (["--fuse", "2", "--device", "cuda"], "no CUDA device is available"),
+    (["--fuse", "2", "--imbalance", "1e9"], "leaves class 2 without training images"),
+])
+def test_a_run_that_cannot_train_here_leaves_no_mlflow_run(
+        mlflow_store, data_home, tiny_dataset, monkeypatch, args, message):
+    """Device and data are checked before the run is created: no run left RUNNING forever,
+    no empty FAILED runs in the user's store, one line and exit 2."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), *TINY, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.count("\n") == 1, result.output
+    assert _runs_in_store() == []
+
+
+def test_resuming_a_finished_run_is_refused_and_leaves_it_finished(
+        mlflow_store, data_home, tiny_dataset):
+    """Even with a stale local checkpoint from mid-run (which would retrain and log every
+    metric twice), MLflow's FINISHED is the word."""
+    import shutil
+
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), *TINY[:1], "2", *TINY[2:])
+    assert result.exit_code == 0, result.output
+    (run,) = _runs_in_store()
+    folder = Path("checkpoints") / run.info.run_id
+    shutil.copyfile(folder / "best.pt", folder / "last.pt")  # epoch 1 of 2, say
+    state = load_checkpoint(folder / "last.pt")
+    state["epoch"] = 1
+    torch.save(state, folder / "last.pt")
+    again = run_cli("--resume", run.info.run_id, "-q")
+    assert again.exit_code == 2, again.output
+    assert f"run {run.info.run_id} is FINISHED: nothing to resume" in again.output
+    (after,) = _runs_in_store()
+    assert after.info.status == "FINISHED"
+    from mlflow.tracking import MlflowClient
+
+    steps = [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "train_loss")]
+    assert steps == [0, 1]
+
+
+def test_resuming_on_regenerated_data_is_refused(data_home, tmp_path):
+    """The checkpoint remembers the data's fingerprint: a run never mixes two datasets."""
+    from cifarctl.data.synth import SynthSpec, write_batches
+    from cifarctl.errors import UsageError
+    from cifarctl.training import launch
+
+    dataset = tmp_path / "ds"
+    write_batches(dataset, SynthSpec(train_per_class=40, test_per_class=10, seed=0))
+    cfg = tiny_config(dataset, **{"optim.epochs": 1})
+    stopped = launch(cfg, track=False, checkpoint_root=tmp_path / "ck",
+                     reporter=InterruptAt(0, 2))
+    assert stopped.status == "KILLED"
+    write_batches(dataset, SynthSpec(train_per_class=40, test_per_class=10, seed=1))
+    with pytest.raises(UsageError, match="regenerated or re-imported"):
+        launch(None, resume_run_id=stopped.run_id, track=False,
+               checkpoint_root=tmp_path / "ck", quiet=True)
+    state = load_checkpoint(tmp_path / "ck" / stopped.run_id / "last.pt")
+    assert state["sums"]["steps_done"] == 2  # the checkpoint is untouched, still resumable
+
+
+def test_the_resume_advice_names_the_store_and_folder_the_run_used(data_home, tiny_dataset,
+                                                                   tmp_path):
+    from cifarctl.training import launch, resume_cli_flags
+
+    assert resume_cli_flags(track=True, tracking_uri=None,
+                            checkpoint_root=Path("checkpoints")) == ""
+    assert resume_cli_flags(track=True, tracking_uri="sqlite:///my runs.db",
+                            checkpoint_root=Path("/x/ck")) == \
+        "--tracking-uri 'sqlite:///my runs.db' --checkpoints /x/ck"
+    stopped = launch(tiny_config(tiny_dataset, **{"optim.epochs": 1}), track=False,
+                     checkpoint_root=tmp_path / "ck", reporter=InterruptAt(0, 1))
+    assert stopped.status == "KILLED"
+    assert (f"`cifarctl train --resume {stopped.run_id} --no-track --checkpoints "
+            f"{tmp_path / 'ck'}`") in stopped.message

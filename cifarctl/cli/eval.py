@@ -84,6 +84,8 @@ def eval_command(
     result = evaluate_target(target, dataset=dataset, split=split, corruptions=names,
                              device=device, seed=seed, batch_size=batch_size,
                              progress=lambda m: err.print(f"evaluating {m}", style="dim"))
+    for text in result.warnings:
+        typer.echo(f"warning: {text}", err=True)
     if not no_log:
         if log_result(result, target):
             err.print(f"logged {len(result.metrics)} eval metrics and "

@@ -104,6 +104,8 @@ def sweep(
     if device is not None:
         overrides["run.device"] = device
     plan = expand(load_spec(spec, overrides=overrides, experiment=experiment))
+    for text in dict.fromkeys(w for t in plan.trials for w in t.config.warnings()):
+        typer.echo(f"warning: {text}", err=True)  # once each, however many trials share it
     if dry_run:
         _print_plan(plan, as_json)
         return
@@ -115,11 +117,17 @@ def sweep(
     from cifarctl.sweep import run_sweep
     from cifarctl.sweep.live import make_display
 
+    if backend == "local":  # before the live table: loading a dataset may show progress
+        from cifarctl.sweep.preflight import check_trials
+        from cifarctl.tracking import check_reachable, resolve_tracking_uri
+
+        check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
+        check_trials(plan.trials)
     outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
                         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                         fail_fast=fail_fast, tracking_uri=tracking_uri,
                         checkpoint_root=checkpoints, fuse=1 if no_fuse else fuse,
-                        display=make_display(len(plan.trials), quiet=quiet))
+                        display=make_display(len(plan.trials), quiet=quiet), preflight=False)
     _print_summary(outcome)
     if outcome.interrupted:
         raise typer.Exit(130)

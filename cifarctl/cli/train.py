@@ -70,7 +70,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     fuse_seeds: Annotated[str | None, typer.Option(
         "--fuse-seeds", help="Train these seeds of the config at once as one fused model, "
-        "e.g. 0,1,2,3: one MLflow run per seed, each as its own run would end (issue 8).",
+        "e.g. 0,1,2,3: one MLflow run per seed, each as its own run would end.",
         show_default=False)] = None,
     fuse: Annotated[int | None, typer.Option(
         "--fuse", min=1, help="Train K seeds (the config's seed and the next K-1) at once as "
@@ -112,6 +112,8 @@ def train(
         if model is None and config is None:
             raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")
         cfg = load_config(config, overrides)
+        for text in cfg.warnings():
+            typer.echo(f"warning: {text}", err=True)
 
     seeds = _fused_seeds(cfg, fuse, fuse_seeds, resume=resume, seed=seed)
     if seeds is not None:

@@ -2,8 +2,9 @@
 
     tarball = fetch_cifar10(workdir)   # verified against the md5, else CifarctlError
 
-`$CIFARCTL_CIFAR10_URL` points at a mirror (or a test server); `$CIFARCTL_CIFAR10_MD5`
-gives that file's md5 and is meant to be set together with the URL. The caller owns
+`$CIFARCTL_CIFAR10_URL` points at a mirror (or a test server; `file:///shared/...` for a copy
+on a shared disk); `$CIFARCTL_CIFAR10_MD5` gives that file's md5 and goes with the URL (alone
+it is refused: the official file's md5 is known). The caller owns
 `workdir` and removes it whatever happens, so a failed or corrupt download leaves nothing.
 """
 
@@ -13,8 +14,11 @@ import contextlib
 import http.client
 import io
 import os
+import shutil
 import sys
 import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from cifarctl.errors import CifarctlError
@@ -26,19 +30,35 @@ FILENAME = "cifar-10-python.tar.gz"
 
 def source_url() -> tuple[str, str]:
     """(url, md5) after the environment overrides."""
-    return (os.environ.get("CIFARCTL_CIFAR10_URL") or CIFAR10_URL,
-            os.environ.get("CIFARCTL_CIFAR10_MD5") or CIFAR10_MD5)
+    url, md5 = os.environ.get("CIFARCTL_CIFAR10_URL"), os.environ.get("CIFARCTL_CIFAR10_MD5")
+    if md5 and not url:
+        raise CifarctlError("$CIFARCTL_CIFAR10_MD5 is set without $CIFARCTL_CIFAR10_URL: it "
+                            "is the md5 of a mirror's file; set both, or unset it")
+    return url or CIFAR10_URL, md5 or CIFAR10_MD5
+
+
+def _copy_local(url: str, dst: Path) -> None:
+    """A `file://` URL: copied (urllib's file responses lack what torchvision reads)."""
+    src = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as err:
+        raise CifarctlError(f"could not copy {url} ({err.strerror}); check the path in "
+                            "$CIFARCTL_CIFAR10_URL") from None
 
 
 def fetch_cifar10(workdir: Path) -> Path:
     """Download the tarball into `workdir` and check its md5; return its path."""
-    from torchvision.datasets.utils import calculate_md5, download_url
+    from torchvision.datasets.utils import download_url
 
     url, md5 = source_url()
     # torchvision draws its own progress bar on stderr: the download's bar on a terminal,
     # but noise in logs and tests, where it is swallowed.
     quiet = contextlib.nullcontext() if sys.stderr.isatty() \
         else contextlib.redirect_stderr(io.StringIO())
+    if urllib.parse.urlparse(url).scheme == "file":
+        _copy_local(url, workdir / FILENAME)
+        return _verified(workdir / FILENAME, url, md5)
     try:
         with quiet:
             download_url(url, str(workdir), filename=FILENAME)
@@ -50,7 +70,12 @@ def fetch_cifar10(workdir: Path) -> Path:
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
         raise CifarctlError(f"could not download {url} ({reason}); check the network, or set "
                             "$CIFARCTL_CIFAR10_URL to a mirror") from None
-    path = workdir / FILENAME
+    return _verified(workdir / FILENAME, url, md5)
+
+
+def _verified(path: Path, url: str, md5: str) -> Path:
+    from torchvision.datasets.utils import calculate_md5
+
     got = calculate_md5(path)
     if got != md5:
         raise CifarctlError(f"{url} arrived with md5 {got}, expected {md5}: the file is "

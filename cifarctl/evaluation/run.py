@@ -47,6 +47,8 @@ class EvalTarget:
     run_id: str | None = None
     tracking_uri: str | None = None
     train_counts: list[int] | None = None  # the run's `class_counts` tag, when it has one
+    class_names: list[str] | None = None  # the run's `class_names` tag, when it has one
+    fingerprint: str | None = None  # the data it trained on: its checkpoint's, else the tag
 
 
 def _counts_tag(run: Any) -> list[int] | None:
@@ -70,7 +72,8 @@ def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = 
         state = load_checkpoint(path)
         run_id = path.parent.name if _RUN_ID.match(path.parent.name) else None
         stem = path.stem if path.stem in WHICH else "checkpoint"
-        out = EvalTarget(path, state, _config(state, path), stem, run_id, tracking_uri)
+        out = EvalTarget(path, state, _config(state, path), stem, run_id, tracking_uri,
+                         fingerprint=state.get("dataset_fingerprint"))
         if run_id is not None:  # checkpoints/<run id>/best.pt: log to that run if the store has it
             _attach_run(out, required=False)
         return out
@@ -90,13 +93,17 @@ def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = 
         out.checkpoint = downloaded
     out.state = load_checkpoint(out.checkpoint)
     out.cfg = _config(out.state, out.checkpoint)
+    out.fingerprint = out.state.get("dataset_fingerprint") or out.fingerprint
     return out
 
 
 def _config(state: dict[str, Any], path: Path) -> RunConfig:
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise UsageError(f"{path} is not a cifarctl checkpoint (no config or model weights)")
-    return config_from_dict(state["config"])
+    try:
+        return config_from_dict(state["config"])
+    except UsageError as err:
+        raise UsageError(f"{path}: its config: {err}") from None
 
 
 def _attach_run(target: EvalTarget, *, required: bool) -> Any:
@@ -116,6 +123,9 @@ def _attach_run(target: EvalTarget, *, required: bool) -> Any:
         return None
     target.tracking_uri = client.tracking_uri
     target.train_counts = _counts_tag(run)
+    names = run.data.tags.get("class_names")
+    target.class_names = names.split(",") if names else None
+    target.fingerprint = target.fingerprint or run.data.tags.get("dataset_fingerprint")
     return MlflowTracker(client, run)
 
 
@@ -143,6 +153,7 @@ class EvalResult:
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> s1..s5
     mean_corruption_acc: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
+    warnings: list[str] = field(default_factory=list)  # why these numbers may mislead
     artifact_dir: str = "eval"
     logged: bool = False
 
@@ -238,6 +249,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     progress = progress or (lambda message: None)
     cfg = target.cfg
     spec = dataset or cfg.data.dataset
+    dev = resolve_device(device)  # a bad --device before the data loads
     data = load_dataset(spec)
     classes = len(data.classes)
     model = create_model(cfg.model.name, num_classes=classes, classifier=cfg.classifier)
@@ -247,7 +259,6 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         raise UsageError(f"{target.checkpoint} does not hold the weights its config describes "
                          f"for {spec}: {cfg.model.name} with a {cfg.classifier} classifier "
                          f"over {classes} classes") from None
-    dev = resolve_device(device)
     model.to(dev).eval()
     images, labels = _split_arrays(cfg, data, split)
     batch = batch_size or EVAL_BATCH
@@ -295,7 +306,24 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     if result.mean_corruption_acc is not None:
         metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     result.metrics = metrics
+    result.warnings = data_warnings(target, data, spec, foreign=foreign is not None)
     return result
+
+
+def data_warnings(target: EvalTarget, data: Any, spec: str, *, foreign: bool) -> list[str]:
+    """What about the evaluation data could make the numbers mislead without an error:
+    the run's own dataset regenerated since it trained, or another dataset whose classes
+    are not the run's (class i of the model is scored as class i of the data)."""
+    out = []
+    if not foreign and target.fingerprint and target.fingerprint != data.fingerprint:
+        out.append(f"{spec} is not the data this run trained on (fingerprint "
+                   f"{data.fingerprint}, the run's {target.fingerprint}): regenerated or "
+                   f"re-imported since? These numbers are on other data")
+    if target.class_names and list(data.classes) != target.class_names:
+        out.append(f"{spec}'s classes ({', '.join(data.classes)}) are not the run's "
+                   f"({', '.join(target.class_names)}): the model's class i is scored as "
+                   f"{spec}'s class i")
+    return out
 
 
 # ---- logging back to the run -------------------------------------------------------------

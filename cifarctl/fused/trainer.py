@@ -46,7 +46,9 @@ from cifarctl.training import (
     NonFiniteLoss,
     RunData,
     RunOutcome,
+    SharedData,
     StopFlag,
+    check_same_data,
     default_run_name,
     describe,
     epoch_metrics,
@@ -58,8 +60,11 @@ from cifarctl.training import (
     loss_params,
     prepare_data,
     resolve_device,
+    resume_cli_flags,
+    resume_command,
     rng_state,
     run_lr,
+    run_splits,
     save_run_state,
     share_data,
     summary_metrics,
@@ -146,7 +151,9 @@ def _setup_member(cfg: RunConfig, tracker: Tracker, shared: Any, device: torch.d
 
     run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
     data = prepare_data(cfg, device, shared)
-    if resume is None:
+    if resume is not None:
+        check_same_data(run_id, resume, data, cfg.data.dataset)
+    else:
         log_run_start(cfg, tracker, data, device)
         tracker.set_tags(group_tags)
     torch.manual_seed(cfg.run.seed)  # initialisation exactly as the unfused run's
@@ -231,6 +238,7 @@ class FusedRun:
         self.test = FusedBatches([m.data.test for m in members])
         self.probe = torch.cat([m.data.probe for m in members], dim=1)  # (P, K 3, H, W)
         self.num_classes = len(first.classes)
+        self.resume_flags = ""  # `train --resume` flags besides the run id (launch_fused's)
 
     def resume(self, resumes: list[dict[str, Any]]) -> tuple[int, TrainSums | None]:
         epoch, step = _check_resumes(resumes)  # the weights came with the members' models
@@ -248,7 +256,8 @@ class FusedRun:
                        model_state=self.model.member_state_dict(k),
                        optimizer_state=self.optimizer.member_state_dict(k), epoch=epoch,
                        best=m.best, history=m.outcome.history,
-                       sums=_member_sums(sums, k) if sums is not None else None, rng=m.rng)
+                       sums=_member_sums(sums, k) if sums is not None else None, rng=m.rng,
+                       dataset_fingerprint=m.data.fingerprint)
 
     def run_epoch(self, epoch: int, sums: TrainSums | None, first: bool = False
                   ) -> tuple[list[dict[str, Any] | None] | None, TrainSums]:
@@ -304,7 +313,8 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
                 reporter: Reporter | None = None,
                 member_reporters: list[Reporter] | None = None,
                 checkpoint_root: Path = Path("checkpoints"),
-                resumes: list[dict[str, Any]] | None = None) -> list[RunOutcome]:
+                resumes: list[dict[str, Any]] | None = None, shared: SharedData | None = None,
+                resume_flags: str = "") -> list[RunOutcome]:
     """Train `cfgs` as one fused group; log member k through `trackers[k]`.
 
     Each member's run is tagged `fused_group` (an id the group shares) and `fused_members`
@@ -314,6 +324,7 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
     with them, member k's epoch results go to `member_reporters[k]` (a sweep's per-trial
     rows) and, without `reporter`, the group's progress to all of them. `resumes` are the
     members' `last` checkpoints (all stopped at the same step), to continue a fused group.
+    `shared` and `resume_flags` as `training.train`'s `data` and `resume_flags`.
     """
     check_fusable(cfgs)
     if any(n is not None and n != len(cfgs) for n in
@@ -325,21 +336,23 @@ def train_fused(cfgs: list[RunConfig], *, trackers: list[Tracker],
     with stop.installed():  # from the start, as in `training.train`: a signal while the data
         # loads still ends every member KILLED, with a checkpoint
         return _train_group(cfgs, trackers, reporter, member_reporters, checkpoint_root,
-                            resumes, stop)
+                            resumes, stop, shared, resume_flags)
 
 
 def _train_group(cfgs: list[RunConfig], trackers: list[Tracker], reporter: Reporter,
                  member_reporters: list[Reporter] | None, checkpoint_root: Path,
-                 resumes: list[dict[str, Any]] | None, stop: StopFlag) -> list[RunOutcome]:
-    device = resolve_device(cfgs[0].run.device)
+                 resumes: list[dict[str, Any]] | None, stop: StopFlag,
+                 shared: SharedData | None, resume_flags: str) -> list[RunOutcome]:
     members: list[Member] = []
     group_tags = {"fused_group": uuid.uuid4().hex[:12], "fused_members": str(len(cfgs))}
-    try:
-        shared = share_data(cfgs[0].data.dataset, device)
+    try:  # from the first line: whatever fails, every member's run is closed
+        device = resolve_device(cfgs[0].run.device)
+        shared = shared or share_data(cfgs[0].data.dataset, device)
         for i, cfg in enumerate(cfgs):
             members.append(_setup_member(cfg, trackers[i], shared, device, checkpoint_root,
                                          resumes[i] if resumes else None, group_tags))
         run = FusedRun(members, device, reporter, member_reporters, stop)
+        run.resume_flags = resume_flags
         start_epoch, sums = run.resume(resumes) if resumes else (0, None)
         _train_epochs(run, start_epoch, sums)
         for m in members:
@@ -371,8 +384,8 @@ def _train_epochs(run: FusedRun, start_epoch: int, sums: TrainSums | None) -> No
                     run.save(k, "last", epoch, sums)
                     m.outcome.status = "KILLED"
                     m.outcome.message = (f"interrupted by {run.stop.signal_name} in epoch "
-                                         f"{epoch + 1}; resume with `cifarctl train --resume "
-                                         f"{m.outcome.run_id}`")
+                                         f"{epoch + 1}; resume with `"
+                                         f"{resume_command(m.outcome.run_id, run.resume_flags)}`")
             return
         sums = None
         for k, (m, metrics) in enumerate(zip(run.members, results)):
@@ -413,6 +426,10 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
     check_fusable(cfgs)
     if track:
         check_reachable(resolve_tracking_uri(tracking_uri))
+    # device and data checked before any run exists, as `training.launch` does
+    shared = share_data(cfgs[0].data.dataset, resolve_device(cfgs[0].run.device))
+    for cfg in cfgs:
+        run_splits(cfg, shared.dataset)
     trackers: list[Tracker] = []
     try:
         for cfg in cfgs:
@@ -425,5 +442,7 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
         for tracker in trackers:
             tracker.finish("FAILED")
         raise
+    flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
+                             checkpoint_root=checkpoint_root)
     return train_fused(cfgs, trackers=trackers, reporter=reporter or make_reporter(quiet=quiet),
-                       checkpoint_root=checkpoint_root)
+                       checkpoint_root=checkpoint_root, shared=shared, resume_flags=flags)

@@ -91,7 +91,8 @@ class PlainLines:
                 self.message(f"{head} {state.status}  {describe_overrides(t.overrides)}  "
                              f"test acc {_acc(state) or '-'}  (run {state.run_id})")
             elif state.status != "running":
-                self.message(f"{head} {state.status}: {state.message}  (run {state.run_id})")
+                where = f"  (run {state.run_id})" if state.run_id else ""  # never started
+                self.message(f"{head} {state.status}: {state.message}{where}")
                 return
         if state.status != "running":
             return

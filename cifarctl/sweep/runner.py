@@ -323,8 +323,13 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
               address: str | None = None, gpus_per_trial: float | None = None,
               cpus_per_trial: float = 1.0, fail_fast: bool = False,
               tracking_uri: str | None = None, checkpoint_root: Path = Path("checkpoints"),
-              display: Display | None = None, fuse: int | None = None) -> SweepOutcome:
+              display: Display | None = None, fuse: int | None = None,
+              preflight: bool = True) -> SweepOutcome:
     """Run every trial of `plan` not yet FINISHED; see the module docstring.
+
+    `preflight`: first check, in this process, that every trial can train here
+    (`sweep.preflight.check_trials`); False when the caller has (the CLI does, before its
+    live display starts).
 
     `fuse`: at most this many compatible trials train as one fused model; 1 = none; None =
     chosen from the free GPU memory (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU).
@@ -337,6 +342,10 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
 
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()
+    if preflight and backend == "local":  # a Ray cluster's devices and files are not ours
+        from cifarctl.sweep.preflight import check_trials
+
+        check_trials(plan.trials)  # before the parent run exists
     display = display or NullDisplay()
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor

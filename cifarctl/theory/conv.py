@@ -46,6 +46,11 @@ def _show(pair: Pair) -> str:
     return f"{pair[0]}x{pair[1]}"
 
 
+# Every entry is a Python object (exact numbers, labels): 2**20 of them, a 32x32 input under
+# a 3x3 'same' convolution, take about 700 MB; a 64x64 input would take 16 times that.
+MAX_ENTRIES = 2**20
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Input size, kernel size, stride and zero padding, each as (rows, columns); validated."""
@@ -69,6 +74,13 @@ class ConvGeometry:
                 f"kernel {_show(self.kernel)} is larger than the padded input "
                 f"{_show(self.padded)} (input {_show(self.size)} plus padding "
                 f"{_show(self.padding)} on each side): use a smaller kernel or more padding"
+            )
+        entries = self.size[0] * self.size[1] * self.output[0] * self.output[1]
+        if entries > MAX_ENTRIES:
+            raise UsageError(
+                f"the matrix of a {_show(self.size)} input would have {entries:,} entries "
+                f"(at most {MAX_ENTRIES:,}: a 32x32 'same' convolution; it takes about 700 MB "
+                f"and seconds): use a smaller --size"
             )
 
     @classmethod

@@ -45,10 +45,25 @@ def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
     if not body.strip() or any(not part.strip() for part in parts):
         raise UsageError(f"{what} {text!r} is not a number or a comma-separated vector like 1,2")
     if len(parts) == 1:
-        return (to_fraction(body, what),)
+        return (_in_float_range(to_fraction(body, what), f"{what} {text!r}"),)
     return tuple(
-        to_fraction(part, f"coordinate {i + 1} of {what} {text!r}") for i, part in enumerate(parts)
+        _in_float_range(to_fraction(part, f"coordinate {i + 1} of {what} {text!r}"),
+                        f"coordinate {i + 1} of {what} {text!r}")
+        for i, part in enumerate(parts)
     )
+
+
+# Points are answered exactly, then checked against a float64 forward pass and autograd:
+# beyond float64's range that check would overflow (1e400) or see 0 (1e-400) and fail
+# a right answer.
+_FLOAT_MAX, _FLOAT_MIN = Fraction(10) ** 300, Fraction(1, 10**300)
+
+
+def _in_float_range(q: Fraction, what: str) -> Fraction:
+    if q and not _FLOAT_MIN <= abs(q) <= _FLOAT_MAX:
+        raise UsageError(f"{what} lies outside 1e-300..1e300 in size, where the float64 "
+                         f"check of the exact answer cannot follow; scale the point")
+    return q
 
 
 def _terminates(q: Fraction) -> bool:

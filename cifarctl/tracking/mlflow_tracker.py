@@ -89,12 +89,25 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
     _quiet_mlflow()
     db = sqlite_path(uri)
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create {db.parent} for MLflow store {uri}: "
+                             f"{err.strerror}; pass another --tracking-uri") from None
+        if db.is_dir():  # MLflow would retry opening it for two minutes
+            raise UsageError(f"cannot open MLflow store {uri}: {db} is a directory; pass "
+                             f"the database file's path") from None
+    from sqlalchemy.exc import SQLAlchemyError  # MLflow's own dependency
+
     try:
         # for sqlite this opens the file and creates or migrates its tables (seconds, once)
         return call_with_retry(MlflowClient, uri)
     except MlflowException as err:
         raise UsageError(f"cannot open MLflow store {uri}: {_first_line(err)}") from err
+    except SQLAlchemyError as err:  # a file that is no database, not writable, a directory
+        reason = getattr(err, "orig", None) or err
+        raise UsageError(f"cannot open MLflow store {uri}: {_first_line(reason)}; check the "
+                         f"file or pass another --tracking-uri") from None
 
 
 def _slug(name: str) -> str:
