@@ -249,6 +249,7 @@ def test_bad_spec_raises_one_clear_usage_error(doc, message, tmp_path):
     with pytest.raises(UsageError) as err:
         plan_of(doc, tmp_path)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).count(".yaml:") <= 1  # the spec is named once, not once per layer
 
 
 def test_set_may_not_override_a_varied_key():
@@ -330,3 +331,21 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "pip install 'cifarctl[ray]'" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_plain_progress_lines_name_a_run_only_when_the_trial_has_one(tmp_path):
+    import io
+
+    from cifarctl.sweep.live import PlainLines
+    from cifarctl.sweep.runner import TrialState
+
+    plan = plan_of({"grid": {"seed": [0, 1]}}, tmp_path)
+    out = io.StringIO()
+    lines = PlainLines(2, stream=out)
+    never = TrialState(plan.trials[0], status="not run", message="not started: the sweep stopped")
+    failed = TrialState(plan.trials[1], status="failed", run_id="ab" * 16, message="NaN loss")
+    lines.update(never)
+    lines.update(failed)
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("not run: not started: the sweep stopped") and "(run" not in first
+    assert second.endswith(f"failed: NaN loss  (run {'ab' * 16})")

@@ -242,8 +242,9 @@ def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
                          f"include entries in {source} instead")
     name = _text(doc, "name", default_name, source)
     experiment = experiment or _text(doc, "experiment", default_name, source)
+    base_overrides = _base(doc, source, root)  # its errors name the spec already
     try:
-        base = apply_overrides(RunConfig(), {**_base(doc, source, root), **fixed, **cli,
+        base = apply_overrides(RunConfig(), {**base_overrides, **fixed, **cli,
                                              "run.experiment": experiment})
     except UsageError as err:
         raise UsageError(f"{source}: base config: {err}") from None
