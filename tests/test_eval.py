@@ -449,6 +449,12 @@ def test_weights_that_do_not_fit_their_config_are_one_line(trained, tmp_path):
     assert "Traceback" not in result.output
 
 
+def _fingerprint(dataset: Path) -> str:
+    from cifarctl.data import load_dataset
+
+    return load_dataset(str(dataset)).fingerprint
+
+
 def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_path):
     """No error (the numbers are real), but a warning line and the JSON's `warnings`: the
     run's own dataset changed since it trained, or another dataset with other classes."""
@@ -469,7 +475,14 @@ def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_p
     result = run_eval(str(tmp_path / "older.pt"), "--no-log", "--json")
     assert result.exit_code == 0, result.output
     assert "warning: " in result.stderr and "is not the data this run trained on" in result.stderr
-    assert "fingerprint" in json.loads(result.stdout)["warnings"][0]
+    doc = json.loads(result.stdout)
+    assert "fingerprint" in doc["warnings"][0]
+    # not under the run's own names, which `report` reads as its test set
+    prefix = f"eval_data_{_fingerprint(trained['dataset'])[:8]}_"
+    assert "eval_test_acc" not in doc["metrics"] and "eval_ece" not in doc["metrics"]
+    assert doc["metrics"][f"{prefix}test_acc"] == pytest.approx(doc["accuracy"])
+    assert f"{prefix}ece" in doc["metrics"] and doc["artifact_dir"] == f"eval/{prefix[5:-1]}"
+    assert f"logged as {prefix}*" in doc["warnings"][1]
 
     arrays = generate(SynthSpec(train_per_class=3, test_per_class=3, seed=2))
     renamed = arrays._replace(classes=tuple(f"thing{i}" for i in range(10)))

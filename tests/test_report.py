@@ -52,7 +52,8 @@ def sd(xs):
 
 
 def write_run(uri: str, experiment: str, overrides: dict, accs: list[float] | None, *,
-              status: str = "FINISHED", parent: str | None = None, confusion=None) -> str:
+              status: str = "FINISHED", parent: str | None = None, confusion=None,
+              tags: dict | None = None) -> str:
     """One run as `cifarctl train` records it: params, tags, 2 epochs, summary metrics."""
     from cifarctl.config import load_config
     from cifarctl.tracking.mlflow_tracker import start_run
@@ -60,7 +61,7 @@ def write_run(uri: str, experiment: str, overrides: dict, accs: list[float] | No
     cfg = load_config(None, {"data.imbalance": 100, "model.name": "resnet32",
                              "optim.epochs": 2, **overrides})
     tags = {"class_counts": ",".join(map(str, LT100)), "class_names": ",".join(NAMES),
-            "dataset": "cifar10", "loss": cfg.loss.name}
+            "dataset": "cifar10", "loss": cfg.loss.name, **(tags or {})}
     tracker = start_run(experiment=experiment, tracking_uri=uri, parent_run_id=parent,
                         run_name=f"{cfg.loss.name}-b{cfg.loss.beta:g}-s{cfg.run.seed}",
                         tags=tags)
@@ -440,3 +441,72 @@ def test_a_repeated_run_counts_once_the_latest(mlflow_store):
                             "reason": f"repeats run {latest} (same configuration and seed); "
                                       "the latest is reported"}]
     assert any("1 run(s) left out" in note for note in rep.notes)
+
+
+def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
+    """One `data.dataset` spec whose data changed between runs (other `dataset_fingerprint`
+    tags): not seeds of one configuration, not repeats of each other, and each loss is
+    compared with the baseline trained on the same data."""
+    from cifarctl.report.build import build_report
+
+    uri = mlflow_store.uri
+    old, new = {"dataset_fingerprint": "aaaa1111" * 4}, {"dataset_fingerprint": "bbbb2222" * 4}
+    for seed in (0, 1):
+        write_run(uri, "regen", {"run.seed": seed}, [0.40 + 0.01 * seed] * 10, tags=old)
+        write_run(uri, "regen", {"run.seed": seed}, [0.60 + 0.01 * seed] * 10, tags=new)
+        write_run(uri, "regen", {"run.seed": seed, "loss.name": "focal"},
+                  [0.62 + 0.01 * seed] * 10, tags=new)
+    rep = build_report(uri, experiments=["regen"])
+    rows = {r.label: r for r in rep.per_class}
+    assert set(rows) == {"CE (data aaaa1111)", "CE (data bbbb2222)", "focal"}
+    assert rows["CE (data aaaa1111)"].overall.mean == pytest.approx(0.405)
+    assert rows["CE (data bbbb2222)"].overall.mean == pytest.approx(0.605)
+    assert [r.n for r in rep.per_class] == [2, 2, 2] and rep.skipped == []
+    (focal,) = rep.head_to_head
+    assert focal.baseline == "CE (data bbbb2222)"
+    assert focal.overall.diff == pytest.approx(0.02)
+    assert any("trained on different data" in note for note in rep.notes)
+
+    for seed in (0, 1):  # one version of the data: nothing changes
+        write_run(uri, "same", {"run.seed": seed}, [0.5] * 10, tags=new)
+    same = build_report(uri, experiments=["same"])
+    assert [r.label for r in same.per_class] == ["CE"]
+    assert not any("different data" in note for note in same.notes)
+
+
+def _log_eval(uri: str, run_id: str, corruptions: dict[str, float]) -> None:
+    """What `cifarctl eval RUN --corruption A --corruption B` logs: each severity, and the
+    mean over the corruptions of that call."""
+    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+
+    client = connect(uri)
+    metrics = {f"eval_corruption_{name}_s{s}": acc - 0.01 * s
+               for name, acc in corruptions.items() for s in range(1, 6)}
+    metrics["eval_mean_corruption_acc"] = mean(list(metrics.values()))
+    MlflowTracker(client, get_run(client, run_id)).log_metrics(metrics, step=0)
+
+
+def test_corruption_accuracy_is_compared_over_the_same_corruptions(mlflow_store):
+    """A run evaluated under blur and jpeg and one under blur alone: the column averages
+    blur only, for both, and a note says so; with nothing in common there is no column."""
+    from cifarctl.report.build import build_report
+
+    uri = mlflow_store.uri
+    a = write_run(uri, "corr", {"run.seed": 0}, [0.5] * 10)
+    b = write_run(uri, "corr", {"run.seed": 1}, [0.5] * 10)
+    plain = write_run(uri, "corr", {"run.seed": 2}, [0.5] * 10)  # never evaluated
+    _log_eval(uri, a, {"blur": 0.40, "jpeg": 0.90})
+    _log_eval(uri, b, {"blur": 0.50})
+    (ce,) = build_report(uri, experiments=["corr"]).per_class
+    blur = [0.40 - 0.03, 0.50 - 0.03]  # the mean over severities 1..5 of acc - 0.01 s
+    summary = ce.extras["eval_mean_corruption_acc"]
+    assert summary.n == 2 and summary.mean == pytest.approx(mean(blur))
+    rep = build_report(uri, experiments=["corr"])
+    assert any(note.startswith("corruption acc: mean over severities 1-5 of blur,")
+               for note in rep.notes)
+    assert plain in rep.per_class[0].run_ids
+
+    _log_eval(uri, plain, {"contrast": 0.3})  # now none is common to all three
+    rep = build_report(uri, experiments=["corr"])
+    assert "eval_mean_corruption_acc" not in rep.per_class[0].extras
+    assert any("none common to all" in note for note in rep.notes)

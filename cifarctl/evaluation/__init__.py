@@ -10,3 +10,4 @@ This package module stays torch-free: the CLI builds its help from `CORRUPTION_N
 # The corruptions of SPEC 1.4 in display order; `corruptions.CORRUPTIONS` defines each one.
 CORRUPTION_NAMES = ("gaussian_noise", "blur", "contrast", "low_pass", "high_pass",
                     "phase_noise", "jpeg")
+SEVERITIES = 5  # each corruption at levels 1..5 (`eval_corruption_<name>_s<k>`)

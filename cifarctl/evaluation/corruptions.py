@@ -26,9 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifarctl.evaluation import CORRUPTION_NAMES
+from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
 
-SEVERITIES = 5
 _SCALE_224_TO_32 = 32 / 224  # Geirhos et al.'s images are 224 px wide, CIFAR's 32
 
 

@@ -265,7 +265,11 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     loader = DeviceLoader(images, labels, batch_size=batch, shuffle=False, augment=False,
                           drop_last=False, seed=0, device=dev)
     foreign = _slug(spec) if dataset and dataset != cfg.data.dataset else None
-    acc_prefix, prefix = metric_prefixes(target.which, split, foreign)
+    # the run's own dataset, regenerated since: its numbers must not pass for the run's own
+    # (the report reads eval_test_acc etc.), so they are named after the data they are on
+    changed = foreign is None and data_changed(target, data)
+    qualifier = f"data_{data.fingerprint[:8]}" if changed else foreign
+    acc_prefix, prefix = metric_prefixes(target.which, split, qualifier)
 
     progress(f"clean {split} set: {loader.num_samples} images")
     clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale)
@@ -307,7 +311,15 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     result.metrics = metrics
     result.warnings = data_warnings(target, data, spec, foreign=foreign is not None)
+    if changed:
+        result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
+                               f"not take them for the run's own test set")
     return result
+
+
+def data_changed(target: EvalTarget, data: Any) -> bool:
+    """Whether the run's own dataset spec now holds other data than the run trained on."""
+    return bool(target.fingerprint) and target.fingerprint != data.fingerprint
 
 
 def data_warnings(target: EvalTarget, data: Any, spec: str, *, foreign: bool) -> list[str]:
@@ -315,7 +327,7 @@ def data_warnings(target: EvalTarget, data: Any, spec: str, *, foreign: bool) ->
     the run's own dataset regenerated since it trained, or another dataset whose classes
     are not the run's (class i of the model is scored as class i of the data)."""
     out = []
-    if not foreign and target.fingerprint and target.fingerprint != data.fingerprint:
+    if not foreign and data_changed(target, data):
         out.append(f"{spec} is not the data this run trained on (fingerprint "
                    f"{data.fingerprint}, the run's {target.fingerprint}): regenerated or "
                    f"re-imported since? These numbers are on other data")

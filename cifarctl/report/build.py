@@ -16,7 +16,14 @@ from typing import Any
 from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS
 from cifarctl.report import tables
-from cifarctl.report.groups import Group, default_columns, make_groups, param, resolve_columns
+from cifarctl.report.groups import (
+    Group,
+    default_columns,
+    make_groups,
+    param,
+    resolve_columns,
+    split_by_data,
+)
 from cifarctl.report.runs import drop_repeats, load_runs, split_usable, worth_saying
 from cifarctl.report.stats import CONFIDENCE, Summary
 
@@ -108,12 +115,14 @@ def build_report(tracking_uri: str | None = None, *,
     uri = resolve_tracking_uri(tracking_uri)
     loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
     runs = drop_repeats(split_usable(loaded))
+    runs.frame, corruption_note = tables.common_corruptions(runs.frame)
     if runs.frame.empty:
         reasons = sorted({s["reason"] for s in runs.skipped})
         raise UsageError(f"none of the {len(runs.skipped)} runs in "
                          f"{', '.join(loaded.experiments)} can be reported: "
                          f"{'; '.join(reasons)}")
     columns = resolve_columns(by, runs.frame) if by else default_columns(runs.frame)
+    columns, data_note = split_by_data(runs.frame, columns)
     num_classes = tables.count_classes(runs.frame)
     groups = make_groups(runs.frame, columns)
     per_class = tables.per_class_table(groups, num_classes)
@@ -121,6 +130,7 @@ def build_report(tracking_uri: str | None = None, *,
     literature, literature_note = tables.literature_table(groups)
     if left_out := worth_saying(runs.skipped):
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
+    notes.extend(note for note in (data_note, corruption_note) if note)
     notes.extend(tables.shot_notes(per_class))
     if literature_note:
         notes.append(literature_note)

@@ -28,8 +28,12 @@ SEED_KEY = "run.seed"
 # bookkeeping (ARCHITECTURE.md, "Training": every config key is a param).
 NON_RESULT_KEYS = frozenset({"run.seed", "run.run_name", "run.experiment", "run.device",
                              "run.compile"})
+# The content hash of the data a run trained on (a tag, `cifarctl.training.log_run_start`):
+# runs of one `data.dataset` spec whose data was regenerated or re-imported in between are
+# not seeds of one configuration (`split_by_data`).
+DATA_KEY = "tags.dataset_fingerprint"
 # Display and sort order: what a comparison is "at" first, then the loss, then the rest.
-CONTEXT_KEYS = ("data.dataset", "model.name", "data.imbalance_type", "data.imbalance")
+CONTEXT_KEYS = ("data.dataset", DATA_KEY, "model.name", "data.imbalance_type", "data.imbalance")
 LEAD_KEYS = (*CONTEXT_KEYS, "loss.name", "loss.drw_epoch", "loss.beta", "loss.gamma")
 MISSING = "—"  # a param some runs lack (runs from other tools, older cifarctl versions)
 
@@ -96,6 +100,34 @@ def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
     if not columns:
         raise UsageError("--by needs at least one key, e.g. --by loss.name,loss.beta")
     return columns
+
+
+def split_by_data(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str], str | None]:
+    """`columns` plus `DATA_KEY` when runs that `columns` would pool trained on different
+    data (same spec, other contents), with a note saying so; else `columns` unchanged."""
+    if DATA_KEY not in frame or DATA_KEY in columns:
+        return list(columns), None
+    known = frame[frame[DATA_KEY].notna()]
+    if known.empty:
+        return list(columns), None
+    if columns:
+        keyed = known[list(columns)].astype(object).where(known[list(columns)].notna(), MISSING)
+        versions = known[DATA_KEY].groupby([keyed[c].astype(str) for c in columns]).nunique()
+    else:
+        versions = known[DATA_KEY].nunique()
+    if int(versions.max() if columns else versions) < 2:
+        return list(columns), None
+    return [*columns, DATA_KEY], (
+        "some runs of one configuration trained on different data (the same data.dataset "
+        "regenerated or re-imported in between: other dataset_fingerprint tags); they are "
+        "reported apart, labelled 'data <fingerprint>'")
+
+
+def key_words(key: str, value: str) -> str:
+    """How a label names one setting: `lr=0.05`, or `data 1a2b3c4d` for the data's hash."""
+    if key == DATA_KEY:
+        return f"data {value[:8]}"
+    return f"{key.split('.')[-1]}={value}"
 
 
 @dataclass(eq=False)  # compared by identity: a DataFrame has no truth value
@@ -219,7 +251,7 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     handled |= {"data.imbalance", "data.imbalance_type"}
     for key in sorted(set(varying) - handled, key=lambda k: _column_order(f"params.{k}")):
         value = params.get(key, MISSING)
-        parts.append(value if key == "model.name" else f"{key.split('.')[-1]}={value}")
+        parts.append(value if key == "model.name" else key_words(key, value))
     return ", ".join(parts) or "all runs"
 
 
@@ -229,7 +261,7 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
     if not all("loss.name" in c for c in configs):  # loss keys are then plain key=value
         return varying_keys(configs)
     varying = {k for k in varying_keys(configs)
-               if not k.startswith("loss.") and k != "model.classifier"}
+               if not k.startswith("loss.") and k not in ("model.classifier", DATA_KEY)}
     for key, users in LOSS_PARAM_USERS.items():
         if varying_keys([c for c in configs if c.get("loss.name") in users]) & {key}:
             varying.add(key)
@@ -252,6 +284,7 @@ def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:
             continue
         differ = varying_keys([configs[i] for i in same])
         for i in same:
-            extra = ", ".join(f"{k}={configs[i].get(k, MISSING)}" for k in sorted(differ))
+            extra = ", ".join(key_words(k, configs[i].get(k, MISSING)) if k == DATA_KEY
+                              else f"{k}={configs[i].get(k, MISSING)}" for k in sorted(differ))
             labels[i] = f"{label} ({extra})"
     return labels

@@ -326,15 +326,18 @@ def drop_repeats(runs: RunSet) -> RunSet:
     Two runs with every result-changing param equal, seed included (`train` run twice, or
     a sweep run again under another experiment name), are one replicate, not two: counting
     both would narrow the confidence interval on copied numbers. Runs without a `run.seed`
-    param (other tools) are never merged.
+    param (other tools) are never merged, nor are runs on different data (regenerated under
+    one spec: `groups.split_by_data`).
     """
-    from cifarctl.report.groups import MISSING, SEED_KEY, default_columns
+    from cifarctl.report.groups import DATA_KEY, MISSING, SEED_KEY, default_columns
 
     frame = runs.frame
     seed = f"params.{SEED_KEY}"
     if frame.empty or seed not in frame:
         return runs
     keys = [*default_columns(frame), seed]
+    if DATA_KEY in frame and frame[DATA_KEY].nunique() > 1:
+        keys.append(DATA_KEY)
     keyed = frame[keys].astype(object).where(frame[keys].notna(), MISSING).astype(str)
     latest_first = frame.sort_values("start_time", ascending=False, kind="stable").index
     has_seed = frame[seed].notna()

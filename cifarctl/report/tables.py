@@ -30,6 +30,43 @@ OVERALL = "test_acc_at_best"  # ARCHITECTURE.md, "Training": summary metrics at 
 CLASS_METRIC = "test_acc_class_{i}_at_best"
 # `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
 EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
+CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")
+
+
+def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """`frame` with `eval_mean_corruption_acc` recomputed over the corruptions that every
+    evaluated run has, and a note naming them when that is not all of them.
+
+    Each `cifarctl eval --corruption ...` logs the mean over the corruptions it was asked
+    for, so runs evaluated under different sets would otherwise be averaged and compared
+    on different tests. The per-corruption metrics (`eval_corruption_<name>_s<k>`) stay
+    logged, so the mean over a common set can be taken from them."""
+    from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
+
+    found: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if m := CORRUPTION_COLUMN.fullmatch(column):
+            found.setdefault(m.group(1), []).append(column)
+    if not found:
+        return frame, None
+    complete = {name: frame[cols].notna().all(axis=1) for name, cols in found.items()
+                if len(cols) == SEVERITIES}
+    evaluated = frame[[c for cols in found.values() for c in cols]].notna().any(axis=1)
+    common = sorted((n for n, ok in complete.items() if ok[evaluated].all()),
+                    key=lambda n: (CORRUPTION_NAMES.index(n) if n in CORRUPTION_NAMES else 99, n))
+    out = frame.copy()
+    mean_column = "metrics.eval_mean_corruption_acc"
+    if not common:
+        out[mean_column] = math.nan
+        return out, ("no corruption acc: the runs were evaluated under different corruptions, "
+                     "none common to all; evaluate them alike, e.g. `cifarctl eval RUN "
+                     "--corruptions`")
+    columns = [c for name in common for c in sorted(found[name])]
+    out[mean_column] = out[columns].mean(axis=1).where(evaluated)
+    if len(common) == len(CORRUPTION_NAMES) and len(found) == len(common):
+        return out, None
+    return out, (f"corruption acc: mean over severities 1-{SEVERITIES} of "
+                 f"{', '.join(common)}, the corruptions every evaluated run has")
 
 
 def class_counts(rows: pd.DataFrame) -> list[list[int] | None]:
