@@ -510,3 +510,28 @@ def test_corruption_accuracy_is_compared_over_the_same_corruptions(mlflow_store)
     rep = build_report(uri, experiments=["corr"])
     assert "eval_mean_corruption_acc" not in rep.per_class[0].extras
     assert any("none common to all" in note for note in rep.notes)
+
+
+def test_out_folder_keeps_one_report_and_the_users_files(store, tmp_path):
+    """Reporting again into a folder removes what the earlier report wrote and this one does
+    not (a figure it has no data for, report.md after --format html); other files stay."""
+    out = tmp_path / "rep"
+    first = report(store, "-e", "lt100", "--out", str(out), "--no-log")
+    assert first.exit_code == 0, first.output
+    assert (out / "accuracy_vs_beta.png").exists() and (out / "report.md").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "per_class_2.png").write_bytes(b"left by a report with two training-count sets")
+    again = report(store, "-e", "protocol", "--format", "html", "--out", str(out), "--no-log")
+    assert again.exit_code == 0, again.output
+    assert {p.name for p in out.iterdir()} == {"curves.png", "per_class.png", "report.html",
+                                               "per_class.csv", "report.json", "notes.txt"}
+
+
+def test_out_folder_that_cannot_be_written_is_one_line(store, tmp_path):
+    """A write that fails half-way (here: a file in the way of report.json) is one line."""
+    out = tmp_path / "rep"
+    (out / "report.json").mkdir(parents=True)
+    result = report(store, "-e", "lt100", "--out", str(out), "--no-log")
+    assert result.exit_code == 2
+    assert "cannot write the report to --out" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

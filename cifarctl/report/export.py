@@ -11,6 +11,7 @@ Every file is written atomically (temp file + rename). The report run is tagged 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from cifarctl.report.build import Report
+
+
+# Every file name `export_report` can write (the figures are named in `figures`). A file of
+# these names that this export did not write is left from an earlier report to the same
+# folder (a figure this report has no data for, report.md after --format html) and is removed,
+# so the folder never mixes two reports. Any other file in the folder is the user's, and kept.
+REPORT_FILE = re.compile(r"report\.(md|html|json)|per_class\.csv|per_class(_\d+)?\.png|"
+                         r"curves\.png|accuracy_vs_beta\.png|confusion_matrices\.png")
 
 
 @dataclass
@@ -62,19 +71,32 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
 
     _prepare(folder)
     written = Written(folder)
-    if figures:
-        made, notes = report_figures(report, client)
+    made, notes = report_figures(report, client) if figures else ([], [])
+    report.notes.extend(notes)
+    try:
         for name, caption, fig in made:
             written.files.append(plots.save_png(fig, folder / name))
             written.figures.append((caption, name))
-        report.notes.extend(notes)
-    page = (render.html(report, written.figures) if fmt == "html"
-            else render.markdown(report, written.figures))
-    written.files.append(_write(folder / ("report.html" if fmt == "html" else "report.md"),
-                                page))
-    written.files.append(_write(folder / "per_class.csv", render.csv_table(report)))
-    written.files.append(_write(folder / "report.json", render.to_json(report)))
+        page = (render.html(report, written.figures) if fmt == "html"
+                else render.markdown(report, written.figures))
+        written.files.append(_write(folder / ("report.html" if fmt == "html" else "report.md"),
+                                    page))
+        written.files.append(_write(folder / "per_class.csv", render.csv_table(report)))
+        written.files.append(_write(folder / "report.json", render.to_json(report)))
+        _remove_stale(folder, {p.name for p in written.files})
+    except OSError as err:
+        # the file named is the temp file beside the target: name the target
+        where = re.sub(r"\.tmp-\d+$", "", Path(err.filename).name) if err.filename else ""
+        raise UsageError(f"cannot write the report to --out {folder}"
+                         f"{f' ({where})' if where else ''}: {err.strerror or err}; choose "
+                         f"another folder, or make room in this one") from None
     return written
+
+
+def _remove_stale(folder: Path, written: set[str]) -> None:
+    for path in folder.iterdir():
+        if REPORT_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
+            path.unlink()
 
 
 def report_experiment(report: Report) -> str:
