@@ -74,6 +74,8 @@ def test_cli_defaults_are_the_spec_defaults():
 @pytest.mark.parametrize("args, fragment", [
     (["--difficulty", "1.5"], "difficulty must lie in [0, 1]"),
     (["--train-per-class", "0"], "at least 1 train and 1 test image"),
+    (["--train-per-class", "100000000"], "synthetic sets hold at most 600,000"),
+    (["--train-per-class", "59801"], "is 600,010 images"),
 ])
 def test_bad_synth_options(args, fragment, data_home):
     assert_one_line_error(run_cli("data", "synth", *args), 2, fragment)

@@ -73,6 +73,8 @@ def test_cli_run_is_tracked_in_mlflow(mlflow_store, data_home, tiny_dataset):
     run_id = run["run_id"]
     history = client.get_metric_history(run_id, "test_acc")
     assert [m.step for m in history] == [0, 1, 2]
+    best = int(run["metrics.best_epoch"])  # a step; the summary table counts from 1
+    assert f"{best + 1} (metric best_epoch = {best}, its 0-based step)" in result.output
     lrs = [m.value for m in client.get_metric_history(run_id, "lr")]
     assert lrs[1] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.01)
     artifacts = {a.path for a in client.list_artifacts(run_id)}

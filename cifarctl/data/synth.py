@@ -36,6 +36,11 @@ _MAX_NOISE = 0.25       # pixel noise std at difficulty 1, in [0, 1] intensity u
 _SIZE = 32
 
 
+# At most 10x CIFAR-10's 60,000 images (1.8 GB as uint8, more while they are drawn): a
+# typo such as --train-per-class 100000000 is refused before it fills the disk.
+MAX_IMAGES = 600_000
+
+
 @dataclass(frozen=True)
 class SynthSpec:
     """What `cifarctl data synth` generates; the defaults are the `synthetic` dataset."""
@@ -50,6 +55,11 @@ class SynthSpec:
         if self.train_per_class < 1 or self.test_per_class < 1:
             raise UsageError("synthetic sets need at least 1 train and 1 test image per class, "
                              f"got {self.train_per_class} and {self.test_per_class}")
+        total = len(SYNTH_CLASSES) * (self.train_per_class + self.test_per_class)
+        if total > MAX_IMAGES:
+            raise UsageError(f"{self.train_per_class:,} train + {self.test_per_class:,} test "
+                             f"images per class is {total:,} images ({total * 3072 / 1e9:.1f} "
+                             f"GB); synthetic sets hold at most {MAX_IMAGES:,} (10x CIFAR-10)")
         if self.seed < 0:
             raise UsageError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.difficulty <= 1.0:
