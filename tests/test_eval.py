@@ -324,7 +324,9 @@ def test_val_split_needs_one(trained, tmp_path):
     (["TEXT"], "not a torch checkpoint"),  # torch's legacy reader: a bare KeyError
     (["RUN", "--device", "tpu"], "unknown device 'tpu'"),
     (["RUN", "--device", "mps"], "device 'mps' is not supported"),
-    (["BARE"], "has no best checkpoint"),
+    (["BARE"], "has no checkpoint (looked for"),
+    (["FAILED"], "ended FAILED before saving any checkpoint"),
+    (["PARENT"], "is a sweep's parent run: its trials are its child runs"),
 ])
 def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
     from cifarctl.tracking.mlflow_tracker import start_run
@@ -335,9 +337,10 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
     if args[0] == "TEXT":
         (tmp_path / "notes.pt").write_text("hello")
         args = [str(tmp_path / "notes.pt")]
-    if args[0] == "BARE":
-        bare = start_run(experiment="eval-bare", tracking_uri=trained["uri"])
-        bare.finish()
+    if args[0] in ("BARE", "FAILED", "PARENT"):
+        tags = {"cifarctl.sweep_key": "c0ffee"} if args[0] == "PARENT" else None
+        bare = start_run(experiment="eval-bare", tracking_uri=trained["uri"], tags=tags)
+        bare.finish("FAILED" if args[0] == "FAILED" else "FINISHED")
         args = [bare.run_id, "--checkpoints", str(tmp_path)]
     args = [trained["run_id"] if a == "RUN" else a for a in args]
     result = run_eval(*args, "--checkpoints", str(trained["checkpoints"]), "--no-log")

@@ -86,15 +86,42 @@ def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = 
     if not out.checkpoint.is_file():
         downloaded = tracker.download_artifact(f"checkpoints/{which}.pt", out.checkpoint.parent)
         if downloaded is None:
-            other = "last" if which == "best" else "best"
-            raise UsageError(f"run {target} has no {which} checkpoint (looked for "
-                             f"{out.checkpoint} and the run's artifact checkpoints/{which}.pt); "
-                             f"try --which {other} or --checkpoints DIR")
+            raise UsageError(_no_checkpoint(tracker, out, checkpoint_root))
         out.checkpoint = downloaded
     out.state = load_checkpoint(out.checkpoint)
     out.cfg = _config(out.state, out.checkpoint)
     out.fingerprint = out.state.get("dataset_fingerprint") or out.fingerprint
     return out
+
+
+def _no_checkpoint(tracker: Any, target: EvalTarget, checkpoint_root: Path) -> str:
+    """Why run `target` has no `which` checkpoint, and what to do instead."""
+    from mlflow.exceptions import MlflowException
+
+    from cifarctl.sweep.store import SWEEP_KEY_TAG
+
+    run_id, which = target.run_id, target.which
+    run = tracker.client.get_run(run_id)
+    if SWEEP_KEY_TAG in run.data.tags:
+        return (f"run {run_id} is a sweep's parent run: its trials are its child runs, each "
+                f"with its own checkpoints; list them with `cifarctl report --parent {run_id}`")
+    other = "last" if which == "best" else "best"
+    try:
+        stored = {a.path for a in tracker.client.list_artifacts(run_id, "checkpoints")}
+    except (MlflowException, OSError):  # an artifact store out of reach: say what is known
+        stored = set()
+    has_other = (checkpoint_root / run_id / f"{other}.pt").is_file() or \
+        f"checkpoints/{other}.pt" in stored
+    looked = (f"looked for {target.checkpoint} and the run's artifact "
+              f"checkpoints/{which}.pt")
+    if has_other:
+        return f"run {run_id} has no {which} checkpoint ({looked}); try --which {other}"
+    status = run.info.status
+    ended = (f"ended {status} before saving any checkpoint" if status in ("FAILED", "KILLED")
+             else f"is {status} and has no checkpoint" if status != "FINISHED"
+             else "has no checkpoint")
+    return (f"run {run_id} {ended} ({looked}); if its checkpoints are in another folder, "
+            f"pass --checkpoints DIR")
 
 
 def _config(state: dict[str, Any], path: Path) -> RunConfig:
