@@ -535,3 +535,15 @@ def test_out_folder_that_cannot_be_written_is_one_line(store, tmp_path):
     assert result.exit_code == 2
     assert "cannot write the report to --out" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_experiment_of_report_runs_points_to_the_one_reported(mlflow_store):
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    start_run(experiment="lt100-reports", tracking_uri=mlflow_store.uri,
+              tags={"cifarctl.kind": "report"}).finish()
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", mlflow_store.uri,
+                                      "-e", "lt100-reports"])
+    assert result.exit_code == 2
+    assert "holds only report runs (1)" in result.output and "-e lt100" in result.output
+    assert "Traceback" not in result.output

@@ -243,8 +243,15 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
         raise UsageError(f"no experiments in {uri}; train a model first (`cifarctl train "
                          f"...`) or pass --tracking-uri")
     kind_col = f"tags.{KIND_TAG}"
+    reports = 0
     if kind_col in frame:
+        reports = int((frame[kind_col] == REPORT_KIND).sum())
         frame = frame[frame[kind_col] != REPORT_KIND]
+    if frame.empty and reports:
+        raise UsageError(f"experiment {', '.join(names.values())} holds only report runs "
+                         f"({reports}), the files `cifarctl report --out` logged; report on "
+                         f"the experiment they came from (their tag report.experiments), "
+                         f"e.g. -e {_reported_on(names)}")
     if frame.empty:
         where = (f"experiment {', '.join(names.values())}" if experiments or parent
                  else f"any experiment of {uri}")
@@ -254,6 +261,13 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
                          f"(e.g. --filter \"{FILTER_EXAMPLES[0]}\") or --tracking-uri")
     used = sorted(set(frame["experiment"]))
     return RunSet(resolve_heads(frame).reset_index(drop=True), used)
+
+
+def _reported_on(names: dict[str, str]) -> str:
+    """`lt100` for a report experiment `lt100-reports` (`export.report_experiment`)."""
+    first = next(iter(names.values()))
+    return first.removesuffix("-reports") if first.endswith("-reports") and \
+        first != "cifarctl-reports" else "NAME"
 
 
 HEAD = "params.model.classifier"
