@@ -272,6 +272,10 @@ def _bad_source(case: str, tmp_path: Path) -> Path:
     elif case == "extra_folder":
         (src / "val" / "cat").mkdir(parents=True)
         (src / "val" / "cat" / "0.png").write_bytes(_png(tmp_path))
+    elif case == "only_train":
+        shutil.rmtree(src / "test")
+    elif case == "corrupt_jpeg":
+        (src / "test" / "ant" / "0000.jpg").write_bytes(b"\xff\xd8\xff broken")
     elif case == "not_an_image":
         (src / "train" / "cat" / "notes.txt").write_text("hello")
     return src
@@ -294,6 +298,8 @@ BAD_INPUTS = {
     "not_32x32": "big.png is 48x64 RGB; every image must be 32x32 RGB",
     "not_rgb": "grey.png is 32x32 L;",
     "corrupt_image": "0000.png is not a readable image",
+    "corrupt_jpeg": "0000.jpg is not a readable image (not a PNG or JPEG file)",
+    "only_train": "no test/ folder with images in test/<class>/",
     "loose_image": "train/loose.png is not at train/<class>/<image>",
     "extra_folder": "unexpected folder 'val/'",
     "not_an_image": "notes.txt is not a .png or .jpg image",

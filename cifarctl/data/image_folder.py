@@ -53,8 +53,8 @@ def _group(names: Iterable[str], source: str) -> dict[str, dict[str, list[str]]]
         groups[parts[0]][parts[1]].append(name)
     for split in SPLITS:
         if not groups[split]:
-            raise UsageError(f"{source}: no images under {split}/<class>/ (an image-folder "
-                             "dataset needs both train/ and test/)")
+            raise UsageError(f"{source}: no {split}/ folder with images in {split}/<class>/ "
+                             "(an image-folder dataset needs both train/ and test/)")
     return {s: {c: sorted(files) for c, files in g.items()} for s, g in groups.items()}
 
 
@@ -75,7 +75,10 @@ def _decode(name: str, blob: bytes, source: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob), formats=_FORMATS) as image:
             image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        raise UsageError(f"{source}: {name} is not a readable image (not a PNG or JPEG "
+                         f"file)") from None
+    except (OSError, ValueError) as err:
         raise UsageError(f"{source}: {name} is not a readable image ({err})") from None
     if image.size != (32, 32) or image.mode != "RGB":
         raise UsageError(f"{source}: {name} is {image.size[0]}x{image.size[1]} {image.mode}; "

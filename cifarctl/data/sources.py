@@ -23,8 +23,9 @@ from cifarctl.data.dataset import DatasetArrays
 from cifarctl.data.progress import Progress
 from cifarctl.errors import UsageError
 
-_LAYOUTS = ("CIFAR python batches (data_batch_1..5, test_batch, batches.meta) or image "
-            "folders (train/<class>/*.png|jpg, test/<class>/...)")
+_BATCHES = "CIFAR python batches (data_batch_1..5, test_batch, batches.meta)"
+_FOLDERS = "image folders (train/<class>/*.png|jpg, test/<class>/...)"
+_LAYOUTS = f"{_BATCHES} or {_FOLDERS}"
 
 
 class _FilesOnDisk(Mapping[str, bytes]):
@@ -53,10 +54,14 @@ def _ignored(name: str) -> bool:
 
 
 def _strip_top_folder(files: dict) -> dict:
-    """Drop enclosing folders that hold everything (`cifar-10-batches-py/data_batch_1`)."""
+    """Drop enclosing folders that hold everything (`cifar-10-batches-py/data_batch_1`).
+
+    A lone `train/` or `test/` is a split, not an enclosing folder: kept, so the error says
+    the other split is missing rather than showing class folders as the top level."""
     while files:
         tops = {name.split("/", 1)[0] for name in files}
-        if len(tops) != 1 or any("/" not in name for name in files):
+        if len(tops) != 1 or any("/" not in name for name in files) or \
+                tops & set(image_folder.SPLITS):
             break
         files = {name.split("/", 1)[1]: v for name, v in files.items()}
     return files
@@ -148,7 +153,7 @@ def read_source(path: Path, progress: Progress) -> DatasetArrays:
         arrays = image_folder.parse(tree, str(path), progress)
     else:
         shown = ", ".join(sorted(tree)[:3])
-        raise UsageError(f"{path} holds neither {_LAYOUTS}; found {shown}"
+        raise UsageError(f"{path} holds neither {_BATCHES} nor {_FOLDERS}; found {shown}"
                          f"{', ...' if len(tree) > 3 else ''}")
     arrays.check(str(path))
     return arrays
