@@ -143,6 +143,43 @@ def check_store(tracking_uri: str) -> None:
         raise UsageError(f"no MLflow store at {db}: nothing was tracked there yet; run "
                          f"`cifarctl train` here first, or point --tracking-uri (or "
                          f"$MLFLOW_TRACKING_URI) at the store your runs went to")
+    if db is not None and not _is_sqlite(db):
+        raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; point "
+                         f"--tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs "
+                         f"went to")
+
+
+def _is_sqlite(db: Path) -> bool:
+    """Whether `db` starts with SQLite's file header (an empty file is a new database)."""
+    try:
+        with db.open("rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError:
+        return True  # unreadable: left to MLflow, which says why
+    return not head or head == SQLITE_HEADER
+
+
+# The first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+# The database schemes `mlflow server --backend-store-uri` takes (SQLAlchemy dialects,
+# optionally with a driver: `postgresql+psycopg2://`), besides a local folder.
+SERVABLE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_servable(tracking_uri: str) -> None:
+    """UsageError, before a server starts (seconds), for a store `mlflow server` refuses:
+    an unknown scheme, or a file store (MLflow 3 serves those only with
+    MLFLOW_ALLOW_FILE_STORE=true)."""
+    scheme = urllib.parse.urlparse(tracking_uri).scheme.split("+")[0]
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+            raise UsageError(f"{tracking_uri} is a folder (file) store, which mlflow server "
+                             f"no longer serves: migrate it to sqlite with `mlflow "
+                             f"migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true")
+    elif scheme not in SERVABLE_SCHEMES:
+        raise UsageError(f"cannot serve {tracking_uri}: the UI serves sqlite:///PATH, "
+                         f"{', '.join(f'{s}://...' for s in SERVABLE_SCHEMES[1:])} or an "
+                         f"http(s):// server's own UI")
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -273,6 +310,7 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
     if uri.startswith(("http://", "https://")):
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
     check_store(uri)
+    check_servable(uri)
     port = free_port(host) if port == 0 else port
     check_port(host, port)
     fd, log_name = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
@@ -354,6 +392,7 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
             webbrowser.open(page)
         return
     check_store(uri)
+    check_servable(uri)
     port = free_port(host) if port == 0 else port
     check_port(host, port)  # before saying anything about starting
     root = artifact_root(uri)

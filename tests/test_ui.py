@@ -149,6 +149,24 @@ def test_a_store_that_does_not_exist_exits_2_and_creates_nothing(tmp_path):
     assert not missing.parent.exists()
 
 
+@pytest.mark.parametrize("uri, message", [
+    ("JUNK", "is not an SQLite database, so not an MLflow store"),
+    ("foo://bar", "cannot serve foo://bar: the UI serves sqlite:///PATH"),
+    ("FOLDER", "is a folder (file) store, which mlflow server no longer serves"),
+])
+def test_a_store_no_server_can_serve_is_refused_before_one_starts(tmp_path, monkeypatch, uri,
+                                                                   message):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    if uri == "JUNK":
+        (tmp_path / "notes.db").write_text("not a database")
+        uri = f"sqlite:///{tmp_path / 'notes.db'}"
+    elif uri == "FOLDER":
+        uri = f"file://{tmp_path}"
+    result = run_ui("--tracking-uri", uri, "--port", "0")
+    assert_one_line_error(result, 2, message)
+    assert "starting" not in result.output
+
+
 def test_host_that_is_not_ours_exits_2(mlflow_store):
     # 192.0.2.1 is TEST-NET-1 (RFC 5737): a valid address that no machine here has
     assert_one_line_error(run_ui("--host", "192.0.2.1", "--port", "0"), 2,
@@ -188,10 +206,17 @@ def test_an_http_store_is_already_a_server(mlflow_store):
 
 @pytest.mark.slow
 def test_server_dying_at_start_up_reports_its_error_line(mlflow_store):
-    mlflow_store.db.write_bytes(b"this is not an sqlite database" * 100)
+    import sqlite3
+
+    # a database whose schema version no MLflow knows: only the server's migration fails
+    mlflow_store.db.unlink()
+    with contextlib.closing(sqlite3.connect(mlflow_store.db)) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES ('ffffffffffff')")
+        db.commit()
     result = run_ui("--port", "0")
     assert_one_line_error(result, 1, "MLflow server failed to start",
-                          "file is not a database", "full log: ")
+                          "Can't locate revision identified by 'ffffffffffff'", "full log: ")
     log = Path(result.output.split("full log: ")[1].split()[0])
     assert log.is_file()  # kept for the user to read
     log.unlink()
