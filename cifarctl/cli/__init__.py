@@ -54,6 +54,25 @@ class _FriendlyErrors(TyperGroup):
             raise typer.Exit(2) from None
 
 
+def _no_value_shown_for_flags() -> None:
+    """typer 0.29's help prints `<bool>` beside on/off flags as if they took a value; they
+    take none (`--compile`, not `--compile true`), so show nothing there. Older typers,
+    without `display_type_rich`, never printed it."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_hidden", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    display_type_rich._flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_value_shown_for_flags()
+
 app = typer.Typer(
     cls=_FriendlyErrors,
     name="cifarctl",
