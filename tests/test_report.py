@@ -448,6 +448,7 @@ def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
     tags): not seeds of one configuration, not repeats of each other, and each loss is
     compared with the baseline trained on the same data."""
     from cifarctl.report.build import build_report
+    from cifarctl.report.render import header_lines
 
     uri = mlflow_store.uri
     old, new = {"dataset_fingerprint": "aaaa1111" * 4}, {"dataset_fingerprint": "bbbb2222" * 4}
@@ -471,6 +472,8 @@ def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
         write_run(uri, "same", {"run.seed": seed}, [0.5] * 10, tags=new)
     same = build_report(uri, experiments=["same"])
     assert [r.label for r in same.per_class] == ["CE"]
+    assert "2 runs in 1 configuration (grouped by nothing that varies)" in \
+        header_lines(same)
     assert not any("different data" in note for note in same.notes)
 
 

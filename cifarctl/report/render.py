@@ -144,8 +144,9 @@ def header_lines(report: Report) -> list[str]:
         lines.append(f"parent run: {report.parent}")
     if report.filter:
         lines.append(f"filter: {report.filter}")
-    runs = sum(r.n for r in report.per_class)
-    lines.append(f"{runs} runs in {len(report.per_class)} configurations "
+    runs, configs = sum(r.n for r in report.per_class), len(report.per_class)
+    lines.append(f"{runs} run{'s' * (runs != 1)} in {configs} "
+                 f"configuration{'s' * (configs != 1)} "
                  f"(grouped by {', '.join(report.varying_keys) or 'nothing that varies'})")
     return lines
 
