@@ -95,6 +95,20 @@ def _check_lengths(class_names: Sequence[str], **columns: Sequence[Any] | None) 
             raise ValueError(f"{name} has {len(column)} values for {len(class_names)} classes")
 
 
+def _bounded_errors(accs: Sequence[float], errors: Sequence[float | None]
+                    ) -> list[list[float]]:
+    """Error bars (below, above) of half-widths `errors` around `accs`, stopped at 0 and 1.
+
+    A t interval over a few seeds can reach past 0 % or 100 %; an accuracy cannot, so the
+    bars end there (the tables print the interval as computed). None/NaN: no bar."""
+    below, above = [], []
+    for a, e in zip(accs, errors):
+        half = 0.0 if e is None or math.isnan(e) or math.isnan(a) else float(e)
+        below.append(min(half, max(float(a), 0.0)))
+        above.append(min(half, max(1.0 - float(a), 0.0)))
+    return [below, above]
+
+
 def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, Sequence[float]],
                                counts: Sequence[int] | None = None, *,
                                title: str | None = None,
@@ -124,8 +138,7 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
     for k, (label, accs) in enumerate(series.items()):
         xs = [i - 0.4 + slot * (k + 0.5) for i in range(n)]
         err = errors.get(label)
-        yerr = None if err is None else [0.0 if e is None or math.isnan(e) else float(e)
-                                         for e in err]
+        yerr = None if err is None else _bounded_errors(accs, err)
         bars = acc_ax.bar(xs, [float(a) for a in accs], width=slot, label=label, yerr=yerr,
                           capsize=2 if yerr else 0, error_kw={"elinewidth": 0.8})
         if len(series) == 1:

@@ -72,3 +72,16 @@ def test_bad_shapes_raise():
         plots.confusion_matrices({"CE": np.zeros((3, 3))}, NAMES)
     with pytest.raises(ValueError, match="2 rows of accuracies for 3 corruptions"):
         plots.corruption_heatmap(["a", "b", "c"], [[0.5] * 5] * 2, clean=0.9)
+
+
+def test_error_bars_stop_at_0_and_100_percent():
+    """A wide interval over few seeds is drawn only as far as an accuracy can go."""
+    accs = [0.98, 0.02, 0.5] + [0.5] * 7
+    fig = plots.per_class_accuracy_grouped(NAMES, {"CE": accs, "focal": accs},
+                                           errors={"CE": [0.3] * 10, "focal": [None] * 10})
+    (ax, *_) = fig.axes
+    ce = next(c for c in ax.containers if c.get_label() == "CE")
+    (segments,) = [lc.get_segments() for lc in ce.errorbar.lines[2]]
+    ys = [(seg[0][1], seg[1][1]) for seg in segments]
+    assert ys[0] == pytest.approx((0.68, 1.0)) and ys[1] == pytest.approx((0.0, 0.32))
+    assert ys[2] == pytest.approx((0.2, 0.8))
