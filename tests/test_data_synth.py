@@ -42,11 +42,16 @@ def test_mean_colour_does_not_reveal_the_class():
 def test_synth_out_is_the_cifar_format_and_imports_identically(data_home, tmp_path):
     out = tmp_path / "synth"
     args = ["--train-per-class", "60", "--test-per-class", "20", "--seed", "3"]
-    result = run_cli("data", "synth", "--out", str(out), *args)
+    result = run_cli("data", "synth", "--out", str(out), *args, "--json")
     assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
     imported = json.loads(run_cli("data", "import", str(out), "--json").stdout)
     cached = json.loads(run_cli("data", "synth", *args, "--json").stdout)  # the cached form
-    assert imported["fingerprint"] == cached["fingerprint"]
+    assert imported["fingerprint"] == cached["fingerprint"] == written["fingerprint"]
+    # one JSON shape for both forms: `info`'s, plus the folder and the spec with --out
+    assert {k: written[k] for k in cached if k != "path"} == \
+        {k: v for k, v in cached.items() if k != "path"}
+    assert written["out"] == written["path"] == str(out) and written["seed"] == 3
     assert cached["path"] == str(data_home / "synthetic.npz")
     assert imported["train"] == {"count": 600, "per_class": [60] * 10}
     # `--dataset synthetic` now means the set just generated.

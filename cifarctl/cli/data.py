@@ -102,8 +102,13 @@ def synth_command(
     from cifarctl.data.synth import write_batches
 
     arrays = write_batches(out, spec)
-    if as_json:
-        typer.echo(json.dumps({"out": str(out), **spec.to_dict()}))
+    if as_json:  # the `info --json` object of what was written (the fingerprint an import
+        # of OUT will have), with the spec and the folder
+        from cifarctl.data.dataset import CifarData, fingerprint
+
+        written = CifarData.from_arrays(arrays, name="synthetic", fingerprint=fingerprint(arrays),
+                                        path=out)
+        typer.echo(json.dumps({**written.summary(), "out": str(out), **spec.to_dict()}))
     else:
         typer.echo(f"wrote {len(arrays.train_labels):,} train and {len(arrays.test_labels):,} "
                    f"test images as CIFAR batches to {out}; use it with "
