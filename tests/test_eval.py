@@ -495,3 +495,16 @@ def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_p
     assert other.exit_code == 0, other.output
     (warning,) = json.loads(other.stdout)["warnings"]
     assert "thing0" in warning and "are not the run's" in warning
+
+
+def test_accuracies_are_exact_ratios_of_counts():
+    """15 of 2000 right is 15 / 2000 as Python computes it, 0.75 %, shown as 0.8 % by every
+    command; float32's 0.0074999998 showed as 0.7 % here and 0.8 % where Python redid the
+    division (463 of the 2,001 ratios k / 2000 round differently)."""
+    from cifarctl.engine import EvalCounts, eval_metrics, to_host
+
+    confusion = torch.tensor([[15, 1985], [0, 0]])
+    host = to_host(eval_metrics("test", EvalCounts(confusion, torch.tensor(1000.0),
+                                                   torch.zeros(15, 3))))
+    assert host["test_acc"] == 15 / 2000 and f"{100 * host['test_acc']:.1f}" == "0.8"
+    assert host["test_acc_class_0"] == 15 / 2000 and host["test_loss"] == 0.5
