@@ -116,6 +116,8 @@ def test_relu_linear_rich_shows_steps_and_summary():
     assert "1.5 - 1.5*(-1) = 3" in out
     assert "x0 = 1.5" in out and "1.4999" not in out
     assert "h(x) = W x + b around each x0" in out and "passed" in out
+    # the network as SPEC 1.1 writes it: W1 is a column (2x1), W3 a row (1x2)
+    assert "W1 = [1.5, 0.5]^T, b1 = [0, 1]" in out and "W3 = [1, 1], b3 = -1" in out
 
 
 def test_relu_linear_flags_kinks():
@@ -125,6 +127,11 @@ def test_relu_linear_flags_kinks():
     assert "left W = 1.5, b = 3; right W = 6, b = 3" in result.stdout
     point = run_json("theory", "relu-linear", "--at", "0")["points"][0]
     assert point["on_kink"] is True and (point["W_left"], point["W_right"]) == (1.5, 6)
+    # at -3 z2[0] = b2[0] = 0 but nothing feeding it moves: no kink, no note
+    result = run("theory", "relu-linear", "--at", "-3")
+    assert result.exit_code == 0 and "on a kink" not in result.stdout
+    assert "yes" not in result.stdout.split("around each x0")[1]
+    assert "on a kink: z1[1] = z2[0] = 0" in run("theory", "relu-linear", "--at", "-2").stdout
 
 
 def test_relu_linear_regions():
@@ -212,6 +219,32 @@ def test_bad_network_files_exit_2(tmp_path, text, at, message):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "message"),
+    [
+        # a weight beyond float64: the check could not even read it
+        ("layers: [{W: [[1e400]], b: [0]}, {W: [[1]], b: [0]}]", ["--at", "1"],
+         "layer 1's W[0][0] lies outside 1e-300..1e300"),
+        ("layers: [{W: [[1]], b: [1e-400]}]", ["--regions"], "layer 1's b[0] lies outside"),
+        # weights in range whose exact products are not (1e300 * 1e300 = 1e600)
+        ("layers: [{W: [[1e300]], b: [0]}, {W: [[1e300]], b: [0]}]", ["--at", "1"],
+         "a pre-activation at x0 = 1 reaches 1e+600, beyond 1e300"),
+        ("layers: [{W: [[1e300]], b: [0]}, {W: [[1e300]], b: [0]}]", ["--regions"],
+         "W or b on the piece from 0 to inf reaches 1e+600"),
+        # exact results in range, but float64's products overflow before they cancel
+        ("layers: [{W: [[1e300], [1e300]], b: [0, 0]}, {W: [[1e300, -1e300]], b: [0]}]",
+         ["--at", "1"], "float64 overflows evaluating the network at x0 = 1"),
+        ("layers: [{W: [[1e300], [1e300]], b: [0, 0]}, {W: [[1e300, -1e300]], b: [0]}]",
+         ["--regions"], "float64 overflows evaluating the network between -1 and 1"),
+    ],
+)
+def test_networks_beyond_float64_exit_2_with_one_line(tmp_path, text, mode, message):
+    result = run("theory", "relu-linear", "--network", _write(tmp_path, text), *mode)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
 
 
 def test_cli_module_does_not_import_torch():

@@ -118,6 +118,18 @@ def test_kinks_are_flagged_with_both_one_sided_slopes():
     assert not relu.solve(WRITEUP_NETWORK, (F(1, 1000),)).local.on_kink
 
 
+def test_a_zero_that_cannot_move_is_no_kink():
+    # At x0 = -3 both units of layer 1 are off, so z2[0] = 0 + b2[0] = 0 stays 0 nearby:
+    # h is flat (W = 0) on both sides and there is no bend to report.
+    answer = relu.solve(WRITEUP_NETWORK, (F(-3),))
+    assert answer.local.steps[1].z[0] == 0 and not answer.local.on_kink
+    assert answer.sides is None and answer.to_dict()["on_kink"] is False
+    eps = F(1, 10**6)
+    assert _h(WRITEUP_NETWORK, (F(-3) - eps,)) == _h(WRITEUP_NETWORK, (F(-3) + eps,))
+    # At -2 the same z2[0] moves on the right (z1[1] turns on), so both are named.
+    assert relu.solve(WRITEUP_NETWORK, (F(-2),)).local.zero_crossings == ((0, 1),)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_one_sided_slopes_match_finite_differences_at_random_kinks(seed):
     rng = random.Random(100 + seed)

@@ -10,10 +10,11 @@ string), so 1.5 is exactly 3/2 and 0.1 exactly 1/10: the theory answers are exac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from cifarctl.errors import UsageError
-from cifarctl.theory.numbers import Matrix, Vector, json_array, to_fraction
+from cifarctl.theory.numbers import Matrix, Vector, in_float_range, json_array, to_fraction
 
 NETWORK_FORMAT = (
     "Network file (YAML): the layers of h(x) = WL ... max(0, W2 max(0, W1 x + b1) + b2) ... + bL, "
@@ -85,10 +86,14 @@ class Network:
         }
 
 
+def _weight(value: object, what: str) -> Fraction:
+    return in_float_range(to_fraction(value, what), what, "scale the network's weights")
+
+
 def _vector(value: object, what: str) -> Vector:
     if not isinstance(value, list):  # a lone number is a 1-vector (one output unit)
-        return (to_fraction(value, what),)
-    return tuple(to_fraction(v, f"{what}[{i}]") for i, v in enumerate(value))
+        return (_weight(value, what),)
+    return tuple(_weight(v, f"{what}[{i}]") for i, v in enumerate(value))
 
 
 def _matrix(value: object, what: str) -> Matrix:
@@ -97,7 +102,7 @@ def _matrix(value: object, what: str) -> Matrix:
             f"{what} must be a list of rows, e.g. [[1, 2], [2, 1]] (a column: [[1.5], [0.5]])"
         )
     return tuple(
-        tuple(to_fraction(v, f"{what}[{i}][{j}]") for j, v in enumerate(row))
+        tuple(_weight(v, f"{what}[{i}][{j}]") for j, v in enumerate(row))
         for i, row in enumerate(value)
     )
 

@@ -45,9 +45,9 @@ def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
     if not body.strip() or any(not part.strip() for part in parts):
         raise UsageError(f"{what} {text!r} is not a number or a comma-separated vector like 1,2")
     if len(parts) == 1:
-        return (_in_float_range(to_fraction(body, what), f"{what} {text!r}"),)
+        return (in_float_range(to_fraction(body, what), f"{what} {text!r}"),)
     return tuple(
-        _in_float_range(to_fraction(part, f"coordinate {i + 1} of {what} {text!r}"),
+        in_float_range(to_fraction(part, f"coordinate {i + 1} of {what} {text!r}"),
                         f"coordinate {i + 1} of {what} {text!r}")
         for i, part in enumerate(parts)
     )
@@ -55,15 +55,39 @@ def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
 
 # Points are answered exactly, then checked against a float64 forward pass and autograd:
 # beyond float64's range that check would overflow (1e400) or see 0 (1e-400) and fail
-# a right answer.
+# a right answer. Inputs (points, weights) must lie inside it; results of the exact
+# arithmetic must not exceed it (a result too small to show only rounds to 0, harmlessly).
 _FLOAT_MAX, _FLOAT_MIN = Fraction(10) ** 300, Fraction(1, 10**300)
 
 
-def _in_float_range(q: Fraction, what: str) -> Fraction:
+def in_float_range(q: Fraction, what: str, fix: str = "scale the point") -> Fraction:
+    """q itself if 0 or between 1e-300 and 1e300 in size, else a `UsageError` ending in `fix`."""
     if q and not _FLOAT_MIN <= abs(q) <= _FLOAT_MAX:
         raise UsageError(f"{what} lies outside 1e-300..1e300 in size, where the float64 "
-                         f"check of the exact answer cannot follow; scale the point")
+                         f"check of the exact answer cannot follow; {fix}")
     return q
+
+
+def _magnitude(q: Fraction) -> str:
+    """`1e+600` for a number float() cannot hold: its power of ten, from the digit count."""
+    whole = abs(q.numerator) // q.denominator
+    return f"1e+{len(str(whole)) - 1}"
+
+
+def check_float_size(values: object, what: str) -> None:
+    """Raise `UsageError` if a number in `values` (nested tuples of Fractions) exceeds 1e300.
+
+        check_float_size(((Fraction(10) ** 400,),), "W at x0 = 1")  # UsageError: W ... 1e+400
+    """
+    if isinstance(values, Fraction):
+        if abs(values) > _FLOAT_MAX:
+            raise UsageError(
+                f"{what} reaches {_magnitude(values)}, beyond 1e300 where the float64 check "
+                "of the exact answer cannot follow; scale the network's weights down"
+            )
+        return
+    for value in values:  # a tuple (vector or matrix)
+        check_float_size(value, what)
 
 
 def _terminates(q: Fraction) -> bool:

@@ -19,7 +19,14 @@ from fractions import Fraction
 
 from cifarctl.errors import UsageError
 from cifarctl.theory.network import Network
-from cifarctl.theory.numbers import Matrix, Vector, format_array, json_array, squeeze
+from cifarctl.theory.numbers import (
+    Matrix,
+    Vector,
+    check_float_size,
+    format_array,
+    json_array,
+    squeeze,
+)
 from cifarctl.theory.relu import LocalLinear, local_linear, torch_preactivations
 
 _TOLERANCE = 1e-9  # relative, as in relu.verify_point: float64 rounding only
@@ -114,6 +121,11 @@ def check_regions(
     offset = torch.tensor([[float(v) for v in p.b] for p in pieces], dtype=torch.float64)
     predicted = slope[which] * x[:, None] + offset[which]  # (N, out)
     expected = torch_preactivations(net, x[:, None])[-1]  # (N, out)
+    if not expected.isfinite().all():
+        raise UsageError(
+            f"float64 overflows evaluating the network between {format_array(lo)} and "
+            f"{format_array(hi)}, so the PyTorch check cannot follow; scale the weights down"
+        )
     error = (predicted - expected).abs().max().item()
     scale = 1 + expected.abs().max().item()
     return RegionCheck(float(lo), float(hi), points, error, error <= _TOLERANCE * scale)
@@ -172,4 +184,10 @@ def solve(net: Network, lo: Fraction | None = None, hi: Fraction | None = None) 
     margin = 1 + max(known) - min(known)
     grid_lo = lo if lo is not None else min(known) - margin
     grid_hi = hi if hi is not None else max(known) + margin
+    for piece in pieces:
+        start = "-inf" if piece.start is None else format_array(piece.start)
+        end = "inf" if piece.end is None else format_array(piece.end)
+        where = f"on the piece from {start} to {end}"
+        check_float_size((piece.W, piece.b), f"W or b {where}")
+    check_float_size((grid_lo, grid_hi), "the range checked around the breakpoints")
     return RegionsAnswer(lo, hi, pieces, check_regions(net, pieces, grid_lo, grid_hi))

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 from cifarctl.theory.network import Network
-from cifarctl.theory.numbers import Matrix, Vector, format_array, json_array, squeeze
+from cifarctl.theory.numbers import (
+    Matrix,
+    Vector,
+    check_float_size,
+    format_array,
+    json_array,
+    squeeze,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -72,9 +79,25 @@ class LocalLinear:
         return tuple(h - wx for h, wx in zip(self.h, _matvec(self.W, self.x0), strict=True))
 
     @property
+    def zero_crossings(self) -> tuple[tuple[int, int], ...]:
+        """(layer, unit), both from 0, of each hidden z that is exactly 0 and moves with x.
+
+        A z that is 0 with a zero row in dz/dx (say every unit feeding it is off) stays 0
+        around x0 and bends nothing: the first unit that can bend h has z = 0 and a nonzero
+        row, and the rows up to it are exact (no earlier unit bends), so testing rows here
+        finds every kink. Where one is found, later rows hold on this piece only.
+        """
+        return tuple(
+            (k, i)
+            for k, step in enumerate(self.steps[:-1])
+            for i, (z, row) in enumerate(zip(step.z, step.dz_dx, strict=True))
+            if z == 0 and any(row)
+        )
+
+    @property
     def on_kink(self) -> bool:
-        """Some hidden pre-activation is exactly 0: h may bend at x0."""
-        return any(z == 0 for step in self.steps[:-1] for z in step.z)
+        """A hidden pre-activation crosses 0 at x0: h may bend there (one-sided slopes)."""
+        return bool(self.zero_crossings)
 
 
 def local_linear(
@@ -178,6 +201,13 @@ def verify_point(net: Network, local: LocalLinear) -> PointCheck:
         if exact == 0 and approx > 0
     )
     torch_side = local_linear(net, local.x0, zero_active=rounded_up) if rounded_up else local
+    if not all(z.isfinite().all() for z in (*zs, jacobian)):
+        # Every exact number is below 1e300 (`solve`), but float64 products on the way
+        # (a huge weight times a huge activation) overflowed before cancelling.
+        raise UsageError(
+            f"float64 overflows evaluating the network at x0 = {format_array(squeeze(local.x0))}"
+            ", so the PyTorch check cannot follow the exact answer; scale the weights down"
+        )
     h_error, h_tol = _max_error((local.h,), zs[-1])
     w_error, w_tol = _max_error(torch_side.W, jacobian)
     return PointCheck(h_error, w_error, h_error <= h_tol and w_error <= w_tol)
@@ -234,5 +264,10 @@ def solve(net: Network, x0: Vector) -> PointAnswer:
             local_linear(net, x0, direction=(Fraction(-1),)),
             local_linear(net, x0, direction=(Fraction(1),)),
         )
+    where = f"at x0 = {format_array(squeeze(x0))}"
+    for piece in (local, *(sides or ())):
+        check_float_size(tuple(step.z for step in piece.steps), f"a pre-activation {where}")
+        check_float_size(tuple(step.dz_dx for step in piece.steps), f"a derivative {where}")
+        check_float_size(piece.b, f"b {where}")
     return PointAnswer(local, sides, verify_point(net, local))
 

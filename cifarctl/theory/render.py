@@ -121,6 +121,12 @@ def _show(value: tuple) -> str:
     return format_array(squeeze(value))
 
 
+def _show_weights(W: tuple) -> str:
+    """W as written in SPEC 1.1: a one-column matrix is `[1.5, 0.5]^T`, apart from a row."""
+    column = len(W) > 1 and all(len(row) == 1 for row in W)
+    return _show(W) + ("^T" if column else "")
+
+
 def _cells(*values: str | Text) -> list[Text]:
     """Table cells as plain Text: "diag(1[z1 > 0])" must not be read as rich markup."""
     return [v if isinstance(v, Text) else Text(v) for v in values]
@@ -131,7 +137,7 @@ def _network_view(net: Network, source: str) -> RenderableType:
     widths = " -> ".join(str(w) for w in net.widths)
     lines = [Text(f"network ({source}): {widths}, ReLU between layers", style="bold")]
     lines += [
-        Text(f"  W{k} = {_show(layer.W)}, b{k} = {_show(layer.b)}")
+        Text(f"  W{k} = {_show_weights(layer.W)}, b{k} = {_show(layer.b)}")
         for k, layer in enumerate(net.layers, start=1)
     ]
     return Group(*lines)
@@ -143,12 +149,9 @@ def _chain(k: int) -> str:
 
 
 def _kink_note(answer: PointAnswer) -> Text:
-    zeros = [
-        f"z{k}[{i}]"
-        for k, step in enumerate(answer.local.steps[:-1], start=1)
-        for i, z in enumerate(step.z)  # 0-based, as the --json lists
-        if z == 0
-    ]
+    pieces = (answer.local, *(answer.sides or ()))  # a unit may move on one side only
+    crossings = sorted({unit for piece in pieces for unit in piece.zero_crossings})
+    zeros = [f"z{k + 1}[{i}]" for k, i in crossings]  # units 0-based, as the --json lists
     note = f"on a kink: {' = '.join(zeros)} = 0, so the derivative is one-sided"
     if answer.sides is not None:
         left, right = answer.sides
