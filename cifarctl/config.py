@@ -46,26 +46,26 @@ class DataSection:
     dataset: str = _f("cifar10", "`cifar10` (downloaded once), `synthetic`, or a path to a "
                       "directory / .tar.gz of CIFAR batches or image folders")
     imbalance: float = _f(1.0, "imbalance ratio n_max/n_min of the training set; 1 = balanced "
-                          "(SPEC 1.3)")
+                          "(Cui et al. 2019)")
     imbalance_type: str = _f("exp", "long-tail profile: `exp` (Cui et al.) or `step`")
     val_per_class: int | None = _f(None, "images per class held out for model selection, before "
                                    "the long-tail subsampling; default 500 (balanced) or 0 "
                                    "(long-tailed, so the published counts hold)")
-    augment: bool = _f(True, "random crop (4-pixel padding) + horizontal flip, the protocol of "
-                       "SPEC 2")
+    augment: bool = _f(True, "random crop (4-pixel padding) + horizontal flip, the published "
+                       "protocol (Cui et al., Cao et al.)")
 
 
 @dataclass
 class OptimSection:
-    epochs: int = _f(200, "training epochs (SPEC 2 protocol: 200)")
+    epochs: int = _f(200, "training epochs (published protocol: 200)")
     batch_size: int = _f(128, "images per SGD step")
     lr: float = _f(0.1, "peak learning rate, reached after the warm-up")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "Nesterov momentum")
-    weight_decay: float = _f(2e-4, "L2 weight decay (`reg` in the assignment); SPEC 2: 2e-4")
-    warmup: int = _f(5, "epochs of linear learning-rate warm-up (SPEC 2: 5); 0 = none")
+    weight_decay: float = _f(2e-4, "L2 weight decay (`reg` in the assignment); published: 2e-4")
+    warmup: int = _f(5, "epochs of linear learning-rate warm-up (published: 5); 0 = none")
     steps: list[int] = _f([160, 180], "epochs at which the learning rate is multiplied by "
-                          "`decay` (SPEC 2: 160, 180)")
+                          "`decay` (published: 160, 180)")
     decay: float | list[float] = _f(0.1, "factor applied at each step, or one factor per step "
                                     "(the published protocol: [0.01, 0.01])")
 
@@ -404,13 +404,13 @@ def config_overrides_from_mapping(doc: Any, *, source: str) -> dict[str, Any]:
     return _flatten_assignment(doc) if _is_assignment_style(doc) else _flatten_native(doc)
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
     """Parse a YAML file, turning every I/O or syntax problem into one UsageError line."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file not found: {p}")
+        raise UsageError(f"{what} not found: {p}")
     try:
         return yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

@@ -320,7 +320,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, body, args, message):
 
 def test_missing_spec_file_exits_2(tmp_path):
     result = sweep_cli(str(tmp_path / "nope.yaml"), "--dry-run")
-    assert result.exit_code == 2 and "config file not found" in result.output
+    assert result.exit_code == 2 and "sweep spec not found" in result.output
 
 
 def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ from cifarctl.theory.network import NETWORK_FORMAT
 # (ARCHITECTURE: importing cifarctl.cli is cheap), and torch only loads when a check runs.
 
 app = typer.Typer(
-    help="The write-up's theory problems (SPEC 1.1), answered exactly and checked against PyTorch.",
+    help="The write-up's theory problems, answered exactly and checked against PyTorch.",
     no_args_is_help=True,
 )
 
@@ -126,7 +126,7 @@ def relu_linear_command(
     from cifarctl.theory.render import relu_view
 
     net = load_network(network) if network is not None else WRITEUP_NETWORK
-    source = str(network) if network is not None else "the write-up's, SPEC 1.1"
+    source = str(network) if network is not None else "the write-up's"
     if span is not None and (low is not None or high is not None):
         raise UsageError("give the range as --range LO HI or as --from/--to, not both")
     low, high = span if span is not None else (low, high)

@@ -118,8 +118,8 @@ def literature_table(report: Report) -> TextTable:
             rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}", p.source,
                          p.method, f"{r.error.mean - p.error:+.2f}"])
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
-                     rows, "runs following SPEC 2's protocol only (resnet32, 200 epochs, batch "
-                     "128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
+                     rows, "runs following the published protocol only (resnet32, 200 epochs, "
+                     "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS).")
 
 

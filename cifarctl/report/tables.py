@@ -349,8 +349,9 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
             drw=number(p.get("loss.drw_epoch")) is not None, profile=profile, ratio=ratio)))
     if rows:
         return rows, None
-    note = ("no run follows the published protocol (SPEC 2: resnet32, 200 epochs, batch 128, "
-            "lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4, crop + flip)")
+    note = ("no run follows the published protocol (Cui et al., Cao et al.: resnet32, "
+            "200 epochs, batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4, "
+            "crop + flip)")
     if closest is not None:
         shown = "; ".join(closest[2][:4]) + ("; ..." if len(closest[2]) > 4 else "")
         note += f"; closest: {closest[1]} ({shown})"

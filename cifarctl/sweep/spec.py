@@ -257,7 +257,7 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None,
               experiment: str | None = None) -> SweepSpec:
     """Read and check a spec file (UsageError, exit 2, for anything wrong in it)."""
     path = Path(path)
-    return parse_spec(read_yaml(path), source=str(path), root=path.parent,
+    return parse_spec(read_yaml(path, "sweep spec"), source=str(path), root=path.parent,
                       default_name=path.stem, overrides=overrides, experiment=experiment)
 
 

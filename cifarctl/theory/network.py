@@ -21,7 +21,7 @@ NETWORK_FORMAT = (
     "a ReLU after every layer but the last. Each W is a list of rows (one row per output unit, "
     "one column per input), each b a list with one entry per row (or a single number for one "
     "unit). Numbers are exact decimals or fractions: 1.5, 3/2, -1. The write-up's network "
-    "(the default, SPEC 1.1; also experiments/theory-writeup-network.yaml):\n\n"
+    "(the default; also experiments/theory-writeup-network.yaml):\n\n"
     "    layers:\n"
     "      - {W: [[1.5], [0.5]], b: [0, 1]}\n"
     "      - {W: [[1, 2], [2, 1]], b: [0, 1]}\n"
