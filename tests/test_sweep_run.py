@@ -138,6 +138,69 @@ def test_a_trial_that_cannot_train_here_is_refused_before_any_run_exists(
     _no_runs()
 
 
+def _fabricate_sweep(plan, statuses: dict[int, str]) -> dict[int, str]:
+    """An earlier attempt at `plan`, without training: its parent (KILLED) and one child per
+    trial index in `statuses`, ended with that status. Returns index -> child run id."""
+    from cifarctl.sweep.store import create_child, open_sweep
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    client = connect()
+    parent = open_sweep(client, plan).parent_id
+    ids = {}
+    for index, status in statuses.items():
+        ids[index] = create_child(client, plan, plan.trials[index], parent)
+        client.set_terminated(ids[index], status)
+    client.set_terminated(parent, "KILLED")
+    return ids
+
+
+def test_an_extended_spec_skips_trials_another_sweep_finished(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """Seeds 0, 1 swept before; a spec with seed 1 only is a new sweep (new key, new parent)
+    but the same trial: it is skipped, not trained a second time."""
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    old = expand(load_spec(write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]})))
+    ids = _fabricate_sweep(old, {0: "FINISHED", 1: "FINISHED"})
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [1]}, name="tiny-more")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--experiment", "tiny"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "skipping 1 of 1 trials" in result.output and "1 skipped" in result.output
+    parents, children = runs_of("tiny")
+    old_parent = connect().get_run(ids[1]).data.tags["mlflow.parentRunId"]
+    assert f"(1 by another sweep, parent run {old_parent})" in result.output
+    assert len(parents) == 2 and len(children) == 2  # no new child: nothing trained
+    assert connect().get_run(ids[1]).info.status == "FINISHED"
+
+
+def test_a_sweep_whose_data_changed_is_refused_and_its_runs_left_as_they_were(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """A KILLED trial whose checkpoint holds another dataset fingerprint cannot resume (one
+    run, two datasets); the sweep says so before touching the parent, so a rerun does not
+    mark the trial FAILED over and over with no way out."""
+    import torch
+
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]})
+    plan = expand(load_spec(spec))
+    ids = _fabricate_sweep(plan, {0: "FINISHED", 1: "KILLED"})
+    checkpoint = Path("checkpoints") / ids[1] / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "dataset_fingerprint": "feed" * 16}, checkpoint)
+    result = sweep_cli(str(spec))
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("error: trial 2 {") and "\n" not in line
+    assert f"its run {ids[1]} began on" in line and "fingerprint feedfeed" in line
+    assert "--experiment NAME" in line
+    parents, children = runs_of("tiny")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    assert connect().get_run(ids[1]).info.status == "KILLED"
+
+
 def test_workers_logging_the_same_dataset_at_once_lose_nothing(mlflow_store):
     """Trials that start together log the same dataset: MLflow's check-then-insert races
     (UNIQUE constraint failed: datasets...); the tracking layer retries it (found by the Ray

@@ -118,11 +118,13 @@ def sweep(
     from cifarctl.sweep.live import make_display
 
     if backend == "local":  # before the live table: loading a dataset may show progress
-        from cifarctl.sweep.preflight import check_trials
+        from cifarctl.sweep.preflight import check_resumes, check_trials
         from cifarctl.tracking import check_reachable, resolve_tracking_uri
+        from cifarctl.tracking.mlflow_tracker import connect
 
         check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
         check_trials(plan.trials)
+        check_resumes(connect(tracking_uri), plan, checkpoints.absolute())
     outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
                         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                         fail_fast=fail_fast, tracking_uri=tracking_uri,

@@ -7,14 +7,17 @@ typo, would create its parent run and then one FAILED child per trial, each with
 one-line reason. Checked here: every device the trials name, every dataset they read (loaded,
 which also imports or downloads it once for all the workers instead of in each), and every
 trial's split of it (`training.run_splits`: classes left empty, batches larger than the set).
+`check_resumes`, once the store is known: that no unfinished trial would resume on data other
+than it began on (a resume in a worker would fail the same way for every rerun).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cifarctl.errors import UsageError
-from cifarctl.sweep.spec import Trial
+from cifarctl.sweep.spec import Plan, Trial
 
 
 def _label(trial: Trial) -> str:
@@ -40,3 +43,42 @@ def check_trials(trials: list[Trial]) -> None:
             run_splits(trial.config, datasets[spec])
         except UsageError as err:
             raise UsageError(f"{_label(trial)}: {err}") from None
+
+
+def check_resumes(client: Any, plan: Plan, checkpoint_root: Path) -> None:
+    """Raise UsageError, naming the trial, if an unfinished trial's checkpoint (in this
+    machine's `checkpoint_root`) holds a dataset fingerprint that its data no longer has.
+
+    Read-only: the parent and its children keep their status, so the sweep is not left
+    FAILED by a resume that can never succeed, and the message says the way out.
+    """
+    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.data import load_dataset
+    from cifarctl.sweep.store import find_children, find_parent
+    from cifarctl.training import checkpoint_path
+
+    parent = find_parent(client, plan)
+    if parent is None:
+        return
+    children = find_children(client, plan, parent.info.run_id)
+    current: dict[str, str] = {}
+    for trial in plan.trials:
+        run = children.get(trial.key)
+        if run is None or run.info.status == "FINISHED":
+            continue
+        path = checkpoint_path(checkpoint_root, run.info.run_id)
+        if not path.is_file():
+            continue  # on another machine, or failed before its first checkpoint
+        saved = load_checkpoint(path).get("dataset_fingerprint")
+        spec = trial.config.data.dataset
+        if saved is None:
+            continue  # written before checkpoints recorded their data
+        if spec not in current:
+            current[spec] = load_dataset(spec).fingerprint
+        if saved != current[spec]:
+            raise UsageError(
+                f"{_label(trial)}: its run {run.info.run_id} began on {spec} with fingerprint "
+                f"{saved}, but {spec} is now {current[spec]} (regenerated or re-imported?); "
+                f"resuming would mix two datasets in one run: restore that data, or run the "
+                f"sweep afresh in a new experiment (--experiment NAME)"
+            )

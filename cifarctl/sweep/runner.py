@@ -210,20 +210,26 @@ class _Sweep:
     def __init__(self, plan: Plan, client: Any, executor: Executor, display: Display, *,
                  make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool,
                  fuse: int = 1) -> None:
-        from cifarctl.sweep.store import open_sweep
+        from cifarctl.sweep.store import PARENT_TAG, open_sweep
 
         self.plan, self.client, self.executor, self.display = plan, client, executor, display
         self.make_task, self.fail_fast, self.fuse = make_task, fail_fast, fuse
         runs = open_sweep(client, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
+        self.other_parents: dict[str, int] = {}  # parent run id -> trials it FINISHED
         for state in self.outcome.trials:
             child = runs.children.get(state.trial.key)
             if child is None:
                 continue
             state.run_id = child.info.run_id
             if child.info.status == "FINISHED":
-                state.status, state.message = "skipped", "FINISHED in an earlier attempt"
+                parent = child.data.tags.get(PARENT_TAG, "")
+                state.status = "skipped"
+                state.message = "FINISHED in an earlier attempt"
+                if parent != runs.parent_id:  # an earlier, smaller spec (`finished_elsewhere`)
+                    state.message = f"FINISHED in another sweep (parent run {parent})"
+                    self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
                 state.summary = {k: v for k, v in child.data.metrics.items()
                                  if k in ("test_acc_at_best", "best_val_acc")}
             else:
@@ -343,9 +349,10 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()
     if preflight and backend == "local":  # a Ray cluster's devices and files are not ours
-        from cifarctl.sweep.preflight import check_trials
+        from cifarctl.sweep.preflight import check_resumes, check_trials
 
         check_trials(plan.trials)  # before the parent run exists
+        check_resumes(connect(uri), plan, root)  # before an earlier parent is touched
     display = display or NullDisplay()
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor
@@ -373,8 +380,12 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
                        fail_fast=fail_fast, fuse=fuse)
         skipped = sweep.outcome.counts["skipped"]
         if skipped:
+            own = skipped - sum(sweep.other_parents.values())
+            where = [f"parent run {sweep.outcome.parent_run_id}"] if own else []
+            where += [f"{n} by another sweep, parent run {parent}"
+                      for parent, n in sweep.other_parents.items()]
             display.message(f"skipping {skipped} of {len(plan.trials)} trials already FINISHED "
-                            f"(parent run {sweep.outcome.parent_run_id})")
+                            f"({'; '.join(where)})")
         stop = StopFlag()
         with stop.installed():
             outcome = sweep.run(stop)

@@ -8,7 +8,9 @@
 The parent carries the tag `cifarctl.sweep_key` (the plan's key) and each child
 `cifarctl.trial_key` and `mlflow.parentRunId`, so running the same spec again finds the same
 parent and its children: FINISHED children are skipped, the others continue in their own run.
-Only the sweep process creates runs, one at a time, so a trial never gets a second child.
+A trial without a child here that FINISHED under another sweep of the experiment (a spec
+since given more seeds) is skipped too. Only the sweep process creates runs, one at a time,
+so a trial never gets a second child.
 """
 
 from __future__ import annotations
@@ -79,12 +81,28 @@ def _pick(runs: list[Any]) -> Any:
     return (finished or sorted(runs, key=lambda r: r.info.start_time or 0))[-1]
 
 
+def find_parent(client: Any, plan: Plan) -> Any | None:
+    """The parent run of an earlier attempt at `plan` (same sweep key), if any; read-only."""
+    parents = find_runs(client, plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
+                        order_by=["attributes.start_time ASC"])
+    return parents[0] if parents else None
+
+
+def find_children(client: Any, plan: Plan, parent_id: str) -> dict[str, Any]:
+    """Trial key -> the parent's child run to keep for it (see `_pick`); read-only."""
+    found: dict[str, list[Any]] = {}
+    for run in find_runs(client, plan.spec.experiment, f"tags.{PARENT_TAG} = '{parent_id}'"):
+        key = run.data.tags.get(TRIAL_KEY_TAG)
+        if key is not None:
+            found.setdefault(key, []).append(run)
+    return {k: _pick(v) for k, v in found.items()}
+
+
 def open_sweep(client: Any, plan: Plan) -> SweepRuns:
     """Find the parent run of `plan` (same sweep key) or create it; mark it RUNNING by us."""
     spec = plan.spec
-    parents = find_runs(client, spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
-                        order_by=["attributes.start_time ASC"])
-    if not parents:
+    parent = find_parent(client, plan)
+    if parent is None:
         parent = start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
                            run_name=spec.name,
                            tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
@@ -94,20 +112,35 @@ def open_sweep(client: Any, plan: Plan) -> SweepRuns:
         parent.log_params(_params(plan))
         parent.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
         parent.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
-        return SweepRuns(parent.run_id, True, {})
-    parent = parents[0]
+        return SweepRuns(parent.run_id, True, finished_elsewhere(client, plan, {}))
     pid = _alive_owner(parent.data.tags)
     if parent.info.status == "RUNNING" and pid is not None:
         raise UsageError(f"this sweep is already running (process {pid}, parent run "
                          f"{parent.info.run_id}); wait for it, or stop it with `kill {pid}`")
     start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
               run_id=parent.info.run_id, tags={OWNER_TAG: _owner()})
+    children = find_children(client, plan, parent.info.run_id)
+    return SweepRuns(parent.info.run_id, False, children | finished_elsewhere(client, plan,
+                                                                              children))
+
+
+def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dict[str, Any]:
+    """FINISHED runs of this experiment's other sweeps for the plan's trials without a child.
+
+    A spec given more seeds or values is a new plan (new sweep key, new parent), but the
+    trials it shares with the old one are the same configs (same trial keys): their
+    FINISHED runs count here too, so extending a sweep trains only what is new.
+    """
+    missing = {t.key for t in plan.trials} - set(children)
+    if not missing:
+        return {}
     found: dict[str, list[Any]] = {}
-    for run in find_runs(client, spec.experiment, f"tags.{PARENT_TAG} = '{parent.info.run_id}'"):
+    for run in find_runs(client, plan.spec.experiment,
+                         f"attributes.status = 'FINISHED' and tags.`{TRIAL_KEY_TAG}` LIKE '%'"):
         key = run.data.tags.get(TRIAL_KEY_TAG)
-        if key is not None:
+        if key in missing:
             found.setdefault(key, []).append(run)
-    return SweepRuns(parent.info.run_id, False, {k: _pick(v) for k, v in found.items()})
+    return {k: _pick(v) for k, v in found.items()}
 
 
 def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
