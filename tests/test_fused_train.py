@@ -63,11 +63,20 @@ def configs(dataset: Path, model: str, lr: float, **shared) -> list:
 LOSSES = ("train_loss", "val_loss", "test_loss")
 
 
-def assert_same_runs(separate, fused, rtol: float, per_tensor: bool = True) -> None:
-    """Per-epoch losses within `rtol`, accuracies equal up to one image, final weights and
-    momentum buffers within `rtol` (norm of the difference over the norm, per tensor); with
-    `per_tensor=False` the weights as one vector and no buffers: a buffer is a gradient sum,
-    and a float32 gradient jumps where a ReLU input rounds across 0."""
+# A momentum buffer is a sum of gradients, and a float32 gradient jumps where a ReLU or a
+# max-pool input rounds to the other side of 0 or of a tie: that position's gradient goes to
+# another unit. The weights move by lr times it and stay within 1e-4; the buffer of that
+# tensor does not (measured 1.3e-3 for vanillacnn's conv on an AVX-512 CPU, below 1e-6 on
+# AVX2). Float64, with no such flips, checks the buffers to 1e-9 (below).
+FLOAT32_BUFFER_RTOL = 1e-2
+
+
+def assert_same_runs(separate, fused, rtol: float, per_tensor: bool = True,
+                     buffer_rtol: float | None = None) -> None:
+    """Per-epoch losses within `rtol`, accuracies equal up to one image, final weights
+    within `rtol` and momentum buffers within `buffer_rtol` (default `rtol`), as the norm of
+    the difference over the norm, per tensor; with `per_tensor=False` the weights as one
+    vector and no buffers (resnet20 in float32: its many ReLUs flip more)."""
     for a, b in zip(separate, fused):
         assert a.status == b.status == "FINISHED"
         assert len(a.history) == len(b.history)
@@ -88,16 +97,16 @@ def assert_same_runs(separate, fused, rtol: float, per_tensor: bool = True) -> N
         oa, ob = sa["optimizer"], sb["optimizer"]
         assert oa["param_groups"] == ob["param_groups"]
         assert oa["state"].keys() == ob["state"].keys()
-        pairs = [(wa, sb["model"][key]) for key, wa in sa["model"].items()
+        pairs = [(wa, sb["model"][key], rtol) for key, wa in sa["model"].items()
                  if wa.is_floating_point()]
         if per_tensor:
-            pairs += [(buf["momentum_buffer"], ob["state"][i]["momentum_buffer"])
-                      for i, buf in oa["state"].items()]
+            pairs += [(buf["momentum_buffer"], ob["state"][i]["momentum_buffer"],
+                       buffer_rtol or rtol) for i, buf in oa["state"].items()]
         else:
-            pairs = [(torch.cat([a.flatten() for a, _ in pairs]),
-                      torch.cat([b.flatten() for _, b in pairs]))]
-        for wa, wb in pairs:
-            assert (wa - wb).norm() <= rtol * wa.norm() + 1e-12
+            pairs = [(torch.cat([a.flatten() for a, _, _ in pairs]),
+                      torch.cat([b.flatten() for _, b, _ in pairs]), rtol)]
+        for wa, wb, tolerance in pairs:
+            assert (wa - wb).norm() <= tolerance * wa.norm() + 1e-12
         assert sa["epoch"] == sb["epoch"] and sa["best"]["epoch"] == sb["best"]["epoch"]
         assert sa["config"] == sb["config"]
 
@@ -118,7 +127,8 @@ def test_fused_runs_end_where_separate_runs_end(model, lr, per_tensor, head, tin
                                                 tmp_path):
     cfgs = configs(tiny, model, lr, **{"model.classifier": head})
     separate, fused = run_both(cfgs, tmp_path)
-    assert_same_runs(separate, fused, rtol=1e-4, per_tensor=per_tensor)
+    assert_same_runs(separate, fused, rtol=1e-4, per_tensor=per_tensor,
+                     buffer_rtol=FLOAT32_BUFFER_RTOL)
     weights = load_checkpoint(fused[0].checkpoint_dir / "last.pt")["model"]
     assert ("classifier.bias" in weights) == (head == "linear")
 
@@ -144,14 +154,18 @@ def float64(monkeypatch):
     torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.slow  # float64 convolutions take the CPU's slow path
-def test_fused_runs_equal_separate_runs_in_float64(tiny, data_home, tmp_path, float64):
+@pytest.mark.parametrize("model", [
+    "vanillacnn",  # about 5 s
+    pytest.param("resnet20", marks=pytest.mark.slow),  # float64 convolutions: the slow path
+])
+def test_fused_runs_equal_separate_runs_in_float64(model, tiny, data_home, tmp_path, float64):
     """At the brief's learning rates (0.05 and below) and with more steps, where float32
-    rounding alone makes runs drift, float64 shows the fused arithmetic is the same."""
-    cfgs = configs(tiny, "resnet20", 0.05)
+    rounding alone makes runs drift, float64 shows the fused arithmetic is the same: every
+    weight and momentum buffer to 1e-9."""
+    cfgs = configs(tiny, model, 0.05)
     separate, fused = run_both(cfgs, tmp_path)
-    assert load_checkpoint(fused[0].checkpoint_dir / "last.pt")["model"][
-        "conv1.weight"].dtype == torch.float64
+    weights = load_checkpoint(fused[0].checkpoint_dir / "last.pt")["model"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float64}
     assert_same_runs(separate, fused, rtol=1e-9)
 
 
@@ -200,11 +214,11 @@ def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_
     tracker.run_id = stopped[1].run_id
     alone = train(cfgs[1], tracker=tracker, checkpoint_root=tmp_path / "fused",
                   resume=states[1])
-    assert_same_runs([separate[1]], [alone], rtol=1e-4)
+    assert_same_runs([separate[1]], [alone], rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
 
     together = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
                            checkpoint_root=tmp_path / "again", resumes=states)
-    assert_same_runs(separate, together, rtol=1e-4)
+    assert_same_runs(separate, together, rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
 
 
 def test_a_diverging_member_fails_alone(tiny, data_home, tmp_path, monkeypatch):
