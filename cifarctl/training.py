@@ -42,6 +42,7 @@ from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.progress import NullReporter, Reporter
 from cifarctl.schedule import lr_at
 from cifarctl.tracking import RUN_STATUSES, Tracker
+from cifarctl.tracking.owner import TRAINER_TAG, alive_owner, owner
 
 EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
 PROBE_SIZE = 256  # images in the fixed dead-ReLU probe batch (SPEC 1.1)
@@ -308,6 +309,7 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
         data = data or prepare_data(cfg, device)
         if resume is not None:
             check_same_data(run_id, resume, data, cfg.data.dataset)
+            tracker.set_tags({TRAINER_TAG: owner()})  # this process trains it now
         else:
             log_run_start(cfg, tracker, data, device)
         torch.manual_seed(cfg.run.seed)  # initialisation and dropout; data RNG is separate
@@ -370,6 +372,16 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
         outcome.status, outcome.message = "FAILED", str(err)
         finish_quietly(tracker, "FAILED", ckpt_dir)
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a mid-epoch checkpoint
+        finish_quietly(tracker, "KILLED", ckpt_dir)
+        outcome.status, outcome.epochs_done = "KILLED", len(outcome.history)
+        outcome.message = f"interrupted twice: stopped at once in epoch {outcome.epochs_done + 1}"
+        if (ckpt_dir / "last.pt").is_file():
+            outcome.message += (f"; resume from its last checkpoint with "
+                                f"`{resume_command(run_id, resume_flags)}`")
+        else:
+            outcome.message += "; it saved no checkpoint yet: train it again"
+        return outcome
     except BaseException:
         finish_quietly(tracker, "KILLED" if stop.requested else "FAILED", ckpt_dir)
         raise
@@ -549,7 +561,7 @@ def log_run_start(cfg: RunConfig, tracker: Tracker, data: RunData, device: torch
 
     tracker.log_params(cfg.to_flat())
     tags = {
-        "dataset": data.name, "dataset_fingerprint": data.fingerprint,
+        "dataset": data.name, "dataset_fingerprint": data.fingerprint, TRAINER_TAG: owner(),
         "class_counts": ",".join(map(str, data.train_counts)),
         "class_names": ",".join(data.classes),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
@@ -645,6 +657,26 @@ def check_same_data(run_id: str, state: dict[str, Any], data: RunData, spec: str
                          f"would mix two datasets in one run: train a new run instead")
 
 
+def check_not_training(run_id: str, tracking_uri: str | None) -> None:
+    """Refuse to resume a run that a live process on this machine is still training (its
+    `TRAINER_TAG`): both would log the same epochs. Also a sweep's parent, which trains
+    nothing itself. The run is only read, not reopened."""
+    from cifarctl.tracking.mlflow_tracker import connect, get_run
+
+    run = get_run(connect(tracking_uri), run_id)
+    if "cifarctl.sweep_key" in run.data.tags:
+        spec = run.data.params.get("sweep.spec", "SPEC")
+        raise UsageError(f"run {run_id} is a sweep's parent run: its trials are its child "
+                         f"runs; resume them all with `cifarctl sweep {spec}` (the same spec "
+                         f"and --set options), or one with `cifarctl train --resume CHILD_ID`")
+    if run.info.status != "RUNNING":
+        return
+    pid = alive_owner(run.data.tags.get(TRAINER_TAG, ""))
+    if pid is not None:
+        raise UsageError(f"run {run_id} is being trained right now by process {pid}; wait for "
+                         f"it, or stop it (Ctrl-C there, or `kill {pid}`) and resume then")
+
+
 def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
            device_override: str | None = None, track: bool = True,
            tracking_uri: str | None = None, parent_run_id: str | None = None,
@@ -665,6 +697,8 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
         check_reachable(resolve_tracking_uri(tracking_uri))  # fail before loading data
     state = None
     if resume_run_id is not None:
+        if track:
+            check_not_training(resume_run_id, tracking_uri)
         tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri,
                                run_id=resume_run_id)
         try:

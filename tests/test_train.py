@@ -395,3 +395,77 @@ def test_the_resume_advice_names_the_store_and_folder_the_run_used(data_home, ti
     assert stopped.status == "KILLED"
     assert (f"`cifarctl train --resume {stopped.run_id} --no-track --checkpoints "
             f"{tmp_path / 'ck'}`") in stopped.message
+
+
+class InterruptTwiceAt(InterruptAt):
+    """Ctrl-C, then Ctrl-C again at once: the second raises KeyboardInterrupt right here."""
+
+    def step(self, steps_done, running):
+        if (self.epoch, steps_done) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_ctrl_c_ends_the_run_killed_with_the_way_back(mlflow_store, data_home,
+                                                               tiny_dataset):
+    from mlflow.tracking import MlflowClient
+
+    from cifarctl.training import launch
+
+    stopped = launch(tiny_config(tiny_dataset, **{"optim.epochs": 2}),
+                     reporter=InterruptTwiceAt(1, 2))
+    assert stopped.status == "KILLED" and stopped.epochs_done == 1
+    assert stopped.message.startswith("interrupted twice: stopped at once in epoch 2")
+    assert f"`cifarctl train --resume {stopped.run_id}`" in stopped.message
+    assert MlflowClient().get_run(stopped.run_id).info.status == "KILLED"
+    early = launch(tiny_config(tiny_dataset, **{"optim.epochs": 2}),
+                   reporter=InterruptTwiceAt(0, 1))
+    assert early.status == "KILLED" and "saved no checkpoint yet" in early.message
+
+
+def test_a_run_a_live_process_trains_is_not_resumed_a_second_time(
+        mlflow_store, data_home, tiny_dataset):
+    """RUNNING with its trainer (host:pid tag) alive here: a resume would log every epoch
+    twice. Refused, the run untouched; once that process is gone the resume goes ahead."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from cifarctl.tracking.owner import TRAINER_TAG
+    from cifarctl.training import launch
+
+    stopped = launch(tiny_config(tiny_dataset, **{"optim.epochs": 2}), reporter=InterruptAt(1, 1))
+    assert stopped.status == "KILLED"
+    client = MlflowClient()
+    tags = client.get_run(stopped.run_id).data.tags
+    assert tags[TRAINER_TAG] == f"{socket.gethostname()}:{os.getpid()}"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # as if that process were still training it
+        client.set_tag(stopped.run_id, TRAINER_TAG, f"{socket.gethostname()}:{sleeper.pid}")
+        client.update_run(stopped.run_id, status="RUNNING")
+        refused = run_cli("--resume", stopped.run_id, "-q")
+        assert refused.exit_code == 2, refused.output
+        assert f"is being trained right now by process {sleeper.pid}" in refused.output
+        assert client.get_run(stopped.run_id).info.status == "RUNNING"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    resumed = run_cli("--resume", stopped.run_id, "-q")  # its trainer died: RUNNING is stale
+    assert resumed.exit_code == 0, resumed.output
+    assert [m.step for m in client.get_metric_history(stopped.run_id, "train_loss")] == [0, 1]
+
+
+def test_resume_of_a_sweep_parent_or_untracked_resume_of_a_tracked_run_says_so(mlflow_store):
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    parent = start_run(experiment="sweep", tags={"cifarctl.sweep_key": "abc"})
+    parent.log_params({"sweep.spec": "experiments/demo-sweep.yaml"})
+    parent.finish("KILLED")
+    result = run_cli("--resume", parent.run_id)
+    assert result.exit_code == 2
+    assert f"run {parent.run_id} is a sweep's parent run" in result.output
+    assert "`cifarctl sweep experiments/demo-sweep.yaml`" in result.output
+    untracked = run_cli("--resume", "0123456789abcdef0123456789abcdef", "--no-track")
+    assert untracked.exit_code == 2  # no checkpoint here; but first the warning
+    assert "warning: --no-track: run 0123456789abcdef0123456789abcdef's MLflow run is left" \
+        in untracked.output

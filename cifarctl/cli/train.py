@@ -108,6 +108,10 @@ def train(
             raise UsageError(f"--resume continues the run with its own config; drop "
                              f"{', '.join(extra)}")
         cfg = None
+        if no_track and not resume.startswith("local-"):  # an MLflow run id, not --no-track's
+            typer.echo(f"warning: --no-track: run {resume}'s MLflow run is left as it is and "
+                       f"this resume's epochs are not logged there; drop --no-track to log "
+                       f"them", err=True)
     else:
         if model is None and config is None:
             raise UsageError("name a MODEL (e.g. `cifarctl train resnet32`) or give --config")

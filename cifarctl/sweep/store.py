@@ -16,8 +16,6 @@ so a trial never gets a second child.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +25,7 @@ from cifarctl.errors import UsageError
 from cifarctl.sweep.spec import Plan, Trial, plan_json
 from cifarctl.tracking import call_with_retry
 from cifarctl.tracking.mlflow_tracker import find_runs, get_run, start_run
+from cifarctl.tracking.owner import alive_owner, owner
 
 SWEEP_KEY_TAG = "cifarctl.sweep_key"
 TRIAL_KEY_TAG = "cifarctl.trial_key"
@@ -55,24 +54,6 @@ def _params(plan: Plan) -> dict[str, Any]:
         params["sweep.random"] = json.dumps({"n": spec.random[0], "seed": spec.random[1]})
     params.update({f"base.{k}": v for k, v in spec.base.to_flat().items()})
     return params
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive_owner(tags: dict[str, str]) -> int | None:
-    """The pid of a live sweep process on this machine that drives the parent, if any."""
-    host, _, pid = tags.get(OWNER_TAG, "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        pass
-    return int(pid)
 
 
 def _pick(runs: list[Any]) -> Any:
@@ -106,19 +87,19 @@ def open_sweep(client: Any, plan: Plan) -> SweepRuns:
         parent = start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
                            run_name=spec.name,
                            tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
-                                 OWNER_TAG: _owner()},
+                                 OWNER_TAG: owner()},
                            description=f"Sweep of {len(plan.trials)} trials from "
                                        f"{spec.source}; each trial is a child run.")
         parent.log_params(_params(plan))
         parent.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
         parent.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
         return SweepRuns(parent.run_id, True, finished_elsewhere(client, plan, {}))
-    pid = _alive_owner(parent.data.tags)
+    pid = alive_owner(parent.data.tags.get(OWNER_TAG, ""))
     if parent.info.status == "RUNNING" and pid is not None:
         raise UsageError(f"this sweep is already running (process {pid}, parent run "
                          f"{parent.info.run_id}); wait for it, or stop it with `kill {pid}`")
     start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
-              run_id=parent.info.run_id, tags={OWNER_TAG: _owner()})
+              run_id=parent.info.run_id, tags={OWNER_TAG: owner()})
     children = find_children(client, plan, parent.info.run_id)
     return SweepRuns(parent.info.run_id, False, children | finished_elsewhere(client, plan,
                                                                               children))

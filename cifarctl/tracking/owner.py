@@ -1,0 +1,35 @@
+"""Which process drives a run: a `host:pid` tag, and whether that process still lives.
+
+    tags = {TRAINER_TAG: owner()}              # set by the process that trains the run
+    alive_owner(run.data.tags[TRAINER_TAG])    # its pid while it runs on this machine, else None
+
+A RUNNING status alone cannot tell a live run from one whose process died (a crash, a lost
+machine); the pid can, on the same host. A second process training the same run would log
+every step twice, so `train --resume` and `sweep` refuse while the owner lives.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+TRAINER_TAG = "cifarctl.trainer"  # host:pid of the process training the run
+
+
+def owner() -> str:
+    """`host:pid` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def alive_owner(value: str) -> int | None:
+    """The pid in `value` (`host:pid`) if it is another live process on this machine."""
+    host, _, pid = value.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return int(pid)
