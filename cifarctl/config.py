@@ -401,6 +401,10 @@ def config_overrides_from_mapping(doc: Any, *, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(doc, dict):
         raise UsageError(f"{source}: a config must be a YAML mapping of sections")
+    sweep_keys = [k for k in ("grid", "base", "include", "exclude", "random") if k in doc]
+    if sweep_keys:  # cifarctl.sweep.spec.TOP_KEYS that no config has
+        raise UsageError(f"{source} is a sweep spec (it has {', '.join(sweep_keys)}), not a "
+                         f"run config: run it with `cifarctl sweep {source}`")
     return _flatten_assignment(doc) if _is_assignment_style(doc) else _flatten_native(doc)
 
 

@@ -41,7 +41,7 @@ def schedule_warnings(*, epochs: int, warmup: int, milestones: Sequence[int]) ->
         return []
     shown = ", ".join(map(str, early))
     after = (f"it applies from epoch {warmup + 1} on" if warmup < epochs
-             else f"it never applies in {epochs} epochs")
+             else f"it never applies in {epochs} epoch{'s' * (epochs != 1)}")
     return [f"optim.steps {shown} {'falls' if len(early) == 1 else 'fall'} inside the "
             f"{warmup}-epoch warm-up (optim.warmup), which ignores decay: {after}; lower "
             f"optim.warmup (e.g. --set optim.warmup=1) or move the steps"]

@@ -55,6 +55,15 @@ def test_schedule_warnings_flag_decay_epochs_the_warm_up_ignores(epochs, warmup,
                          milestones=steps, factors=[0.1] * len(steps)) == (m + 1) / warmup
 
 
+def test_schedule_warning_counts_epochs_in_words():
+    from cifarctl.schedule import schedule_warnings
+
+    (one,) = schedule_warnings(epochs=1, warmup=2, milestones=[0])
+    assert "it never applies in 1 epoch;" in one
+    (two,) = schedule_warnings(epochs=2, warmup=3, milestones=[1])
+    assert "it never applies in 2 epochs;" in two
+
+
 def test_train_prints_the_schedule_warning_before_anything_else(tmp_path):
     """A real `cifarctl train` process: the warning goes to stderr before training."""
     import os

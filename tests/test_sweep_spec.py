@@ -297,8 +297,25 @@ def test_dry_run_table_shows_every_trial_and_its_key():
     assert "16 trials" in result.stdout and plan.key in result.stdout
 
 
+def test_dry_run_table_fills_keys_a_trial_does_not_set_with_their_base_value(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("base: {model: {name: vanillacnn}}\ngrid: {seed: [0, 1]}\n"
+                    "include:\n  - {optim.lr: 0.5, seed: 0}\n")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--dry-run"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[3:5] for row in rows] == [
+        [" 0        ", " 0.1      "], [" 1        ", " 0.1      "], [" 0        ", " 0.5      "]]
+    spec.write_text("base: {model: {name: vanillacnn}}\ngrid: {seed: [0]}\n")
+    one = CliRunner().invoke(app, ["sweep", str(spec), "--dry-run"], env={"COLUMNS": "300"})
+    assert "s.yaml: 1 trial " in one.stdout
+
+
 @pytest.mark.parametrize("body, args, message", [
-    ("grid:\n  optim.lrr: [0.1]\n", [], "did you mean 'optim.lr'"),
+    ("grid:\n  optim.lrr: [0.1]\n", [], "s.yaml: grid: unknown config key 'optim.lrr' (did "
+                                        "you mean 'optim.lr'"),
+    ("include:\n  - {sed: 1}\n", [], "s.yaml: include[0]: unknown config key 'sed'"),
+    ("grid:\n  seed: [0]\n", ["--resume"], "a sweep resumes when the same command runs again"),
     ("grid:\n  loss.beta: []\n", [], "grid axis loss.beta is empty"),
     ("grid:\n  loss.gamma: [-1]\n", [], "loss.gamma must be >= 0"),
     ("grid:\n  seed: [0\n", [], "invalid YAML"),
@@ -349,3 +366,23 @@ def test_plain_progress_lines_name_a_run_only_when_the_trial_has_one(tmp_path):
     first, second = out.getvalue().splitlines()
     assert first.endswith("not run: not started: the sweep stopped") and "(run" not in first
     assert second.endswith(f"failed: NaN loss  (run {'ab' * 16})")
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_closing_table_keeps_run_ids_whole(width):
+    """`eval` needs a run id whole: at 80 columns the table drops the trial keys instead."""
+    from rich.console import Console
+
+    from cifarctl.sweep.live import summary_table
+    from cifarctl.sweep.runner import SweepOutcome, TrialState
+
+    plan = expand(load_spec(EXPERIMENTS / "ldam-drw.yaml"))
+    states = [TrialState(t, status="ok", run_id=f"{i:032x}", summary={"test_acc_at_best": 0.5})
+              for i, t in enumerate(plan.trials[:3])]
+    outcome = SweepOutcome(plan, "f" * 32, states)
+    console = Console(width=width, record=True)
+    console.print(summary_table(outcome, console.width))
+    text = console.export_text()
+    assert all(s.run_id in text for s in states) and "50.00%" in text
+    assert (plan.trials[0].key in text) == (width >= 120)
+    assert max(len(line) for line in text.splitlines()) <= width

@@ -112,6 +112,9 @@ def test_assignment_yaml_runs(mlflow_store, data_home, tiny_dataset, tmp_path):
     (["vanillacnn", "--set", "optim.steps=[40, 30]"], "strictly increasing"),
     (["vanillacnn", "--loss", "hinge"], "unknown loss 'hinge'"),
     (["vanillacnn", "--config", "missing.yaml"], "config file not found"),
+    (["--config", str(Path(__file__).parents[1] / "experiments" / "demo-sweep.yaml")],
+     "demo-sweep.yaml is a sweep spec (it has grid, base, include), not a run config: run it with "
+     "`cifarctl sweep "),
     (["--resume", "abc", "--lr", "0.1"], "--resume continues the run with its own config"),
 ])
 def test_bad_input_exits_2_with_one_line(mlflow_store, args, message):

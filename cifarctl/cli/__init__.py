@@ -18,10 +18,22 @@ from typer.core import TyperGroup
 from cifarctl import __version__
 from cifarctl.errors import CifarctlError
 
+# Options that people carry over from another command, and what this one does instead:
+# click's nearest-name guess ("Possible options: --set") would mislead.
+_INSTEAD = {
+    ("sweep", "--resume"): "a sweep resumes when the same command runs again (FINISHED "
+                           "trials are skipped, the others continue in their runs): drop "
+                           "--resume",
+}
+
 
 def _usage_line(err: UsageError) -> str:
     """A command-line mistake as one line: what was wrong, and where the help is."""
     message = err.format_message().rstrip(".")
+    command = err.ctx.info_name if err.ctx is not None else None
+    instead = _INSTEAD.get((command, getattr(err, "option_name", None)))
+    if instead is not None:
+        message = f"no such option: {err.option_name}: {instead}"
     where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
     return f"error: {message[:1].lower()}{message[1:]}{where}"
 

@@ -118,13 +118,9 @@ def sweep(
     from cifarctl.sweep.live import make_display
 
     if backend == "local":  # before the live table: loading a dataset may show progress
-        from cifarctl.sweep.preflight import check_resumes, check_trials
-        from cifarctl.tracking import check_reachable, resolve_tracking_uri
-        from cifarctl.tracking.mlflow_tracker import connect
+        from cifarctl.sweep.preflight import preflight
 
-        check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
-        check_trials(plan.trials)
-        check_resumes(connect(tracking_uri), plan, checkpoints.absolute())
+        preflight(plan, tracking_uri, checkpoints.absolute())
     outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
                         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                         fail_fast=fail_fast, tracking_uri=tracking_uri,
@@ -145,6 +141,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     keys: list[str] = []
     for trial in plan.trials:
@@ -154,15 +151,18 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         notes.append(f"{plan.merged} duplicate combinations merged")
     if plan.sampled_from is not None:
         notes.append(f"random {len(plan.trials)} of {plan.sampled_from}")
-    table = Table(title=f"{plan.spec.source}: {len(plan.trials)} trials",
+    count = len(plan.trials)
+    table = Table(title=f"{plan.spec.source}: {count} trial{'s' * (count != 1)}",
                   caption="; ".join(notes))
     table.add_column("#", justify="right")
     table.add_column("key", no_wrap=True, min_width=12)
     for column in keys:
         table.add_column(column)
     for trial in plan.trials:
+        flat = trial.config.to_flat()  # a key this trial does not set: its base value, dim
         table.add_row(str(trial.index + 1), trial.key,
-                      *[_show(trial.overrides[k]) if k in trial.overrides else "" for k in keys])
+                      *[Text(_show(trial.overrides[k])) if k in trial.overrides
+                        else Text(_show(flat.get(k, "")), style="dim") for k in keys])
     Console().print(table)
 
 
@@ -176,7 +176,8 @@ def _print_summary(outcome: Any) -> None:
     from cifarctl.sweep.live import summary_table
 
     # in a log file or pipe (80 columns by default) the run ids and reasons would fold
-    Console(width=None if sys.stdout.isatty() else 200).print(summary_table(outcome))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(summary_table(outcome, console.width))
     failed = [s for s in outcome.trials if s.status == "failed"]
     if failed:
         Console(stderr=True).print(f"{len(failed)} trial(s) failed; fix the cause and run the "

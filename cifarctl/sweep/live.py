@@ -89,7 +89,7 @@ class PlainLines:
                 return  # the `started` event follows with the pid
             if state.status in ("ok", "skipped"):
                 self.message(f"{head} {state.status}  {describe_overrides(t.overrides)}  "
-                             f"test acc {_acc(state) or '-'}  (run {state.run_id})")
+                             f"test_acc_at_best {_acc(state) or '-'}  (run {state.run_id})")
             elif state.status != "running":
                 where = f"  (run {state.run_id})" if state.run_id else ""  # never started
                 self.message(f"{head} {state.status}: {state.message}{where}")
@@ -136,7 +136,8 @@ class LiveTable:
         for s in self.states.values():
             counts[s.status] = counts.get(s.status, 0) + 1
         caption = ", ".join(f"{n} {status}" for status, n in counts.items())
-        table = Table(title=f"sweep: {self.total} trials", caption=caption, expand=False)
+        title = f"sweep: {self.total} trial{'s' * (self.total != 1)}"
+        table = Table(title=title, caption=caption, expand=False)
         for column in ("#", "key", "trial", "status", "progress", "test acc", "run / reason"):
             table.add_column(column, overflow="fold",
                              justify="right" if column in ("#", "test acc") else "left")
@@ -165,25 +166,36 @@ def make_display(total: int, *, quiet: bool = False) -> Any:
     return LiveTable(total) if sys.stderr.isatty() else PlainLines(total)
 
 
-def summary_table(outcome: Any) -> Any:
-    """The closing table: one row per trial, its result or its one-line reason."""
+# Below this many columns the closing table leaves out the trial keys (they are in the
+# parent's plan.json and on each child) so that run ids, which `eval` needs whole, fit.
+NARROW = 120
+
+
+def summary_table(outcome: Any, width: int | None = None) -> Any:
+    """The closing table: one row per trial, its result or its one-line reason; `width`:
+    the console's, to leave the key column out when narrow."""
     from rich.table import Table
     from rich.text import Text
 
     counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
     table = Table(title=f"sweep {outcome.plan.spec.name}: {counts} (parent run "
-                        f"{outcome.parent_run_id})")
+                        f"{outcome.parent_run_id})",
+                  caption="test acc: each run's test_acc_at_best, at its best validation "
+                          "epoch (the last without a validation split)")
     reasons = any(s.status in ("failed", "killed") for s in outcome.trials)
+    keys = width is None or width >= NARROW
     table.add_column("#", justify="right")
-    table.add_column("key", no_wrap=True, min_width=12)
-    table.add_column("trial", overflow="fold", min_width=16)
+    if keys:
+        table.add_column("key", no_wrap=True, min_width=12)
+    table.add_column("trial", overflow="fold", min_width=12)
     table.add_column("result")
     table.add_column("test acc", justify="right", no_wrap=True, min_width=8)
-    table.add_column("run", overflow="fold")
+    table.add_column("run", no_wrap=True, min_width=32)
     if reasons:
         table.add_column("reason", overflow="fold", ratio=2)
     for s in outcome.trials:
-        row = [str(s.trial.index + 1), s.trial.key, describe_overrides(s.trial.overrides),
+        row = [str(s.trial.index + 1), *([s.trial.key] if keys else []),
+               describe_overrides(s.trial.overrides),
                f"[{STYLE[s.status]}]{s.status}[/]", _acc(s), s.run_id or ""]
         # as Text: a reason such as "[Errno 2] ..." is not rich markup to be swallowed
         reason = Text(s.message if s.status in ("failed", "killed", "not run") else "")

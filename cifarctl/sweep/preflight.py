@@ -1,6 +1,6 @@
 """What a sweep checks in its own process before it creates any MLflow run.
 
-    check_trials(plan.trials)   # UsageError naming the first trial that cannot train
+    preflight(plan, tracking_uri, checkpoint_root)  # UsageError naming the first bad trial
 
 Without it a sweep on a machine without the GPU it asks for, or over a dataset path with a
 typo, would create its parent run and then one FAILED child per trial, each with the same
@@ -82,3 +82,19 @@ def check_resumes(client: Any, plan: Plan, checkpoint_root: Path) -> None:
                 f"resuming would mix two datasets in one run: restore that data, or run the "
                 f"sweep afresh in a new experiment (--experiment NAME)"
             )
+
+
+def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path) -> None:
+    """Every check, read-only, before a sweep creates or reopens a run: the store answers,
+    the trials still to train can train here (`check_trials`; FINISHED ones, which a rerun
+    skips, are not checked: a finished sweep reruns on a machine without its GPU), and no
+    unfinished trial would resume on changed data (`check_resumes`)."""
+    from cifarctl.sweep.store import finished_keys
+    from cifarctl.tracking import check_reachable, resolve_tracking_uri
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
+    client = connect(tracking_uri)
+    done = finished_keys(client, plan)
+    check_trials([t for t in plan.trials if t.key not in done])
+    check_resumes(client, plan, checkpoint_root)

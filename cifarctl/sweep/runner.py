@@ -349,10 +349,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()
     if preflight and backend == "local":  # a Ray cluster's devices and files are not ours
-        from cifarctl.sweep.preflight import check_resumes, check_trials
+        from cifarctl.sweep.preflight import preflight as check_here
 
-        check_trials(plan.trials)  # before the parent run exists
-        check_resumes(connect(uri), plan, root)  # before an earlier parent is touched
+        check_here(plan, uri, root)  # before a parent run is created or touched
     display = display or NullDisplay()
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor
@@ -384,8 +383,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
             where = [f"parent run {sweep.outcome.parent_run_id}"] if own else []
             where += [f"{n} by another sweep, parent run {parent}"
                       for parent, n in sweep.other_parents.items()]
-            display.message(f"skipping {skipped} of {len(plan.trials)} trials already FINISHED "
-                            f"({'; '.join(where)})")
+            total = len(plan.trials)
+            display.message(f"skipping {skipped} of {total} trial{'s' * (total != 1)} already "
+                            f"FINISHED ({'; '.join(where)})")
         stop = StopFlag()
         with stop.installed():
             outcome = sweep.run(stop)

@@ -133,7 +133,10 @@ def _resolved(mapping: dict[Any, Any], what: str, source: str) -> dict[str, Any]
     """`{"seed": 1}` -> `{"run.seed": 1}`; a key given twice (also as an alias) is an error."""
     out: dict[str, Any] = {}
     for raw, value in mapping.items():
-        key = resolve_key(str(raw))
+        try:
+            key = resolve_key(str(raw))
+        except UsageError as err:  # an unknown key: say where it is written
+            raise UsageError(f"{source}: {what}: {err}") from None
         if key in out:
             raise UsageError(f"{source}: {what} names {key} twice")
         if key == "run.experiment":

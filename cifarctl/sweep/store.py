@@ -124,6 +124,14 @@ def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dic
     return {k: _pick(v) for k, v in found.items()}
 
 
+def finished_keys(client: Any, plan: Plan) -> set[str]:
+    """The plan's trial keys that a rerun would skip as FINISHED (`open_sweep`); read-only."""
+    parent = find_parent(client, plan)
+    children = find_children(client, plan, parent.info.run_id) if parent is not None else {}
+    done = {key for key, run in children.items() if run.info.status == "FINISHED"}
+    return done | set(finished_elsewhere(client, plan, children))
+
+
 def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
     """Create the trial's child run (RUNNING, tagged with its key); the worker trains in it."""
     from cifarctl.training import default_run_name, describe
