@@ -224,3 +224,23 @@ def test_runs_group_by_the_head_they_trained():
     rows, _ = literature_table(groups)  # Cao et al.'s LDAM number only beside the cosine head
     assert [(r.label, [p.method for p in r.published]) for r in rows] == [
         ("LDAM, classifier=normed", ["LDAM"])]
+
+
+def test_means_and_stds_are_rounded_once_from_exact_sums():
+    """Equal seeds give their value and no spread, not float-sum noise (0.10000000000000002,
+    ci 4e-17) in the CSV; any list matches an exact-rational reference computed apart."""
+    import random
+    import statistics
+    from fractions import Fraction
+
+    summary = stats.summarize([0.1, 0.1, 0.1])
+    assert (summary.mean, summary.std, summary.ci95) == (0.1, 0.0, 0.0)
+    rng = random.Random(7)
+    for _ in range(200):
+        values = [rng.random() for _ in range(rng.randint(2, 9))]
+        exact = [Fraction(v) for v in values]
+        assert stats.mean(values) == float(statistics.mean(exact))
+        variance = statistics.variance(exact)  # exact with Fractions, n - 1 denominator
+        assert stats.sample_std(values) == math.sqrt(variance)
+    assert math.isnan(stats.mean([])) and math.isnan(stats.sample_std([0.5]))
+    assert math.isnan(stats.mean([0.5, math.nan]))
