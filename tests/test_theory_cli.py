@@ -68,6 +68,8 @@ def test_conv_transpose_rich_explains_output_padding():
     result = run("theory", "conv", "--size", "4", "--kernel", "3", "--stride", "2", "--transpose")
     assert result.exit_code == 0, result.output
     assert "output_padding: (H + 2P - K) mod S = (4 + 0 - 3) mod 2 = 1" in result.stdout
+    assert "Transposed convolution as a matrix A^T" in result.stdout
+    assert "as torch.nn.functional.conv2d" not in result.stdout
     assert "conv_transpose2d" in result.stdout and "passed" in result.stdout
 
 

@@ -76,14 +76,18 @@ def _matrix_table(answer: ConvAnswer, width: int) -> RenderableType:
 def conv_view(answer: ConvAnswer, width: int = 100) -> RenderableType:
     """Sizes with their formula, A as a table, y as expressions, the shape line and the check."""
     m, g, check = answer.matrix, answer.matrix.geometry, answer.check
+    setting = (f"input {g.size[0]}x{g.size[1]}, kernel {g.kernel[0]}x{g.kernel[1]}, stride "
+               f"{g.stride[0]}x{g.stride[1]}, padding {g.padding[0]}x{g.padding[1]}")
+    if m.transpose:  # the sizes below are the forward convolution's; A^T runs it backwards
+        title = f"Transposed convolution as a matrix A^T, of the convolution with {setting}"
+        how = ("(A^T maps the convolution's output back to its input's shape, as "
+               "torch.nn.functional.conv_transpose2d)")
+    else:
+        title = f"Convolution as a matrix: {setting}"
+        how = "(cross-correlation with zero padding, as torch.nn.functional.conv2d)"
     lines: list[RenderableType] = [
-        Text(
-            f"Convolution as a matrix: input {g.size[0]}x{g.size[1]}, kernel "
-            f"{g.kernel[0]}x{g.kernel[1]}, stride {g.stride[0]}x{g.stride[1]}, padding "
-            f"{g.padding[0]}x{g.padding[1]}",
-            style="bold",
-        ),
-        Text("(cross-correlation with zero padding, as torch.nn.functional.conv2d)", style="dim"),
+        Text(title, style="bold"),
+        Text(how, style="dim"),
         *(Text(line) for line in _size_lines(g)),
     ]
     if m.transpose:
