@@ -246,6 +246,7 @@ def test_checkpoint_path_last_and_val_split(trained):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["which"] == "last" and doc["split"] == "val" and doc["images"] == 100
+    assert doc["epoch"] == 1  # the checkpoint's trained epochs, kept with its numbers
     assert doc["run_id"] == trained["run_id"] and doc["logged"] is True
     assert set(doc["metrics"]) >= {"eval_last_val_acc", "eval_last_val_acc_class_9",
                                    "eval_last_val_ece", "eval_last_val_few_acc"}
@@ -327,6 +328,9 @@ def test_val_split_needs_one(trained, tmp_path):
     (["BARE"], "has no checkpoint (looked for"),
     (["FAILED"], "ended FAILED before saving any checkpoint"),
     (["PARENT"], "is a sweep's parent run: its trials are its child runs"),
+    (["BEST", "--which", "last"], "is a checkpoint file already: drop --which"),
+    # the run's own store named but down: an error, not "belongs to no run" and no logging
+    (["BEST", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach MLflow tracking server"),
 ])
 def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
     from cifarctl.tracking.mlflow_tracker import start_run
@@ -342,10 +346,28 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, args, message):
         bare = start_run(experiment="eval-bare", tracking_uri=trained["uri"], tags=tags)
         bare.finish("FAILED" if args[0] == "FAILED" else "FINISHED")
         args = [bare.run_id, "--checkpoints", str(tmp_path)]
-    args = [trained["run_id"] if a == "RUN" else a for a in args]
+    best = str(trained["checkpoints"] / trained["run_id"] / "best.pt")
+    args = [trained["run_id"] if a == "RUN" else best if a == "BEST" else a for a in args]
     result = run_eval(*args, "--checkpoints", str(trained["checkpoints"]), "--no-log")
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_run_that_has_not_finished_is_evaluated_with_a_warning(trained, tmp_path):
+    """Its checkpoint is not what the run will end with: say so, with the epoch, and keep
+    the epoch in the results."""
+    from cifarctl.tracking.mlflow_tracker import start_run
+
+    run = start_run(experiment="eval-killed", tracking_uri=trained["uri"])
+    run.finish("KILLED")
+    (tmp_path / run.run_id).mkdir()
+    shutil.copyfile(trained["checkpoints"] / trained["run_id"] / "best.pt",
+                    tmp_path / run.run_id / "best.pt")
+    result = run_eval(run.run_id, "--checkpoints", str(tmp_path), "--no-log", "--json")
+    assert result.exit_code == 0, result.output
+    assert (f"warning: run {run.run_id} is KILLED: its best checkpoint was saved after 1 of 1 "
+            f"epochs, not at the end of a finished run") in result.stderr
+    assert json.loads(result.stdout)["epoch"] == 1
 
 
 def test_help_lists_corruptions_and_stays_torch_free():

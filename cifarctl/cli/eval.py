@@ -22,8 +22,9 @@ def eval_command(
     target: Annotated[str, typer.Argument(
         metavar="RUN_ID|CHECKPOINT", help="An MLflow run id, or a checkpoint file (.pt).",
         show_default=False)],
-    which: Annotated[str, typer.Option(
-        help="Which checkpoint of a run: best (the selected epoch) or last.")] = "best",
+    which: Annotated[str | None, typer.Option(
+        help="Which checkpoint of a run: best (the selected epoch; the default) or last.",
+        show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option(
         help="Evaluate on another dataset (cifar10, synthetic or a path); default: the "
              "run's own.")] = None,
@@ -39,13 +40,16 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
                     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images per forward pass (default 1024).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
                         ] = False,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="Do not log the results to the run.")] = False,
     checkpoints: Annotated[Path, typer.Option(
-        help="Folder of local checkpoints, one subfolder per run.")] = Path("checkpoints"),
+        help="Folder of local checkpoints, one subfolder per run; a run's checkpoint that "
+             "is not there is downloaded from its MLflow artifacts into <folder>/<run id>/."
+                      )] = Path("checkpoints"),
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
                             ] = None,
@@ -55,6 +59,8 @@ def eval_command(
     Metrics are logged to the run as eval_* (eval_test_acc, eval_test_acc_class_<i>,
     eval_ece, eval_many_acc, eval_corruption_<name>_s<k>, eval_mean_corruption_acc) with
     PNGs under the eval/ artifact folder; the run's training metrics and status are kept.
+    --which last inserts last_ (eval_last_test_acc), --split val names val
+    (eval_val_acc), --dataset its name (eval_cifar10_jpeg_test_acc); see README.
 
     Examples:
 
@@ -89,7 +95,8 @@ def eval_command(
     if not no_log:
         if log_result(result, target):
             err.print(f"logged {len(result.metrics)} eval metrics and "
-                      f"{result.artifact_dir}/ to run {result.run_id}", style="dim")
+                      f"{result.artifact_dir}/ to run {result.run_id}", style="dim",
+                      soft_wrap=True)  # a run id is copied whole, never wrapped
         else:
             err.print("not logged: this checkpoint belongs to no run of the store", style="dim")
     if json_out:
@@ -110,7 +117,10 @@ def render(result: Any, console: Any) -> None:
 
     from cifarctl.evaluation.scores import SHOT_RULES
 
-    summary = Table(title=f"{result.source} ({result.which} checkpoint), {result.dataset} "
+    which = "checkpoint" if result.which == "checkpoint" else f"{result.which} checkpoint"
+    epoch = "" if result.epoch is None else \
+        f", after {result.epoch} epoch{'s' * (result.epoch != 1)}"
+    summary = Table(title=f"{result.source} ({which}{epoch}), {result.dataset} "
                           f"{result.split}: {result.images} images", show_header=False,
                     title_justify="left")
     summary.add_row("accuracy", _pct(result.accuracy, " %"))

@@ -49,6 +49,18 @@ class EvalTarget:
     train_counts: list[int] | None = None  # the run's `class_counts` tag, when it has one
     class_names: list[str] | None = None  # the run's `class_names` tag, when it has one
     fingerprint: str | None = None  # the data it trained on: its checkpoint's, else the tag
+    status: str | None = None  # the run's MLflow status, when it has a run
+
+    @property
+    def epoch(self) -> int | None:
+        """Epochs the checkpoint had trained (a `last.pt` written mid-epoch: the ones done)."""
+        value = self.state.get("epoch") if isinstance(self.state, dict) else None
+        return int(value) if value is not None else None
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Written by an interruption part way through an epoch (its sums are kept)."""
+        return isinstance(self.state, dict) and self.state.get("sums") is not None
 
 
 def _counts_tag(run: Any) -> list[int] | None:
@@ -59,16 +71,21 @@ def _counts_tag(run: Any) -> list[int] | None:
         return None
 
 
-def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = Path("checkpoints"),
+def resolve_target(target: str, *, which: str | None = None,
+                   checkpoint_root: Path = Path("checkpoints"),
                    tracking_uri: str | None = None) -> EvalTarget:
-    """A run id (its `which` checkpoint: local `checkpoints/<id>/`, else the run's artifact)
-    or a checkpoint path. UsageError for an unknown run id or a missing/corrupt checkpoint."""
+    """A run id (its `which` checkpoint, default best: local `checkpoints/<id>/`, else the
+    run's artifact) or a checkpoint path (`which` None or its own name). UsageError for an
+    unknown run id or a missing/corrupt checkpoint."""
     from cifarctl.checkpoint import load_checkpoint
 
-    if which not in WHICH:
+    if which is not None and which not in WHICH:
         raise UsageError(f"--which must be one of {', '.join(WHICH)}, got {which!r}")
     path = Path(target)
     if path.is_file():
+        if which is not None and path.stem != which:
+            raise UsageError(f"--which picks one of a run's checkpoints; {target} is a "
+                             f"checkpoint file already: drop --which, or give the run id")
         state = load_checkpoint(path)
         run_id = path.parent.name if _RUN_ID.match(path.parent.name) else None
         stem = path.stem if path.stem in WHICH else "checkpoint"
@@ -80,6 +97,7 @@ def resolve_target(target: str, *, which: str = "best", checkpoint_root: Path = 
     if not _RUN_ID.match(target):
         raise UsageError(f"{target!r} is neither a checkpoint file nor an MLflow run id "
                          f"(32 hex digits); see `cifarctl eval --help`")
+    which = which or "best"
     out = EvalTarget(checkpoint_root / target / f"{which}.pt", {}, RunConfig(), which, target,
                      tracking_uri)
     tracker = _attach_run(out, required=True)
@@ -141,13 +159,20 @@ def _attach_run(target: EvalTarget, *, required: bool) -> Any:
 
     try:
         check_store(resolve_tracking_uri(target.tracking_uri))  # no empty store at a typo
-        client = connect(target.tracking_uri)
+    except UsageError:
+        if required:
+            raise
+        target.run_id = None  # no store here (a copied checkpoint folder): nothing to log to
+        return None
+    client = connect(target.tracking_uri)  # a store that exists but does not answer: an error
+    try:
         run = get_run(client, target.run_id)
     except UsageError:
         if required:
             raise
         target.run_id = None  # a loose checkpoint folder named like a run: nothing to log to
         return None
+    target.status = run.info.status
     target.tracking_uri = client.tracking_uri
     target.train_counts = _counts_tag(run)
     names = run.data.tags.get("class_names")
@@ -165,6 +190,7 @@ class EvalResult:
     source: str  # the run id or checkpoint path evaluated
     run_id: str | None
     which: str
+    epoch: int | None  # epochs the evaluated checkpoint had trained
     dataset: str
     split: str
     class_names: list[str]
@@ -317,7 +343,8 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         dict.fromkeys(SHOT_GROUPS)
     result = EvalResult(
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
-        which=target.which, dataset=spec, split=split, class_names=list(data.classes),
+        which=target.which, epoch=target.epoch, dataset=spec, split=split,
+        class_names=list(data.classes),
         train_counts=counts, images=loader.num_samples, accuracy=host[f"{acc_prefix}_acc"],
         loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
         ece=expected_calibration_error(calibration), shots=shots,
@@ -337,11 +364,27 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     if result.mean_corruption_acc is not None:
         metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     result.metrics = metrics
-    result.warnings = data_warnings(target, data, spec, foreign=foreign is not None)
+    result.warnings = [*run_warnings(target),
+                       *data_warnings(target, data, spec, foreign=foreign is not None)]
     if changed:
         result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
                                f"not take them for the run's own test set")
     return result
+
+
+def run_warnings(target: EvalTarget) -> list[str]:
+    """A run that has not FINISHED: its checkpoint is not what the run will end with, and
+    eval_* metrics logged now would sit beside its final ones in `report`."""
+    if target.status in (None, "FINISHED"):
+        return []
+    epochs = target.cfg.optim.epochs
+    done = target.epoch
+    when = ("" if done is None else
+            f" after {done} of {epochs} epochs" + (" (part way into the next)"
+                                                     if target.mid_epoch else ""))
+    return [f"run {target.run_id} is {target.status}: its {target.which} checkpoint was saved"
+            f"{when}, not at the end of a finished run; evaluate it again once it finishes "
+            f"(a resumed run), or pass --no-log to keep these numbers off it"]
 
 
 def data_changed(target: EvalTarget, data: Any) -> bool:
