@@ -235,6 +235,20 @@ def _bad_source(case: str, tmp_path: Path) -> Path:
         blob = tarball.read_bytes()
         tarball.write_bytes(blob[:200] if case == "corrupt_archive" else blob[:len(blob) // 2])
         return tarball
+    if case in ("cut_at_member", "garbled_header"):  # tarfile alone takes either for the end
+        import gzip
+        import io
+        import tarfile
+
+        tarball = tar_gz(_folders(tmp_path), tmp_path / "src.tar.gz")
+        tar = gzip.decompress(tarball.read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            members = archive.getmembers()
+            cut = members[len(members) // 2].offset  # a header in the middle
+        tar = tar[:cut] if case == "cut_at_member" else \
+            tar[:cut] + b"garbage" * 73 + tar[cut + 511:]
+        tarball.write_bytes(gzip.compress(tar))
+        return tarball
     if case == "corrupt_batch":
         src = _batches(tmp_path)
         (src / "data_batch_3").write_bytes(b"\x80\x02 definitely not a pickle")
@@ -288,6 +302,8 @@ BAD_INPUTS = {
     "not_an_archive": "neither a directory nor a .tar.gz",
     "corrupt_archive": "not a readable .tar.gz archive",
     "half_archive": "not a readable .tar.gz archive",
+    "cut_at_member": "is truncated or damaged: its tar data stops after",
+    "garbled_header": "without the end-of-archive block",
     "corrupt_batch": "data_batch_3 in",
     "batch_wrong_shape": "'data' must be a uint8 (N, 3072) array",
     "missing_batch": "lacks test_batch",

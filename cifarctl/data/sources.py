@@ -11,12 +11,16 @@ cannot write outside the cache; directories are read file by file on demand.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import lzma
 import os
 import tarfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from cifarctl.data import cifar_batches, image_folder
 from cifarctl.data.dataset import DatasetArrays
@@ -81,7 +85,7 @@ def _walk(root: Path) -> dict[str, Path]:
 
 # EOFError and zlib.error: a gzip stream cut short or damaged (click would turn a bare
 # EOFError into "Aborted!").
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
 
 
 def _unreadable(path: Path, err: Exception) -> UsageError:
@@ -89,19 +93,59 @@ def _unreadable(path: Path, err: Exception) -> UsageError:
                       "again")
 
 
+class _LastRead:
+    """A file that remembers what its last `read` returned (see `_read_archive`)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.last = file, b""
+
+    def read(self, size: int = -1) -> bytes:
+        self.last = self.file.read(size)
+        return self.last
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def _decompressed(raw: Any) -> Any:
+    """`raw` read through its compression (gzip, bzip2, xz, or none), by its magic bytes."""
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def _read_archive(path: Path, progress: Progress) -> dict[str, bytes]:
+    """Every member file's bytes. A whole tar ends in a zero block; Python's tarfile takes a
+    header cut short or garbled after the first member for that end and stops without an
+    error, so a truncated download would import as a smaller dataset. The header read that
+    ended the loop must therefore be the zero block."""
     files, done = {}, 0
     size = path.stat().st_size
     with open(path, "rb") as raw, \
             progress.task(f"reading {path.name}", total=size, in_bytes=True) as advance:
         try:
-            with tarfile.open(fileobj=raw, mode="r:*") as archive:
+            stream = _LastRead(_decompressed(raw))
+            with tarfile.open(fileobj=stream, mode="r:") as archive:
                 for member in archive:
                     name = member.name.removeprefix("./")
                     if member.isfile() and not _ignored(name):
                         files[name] = archive.extractfile(member).read()
                     advance(raw.tell() - done)  # compressed bytes consumed so far
                     done = raw.tell()
+                if stream.last != tarfile.NUL * tarfile.BLOCKSIZE:
+                    raise UsageError(
+                        f"{path} is truncated or damaged: its tar data stops after "
+                        f"{archive.offset:,} bytes and {len(files):,} files "
+                        "without the end-of-archive block; download or pack it again")
         except _ARCHIVE_ERRORS as err:
             raise _unreadable(path, err) from None
     return files
