@@ -11,23 +11,39 @@ loading a checkpoint never executes code from the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import CifarctlError, UsageError
+
+
+def check_checkpoint_root(root: Path) -> None:
+    """Create the checkpoint folder now: one that cannot exist (a file in the way, no
+    permission) is a UsageError before any run is created, not a crash after an epoch."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--checkpoints {root}: cannot create that folder "
+                         f"({err.strerror or err})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"--checkpoints {root}: that folder is not writable")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a folder removed under the run: one line
+        raise CifarctlError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:

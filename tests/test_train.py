@@ -472,3 +472,23 @@ def test_resume_of_a_sweep_parent_or_untracked_resume_of_a_tracked_run_says_so(m
     assert untracked.exit_code == 2  # no checkpoint here; but first the warning
     assert "warning: --no-track: run 0123456789abcdef0123456789abcdef's MLflow run is left" \
         in untracked.output
+
+
+def test_a_checkpoint_folder_that_cannot_exist_is_refused_before_any_run(mlflow_store,
+                                                                         tmp_path):
+    from cifarctl.checkpoint import save_checkpoint
+    from cifarctl.errors import CifarctlError
+
+    (tmp_path / "afile").write_text("in the way")
+    result = run_cli("vanillacnn", "--dataset", "synthetic", "--checkpoints",
+                     str(tmp_path / "afile"))
+    assert result.exit_code == 2
+    assert f"--checkpoints {tmp_path / 'afile'}: cannot create that folder" in result.output
+    assert _runs_in_store() == []
+    sweep = CliRunner().invoke(app, ["sweep", str(Path(__file__).parents[1] / "experiments" /
+                                                 "demo-sweep.yaml"),
+                                     "--checkpoints", str(tmp_path / "afile" / "x")])
+    assert sweep.exit_code == 2 and "cannot create that folder" in sweep.output
+    # a write that fails mid-run (the folder replaced by a file): one line, no temp file left
+    with pytest.raises(CifarctlError, match="cannot write checkpoint .*afile/last.pt"):
+        save_checkpoint(tmp_path / "afile" / "last.pt", {"epoch": 1})

@@ -109,6 +109,9 @@ def sweep(
     if dry_run:
         _print_plan(plan, as_json)
         return
+    from cifarctl.checkpoint import check_checkpoint_root
+
+    check_checkpoint_root(checkpoints)
     if backend == "ray":
         from cifarctl.sweep.ray_backend import import_ray
 

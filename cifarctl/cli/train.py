@@ -119,6 +119,9 @@ def train(
         for text in cfg.warnings():
             typer.echo(f"warning: {text}", err=True)
 
+    from cifarctl.checkpoint import check_checkpoint_root
+
+    check_checkpoint_root(checkpoints)  # a file in the way fails now, not after an epoch
     seeds = _fused_seeds(cfg, fuse, fuse_seeds, resume=resume, seed=seed)
     if seeds is not None:
         _train_fused(cfg, seeds, no_track=no_track, tracking_uri=tracking_uri,
