@@ -147,6 +147,24 @@ def check_store(tracking_uri: str) -> None:
         raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; point "
                          f"--tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs "
                          f"went to")
+    if db is not None and not _is_mlflow_schema(db):
+        raise UsageError(f"{db} is an SQLite database of something else (no MLflow tables), "
+                         f"which MLflow would add its tables to; point --tracking-uri (or "
+                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
+
+
+def _is_mlflow_schema(db: Path) -> bool:
+    """Whether an SQLite file is empty (a store about to be made) or has MLflow's tables."""
+    import sqlite3
+
+    try:
+        uri = f"{db.resolve().as_uri()}?mode=ro"  # read-only: never create or change it
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return True  # unreadable or locked: left to MLflow, which says why
+    return not tables or {"experiments", "alembic_version"} <= tables
 
 
 def _is_sqlite(db: Path) -> bool:

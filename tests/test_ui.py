@@ -151,6 +151,7 @@ def test_a_store_that_does_not_exist_exits_2_and_creates_nothing(tmp_path):
 
 @pytest.mark.parametrize("uri, message", [
     ("JUNK", "is not an SQLite database, so not an MLflow store"),
+    ("OTHER_DB", "is an SQLite database of something else (no MLflow tables)"),
     ("foo://bar", "cannot serve foo://bar: the UI serves sqlite:///PATH"),
     ("FOLDER", "is a folder (file) store, which mlflow server no longer serves"),
 ])
@@ -162,9 +163,18 @@ def test_a_store_no_server_can_serve_is_refused_before_one_starts(tmp_path, monk
         uri = f"sqlite:///{tmp_path / 'notes.db'}"
     elif uri == "FOLDER":
         uri = f"file://{tmp_path}"
+    elif uri == "OTHER_DB":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "photos.db") as conn:
+            conn.execute("CREATE TABLE photos (name TEXT)")
+        before = (tmp_path / "photos.db").read_bytes()
+        uri = f"sqlite:///{tmp_path / 'photos.db'}"
     result = run_ui("--tracking-uri", uri, "--port", "0")
     assert_one_line_error(result, 2, message)
     assert "starting" not in result.output
+    if "photos.db" in uri:  # MLflow's tables were not added to someone else's database
+        assert (tmp_path / "photos.db").read_bytes() == before
 
 
 def test_host_that_is_not_ours_exits_2(mlflow_store):
