@@ -413,10 +413,16 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder; give the {what} (a .yaml file) itself")
     if not p.is_file():
         raise UsageError(f"{what} not found: {p}")
     try:
         return yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise UsageError(f"{p} is not a text file, so not a YAML {what}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {p}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

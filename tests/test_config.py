@@ -186,6 +186,11 @@ def test_bad_values_are_one_line_usage_errors(overrides, message):
 def test_bad_files(tmp_path):
     with pytest.raises(UsageError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(UsageError, match="is a folder; give the config file"):
+        load_config(tmp_path)
+    (tmp_path / "archive.yaml").write_bytes(bytes(range(256)) * 4)  # a binary file by mistake
+    with pytest.raises(UsageError, match="archive.yaml is not a text file, so not a YAML"):
+        load_config(tmp_path / "archive.yaml")
     with pytest.raises(UsageError, match="invalid YAML"):
         load_config(write(tmp_path, "optim: [unclosed\n"))
     with pytest.raises(UsageError, match="must be a YAML mapping"):

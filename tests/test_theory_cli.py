@@ -223,6 +223,12 @@ def test_bad_network_files_exit_2(tmp_path, text, at, message):
     assert len(lines) == 1 and message in lines[0]
 
 
+def test_a_binary_network_file_exits_2_with_one_line(tmp_path):
+    (tmp_path / "net.yaml").write_bytes(bytes(range(256)) * 4)
+    result = run("theory", "relu-linear", "--network", str(tmp_path / "net.yaml"), "--at", "1")
+    assert result.exit_code == 2 and "is not a text (YAML) file" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "mode", "message"),
     [

@@ -141,6 +141,8 @@ def load_network(path: Path) -> Network:
 
     try:
         text = path.read_text()
+    except UnicodeDecodeError:
+        raise UsageError(f"network file {str(path)!r} is not a text (YAML) file") from None
     except OSError as err:
         raise UsageError(f"cannot read network file {str(path)!r}: {err.strerror}") from None
     try:
