@@ -101,7 +101,7 @@ def test_dataset_cifar10_downloads_when_missing(data_home, mirror, monkeypatch):
     ("truncated_file", "truncated or corrupt"),
     ("connection_cut", "truncated"),  # short read or md5 mismatch, whichever urllib sees
     ("not_found", "HTTP Error 404"),
-    ("unreachable", "could not download"),
+    ("unreachable", "or use a local copy with --dataset PATH"),
 ])
 def test_failed_download_is_one_line_and_caches_nothing(case, fragment, data_home, mirror,
                                                         monkeypatch, tmp_path):

@@ -68,8 +68,10 @@ def fetch_cifar10(workdir: Path) -> Path:
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         # HTTPError reads "HTTP Error 404: Not Found"; a URLError's reason says more than it.
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
-        raise CifarctlError(f"could not download {url} ({reason}); check the network, or set "
-                            "$CIFARCTL_CIFAR10_URL to a mirror") from None
+        raise CifarctlError(f"could not download {url} ({reason}); check the network, set "
+                            "$CIFARCTL_CIFAR10_URL to a mirror, or use a local copy with "
+                            "--dataset PATH (a .tar.gz or folder of CIFAR batches or images; "
+                            "imported once, then cached) or --dataset synthetic") from None
     return _verified(workdir / FILENAME, url, md5)
 
 
