@@ -258,6 +258,12 @@ def _bad_source(case: str, tmp_path: Path) -> Path:
         with open(src / "test_batch", "wb") as f:
             pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
         return src
+    if case.startswith("labels_"):  # a hand-made batch file with labels that are no indices
+        src = _batches(tmp_path)
+        labels = {"labels_text": ["x"] * 30, "labels_float": [1.7] * 30, "labels_scalar": 5}[case]
+        with open(src / "test_batch", "wb") as f:
+            pickle.dump({b"data": np.zeros((30, 3072), np.uint8), b"labels": labels}, f)
+        return src
     if case == "missing_batch":
         src = _batches(tmp_path)
         (src / "test_batch").unlink()
@@ -307,6 +313,9 @@ BAD_INPUTS = {
     "corrupt_batch": "data_batch_3 in",
     "batch_wrong_shape": "'data' must be a uint8 (N, 3072) array",
     "missing_batch": "lacks test_batch",
+    "labels_text": "'labels' must be integer class indices, got <U1 values such as 'x'",
+    "labels_float": "got float64 values such as 1.7",
+    "labels_scalar": "'labels' must be a list of class indices, got int",
     "batch_gap": "lacks data_batch_2",
     "class_only_in_test": "['dog'] in test/ but not in train/",
     "class_only_in_train": "['bee'] in train/ but not in test/",
@@ -330,3 +339,27 @@ def test_bad_input_is_one_line_and_exit_2(case, data_home, tmp_path):
     # --dataset PATH everywhere goes through the same path
     with pytest.raises(UsageError, match="^[^\n]*$"):
         load_dataset(str(source))
+
+
+def test_writing_batches_is_all_or_nothing(tmp_path, monkeypatch):
+    """An interrupted `data synth --out` leaves the folder as it was (here: an older set),
+    never a few new batches beside old ones; a file in the way is one line."""
+    old = tiny_arrays(seed=1)
+    cifar_batches.write(tmp_path / "out", old)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    real_dump, calls = cifar_batches._dump, []
+
+    def dump_then_interrupt(path, obj):
+        calls.append(path.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_dump(path, obj)
+
+    monkeypatch.setattr(cifar_batches, "_dump", dump_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        cifar_batches.write(tmp_path / "out", tiny_arrays(seed=2))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(UsageError, match="it is a file, not a folder"):
+        cifar_batches.write(tmp_path / "file", old)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import pickle
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -90,11 +92,19 @@ def read_batch(blob: bytes, name: str, source: str) -> tuple[np.ndarray, np.ndar
             or data.shape[1] != _ROW:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UsageError(f"{name} in {source}: 'data' must be a uint8 (N, 3072) array, got {got}")
-    if labels is None or len(labels) != len(data):
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise UsageError(f"{name} in {source}: 'labels' must be a list of class indices, got "
+                         f"{type(labels).__name__}")
+    if len(labels) != len(data):
         raise UsageError(f"{name} in {source}: needs one label per image "
-                         f"({len(data)} images, {0 if labels is None else len(labels)} labels)")
+                         f"({len(data)} images, {len(labels)} labels)")
+    values = np.asarray(labels)
+    if len(values) and (values.ndim != 1 or values.dtype == np.bool_
+                        or not np.issubdtype(values.dtype, np.integer)):
+        raise UsageError(f"{name} in {source}: 'labels' must be integer class indices, got "
+                         f"{values.dtype} values such as {values.ravel()[0].item()!r}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> (N, H, W, C)
-    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+    return np.ascontiguousarray(images), values.astype(np.int64)
 
 
 def parse(tree: Mapping[str, bytes], source: str) -> DatasetArrays:
@@ -117,25 +127,36 @@ def parse(tree: Mapping[str, bytes], source: str) -> DatasetArrays:
 
 
 def write(out_dir: Path, arrays: DatasetArrays) -> None:
-    """Write `arrays` as the official release does: five training batches, protocol-2 pickles."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot write batch files to {out_dir}: {err.strerror}") from None
+    """Write `arrays` as the official release does: five training batches, protocol-2 pickles.
+
+    Every file is written into a temporary folder beside `out_dir` first and moved in only
+    when all are whole: an interrupted or failed write leaves `out_dir` as it was, never a
+    half set (or, over an older set, batches of two different sets).
+    """
     parts = np.array_split(np.arange(len(arrays.train_labels)), _TRAIN_BATCHES)
     files = {f"data_batch_{i + 1}": (f"training batch {i + 1} of {_TRAIN_BATCHES}",
                                      arrays.train_images[idx], arrays.train_labels[idx])
              for i, idx in enumerate(parts)}
     files[TEST] = ("testing batch 1 of 1", arrays.test_images, arrays.test_labels)
-    for name, (label, images, labels) in files.items():
-        _dump(out_dir / name, {
-            b"batch_label": label.encode(),
-            b"labels": labels.tolist(),
-            b"data": images.transpose(0, 3, 1, 2).reshape(len(images), _ROW),  # (N, 3072)
-            b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(images))],
-        })
-    _dump(out_dir / META, {b"num_cases_per_batch": len(parts[0]), b"num_vis": _ROW,
-                           b"label_names": [c.encode() for c in arrays.classes]})
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"cannot write batch files to {out_dir}: it is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
+            for name, (label, images, labels) in files.items():
+                _dump(Path(tmp) / name, {
+                    b"batch_label": label.encode(),
+                    b"labels": labels.tolist(),
+                    b"data": images.transpose(0, 3, 1, 2).reshape(len(images), _ROW),
+                    b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(images))],
+                })  # data: (N, 3072), the three colour planes of each image in turn
+            _dump(Path(tmp) / META, {b"num_cases_per_batch": len(parts[0]), b"num_vis": _ROW,
+                                     b"label_names": [c.encode() for c in arrays.classes]})
+            for name in [*files, META]:
+                os.replace(Path(tmp) / name, out_dir / name)
+    except OSError as err:
+        raise UsageError(f"cannot write batch files to {out_dir}: "
+                         f"{err.strerror or err}") from None
 
 
 def _dump(path: Path, obj: dict) -> None:
