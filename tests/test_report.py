@@ -208,6 +208,25 @@ def test_terminal_tables(store):
     assert f"{ce_mean:.1f} ± {ce_ci:.1f}" in out
 
 
+def test_terminal_tables_fit_80_columns_without_splitting_a_cell(store):
+    """A wide table is cut into parts that each fit, the configuration repeated, rather than
+    folded mid-word ('balance / d', 'corrupt / ion acc')."""
+    from cifarctl.report.render import rich_text, split_to_width, terminal_tables
+
+    rep = build(store, experiments=["lt100"])
+    text = rich_text(rep, width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "Test accuracy per class (%) (continued)" in text
+    for t in terminal_tables(rep):
+        parts = split_to_width(t, 80)
+        assert all(p.headers[0] == t.headers[0] for p in parts)
+        assert sorted({h for p in parts for h in p.headers}) == sorted(set(t.headers))
+        for part in parts:  # every short cell shows whole (a sentence wraps at spaces)
+            for row in part.rows:
+                assert all(cell in text for cell in row if cell and len(cell) <= 30)
+    assert split_to_width(terminal_tables(rep)[0], 400) == [terminal_tables(rep)[0]]
+
+
 def test_csv_schema_and_values(store):
     result = report(store, "-e", "lt100", "--format", "csv")
     assert result.exit_code == 0, result.output

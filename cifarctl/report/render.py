@@ -186,17 +186,44 @@ def print_rich(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     for line in header_lines(report):
         console.print(line, style="dim", highlight=False)
-    for t in terminal_tables(report):
-        table = Table(title=t.title, caption=t.caption or None, caption_justify="left",
-                      title_justify="left")
-        for i, header in enumerate(t.headers):
-            numeric = i > 0 and t.rows and t.rows[0][i][:1].lstrip("+-").isdigit()
-            table.add_column(header, justify="right" if numeric else "left", overflow="fold")
-        for row in t.rows:
-            table.add_row(*row)
-        console.print(table)
+    for whole in terminal_tables(report):
+        parts = split_to_width(whole, console.width)
+        for n, t in enumerate(parts):
+            table = Table(title=t.title, caption=(t.caption or None) if n == len(parts) - 1
+                          else None, caption_justify="left", title_justify="left")
+            for i, header in enumerate(t.headers):
+                numeric = i > 0 and t.rows and t.rows[0][i][:1].lstrip("+-").isdigit()
+                table.add_column(header, justify="right" if numeric else "left",
+                                 overflow="fold")
+            for row in t.rows:
+                table.add_row(*row)
+            console.print(table)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
+
+
+def split_to_width(t: TextTable, width: int) -> list[TextTable]:
+    """`t` as one table, or, where its columns need more than `width` characters, as several
+    that each fit, the first column (the configuration) repeated in every one: cells stay
+    whole (`81.2 ± 0.4`, a class name) instead of folding mid-word in a narrow terminal."""
+    widths = [max([len(h), *(len(r[i]) for r in t.rows)]) for i, h in enumerate(t.headers)]
+
+    def need(columns: list[int]) -> int:  # rich's box: a bar and a space each side per column
+        return sum(widths[i] + 3 for i in columns) + 1
+
+    if need(list(range(len(widths)))) <= width or len(widths) <= 2:
+        return [t]
+    groups, current = [], [0]
+    for i in range(1, len(widths)):
+        if len(current) > 1 and need([*current, i]) > width:
+            groups.append(current)
+            current = [0]
+        current.append(i)
+    groups.append(current)
+    return [TextTable(t.name, t.title if n == 0 else f"{t.title} (continued)",
+                      [t.headers[i] for i in cols], [[row[i] for i in cols] for row in t.rows],
+                      t.caption)
+            for n, cols in enumerate(groups)]
 
 
 def rich_text(report: Report, width: int = 200) -> str:
