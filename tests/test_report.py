@@ -386,13 +386,16 @@ def test_default_experiments_and_their_note(store):
     (["-e", "lt100", "--filter", "params.loss.name === 'x'"], "invalid --filter"),
     (["-e", "lt100", "--filter", "params.`loss.name` = 'hinge'"], "no runs matching --filter"),
     (["-e", "lt100", "--format", "xml"], "--format must be one of"),
-    (["-e", "lt100", "--by", "loss.nam"], "--by loss.nam"),
+    (["-e", "lt100", "--by", "loss.nam"], "--by loss.nam: no run has 'params.loss.nam' (did "
+                                          "you mean 'loss.name'?)"),
+    (["-e", "lt100", "--by", "seed"], "--by seed: seeds are what each row averages over"),
     (["-e", "lt100", "--baseline", "ce"], "--baseline expects key=value"),
     (["-e", "lt100", "--no-log"], "--no-log only applies with --out"),
     (["--parent", "0" * 32], "unknown parent run id"),
+    (["--parent", "KILLED"], "has no child runs: it is not a sweep's parent run"),
 ])
 def test_bad_input_exits_2_with_one_line(store, args, message):
-    result = report(store, *args)
+    result = report(store, *(store["killed"] if a == "KILLED" else a for a in args))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.output.count("\n") == 1

@@ -18,12 +18,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SEED_KEY = "run.seed"
+SEED_COLUMNS = (f"params.{SEED_KEY}", "tags.seed")  # --by these would pool configurations
 # Keys whose value never changes a run's numbers: the seed makes replicates, the rest is
 # bookkeeping (ARCHITECTURE.md, "Training": every config key is a param).
 NON_RESULT_KEYS = frozenset({"run.seed", "run.run_name", "run.experiment", "run.device",
@@ -94,8 +95,14 @@ def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
             except UsageError:
                 column = f"params.{token}"
         if column not in frame:
-            raise UsageError(f"--by {token}: no run has {column!r}; use config keys such as "
-                             f"loss.name,loss.beta or params.<key> / tags.<key>")
+            known = [c.removeprefix("params.") for c in frame.columns if c.startswith("params.")]
+            raise UsageError(f"--by {token}: no run has {column!r}"
+                             f"{did_you_mean(token.removeprefix('params.'), known)}; use config "
+                             f"keys such as loss.name,loss.beta or params.<key> / tags.<key>")
+        if column in SEED_COLUMNS:  # the rows would each hold one seed: no mean, no interval
+            raise UsageError(f"--by {token}: seeds are what each row averages over (mean ± 95 % "
+                             f"CI across them); group by what differs between configurations, "
+                             f"e.g. --by loss.name,loss.beta")
         columns.append(column)
     if not columns:
         raise UsageError("--by needs at least one key, e.g. --by loss.name,loss.beta")

@@ -252,6 +252,9 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
                          f"({reports}), the files `cifarctl report --out` logged; report on "
                          f"the experiment they came from (their tag report.experiments), "
                          f"e.g. -e {_reported_on(names)}")
+    if frame.empty and parent and not filter_string:  # the run exists (checked above)
+        raise UsageError(f"run {parent} has no child runs: it is not a sweep's parent run; "
+                         f"report on its experiment with -e {', '.join(names.values())}")
     if frame.empty:
         where = (f"experiment {', '.join(names.values())}" if experiments or parent
                  else f"any experiment of {uri}")
