@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_csv_schema_and_values(store):
     for i in range(10):
         expected += [f"class_{i}_mean", f"class_{i}_ci95"]
     expected += ["many_mean", "many_ci95", "medium_mean", "medium_ci95", "few_mean", "few_ci95",
-                 "worst_class"]
+                 "worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95"]
     assert header == expected
     assert [r["config"] for r in rows] == list(CONFIGS)
     assert [r["loss.beta"] for r in rows] == ["0.0", "0.9", "0.999"]
@@ -245,6 +246,10 @@ def test_csv_schema_and_values(store):
     assert float(rows[1]["test_acc_mean"]) == pytest.approx(mean(base) + mean(offsets))
     assert float(rows[1]["class_9_mean"]) == pytest.approx(base[9] + mean(offsets))
     assert rows[1]["n"] == "3" and rows[1]["few_mean"] == "" and rows[1]["worst_class"] == "9"
+    assert rows[1]["worst_class_name"] == "truck"
+    assert float(rows[1]["worst_class_mean"]) == pytest.approx(float(rows[1]["class_9_mean"]))
+    noise = re.compile(r"0{8}\d$|9{8}\d$")  # 0.30000000000000004, 0.11149999999999999
+    assert not any(noise.search(v) for r in rows for v in r.values())
     # a configuration with one run has a value and no interval
     single = list(csv.DictReader(io.StringIO(
         report(store, "-e", "protocol", "--format", "csv").output)))

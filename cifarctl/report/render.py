@@ -295,13 +295,16 @@ def csv_key_columns(report: Report) -> list[str]:
 
 
 def _num(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else repr(float(value))
+    """12 significant digits: every accuracy of up to 10^6 images exactly, without float
+    noise such as 0.30000000000000004 from a mean or a t interval."""
+    return "" if value is None or math.isnan(value) else f"{float(value):.12g}"
 
 
 def csv_table(report: Report) -> str:
     """Table 1 as CSV: `config`, the key columns, `n`, `test_acc_mean`, `test_acc_ci95`,
-    `class_<i>_mean`, `class_<i>_ci95`, `<many|medium|few>_mean/_ci95`, `worst_class`,
-    and `eval_*` means/CIs when logged. Fractions, not percent; an empty CI for n = 1."""
+    `class_<i>_mean`, `class_<i>_ci95`, `<many|medium|few>_mean/_ci95`, `worst_class`
+    (index) with its `_name`, `_mean`, `_ci95`, and `eval_*` `_mean/_ci95/_n` when logged
+    (n: the runs evaluated). Fractions, not percent; an empty CI for n = 1."""
     keys = csv_key_columns(report)
     extras = list(report.per_class[0].extras) if report.per_class else []
     header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95"]
@@ -309,9 +312,9 @@ def csv_table(report: Report) -> str:
         header += [f"class_{i}_mean", f"class_{i}_ci95"]
     for g in SHOT_GROUPS:
         header += [f"{g}_mean", f"{g}_ci95"]
-    header.append("worst_class")
-    for m in extras:
-        header += [f"{m}_mean", f"{m}_ci95"]
+    header += ["worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95"]
+    for m in extras:  # eval_* metrics: n counts only the runs that were evaluated
+        header += [f"{m}_mean", f"{m}_ci95", f"{m}_n"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -323,9 +326,13 @@ def csv_table(report: Report) -> str:
         for g in SHOT_GROUPS:
             s = r.shots[g]
             row += [_num(s.mean if s else None), _num(s.ci95 if s else None)]
-        row.append("" if r.worst is None else r.worst)
+        if r.worst is None:
+            row += ["", "", "", ""]
+        else:
+            worst = r.classes[r.worst]
+            row += [r.worst, report.class_names[r.worst], _num(worst.mean), _num(worst.ci95)]
         for m in extras:
-            row += [_num(r.extras[m].mean), _num(r.extras[m].ci95)]
+            row += [_num(r.extras[m].mean), _num(r.extras[m].ci95), r.extras[m].n]
         writer.writerow(row)
     return buffer.getvalue()
 
