@@ -557,14 +557,35 @@ def test_out_folder_keeps_one_report_and_the_users_files(store, tmp_path):
                                                "per_class.csv", "report.json", "notes.txt"}
 
 
-def test_out_folder_that_cannot_be_written_is_one_line(store, tmp_path):
-    """A write that fails half-way (here: a file in the way of report.json) is one line."""
+def test_out_folder_that_cannot_be_written_is_one_line_and_writes_nothing(store, tmp_path):
+    """A folder in the way of report.json: one line, and none of the other files written
+    (a half report beside an old one would mislead); --out naming a file: one line."""
     out = tmp_path / "rep"
     (out / "report.json").mkdir(parents=True)
     result = report(store, "-e", "lt100", "--out", str(out), "--no-log")
     assert result.exit_code == 2
-    assert "cannot write the report to --out" in result.output
+    assert "report.json there is a folder, where the report writes a file" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["report.json"]
+    (tmp_path / "r.csv").write_text("mine")
+    as_file = report(store, "-e", "lt100", "--out", str(tmp_path / "r.csv"), "--no-log")
+    assert as_file.exit_code == 2 and "r.csv is a file; give a folder" in as_file.output
+
+
+def test_a_failed_write_leaves_the_previous_report_whole(store, tmp_path, monkeypatch):
+    from cifarctl.report import render
+
+    out = tmp_path / "rep"
+    assert report(store, "-e", "lt100", "--out", str(out), "--no-log").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(report):
+        raise OSError(28, "No space left on device", "report.json")
+
+    monkeypatch.setattr(render, "to_json", full_disk)
+    failed = report(store, "-e", "lt100", "--out", str(out), "--no-log", "--by", "loss.name")
+    assert failed.exit_code == 2 and "No space left on device" in failed.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder either
 
 
 def test_an_experiment_of_report_runs_points_to_the_one_reported(mlflow_store):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,17 +45,9 @@ class Written:
     run_id: str | None = None
 
 
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _prepare(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file; give a folder for the report's files")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -65,7 +58,12 @@ def _prepare(folder: Path) -> None:
 
 def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: str = "markdown",
                   figures: bool = True) -> Written:
-    """Pictures, `report.md` (`report.html` for fmt html), `per_class.csv`, `report.json`."""
+    """Pictures, `report.md` (`report.html` for fmt html), `per_class.csv`, `report.json`.
+
+    All or nothing: every file is written into a temporary folder inside `folder` first and
+    moved into place once all are whole, so a failure leaves `folder` as it was (the
+    previous report, if any), never half of a new one beside half of an old one.
+    """
     from cifarctl import plots
     from cifarctl.report.figures import report_figures
 
@@ -73,20 +71,30 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
     written = Written(folder)
     made, notes = report_figures(report, client) if figures else ([], [])
     report.notes.extend(notes)
+    page_name = "report.html" if fmt == "html" else "report.md"
+    names = [name for name, _, _ in made] + [page_name, "per_class.csv", "report.json"]
+    blocked = [n for n in names if (folder / n).exists() and not (folder / n).is_file()]
+    if blocked:
+        raise UsageError(f"--out {folder}: {blocked[0]} there is a folder, where the report "
+                         f"writes a file; move it, or choose another --out")
     try:
-        for name, caption, fig in made:
-            written.files.append(plots.save_png(fig, folder / name))
-            written.figures.append((caption, name))
-        page = (render.html(report, written.figures) if fmt == "html"
-                else render.markdown(report, written.figures))
-        written.files.append(_write(folder / ("report.html" if fmt == "html" else "report.md"),
-                                    page))
-        written.files.append(_write(folder / "per_class.csv", render.csv_table(report)))
-        written.files.append(_write(folder / "report.json", render.to_json(report)))
-        _remove_stale(folder, {p.name for p in written.files})
+        with tempfile.TemporaryDirectory(prefix=".report-", dir=folder) as tmp:
+            staged = Path(tmp)
+            for name, caption, fig in made:
+                plots.save_png(fig, staged / name)
+                written.figures.append((caption, name))
+            page = (render.html(report, written.figures) if fmt == "html"
+                    else render.markdown(report, written.figures))
+            texts = {page_name: page, "per_class.csv": render.csv_table(report),
+                     "report.json": render.to_json(report)}
+            for name, text in texts.items():
+                (staged / name).write_text(text, encoding="utf-8")
+            for name in names:
+                os.replace(staged / name, folder / name)
+                written.files.append(folder / name)
+        _remove_stale(folder, set(names))
     except OSError as err:
-        # the file named is the temp file beside the target: name the target
-        where = re.sub(r"\.tmp-\d+$", "", Path(err.filename).name) if err.filename else ""
+        where = Path(err.filename).name if err.filename else ""
         raise UsageError(f"cannot write the report to --out {folder}"
                          f"{f' ({where})' if where else ''}: {err.strerror or err}; choose "
                          f"another folder, or make room in this one") from None
