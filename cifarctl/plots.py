@@ -48,14 +48,15 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
 
         fig = training_curves([{"epoch": 0, "train_loss": 2.1, "train_acc": 0.3}, ...])
 
-    x is each entry's `epoch` (else its position); a split whose `<split>_loss` /
+    x counts epochs from 1, as the terminal does: each entry's `epoch` (the 0-based step
+    MLflow logs it at; else its position) plus one. A split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
     """
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.subplots(1, 2)
-    epochs = [entry.get("epoch", i) for i, entry in enumerate(history)]
+    epochs = [entry.get("epoch", i) + 1 for i, entry in enumerate(history)]
     for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
         plotted = False
         for split in SPLITS:
@@ -266,8 +267,8 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
         overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
                          "CB-focal β=0.999": [...]})
 
-    Each curve is a history as `training_curves` takes it (x = `epoch`, else position);
-    panels of `*_acc` metrics show percentages.
+    Each curve is a history as `training_curves` takes it (x = `epoch` + 1, else position
+    + 1); panels of `*_acc` metrics show percentages.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -276,7 +277,7 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
     for ax, metric in zip(axes, metrics):
         drawn = False
         for label, history in curves.items():
-            points = [(entry.get("epoch", i), float(entry[metric]))
+            points = [(entry.get("epoch", i) + 1, float(entry[metric]))  # from 1
                       for i, entry in enumerate(history) if metric in entry]
             if points:
                 xs, ys = zip(*points)

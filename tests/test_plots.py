@@ -82,6 +82,10 @@ def test_series_and_labels_are_drawn():
     loss_ax, acc_ax = fig.axes
     assert [line.get_label() for line in loss_ax.get_lines()] == ["train", "test"]
     assert (loss_ax.get_xlabel(), acc_ax.get_ylabel()) == ("epoch", "accuracy")
+    # epochs counted from 1, as the terminal prints them (MLflow's steps are 0-based)
+    assert list(loss_ax.get_lines()[0].get_xdata()) == [1, 2, 3, 4]
+    overlaid = plots.overlaid_curves({"CE": _history(3)})
+    assert list(overlaid.axes[0].get_lines()[0].get_xdata()) == [1, 2, 3]
 
     fig = plots.per_class_accuracy(NAMES, CE, LT100)
     acc_ax, count_ax = fig.axes
