@@ -40,7 +40,8 @@ def report(
                                "html writes report.html instead of report.md.")] = "table",
     out: Annotated[Path | None, typer.Option(
         help="Folder for report.md/.html, per_class.csv, report.json and the figures; also "
-             "logged to a report run in MLflow.")] = None,
+             "logged as a report run in the experiment <experiment>-reports (several "
+             "experiments: cifarctl-reports).")] = None,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="With --out: do not log the files to a report run.")] = False,
     tracking_uri: Annotated[str | None, typer.Option(
