@@ -190,6 +190,10 @@ def check_servable(tracking_uri: str) -> None:
     MLFLOW_ALLOW_FILE_STORE=true)."""
     scheme = urllib.parse.urlparse(tracking_uri).scheme.split("+")[0]
     if scheme in ("", "file"):
+        local = Path(urllib.parse.urlparse(tracking_uri).path if scheme else tracking_uri)
+        if local.is_file():
+            raise UsageError(f"{tracking_uri} is a file, not a store folder; an SQLite "
+                             f"store is given as --tracking-uri sqlite:///PATH")
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
             raise UsageError(f"{tracking_uri} is a folder (file) store, which mlflow server "
                              f"no longer serves: migrate it to sqlite with `mlflow "

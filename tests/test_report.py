@@ -398,6 +398,7 @@ def test_default_experiments_and_their_note(store):
     (["-e", "lt100", "--no-log"], "--no-log only applies with --out"),
     (["--parent", "0" * 32], "unknown parent run id"),
     (["--parent", "KILLED"], "has no child runs: it is not a sweep's parent run"),
+    (["--tracking-uri", "."], "is a folder (file) store, which MLflow no longer opens"),
 ])
 def test_bad_input_exits_2_with_one_line(store, args, message):
     result = report(store, *(store["killed"] if a == "KILLED" else a for a in args))

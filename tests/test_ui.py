@@ -154,6 +154,7 @@ def test_a_store_that_does_not_exist_exits_2_and_creates_nothing(tmp_path):
     ("OTHER_DB", "is an SQLite database of something else (no MLflow tables)"),
     ("foo://bar", "cannot serve foo://bar: the UI serves sqlite:///PATH"),
     ("FOLDER", "is a folder (file) store, which mlflow server no longer serves"),
+    ("TEXT", "is a file, not a store folder; an SQLite store is given as"),
 ])
 def test_a_store_no_server_can_serve_is_refused_before_one_starts(tmp_path, monkeypatch, uri,
                                                                    message):
@@ -163,6 +164,9 @@ def test_a_store_no_server_can_serve_is_refused_before_one_starts(tmp_path, monk
         uri = f"sqlite:///{tmp_path / 'notes.db'}"
     elif uri == "FOLDER":
         uri = f"file://{tmp_path}"
+    elif uri == "TEXT":
+        (tmp_path / "notes.txt").write_text("not a store")
+        uri = str(tmp_path / "notes.txt")
     elif uri == "OTHER_DB":
         import sqlite3
 

@@ -103,6 +103,11 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
         # for sqlite this opens the file and creates or migrates its tables (seconds, once)
         return call_with_retry(MlflowClient, uri)
     except MlflowException as err:
+        if "migrate-filestore" in str(err):  # MLflow 3's paragraph on folder stores
+            raise UsageError(f"{uri} is a folder (file) store, which MLflow no longer opens by "
+                             f"default: pass --tracking-uri sqlite:///PATH, migrate it with "
+                             f"`mlflow migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true"
+                             ) from None
         raise UsageError(f"cannot open MLflow store {uri}: {_first_line(err)}") from err
     except SQLAlchemyError as err:  # a file that is no database, not writable, a directory
         reason = getattr(err, "orig", None) or err
