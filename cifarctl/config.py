@@ -310,6 +310,10 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    for key, value in cfg.to_flat().items():  # inf passes every `>= 0`; nan passes none
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UsageError(f"{key} must be a finite number, got {value}")
     from cifarctl.losses import canonical_name as loss_name  # both registries are torch-free
     from cifarctl.models import HEADS
     from cifarctl.models import canonical_name as model_name
