@@ -323,6 +323,7 @@ def test_cli_fuse_k_trains_k_seeds_from_the_configs_seed(mlflow_store, data_home
     (["vanillacnn", "--fuse-seeds", "0,x"], "--fuse-seeds takes seeds separated by commas"),
     (["vanillacnn", "--fuse-seeds", "0,0"], "--fuse-seeds repeats a seed"),
     (["vanillacnn", "--fuse-seeds", "0,1", "--seed", "3"], "drop --resume / --seed"),
+    (["vanillacnn", "--fuse-seeds", "0,1", "--set", "seed=3"], "/ --set seed"),
 ])
 def test_cli_fused_bad_input_exits_2(mlflow_store, args, message):
     result = CliRunner().invoke(app, ["train", *args, "--dataset", "synthetic"])

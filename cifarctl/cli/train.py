@@ -122,7 +122,10 @@ def train(
     from cifarctl.checkpoint import check_checkpoint_root
 
     check_checkpoint_root(checkpoints)  # a file in the way fails now, not after an epoch
-    seeds = _fused_seeds(cfg, fuse, fuse_seeds, resume=resume, seed=seed)
+    from cifarctl.config import resolve_key
+
+    seed_given = seed is not None or any(resolve_key(k) == "run.seed" for k in overrides)
+    seeds = _fused_seeds(cfg, fuse, fuse_seeds, resume=resume, seed_given=seed_given)
     if seeds is not None:
         _train_fused(cfg, seeds, no_track=no_track, tracking_uri=tracking_uri,
                      checkpoints=checkpoints, quiet=quiet)
@@ -139,7 +142,7 @@ def train(
 
 
 def _fused_seeds(cfg: Any, fuse: int | None, fuse_seeds: str | None, *, resume: str | None,
-                 seed: int | None) -> list[int] | None:
+                 seed_given: bool) -> list[int] | None:
     """The seeds `--fuse K` / `--fuse-seeds` train as one fused model; None when neither."""
     from cifarctl.errors import UsageError
 
@@ -149,9 +152,10 @@ def _fused_seeds(cfg: Any, fuse: int | None, fuse_seeds: str | None, *, resume: 
                              "--fuse-seeds / --resume")
         return [cfg.run.seed + i for i in range(fuse)]
     if fuse_seeds is not None:
-        if resume is not None or seed is not None:
+        if resume is not None or seed_given:
             raise UsageError("--fuse-seeds starts new runs with the seeds it names: drop "
-                             "--resume / --seed (resume each fused run with --resume RUN_ID)")
+                             "--resume / --seed / --set seed (resume each fused run with "
+                             "--resume RUN_ID)")
         return _parse_seeds(fuse_seeds)
     return None
 
