@@ -192,7 +192,9 @@ def test_invalid_cache_file_says_delete_and_reimport(data_home, damage):
     else:
         cache.store(arrays._replace(test_images=arrays.test_images[:, :16]), name="synthetic",
                     path=path, source={})
-    assert_one_line_error(run_cli("data", "info", "synthetic"), 2, str(path), "delete it")
+    result = run_cli("data", "info", "synthetic")
+    assert_one_line_error(result, 2, str(path), "--force", "delete the file")
+    assert "allow_pickle" not in result.output  # numpy's advice to load pickles is not ours
 
 
 # --- every bad input: exit code 2, one line, nothing cached --------------------------------
@@ -363,3 +365,11 @@ def test_writing_batches_is_all_or_nothing(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("in the way")
     with pytest.raises(UsageError, match="it is a file, not a folder"):
         cifar_batches.write(tmp_path / "file", old)
+
+
+@pytest.mark.parametrize("spec, name", [("Synthetic", "synthetic"), ("cifar-10", "cifar10")])
+def test_a_misspelt_dataset_name_is_pointed_at_the_name(data_home, spec, name):
+    assert_one_line_error(run_cli("data", "info", spec), 2,
+                          f"no dataset or path {spec!r} (did you mean '{name}'?)")
+    with pytest.raises(UsageError, match="the dataset is empty"):
+        load_dataset(" ")

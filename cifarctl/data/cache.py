@@ -88,7 +88,9 @@ def load(path: Path) -> CifarData:
 def _open(path: Path):
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except ValueError:  # numpy's text advises loading with pickles: not ours to give
+        raise _corrupt(path, "not an .npz archive") from None
+    except (OSError, zipfile.BadZipFile) as err:
         raise _corrupt(path, str(err)) from None
 
 
@@ -106,5 +108,6 @@ def _meta(npz, path: Path) -> dict:
 
 def _corrupt(path: Path, why: str) -> UsageError:
     # SPEC/STYLE 11: one line saying what is wrong and what to do.
-    return UsageError(f"cached dataset {path} is not valid ({why}); delete it and import, "
+    return UsageError(f"cached dataset {path} is not valid ({why}); import it again with "
+                      "`cifarctl data import SOURCE --force`, or delete the file and "
                       "download or generate the dataset again")

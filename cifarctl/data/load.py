@@ -23,6 +23,7 @@ from cifarctl.data.dataset import CifarData
 from cifarctl.data.progress import Progress, auto_progress
 from cifarctl.data.sources import read_source, source_signature
 from cifarctl.data.synth import SynthSpec, generate
+from cifarctl.errors import UsageError, did_you_mean
 
 SYNTHETIC, CIFAR10 = "synthetic", "cifar10"
 DATASET_NAMES = (SYNTHETIC, CIFAR10)  # everything else a --dataset takes is a path
@@ -82,4 +83,12 @@ def load_dataset(spec: str, *, progress: Progress | None = None) -> CifarData:
         if path.exists():
             return cache.load(path)
         return synthesize() if spec == SYNTHETIC else download_cifar10(progress=progress)
+    if not spec.strip():
+        raise UsageError("the dataset is empty: give cifar10, synthetic or a path")
+    if not Path(spec).exists():
+        plain = spec.lower().replace("-", "").replace("_", "")
+        hint = did_you_mean(plain, DATASET_NAMES)
+        if hint:  # `Synthetic`, `cifar-10`: a name, not a path
+            raise UsageError(f"no dataset or path {spec!r}{hint}; the names are "
+                             f"{', '.join(DATASET_NAMES)}")
     return import_dataset(Path(spec), progress=progress)
