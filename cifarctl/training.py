@@ -722,12 +722,21 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
             tracker.run_id = resume_run_id  # keep the checkpoint folder of the local run
     else:
         assert cfg is not None
-        data = prepare_data(cfg, resolve_device(cfg.run.device))  # before the run exists
+        device = resolve_device(cfg.run.device)
+        data = prepare_data(cfg, device)  # before the run exists
         tracker = open_tracker(track, experiment=cfg.run.experiment, tracking_uri=tracking_uri,
                                run_name=cfg.run.run_name or default_run_name(cfg),
                                parent_run_id=parent_run_id, tags=extra_tags,
                                description=describe(cfg))
     flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
                              checkpoint_root=checkpoint_root)
-    return train(cfg, tracker=tracker, reporter=reporter or make_reporter(quiet=quiet),
-                 checkpoint_root=checkpoint_root, resume=state, data=data, resume_flags=flags)
+    reporter = reporter or make_reporter(quiet=quiet)
+    if state is None:  # where the numbers go, first thing in a log (a resume says so itself)
+        where = (f"run {tracker.run_id} in experiment {cfg.run.experiment!r} of "
+                 f"{resolve_tracking_uri(tracking_uri)}" if tracker.run_id
+                 else "untracked run (--no-track)")
+        reporter.message(f"{where}: {cfg.model.name}, loss {cfg.loss.name}, "
+                         f"{data.train.num_samples:,} training images of {data.name}, "
+                         f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)} on {device}")
+    return train(cfg, tracker=tracker, reporter=reporter, checkpoint_root=checkpoint_root,
+                 resume=state, data=data, resume_flags=flags)

@@ -492,3 +492,19 @@ def test_a_checkpoint_folder_that_cannot_exist_is_refused_before_any_run(mlflow_
     # a write that fails mid-run (the folder replaced by a file): one line, no temp file left
     with pytest.raises(CifarctlError, match="cannot write checkpoint .*afile/last.pt"):
         save_checkpoint(tmp_path / "afile" / "last.pt", {"epoch": 1})
+
+
+def test_a_log_says_first_where_the_run_goes(mlflow_store, data_home, tiny_dataset):
+    """In a log or pipe the first line names the run, its experiment and store, and what
+    trains on what; the run id is the one MLflow holds."""
+    import io
+
+    from cifarctl.progress import LineReporter
+    from cifarctl.training import launch
+
+    stream = io.StringIO()
+    outcome = launch(tiny_config(tiny_dataset, **{"optim.epochs": 1, "run.experiment": "logs"}),
+                     reporter=LineReporter(stream))
+    first = stream.getvalue().splitlines()[0]
+    assert first == (f"run {outcome.run_id} in experiment 'logs' of {mlflow_store.uri}: "
+                     f"vanillacnn, loss ce, 500 training images of tiny-synth0, 1 epoch on cpu")
