@@ -36,7 +36,7 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclass
 class ModelSection:
-    name: str = _f("resnet32", "architecture, one of `cifarctl.models.list_models()`")
+    name: str = _f("resnet32", "architecture, one of {models}")
     classifier: str = _f("auto", "final layer: `linear`, `normed` (cosine classifier of Cao et "
                          "al.'s LDAM code) or `auto` (normed for `ldam`, linear otherwise)")
 
@@ -72,7 +72,7 @@ class OptimSection:
 
 @dataclass
 class LossSection:
-    name: str = _f("ce", "loss, one of `cifarctl.losses.LOSS_NAMES`")
+    name: str = _f("ce", "loss, one of {losses}")
     beta: float = _f(0.0, "class-balanced weighting (Cui et al. 2019) in [0, 1); 0 = unweighted")
     gamma: float = _f(1.0, "focal-loss focusing parameter; 0 = cross-entropy")
     drw_epoch: int | None = _f(None, "deferred re-weighting (Cao et al. 2019): unweighted until "
@@ -170,12 +170,19 @@ def resolve_classifier(logged: str | None, loss: str) -> str:
 
 def field_help() -> list[tuple[str, Any, str]]:
     """`[("optim.lr", 0.1, "peak learning rate ..."), ...]` for help screens and docs."""
+    from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
+    from cifarctl.models import list_models
+
+    names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
     rows = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
                 else f.default
-            rows.append((f"{section}.{f.name}", default, f.metadata["help"]))
+            text = f.metadata["help"]
+            for placeholder, value in names.items():
+                text = text.replace(placeholder, value)
+            rows.append((f"{section}.{f.name}", default, text))
     return rows
 
 

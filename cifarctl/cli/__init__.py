@@ -122,9 +122,10 @@ def main() -> None:
 from cifarctl.cli import data, theory  # noqa: E402
 from cifarctl.cli import train as train_cmd  # noqa: E402
 
-app.add_typer(data.app, name="data", help="Datasets: download, import, synth, info.")
+app.add_typer(data.app, name="data", short_help="Datasets: download, import, synth, info.")
 app.command(no_args_is_help=True, epilog=train_cmd.config_epilog())(train_cmd.train)
-app.add_typer(theory.app, name="theory", help="The write-up's theory: conv as a matrix, ReLU nets.")
+app.add_typer(theory.app, name="theory",
+              short_help="The write-up's theory: conv as a matrix, ReLU nets.")
 from cifarctl.cli import sweep as sweep_cmd  # noqa: E402
 
 app.command(no_args_is_help=True)(sweep_cmd.sweep)

@@ -35,7 +35,8 @@ def eval_command(
         "--corruptions", help=f"Also measure accuracy under {', '.join(CORRUPTION_NAMES)}, "
                               "each at severities 1-5.")] = False,
     corruption: Annotated[list[str] | None, typer.Option(
-        "--corruption", help="Only this corruption (repeatable; implies --corruptions).")
+        "--corruption", metavar="NAME",
+        help="Only this corruption (repeatable; implies --corruptions).")
                           ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
                     ] = 0,

@@ -21,7 +21,8 @@ from cifarctl.report import DEFAULT_BASELINE, FORMATS
 
 def report(
     experiment: Annotated[list[str] | None, typer.Option(
-        "--experiment", "-e", help="Experiment name (repeatable). Default: every experiment "
+        "--experiment", "-e", metavar="NAME",
+        help="Experiment name (repeatable). Default: every experiment "
                                    "that has runs.")] = None,
     parent: Annotated[str | None, typer.Option(
         help="Only the child runs of this run (a `cifarctl sweep` parent run id).")] = None,

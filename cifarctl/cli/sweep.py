@@ -48,7 +48,8 @@ def sweep(
         "--fail-fast", help="Stop every trial (they checkpoint) at the first failure.")
                          ] = False,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a config key for every trial, e.g. --set optim.epochs=2 "
+        "--set", metavar="KEY=VALUE",
+        help="Override a config key for every trial, e.g. --set optim.epochs=2 "
                       "(repeatable; changes the trial keys).")] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu or cuda for every trial (does not change the trial keys).")] = None,

@@ -52,7 +52,8 @@ def train(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override any config key: --set optim.steps='[40, 45]' (repeatable).")
+        "--set", metavar="KEY=VALUE",
+        help="Override any config key: --set optim.steps='[40, 45]' (repeatable).")
                     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     compile_: Annotated[bool | None, typer.Option(
@@ -73,7 +74,8 @@ def train(
         "e.g. 0,1,2,3: one MLflow run per seed, each as its own run would end.",
         show_default=False)] = None,
     fuse: Annotated[int | None, typer.Option(
-        "--fuse", min=1, help="Train K seeds (the config's seed and the next K-1) at once as "
+        "--fuse", min=1, metavar="K",
+        help="Train K seeds (the config's seed and the next K-1) at once as "
         "one fused model: `--fuse 4` is `--fuse-seeds 0,1,2,3` for seed 0.",
         show_default=False)] = None,
 ) -> None:
