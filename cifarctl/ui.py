@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.errors import CifarctlError, UsageError, did_you_mean
 from cifarctl.tracking.store import (
     artifact_root,
     check_reachable,
@@ -153,18 +153,38 @@ def check_store(tracking_uri: str) -> None:
                          f"$MLFLOW_TRACKING_URI) at the store your runs went to")
 
 
-def _is_mlflow_schema(db: Path) -> bool:
-    """Whether an SQLite file is empty (a store about to be made) or has MLflow's tables."""
+def _sqlite_rows(db: Path, query: str) -> list[tuple] | None:
+    """Rows of a read-only query on an SQLite file; None if it cannot be read."""
     import sqlite3
 
     try:
         uri = f"{db.resolve().as_uri()}?mode=ro"  # read-only: never create or change it
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return conn.execute(query).fetchall()
     except sqlite3.Error:
+        return None
+
+
+def check_experiment(tracking_uri: str, name: str) -> None:
+    """UsageError, listing the experiments, if an SQLite store has no active one `name`
+    (other stores are asked once their server answers: `experiment_page`)."""
+    db = sqlite_path(tracking_uri)
+    rows = _sqlite_rows(db, "SELECT name FROM experiments WHERE lifecycle_stage = 'active'") \
+        if db is not None and db.is_file() else None
+    names = sorted(row[0] for row in rows or [])
+    if rows is not None and name not in names:
+        raise UsageError(f"no experiment {name!r} in {tracking_uri}; experiments: "
+                         f"{', '.join(names) or 'none yet'}{did_you_mean(name, names)}")
+
+
+def _is_mlflow_schema(db: Path) -> bool:
+    """Whether an SQLite file is empty (a store about to be made) or has MLflow's tables
+    (its `experiments`, or the `alembic_version` of its migrations)."""
+    rows = _sqlite_rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    if rows is None:
         return True  # unreadable or locked: left to MLflow, which says why
-    return not tables or {"experiments", "alembic_version"} <= tables
+    tables = {row[0] for row in rows}
+    return not tables or bool({"experiments", "alembic_version"} & tables)
 
 
 def _is_sqlite(db: Path) -> bool:
@@ -415,6 +435,8 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
         return
     check_store(uri)
     check_servable(uri)
+    if experiment:
+        check_experiment(uri, experiment)  # not seconds later, from a running server
     port = free_port(host) if port == 0 else port
     check_port(host, port)  # before saying anything about starting
     root = artifact_root(uri)
