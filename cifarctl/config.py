@@ -412,6 +412,9 @@ def config_overrides_from_mapping(doc: Any, *, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(doc, dict):
         raise UsageError(f"{source}: a config must be a YAML mapping of sections")
+    if "layers" in doc and not set(doc) & set(SECTIONS):  # `theory relu-linear --network`
+        raise UsageError(f"{source} is a network file for `cifarctl theory relu-linear "
+                         f"--network`, not a run config")
     sweep_keys = [k for k in ("grid", "base", "include", "exclude", "random") if k in doc]
     if sweep_keys:  # cifarctl.sweep.spec.TOP_KEYS that no config has
         raise UsageError(f"{source} is a sweep spec (it has {', '.join(sweep_keys)}), not a "

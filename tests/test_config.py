@@ -191,6 +191,9 @@ def test_bad_files(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(UsageError, match="is a folder; give the config file"):
         load_config(tmp_path)
+    network = Path(__file__).parents[1] / "experiments" / "theory-writeup-network.yaml"
+    with pytest.raises(UsageError, match="is a network file for `cifarctl theory relu-linear"):
+        load_config(network)
     (tmp_path / "archive.yaml").write_bytes(bytes(range(256)) * 4)  # a binary file by mistake
     with pytest.raises(UsageError, match="archive.yaml is not a text file, so not a YAML"):
         load_config(tmp_path / "archive.yaml")

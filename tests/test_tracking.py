@@ -268,7 +268,8 @@ def test_store_errors_are_one_line_usage_errors(mlflow_store, tmp_path):
     from cifarctl.tracking.mlflow_tracker import connect
 
     # MLflow 3.17 refuses the old file store unless MLFLOW_ALLOW_FILE_STORE=true
-    with pytest.raises(UsageError, match="^cannot open MLflow store file://") as err:
+    with pytest.raises(UsageError, match="^file://.* is a folder \\(file\\) store, which MLflow "
+                       "no longer opens by default: pass --tracking-uri sqlite:///PATH") as err:
         connect(f"file://{tmp_path}/filestore")
     assert "\n" not in str(err.value)
 
