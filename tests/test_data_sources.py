@@ -373,3 +373,34 @@ def test_a_misspelt_dataset_name_is_pointed_at_the_name(data_home, spec, name):
                           f"no dataset or path {spec!r} (did you mean '{name}'?)")
     with pytest.raises(UsageError, match="the dataset is empty"):
         load_dataset(" ")
+
+
+def test_data_list_and_rm(data_home, tmp_path):
+    """The cache lists what it holds, damaged files included, and `rm` deletes by name, only
+    inside the cache, refusing every name before deleting any when one is unknown."""
+    folder = write_image_folder(tmp_path / "myset", tiny_arrays())
+    imported = json.loads(run_cli("data", "import", str(folder), "--json").stdout)
+    cache.store(tiny_arrays(seed=3), name="synthetic", path=cache.cache_file("synthetic"),
+                source={"synth": {"seed": 3}})
+    (data_home / "junk.npz").write_bytes(b"not an npz")
+    (data_home / "x.npz.tmp-123").write_bytes(b"an import in progress")
+    listed = json.loads(run_cli("data", "list", "--json").stdout)
+    assert listed["root"] == str(data_home)
+    by_file = {e["file"]: e for e in listed["entries"]}
+    assert sorted(by_file) == sorted([Path(imported["path"]).name, "junk.npz", "synthetic.npz"])
+    mine = by_file[Path(imported["path"]).name]
+    assert (mine["name"], mine["train"], mine["test"]) == ("myset", 12, 6)
+    assert mine["fingerprint"] == imported["fingerprint"]
+    assert mine["source"] == str(folder.resolve())
+    assert by_file["synthetic.npz"]["source"] == "synth seed 3"
+    assert by_file["junk.npz"]["problem"] == "not an .npz archive"
+    table = run_cli("data", "list")
+    assert table.exit_code == 0 and "damaged: not an .npz archive" in table.stdout
+
+    assert_one_line_error(run_cli("data", "rm", "junk", "nope"), 2, "no cache file 'nope'")
+    assert (data_home / "junk.npz").is_file()  # nothing deleted when one name is unknown
+    assert_one_line_error(run_cli("data", "rm", "../junk.npz"), 2, "no cache file")
+    removed = run_cli("data", "rm", "junk", "synthetic.npz")
+    assert removed.exit_code == 0 and removed.stdout.count("removed ") == 2
+    assert sorted(p.name for p in data_home.iterdir()) == sorted(
+        [Path(imported["path"]).name, "x.npz.tmp-123"])

@@ -125,3 +125,49 @@ def info_command(
     from cifarctl.data import load_dataset
 
     _show(load_dataset(dataset), as_json)
+
+
+@app.command("list")
+def list_command(*, as_json: JsonFlag = False) -> None:
+    """Every dataset in the cache: file, name, images, size, where it came from.
+
+    An import is cached per source and version of it, so a re-imported or edited source
+    leaves its older entries here; `cifarctl data rm FILE` removes one.
+    """
+    from cifarctl.data.cache import data_root, entries
+
+    found = entries()
+    if as_json:
+        typer.echo(json.dumps({"root": str(data_root()), "entries": [e.to_dict() for e in found]}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    total = sum(e.size for e in found)
+    table = Table(title=f"{data_root()}: {len(found)} cached dataset"
+                        f"{'s' * (len(found) != 1)}, {total / 2**20:,.0f} MB")
+    for column in ("file", "name", "train", "test", "MB", "source"):
+        table.add_column(column, justify="right" if column in ("train", "test", "MB") else "left",
+                         overflow="fold", no_wrap=column == "file")  # a file name to copy
+    for e in found:
+        if e.problem:
+            table.add_row(e.path.name, f"[red]damaged: {e.problem}[/]", "", "",
+                          f"{e.size / 2**20:,.1f}", "")
+        else:
+            table.add_row(e.path.name, e.name, f"{e.train:,}", f"{e.test:,}",
+                          f"{e.size / 2**20:,.1f}", e.source)
+    Console().print(table)
+
+
+@app.command("rm")
+def rm_command(
+    entries: Annotated[list[str], typer.Argument(
+        metavar="FILE...", help="Cache files as `cifarctl data list` names them (the .npz "
+                                "may be left out).", show_default=False)],
+) -> None:
+    """Delete cached datasets. A run's data is imported again from its source on next use
+    (the fingerprint is of the pixels, so a resume still finds it the same)."""
+    from cifarctl.data.cache import remove
+
+    for path in remove(entries):
+        typer.echo(f"removed {path}")

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cifarctl.data.dataset import CifarData, DatasetArrays, fingerprint
-from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.errors import CifarctlError, UsageError, did_you_mean
 
 FORMAT_VERSION = 1
 _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -106,8 +107,86 @@ def _meta(npz, path: Path) -> dict:
     return meta
 
 
-def _corrupt(path: Path, why: str) -> UsageError:
+class CorruptCache(UsageError):
+    """A cache file that does not load; `why` is the short reason (`data list` shows it)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+def _corrupt(path: Path, why: str) -> CorruptCache:
     # SPEC/STYLE 11: one line saying what is wrong and what to do.
-    return UsageError(f"cached dataset {path} is not valid ({why}); import it again with "
+    return CorruptCache(f"cached dataset {path} is not valid ({why}); import it again with "
                       "`cifarctl data import SOURCE --force`, or delete the file and "
-                      "download or generate the dataset again")
+                      "download or generate the dataset again", why)
+
+
+# ---- what the cache holds ------------------------------------------------------------------
+
+@dataclass
+class CacheEntry:
+    """One cache file, as `cifarctl data list` shows it (None where the file is damaged)."""
+
+    path: Path
+    size: int  # bytes
+    name: str | None = None
+    fingerprint: str | None = None
+    train: int | None = None  # images
+    test: int | None = None
+    source: str = ""  # where it came from: a path, `synth seed N`, `download ...`
+    problem: str | None = None  # why it does not load, for a damaged file
+
+    def to_dict(self) -> dict:
+        return {"file": self.path.name, "path": str(self.path), "bytes": self.size,
+                "name": self.name, "fingerprint": self.fingerprint, "train": self.train,
+                "test": self.test, "source": self.source, "problem": self.problem}
+
+
+def _source_text(source: dict) -> str:
+    if "path" in source:
+        return str(source["path"])
+    if "synth" in source:
+        return f"synth seed {source['synth'].get('seed')}"
+    if "download" in source:
+        return f"download {source['download']}"
+    return ""
+
+
+def entries() -> list[CacheEntry]:
+    """Every `.npz` in the cache, by name: metadata and image counts, without the images
+    (a 180 MB CIFAR-10 entry is read in milliseconds). Half-written `*.tmp-<pid>` files of
+    an import in progress are not entries."""
+    out = []
+    for path in sorted(data_root().glob("*.npz")):
+        entry = CacheEntry(path, path.stat().st_size)
+        try:
+            with _open(path) as npz:
+                meta = _meta(npz, path)
+                entry.train, entry.test = len(npz["train_labels"]), len(npz["test_labels"])
+        except CorruptCache as err:
+            entry.problem = err.why
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+            entry.problem = f"missing or unreadable array: {err}"
+        else:
+            entry.name, entry.fingerprint = meta["name"], meta["fingerprint"]
+            entry.source = _source_text(meta.get("source") or {})
+        out.append(entry)
+    return out
+
+
+def remove(names: list[str]) -> list[Path]:
+    """Delete cache files named by file name (`cifar10-jpeg-04f4c947841dd811.npz`) or stem;
+    UsageError, before deleting any, for a name that is not a file of the cache."""
+    root = data_root()
+    paths = []
+    for name in names:
+        path = root / (name if name.endswith(".npz") else f"{name}.npz")
+        if Path(name).name != name or not path.is_file():
+            known = [e.path.name for e in entries()]
+            raise UsageError(f"no cache file {name!r} in {root}; `cifarctl data list` shows "
+                             f"them{did_you_mean(path.name, known)}")
+        paths.append(path)
+    for path in paths:
+        path.unlink()
+    return paths
