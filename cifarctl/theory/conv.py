@@ -78,9 +78,9 @@ class ConvGeometry:
         entries = self.size[0] * self.size[1] * self.output[0] * self.output[1]
         if entries > MAX_ENTRIES:
             raise UsageError(
-                f"the matrix of a {_show(self.size)} input would have {entries:,} entries "
-                f"(at most {MAX_ENTRIES:,}: a 32x32 'same' convolution; it takes about 700 MB "
-                f"and seconds): use a smaller --size"
+                f"the matrix of a {_show(self.size)} input would have {entries:,} entries; "
+                f"the limit is {MAX_ENTRIES:,}, the size of a 32x32 'same' convolution's "
+                f"(about 700 MB and seconds to build): use a smaller --size"
             )
 
     @classmethod
