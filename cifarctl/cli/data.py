@@ -37,14 +37,16 @@ def _show(data, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{data.name}: {summary['train']['count']:,} train, "
-                        f"{summary['test']['count']:,} test images")
+    title = (f"{data.name}: {summary['train']['count']:,} train, "
+             f"{summary['test']['count']:,} test images")
+    table = Table()  # the title above it on one line, not wrapped to the table's width
     for column in ("label", "class", "train", "test"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, name in enumerate(data.classes):
         table.add_row(str(label), name, f"{summary['train']['per_class'][label]:,}",
                       f"{summary['test']['per_class'][label]:,}")
     console = Console()
+    console.print(title, style="bold", highlight=False)
     console.print(table)
     console.print(f"fingerprint {data.fingerprint}\ncache       {data.path}", highlight=False)
 
