@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from cifarctl.atomic import staged_files
 from cifarctl.data.dataset import DatasetArrays
 from cifarctl.errors import UsageError
 
@@ -129,9 +128,8 @@ def parse(tree: Mapping[str, bytes], source: str) -> DatasetArrays:
 def write(out_dir: Path, arrays: DatasetArrays) -> None:
     """Write `arrays` as the official release does: five training batches, protocol-2 pickles.
 
-    Every file is written into a temporary folder beside `out_dir` first and moved in only
-    when all are whole: an interrupted or failed write leaves `out_dir` as it was, never a
-    half set (or, over an older set, batches of two different sets).
+    All or nothing (`atomic.staged_files`): an interrupted or failed write leaves `out_dir`
+    as it was, never a half set (or, over an older set, batches of two different sets).
     """
     parts = np.array_split(np.arange(len(arrays.train_labels)), _TRAIN_BATCHES)
     files = {f"data_batch_{i + 1}": (f"training batch {i + 1} of {_TRAIN_BATCHES}",
@@ -142,18 +140,16 @@ def write(out_dir: Path, arrays: DatasetArrays) -> None:
         raise UsageError(f"cannot write batch files to {out_dir}: it is a file, not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
+        with staged_files(out_dir) as stage:
             for name, (label, images, labels) in files.items():
-                _dump(Path(tmp) / name, {
+                _dump(stage / name, {
                     b"batch_label": label.encode(),
                     b"labels": labels.tolist(),
                     b"data": images.transpose(0, 3, 1, 2).reshape(len(images), _ROW),
                     b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(images))],
                 })  # data: (N, 3072), the three colour planes of each image in turn
-            _dump(Path(tmp) / META, {b"num_cases_per_batch": len(parts[0]), b"num_vis": _ROW,
-                                     b"label_names": [c.encode() for c in arrays.classes]})
-            for name in [*files, META]:
-                os.replace(Path(tmp) / name, out_dir / name)
+            _dump(stage / META, {b"num_cases_per_batch": len(parts[0]), b"num_vis": _ROW,
+                                 b"label_names": [c.encode() for c in arrays.classes]})
     except OSError as err:
         raise UsageError(f"cannot write batch files to {out_dir}: "
                          f"{err.strerror or err}") from None

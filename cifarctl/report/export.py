@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cifarctl.atomic import staged_files
 from cifarctl.errors import UsageError
 from cifarctl.report import render
 from cifarctl.report.runs import KIND_TAG, REPORT_KIND
@@ -60,8 +60,7 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
                   figures: bool = True) -> Written:
     """Pictures, `report.md` (`report.html` for fmt html), `per_class.csv`, `report.json`.
 
-    All or nothing: every file is written into a temporary folder inside `folder` first and
-    moved into place once all are whole, so a failure leaves `folder` as it was (the
+    All or nothing (`atomic.staged_files`): a failure leaves `folder` as it was (the
     previous report, if any), never half of a new one beside half of an old one.
     """
     from cifarctl import plots
@@ -78,20 +77,17 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
         raise UsageError(f"--out {folder}: {blocked[0]} there is a folder, where the report "
                          f"writes a file; move it, or choose another --out")
     try:
-        with tempfile.TemporaryDirectory(prefix=".report-", dir=folder) as tmp:
-            staged = Path(tmp)
+        with staged_files(folder) as stage:
             for name, caption, fig in made:
-                plots.save_png(fig, staged / name)
+                plots.save_png(fig, stage / name)
                 written.figures.append((caption, name))
             page = (render.html(report, written.figures) if fmt == "html"
                     else render.markdown(report, written.figures))
             texts = {page_name: page, "per_class.csv": render.csv_table(report),
                      "report.json": render.to_json(report)}
             for name, text in texts.items():
-                (staged / name).write_text(text, encoding="utf-8")
-            for name in names:
-                os.replace(staged / name, folder / name)
-                written.files.append(folder / name)
+                (stage / name).write_text(text, encoding="utf-8")
+        written.files = [folder / name for name in names]
         _remove_stale(folder, set(names))
     except OSError as err:
         where = Path(err.filename).name if err.filename else ""
