@@ -45,25 +45,21 @@ def check_trials(trials: list[Trial]) -> None:
             raise UsageError(f"{_label(trial)}: {err}") from None
 
 
-def check_resumes(client: Any, plan: Plan, checkpoint_root: Path) -> None:
-    """Raise UsageError, naming the trial, if an unfinished trial's checkpoint (in this
-    machine's `checkpoint_root`) holds a dataset fingerprint that its data no longer has.
+def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> None:
+    """Raise UsageError, naming the trial, if an unfinished trial's run (`runs`: trial key
+    -> run, `store.existing_runs`) has a checkpoint in this machine's `checkpoint_root`
+    holding a dataset fingerprint that its data no longer has.
 
     Read-only: the parent and its children keep their status, so the sweep is not left
     FAILED by a resume that can never succeed, and the message says the way out.
     """
     from cifarctl.checkpoint import load_checkpoint
     from cifarctl.data import load_dataset
-    from cifarctl.sweep.store import find_children, find_parent
     from cifarctl.training import checkpoint_path
 
-    parent = find_parent(client, plan)
-    if parent is None:
-        return
-    children = find_children(client, plan, parent.info.run_id)
     current: dict[str, str] = {}
     for trial in plan.trials:
-        run = children.get(trial.key)
+        run = runs.get(trial.key)
         if run is None or run.info.status == "FINISHED":
             continue
         path = checkpoint_path(checkpoint_root, run.info.run_id)
@@ -89,12 +85,12 @@ def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path) -> No
     the trials still to train can train here (`check_trials`; FINISHED ones, which a rerun
     skips, are not checked: a finished sweep reruns on a machine without its GPU), and no
     unfinished trial would resume on changed data (`check_resumes`)."""
-    from cifarctl.sweep.store import finished_keys
+    from cifarctl.sweep.store import existing_runs
     from cifarctl.tracking import check_reachable, resolve_tracking_uri
     from cifarctl.tracking.mlflow_tracker import connect
 
     check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
-    client = connect(tracking_uri)
-    done = finished_keys(client, plan)
+    _, runs = existing_runs(connect(tracking_uri), plan)
+    done = {key for key, run in runs.items() if run.info.status == "FINISHED"}
     check_trials([t for t in plan.trials if t.key not in done])
-    check_resumes(client, plan, checkpoint_root)
+    check_resumes(plan, runs, checkpoint_root)

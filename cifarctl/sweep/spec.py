@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl.config import (
+    SWEEP_ONLY_KEYS,
     RunConfig,
     apply_overrides,
     config_overrides_from_mapping,
@@ -52,7 +53,7 @@ from cifarctl.config import (
 )
 from cifarctl.errors import UsageError, did_you_mean
 
-TOP_KEYS = ("base", "set", "experiment", "name", "grid", "include", "exclude", "random")
+TOP_KEYS = (*SWEEP_ONLY_KEYS, "set", "experiment", "name")
 # Fields that say where or how fast a run goes, not what it computes: left out of the key.
 KEY_IGNORES = ("run.experiment", "run.run_name", "run.device", "run.compile")
 KEY_HEX = 12  # 48 bits: a collision among 10^4 trials has odds of about 2e-7

@@ -79,10 +79,18 @@ def find_children(client: Any, plan: Plan, parent_id: str) -> dict[str, Any]:
     return {k: _pick(v) for k, v in found.items()}
 
 
+def existing_runs(client: Any, plan: Plan) -> tuple[Any | None, dict[str, Any]]:
+    """(the parent of an earlier attempt or None, trial key -> the run to keep for it): its
+    children, plus FINISHED runs of other sweeps for trials it has none for; read-only."""
+    parent = find_parent(client, plan)
+    children = find_children(client, plan, parent.info.run_id) if parent is not None else {}
+    return parent, children | finished_elsewhere(client, plan, children)
+
+
 def open_sweep(client: Any, plan: Plan) -> SweepRuns:
     """Find the parent run of `plan` (same sweep key) or create it; mark it RUNNING by us."""
     spec = plan.spec
-    parent = find_parent(client, plan)
+    parent, runs = existing_runs(client, plan)
     if parent is None:
         parent = start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
                            run_name=spec.name,
@@ -93,16 +101,14 @@ def open_sweep(client: Any, plan: Plan) -> SweepRuns:
         parent.log_params(_params(plan))
         parent.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
         parent.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
-        return SweepRuns(parent.run_id, True, finished_elsewhere(client, plan, {}))
+        return SweepRuns(parent.run_id, True, runs)
     pid = alive_owner(parent.data.tags.get(OWNER_TAG, ""))
     if parent.info.status == "RUNNING" and pid is not None:
         raise UsageError(f"this sweep is already running (process {pid}, parent run "
                          f"{parent.info.run_id}); wait for it, or stop it with `kill {pid}`")
     start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
               run_id=parent.info.run_id, tags={OWNER_TAG: owner()})
-    children = find_children(client, plan, parent.info.run_id)
-    return SweepRuns(parent.info.run_id, False, children | finished_elsewhere(client, plan,
-                                                                              children))
+    return SweepRuns(parent.info.run_id, False, runs)
 
 
 def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dict[str, Any]:
@@ -122,14 +128,6 @@ def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dic
         if key in missing:
             found.setdefault(key, []).append(run)
     return {k: _pick(v) for k, v in found.items()}
-
-
-def finished_keys(client: Any, plan: Plan) -> set[str]:
-    """The plan's trial keys that a rerun would skip as FINISHED (`open_sweep`); read-only."""
-    parent = find_parent(client, plan)
-    children = find_children(client, plan, parent.info.run_id) if parent is not None else {}
-    done = {key for key, run in children.items() if run.info.status == "FINISHED"}
-    return done | set(finished_elsewhere(client, plan, children))
 
 
 def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
