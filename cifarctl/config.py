@@ -96,6 +96,10 @@ class RunSection:
                               "resnet32-focal-b0.999-lt100-s0")
 
 
+# A sweep spec's top-level keys (`cifarctl.sweep.spec.TOP_KEYS`) that no run config has:
+# a spec given as --config is recognised by them.
+SWEEP_ONLY_KEYS = ("grid", "base", "include", "exclude", "random")
+
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "data": DataSection,
@@ -187,7 +191,8 @@ def field_help() -> list[tuple[str, Any, str]]:
 
 
 def _all_keys() -> list[str]:
-    return [key for key, _, _ in field_help()]
+    return [f"{section}.{f.name}" for section, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)]
 
 
 def resolve_key(key: str) -> str:
@@ -415,8 +420,8 @@ def config_overrides_from_mapping(doc: Any, *, source: str) -> dict[str, Any]:
     if "layers" in doc and not set(doc) & set(SECTIONS):  # `theory relu-linear --network`
         raise UsageError(f"{source} is a network file for `cifarctl theory relu-linear "
                          f"--network`, not a run config")
-    sweep_keys = [k for k in ("grid", "base", "include", "exclude", "random") if k in doc]
-    if sweep_keys:  # cifarctl.sweep.spec.TOP_KEYS that no config has
+    sweep_keys = [k for k in SWEEP_ONLY_KEYS if k in doc]
+    if sweep_keys:
         raise UsageError(f"{source} is a sweep spec (it has {', '.join(sweep_keys)}), not a "
                          f"run config: run it with `cifarctl sweep {source}`")
     return _flatten_assignment(doc) if _is_assignment_style(doc) else _flatten_native(doc)
