@@ -44,6 +44,7 @@ from cifarctl.schedule import lr_at
 from cifarctl.tracking import RUN_STATUSES, Tracker
 from cifarctl.tracking.owner import TRAINER_TAG, alive_owner, owner
 
+LOCAL_RUN_PREFIX = "local-"  # the id of a --no-track run (checkpoint folder), not MLflow's
 EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
 PROBE_SIZE = 256  # images in the fixed dead-ReLU probe batch (SPEC 1.1)
 LIVE_EVERY = 20  # steps between live-stat refreshes of the progress bar
@@ -301,7 +302,7 @@ def _train(cfg: RunConfig, tracker: Tracker, reporter: Reporter, checkpoint_root
     from cifarctl.models import create_model, dead_relu_fractions
     from cifarctl.optim import build_optimizer
 
-    run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
+    run_id = tracker.run_id or f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
     ckpt_dir = checkpoint_root / run_id
     outcome = RunOutcome(run_id, "RUNNING", 0, [], checkpoint_dir=ckpt_dir)
     try:  # from the first line: whatever fails, the run is closed, never left RUNNING
@@ -657,14 +658,15 @@ def check_same_data(run_id: str, state: dict[str, Any], data: RunData, spec: str
                          f"would mix two datasets in one run: train a new run instead")
 
 
-def check_not_training(run_id: str, tracking_uri: str | None) -> None:
-    """Refuse to resume a run that a live process on this machine is still training (its
-    `TRAINER_TAG`): both would log the same epochs. Also a sweep's parent, which trains
-    nothing itself. The run is only read, not reopened."""
+def check_resumable(run_id: str, tracking_uri: str | None) -> None:
+    """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
+    process on this machine is still training (its `TRAINER_TAG`): both would log the same
+    epochs. The run is only read, not reopened."""
+    from cifarctl.sweep.store import SWEEP_KEY_TAG
     from cifarctl.tracking.mlflow_tracker import connect, get_run
 
     run = get_run(connect(tracking_uri), run_id)
-    if "cifarctl.sweep_key" in run.data.tags:
+    if SWEEP_KEY_TAG in run.data.tags:
         spec = run.data.params.get("sweep.spec", "SPEC")
         raise UsageError(f"run {run_id} is a sweep's parent run: its trials are its child "
                          f"runs; resume them all with `cifarctl sweep {spec}` (the same spec "
@@ -693,12 +695,13 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
     from cifarctl.progress import make_reporter
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
+    uri = resolve_tracking_uri(tracking_uri)
     if track:
-        check_reachable(resolve_tracking_uri(tracking_uri))  # fail before loading data
+        check_reachable(uri)  # fail before loading data
     state = None
     if resume_run_id is not None:
         if track:
-            check_not_training(resume_run_id, tracking_uri)
+            check_resumable(resume_run_id, tracking_uri)
         tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri,
                                run_id=resume_run_id)
         try:
@@ -732,8 +735,8 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
                              checkpoint_root=checkpoint_root)
     reporter = reporter or make_reporter(quiet=quiet)
     if state is None:  # where the numbers go, first thing in a log (a resume says so itself)
-        where = (f"run {tracker.run_id} in experiment {cfg.run.experiment!r} of "
-                 f"{resolve_tracking_uri(tracking_uri)}" if tracker.run_id
+        where = (f"run {tracker.run_id} in experiment {cfg.run.experiment!r} of {uri}"
+                 if tracker.run_id
                  else "untracked run (--no-track)")
         reporter.message(f"{where}: {cfg.model.name}, loss {cfg.loss.name}, "
                          f"{data.train.num_samples:,} training images of {data.name}, "

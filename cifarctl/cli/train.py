@@ -110,7 +110,9 @@ def train(
             raise UsageError(f"--resume continues the run with its own config; drop "
                              f"{', '.join(extra)}")
         cfg = None
-        if no_track and not resume.startswith("local-"):  # an MLflow run id, not --no-track's
+        from cifarctl.training import LOCAL_RUN_PREFIX  # resuming imports it anyway
+
+        if no_track and not resume.startswith(LOCAL_RUN_PREFIX):  # an MLflow run's id
             typer.echo(f"warning: --no-track: run {resume}'s MLflow run is left as it is and "
                        f"this resume's epochs are not logged there; drop --no-track to log "
                        f"them", err=True)

@@ -42,6 +42,7 @@ from cifarctl.fused.optim import FusedSGD
 from cifarctl.progress import NullReporter, Reporter, epoch_line
 from cifarctl.tracking import Tracker
 from cifarctl.training import (
+    LOCAL_RUN_PREFIX,
     LiveStats,
     NonFiniteLoss,
     RunData,
@@ -149,7 +150,7 @@ def _setup_member(cfg: RunConfig, tracker: Tracker, shared: Any, device: torch.d
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer
 
-    run_id = tracker.run_id or f"local-{uuid.uuid4().hex[:12]}"
+    run_id = tracker.run_id or f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
     data = prepare_data(cfg, device, shared)
     if resume is not None:
         check_same_data(run_id, resume, data, cfg.data.dataset)
