@@ -183,7 +183,7 @@ def remove(names: list[str]) -> list[Path]:
     for name in names:
         path = root / (name if name.endswith(".npz") else f"{name}.npz")
         if Path(name).name != name or not path.is_file():
-            known = [e.path.name for e in entries()]
+            known = [p.name for p in root.glob("*.npz")]
             raise UsageError(f"no cache file {name!r} in {root}; `cifarctl data list` shows "
                              f"them{did_you_mean(path.name, known)}")
         paths.append(path)

@@ -54,13 +54,13 @@ class EvalTarget:
     @property
     def epoch(self) -> int | None:
         """Epochs the checkpoint had trained (a `last.pt` written mid-epoch: the ones done)."""
-        value = self.state.get("epoch") if isinstance(self.state, dict) else None
-        return int(value) if value is not None else None
+        value = self.state.get("epoch")
+        return None if value is None else int(value)
 
     @property
     def mid_epoch(self) -> bool:
         """Written by an interruption part way through an epoch (its sums are kept)."""
-        return isinstance(self.state, dict) and self.state.get("sums") is not None
+        return self.state.get("sums") is not None
 
 
 def _counts_tag(run: Any) -> list[int] | None:

@@ -32,26 +32,27 @@ _CF_MAX_TERMS = 500  # converges in ~O(sqrt(max(a, b))) terms; far more than nee
 # sums give 0.10000000000000002 and 4e-17, noise that the CSV and JSON would carry.
 
 
+def _exact_mean(values: Sequence[float]) -> Fraction:
+    return sum(map(Fraction, values), Fraction(0)) / len(values)
+
+
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean, correctly rounded; NaN for an empty sequence (or a NaN in it)."""
     if not values:
         return math.nan
     if not all(math.isfinite(v) for v in values):
         return math.fsum(values) / len(values)
-    return float(sum(map(Fraction, values), Fraction(0)) / len(values))
+    return float(_exact_mean(values))
 
 
 def sample_std(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1 in the denominator); NaN for fewer than 2 values.
-    Exactly 0 when the values are equal."""
+    """Sample standard deviation (n - 1 in the denominator); NaN for fewer than 2 values
+    or a non-finite one. Exactly 0 when the values are equal."""
     n = len(values)
-    if n < 2:
+    if n < 2 or not all(math.isfinite(v) for v in values):
         return math.nan
-    if not all(math.isfinite(v) for v in values):
-        return math.nan
-    exact = [Fraction(v) for v in values]
-    m = sum(exact, Fraction(0)) / n
-    return math.sqrt(sum(((v - m) ** 2 for v in exact), Fraction(0)) / (n - 1))
+    m = _exact_mean(values)
+    return math.sqrt(sum(((Fraction(v) - m) ** 2 for v in values), Fraction(0)) / (n - 1))
 
 
 def _betacf(a: float, b: float, x: float) -> float:
