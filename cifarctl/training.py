@@ -28,7 +28,7 @@ import torch
 
 from cifarctl import __version__
 from cifarctl.checkpoint import load_checkpoint, save_checkpoint
-from cifarctl.config import RunConfig, apply_overrides, config_from_dict, default_classifier
+from cifarctl.config import RunConfig, apply_overrides, config_from_dict
 from cifarctl.engine import (
     EvalCounts,
     TrainSums,
@@ -39,12 +39,23 @@ from cifarctl.engine import (
     train_steps,
 )
 from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.names import (
+    BEST_EPOCH,
+    BEST_VAL_ACC,
+    CLASS_ACC_AT_BEST,
+    LOCAL_RUN_PREFIX,
+    SWEEP_KEY_TAG,
+    TEST_ACC_AT_BEST,
+    TEST_LOSS_AT_BEST,
+    TRAINER_TAG,
+    default_run_name,
+    describe,
+)
 from cifarctl.progress import NullReporter, Reporter
 from cifarctl.schedule import lr_at
 from cifarctl.tracking import RUN_STATUSES, Tracker
-from cifarctl.tracking.owner import TRAINER_TAG, alive_owner, owner
+from cifarctl.tracking.owner import alive_owner, owner
 
-LOCAL_RUN_PREFIX = "local-"  # the id of a --no-track run (checkpoint folder), not MLflow's
 EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
 PROBE_SIZE = 256  # images in the fixed dead-ReLU probe batch (SPEC 1.1)
 LIVE_EVERY = 20  # steps between live-stat refreshes of the progress bar
@@ -101,35 +112,6 @@ def fast_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return model.to(memory_format=torch.channels_last)
-
-
-def default_run_name(cfg: RunConfig) -> str:
-    """`resnet32-focal-b0.999-lt100-s0`: what the run is, at a glance (issue 9)."""
-    parts = [cfg.model.name, cfg.loss.name]
-    if cfg.classifier != default_classifier(cfg.loss.name):  # not the loss's usual head
-        parts.insert(1, cfg.classifier)
-    if cfg.loss.beta:
-        parts.append(f"b{cfg.loss.beta:g}")
-    if cfg.loss.name in ("focal", "sigmoid-focal", "hybrid") and cfg.loss.gamma != 1.0:
-        parts.append(f"g{cfg.loss.gamma:g}")
-    if cfg.loss.drw_epoch is not None:
-        parts.append(f"drw{cfg.loss.drw_epoch}")
-    if cfg.data.imbalance > 1:
-        profile = "lt" if cfg.data.imbalance_type == "exp" else "step"
-        parts.append(f"{profile}{cfg.data.imbalance:g}")
-    parts.append(f"s{cfg.run.seed}")
-    return "-".join(parts)
-
-
-def describe(cfg: RunConfig) -> str:
-    """The run's description in the MLflow UI."""
-    balance = ("balanced" if cfg.data.imbalance == 1
-               else f"long-tailed ({cfg.data.imbalance_type}, ratio {cfg.data.imbalance:g})")
-    model = cfg.model.name + (" (cosine classifier)" if cfg.classifier == "normed" else "")
-    return (f"{model} trained with loss `{cfg.loss.name}` (beta {cfg.loss.beta:g}, "
-            f"gamma {cfg.loss.gamma:g}) on {cfg.data.dataset}, {balance}; "
-            f"{cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size}, "
-            f"seed {cfg.run.seed}. Made by cifarctl {__version__}.")
 
 
 # ---- the data a run trains and evaluates on -------------------------------------------------
@@ -519,12 +501,12 @@ def summary_metrics(best: dict[str, Any], data: RunData) -> dict[str, float]:
     m = best["metrics"]
     if not m:
         return {}
-    out = {"best_epoch": float(best["epoch"]), "test_acc_at_best": m["test_acc"],
-           "test_loss_at_best": m["test_loss"]}
+    out = {BEST_EPOCH: float(best["epoch"]), TEST_ACC_AT_BEST: m["test_acc"],
+           TEST_LOSS_AT_BEST: m["test_loss"]}
     if "val_acc" in m:
-        out["best_val_acc"] = m["val_acc"]
+        out[BEST_VAL_ACC] = m["val_acc"]
     for i in range(len(data.classes)):
-        out[f"test_acc_class_{i}_at_best"] = m[f"test_acc_class_{i}"]
+        out[CLASS_ACC_AT_BEST.format(i=i)] = m[f"test_acc_class_{i}"]
     return out
 
 
@@ -662,7 +644,6 @@ def check_resumable(run_id: str, tracking_uri: str | None) -> None:
     """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
     process on this machine is still training (its `TRAINER_TAG`): both would log the same
     epochs. The run is only read, not reopened."""
-    from cifarctl.sweep.store import SWEEP_KEY_TAG
     from cifarctl.tracking.mlflow_tracker import connect, get_run
 
     run = get_run(connect(tracking_uri), run_id)

@@ -110,7 +110,7 @@ def train(
             raise UsageError(f"--resume continues the run with its own config; drop "
                              f"{', '.join(extra)}")
         cfg = None
-        from cifarctl.training import LOCAL_RUN_PREFIX  # resuming imports it anyway
+        from cifarctl.names import LOCAL_RUN_PREFIX
 
         if no_track and not resume.startswith(LOCAL_RUN_PREFIX):  # an MLflow run's id
             typer.echo(f"warning: --no-track: run {resume}'s MLflow run is left as it is and "

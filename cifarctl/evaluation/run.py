@@ -116,7 +116,7 @@ def _no_checkpoint(tracker: Any, target: EvalTarget, checkpoint_root: Path) -> s
     """Why run `target` has no `which` checkpoint, and what to do instead."""
     from mlflow.exceptions import MlflowException
 
-    from cifarctl.sweep.store import SWEEP_KEY_TAG
+    from cifarctl.names import SWEEP_KEY_TAG
 
     run_id, which = target.run_id, target.which
     run = tracker.client.get_run(run_id)

@@ -39,6 +39,7 @@ from cifarctl.fused import check_fusable
 from cifarctl.fused.data import FusedBatches
 from cifarctl.fused.models import FusedModel
 from cifarctl.fused.optim import FusedSGD
+from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
 from cifarctl.progress import NullReporter, Reporter, epoch_line
 from cifarctl.tracking import Tracker
 from cifarctl.training import (
@@ -345,7 +346,7 @@ def _train_group(cfgs: list[RunConfig], trackers: list[Tracker], reporter: Repor
                  resumes: list[dict[str, Any]] | None, stop: StopFlag,
                  shared: SharedData | None, resume_flags: str) -> list[RunOutcome]:
     members: list[Member] = []
-    group_tags = {"fused_group": uuid.uuid4().hex[:12], "fused_members": str(len(cfgs))}
+    group_tags = {FUSED_GROUP_TAG: uuid.uuid4().hex[:12], FUSED_MEMBERS_TAG: str(len(cfgs))}
     try:  # from the first line: whatever fails, every member's run is closed
         device = resolve_device(cfgs[0].run.device)
         shared = shared or share_data(cfgs[0].data.dataset, device)

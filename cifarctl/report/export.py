@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from cifarctl.atomic import staged_files
 from cifarctl.errors import UsageError
+from cifarctl.names import KIND_TAG, REPORT_KIND
 from cifarctl.report import render
-from cifarctl.report.runs import KIND_TAG, REPORT_KIND
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

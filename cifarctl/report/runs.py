@@ -30,18 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifarctl.errors import UsageError
+from cifarctl.names import KIND_TAG, PARENT_TAG, REPORT_KIND, TEST_ACC_AT_BEST
 
 if TYPE_CHECKING:
     import pandas as pd
 
-KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its files to
-REPORT_KIND = "report"
 PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOLD)
-SUMMARY_METRIC = "test_acc_at_best"  # a run without it has nothing to report (ARCHITECTURE.md)
+SUMMARY_METRIC = TEST_ACC_AT_BEST  # a run without it has nothing to report
 FILTER_EXAMPLES = ("params.loss.name = 'focal'", "params.data.imbalance = '100.0'",
                    "tags.loss = 'focal' and metrics.test_acc_at_best > 0.6",
                    "attributes.run_name LIKE 'resnet32-%'")
-PARENT_TAG = "mlflow.parentRunId"
 INFO_COLUMNS = ["run_id", "experiment_id", "experiment", "status", "run_name", "start_time",
                 "artifact_uri"]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
+from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
 from cifarctl.report.literature import Published, protocol_gaps, published_for
@@ -26,8 +27,8 @@ from cifarctl.report.literature import Published, protocol_gaps, published_for
 if TYPE_CHECKING:
     import pandas as pd
 
-OVERALL = "test_acc_at_best"  # ARCHITECTURE.md, "Training": summary metrics at the best epoch
-CLASS_METRIC = "test_acc_class_{i}_at_best"
+OVERALL = TEST_ACC_AT_BEST  # summary metrics at the best epoch (cifarctl.names)
+CLASS_METRIC = CLASS_ACC_AT_BEST
 # `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
 EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
 CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from cifarctl.names import TEST_ACC_AT_BEST
 from cifarctl.sweep.runner import TrialState
 
 STYLE = {"queued": "dim", "running": "cyan", "ok": "green", "failed": "bold red",
@@ -46,7 +47,7 @@ def _progress(state: TrialState) -> str:
 
 
 def _acc(state: TrialState) -> str:
-    value = state.summary.get("test_acc_at_best", state.acc)
+    value = state.summary.get(TEST_ACC_AT_BEST, state.acc)
     return "" if value is None else f"{100 * value:.2f}%"
 
 

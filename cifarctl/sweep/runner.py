@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.spec import Plan, Trial
 from cifarctl.sweep.worker import TrialTask, process_main, worker_log
 
@@ -210,7 +211,7 @@ class _Sweep:
     def __init__(self, plan: Plan, client: Any, executor: Executor, display: Display, *,
                  make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool,
                  fuse: int = 1) -> None:
-        from cifarctl.sweep.store import PARENT_TAG, open_sweep
+        from cifarctl.sweep.store import open_sweep
 
         self.plan, self.client, self.executor, self.display = plan, client, executor, display
         self.make_task, self.fail_fast, self.fuse = make_task, fail_fast, fuse
@@ -231,7 +232,7 @@ class _Sweep:
                     state.message = f"FINISHED in another sweep (parent run {parent})"
                     self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
                 state.summary = {k: v for k, v in child.data.metrics.items()
-                                 if k in ("test_acc_at_best", "best_val_acc")}
+                                 if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.info.status} before: continues in its run"
         self.stopping = False

@@ -22,15 +22,22 @@ from typing import Any
 import yaml
 
 from cifarctl.errors import UsageError
+from cifarctl.names import (
+    PARENT_TAG,
+    SWEEP_KEY_TAG,
+    SWEEP_OWNER_TAG,
+    TRIAL_INDEX_TAG,
+    TRIAL_KEY_TAG,
+    TRIAL_OVERRIDES_TAG,
+    describe,
+    run_name,
+)
 from cifarctl.sweep.spec import Plan, Trial, plan_json
 from cifarctl.tracking import call_with_retry
 from cifarctl.tracking.mlflow_tracker import find_runs, get_run, start_run
 from cifarctl.tracking.owner import alive_owner, owner
 
-SWEEP_KEY_TAG = "cifarctl.sweep_key"
-TRIAL_KEY_TAG = "cifarctl.trial_key"
-OWNER_TAG = "cifarctl.sweep_owner"  # host:pid of the sweep process driving the parent
-PARENT_TAG = "mlflow.parentRunId"
+OWNER_TAG = SWEEP_OWNER_TAG
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -132,14 +139,12 @@ def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dic
 
 def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
     """Create the trial's child run (RUNNING, tagged with its key); the worker trains in it."""
-    from cifarctl.training import default_run_name, describe
-
     cfg = trial.config
     tracker = start_run(experiment=plan.spec.experiment, tracking_uri=client.tracking_uri,
-                        run_name=cfg.run.run_name or default_run_name(cfg),
+                        run_name=run_name(cfg),
                         parent_run_id=parent_id,
-                        tags={TRIAL_KEY_TAG: trial.key, "cifarctl.trial_index": trial.index,
-                              "cifarctl.trial_overrides": json.dumps(trial.overrides)},
+                        tags={TRIAL_KEY_TAG: trial.key, TRIAL_INDEX_TAG: trial.index,
+                              TRIAL_OVERRIDES_TAG: json.dumps(trial.overrides)},
                         description=describe(cfg))
     return tracker.run_id
 

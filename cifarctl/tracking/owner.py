@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 
-TRAINER_TAG = "cifarctl.trainer"  # host:pid of the process training the run
+from cifarctl.names import TRAINER_TAG  # noqa: F401  (re-exported: the tag this module sets)
 
 
 def owner() -> str:

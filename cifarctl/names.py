@@ -1,0 +1,74 @@
+"""The names of the contract: run names, tags and metrics that users' scripts, `report`,
+`sweep`, `ui` and the MLflow UI rely on (ARCHITECTURE.md, "Metric names" and "Training").
+
+    default_run_name(cfg)            # 'resnet32-focal-b0.999-lt100-s0'
+    tags[TRAINER_TAG], metrics[TEST_ACC_AT_BEST]
+
+Torch-free and MLflow-free: the CLI, the sweep process and the report read these without
+loading a training stack. A name here is a promise: change one and users' queries break.
+"""
+
+from __future__ import annotations
+
+from cifarctl import __version__
+from cifarctl.config import RunConfig, default_classifier
+
+# ---- runs ---------------------------------------------------------------------------------
+LOCAL_RUN_PREFIX = "local-"  # the id of a --no-track run (checkpoint folder), not MLflow's
+
+# ---- tags ---------------------------------------------------------------------------------
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a child run under its parent
+TRAINER_TAG = "cifarctl.trainer"  # host:pid of the process training the run
+SWEEP_KEY_TAG = "cifarctl.sweep_key"  # a sweep's parent: the plan's key
+SWEEP_OWNER_TAG = "cifarctl.sweep_owner"  # host:pid of the sweep process driving the parent
+TRIAL_KEY_TAG = "cifarctl.trial_key"  # a sweep's child: its trial's key
+TRIAL_INDEX_TAG = "cifarctl.trial_index"
+TRIAL_OVERRIDES_TAG = "cifarctl.trial_overrides"  # JSON of the trial's grid values
+KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its files to
+REPORT_KIND = "report"
+FUSED_GROUP_TAG = "fused_group"  # an id the members of one fused group share
+FUSED_MEMBERS_TAG = "fused_members"  # K, the group's size
+
+# ---- metrics ------------------------------------------------------------------------------
+# per epoch (step = 0-based epoch): train_loss, train_acc, val_loss, val_acc, test_loss,
+# test_acc, lr, val_acc_class_<i>, test_acc_class_<i>, epoch_time_s, images_per_s,
+# dead_relu_<layer>; once at the end (step = best epoch):
+BEST_EPOCH = "best_epoch"
+TEST_ACC_AT_BEST = "test_acc_at_best"  # the number a run is reported by
+TEST_LOSS_AT_BEST = "test_loss_at_best"
+BEST_VAL_ACC = "best_val_acc"
+CLASS_ACC_AT_BEST = "test_acc_class_{i}_at_best"  # .format(i=class index)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """`resnet32-focal-b0.999-lt100-s0`: what the run is, at a glance (issue 9)."""
+    parts = [cfg.model.name, cfg.loss.name]
+    if cfg.classifier != default_classifier(cfg.loss.name):  # not the loss's usual head
+        parts.insert(1, cfg.classifier)
+    if cfg.loss.beta:
+        parts.append(f"b{cfg.loss.beta:g}")
+    if cfg.loss.name in ("focal", "sigmoid-focal", "hybrid") and cfg.loss.gamma != 1.0:
+        parts.append(f"g{cfg.loss.gamma:g}")
+    if cfg.loss.drw_epoch is not None:
+        parts.append(f"drw{cfg.loss.drw_epoch}")
+    if cfg.data.imbalance > 1:
+        profile = "lt" if cfg.data.imbalance_type == "exp" else "step"
+        parts.append(f"{profile}{cfg.data.imbalance:g}")
+    parts.append(f"s{cfg.run.seed}")
+    return "-".join(parts)
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run's name: `run.run_name` when set, else `default_run_name`."""
+    return cfg.run.run_name or default_run_name(cfg)
+
+
+def describe(cfg: RunConfig) -> str:
+    """The run's description in the MLflow UI."""
+    balance = ("balanced" if cfg.data.imbalance == 1
+               else f"long-tailed ({cfg.data.imbalance_type}, ratio {cfg.data.imbalance:g})")
+    model = cfg.model.name + (" (cosine classifier)" if cfg.classifier == "normed" else "")
+    return (f"{model} trained with loss `{cfg.loss.name}` (beta {cfg.loss.beta:g}, "
+            f"gamma {cfg.loss.gamma:g}) on {cfg.data.dataset}, {balance}; "
+            f"{cfg.optim.epochs} epochs, lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size}, "
+            f"seed {cfg.run.seed}. Made by cifarctl {__version__}.")
