@@ -114,9 +114,9 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import TrainSums, train_steps
     from cifarctl.fused.data import FusedBatches
+    from cifarctl.fused.engine import FusedLoss, zero_sums
     from cifarctl.fused.models import FusedModel
     from cifarctl.fused.optim import FusedSGD
-    from cifarctl.fused.trainer import FusedLoss, zero_sums
     from cifarctl.losses import build_loss
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer

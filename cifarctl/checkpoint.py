@@ -1,22 +1,96 @@
-"""Checkpoints: written atomically, read back with `weights_only=True`.
+"""A run's checkpoint as typed state: written atomically, read back with `weights_only=True`.
 
-    save_checkpoint(path, state)          # temp file + os.replace: never a half-written file
-    state = load_checkpoint(path)
+    save_run_state(ckpt_dir / "last.pt", state)      # temp file + os.replace
+    state = load_run_state(ckpt_dir / "last.pt")      # RunState; UsageError if unreadable
+    cfg = state.run_config()
 
-A checkpoint holds only tensors, numbers, strings, lists and dicts (model and optimizer
-state dicts, scheduler position, RNG states as uint8 tensors, the config as a plain dict,
-the epoch and the metric history), which is what `torch.load(weights_only=True)` accepts:
-loading a checkpoint never executes code from the file.
+A checkpoint file holds only tensors, numbers, strings, lists and dicts (model and optimizer
+state dicts, RNG states as uint8 tensors, the config as a plain dict, the epoch and the metric
+history), which is what `torch.load(weights_only=True)` accepts: loading a checkpoint never
+executes code from the file. Its keys (ARCHITECTURE.md, "Training") are `RunState`'s fields;
+this module is the only one that reads them by name, so files written by every earlier
+version (which lack `dataset_fingerprint`, the one key added since) load the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.errors import CifarctlError, UsageError, first_line
+
+if TYPE_CHECKING:
+    from cifarctl.config import RunConfig
+
+
+@dataclass
+class Best:
+    """The selected epoch of a run: the best validation epoch, or the last one without a
+    validation split (or with `run.save_best` off). Never chosen on test."""
+
+    value: float | None = None  # the selection metric there (None: last-epoch selection)
+    epoch: int = -1  # 0-based; -1 until an epoch ends
+    metrics: dict[str, Any] = field(default_factory=dict)  # that epoch's metrics (host floats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch, "metrics": self.metrics}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Best:
+        return cls(d["value"], int(d["epoch"]), dict(d["metrics"]))
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    model: dict[str, Any]  # model.state_dict() of the plain (unfused, uncompiled) model
+    optimizer: dict[str, Any]  # its torch.optim.SGD.state_dict()
+    config: dict[str, Any]  # RunConfig.to_dict()
+    epoch: int  # the epoch to continue with (0-based)
+    best: Best
+    history: list[dict[str, Any]]  # per finished epoch: its metrics
+    sums: dict[str, Any] | None  # engine.TrainSums.state_dict() of an interrupted epoch
+    rng: dict[str, Any]  # {"torch": CPU RNG state[, "cuda": the device's]}
+    dataset_fingerprint: str | None = None  # the data it trains on (None: written before 0.1)
+    cifarctl_version: str = ""
+
+    @property
+    def steps_done(self) -> int:
+        """Steps of `epoch` already taken (0 at an epoch boundary)."""
+        return int(self.sums["steps_done"]) if self.sums is not None else 0
+
+    @property
+    def finished_training(self) -> bool:
+        """Every epoch of the config trained: nothing left to resume."""
+        return self.sums is None and self.epoch >= int(self.config["optim"]["epochs"])
+
+    def run_config(self) -> RunConfig:
+        from cifarctl.config import config_from_dict
+
+        return config_from_dict(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["best"] = self.best.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: Path | str = "checkpoint") -> RunState:
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(d) - {"dataset_fingerprint", "cifarctl_version"}
+                         if isinstance(d, dict) else names)
+        if missing:
+            raise UsageError(f"{source} is not a cifarctl checkpoint (no "
+                             f"{', '.join(missing)})")
+        values = {k: v for k, v in d.items() if k in names}
+        values["epoch"] = int(values["epoch"])
+        values["best"] = Best.from_dict(values["best"])
+        values["history"] = list(values["history"])
+        return cls(**values)
 
 
 def check_checkpoint_root(root: Path) -> None:
@@ -29,6 +103,19 @@ def check_checkpoint_root(root: Path) -> None:
                          f"({err.strerror or err})") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UsageError(f"--checkpoints {root}: that folder is not writable")
+
+
+def checkpoint_path(root: Path, run_id: str, which: str = "last") -> Path:
+    """`<root>/<run_id>/<which>.pt`, `which` = last | best."""
+    return root / run_id / f"{which}.pt"
+
+
+def save_run_state(path: Path, state: RunState) -> None:
+    save_checkpoint(path, state.to_dict())
+
+
+def load_run_state(path: Path, map_location: str = "cpu") -> RunState:
+    return RunState.from_dict(load_checkpoint(path, map_location), path)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -47,6 +134,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    """The raw dict in a checkpoint file (`load_run_state` gives it typed)."""
     import pickle
 
     import torch
@@ -61,14 +149,9 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
             raise UsageError(f"cannot read checkpoint {path}: damaged, or it holds Python "
                              f"objects besides tensors, numbers and strings; it is not a "
                              f"cifarctl checkpoint") from None
-        raise UsageError(f"cannot read checkpoint {path}: {_first_line(err)}") from None
+        raise UsageError(f"cannot read checkpoint {path}: {first_line(err)}") from None
     # KeyError, struct.error, ...: what a file that is not a torch file at all raises
     except (RuntimeError, EOFError, ValueError, KeyError, OSError, ImportError,
             IndexError, TypeError) as err:
         raise UsageError(f"cannot read checkpoint {path}: not a torch checkpoint "
-                         f"({type(err).__name__}: {_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+                         f"({type(err).__name__}: {first_line(err)})") from None

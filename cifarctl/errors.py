@@ -27,3 +27,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`" (did you mean 'optim.lr'?)"` for the closest choice, or `""` when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error shows of a library's multi-line message."""
+    text = str(getattr(err, "message", err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -28,9 +28,8 @@ from cifarctl.cli import app
 from cifarctl.config import load_config
 from cifarctl.errors import UsageError
 from cifarctl.fused import check_fusable, group_key
-from cifarctl.fused.trainer import train_fused
 from cifarctl.tracking import NullTracker
-from cifarctl.training import load_resume, train
+from cifarctl.training import load_resume, train, train_group
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +112,7 @@ def assert_same_runs(separate, fused, rtol: float, per_tensor: bool = True,
 
 def run_both(cfgs: list, root: Path) -> tuple[list, list]:
     separate = [train(c, tracker=NullTracker(), checkpoint_root=root / "separate") for c in cfgs]
-    fused = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
+    fused = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
                         checkpoint_root=root / "fused")
     return separate, fused
 
@@ -176,22 +175,22 @@ def test_a_signal_while_the_group_loads_ends_every_member_killed(tiny, data_home
     import os
     import signal
 
-    import cifarctl.fused.trainer as trainer
+    import cifarctl.training.loop as loop
 
-    real_share = trainer.share_data
+    real_share = loop.share_data
 
     def share_with_sigterm(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return real_share(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "share_data", share_with_sigterm)
+    monkeypatch.setattr(loop, "share_data", share_with_sigterm)
     cfgs = configs(tiny, "vanillacnn", 0.01)
-    stopped = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
+    stopped = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
                           checkpoint_root=tmp_path)
     assert [o.status for o in stopped] == ["KILLED"] * 3
     for outcome in stopped:
         _, state = load_resume(outcome.run_id, tmp_path)
-        assert state["epoch"] == 0 and state["sums"]["steps_done"] == 0
+        assert state.epoch == 0 and state.steps_done == 0 and state.sums is not None
 
 
 def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_path):
@@ -200,14 +199,14 @@ def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_
     uninterrupted separate runs end."""
     cfgs = configs(tiny, "vanillacnn", 0.01)
     separate = [train(c, tracker=NullTracker(), checkpoint_root=tmp_path / "sep") for c in cfgs]
-    stopped = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
+    stopped = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
                           reporter=InterruptAt(1, 2), checkpoint_root=tmp_path / "fused")
     assert [o.status for o in stopped] == ["KILLED"] * 3
     assert all("cifarctl train --resume" in o.message for o in stopped)
     states = []
     for cfg, outcome in zip(cfgs, stopped):
         cfg2, state = load_resume(outcome.run_id, tmp_path / "fused")
-        assert cfg2 == cfg and state["epoch"] == 1 and state["sums"]["steps_done"] == 2
+        assert cfg2 == cfg and state.epoch == 1 and state.steps_done == 2
         states.append(state)
 
     tracker = NullTracker()
@@ -216,7 +215,7 @@ def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_
                   resume=states[1])
     assert_same_runs([separate[1]], [alone], rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
 
-    together = train_fused(cfgs, trackers=[NullTracker() for _ in cfgs],
+    together = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
                            checkpoint_root=tmp_path / "again", resumes=states)
     assert_same_runs(separate, together, rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
 
@@ -236,7 +235,7 @@ def test_a_diverging_member_fails_alone(tiny, data_home, tmp_path, monkeypatch):
         return loss
 
     monkeypatch.setattr(cifarctl.losses, "build_loss", nan_for_focal_from_epoch_1)
-    outcomes = train_fused(configs(tiny, "vanillacnn", 0.01),
+    outcomes = train_group(configs(tiny, "vanillacnn", 0.01),
                            trackers=[NullTracker() for _ in range(3)], checkpoint_root=tmp_path)
     assert [o.status for o in outcomes] == ["FINISHED", "FAILED", "FINISHED"]
     assert "training loss became NaN/inf in epoch 2" in outcomes[1].message

@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 from cifarctl.checkpoint import load_checkpoint
 from cifarctl.cli import app
 from cifarctl.config import load_config
+from cifarctl.names import default_run_name
 from cifarctl.tracking import NullTracker
-from cifarctl.training import default_run_name, load_resume, train
+from cifarctl.training import load_resume, train
 
 TINY = ["--epochs", "3", "--batch-size", "32", "--set", "optim.warmup=1",
         "--set", "optim.steps=[2]", "--set", "data.val_per_class=10", "--quiet"]
@@ -147,7 +148,7 @@ def test_resume_after_interruption_matches_uninterrupted(data_home, tiny_dataset
                     checkpoint_root=tmp_path / "b")
     assert stopped.status == "KILLED" and stopped.epochs_done == 1
     cfg2, state = load_resume(stopped.run_id, tmp_path / "b")
-    assert cfg2 == cfg and state["sums"]["steps_done"] == 3
+    assert cfg2 == cfg and state.steps_done == 3
     tracker = NullTracker()
     tracker.run_id = stopped.run_id
     resumed = train(cfg2, tracker=tracker, checkpoint_root=tmp_path / "b", resume=state)
@@ -167,25 +168,25 @@ def test_a_signal_while_the_data_loads_ends_killed_and_resumable(
     run exists) is not lost: the run ends KILLED with a step-0 checkpoint, and resumes."""
     from mlflow.tracking import MlflowClient
 
-    import cifarctl.training as training
+    import cifarctl.training.loop as loop
     from cifarctl.tracking import open_tracker
 
-    real_prepare = training.prepare_data
+    real_prepare = loop.prepare_data
 
     def prepare_with_sigterm(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled before it returns
         return real_prepare(*args, **kwargs)
 
-    monkeypatch.setattr(training, "prepare_data", prepare_with_sigterm)
+    monkeypatch.setattr(loop, "prepare_data", prepare_with_sigterm)
     cfg = tiny_config(tiny_dataset, **{"optim.epochs": 1})
     tracker = open_tracker(True, experiment="early")
     outcome = train(cfg, tracker=tracker)
     assert outcome.status == "KILLED" and outcome.epochs_done == 0
     assert "interrupted by SIGTERM in epoch 1" in outcome.message
     assert MlflowClient().get_run(outcome.run_id).info.status == "KILLED"
-    monkeypatch.setattr(training, "prepare_data", real_prepare)
+    monkeypatch.setattr(loop, "prepare_data", real_prepare)
     cfg2, state = load_resume(outcome.run_id, Path("checkpoints"))
-    assert state["epoch"] == 0 and state["sums"]["steps_done"] == 0
+    assert state.epoch == 0 and state.steps_done == 0 and state.sums is not None
     resumed = train(cfg2, tracker=open_tracker(True, experiment="", run_id=outcome.run_id),
                     resume=state)
     assert resumed.status == "FINISHED" and resumed.epochs_done == 1

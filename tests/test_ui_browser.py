@@ -217,8 +217,9 @@ def tracked_runs(mlflow_store, data_home, tmp_path):
     from cifarctl.config import load_config
     from cifarctl.data.load import synthesize
     from cifarctl.data.synth import SynthSpec
+    from cifarctl.names import default_run_name, describe
     from cifarctl.tracking.mlflow_tracker import start_run
-    from cifarctl.training import default_run_name, describe, launch
+    from cifarctl.training import launch
 
     synthesize(SynthSpec(train_per_class=30, test_per_class=10, seed=0))  # `synthetic`, tiny
     cfg = load_config(None, {

@@ -190,7 +190,7 @@ def _train_fused(cfg: Any, seeds: list[int], *, no_track: bool, tracking_uri: st
             for seed in seeds]
     check_fusable(cfgs)
 
-    from cifarctl.fused.trainer import launch_fused  # heavy imports start here
+    from cifarctl.training import launch_fused  # heavy imports start here
 
     outcomes = launch_fused(cfgs, track=not no_track, tracking_uri=tracking_uri,
                             checkpoint_root=checkpoints, quiet=quiet)

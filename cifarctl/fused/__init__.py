@@ -2,7 +2,7 @@
 
     from cifarctl.fused import check_fusable, group_key
     check_fusable(cfgs)                       # UsageError naming what differs, if anything
-    from cifarctl.fused.trainer import launch_fused
+    from cifarctl.training import launch_fused
     outcomes = launch_fused(cfgs)             # one MLflow run per member, as `train` logs it
 
 A ResNet-32 on 32x32 images leaves most of a GPU idle (16-64 channels: launch- and
@@ -15,8 +15,9 @@ up to float rounding (the contract test: 1e-4 relative, float32, CPU).
 
 Modules: `layers` (fused Conv/BN/Linear/shortcut), `models` (K models -> one and back),
 `optim` (SGD with per-member hyper-parameters), `data` (K batch streams in lockstep),
-`trainer` (the fused run, mirroring `cifarctl.training.train`). This module is torch-free,
-so `sweep --dry-run` can plan fused groups without importing torch.
+`engine` (their losses, running sums and evaluation), `capacity` (how many fit). The loop
+that trains a group is `cifarctl.training`'s, the same for one run as for K. This module is
+torch-free, so `sweep --dry-run` can plan fused groups without importing torch.
 """
 
 from __future__ import annotations

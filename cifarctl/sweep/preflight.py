@@ -28,7 +28,7 @@ def _label(trial: Trial) -> str:
 def check_trials(trials: list[Trial]) -> None:
     """Raise UsageError, naming the trial, for the first trial this machine cannot train."""
     from cifarctl.data import load_dataset
-    from cifarctl.training import resolve_device, run_splits
+    from cifarctl.training import resolve_device, run_splits  # lazily loaded names
 
     devices: set[str] = set()
     datasets: dict[str, Any] = {}
@@ -53,9 +53,8 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
     Read-only: the parent and its children keep their status, so the sweep is not left
     FAILED by a resume that can never succeed, and the message says the way out.
     """
-    from cifarctl.checkpoint import load_checkpoint
+    from cifarctl.checkpoint import checkpoint_path, load_run_state
     from cifarctl.data import load_dataset
-    from cifarctl.training import checkpoint_path
 
     current: dict[str, str] = {}
     for trial in plan.trials:
@@ -65,7 +64,7 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
         path = checkpoint_path(checkpoint_root, run.info.run_id)
         if not path.is_file():
             continue  # on another machine, or failed before its first checkpoint
-        saved = load_checkpoint(path).get("dataset_fingerprint")
+        saved = load_run_state(path).dataset_fingerprint
         spec = trial.config.data.dataset
         if saved is None:
             continue  # written before checkpoints recorded their data

@@ -345,7 +345,7 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
     from cifarctl.tracking.mlflow_tracker import connect
-    from cifarctl.training import StopFlag  # the signal handling `train` uses
+    from cifarctl.training.signals import StopFlag  # the signal handling `train` uses
 
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()

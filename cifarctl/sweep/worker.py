@@ -29,9 +29,12 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cifarctl.errors import CifarctlError
+from cifarctl.errors import CifarctlError, first_line
+
+if TYPE_CHECKING:
+    from cifarctl.checkpoint import RunState
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
 PARENT_CHECK_S = 0.2  # how often a worker checks that its sweep process is still there
@@ -129,14 +132,10 @@ class QueueReporter:
 
 # ---- one trial ----------------------------------------------------------------------------
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def _resume_state(task: TrialTask, tracker: Any) -> dict[str, Any] | None:
+def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
     """The run's last checkpoint (local, else its artifact); None if it never saved one."""
-    from cifarctl.training import checkpoint_path, find_resume_checkpoint
+    from cifarctl.checkpoint import checkpoint_path
+    from cifarctl.training.launcher import find_resume_checkpoint
 
     if not task.resume:
         return None
@@ -148,7 +147,7 @@ def _resume_state(task: TrialTask, tracker: Any) -> dict[str, Any] | None:
     return find_resume_checkpoint(root, task.run_id, tracker)
 
 
-def _trial_config(task: TrialTask, state: dict[str, Any] | None) -> Any:
+def _trial_config(task: TrialTask, state: RunState | None) -> Any:
     """The checkpoint's config when resuming (checked against the key), else the task's."""
     from cifarctl.config import apply_overrides, config_from_dict
     from cifarctl.sweep.spec import trial_key
@@ -156,7 +155,7 @@ def _trial_config(task: TrialTask, state: dict[str, Any] | None) -> Any:
     planned = config_from_dict(task.config)
     if state is None:
         return planned
-    saved = config_from_dict(state["config"])
+    saved = state.run_config()
     if trial_key(saved) != task.key:
         raise CifarctlError(f"the checkpoint of run {task.run_id} belongs to trial "
                             f"{trial_key(saved)}, not {task.key}; delete the run or its "
@@ -166,7 +165,7 @@ def _trial_config(task: TrialTask, state: dict[str, Any] | None) -> Any:
                                    "run.compile": planned.run.compile})
 
 
-def _attempt(tasks: list[TrialTask], sink: Sink, fused: bool) -> list[TrialResult]:
+def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Train (or resume) the tasks' trials in their existing child runs, one alone or
     several as one fused group; never raises for the trials."""
     reporters = [QueueReporter(sink, task.key) for task in tasks]
@@ -186,18 +185,14 @@ def _attempt(tasks: list[TrialTask], sink: Sink, fused: bool) -> list[TrialResul
         cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
         for reporter, state in zip(reporters, states):
             reporter.send("started", {"pid": os.getpid(),
-                                      "epoch": int(state["epoch"]) if state else 0})
+                                      "epoch": state.epoch if state else 0})
         root = Path(tasks[0].checkpoint_root)
-        if fused:  # new trials only (the scheduler's packing): nothing to resume
-            from cifarctl.fused.trainer import train_fused
+        from cifarctl.training import train_group
 
-            outcomes = train_fused(cfgs, trackers=trackers, member_reporters=reporters,
-                                   checkpoint_root=root)
-        else:
-            from cifarctl.training import train
-
-            outcomes = [train(cfgs[0], tracker=trackers[0], reporter=reporters[0],
-                              checkpoint_root=root, resume=states[0])]
+        # a fused group holds new trials only (the scheduler's packing): nothing to resume
+        resumes = None if states[0] is None else states
+        outcomes = train_group(cfgs, trackers=trackers, member_reporters=reporters,
+                               checkpoint_root=root, resumes=resumes)
         for i, (task, outcome) in enumerate(zip(tasks, outcomes)):
             message = outcome.message
             if outcome.status == "KILLED":  # train's advice (`train --resume`) is not ours
@@ -207,14 +202,14 @@ def _attempt(tasks: list[TrialTask], sink: Sink, fused: bool) -> list[TrialResul
                                      outcome.epochs_done, outcome.summary, message)
     except CifarctlError as err:  # bad data path, NaN loss, unreadable checkpoint, ...
         for result in results:
-            result.message = _first_line(err)
+            result.message = first_line(err)
     except KeyboardInterrupt:  # a second Ctrl-C: train() has marked the run already
         for result in results:
             result.status, result.message = "KILLED", "interrupted twice; stopped at once"
     except Exception as err:  # noqa: BLE001 - a bug or a library failure: keep the traceback
         traceback.print_exc()
         for result in results:
-            result.message = f"{type(err).__name__}: {_first_line(err)}"
+            result.message = f"{type(err).__name__}: {first_line(err)}"
     finally:
         for tracker, result in zip(trackers, results):
             if result.status != "FINISHED":
@@ -228,14 +223,14 @@ def _attempt(tasks: list[TrialTask], sink: Sink, fused: bool) -> list[TrialResul
 
 def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
     """Train (or resume) one trial in its existing child run; never raises for the trial."""
-    return _attempt([task], sink, fused=False)[0]
+    return _attempt([task], sink)[0]
 
 
 def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Run a group of trials: several new ones as one fused model, else one after the other."""
     if len(tasks) > 1 and not any(task.resume for task in tasks) \
             and PENDING_STOP.signum is None:
-        return _attempt(tasks, sink, fused=True)
+        return _attempt(tasks, sink)
     results = []
     for task in tasks:
         if PENDING_STOP.signum is not None:  # stopped between trials: leave the rest queued

@@ -1,0 +1,33 @@
+"""Training runs: one model, or a fused group of K, through one loop.
+
+    outcome = launch(cfg)                            # a tracked run, as `cifarctl train` does
+    outcome = train(cfg, tracker=NullTracker())      # the loop alone, logging through `tracker`
+    outcomes = launch_fused([cfg_s0, cfg_s1])        # K runs trained as one fused model
+
+Modules, in the order a run meets them: `launcher` (checks, opening runs, resume rules),
+`data` (a run's splits on the device), `device`, `signals` (Ctrl-C), `loop` (the epochs of a
+group of K >= 1 runs), `group` (what a step runs on: one model or K fused), `live` (the
+progress bar's numbers) and `record` (`RunRecord`: everything one run writes).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module: loaded on first use (PEP 562), so `cifarctl.training.signals` and the sweep
+# process that imports it stay free of torch until something trains
+_EXPORTS = {
+    "EVAL_BATCH": "data", "RunData": "data", "SharedData": "data", "prepare_data": "data",
+    "share_data": "data", "run_splits": "data", "fast_layout": "device",
+    "resolve_device": "device", "launch": "launcher", "launch_fused": "launcher",
+    "load_resume": "launcher", "resume_cli_flags": "launcher", "NonFiniteLoss": "loop",
+    "train": "loop", "train_group": "loop", "RunOutcome": "record", "RunRecord": "record",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cifarctl.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cifarctl.training.{_EXPORTS[name]}"), name)

@@ -1,0 +1,192 @@
+"""Opening runs: check first, then create (or reopen) the tracked runs, then train.
+
+    outcome = launch(cfg)                                  # what `cifarctl train` does
+    outcome = launch(None, resume_run_id="3f2c...")        # `cifarctl train --resume`
+    outcomes = launch_fused([cfg_s0, cfg_s1])              # `cifarctl train --fuse 2`
+
+The device and the data are checked before an MLflow run exists, so a typo'd dataset or a
+missing GPU leaves no empty FAILED run behind; a refused resume leaves the run as it was.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from cifarctl.checkpoint import RunState, checkpoint_path, load_run_state
+from cifarctl.config import RunConfig, apply_overrides
+from cifarctl.errors import UsageError
+from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
+from cifarctl.progress import Reporter, make_reporter
+from cifarctl.tracking import RUN_STATUSES, Tracker
+from cifarctl.tracking.owner import alive_owner
+from cifarctl.training.data import prepare_data, run_splits, share_data
+from cifarctl.training.device import resolve_device
+from cifarctl.training.loop import train, train_group
+from cifarctl.training.record import RunOutcome, check_same_data
+
+DEFAULT_CHECKPOINTS = Path("checkpoints")
+
+
+def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = None
+                           ) -> RunState:
+    """The `last` checkpoint of `run_id`: local first, else downloaded from the run."""
+    path = checkpoint_path(root, run_id)
+    if not path.is_file() and tracker is not None:
+        downloaded = tracker.download_artifact("checkpoints/last.pt", path.parent)
+        path = Path(downloaded) if downloaded else path
+    if not path.is_file():
+        raise UsageError(f"no checkpoint to resume run {run_id} (looked for {path}); "
+                         f"was it trained in another directory?")
+    return load_run_state(path)
+
+
+def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = None
+                ) -> tuple[RunConfig, RunState]:
+    """Config and state to continue `run_id` where it stopped."""
+    state = find_resume_checkpoint(checkpoint_root, run_id, tracker)
+    return state.run_config(), state
+
+
+def resume_cli_flags(*, track: bool, tracking_uri: str | None, checkpoint_root: Path) -> str:
+    """The flags besides the run id that `train --resume` needs to find a run launched with
+    these settings again: a resume with the defaults would look in the wrong store/folder."""
+    flags = []
+    if not track:
+        flags.append("--no-track")
+    elif tracking_uri is not None:
+        flags.append(f"--tracking-uri {shlex.quote(tracking_uri)}")
+    if checkpoint_root != DEFAULT_CHECKPOINTS:
+        flags.append(f"--checkpoints {shlex.quote(str(checkpoint_root))}")
+    return " ".join(flags)
+
+
+def check_resumable(run_id: str, tracking_uri: str | None) -> None:
+    """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
+    process on this machine is still training (its `TRAINER_TAG`): both would log the same
+    epochs. The run is only read, not reopened."""
+    from cifarctl.tracking.mlflow_tracker import connect, get_run
+
+    run = get_run(connect(tracking_uri), run_id)
+    if SWEEP_KEY_TAG in run.data.tags:
+        spec = run.data.params.get("sweep.spec", "SPEC")
+        raise UsageError(f"run {run_id} is a sweep's parent run: its trials are its child "
+                         f"runs; resume them all with `cifarctl sweep {spec}` (the same spec "
+                         f"and --set options), or one with `cifarctl train --resume CHILD_ID`")
+    if run.info.status != "RUNNING":
+        return
+    pid = alive_owner(run.data.tags.get(TRAINER_TAG, ""))
+    if pid is not None:
+        raise UsageError(f"run {run_id} is being trained right now by process {pid}; wait for "
+                         f"it, or stop it (Ctrl-C there, or `kill {pid}`) and resume then")
+
+
+def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_root: Path,
+            device_override: str | None) -> tuple[Tracker, RunConfig, RunState]:
+    """The run to resume, its config and checkpoint, checked; the run keeps its status if
+    the resume is refused."""
+    from cifarctl.tracking import open_tracker
+
+    if track:
+        check_resumable(run_id, tracking_uri)
+    tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri, run_id=run_id)
+    try:
+        cfg, state = load_resume(run_id, checkpoint_root, tracker)
+        if state.finished_training:
+            raise UsageError(f"run {run_id} already trained all its {cfg.optim.epochs} "
+                             f"epochs: nothing to resume; evaluate it with "
+                             f"`cifarctl eval {run_id}`")
+        if tracker.opened_status == "FINISHED":  # a stale checkpoint would train again
+            raise UsageError(f"run {run_id} is FINISHED: nothing to resume; evaluate it "
+                             f"with `cifarctl eval {run_id}`")
+        if device_override:
+            cfg = apply_overrides(cfg, {"run.device": device_override})
+    except BaseException:  # refused: the run keeps the status it had
+        if tracker.opened_status in RUN_STATUSES:
+            tracker.finish(tracker.opened_status)
+        raise
+    if not track:
+        tracker.run_id = run_id  # keep the checkpoint folder of the local run
+    return tracker, cfg, state
+
+
+def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
+           device_override: str | None = None, track: bool = True,
+           tracking_uri: str | None = None, parent_run_id: str | None = None,
+           extra_tags: dict[str, str] | None = None,
+           checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
+           reporter: Reporter | None = None) -> RunOutcome:
+    """Open the tracker (failing fast on an unreachable server), then `train`.
+
+    With `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
+    logging continues in the same MLflow run.
+    """
+    from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if track:
+        check_reachable(uri)  # fail before loading data
+    state = None
+    if resume_run_id is not None:
+        tracker, cfg, state = _reopen(resume_run_id, track=track, tracking_uri=tracking_uri,
+                                      checkpoint_root=checkpoint_root,
+                                      device_override=device_override)
+        try:
+            data = prepare_data(cfg, resolve_device(cfg.run.device))
+            check_same_data(resume_run_id, state.dataset_fingerprint, data, cfg.data.dataset)
+        except BaseException:
+            if tracker.opened_status in RUN_STATUSES:
+                tracker.finish(tracker.opened_status)
+            raise
+    else:
+        assert cfg is not None
+        device = resolve_device(cfg.run.device)
+        data = prepare_data(cfg, device)  # before the run exists
+        tracker = open_tracker(track, experiment=cfg.run.experiment, tracking_uri=tracking_uri,
+                               run_name=run_name(cfg), parent_run_id=parent_run_id,
+                               tags=extra_tags, description=describe(cfg))
+    reporter = reporter or make_reporter(quiet=quiet)
+    if state is None:  # where the numbers go, first thing in a log (a resume says so itself)
+        where = (f"run {tracker.run_id} in experiment {cfg.run.experiment!r} of {uri}"
+                 if tracker.run_id else "untracked run (--no-track)")
+        reporter.message(f"{where}: {cfg.model.name}, loss {cfg.loss.name}, "
+                         f"{data.train.num_samples:,} training images of {data.name}, "
+                         f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)} on {device}")
+    flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
+                             checkpoint_root=checkpoint_root)
+    return train(cfg, tracker=tracker, reporter=reporter, checkpoint_root=checkpoint_root,
+                 resume=state, data=data, resume_flags=flags)
+
+
+def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str | None = None,
+                 parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None,
+                 checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
+                 reporter: Reporter | None = None) -> list[RunOutcome]:
+    """`launch` for a fused group: check, open one tracked run per member, train."""
+    from cifarctl.fused import check_fusable
+    from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
+
+    check_fusable(cfgs)
+    if track:
+        check_reachable(resolve_tracking_uri(tracking_uri))
+    # device and data checked before any run exists, as `launch` does
+    device = resolve_device(cfgs[0].run.device)
+    shared = share_data(cfgs[0].data.dataset, device)
+    for cfg in cfgs:
+        run_splits(cfg, shared.dataset)
+    data = [prepare_data(cfg, device, shared) for cfg in cfgs]
+    trackers: list[Tracker] = []
+    try:
+        for cfg in cfgs:
+            trackers.append(open_tracker(track, experiment=cfg.run.experiment,
+                                         tracking_uri=tracking_uri, run_name=run_name(cfg),
+                                         parent_run_id=parent_run_id, tags=extra_tags,
+                                         description=describe(cfg)))
+    except BaseException:
+        for tracker in trackers:
+            tracker.finish("FAILED")
+        raise
+    flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
+                             checkpoint_root=checkpoint_root)
+    return train_group(cfgs, trackers=trackers, reporter=reporter or make_reporter(quiet=quiet),
+                       checkpoint_root=checkpoint_root, data=data, resume_flags=flags)

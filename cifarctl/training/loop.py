@@ -1,0 +1,217 @@
+"""The training loop: the epochs of one run, or of a fused group of K, through one code path.
+
+    outcome = train(cfg, tracker=NullTracker())                       # one run
+    outcomes = train_group([cfg0, cfg1, cfg2], trackers=[t0, t1, t2])  # K runs, fused
+
+`train_group` owns the order of things; the numbers come from `Group` (and `engine` below
+it), and everything a run leaves behind goes through its `RunRecord`. A run can stop three
+ways besides finishing: Ctrl-C / SIGTERM (checkpoint at the current step, status KILLED,
+resumable exactly; a second Ctrl-C ends it at once), a non-finite loss (status FAILED, the
+last good checkpoint kept; in a group the others go on), or an error (status FAILED).
+Resuming (`resumes=`) continues from the saved step with the same batches, augmentation and
+RNG state, so an interrupted run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cifarctl.checkpoint import RunState
+from cifarctl.config import RunConfig
+from cifarctl.engine import TrainSums
+from cifarctl.errors import CifarctlError
+from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
+from cifarctl.progress import NullReporter, Reporter, epoch_line
+from cifarctl.tracking import Tracker
+from cifarctl.training.data import RunData, prepare_data, share_data
+from cifarctl.training.device import resolve_device
+from cifarctl.training.group import Group, build_member
+from cifarctl.training.record import RunOutcome, RunRecord
+from cifarctl.training.signals import StopFlag
+
+
+class NonFiniteLoss(CifarctlError):
+    """The training loss became NaN or infinite in `epoch` (0-based)."""
+
+    def __init__(self, epoch: int) -> None:
+        kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
+                else "no epoch finished, so there is no checkpoint to keep")
+        super().__init__(f"training loss became NaN/inf in epoch {epoch + 1}; {kept}; lower "
+                         f"optim.lr or check the loss settings")
+
+
+class FanOut:
+    """One `Reporter` that passes the group's progress to each member's reporter."""
+
+    def __init__(self, reporters: Sequence[Reporter]) -> None:
+        self.reporters = list(reporters)
+
+    def message(self, text: str) -> None:
+        for r in self.reporters:
+            r.message(text)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        for r in self.reporters:
+            r.epoch_started(epoch, epochs, steps)
+
+    def step(self, steps_done: int, running: Any) -> None:
+        for r in self.reporters:
+            r.step(steps_done, running)
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Any) -> None:
+        for r in self.reporters:
+            r.epoch_ended(epoch, epochs, metrics)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
+
+
+class _NamedLines(NullReporter):
+    """A fused member's epoch results as lines on the group's reporter, named by its run."""
+
+    def __init__(self, reporter: Reporter, name: str) -> None:
+        self.reporter, self.name = reporter, name
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
+        self.reporter.message(f"{self.name}  {epoch_line(epoch, epochs, metrics)}")
+
+
+def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
+          checkpoint_root: Path = Path("checkpoints"), resume: RunState | None = None,
+          data: RunData | None = None, resume_flags: str = "") -> RunOutcome:
+    """Train `cfg` to the end (or to an interruption); log everything through `tracker`.
+
+    `data`: `prepare_data(cfg, ...)` when the caller has it already (`launch` checks the data
+    before it opens the run); `resume_flags`: what `cifarctl train --resume RUN_ID` needs
+    besides the id to find this run again (`--tracking-uri ...`), for the advice on Ctrl-C.
+    Raises `NonFiniteLoss` (after marking the run FAILED) if the loss turns NaN/inf.
+    """
+    outcome, = train_group([cfg], trackers=[tracker], reporter=reporter,
+                           checkpoint_root=checkpoint_root,
+                           resumes=[resume] if resume is not None else None,
+                           data=[data] if data is not None else None, resume_flags=resume_flags)
+    return outcome
+
+
+def train_group(cfgs: Sequence[RunConfig], *, trackers: Sequence[Tracker],
+                reporter: Reporter | None = None,
+                member_reporters: Sequence[Reporter] | None = None,
+                checkpoint_root: Path = Path("checkpoints"),
+                resumes: Sequence[RunState] | None = None,
+                data: Sequence[RunData] | None = None,
+                resume_flags: str = "") -> list[RunOutcome]:
+    """Train `cfgs` together (K > 1: as one fused model); log run k through `trackers[k]`.
+
+    A fused group's runs are tagged `fused_group` (an id they share) and `fused_members` (K)
+    besides everything a run logs. `reporter` shows the group's progress (epochs, steps,
+    messages) and, without `member_reporters`, each run's epoch results (one line per
+    member when K > 1); with them, run k's epoch results go to `member_reporters[k]` (a
+    sweep's per-trial rows) and, without `reporter`, the group's progress to all of them.
+    `resumes` are the runs' `last` checkpoints (all stopped at the same step); `data` their
+    `prepare_data` results, when the caller has them. With one config, a NaN/inf loss
+    raises `NonFiniteLoss`; in a group, that member alone ends FAILED.
+    """
+    if len(cfgs) > 1:
+        from cifarctl.fused import check_fusable
+
+        check_fusable(cfgs)
+    if any(n is not None and n != len(cfgs) for n in
+           (len(trackers), len(resumes) if resumes else None, len(data) if data else None,
+            len(member_reporters) if member_reporters else None)):
+        raise ValueError("one tracker (and resume state, data, member reporter) per config")
+    reporter = reporter or (FanOut(member_reporters) if member_reporters else NullReporter())
+    records = [RunRecord(cfg, tracker, checkpoint_root) for cfg, tracker in zip(cfgs, trackers)]
+    stop = StopFlag()
+    # From here on Ctrl-C / SIGTERM only set the flag, even while the data loads: the loop
+    # sees it before its first step and every run ends KILLED with a checkpoint to resume
+    # (not RUNNING forever, or FAILED). A second Ctrl-C aborts at once.
+    with stop.installed():
+        _run(records, reporter, member_reporters, resumes, data, stop, resume_flags)
+    failed = records[0].failed_epoch
+    if len(records) == 1 and failed is not None:
+        raise NonFiniteLoss(failed)
+    return [r.outcome() for r in records]
+
+
+def _run(records: list[RunRecord], reporter: Reporter,
+         member_reporters: Sequence[Reporter] | None, resumes: Sequence[RunState] | None,
+         data: Sequence[RunData] | None, stop: StopFlag, resume_flags: str) -> None:
+    """Set the members up and train them; whatever fails, every run is closed."""
+    try:
+        cfgs = [r.cfg for r in records]
+        device = resolve_device(cfgs[0].run.device)
+        if data is None:
+            shared = share_data(cfgs[0].data.dataset, device)  # one device copy for all
+            data = [prepare_data(cfg, device, shared) for cfg in cfgs]
+        tags = ({FUSED_GROUP_TAG: uuid.uuid4().hex[:12], FUSED_MEMBERS_TAG: str(len(cfgs))}
+                if len(cfgs) > 1 else {})
+        members = []
+        for i, record in enumerate(records):
+            state = resumes[i] if resumes else None
+            if state is not None:
+                record.resume(data[i], state)
+            else:
+                record.start(data[i], device, tags)
+            members.append(build_member(record, data[i], device, state))
+        group = Group(members, device)
+        start, sums = (0, None)
+        if resumes:
+            start, sums = group.resume(resumes)
+            what = (f"run {records[0].run_id}" if len(records) == 1
+                    else f"{len(records)} fused runs")
+            reporter.message(f"resuming {what} at epoch {start + 1}, step "
+                             f"{sums.steps_done if sums else 0}")
+        if member_reporters:
+            shown: Sequence[Reporter] = member_reporters
+        elif len(records) == 1:
+            shown = [reporter]
+        else:
+            shown = [_NamedLines(reporter, r.name) for r in records]
+        _epochs(group, start, sums, stop, reporter, shown, resume_flags)
+        for record in records:
+            if record.status != "FAILED":
+                record.close()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a mid-epoch checkpoint
+        for record in records:
+            if record.status != "FAILED":
+                record.stopped_at_once(resume_flags)
+    except BaseException:
+        for record in records:
+            if record.status != "FAILED":
+                record.abort("KILLED" if stop.requested else "FAILED")
+        raise
+    finally:
+        reporter.close()
+
+
+def _epochs(group: Group, start: int, sums: TrainSums | None, stop: StopFlag,
+            reporter: Reporter, shown: Sequence[Reporter], resume_flags: str) -> None:
+    """The epoch loop: each member's finished epoch recorded, or its stop."""
+    epochs = group.cfg.optim.epochs
+    records = [m.record for m in group.members]
+    for epoch in range(start, epochs):
+        results, sums = group.run_epoch(epoch, sums, stop, reporter, first=epoch == start)
+        if results is None:  # interrupted mid-epoch: every member keeps its exact position
+            for k, record in enumerate(records):
+                if record.active:
+                    record.interrupted(epoch, group.weights(k),
+                                       group.member_sums(sums, k).state_dict(),
+                                       stop.signal_name, resume_flags)
+            return
+        sums = None
+        for k, (record, metrics) in enumerate(zip(records, results)):
+            if not record.active:
+                continue  # failed earlier: its slice of a fused model is not read again
+            if metrics is None:
+                record.failed(str(NonFiniteLoss(epoch)), epoch)
+                if len(records) > 1:  # alone, the error itself says it
+                    reporter.message(f"{record.name}: {record.message}")
+                continue
+            record.epoch_ended(epoch, metrics, group.weights(k))
+            shown[k].epoch_ended(epoch, epochs, metrics)
+        if not any(r.active for r in records):
+            return

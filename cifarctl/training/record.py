@@ -1,0 +1,283 @@
+"""RunRecord: the one writer of one run, tracked in MLflow or not.
+
+    record = RunRecord(cfg, tracker, checkpoint_root)
+    record.start(data, device)                       # params, tags, description, dataset input
+    record.epoch_ended(epoch, metrics, weights)      # metrics, best-epoch selection, checkpoints
+    record.close()                                   # summary metrics, figures, status
+
+Everything a run leaves behind goes through here: what MLflow shows (ARCHITECTURE.md,
+"Training": params, tags, metrics, artifacts) and the checkpoints `train --resume`, `eval` and
+`sweep` read. A fused group of K runs is K records; the loop (`training.loop`) decides when
+each is called, never what is written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarctl import __version__
+from cifarctl.checkpoint import Best, RunState, save_run_state
+from cifarctl.config import RunConfig
+from cifarctl.errors import UsageError
+from cifarctl.names import (
+    BEST_EPOCH,
+    BEST_VAL_ACC,
+    CLASS_ACC_AT_BEST,
+    LOCAL_RUN_PREFIX,
+    TEST_ACC_AT_BEST,
+    TEST_LOSS_AT_BEST,
+    TRAINER_TAG,
+    run_name,
+)
+from cifarctl.tracking import Tracker
+from cifarctl.tracking.owner import owner
+from cifarctl.training.data import RunData
+from cifarctl.training.device import device_name
+
+
+@dataclass
+class RunOutcome:
+    """What a run ended with: plain values for the CLI, sweeps and tests."""
+
+    run_id: str
+    status: str  # FINISHED | FAILED | KILLED
+    epochs_done: int
+    history: list[dict[str, float]]
+    summary: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: Path | None = None
+    message: str = ""
+
+
+@dataclass
+class Weights:
+    """What a checkpoint takes from the model side: the plain model's and optimizer's state
+    dicts (a fused member's, split out) and the global RNG state its run holds."""
+
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+
+def select_best(cfg: RunConfig, best: Best, epoch: int, metrics: dict[str, Any],
+                has_val: bool) -> Best:
+    """Select on validation, never on test; without a validation split, the last epoch."""
+    key = cfg.run.select_metric
+    if not has_val or not cfg.run.save_best:
+        return Best(metrics.get(key), epoch, metrics)
+    value = metrics[key]
+    better = best.value is None or (value > best.value if key.endswith("acc")
+                                    else value < best.value)
+    return Best(value, epoch, metrics) if better else best
+
+
+def summary_metrics(best: Best, num_classes: int) -> dict[str, float]:
+    """The metrics logged once at the end, at step `best.epoch`."""
+    m = best.metrics
+    if not m:
+        return {}
+    out = {BEST_EPOCH: float(best.epoch), TEST_ACC_AT_BEST: m["test_acc"],
+           TEST_LOSS_AT_BEST: m["test_loss"]}
+    if "val_acc" in m:
+        out[BEST_VAL_ACC] = m["val_acc"]
+    for i in range(num_classes):
+        out[CLASS_ACC_AT_BEST.format(i=i)] = m[f"test_acc_class_{i}"]
+    return out
+
+
+def loggable(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics (not `test_confusion`, a nested list)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def check_same_data(run_id: str, saved_fingerprint: str | None, data: RunData,
+                    spec: str) -> None:
+    """Refuse to resume on data other than the run trained on (a regenerated synthetic set,
+    a re-imported folder): one run's metrics would come from two datasets."""
+    if saved_fingerprint is not None and saved_fingerprint != data.fingerprint:
+        raise UsageError(f"run {run_id} trained on {spec} with fingerprint "
+                         f"{saved_fingerprint}, but {spec} is now {data.fingerprint} "
+                         f"(regenerated or re-imported?); a resume would mix two datasets "
+                         f"in one run: train a new run instead")
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, str]:
+    """The tags a new run gets (ARCHITECTURE.md, "Training")."""
+    tags = {
+        "dataset": data.name, "dataset_fingerprint": data.fingerprint, TRAINER_TAG: owner(),
+        "class_counts": ",".join(map(str, data.train_counts)),
+        "class_names": ",".join(data.classes), "device": device_name(device),
+        "torch_version": torch.__version__, "cifarctl_version": __version__,
+        # filter tags for the MLflow UI (issue 9)
+        "model": cfg.model.name, "loss": cfg.loss.name, "beta": f"{cfg.loss.beta:g}",
+        "gamma": f"{cfg.loss.gamma:g}", "imbalance": f"{cfg.data.imbalance:g}",
+        "seed": str(cfg.run.seed),
+        "selection": ("best validation epoch" if data.val is not None and cfg.run.save_best
+                      else "final epoch (no validation split)" if data.val is None
+                      else "final epoch (save_best off)"),
+    }
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+class RunRecord:
+    """One run's history, best epoch, checkpoints and tracked record."""
+
+    def __init__(self, cfg: RunConfig, tracker: Tracker, checkpoint_root: Path) -> None:
+        self.cfg, self.tracker = cfg, tracker
+        self.run_id = tracker.run_id or f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.dir = checkpoint_root / self.run_id
+        self.data: RunData | None = None
+        self.best, self.history = Best(), []
+        self.status, self.message, self.summary = "RUNNING", "", {}
+        self.failed_epoch: int | None = None  # the epoch whose loss turned NaN/inf
+
+    @property
+    def name(self) -> str:
+        return run_name(self.cfg)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "RUNNING"
+
+    # ---- start ----------------------------------------------------------------------------
+
+    def start(self, data: RunData, device: torch.device,
+              extra_tags: dict[str, str] | None = None) -> None:
+        """A new run: params, tags, config.yaml and the dataset input."""
+        import yaml
+
+        self.data = data
+        self.tracker.log_params(self.cfg.to_flat())
+        self.tracker.set_tags(run_tags(self.cfg, data, device) | (extra_tags or {}))
+        self.tracker.log_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
+                              "config.yaml")
+        self.tracker.log_dataset(data.name, data.fingerprint, self.cfg.data.dataset,
+                                 num_rows=data.train.num_samples)
+
+    def resume(self, data: RunData, state: RunState) -> None:
+        """A run continued from `state`: same data, this process trains it now."""
+        check_same_data(self.run_id, state.dataset_fingerprint, data, self.cfg.data.dataset)
+        self.data = data
+        self.tracker.set_tags({TRAINER_TAG: owner()})
+        self.best, self.history = state.best, list(state.history)
+
+    # ---- each epoch -----------------------------------------------------------------------
+
+    def state(self, weights: Weights, epoch: int, sums: dict[str, Any] | None) -> RunState:
+        """The checkpoint to continue with `epoch` (`sums`: an interrupted epoch's)."""
+        assert self.data is not None
+        return RunState(model=weights.model, optimizer=weights.optimizer,
+                        config=self.cfg.to_dict(), epoch=epoch, best=self.best,
+                        history=self.history, sums=sums, rng=weights.rng,
+                        dataset_fingerprint=self.data.fingerprint,
+                        cifarctl_version=__version__)
+
+    def epoch_ended(self, epoch: int, metrics: dict[str, Any], weights: Weights) -> None:
+        """Record a finished epoch: history, best epoch, checkpoints, then its metrics."""
+        assert self.data is not None
+        self.history.append(metrics)
+        self.best = select_best(self.cfg, self.best, epoch, metrics, self.data.val is not None)
+        state = self.state(weights, epoch + 1, None)
+        if self.best.epoch == epoch:
+            save_run_state(self.dir / "best.pt", state)
+        save_run_state(self.dir / "last.pt", state)
+        self.tracker.log_metrics(loggable(metrics), step=epoch)
+
+    def interrupted(self, epoch: int, weights: Weights, sums: dict[str, Any],
+                    signal_name: str, resume_flags: str) -> None:
+        """Ctrl-C / SIGTERM mid-epoch: a checkpoint at the exact step, status KILLED."""
+        save_run_state(self.dir / "last.pt", self.state(weights, epoch, sums))
+        self.status = "KILLED"
+        self.message = (f"interrupted by {signal_name} in epoch {epoch + 1}; resume with "
+                        f"`{resume_command(self.run_id, resume_flags)}`")
+
+    def failed(self, message: str, epoch: int | None = None) -> None:
+        """The run failed (`epoch`: its loss turned NaN/inf there); the last good checkpoint
+        is kept and logged."""
+        self.status, self.message, self.failed_epoch = "FAILED", message, epoch
+        self.abort("FAILED")
+
+    # ---- the end --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End a run that did not fail: summary metrics, figures, checkpoints, status."""
+        if self.status == "RUNNING":
+            self.status = "FINISHED"
+        if self.data is not None:
+            self.summary = summary_metrics(self.best, len(self.data.classes))
+            self._log_end()
+        self.tracker.finish(self.status)
+
+    def _log_end(self) -> None:
+        from cifarctl import plots
+
+        assert self.data is not None
+        data, tracker, m = self.data, self.tracker, self.best.metrics
+        if self.summary:
+            tracker.log_metrics(self.summary, step=self.best.epoch)
+        if self.history:
+            tracker.log_figure(plots.training_curves(self.history), "training_curves.png")
+            accs = [m[f"test_acc_class_{i}"] for i in range(len(data.classes))]
+            rows = ["class,name,train_count,test_acc"] + [
+                f"{i},{name},{n},{acc:.6f}"
+                for i, (name, n, acc) in enumerate(zip(data.classes, data.train_counts, accs))]
+            tracker.log_text("\n".join(rows) + "\n", "per_class_accuracy.csv")
+            tracker.log_figure(plots.per_class_accuracy(
+                data.classes, accs, data.train_counts,
+                title=f"test accuracy, epoch {self.best.epoch + 1}"), "per_class_accuracy.png")
+            tracker.log_figure(plots.confusion_matrix(m["test_confusion"], data.classes),
+                               "confusion_matrix.png")
+            # the numbers behind the PNG, for `cifarctl report`'s side-by-side matrices
+            tracker.log_text(json.dumps(m["test_confusion"]) + "\n", "confusion_matrix.json")
+        for which in ("best", "last"):
+            if (self.dir / f"{which}.pt").is_file():
+                tracker.log_artifact(self.dir / f"{which}.pt", "checkpoints")
+
+    def abort(self, status: str) -> None:
+        """Close the run after an error without masking that error."""
+        try:
+            if (self.dir / "last.pt").is_file():
+                self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
+            self.tracker.finish(status)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+
+    def stopped_at_once(self, resume_flags: str) -> None:
+        """A second Ctrl-C: ended KILLED now, without a mid-epoch checkpoint."""
+        self.abort("KILLED")
+        self.status = "KILLED"
+        self.message = (f"interrupted twice: stopped at once in epoch "
+                        f"{len(self.history) + 1}")
+        if (self.dir / "last.pt").is_file():
+            self.message += (f"; resume from its last checkpoint with "
+                             f"`{resume_command(self.run_id, resume_flags)}`")
+        else:
+            self.message += "; it saved no checkpoint yet: train it again"
+
+    def outcome(self) -> RunOutcome:
+        return RunOutcome(self.run_id, self.status, len(self.history), self.history,
+                          self.summary, self.dir, self.message)
+
+
+def resume_command(run_id: str, flags: str = "") -> str:
+    """`cifarctl train --resume RUN_ID [flags]`: the advice a stopped run prints."""
+    return f"cifarctl train --resume {run_id}" + (f" {flags}" if flags else "")
