@@ -133,6 +133,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def saved_fingerprint(path: Path) -> str | None:
+    """The dataset fingerprint a checkpoint file records (None: written before it did), read
+    without requiring the rest of a run's state (`sweep`'s preflight checks only this)."""
+    state = load_checkpoint(path)
+    return state.get("dataset_fingerprint") if isinstance(state, dict) else None
+
+
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     """The raw dict in a checkpoint file (`load_run_state` gives it typed)."""
     import pickle

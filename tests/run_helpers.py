@@ -29,6 +29,15 @@ class InterruptAt(NullReporter):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class InterruptTwiceAt(InterruptAt):
+    """Ctrl-C, then Ctrl-C again at once: the second raises KeyboardInterrupt right here."""
+
+    def step(self, steps_done, running):
+        if (self.epoch, steps_done) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def write_synthetic(factory: pytest.TempPathFactory, name: str, *, train_per_class: int,
                     test_per_class: int, seed: int = 0) -> Path:
     """A tiny synthetic set written as CIFAR python batches (imported by `--dataset PATH`)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import InterruptAt, write_synthetic
+from run_helpers import InterruptAt, InterruptTwiceAt, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.checkpoint import load_checkpoint
@@ -218,6 +218,22 @@ def test_interrupted_fused_members_resume_unfused_or_fused(tiny, data_home, tmp_
     together = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
                            checkpoint_root=tmp_path / "again", resumes=states)
     assert_same_runs(separate, together, rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
+
+
+def test_a_second_ctrl_c_ends_every_member_killed_with_the_way_back(tiny, data_home,
+                                                                   tmp_path):
+    """As an unfused run (test_train): stopped at once, each member KILLED, each told how to
+    resume from its last checkpoint (the one-loop redesign gave the group this path)."""
+    cfgs = configs(tiny, "vanillacnn", 0.01)
+    stopped = train_group(cfgs, trackers=[NullTracker() for _ in cfgs],
+                          reporter=InterruptTwiceAt(1, 2), checkpoint_root=tmp_path)
+    assert [o.status for o in stopped] == ["KILLED"] * 3
+    for outcome in stopped:
+        assert outcome.epochs_done == 1
+        assert outcome.message.startswith("interrupted twice: stopped at once in epoch 2")
+        assert f"cifarctl train --resume {outcome.run_id}" in outcome.message
+        _, state = load_resume(outcome.run_id, tmp_path)
+        assert state.epoch == 1 and state.sums is None  # the epoch boundary it had reached
 
 
 def test_a_diverging_member_fails_alone(tiny, data_home, tmp_path, monkeypatch):

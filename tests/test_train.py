@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import InterruptAt, write_synthetic
+from run_helpers import InterruptAt, InterruptTwiceAt, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.checkpoint import load_checkpoint
@@ -399,15 +399,6 @@ def test_the_resume_advice_names_the_store_and_folder_the_run_used(data_home, ti
     assert stopped.status == "KILLED"
     assert (f"`cifarctl train --resume {stopped.run_id} --no-track --checkpoints "
             f"{tmp_path / 'ck'}`") in stopped.message
-
-
-class InterruptTwiceAt(InterruptAt):
-    """Ctrl-C, then Ctrl-C again at once: the second raises KeyboardInterrupt right here."""
-
-    def step(self, steps_done, running):
-        if (self.epoch, steps_done) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_a_second_ctrl_c_ends_the_run_killed_with_the_way_back(mlflow_store, data_home,

@@ -53,7 +53,7 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
     Read-only: the parent and its children keep their status, so the sweep is not left
     FAILED by a resume that can never succeed, and the message says the way out.
     """
-    from cifarctl.checkpoint import checkpoint_path, load_run_state
+    from cifarctl.checkpoint import checkpoint_path, saved_fingerprint
     from cifarctl.data import load_dataset
 
     current: dict[str, str] = {}
@@ -64,7 +64,7 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
         path = checkpoint_path(checkpoint_root, run.info.run_id)
         if not path.is_file():
             continue  # on another machine, or failed before its first checkpoint
-        saved = load_run_state(path).dataset_fingerprint
+        saved = saved_fingerprint(path)
         spec = trial.config.data.dataset
         if saved is None:
             continue  # written before checkpoints recorded their data
