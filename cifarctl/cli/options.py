@@ -4,9 +4,10 @@
     Backend = choice(("local", "ray"), "--backend must be one of {choices}, got {value!r}",
                      help="Where trials run.")
 
-Choices are `Literal` types, so `--help` shows them (`<local|ray>`); the value is parsed by
-`choice`, which fails with the very line the library's own check of that
-value prints (`error: --split must be test or val, got 'train'`, exit 2), not the parser's.
+Choices are `Literal` types, so `--help` shows them (`<local|ray>`); `choice` parses the
+value and fails with the very line the library's own check of it prints (`error: --split
+must be test or val, got 'train'`, exit 2), not the parser's wording.
+
 `report -e` (repeatable, a filter) and `ui --experiment` (which page to open) are other
 options than `train`/`sweep --experiment` (where runs go) and keep their own declarations.
 """
@@ -31,7 +32,8 @@ SetOption = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE",
     help="Override a config key, e.g. --set optim.steps='[40, 45]' (repeatable).")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress output; the summary still prints.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
