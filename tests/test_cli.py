@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import typing
 
 import pytest
 from data_fixtures import assert_one_line_error, run_cli
@@ -53,3 +55,76 @@ def test_help_shows_no_value_for_on_off_flags(command):
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output and "--help" in result.output
     assert "<" in result.output  # e.g. <str>, <int>, <path>
+
+
+def test_train_help_fits_in_60_lines_at_100_columns_and_points_to_config_keys():
+    """`train --help` printed every config key (138 lines); they are `config keys` now."""
+    env = {**os.environ, "COLUMNS": "100"}
+    out = subprocess.run([sys.executable, "-m", "cifarctl", "train", "--help"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert len(out.splitlines()) <= 60, out
+    assert "cifarctl config keys" in out and "--fuse-seeds" in out
+
+
+def test_config_keys_lists_every_key_with_its_default_and_help():
+    from cifarctl.config import field_help
+
+    table = run_cli("config", "keys")
+    assert table.exit_code == 0, table.output
+    for key, default, _ in field_help():
+        assert key in table.stdout and str(default) in table.stdout, key
+    as_json = run_cli("config", "keys", "--json")
+    assert as_json.exit_code == 0 and as_json.stderr == ""
+    assert json.loads(as_json.stdout) == [{"key": k, "default": d, "help": h}
+                                          for k, d, h in field_help()]
+
+
+def _choices(alias) -> tuple[str, ...]:
+    """The values a `cli.options.choice` alias accepts, read from its Literal type."""
+    kind = typing.get_args(alias)[0]  # Literal[...], or Literal[...] | None
+    if typing.get_origin(kind) is not typing.Literal:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    return typing.get_args(kind)
+
+
+def _library_error(call) -> str:
+    from cifarctl.errors import UsageError
+
+    with pytest.raises(UsageError) as err:
+        call()
+    return f"error: {err.value}"
+
+
+def test_choices_accept_what_the_library_accepts_and_fail_with_its_message(tmp_path):
+    """Each choice the CLI declares (its help shows them) takes the values the library
+    takes, and a bad one ends in the very line the library's own check prints."""
+    from cifarctl.cli import eval as eval_cmd
+    from cifarctl.cli import report as report_cmd
+    from cifarctl.cli import sweep as sweep_cmd
+    from cifarctl.cli import train as train_cmd
+    from cifarctl.config import load_config
+    from cifarctl.evaluation.run import SPLITS, WHICH, evaluate_target, resolve_target
+    from cifarctl.report import FORMATS
+    from cifarctl.sweep.request import BACKENDS, SweepRequest
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("grid: {seed: [0]}\n")
+    assert _choices(sweep_cmd.Backend) == BACKENDS
+    assert _choices(eval_cmd.Which) == WHICH and _choices(eval_cmd.Split) == SPLITS
+    assert _choices(report_cmd.Format) == FORMATS
+    assert _choices(train_cmd.ImbalanceType) == ("exp", "step")
+    run = "0123456789abcdef0123456789abcdef"
+    cases = [
+        (["sweep", str(spec), "--backend", "slurm"],
+         lambda: SweepRequest(spec, backend="slurm").check()),
+        (["eval", run, "--which", "worst"], lambda: resolve_target(run, which="worst")),
+        # the split is checked before the target is looked at
+        (["eval", run, "--split", "train"], lambda: evaluate_target(None, split="train")),
+        (["train", "vanillacnn", "--imbalance-type", "linear"],
+         lambda: load_config(None, {"data.imbalance_type": "linear"})),
+    ]
+    for args, call in cases:
+        result = run_cli(*args)
+        assert result.exit_code == 2 and result.stderr.strip() == _library_error(call), args
+    assert_one_line_error(run_cli("report", "-f", "xml"), 2, "--format must be one of table, "
+                          "markdown, csv, json, html, got 'xml'")

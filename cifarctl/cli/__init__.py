@@ -119,11 +119,12 @@ def main() -> None:
 
 
 # Subcommands are registered after the root exists; their modules import nothing heavy.
-from cifarctl.cli import data, theory  # noqa: E402
+from cifarctl.cli import config, data, theory  # noqa: E402
 from cifarctl.cli import train as train_cmd  # noqa: E402
 
 app.add_typer(data.app, name="data", short_help="Datasets: download, import, synth, info.")
-app.command(no_args_is_help=True, epilog=train_cmd.config_epilog())(train_cmd.train)
+app.command(no_args_is_help=True, epilog=train_cmd.EPILOG)(train_cmd.train)
+app.add_typer(config.app, name="config", short_help="The run config: every key, its default.")
 app.add_typer(theory.app, name="theory",
               short_help="The write-up's theory: conv as a matrix, ReLU nets.")
 from cifarctl.cli import sweep as sweep_cmd  # noqa: E402

@@ -18,13 +18,14 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli.options import JsonFlag
+
 app = typer.Typer(
     help="Datasets: download CIFAR-10, import a directory or .tar.gz, generate the synthetic "
          "set, show what is cached (under $CIFARCTL_DATA, default ~/.cache/cifarctl).",
     no_args_is_help=True,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 ForceFlag = Annotated[bool, typer.Option("--force", help="Redo it even if it is cached.")]
 
 

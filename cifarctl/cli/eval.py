@@ -10,27 +10,38 @@ happen inside the command body.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cifarctl.cli.options import (
+    CHECKPOINTS,
+    Checkpoints,
+    Device,
+    JsonFlag,
+    TrackingUri,
+    choice,
+    warn,
+)
 from cifarctl.evaluation import CORRUPTION_NAMES
+
+# `evaluation.run` says the same of a Python caller's `which` and `split` (WHICH, SPLITS)
+Which = choice(("best", "last"), "--which must be one of {choices}, got {value!r}",
+               optional=True, show_default=False,
+               help="Which checkpoint of a run: best (the selected epoch; the default) or last.")
+Split = choice(("test", "val"), "--split must be test or val, got {value!r}",
+               help="test, or val (the run's own validation split, rebuilt from its config).")
 
 
 def eval_command(
     target: Annotated[str, typer.Argument(
         metavar="RUN_ID|CHECKPOINT", help="An MLflow run id, or a checkpoint file (.pt).",
         show_default=False)],
-    which: Annotated[str | None, typer.Option(
-        help="Which checkpoint of a run: best (the selected epoch; the default) or last.",
-        show_default=False)] = None,
+    which: Which = None,
     dataset: Annotated[str | None, typer.Option(
         help="Evaluate on another dataset (cifar10, synthetic or a path); default: the "
              "run's own.")] = None,
-    split: Annotated[str, typer.Option(
-        help="test, or val (the run's own validation split, rebuilt from its config).")
-                     ] = "test",
+    split: Split = "test",
     corruptions: Annotated[bool, typer.Option(
         "--corruptions", help=f"Also measure accuracy under {', '.join(CORRUPTION_NAMES)}, "
                               "each at severities 1-5.")] = False,
@@ -40,20 +51,14 @@ def eval_command(
                           ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
                     ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
     batch_size: Annotated[int | None, typer.Option(
         help="Images per forward pass (default 1024).", show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
-                        ] = False,
+    json_out: JsonFlag = False,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="Do not log the results to the run.")] = False,
-    checkpoints: Annotated[Path, typer.Option(
-        help="Folder of local checkpoints, one subfolder per run; a run's checkpoint that "
-             "is not there is downloaded from its MLflow artifacts into <folder>/<run id>/."
-                      )] = Path("checkpoints"),
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
-                            ] = None,
+    checkpoints: Checkpoints = CHECKPOINTS,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Evaluate a trained run: top-1, per class, many/medium/few-shot, ECE, corruptions.
 
@@ -61,7 +66,9 @@ def eval_command(
     eval_ece, eval_many_acc, eval_corruption_<name>_s<k>, eval_mean_corruption_acc) with
     PNGs under the eval/ artifact folder; the run's training metrics and status are kept.
     --which last inserts last_ (eval_last_test_acc), --split val names val
-    (eval_val_acc), --dataset its name (eval_cifar10_jpeg_test_acc); see README.
+    (eval_val_acc), --dataset its name (eval_cifar10_jpeg_test_acc); see README. A run's
+    checkpoint that is not under --checkpoints is downloaded from its MLflow artifacts into
+    <checkpoints>/<run id>/.
 
     Examples:
 
@@ -92,7 +99,7 @@ def eval_command(
                              device=device, seed=seed, batch_size=batch_size,
                              progress=lambda m: err.print(f"evaluating {m}", style="dim"))
     for text in result.warnings:
-        typer.echo(f"warning: {text}", err=True)
+        warn(text)
     if not no_log:
         if log_result(result, target):
             err.print(f"logged {len(result.metrics)} eval metrics and "

@@ -16,7 +16,12 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli.options import TrackingUri, choice
 from cifarctl.report import DEFAULT_BASELINE, FORMATS
+
+Format = choice(FORMATS, "--format must be one of {choices}, got {value!r}", "--format", "-f",
+                help="Output; csv is table 1; with --out, html writes report.html instead of "
+                     "report.md.")
 
 
 def report(
@@ -36,18 +41,14 @@ def report(
     baseline: Annotated[str, typer.Option(
         help="Configuration each other one is compared with, at the same model, dataset and "
              "imbalance (key=value pairs).")] = DEFAULT_BASELINE,
-    format_: Annotated[str, typer.Option(
-        "--format", "-f", help=f"Output: {', '.join(FORMATS)}. csv is table 1; with --out, "
-                               "html writes report.html instead of report.md.")] = "table",
+    format_: Format = "table",
     out: Annotated[Path | None, typer.Option(
         help="Folder for report.md/.html, per_class.csv, report.json and the figures; also "
              "logged as a report run in the experiment <experiment>-reports (several "
              "experiments: cifarctl-reports).")] = None,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="With --out: do not log the files to a report run.")] = False,
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
-                            ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Compare configurations over seeds: per-class accuracy, head-to-head, literature.
 
@@ -66,8 +67,6 @@ def report(
     """
     from cifarctl.errors import UsageError
 
-    if format_ not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {format_!r}")
     if no_log and out is None:
         raise UsageError("--no-log only applies with --out (nothing is logged without it)")
 

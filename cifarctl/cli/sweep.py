@@ -4,8 +4,8 @@
     $ cifarctl sweep experiments/demo-sweep.yaml --workers 2
     $ cifarctl sweep experiments/cui2019-table2.yaml --backend ray --gpus-per-trial 0.25
 
-Parses the options, expands the spec (a bad spec fails here, before anything runs), then
-prints the plan (`--dry-run`) or calls `cifarctl.sweep.run_sweep` and renders its summary.
+Parses the options into a `cifarctl.sweep.request.SweepRequest`, calls `run_request` (which
+checks them, expands the spec and runs it) and renders the plan (`--dry-run`) or the summary.
 Exit codes: 0 all trials ok or skipped, 1 a trial failed, 2 bad input, 130 interrupted.
 """
 
@@ -18,7 +18,22 @@ from typing import Annotated, Any
 
 import typer
 
-BACKENDS = ("local", "ray")
+from cifarctl.cli.options import (
+    CHECKPOINTS,
+    Checkpoints,
+    Device,
+    Experiment,
+    Quiet,
+    SetOption,
+    TrackingUri,
+    choice,
+    warn,
+)
+
+# `SweepRequest.check` says the same of a Python caller's backend (cifarctl.sweep.request)
+Backend = choice(("local", "ray"), "--backend must be one of {choices}, got {value!r}",
+                 help="Where trials run: local (worker processes) or ray (tasks on a Ray "
+                      "cluster).")
 
 
 def sweep(
@@ -34,9 +49,7 @@ def sweep(
     workers: Annotated[int | None, typer.Option(
         help="Trials at once: local worker processes (default 1; pinned round-robin to the "
              "GPUs), or Ray tasks in flight (default: all).", show_default=False)] = None,
-    backend: Annotated[str, typer.Option(
-        help="Where trials run: local (worker processes) or ray (tasks on a Ray cluster).")
-                       ] = "local",
+    backend: Backend = "local",
     address: Annotated[str | None, typer.Option(
         help="Ray cluster address (ray://HOST:10001 or auto); default: a local Ray instance.")
                        ] = None,
@@ -47,22 +60,12 @@ def sweep(
     fail_fast: Annotated[bool, typer.Option(
         "--fail-fast", help="Stop every trial (they checkpoint) at the first failure.")
                          ] = False,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="Override a config key for every trial, e.g. --set optim.epochs=2 "
-                      "(repeatable; changes the trial keys).")] = None,
-    device: Annotated[str | None, typer.Option(
-        help="auto, cpu or cuda for every trial (does not change the trial keys).")] = None,
-    experiment: Annotated[str | None, typer.Option(
-        help="MLflow experiment (default: the spec's `experiment:`, else its file name).")
-                          ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
-                            ] = None,
-    checkpoints: Annotated[Path, typer.Option(
-        help="Folder for checkpoints, one subfolder per trial run.")] = Path("checkpoints"),
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No live progress; only the summary.")] = False,
+    set_: SetOption = None,
+    device: Device = None,
+    experiment: Experiment = None,
+    tracking_uri: TrackingUri = None,
+    checkpoints: Checkpoints = CHECKPOINTS,
+    quiet: Quiet = False,
     fuse: Annotated[int | None, typer.Option(
         help="Train up to K compatible new trials (same model, data, epochs, batch size) at "
              "once as one fused model, each still its own run (default: as many as the free "
@@ -74,6 +77,7 @@ def sweep(
 
     Trials whose child run FINISHED are skipped; FAILED or KILLED ones continue from their
     checkpoint in the same run. Ctrl-C stops the running trials cleanly (a second one kills).
+    --set applies to every trial and changes the trial keys; --device does not.
 
     Examples:
 
@@ -84,56 +88,21 @@ def sweep(
       cifarctl sweep experiments/cui2019-table2.yaml --set optim.epochs=2 --set
       data.dataset=synthetic --workers 4
     """
-    from cifarctl.config import parse_set_option
-    from cifarctl.errors import UsageError
-    from cifarctl.sweep import expand, load_spec
+    from cifarctl.sweep.request import SweepRequest, run_request
 
-    if as_json and not dry_run:
-        raise UsageError("--json goes with --dry-run (a sweep's results are in MLflow)")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "ray" and (address is not None or gpus_per_trial is not None
-                             or cpus_per_trial != 1.0):
-        raise UsageError("--address, --gpus-per-trial and --cpus-per-trial go with --backend ray")
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    if fuse is not None and (fuse < 1 or no_fuse):
-        raise UsageError("--fuse takes a group size >= 1 and does not go with --no-fuse")
-    if (gpus_per_trial or 0) < 0 or cpus_per_trial <= 0:
-        raise UsageError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
-    overrides: dict[str, Any] = parse_set_option(set_ or [])
-    if device is not None:
-        overrides["run.device"] = device
-    plan = expand(load_spec(spec, overrides=overrides, experiment=experiment))
-    for text in dict.fromkeys(w for t in plan.trials for w in t.config.warnings()):
-        typer.echo(f"warning: {text}", err=True)  # once each, however many trials share it
-    if dry_run:
-        _print_plan(plan, as_json)
+    result = run_request(SweepRequest(
+        spec, sets=tuple(set_ or ()), device=device, experiment=experiment, dry_run=dry_run,
+        json=as_json, workers=workers, backend=backend, address=address,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, fail_fast=fail_fast,
+        fuse=fuse, no_fuse=no_fuse, tracking_uri=tracking_uri, checkpoints=checkpoints,
+        quiet=quiet), warn=warn)
+    if result.outcome is None:
+        _print_plan(result.plan, as_json)
         return
-    from cifarctl.checkpoint import check_checkpoint_root
-
-    check_checkpoint_root(checkpoints)
-    if backend == "ray":
-        from cifarctl.sweep.ray_backend import import_ray
-
-        import_ray()  # exit 2 with the install hint before anything else happens
-
-    from cifarctl.sweep import run_sweep
-    from cifarctl.sweep.live import make_display
-
-    if backend == "local":  # before the live table: loading a dataset may show progress
-        from cifarctl.sweep.preflight import preflight
-
-        preflight(plan, tracking_uri, checkpoints.absolute())
-    outcome = run_sweep(plan, workers=workers, backend=backend, address=address,
-                        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                        fail_fast=fail_fast, tracking_uri=tracking_uri,
-                        checkpoint_root=checkpoints, fuse=1 if no_fuse else fuse,
-                        display=make_display(len(plan.trials), quiet=quiet), preflight=False)
-    _print_summary(outcome)
-    if outcome.interrupted:
+    _print_summary(result.outcome)
+    if result.outcome.interrupted:
         raise typer.Exit(130)
-    if outcome.counts["failed"]:
+    if result.outcome.counts["failed"]:
         raise typer.Exit(1)
 
 

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli.options import JsonFlag
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.theory.network import NETWORK_FORMAT
 
@@ -29,8 +30,6 @@ app = typer.Typer(
     help="The write-up's theory problems, answered exactly and checked against PyTorch.",
     no_args_is_help=True,
 )
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
 def _print_json(report: dict) -> None:

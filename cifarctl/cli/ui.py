@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli.options import TrackingUri
 from cifarctl.ui import DEFAULT_HOST, DEFAULT_PORT
 
 
@@ -31,9 +32,7 @@ def ui(
     experiment: Annotated[str | None, typer.Option(
         help="Print (and --open) this experiment's runs page instead of the home page.")
                           ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
-                            ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Browse your runs in the MLflow UI (Ctrl-C stops it).
 
