@@ -35,7 +35,7 @@ class ClassBalancedLoss(nn.Module):
         self.params = params  # the loss section it was built from: each loss reads its own dials
         self.num_classes = len(balanced)
         # Buffers follow `.to(device)`; derived from the counts, so kept out of state_dict.
-        # float64, cast to the compute dtype per batch: float32 gets the values it always had.
+        # Kept in float64 (as computed) and cast to the compute dtype per batch.
         self.register_buffer("balanced_weight", balanced, persistent=False)
         self.register_buffer("class_weight", balanced.clone(), persistent=False)
         self.set_epoch(0)
