@@ -282,6 +282,15 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return new
 
 
+def loss_section(**values: Any) -> LossSection:
+    """A loss section from keyword values, coerced and validated as `--set loss.KEY=VALUE`
+    would be: the one check of the loss parameters, for run configs and `build_loss` alike.
+
+        loss_section(name="Focal", beta=0.999, gamma=2)   # LossSection(name='focal', ...)
+    """
+    return apply_overrides(RunConfig(), {f"loss.{k}": v for k, v in values.items()}).loss
+
+
 # ---- validation: ranges and cross-field rules ----------------------------------------------
 
 def validate(cfg: RunConfig) -> None:

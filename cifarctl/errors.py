@@ -1,6 +1,7 @@
 """The one exception type users see, and its two flavours.
 
     raise UsageError("unknown config key 'optim.lrr' (did you mean 'optim.lr'?)")
+    raise UsageError(f"cannot read checkpoint {path}: {first_line(err)}") from None
 
 Every error a person can cause or fix ends here: the CLI prints `error: <message>` on one
 line and exits with `exit_code` (2 for bad input, 1 for a failure of the run itself),
@@ -30,7 +31,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none): what a
-    one-line error shows of a library's multi-line message."""
-    text = str(getattr(err, "message", err)).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The first line of an exception's message, for a one-line error; its type's name when
+    the message is empty.
+
+        first_line(OSError("disk full\\n  at ..."))   # "disk full"
+        first_line(KeyError())                       # "KeyError"
+
+    A string `message` attribute (MLflow's exceptions carry one) is preferred to `str(err)`,
+    which some libraries decorate.
+    """
+    message = getattr(err, "message", None)
+    text = message if isinstance(message, str) else str(err)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -3,12 +3,10 @@
     no_decay = loss_fn.prepare_model(model)          # e.g. {"classifier.bias"} for sigmoid losses
     optimizer = build_optimizer(model, lr=0.1, momentum=0.9, weight_decay=2e-4, no_decay=no_decay)
 
-By default every parameter is decayed except those named in `no_decay`: the reference code
+Every parameter is decayed except those named in `no_decay`: the reference code
 behind SPEC 2 (Cui et al.'s class-balanced-loss, Cao et al.'s LDAM-DRW) uses plain SGD
 weight decay on all parameters, batch-norm scales and biases included, so the published
-numbers assume it. `decay_bn_and_bias=False` exempts every parameter with at most one
-dimension too (biases, batch-norm scales and shifts), the common alternative.
-Group 0 is decayed, group 1 is not; a schedule sets `lr` on both.
+numbers assume it. Group 0 is decayed, group 1 is not; a schedule sets `lr` on both.
 """
 
 from collections.abc import Collection
@@ -20,8 +18,8 @@ from cifarctl.errors import UsageError
 
 
 def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
-                    nesterov: bool = False, no_decay: Collection[str] = frozenset(),
-                    decay_bn_and_bias: bool = True) -> torch.optim.SGD:
+                    nesterov: bool = False,
+                    no_decay: Collection[str] = frozenset()) -> torch.optim.SGD:
     """SGD over `model`'s trainable parameters; those named in `no_decay` get no weight decay.
 
     Names are as `model.named_parameters()` gives them (build the optimizer from the same
@@ -35,8 +33,7 @@ def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_deca
     for name, param in named.items():
         if not param.requires_grad:
             continue
-        skip = name in no_decay or (not decay_bn_and_bias and param.dim() <= 1)
-        (exempt if skip else decayed).append(param)
+        (exempt if name in no_decay else decayed).append(param)
     groups = [{"params": decayed, "weight_decay": weight_decay},
               {"params": exempt, "weight_decay": 0.0}]
     try:

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from cifarctl.config import (
+    LossSection,
     RunConfig,
     apply_overrides,
     config_from_dict,
     field_help,
     load_config,
+    loss_section,
     parse_set_option,
     resolve_key,
 )
@@ -184,6 +186,17 @@ def test_bad_values_are_one_line_usage_errors(overrides, message):
     with pytest.raises(UsageError) as err:
         apply_overrides(RunConfig(), overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_loss_section_coerces_and_checks_like_the_config():
+    assert loss_section() == LossSection() == RunConfig().loss
+    section = loss_section(name="Sigmoid_Focal", beta="1e-1", gamma=2, drw_epoch=160.0)
+    assert section == LossSection(name="sigmoid-focal", beta=0.1, gamma=2.0, drw_epoch=160)
+    assert isinstance(section.gamma, float) and isinstance(section.drw_epoch, int)
+    with pytest.raises(UsageError, match=r"^loss.alpha must be in \[0, 1\], got 1.5$"):
+        loss_section(name="hybrid", alpha=1.5)
+    with pytest.raises(UsageError, match=r"unknown config key 'loss.gama' \(did you mean"):
+        loss_section(gama=2.0)
 
 
 def test_bad_files(tmp_path):

@@ -127,8 +127,13 @@ def test_augment_off_passes_images_through():
     assert torch.equal(x, normalize(raw))
 
 
-def test_channels_last_output():
-    loader = DeviceLoader(_images(8), np.zeros(8), batch_size=4, channels_last=True, seed=0)
-    plain = DeviceLoader(_images(8), np.zeros(8), batch_size=4, seed=0)
-    for (x, _), (p, _) in zip(loader.epoch(0), plain.epoch(0)):
-        assert x.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, p)
+@pytest.mark.parametrize("augment", [False, True])
+def test_batches_are_contiguous_nchw_float32_and_int64(augment):
+    """The documented layout; the model, not the loader, picks channels_last
+    (`training.fast_layout`)."""
+    loader = DeviceLoader(_images(10), np.arange(10) % 3, batch_size=4, augment=augment, seed=0)
+    shapes = []
+    for x, y in loader.epoch(0):
+        assert x.dtype == torch.float32 and x.is_contiguous() and y.dtype == torch.int64
+        shapes.append((tuple(x.shape), tuple(y.shape)))
+    assert shapes == [((4, 3, 32, 32), (4,)), ((4, 3, 32, 32), (4,)), ((2, 3, 32, 32), (2,))]

@@ -184,6 +184,38 @@ def test_jpeg_by_torchvision_and_by_pillow_agree(trained):
         assert float((a.float() - b.float()).abs().mean()) < 1.0  # both libjpeg; decoders differ
 
 
+def test_corrupted_batches_of_a_subset_loader_score_its_rows():
+    """A `subset()` view shares its parent's images: its corrupted batches are those of its
+    own rows, in their order, exactly as a loader built on those rows alone gives them."""
+    from cifarctl.data.loader import DeviceLoader
+    from cifarctl.evaluation.run import corrupted_batches
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 32, 32, 3), dtype=torch.uint8, generator=g)
+    labels = torch.arange(30) % 10
+    every = DeviceLoader(images, labels, batch_size=8, shuffle=False)
+    rows = torch.tensor([17, 3, 9, 0, 25, 11, 4, 28])
+    view = every.subset(rows, batch_size=4, shuffle=True, augment=True, drop_last=True, seed=1)
+    nested = every.subset(torch.arange(29, -1, -1), batch_size=8, shuffle=False,
+                          augment=False, drop_last=False, seed=0).subset(
+        29 - rows, batch_size=8, shuffle=False, augment=False, drop_last=False, seed=0)
+    alone = DeviceLoader(images[rows], labels[rows], batch_size=8, shuffle=False)
+
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    clean = (images[rows].permute(0, 3, 1, 2).float() / 255 - mean) / std   # (8, 3, 32, 32)
+    for loader in (view, nested):
+        batches = list(corrupted_batches(loader, "gaussian_noise", 0, batch_size=3))
+        assert [len(y) for _, y in batches] == [3, 3, 2]
+        torch.testing.assert_close(torch.cat([x for x, _ in batches]), clean)
+        assert torch.equal(torch.cat([y for _, y in batches]), labels[rows])
+        for name in ("gaussian_noise", "jpeg"):  # a random one and a deterministic one
+            ours = list(corrupted_batches(loader, name, 3, batch_size=3))
+            reference = list(corrupted_batches(alone, name, 3, batch_size=3))
+            for (x, y), (x_ref, y_ref) in zip(ours, reference, strict=True):
+                assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
 def _valid_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:

@@ -239,18 +239,18 @@ def test_a_second_ctrl_c_ends_every_member_killed_with_the_way_back(tiny, data_h
 def test_a_diverging_member_fails_alone(tiny, data_home, tmp_path, monkeypatch):
     import cifarctl.losses
 
-    real_build = cifarctl.losses.build_loss
+    real_build = cifarctl.losses.loss_from_config
 
-    def nan_for_focal_from_epoch_1(name, *args, **kwargs):
-        loss = real_build(name, *args, **kwargs)
-        if name == "focal":
+    def nan_for_focal_from_epoch_1(loss_cfg, *args, **kwargs):
+        loss = real_build(loss_cfg, *args, **kwargs)
+        if loss_cfg.name == "focal":
             forward, epoch = loss.forward, {"now": 0}
             loss.set_epoch = lambda e: epoch.update(now=e)
             loss.forward = lambda logits, y: forward(logits, y) * (
                 float("nan") if epoch["now"] else 1.0)
         return loss
 
-    monkeypatch.setattr(cifarctl.losses, "build_loss", nan_for_focal_from_epoch_1)
+    monkeypatch.setattr(cifarctl.losses, "loss_from_config", nan_for_focal_from_epoch_1)
     outcomes = train_group(configs(tiny, "vanillacnn", 0.01),
                            trackers=[NullTracker() for _ in range(3)], checkpoint_root=tmp_path)
     assert [o.status for o in outcomes] == ["FINISHED", "FAILED", "FINISHED"]

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cifarctl.config import LossSection, load_config
 from cifarctl.errors import UsageError
-from cifarctl.losses import LOSS_NAMES, build_loss, canonical_name, cb_weights
+from cifarctl.losses import LOSS_NAMES, build_loss, canonical_name, cb_weights, loss_from_config
 from cifarctl.models import create_model
 
 LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # SPEC 1.3, ratio 100
@@ -218,7 +219,7 @@ def test_without_drw_weights_never_change():
     loss_fn = build_loss("focal", LT100, beta=0.999)
     for epoch in (0, 5, 200):
         loss_fn.set_epoch(epoch)
-        torch.testing.assert_close(loss_fn.class_weight, cb_weights(LT100, 0.999).float())
+        assert torch.equal(loss_fn.class_weight, cb_weights(LT100, 0.999))
 
 
 def test_ldam_margins():
@@ -235,13 +236,34 @@ def test_buffers_follow_the_module():
     assert not loss_fn.state_dict()  # derived from the counts, not saved
 
 
-def test_bf16_logits_are_computed_in_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits_are_computed_in_float32(dtype):
     targets = TARGETS["all-present"]
-    logits = make_logits("random", targets).bfloat16()
+    logits = make_logits("random", targets).to(dtype)
     loss_fn = build_loss("focal", LT100, beta=0.999, gamma=2.0)
     loss = loss_fn(logits, targets)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, loss_fn(logits.float(), targets))
+
+
+@pytest.mark.parametrize("beta", ["0", "0.999"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_float64_logits_are_computed_in_float64(name, beta):
+    """Every digit of a float64 loss: the float64 reference above to 1e-12, no float32 step
+    (rounding weights, margins or logits to float32 alone would miss by ~1e-7)."""
+    targets = TARGETS["some-absent"]
+    logits = 3 * torch.randn(len(targets), C, generator=torch.Generator().manual_seed(1),
+                             dtype=torch.float64)
+    params = {"gamma": 2.0, "alpha": 0.3, "max_m": 0.4, "s": 20.0}
+    loss_fn = build_loss(name, LT100, beta=float(beta), **params)
+    expected = reference_per_example(name, logits.numpy(), targets.numpy(), LT100, beta=beta,
+                                     **params)
+    got = loss_fn.per_example(logits, targets)
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+    loss = loss_fn(logits, targets)
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(expected.mean(), rel=1e-12, abs=1e-12)
 
 
 def test_sigmoid_prepare_model_sets_bias_and_exempts_it():
@@ -258,6 +280,44 @@ def test_prepare_model_checks_the_number_of_classes():
         build_loss("ce", LT100).prepare_model(create_model("vanillacnn", num_classes=100))
     with pytest.raises(UsageError, match="gives 3 logits per image but the loss was built for 10"):
         build_loss("ce", LT100)(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+
+
+# ---- from the config's loss section --------------------------------------------------------
+
+def test_loss_from_config_builds_what_the_config_file_says(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("loss:\n  name: Hybrid\n  beta: 0.999\n  gamma: 2\n  alpha: 0.25\n"
+                    "  drw_epoch: 3\n")
+    cfg = load_config(path)
+    loss_fn = loss_from_config(cfg.loss, LT100)
+    assert type(loss_fn).__name__ == "HybridLoss"
+    assert loss_fn.params == cfg.loss and loss_fn.params is not cfg.loss  # a checked copy
+    targets = TARGETS["all-present"]
+    logits = make_logits("random", targets)
+    for epoch, beta in [(0, "0"), (3, "0.999")]:
+        loss_fn.set_epoch(epoch)
+        expected = reference_per_example("hybrid", logits.numpy(), targets.numpy(), LT100,
+                                         beta=beta, gamma=2.0, alpha=0.25)
+        np.testing.assert_allclose(loss_fn.per_example(logits, targets).double().numpy(),
+                                   expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_from_config_checks_a_hand_built_section():
+    with pytest.raises(UsageError, match=r"^loss.gamma must be >= 0, got -1.0$"):
+        loss_from_config(LossSection(name="focal", gamma=-1.0), LT100)
+    with pytest.raises(UsageError, match=r"^unknown loss 'nope'"):
+        loss_from_config(LossSection(name="nope"), LT100)
+
+
+@pytest.mark.parametrize("override", [{"gamma": -1.0}, {"alpha": 2.0}, {"max_m": 0.0},
+                                      {"s": -1.0}, {"drw_epoch": -2}, {"beta": 1.0}])
+def test_build_loss_and_the_config_reject_a_value_in_the_same_words(override):
+    (key, value), = override.items()
+    with pytest.raises(UsageError) as from_config:
+        load_config(overrides={f"loss.{key}": value})
+    with pytest.raises(UsageError) as from_build:
+        build_loss("focal", LT100, **override)
+    assert str(from_build.value) == str(from_config.value)
 
 
 # ---- names and errors ---------------------------------------------------------------------
@@ -278,15 +338,18 @@ def test_factory_covers_every_name():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"name": "focall"}, r"unknown loss 'focall' \(did you mean 'focal'\?\); choose one of: ce,"),
-    ({"beta": 1.0}, r"beta must be in \[0, 1\), got 1.0: .*beta = 1 makes every weight .* 0/0"),
-    ({"beta": -0.1}, r"beta must be in \[0, 1\), got -0.1"),
-    ({"gamma": -1.0}, r"gamma must be a finite number >= 0, got -1.0"),
-    ({"alpha": -0.5}, r"alpha must be in \[0, 1\], got -0.5"),
-    ({"alpha": 1.5}, r"alpha must be in \[0, 1\], got 1.5"),
-    ({"max_m": 0.0}, r"max_m \(LDAM's largest margin\) must be a finite number > 0"),
-    ({"s": -30.0}, r"s \(LDAM's logit scale\) must be a finite number > 0"),
-    ({"drw_epoch": -1}, r"drw_epoch must be an epoch >= 0"),
-    ({"drw_epoch": 1.5}, r"drw_epoch must be an epoch >= 0"),
+    # the parameters are checked by the config's own rules, word for word as `--set` says
+    ({"beta": 1.0}, r"loss.beta must be in \[0, 1\) \(beta = 1 makes every class weight 0/0\)"),
+    ({"beta": -0.1}, r"loss.beta must be in \[0, 1\) .*got -0.1"),
+    ({"gamma": -1.0}, r"loss.gamma must be >= 0, got -1.0"),
+    ({"gamma": math.inf}, r"loss.gamma must be a finite number, got inf"),
+    ({"alpha": -0.5}, r"loss.alpha must be in \[0, 1\], got -0.5"),
+    ({"alpha": 1.5}, r"loss.alpha must be in \[0, 1\], got 1.5"),
+    ({"max_m": 0.0}, r"loss.max_m must be > 0, got 0.0"),
+    ({"s": -30.0}, r"loss.s must be > 0, got -30.0"),
+    ({"drw_epoch": -1}, r"loss.drw_epoch must be >= 0, got -1"),
+    ({"drw_epoch": 1.5}, r"loss.drw_epoch must be an integer, got 1.5"),
+    ({"drw_epoch": True}, r"loss.drw_epoch must be an integer, got True"),
     ({"gama": 2.0}, r"unknown loss parameter gama; the loss parameters are: beta, gamma,"),
     ({"counts": [5000, 0, 50]}, r"class counts must be positive integers .* got \[5000, 0, 50\]"),
     ({"counts": [5000]}, r"class counts must name at least 2 classes"),

@@ -34,13 +34,13 @@ def test_sigmoid_bias_gets_no_decay():
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
-def test_decay_bn_and_bias_false_exempts_vectors():
+def test_nesterov_keeps_the_reference_decay_on_batch_norm_and_biases():
+    """SPEC 2's reference code decays batch-norm scales and biases like every weight."""
     model = create_model("resnet20")
-    optimizer = build_optimizer(model, **SGD, decay_bn_and_bias=False, nesterov=True)
-    assert group_of(optimizer, model.bn1.weight)["weight_decay"] == 0.0
-    assert group_of(optimizer, model.classifier.bias)["weight_decay"] == 0.0
-    assert group_of(optimizer, model.conv1.weight)["weight_decay"] == 2e-4
-    assert optimizer.param_groups[0]["nesterov"]
+    optimizer = build_optimizer(model, **SGD, nesterov=True)
+    for param in (model.bn1.weight, model.bn1.bias, model.classifier.bias, model.conv1.weight):
+        assert group_of(optimizer, param)["weight_decay"] == 2e-4
+    assert all(g["nesterov"] for g in optimizer.param_groups)
 
 
 def test_frozen_parameters_are_left_out():

@@ -198,7 +198,7 @@ def test_nonfinite_loss_fails_the_run_and_keeps_last_good_checkpoint(
 
     import cifarctl.losses
 
-    real_build = cifarctl.losses.build_loss
+    real_build = cifarctl.losses.loss_from_config
 
     def nan_from_epoch_1(*args, **kwargs):
         loss = real_build(*args, **kwargs)
@@ -208,7 +208,7 @@ def test_nonfinite_loss_fails_the_run_and_keeps_last_good_checkpoint(
                                                                else 1.0)
         return loss
 
-    monkeypatch.setattr(cifarctl.losses, "build_loss", nan_from_epoch_1)
+    monkeypatch.setattr(cifarctl.losses, "loss_from_config", nan_from_epoch_1)
     result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), "--experiment", "nan", *TINY)
     assert result.exit_code == 1
     assert "training loss became NaN/inf in epoch 2" in result.output

@@ -85,8 +85,8 @@ class DeviceLoader:
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
                  batch_size: int, shuffle: bool = True, augment: bool = False,
-                 drop_last: bool = False, seed: int = 0, device: torch.device | str = "cpu",
-                 channels_last: bool = False) -> None:
+                 drop_last: bool = False, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         images = torch.as_tensor(images)                      # (N, 32, 32, 3) uint8
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -98,7 +98,7 @@ class DeviceLoader:
             raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels, "
                              f"batch_size {batch_size}")
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
+        self.drop_last, self.seed = drop_last, seed
         self.rows: torch.Tensor | None = None  # (n,) rows of `images` this split uses; None: all
 
     def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
@@ -144,7 +144,4 @@ class DeviceLoader:
             x = self.images[idx]                                   # (B, 3, 32, 32) uint8
             if self.augment:
                 x = random_crop_flip(x, augment_rng)
-            x = normalize(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield normalize(x), self.labels[idx]

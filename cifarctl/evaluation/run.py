@@ -264,14 +264,17 @@ def _own_counts(target: EvalTarget, data: Any, same_dataset: bool) -> list[int] 
 def corrupted_batches(loader: Any, name: str, severity: int, *, seed: int = 0,
                       batch_size: int = 1024) -> Iterator[tuple[Any, Any]]:
     """The loader's images in order, un-augmented, corrupted, then normalised:
-    (x (B, 3, H, W) float32, y (B,) int64) on the loader's device."""
+    (x (B, 3, H, W) float32, y (B,) int64) on the loader's device. A `subset()` loader gives
+    its own rows, in their order."""
     from cifarctl.data.loader import normalize
 
     generator = corruption_generator(seed, name, severity, loader.device)
     for start in range(0, loader.num_samples, batch_size):
-        stop = start + batch_size
-        x = loader.images[start:stop]                                  # (B, 3, H, W) uint8
-        yield normalize(corrupt(x, name, severity, generator)), loader.labels[start:stop]
+        # a subset view shares its parent's `images`: its rows say which of them it holds
+        idx = (slice(start, start + batch_size) if loader.rows is None
+               else loader.rows[start:start + batch_size])
+        x = loader.images[idx]                                         # (B, 3, H, W) uint8
+        yield normalize(corrupt(x, name, severity, generator)), loader.labels[idx]
 
 
 def accuracy_under(model: Any, loader: Any, name: str, severity: int, *, num_classes: int,

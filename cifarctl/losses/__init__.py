@@ -1,12 +1,14 @@
 """Every loss of the study, chosen by name: CE, focal, class-balanced, sigmoid, LDAM, DRW, hybrid.
 
-    from cifarctl.losses import build_loss
+    from cifarctl.losses import build_loss, loss_from_config
     loss_fn = build_loss("focal", train_counts, beta=0.999, gamma=2.0)
+    loss_fn = loss_from_config(cfg.loss, train_counts)    # a run config's loss section
     loss = loss_fn(logits, targets)      # (N, C), (N,) -> scalar, sum_i w_{y_i} l_i / N
 
 `LOSS_NAMES` and `canonical_name` answer without torch (the CLI lists the names in `--help`);
-`build_loss` and `cb_weights` import it on first use. Modules: `weights` (class-balanced
-weights, LDAM margins), `base` (parameters, deferred re-weighting, reduction), `softmax`,
+`build_loss`, `loss_from_config` and `cb_weights` import it on first use. The parameters
+are the config's loss section (`cifarctl.config.LossSection`). Modules: `weights`
+(class-balanced weights, LDAM margins), `base` (deferred re-weighting, reduction), `softmax`,
 `sigmoid`, `factory`.
 """
 
@@ -21,7 +23,8 @@ LOSS_NAMES: tuple[str, ...] = ("ce", "focal", "sigmoid", "sigmoid-focal", "ldam"
 _ALIASES = {"cross-entropy": "ce", "crossentropy": "ce", "softmax": "ce", "sigmoid-ce": "sigmoid"}
 
 # public name -> the module that defines it, imported on first access (PEP 562)
-_LAZY = {"build_loss": "cifarctl.losses.factory", "cb_weights": "cifarctl.losses.weights"}
+_LAZY = {"build_loss": "cifarctl.losses.factory", "loss_from_config": "cifarctl.losses.factory",
+         "cb_weights": "cifarctl.losses.weights"}
 
 
 def canonical_name(name: str) -> str:

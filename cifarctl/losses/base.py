@@ -1,56 +1,23 @@
-"""What every loss shares: its validated parameters, class weights with deferred re-weighting,
-and the reduction.
+"""What every loss shares: class weights with deferred re-weighting, and the reduction.
 
-    loss_fn = FocalLoss(train_counts, LossParams(beta=0.9999, gamma=1.0, drw_epoch=160))
+    loss_fn = FocalLoss(train_counts, loss_section(name="focal", beta=0.9999, drw_epoch=160))
     loss_fn.set_epoch(epoch)                  # at the start of every epoch
     loss = loss_fn(logits, targets)           # (N, C), (N,) -> scalar
+
+A loss reads its parameters from the config's loss section (`cifarctl.config.LossSection`),
+where their defaults and validation live; `factory` builds one from a section or keywords.
 
 Reduction, for every loss: sum_i w_{y_i} l_i / N, the batch mean of weighted per-example losses
 (Cui et al. 2019's convention). `nn.CrossEntropyLoss(weight=w)` divides by sum_i w_{y_i}
 instead, so it differs from ours whenever the weights are not all ones.
 """
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from cifarctl.config import LossSection
 from cifarctl.errors import UsageError
 from cifarctl.losses.weights import cb_weights
-
-
-@dataclass(frozen=True)
-class LossParams:
-    """Every dial of the loss family, validated once; each loss reads the ones it uses.
-
-    `beta` is checked by `cb_weights` when a loss is built, with the counts.
-    """
-
-    beta: float = 0.0             # class-balanced weighting in [0, 1); 0 = unweighted (Cui et al.)
-    gamma: float = 1.0            # focal focusing parameter >= 0; 0 = cross-entropy (Lin et al.)
-    drw_epoch: int | None = None  # deferred re-weighting: unweighted before it (Cao et al.)
-    alpha: float = 0.5            # hybrid = CE + (1 - alpha) * focal, in [0, 1] (SPEC 1.3)
-    max_m: float = 0.5            # LDAM: largest margin (Cao et al.'s CIFAR setting)
-    s: float = 30.0               # LDAM: logit scale (Cao et al.)
-
-    def __post_init__(self) -> None:
-        drw = self.drw_epoch
-        checks = [
-            (self.gamma >= 0 and math.isfinite(self.gamma),
-             f"gamma must be a finite number >= 0, got {self.gamma} (gamma = 0 is cross-entropy)"),
-            (0 <= self.alpha <= 1,
-             f"alpha must be in [0, 1], got {self.alpha} (hybrid loss = CE + (1 - alpha) * focal)"),
-            (drw is None or (isinstance(drw, int) and not isinstance(drw, bool) and drw >= 0),
-             f"drw_epoch must be an epoch >= 0 (or None for no deferral), got {drw!r}"),
-            (self.max_m > 0 and math.isfinite(self.max_m),
-             f"max_m (LDAM's largest margin) must be a finite number > 0, got {self.max_m}"),
-            (self.s > 0 and math.isfinite(self.s),
-             f"s (LDAM's logit scale) must be a finite number > 0, got {self.s}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
 
 
 class ClassBalancedLoss(nn.Module):
@@ -62,12 +29,13 @@ class ClassBalancedLoss(nn.Module):
     copying into the same buffer, so a compiled graph that reads it never recompiles.
     """
 
-    def __init__(self, class_counts: list[int], params: LossParams = LossParams()):
+    def __init__(self, class_counts: list[int], params: LossSection):
         super().__init__()
-        balanced = cb_weights(class_counts, params.beta).float()  # (C,); validates both
-        self.params = params
+        balanced = cb_weights(class_counts, params.beta)  # (C,) float64; validates the counts
+        self.params = params  # the loss section it was built from: each loss reads its own dials
         self.num_classes = len(balanced)
         # Buffers follow `.to(device)`; derived from the counts, so kept out of state_dict.
+        # Kept in float64 (as computed) and cast to the compute dtype per batch.
         self.register_buffer("balanced_weight", balanced, persistent=False)
         self.register_buffer("class_weight", balanced.clone(), persistent=False)
         self.set_epoch(0)
@@ -82,7 +50,8 @@ class ClassBalancedLoss(nn.Module):
             self.class_weight.fill_(1.0)
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-example loss l_i before class weighting: (N, C) float32, (N,) -> (N,)."""
+        """Per-example loss l_i before class weighting: (N, C) float32 or float64, (N,) ->
+        (N,) of the same dtype."""
         raise NotImplementedError
 
     def per_example(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -90,8 +59,10 @@ class ClassBalancedLoss(nn.Module):
         if logits.shape[-1] != self.num_classes:
             raise UsageError(f"the model gives {logits.shape[-1]} logits per image but the loss "
                              f"was built for {self.num_classes} classes")
-        # float32 even under bf16 autocast: exp/log of bf16 logits lose the small losses.
-        return self.class_weight[targets] * self.unweighted(logits.float(), targets)
+        # float32 even under bf16/fp16 autocast, whose exp/log lose the small losses; float64
+        # logits stay float64 (references, exact comparisons)
+        x = logits if logits.dtype == torch.float64 else logits.float()   # (N, C)
+        return self.class_weight[targets].to(x.dtype) * self.unweighted(x, targets)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.per_example(logits, targets).mean()

@@ -1,14 +1,15 @@
-"""`build_loss`: every loss of the study by name, from the loss config and the class counts.
+"""Every loss of the study by name, from the config's loss section and the class counts.
 
-    loss_fn = build_loss("ldam", train_counts, beta=0.9999, drw_epoch=160)  # LDAM-DRW
+    loss_fn = loss_from_config(cfg.loss, data.train_counts)                 # a run's loss
+    loss_fn = build_loss("ldam", train_counts, beta=0.9999, drw_epoch=160)  # LDAM-DRW by hand
 """
 
-from dataclasses import fields
+import dataclasses
 from typing import Any
 
+from cifarctl.config import LossSection, loss_section
 from cifarctl.errors import UsageError
-from cifarctl.losses import canonical_name
-from cifarctl.losses.base import ClassBalancedLoss, LossParams
+from cifarctl.losses.base import ClassBalancedLoss
 from cifarctl.losses.sigmoid import SigmoidCrossEntropy, SigmoidFocalLoss
 from cifarctl.losses.softmax import CrossEntropy, FocalLoss, HybridLoss, LDAMLoss
 
@@ -22,6 +23,22 @@ _LOSSES: dict[str, type[ClassBalancedLoss]] = {
     "hybrid": HybridLoss,
 }
 
+# the loss parameters: every field of the loss section but the loss's name
+_PARAMS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LossSection)
+                                if f.name != "name")
+
+
+def loss_from_config(loss_cfg: LossSection, class_counts: list[int]) -> ClassBalancedLoss:
+    """The loss a config's loss section describes, for `class_counts` images per class.
+
+        loss_from_config(cfg.loss, [5000, 2997, ..., 50])
+
+    The section is validated again (into a copy the loss keeps), so a hand-built one gets the
+    config's checks; bad counts raise `UsageError` too.
+    """
+    checked = loss_section(**dataclasses.asdict(loss_cfg))
+    return _LOSSES[checked.name](class_counts, checked)
+
 
 def build_loss(name: str, class_counts: list[int], *, beta: float = 0.0, gamma: float = 1.0,
                **params: Any) -> ClassBalancedLoss:
@@ -30,15 +47,14 @@ def build_loss(name: str, class_counts: list[int], *, beta: float = 0.0, gamma: 
         build_loss("focal", [5000, 2997, ..., 50], beta=0.999, gamma=2.0)
 
     `params` are the other loss parameters: `drw_epoch`, `alpha`, `max_m`, `s` (see
-    `LossParams` for meaning and defaults). Every loss accepts all of them, as the run config
-    always carries them, and uses those it needs (gamma: focal, sigmoid-focal, hybrid; alpha:
-    hybrid; max_m and s: ldam; beta and drw_epoch: all). Each is validated either way; an
-    unknown name, a bad value or bad counts raise `UsageError`.
+    `cifarctl.config.LossSection` for meaning and defaults). Every loss accepts all of them
+    and uses those it needs (gamma: focal, sigmoid-focal, hybrid; alpha: hybrid; max_m and s:
+    ldam; beta and drw_epoch: all). Each is validated as the config validates it; an unknown
+    name, a bad value or bad counts raise `UsageError`.
     """
-    loss_class = _LOSSES[canonical_name(name)]
-    known = [f.name for f in fields(LossParams)]
-    unknown = sorted(set(params) - set(known))
+    unknown = sorted(set(params) - set(_PARAMS))
     if unknown:
         raise UsageError(f"unknown loss parameter {', '.join(unknown)}; the loss parameters "
-                         f"are: {', '.join(known)}")
-    return loss_class(class_counts, LossParams(beta=beta, gamma=gamma, **params))
+                         f"are: {', '.join(_PARAMS)}")
+    return loss_from_config(LossSection(name=name, beta=beta, gamma=gamma, **params),
+                            class_counts)

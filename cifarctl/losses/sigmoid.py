@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarctl.config import LossSection
 from cifarctl.errors import UsageError
-from cifarctl.losses.base import ClassBalancedLoss, LossParams
+from cifarctl.losses.base import ClassBalancedLoss
 
 
 class SigmoidFocalLoss(ClassBalancedLoss):
@@ -56,5 +57,5 @@ class SigmoidFocalLoss(ClassBalancedLoss):
 class SigmoidCrossEntropy(SigmoidFocalLoss):
     """The one-vs-all sigmoid cross-entropy: the sigmoid focal loss at gamma = 0."""
 
-    def __init__(self, class_counts: list[int], params: LossParams = LossParams()):
+    def __init__(self, class_counts: list[int], params: LossSection):
         super().__init__(class_counts, replace(params, gamma=0.0))

@@ -9,7 +9,8 @@ All four start from log p_t, the target's log-probability under the *unweighted*
 import torch
 import torch.nn.functional as F
 
-from cifarctl.losses.base import ClassBalancedLoss, LossParams
+from cifarctl.config import LossSection
+from cifarctl.losses.base import ClassBalancedLoss
 from cifarctl.losses.weights import ldam_margins
 
 
@@ -69,12 +70,13 @@ class LDAMLoss(ClassBalancedLoss):
     linear classifier, s = 30 scales raw logits.
     """
 
-    def __init__(self, class_counts: list[int], params: LossParams = LossParams()):
+    def __init__(self, class_counts: list[int], params: LossSection):
         super().__init__(class_counts, params)
-        margins = ldam_margins(class_counts, params.max_m).float()  # (C,)
+        margins = ldam_margins(class_counts, params.max_m)  # (C,) float64, cast per batch
         self.register_buffer("margins", margins, persistent=False)
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        margin = self.margins[targets].to(logits.dtype).unsqueeze(1)        # (N, 1)
         # subtract m_y from the target logit only: (N, C)
-        shifted = logits.scatter_add(1, targets.unsqueeze(1), -self.margins[targets].unsqueeze(1))
+        shifted = logits.scatter_add(1, targets.unsqueeze(1), -margin)
         return -target_log_prob(self.params.s * shifted, targets)

@@ -38,7 +38,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, first_line
 from cifarctl.tracking.base import FinishOnExit, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
@@ -75,10 +75,6 @@ def _quiet_mlflow() -> None:
 
 # ---- the store ------------------------------------------------------------------------
 
-def _first_line(err: BaseException) -> str:
-    return (str(getattr(err, "message", err)).strip().splitlines() or [type(err).__name__])[0]
-
-
 def connect(tracking_uri: str | None = None) -> MlflowClient:
     """An MlflowClient on the resolved store, checked to answer; UsageError if it cannot.
 
@@ -108,10 +104,10 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
                              f"default: pass --tracking-uri sqlite:///PATH, migrate it with "
                              f"`mlflow migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true"
                              ) from None
-        raise UsageError(f"cannot open MLflow store {uri}: {_first_line(err)}") from err
+        raise UsageError(f"cannot open MLflow store {uri}: {first_line(err)}") from err
     except SQLAlchemyError as err:  # a file that is no database, not writable, a directory
         reason = getattr(err, "orig", None) or err
-        raise UsageError(f"cannot open MLflow store {uri}: {_first_line(reason)}; check the "
+        raise UsageError(f"cannot open MLflow store {uri}: {first_line(reason)}; check the "
                          f"file or pass another --tracking-uri") from None
 
 
@@ -134,7 +130,7 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
             return call_with_retry(client.create_experiment, name, artifact_location=location)
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise UsageError(f"cannot create experiment {name!r}: {_first_line(err)}") from err
+                raise UsageError(f"cannot create experiment {name!r}: {first_line(err)}") from err
             experiment = call_with_retry(client.get_experiment_by_name, name)  # a worker won
     if experiment.lifecycle_stage == "deleted":
         raise UsageError(f"experiment {name!r} is deleted; restore it with `mlflow experiments "
@@ -254,7 +250,7 @@ class MlflowTracker(FinishOnExit):
                     raise
                 raise UsageError(f"run {self._run_id} already has other values for some "
                                  f"params (a run's params cannot change): "
-                                 f"{_first_line(err)}") from err
+                                 f"{first_line(err)}") from err
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set `tags` (values as strings, cut to 8000 chars); a tag may be overwritten."""

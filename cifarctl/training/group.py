@@ -61,7 +61,7 @@ class Member:
 def build_member(record: RunRecord, data: RunData, device: torch.device,
                  resume: RunState | None) -> Member:
     """A run's seeded model, loss and optimizer, with its resumed weights if any."""
-    from cifarctl.losses import build_loss
+    from cifarctl.losses import loss_from_config
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer
 
@@ -69,7 +69,7 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
     torch.manual_seed(cfg.run.seed)  # initialisation and dropout; the data RNG is separate
     model = create_model(cfg.model.name, num_classes=len(data.classes),
                          classifier=cfg.classifier).to(device)
-    loss_fn = build_loss(cfg.loss.name, data.train_counts, **loss_params(cfg)).to(device)
+    loss_fn = loss_from_config(cfg.loss, data.train_counts).to(device)
     no_decay = loss_fn.prepare_model(model)
     optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay,
@@ -79,16 +79,6 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
         model.load_state_dict(resume.model)
         rng = resume.rng
     return Member(record, data, model, optimizer, loss_fn, rng)
-
-
-def loss_params(cfg: RunConfig) -> dict[str, Any]:
-    lo = cfg.loss
-    params: dict[str, Any] = {"beta": lo.beta, "gamma": lo.gamma, "drw_epoch": lo.drw_epoch}
-    if lo.name == "hybrid":
-        params["alpha"] = lo.alpha
-    if lo.name == "ldam":
-        params.update(max_m=lo.max_m, s=lo.s)
-    return params
 
 
 def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
