@@ -48,6 +48,7 @@ from cifarctl.config import (
     apply_overrides,
     config_overrides_from_mapping,
     field_help,
+    later_defaults,
     read_yaml,
     resolve_key,
 )
@@ -110,8 +111,11 @@ def trial_key(cfg: RunConfig) -> str:
     `model.classifier` enters as the head it resolves to (`auto` and `normed` are one trial
     for LDAM), and not at all when that is `linear`: the key of every trial without a cosine
     head is what it was before the key existed, so earlier sweeps keep their finished trials.
+    Fields added later (`config.later_defaults`) enter only when set away from their default.
     """
-    flat = {k: v for k, v in cfg.to_flat().items() if k not in KEY_IGNORES}
+    later = later_defaults()
+    flat = {k: v for k, v in cfg.to_flat().items()
+            if k not in KEY_IGNORES and not (k in later and v == later[k])}
     del flat["model.classifier"]
     if cfg.classifier != "linear":
         flat["model.classifier"] = cfg.classifier

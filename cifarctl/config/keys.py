@@ -1,0 +1,183 @@
+"""Config keys: their names, help, types; overrides applied, coerced and validated.
+
+    resolve_key("beta")                               # 'loss.beta'
+    cfg = apply_overrides(RunConfig(), {"seed": 1})   # a validated copy
+    later_defaults()                                  # {'loss.tau': 1.0, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+from cifarctl.config.sections import SECTIONS, LossSection, RunConfig
+from cifarctl.errors import UsageError, did_you_mean
+
+
+def field_help() -> list[tuple[str, Any, str]]:
+    """`[("optim.lr", 0.1, "peak learning rate ..."), ...]` for help screens and docs."""
+    return _rows(with_help=True)
+
+
+def _rows(*, with_help: bool) -> list[tuple[str, Any, str]]:
+    names = {}
+    if with_help:
+        from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
+        from cifarctl.models import list_models
+
+        names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+                else f.default
+            text = f.metadata["help"]
+            for placeholder, value in names.items():
+                text = text.replace(placeholder, value)
+            rows.append((f"{section}.{f.name}", default, text))
+    return rows
+
+
+def later_defaults() -> dict[str, Any]:
+    """`{key: default}` of the fields declared `later=True` (added after trial keys existed):
+    left out of a trial key at their default, and read as their default from a run that
+    never logged them."""
+    return {key: default for key, default, _ in _rows(with_help=False)
+            if _field(key).metadata.get("later")}
+
+
+def _field(key: str) -> dataclasses.Field:
+    section, name = key.split(".", 1)
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}[name]
+
+
+def _all_keys() -> list[str]:
+    return [f"{section}.{f.name}" for section, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)]
+
+
+def resolve_key(key: str) -> str:
+    """`"beta"` -> `"loss.beta"`; `"optim.lr"` stays; unknown keys fail with a did-you-mean."""
+    keys = _all_keys()
+    if key in keys:
+        return key
+    matches = [k for k in keys if k.split(".", 1)[1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(f"config key '{key}' is ambiguous: write one of {', '.join(matches)}")
+    hint = did_you_mean(key, keys + [k.split(".", 1)[1] for k in keys])
+    raise UsageError(f"unknown config key '{key}'{hint}; see `cifarctl train --help`")
+
+
+# ---- values: coercion to the declared types ------------------------------------------------
+
+def _field_type(key: str) -> Any:
+    section, name = key.split(".", 1)
+    hints = typing.get_type_hints(SECTIONS[section])
+    return hints[name]
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Turn a YAML/CLI value into `tp`, or fail with one line naming the key and the type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except UsageError as err:
+                errors.append(err)
+        raise errors[-1]
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, v, item_tp) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise UsageError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UsageError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of `cfg` with `{"loss.beta": 0.99, "seed": 1}` applied, then validated."""
+    new = RunConfig(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
+    for raw_key, value in overrides.items():
+        key = resolve_key(raw_key)
+        section, name = key.split(".", 1)
+        setattr(getattr(new, section), name, _coerce(key, value, _field_type(key)))
+    validate(new)
+    return new
+
+
+def loss_section(**values: Any) -> LossSection:
+    """A loss section from keyword values, coerced and validated as `--set loss.KEY=VALUE`
+    would be: the one check of the loss parameters, for run configs and `build_loss` alike.
+
+        loss_section(name="Focal", beta=0.999, gamma=2)   # LossSection(name='focal', ...)
+    """
+    return apply_overrides(RunConfig(), {f"loss.{k}": v for k, v in values.items()}).loss
+
+
+# ---- validation: ranges and cross-field rules ----------------------------------------------
+
+def validate(cfg: RunConfig) -> None:
+    """Raise UsageError (exit 2) naming the first out-of-range value."""
+    # the sections' ranges, in this order (the first failure is the one reported)
+    checks = [c for section in (cfg.optim, cfg.data, cfg.loss, cfg.run)
+              for c in section.checks()]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    for key, value in cfg.to_flat().items():  # inf passes every `>= 0`; nan passes none
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UsageError(f"{key} must be a finite number, got {value}")
+    from cifarctl.losses import canonical_name as loss_name  # both registries are torch-free
+    from cifarctl.models import HEADS
+    from cifarctl.models import canonical_name as model_name
+
+    cfg.model.name = model_name(cfg.model.name)
+    cfg.loss.name = loss_name(cfg.loss.name)
+    if cfg.model.classifier not in ("auto", *HEADS):
+        raise UsageError(f"model.classifier must be auto, {', '.join(HEADS)}, got "
+                         f"{cfg.model.classifier!r}")
+    if cfg.classifier == "normed" and cfg.loss.name.startswith("sigmoid"):
+        raise UsageError(f"loss {cfg.loss.name} initialises the classifier's bias, and the "
+                         f"normed classifier has none: use model.classifier=linear (or auto)")

@@ -1,0 +1,225 @@
+"""The run configuration's sections: every field with its default, unit or source, and range.
+
+    cfg = RunConfig()                     # the published protocol's defaults (SPEC 2)
+    cfg.optim.lr, cfg.to_flat()["loss.beta"], cfg.classifier
+
+A field is declared once, with `_f(default, help)`: its help is what `cifarctl config keys` and
+the README show; each section's `checks()` holds its ranges (`validate` runs them). Fields
+added after sweeps' trial keys existed are declared `later=True`: at their default they stay
+out of trial keys and `report` reads a run that never logged them as having the default, so
+earlier sweeps and runs keep their keys and groups. Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _f(default: Any, help: str, *, later: bool = False) -> Any:
+    """A dataclass field carrying its help text (`config keys`, the README) and whether it
+    was added `later` than trial keys (see the module docstring)."""
+    meta = {"help": help, "later": later}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+Check = tuple[bool, str]  # (holds, the one-line message when it does not)
+
+
+@dataclass
+class ModelSection:
+    name: str = _f("resnet32", "architecture, one of {models}")
+    classifier: str = _f("auto", "final layer: `linear`, `normed` (cosine classifier of Cao et "
+                         "al.'s LDAM code) or `auto` (normed for `ldam`, linear otherwise)")
+
+
+@dataclass
+class DataSection:
+    dataset: str = _f("cifar10", "`cifar10` (downloaded once), `synthetic`, or a path to a "
+                      "directory / .tar.gz of CIFAR batches or image folders")
+    imbalance: float = _f(1.0, "imbalance ratio n_max/n_min of the training set; 1 = balanced "
+                          "(Cui et al. 2019)")
+    imbalance_type: str = _f("exp", "long-tail profile: `exp` (Cui et al.) or `step`")
+    val_per_class: int | None = _f(None, "images per class held out for model selection, before "
+                                   "the long-tail subsampling; default 500 (balanced) or 0 "
+                                   "(long-tailed, so the published counts hold)")
+    augment: bool = _f(True, "random crop (4-pixel padding) + horizontal flip, the published "
+                       "protocol (Cui et al., Cao et al.)")
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.imbalance >= 1,
+             f"data.imbalance must be >= 1 (1 = balanced), got {self.imbalance}"),
+            (self.imbalance_type in ("exp", "step"),
+             f"data.imbalance_type must be 'exp' or 'step', got {self.imbalance_type!r}"),
+            (self.val_per_class is None or self.val_per_class >= 0,
+             f"data.val_per_class must be >= 0, got {self.val_per_class}"),
+        ]
+
+
+@dataclass
+class OptimSection:
+    epochs: int = _f(200, "training epochs (published protocol: 200)")
+    batch_size: int = _f(128, "images per SGD step")
+    lr: float = _f(0.1, "peak learning rate, reached after the warm-up")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "Nesterov momentum")
+    weight_decay: float = _f(2e-4, "L2 weight decay (`reg` in the assignment); published: 2e-4")
+    warmup: int = _f(5, "epochs of linear learning-rate warm-up (published: 5); 0 = none")
+    steps: list[int] = _f([160, 180], "epochs at which the learning rate is multiplied by "
+                          "`decay` (published: 160, 180)")
+    decay: float | list[float] = _f(0.1, "factor applied at each step, or one factor per step "
+                                    "(the published protocol: [0.01, 0.01])")
+
+    @property
+    def decay_factors(self) -> list[float]:
+        """One multiplicative factor per entry of `steps`."""
+        decay = self.decay
+        return list(decay) if isinstance(decay, list) else [decay] * len(self.steps)
+
+    def checks(self) -> list[Check]:
+        steps = self.steps
+        return [
+            (self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"optim.batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"optim.lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0,
+             f"optim.weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup >= 0, f"optim.warmup must be >= 0 epochs, got {self.warmup}"),
+            (all(s >= 0 for s in steps), f"optim.steps must be epochs >= 0, got {steps}"),
+            (all(a < b for a, b in zip(steps, steps[1:])),
+             f"optim.steps must be strictly increasing, got {steps}"),
+            (not isinstance(self.decay, list) or len(self.decay) == len(steps),
+             f"optim.decay lists one factor per step: {len(steps)} steps but "
+             f"decay={self.decay}"),
+            (all(0 < f <= 1 for f in self.decay_factors),
+             f"optim.decay factors must be in (0, 1], got {self.decay}"),
+        ]
+
+
+@dataclass
+class LossSection:
+    name: str = _f("ce", "loss, one of {losses}")
+    beta: float = _f(0.0, "class-balanced weighting (Cui et al. 2019) in [0, 1); 0 = unweighted")
+    gamma: float = _f(1.0, "focal-loss focusing parameter; 0 = cross-entropy")
+    drw_epoch: int | None = _f(None, "deferred re-weighting (Cao et al. 2019): unweighted until "
+                               "this epoch, class-balanced from it; none = weighted throughout")
+    alpha: float = _f(0.5, "hybrid loss CE + (1 - alpha) * focal")
+    max_m: float = _f(0.5, "LDAM: largest margin")
+    s: float = _f(30.0, "LDAM: logit scale")
+
+    def checks(self) -> list[Check]:
+        return [
+            (0 <= self.beta < 1, f"loss.beta must be in [0, 1) (beta = 1 makes every class "
+                                 f"weight 0/0), got {self.beta}"),
+            (self.gamma >= 0, f"loss.gamma must be >= 0, got {self.gamma}"),
+            (0 <= self.alpha <= 1, f"loss.alpha must be in [0, 1], got {self.alpha}"),
+            (self.drw_epoch is None or self.drw_epoch >= 0,
+             f"loss.drw_epoch must be >= 0, got {self.drw_epoch}"),
+            (self.max_m > 0, f"loss.max_m must be > 0, got {self.max_m}"),
+            (self.s > 0, f"loss.s must be > 0, got {self.s}"),
+        ]
+
+
+@dataclass
+class RunSection:
+    seed: int = _f(0, "seed for initialisation, data order, augmentation and subset choice")
+    device: str = _f("auto", "`auto` (CUDA when available), `cpu` or `cuda`")
+    compile: bool = _f(False, "torch.compile the model (worth it on CUDA: about 5% on the "
+                       "CPU, after a minute of compiling)")
+    save_best: bool = _f(True, "keep the checkpoint with the best `select_metric` (validation, "
+                         "never test); without a validation split the final epoch is kept")
+    select_metric: str = _f("val_acc", "metric that picks the best epoch: val_acc or val_loss")
+    experiment: str = _f("cifarctl", "MLflow experiment name")
+    run_name: str | None = _f(None, "MLflow run name; default says what the run is, e.g. "
+                              "resnet32-focal-b0.999-lt100-s0")
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"run.device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.select_metric in ("val_acc", "val_loss"),
+             f"run.select_metric must be val_acc or val_loss, got {self.select_metric!r}"),
+        ]
+
+
+# A sweep spec's top-level keys (`cifarctl.sweep.spec.TOP_KEYS`) that no run config has:
+# a spec given as --config is recognised by them.
+SWEEP_ONLY_KEYS = ("grid", "base", "include", "exclude", "random")
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "optim": OptimSection,
+    "loss": LossSection,
+    "run": RunSection,
+}
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict, as written to `config.yaml` and reloaded by `load_config`."""
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        """`{"optim.lr": 0.1, ...}`: the MLflow params of a run."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    @property
+    def classifier(self) -> str:
+        """The head `model.classifier` resolves to: `linear` or `normed`.
+
+        `auto` follows Cao et al.'s reference code (kaidic/LDAM-DRW): LDAM's margins and
+        scale s = 30 are meant for cosine logits, every other loss gets a linear layer.
+        """
+        return resolve_classifier(self.model.classifier, self.loss.name)
+
+    @property
+    def logit_scale(self) -> float:
+        """What the training loss multiplies the model's logits by before its softmax: LDAM's
+        `loss.s`, else 1. Evaluation scales by it too, so validation/test cross-entropy and
+        calibration describe the softmax the run was trained with (an LDAM model's cosine
+        logits alone would give every class nearly the same probability)."""
+        return self.loss.s if self.loss.name == "ldam" else 1.0
+
+    @property
+    def lr_decay_factors(self) -> list[float]:
+        """One multiplicative factor per entry of `optim.steps`."""
+        return self.optim.decay_factors
+
+    def warnings(self) -> list[str]:
+        """Settings that validate but are unlikely to be meant (`schedule_warnings`); the CLI
+        prints them as `warning:` lines before training."""
+        from cifarctl.schedule import schedule_warnings
+
+        o = self.optim
+        return schedule_warnings(epochs=o.epochs, warmup=o.warmup, milestones=o.steps)
+
+
+def default_classifier(loss: str) -> str:
+    """The head `model.classifier: auto` gives a run of loss `loss`."""
+    return "normed" if loss == "ldam" else "linear"
+
+
+def resolve_classifier(logged: str | None, loss: str) -> str:
+    """The head a run of `loss` trained, from its `model.classifier` value: `auto` as it
+    resolves, None (a run or checkpoint from before the key existed) as the `linear` head
+    every run had then, `linear` / `normed` as they are. Configs, checkpoints and the
+    report's run params all read heads through this one rule."""
+    if logged is None:
+        return "linear"
+    return default_classifier(loss) if logged == "auto" else logged
+
+
