@@ -125,24 +125,18 @@ def build(store, **kwargs):
     return build_report(store["uri"], **kwargs)
 
 
-def _records(frame) -> dict[str, dict]:
-    """run id -> {column: value} without missing values (NaN and None alike)."""
-    out = {}
-    for row in frame.to_dict("records"):
-        out[row["run_id"]] = {k: v for k, v in row.items()
-                              if v is not None and not (isinstance(v, float) and math.isnan(v))}
-    return out
-
-
 @pytest.mark.parametrize("kwargs", [{"experiments": ["lt100"]}, {}, {"parent": "PARENT"}])
 def test_sqlite_fast_path_reads_what_mlflow_reads(store, kwargs):
+    """The same frame, cell by cell and row by row (more cases: tests/test_runstore.py)."""
+    import pandas as pd
+
     from cifarctl.report.runs import load_runs
 
     kwargs = {k: store["parent"] if v == "PARENT" else v for k, v in kwargs.items()}
     fast = load_runs(store["uri"], reader="sqlite", **kwargs)
     slow = load_runs(store["uri"], reader="mlflow", **kwargs)
     assert fast.experiments == slow.experiments
-    assert _records(fast.frame) == _records(slow.frame)
+    pd.testing.assert_frame_equal(fast.frame, slow.frame)
     assert len(fast.frame) >= 2
 
 
@@ -322,10 +316,10 @@ def test_out_folder_pictures_and_report_run(store, tmp_path):
 
 def test_html_page(store, tmp_path):
     from cifarctl.report.export import export_report
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     rep = build(store, experiments=["lt100"])
-    written = export_report(rep, connect(store["uri"]), tmp_path, fmt="html", figures=False)
+    written = export_report(rep, open_store(store["uri"]), tmp_path, fmt="html", figures=False)
     assert sorted(p.name for p in written.files) == ["per_class.csv", "report.html",
                                                      "report.json"]
     page = (tmp_path / "report.html").read_text()
@@ -508,13 +502,12 @@ def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
 def _log_eval(uri: str, run_id: str, corruptions: dict[str, float]) -> None:
     """What `cifarctl eval RUN --corruption A --corruption B` logs: each severity, and the
     mean over the corruptions of that call."""
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+    from cifarctl.tracking.runstore import open_store
 
-    client = connect(uri)
     metrics = {f"eval_corruption_{name}_s{s}": acc - 0.01 * s
                for name, acc in corruptions.items() for s in range(1, 6)}
     metrics["eval_mean_corruption_acc"] = mean(list(metrics.values()))
-    MlflowTracker(client, get_run(client, run_id)).log_metrics(metrics, step=0)
+    open_store(uri).tracker(run_id).log_metrics(metrics, step=0)
 
 
 def test_corruption_accuracy_is_compared_over_the_same_corruptions(mlflow_store):

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cifarctl.config import RunConfig, config_from_dict
 from cifarctl.errors import UsageError
@@ -30,6 +30,10 @@ from cifarctl.evaluation.scores import (
     group_accuracies,
     shot_groups,
 )
+
+if TYPE_CHECKING:
+    from cifarctl.tracking.runstore import RunStore
+    from cifarctl.tracking.stored import StoredRun
 
 WHICH = ("best", "last")
 SPLITS = ("test", "val")
@@ -63,8 +67,8 @@ class EvalTarget:
         return self.state.get("sums") is not None
 
 
-def _counts_tag(run: Any) -> list[int] | None:
-    text = run.data.tags.get("class_counts")
+def _counts_tag(run: StoredRun) -> list[int] | None:
+    text = run.tags.get("class_counts")
     try:
         return [int(c) for c in text.split(",")] if text else None
     except ValueError:
@@ -100,11 +104,12 @@ def resolve_target(target: str, *, which: str | None = None,
     which = which or "best"
     out = EvalTarget(checkpoint_root / target / f"{which}.pt", {}, RunConfig(), which, target,
                      tracking_uri)
-    tracker = _attach_run(out, required=True)
+    store = _attach_run(out, required=True)
     if not out.checkpoint.is_file():
-        downloaded = tracker.download_artifact(f"checkpoints/{which}.pt", out.checkpoint.parent)
+        downloaded = store.download_artifact(out.run_id, f"checkpoints/{which}.pt",
+                                             out.checkpoint.parent)
         if downloaded is None:
-            raise UsageError(_no_checkpoint(tracker, out, checkpoint_root))
+            raise UsageError(_no_checkpoint(store, out, checkpoint_root))
         out.checkpoint = downloaded
     out.state = load_checkpoint(out.checkpoint)
     out.cfg = _config(out.state, out.checkpoint)
@@ -112,29 +117,24 @@ def resolve_target(target: str, *, which: str | None = None,
     return out
 
 
-def _no_checkpoint(tracker: Any, target: EvalTarget, checkpoint_root: Path) -> str:
+def _no_checkpoint(store: RunStore, target: EvalTarget, checkpoint_root: Path) -> str:
     """Why run `target` has no `which` checkpoint, and what to do instead."""
-    from mlflow.exceptions import MlflowException
-
     from cifarctl.names import SWEEP_KEY_TAG
 
     run_id, which = target.run_id, target.which
-    run = tracker.client.get_run(run_id)
-    if SWEEP_KEY_TAG in run.data.tags:
+    run = store.get_run(run_id)
+    if SWEEP_KEY_TAG in run.tags:
         return (f"run {run_id} is a sweep's parent run: its trials are its child runs, each "
                 f"with its own checkpoints; list them with `cifarctl report --parent {run_id}`")
     other = "last" if which == "best" else "best"
-    try:
-        stored = {a.path for a in tracker.client.list_artifacts(run_id, "checkpoints")}
-    except (MlflowException, OSError):  # an artifact store out of reach: say what is known
-        stored = set()
+    stored = store.list_artifacts(run_id, "checkpoints")  # empty if out of reach
     has_other = (checkpoint_root / run_id / f"{other}.pt").is_file() or \
         f"checkpoints/{other}.pt" in stored
     looked = (f"looked for {target.checkpoint} and the run's artifact "
               f"checkpoints/{which}.pt")
     if has_other:
         return f"run {run_id} has no {which} checkpoint ({looked}); try --which {other}"
-    status = run.info.status
+    status = run.status
     ended = (f"ended {status} before saving any checkpoint" if status in ("FAILED", "KILLED")
              else f"is {status} and has no checkpoint" if status != "FINISHED"
              else "has no checkpoint")
@@ -151,11 +151,10 @@ def _config(state: dict[str, Any], path: Path) -> RunConfig:
         raise UsageError(f"{path}: its config: {err}") from None
 
 
-def _attach_run(target: EvalTarget, *, required: bool) -> Any:
-    """Check the run exists (UsageError if `required`), note its class counts; its tracker."""
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
-    from cifarctl.tracking.store import resolve_tracking_uri
-    from cifarctl.ui import check_store
+def _attach_run(target: EvalTarget, *, required: bool) -> RunStore | None:
+    """Check the run exists (UsageError if `required`), note its class counts; its store."""
+    from cifarctl.tracking.runstore import open_store
+    from cifarctl.tracking.store import check_store, resolve_tracking_uri
 
     try:
         check_store(resolve_tracking_uri(target.tracking_uri))  # no empty store at a typo
@@ -164,21 +163,21 @@ def _attach_run(target: EvalTarget, *, required: bool) -> Any:
             raise
         target.run_id = None  # no store here (a copied checkpoint folder): nothing to log to
         return None
-    client = connect(target.tracking_uri)  # a store that exists but does not answer: an error
+    store = open_store(target.tracking_uri)  # a store that exists but does not answer: an error
     try:
-        run = get_run(client, target.run_id)
+        run = store.get_run(target.run_id)
     except UsageError:
         if required:
             raise
         target.run_id = None  # a loose checkpoint folder named like a run: nothing to log to
         return None
-    target.status = run.info.status
-    target.tracking_uri = client.tracking_uri
+    target.status = run.status
+    target.tracking_uri = store.uri
     target.train_counts = _counts_tag(run)
-    names = run.data.tags.get("class_names")
+    names = run.tags.get("class_names")
     target.class_names = names.split(",") if names else None
-    target.fingerprint = target.fingerprint or run.data.tags.get("dataset_fingerprint")
-    return MlflowTracker(client, run)
+    target.fingerprint = target.fingerprint or run.tags.get("dataset_fingerprint")
+    return store
 
 
 # ---- the evaluation ------------------------------------------------------------------------
@@ -414,16 +413,15 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
     """Add `result` to its run: `eval_*` metrics and `<artifact_dir>/` files. False if the
     checkpoint belongs to no run of the store.
 
-    The run is opened by id through `MlflowTracker` without `start_run`, so its status and
-    end time stay as they were, and no training metric is written.
+    The run is written through `RunStore.tracker`, which does not reopen it, so its status
+    and end time stay as they were, and no training metric is written.
     """
     from cifarctl import plots
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+    from cifarctl.tracking.runstore import open_store
 
     if target.run_id is None:
         return False
-    client = connect(target.tracking_uri)
-    tracker = MlflowTracker(client, get_run(client, target.run_id))
+    tracker = open_store(target.tracking_uri).tracker(target.run_id)
     tracker.log_metrics(result.metrics, step=0)
     folder = result.artifact_dir
     with tempfile.TemporaryDirectory(prefix="cifarctl-eval-") as tmp:
