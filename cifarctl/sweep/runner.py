@@ -24,12 +24,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
-from cifarctl.sweep.spec import Plan, Trial
+from cifarctl.sweep.live import NullDisplay
+from cifarctl.sweep.spec import Plan
+from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import TrialTask, process_main, worker_log
 
 if TYPE_CHECKING:
@@ -37,35 +38,6 @@ if TYPE_CHECKING:
 
 POLL_S = 0.2  # how long the scheduler waits for progress before it looks around again
 STOP_GRACE_S = 120.0  # after a stop, how long workers get to checkpoint before SIGKILL
-STATUSES = ("ok", "failed", "skipped", "killed", "not run")  # a trial's final word
-
-
-@dataclass
-class TrialState:
-    """What the sweep knows about one trial; the live table shows these."""
-
-    trial: Trial
-    status: str = "queued"  # queued | running | ok | failed | skipped | killed | not run
-    run_id: str | None = None
-    epoch: int = 0  # epochs done
-    epochs: int = 0
-    acc: float | None = None  # test accuracy after the last epoch done
-    step: tuple[int, int] | None = None  # (steps done, steps) in the current epoch
-    pid: int | None = None
-    message: str = ""  # one line: why it failed, what it resumed, ...
-    summary: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class SweepOutcome:
-    plan: Plan
-    parent_run_id: str
-    trials: list[TrialState]
-    interrupted: bool = False  # a signal stopped it
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {s: sum(t.status == s for t in self.trials) for s in STATUSES}
 
 
 class Display(Protocol):
@@ -344,7 +316,6 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     `fuse`: at most this many compatible trials train as one fused model; 1 = none; None =
     chosen from the free GPU memory (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU).
     """
-    from cifarctl.sweep.live import NullDisplay
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
     from cifarctl.tracking.runstore import open_store
