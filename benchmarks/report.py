@@ -11,8 +11,8 @@ logs, with `--epochs` per-epoch points per metric), then times
 2. rendering every table (rich, markdown, CSV, JSON),
 3. `cifarctl report` as a fresh process (JSON, and the rich tables), which includes starting
    Python and importing pandas and rich: what a user waits for. Without --filter the sqlite
-   store is read directly (`report.runs`); with one, through MLflow (importing and opening
-   MLflow alone takes ~3 s on a 2-core machine), timed too.
+   store is read directly (`RunStore.select`'s `tracking.sqlite_reader`); with one, through
+   MLflow (importing and opening MLflow alone takes ~3 s on a 2-core machine), timed too.
 Prints a table and one JSON line.
 """
 

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
-from cifarctl.sweep.runner import TrialState, fused_groups
+from cifarctl.sweep.runner import fused_groups
 from cifarctl.sweep.spec import expand, load_spec
+from cifarctl.sweep.state import TrialState
 
 
 def write_spec(folder: Path, dataset: str, mymodel: bool = True) -> Path:
