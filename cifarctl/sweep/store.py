@@ -103,11 +103,11 @@ def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     parent, runs = existing_runs(store, plan)
     if parent is None:
         tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri,
-                           run_name=spec.name,
-                           tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
-                                 OWNER_TAG: owner()},
-                           description=f"Sweep of {len(plan.trials)} trials from "
-                                       f"{spec.source}; each trial is a child run.")
+                            run_name=spec.name,
+                            tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
+                                  OWNER_TAG: owner()},
+                            description=f"Sweep of {len(plan.trials)} trials from "
+                                        f"{spec.source}; each trial is a child run.")
         tracker.log_params(_params(plan))
         tracker.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
         tracker.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
