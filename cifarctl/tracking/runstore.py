@@ -142,8 +142,6 @@ class RunStore:
         from mlflow.entities import ViewType
         from mlflow.exceptions import MlflowException
 
-        from cifarctl.tracking.mlflow_tracker import _first_line
-
         client = self.connect()
         runs: list[StoredRun] = []
         token = None
@@ -155,7 +153,8 @@ class RunStore:
             except MlflowException as err:
                 if err.error_code != "INVALID_PARAMETER_VALUE":
                     raise
-                raise InvalidFilter(filter_string, _first_line(err)) from None
+                reason = str(err.message).strip().splitlines()[0]  # users get one line
+                raise InvalidFilter(filter_string, reason) from None
             runs.extend(_stored(run) for run in page)
             token = page.token
             if not token:
