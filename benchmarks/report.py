@@ -11,14 +11,15 @@ logs, with `--epochs` per-epoch points per metric), then times
 2. rendering every table (rich, markdown, CSV, JSON),
 3. `cifarctl report` as a fresh process (JSON, and the rich tables), which includes starting
    Python and importing pandas and rich: what a user waits for. Without --filter the sqlite
-   store is read directly (`report.runs`); with one, through MLflow (importing and opening
-   MLflow alone takes ~3 s on a 2-core machine), timed too.
+   store is read directly (`RunStore.select`'s `tracking.sqlite_reader`); with one, through
+   MLflow (importing and opening MLflow alone takes ~3 s on a 2-core machine), timed too.
 Prints a table and one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -104,6 +105,8 @@ def build_store(uri: str, n: int, epochs: int) -> float:
 
 def time_library(uri: str, repeat: int) -> tuple[float, float, int]:
     """Median seconds of build_report and of rendering every format; number of groups."""
+    from rich.console import Console
+
     from cifarctl.report import render
     from cifarctl.report.build import build_report
 
@@ -113,7 +116,7 @@ def time_library(uri: str, repeat: int) -> tuple[float, float, int]:
         t0 = time.perf_counter()
         report = build_report(uri, experiments=["bench"])
         t1 = time.perf_counter()
-        render.rich_text(report)
+        render.print_rich(report, Console(file=io.StringIO(), width=200, color_system=None))
         render.markdown(report)
         render.csv_table(report)
         render.to_json(report)

@@ -93,6 +93,33 @@ class RunState:
         return cls(**values)
 
 
+@dataclass
+class SavedModel:
+    """What evaluating a checkpoint takes from it: the weights, the config that describes
+    them, and how far the run had trained (any file with `model` and `config` will do)."""
+
+    model: dict[str, Any]
+    config: dict[str, Any]
+    epoch: int | None  # epochs trained (None: not recorded)
+    mid_epoch: bool  # written part way through the next epoch (its partial sums kept)
+    dataset_fingerprint: str | None
+
+    def run_config(self) -> RunConfig:
+        from cifarctl.config import config_from_dict
+
+        return config_from_dict(self.config)
+
+
+def load_saved_model(path: Path) -> SavedModel:
+    """The weights and config in `path`; UsageError for a file that has neither."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise UsageError(f"{path} is not a cifarctl checkpoint (no config or model weights)")
+    epoch = state.get("epoch")
+    return SavedModel(state["model"], state["config"], None if epoch is None else int(epoch),
+                      state.get("sums") is not None, state.get("dataset_fingerprint"))
+
+
 def check_checkpoint_root(root: Path) -> None:
     """Create the checkpoint folder now: one that cannot exist (a file in the way, no
     permission) is a UsageError before any run is created, not a crash after an epoch."""

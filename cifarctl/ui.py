@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cifarctl.errors import CifarctlError, UsageError, did_you_mean
+from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.tracking.store import (
     artifact_root,
+    check_experiment,
     check_reachable,
+    check_store,
     resolve_tracking_uri,
-    sqlite_path,
 )
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only; `--host 0.0.0.0` shares the UI on a network
@@ -132,73 +133,6 @@ def _raise_bind_error(host: str, port: int, err: OSError) -> NoReturn:
     raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}; check --host")
 
 
-def check_store(tracking_uri: str) -> None:
-    """UsageError if a sqlite store's file does not exist: nothing was tracked there.
-
-    `mlflow server` would create an empty store (and its folders) at a mistyped path and show
-    an empty UI; saying so is more use.
-    """
-    db = sqlite_path(tracking_uri)
-    if db is not None and not db.is_file():
-        raise UsageError(f"no MLflow store at {db}: nothing was tracked there yet; run "
-                         f"`cifarctl train` here first, or point --tracking-uri (or "
-                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
-    if db is not None and not _is_sqlite(db):
-        raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; point "
-                         f"--tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs "
-                         f"went to")
-    if db is not None and not _is_mlflow_schema(db):
-        raise UsageError(f"{db} is an SQLite database of something else (no MLflow tables), "
-                         f"which MLflow would add its tables to; point --tracking-uri (or "
-                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
-
-
-def _sqlite_rows(db: Path, query: str) -> list[tuple] | None:
-    """Rows of a read-only query on an SQLite file; None if it cannot be read."""
-    import sqlite3
-
-    try:
-        uri = f"{db.resolve().as_uri()}?mode=ro"  # read-only: never create or change it
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            return conn.execute(query).fetchall()
-    except sqlite3.Error:
-        return None
-
-
-def check_experiment(tracking_uri: str, name: str) -> None:
-    """UsageError, listing the experiments, if an SQLite store has no active one `name`
-    (other stores are asked once their server answers: `experiment_page`)."""
-    db = sqlite_path(tracking_uri)
-    rows = _sqlite_rows(db, "SELECT name FROM experiments WHERE lifecycle_stage = 'active'") \
-        if db is not None and db.is_file() else None
-    names = sorted(row[0] for row in rows or [])
-    if rows is not None and name not in names:
-        raise UsageError(f"no experiment {name!r} in {tracking_uri}; experiments: "
-                         f"{', '.join(names) or 'none yet'}{did_you_mean(name, names)}")
-
-
-def _is_mlflow_schema(db: Path) -> bool:
-    """Whether an SQLite file is empty (a store about to be made) or has MLflow's tables
-    (its `experiments`, or the `alembic_version` of its migrations)."""
-    rows = _sqlite_rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    if rows is None:
-        return True  # unreadable or locked: left to MLflow, which says why
-    tables = {row[0] for row in rows}
-    return not tables or bool({"experiments", "alembic_version"} & tables)
-
-
-def _is_sqlite(db: Path) -> bool:
-    """Whether `db` starts with SQLite's file header (an empty file is a new database)."""
-    try:
-        with db.open("rb") as file:
-            head = file.read(len(SQLITE_HEADER))
-    except OSError:
-        return True  # unreadable: left to MLflow, which says why
-    return not head or head == SQLITE_HEADER
-
-
-# The first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html, 1.3).
-SQLITE_HEADER = b"SQLite format 3\x00"
 # The database schemes `mlflow server --backend-store-uri` takes (SQLAlchemy dialects,
 # optionally with a driver: `postgresql+psycopg2://`), besides a local folder.
 SERVABLE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
-from cifarctl.sweep.runner import TrialState, fused_groups
+from cifarctl.sweep.runner import fused_groups
 from cifarctl.sweep.spec import expand, load_spec
+from cifarctl.sweep.state import TrialState
 
 
 def write_spec(folder: Path, dataset: str, mymodel: bool = True) -> Path:
@@ -60,7 +61,7 @@ def test_a_fused_sweep_gives_every_trial_its_own_finished_run(mlflow_store, data
     """A real sweep: the three seeds train as one fused group in one worker process (one
     fused_group tag), the other trial alone; every child FINISHED with train's metrics."""
     from cifarctl.data.synth import SynthSpec, write_batches
-    from cifarctl.tracking.mlflow_tracker import connect, find_runs
+    from cifarctl.tracking.runstore import open_store
 
     data = tmp_path / "data"
     write_batches(data, SynthSpec(train_per_class=30, test_per_class=5, seed=2))
@@ -68,19 +69,18 @@ def test_a_fused_sweep_gives_every_trial_its_own_finished_run(mlflow_store, data
     result = CliRunner().invoke(app, ["sweep", str(spec), "--fuse", "4", "--workers", "2",
                                       "-q", "--experiment", "fused-sweep"])
     assert result.exit_code == 0, result.output
-    runs = find_runs(connect(), "fused-sweep")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    runs = open_store().find_runs("fused-sweep")
+    children = [r for r in runs if "mlflow.parentRunId" in r.tags]
+    assert len(children) == 4 and all(r.status == "FINISHED" for r in children)
     for run in children:
         for metric in ("train_loss", "val_acc", "test_acc", "test_acc_at_best", "lr",
                        "images_per_s", "test_acc_class_9"):
-            assert metric in run.data.metrics, (run.info.run_name, metric)
-    groups = {r.data.tags.get("fused_group") for r in children
-              if r.data.params["optim.batch_size"] == "32"
-              and r.data.params["model.name"] == "vanillacnn"}
+            assert metric in run.metrics, (run.run_name, metric)
+    groups = {r.tags.get("fused_group") for r in children
+              if r.params["optim.batch_size"] == "32" and r.params["model.name"] == "vanillacnn"}
     assert len(groups) == 1 and None not in groups
-    (alone,) = [r for r in children if r.data.params["optim.batch_size"] == "16"]
-    assert "fused_group" not in alone.data.tags
+    (alone,) = [r for r in children if r.params["optim.batch_size"] == "16"]
+    assert "fused_group" not in alone.tags
 
 
 @pytest.mark.parametrize("device, cuda, free_gib, sharing, expected", [

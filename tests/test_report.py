@@ -125,24 +125,18 @@ def build(store, **kwargs):
     return build_report(store["uri"], **kwargs)
 
 
-def _records(frame) -> dict[str, dict]:
-    """run id -> {column: value} without missing values (NaN and None alike)."""
-    out = {}
-    for row in frame.to_dict("records"):
-        out[row["run_id"]] = {k: v for k, v in row.items()
-                              if v is not None and not (isinstance(v, float) and math.isnan(v))}
-    return out
-
-
 @pytest.mark.parametrize("kwargs", [{"experiments": ["lt100"]}, {}, {"parent": "PARENT"}])
 def test_sqlite_fast_path_reads_what_mlflow_reads(store, kwargs):
+    """The same frame, cell by cell and row by row (more cases: tests/test_runstore.py)."""
+    import pandas as pd
+
     from cifarctl.report.runs import load_runs
 
     kwargs = {k: store["parent"] if v == "PARENT" else v for k, v in kwargs.items()}
     fast = load_runs(store["uri"], reader="sqlite", **kwargs)
     slow = load_runs(store["uri"], reader="mlflow", **kwargs)
     assert fast.experiments == slow.experiments
-    assert _records(fast.frame) == _records(slow.frame)
+    pd.testing.assert_frame_equal(fast.frame, slow.frame)
     assert len(fast.frame) >= 2
 
 
@@ -212,10 +206,14 @@ def test_terminal_tables(store):
 def test_terminal_tables_fit_80_columns_without_splitting_a_cell(store):
     """A wide table is cut into parts that each fit, the configuration repeated, rather than
     folded mid-word ('balance / d', 'corrupt / ion acc')."""
-    from cifarctl.report.render import rich_text, split_to_width, terminal_tables
+    from rich.console import Console
+
+    from cifarctl.report.render import print_rich, split_to_width, terminal_tables
 
     rep = build(store, experiments=["lt100"])
-    text = rich_text(rep, width=80)
+    buffer = io.StringIO()
+    print_rich(rep, Console(file=buffer, width=80, color_system=None))
+    text = buffer.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "Test accuracy per class (%) (continued)" in text
     for t in terminal_tables(rep):
@@ -322,10 +320,10 @@ def test_out_folder_pictures_and_report_run(store, tmp_path):
 
 def test_html_page(store, tmp_path):
     from cifarctl.report.export import export_report
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     rep = build(store, experiments=["lt100"])
-    written = export_report(rep, connect(store["uri"]), tmp_path, fmt="html", figures=False)
+    written = export_report(rep, open_store(store["uri"]), tmp_path, fmt="html", figures=False)
     assert sorted(p.name for p in written.files) == ["per_class.csv", "report.html",
                                                      "report.json"]
     page = (tmp_path / "report.html").read_text()
@@ -508,13 +506,12 @@ def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
 def _log_eval(uri: str, run_id: str, corruptions: dict[str, float]) -> None:
     """What `cifarctl eval RUN --corruption A --corruption B` logs: each severity, and the
     mean over the corruptions of that call."""
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+    from cifarctl.tracking.runstore import open_store
 
-    client = connect(uri)
     metrics = {f"eval_corruption_{name}_s{s}": acc - 0.01 * s
                for name, acc in corruptions.items() for s in range(1, 6)}
     metrics["eval_mean_corruption_acc"] = mean(list(metrics.values()))
-    MlflowTracker(client, get_run(client, run_id)).log_metrics(metrics, step=0)
+    open_store(uri).tracker(run_id).log_metrics(metrics, step=0)
 
 
 def test_corruption_accuracy_is_compared_over_the_same_corruptions(mlflow_store):
@@ -599,3 +596,22 @@ def test_an_experiment_of_report_runs_points_to_the_one_reported(mlflow_store):
     assert result.exit_code == 2
     assert "holds only report runs (1)" in result.output and "-e lt100" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_config_key_added_later_reads_as_its_default_in_runs_that_never_logged_it(
+        monkeypatch):
+    """Runs from before a key existed trained with its default: they group with runs that
+    logged the default (config.later_defaults), so a new key splits no earlier group."""
+    import cifarctl.config
+    from cifarctl.report.runs import runs_frame
+    from cifarctl.tracking.stored import Selection, StoredRun
+
+    monkeypatch.setattr(cifarctl.config, "later_defaults", lambda: {"loss.tau": 1.0,
+                                                                    "data.sampler": "instance"})
+    runs = [StoredRun(f"{i:032x}", "1", "FINISHED", f"r{i}", i, None, params=params)
+            for i, params in enumerate([{"loss.name": "ce"},
+                                        {"loss.name": "ce", "loss.tau": "1.0"},
+                                        {"loss.name": "la", "loss.tau": "2.0"}])]
+    frame = runs_frame(Selection(runs, {"1": "e"}))
+    assert list(frame["params.loss.tau"]) == ["1.0", "1.0", "2.0"]
+    assert "params.data.sampler" not in frame  # no run logged it: the report is as it was

@@ -54,20 +54,20 @@ def sweep_cli(*args: str):
 
 
 def runs_of(experiment: str):
-    """(parents, children) of an experiment in the test's store, as MLflow Run objects."""
-    from cifarctl.tracking.mlflow_tracker import connect, find_runs
+    """(parents, children) of an experiment in the test's store, as StoredRuns."""
+    from cifarctl.tracking.runstore import open_store
 
-    runs = find_runs(connect(), experiment)
-    parents = [r for r in runs if "cifarctl.sweep_key" in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    runs = open_store().find_runs(experiment)
+    parents = [r for r in runs if "cifarctl.sweep_key" in r.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.tags]
     assert len(parents) + len(children) == len(runs)
     return parents, children
 
 
 def steps_of(run_id: str, metric: str) -> list[int]:
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
-    return [m.step for m in connect().get_metric_history(run_id, metric)]
+    return [step for step, _ in open_store().metric_history(run_id, metric)]
 
 
 # ---- pieces, fast ----------------------------------------------------------------------------
@@ -90,23 +90,23 @@ def test_a_remote_cluster_with_a_local_store_gets_a_clear_warning():
 
 def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_path):
     from cifarctl.sweep.store import OWNER_TAG, open_sweep
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     plan = expand(load_spec(write_spec(tmp_path, tmp_path, grid={"seed": [0]})))
-    client = connect()
-    first = open_sweep(client, plan)
+    store = open_store()
+    first = open_sweep(store, plan)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         import socket
 
-        client.set_tag(first.parent_id, OWNER_TAG, f"{socket.gethostname()}:{sleeper.pid}")
+        store.set_tags(first.parent_id, {OWNER_TAG: f"{socket.gethostname()}:{sleeper.pid}"})
         with pytest.raises(UsageError, match=f"already running \\(process {sleeper.pid}"):
-            open_sweep(client, plan)
+            open_sweep(store, plan)
     finally:
         sleeper.kill()
         sleeper.wait()
-    again = open_sweep(client, plan)  # its owner is gone: the same parent is taken over
-    assert again.parent_id == first.parent_id and not again.created
+    again = open_sweep(store, plan)  # its owner is gone: the same parent is taken over
+    assert again.parent_id == first.parent_id
 
 
 def _no_runs() -> None:
@@ -142,15 +142,15 @@ def _fabricate_sweep(plan, statuses: dict[int, str]) -> dict[int, str]:
     """An earlier attempt at `plan`, without training: its parent (KILLED) and one child per
     trial index in `statuses`, ended with that status. Returns index -> child run id."""
     from cifarctl.sweep.store import create_child, open_sweep
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
-    client = connect()
-    parent = open_sweep(client, plan).parent_id
+    store = open_store()
+    parent = open_sweep(store, plan).parent_id
     ids = {}
     for index, status in statuses.items():
-        ids[index] = create_child(client, plan, plan.trials[index], parent)
-        client.set_terminated(ids[index], status)
-    client.set_terminated(parent, "KILLED")
+        ids[index] = create_child(store, plan, plan.trials[index], parent)
+        store.set_status(ids[index], status)
+    store.set_status(parent, "KILLED")
     return ids
 
 
@@ -161,7 +161,7 @@ def test_an_extended_spec_skips_trials_another_sweep_finished(
     machine lacks: nothing is left to train, so nothing is refused."""
     import torch
 
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine
 
@@ -174,10 +174,10 @@ def test_an_extended_spec_skips_trials_another_sweep_finished(
     assert "skipping 1 of 1 trial already FINISHED" in result.output
     assert "1 skipped" in result.output
     parents, children = runs_of("tiny")
-    old_parent = connect().get_run(ids[1]).data.tags["mlflow.parentRunId"]
+    old_parent = open_store().get_run(ids[1]).tags["mlflow.parentRunId"]
     assert f"(1 by another sweep, parent run {old_parent})" in result.output
     assert len(parents) == 2 and len(children) == 2  # no new child: nothing trained
-    assert connect().get_run(ids[1]).info.status == "FINISHED"
+    assert open_store().get_run(ids[1]).status == "FINISHED"
 
 
 def test_a_sweep_whose_data_changed_is_refused_and_its_runs_left_as_they_were(
@@ -187,7 +187,7 @@ def test_a_sweep_whose_data_changed_is_refused_and_its_runs_left_as_they_were(
     mark the trial FAILED over and over with no way out."""
     import torch
 
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1]})
     plan = expand(load_spec(spec))
@@ -202,9 +202,9 @@ def test_a_sweep_whose_data_changed_is_refused_and_its_runs_left_as_they_were(
     assert f"its run {ids[1]} began on" in line and "fingerprint feedfeed" in line
     assert "--experiment NAME" in line
     parents, children = runs_of("tiny")
-    assert [p.info.status for p in parents] == ["KILLED"]
-    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
-    assert connect().get_run(ids[1]).info.status == "KILLED"
+    assert [p.status for p in parents] == ["KILLED"]
+    assert sorted(c.status for c in children) == ["FINISHED", "KILLED"]
+    assert open_store().get_run(ids[1]).status == "KILLED"
 
 
 def test_workers_logging_the_same_dataset_at_once_lose_nothing(mlflow_store):
@@ -250,20 +250,20 @@ def test_four_workers_one_sqlite_store_one_parent_every_child_and_metric(
     assert "4 ok" in result.output and "Traceback" not in result.output
 
     (parent,), children = runs_of("tiny")
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["trial_count"] == "4" and parent.data.tags["trials_ok"] == "4"
-    assert parent.data.params["grid.run.seed"] == "[0, 1, 2, 3]"
-    assert sorted(c.data.tags["cifarctl.trial_key"] for c in children) == sorted(
+    assert parent.status == "FINISHED"
+    assert parent.tags["trial_count"] == "4" and parent.tags["trials_ok"] == "4"
+    assert parent.params["grid.run.seed"] == "[0, 1, 2, 3]"
+    assert sorted(c.tags["cifarctl.trial_key"] for c in children) == sorted(
         t.key for t in plan.trials)
     for child in children:
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.info.status == "FINISHED"
-        assert child.data.params["run.seed"] == str(json.loads(
-            child.data.tags["cifarctl.trial_overrides"])["run.seed"])
+        assert child.tags["mlflow.parentRunId"] == parent.run_id
+        assert child.status == "FINISHED"
+        assert child.params["run.seed"] == str(json.loads(
+            child.tags["cifarctl.trial_overrides"])["run.seed"])
         for metric in ["train_loss", "val_acc", "test_acc", "lr", *PER_CLASS]:
-            assert steps_of(child.info.run_id, metric) == [0, 1], metric
-        assert "test_acc_at_best" in child.data.metrics and "best_val_acc" in child.data.metrics
-        assert (Path("checkpoints") / child.info.run_id / "last.pt").is_file()
+            assert steps_of(child.run_id, metric) == [0, 1], metric
+        assert "test_acc_at_best" in child.metrics and "best_val_acc" in child.metrics
+        assert (Path("checkpoints") / child.run_id / "last.pt").is_file()
 
 
 @pytest.mark.slow
@@ -278,17 +278,17 @@ def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
     assert "2 ok, 1 failed" in result.output
     assert "training loss became NaN/inf" in result.output  # the reason, on its row
     (parent,), children = runs_of("tiny")
-    assert parent.info.status == "FAILED" and parent.data.tags["trials_failed"] == "1"
-    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
-    failed = next(c for c in children if c.info.status == "FAILED")
+    assert parent.status == "FAILED" and parent.tags["trials_failed"] == "1"
+    assert sorted(c.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+    failed = next(c for c in children if c.status == "FAILED")
 
     again = sweep_cli(str(spec), "--workers", "2")
     assert again.exit_code == 1, again.output
     assert "skipping 2 of 3" in again.output and "1 failed, 2 skipped" in again.output
     (parent,), children = runs_of("tiny")
-    assert parent.data.tags["trials_skipped"] == "2" and parent.data.tags["trials_finished"] == "2"
+    assert parent.tags["trials_skipped"] == "2" and parent.tags["trials_finished"] == "2"
     assert len(children) == 3  # the retry ran in the failed trial's own run
-    assert failed.info.run_id in {c.info.run_id for c in children}
+    assert failed.run_id in {c.run_id for c in children}
 
 
 @pytest.mark.slow
@@ -299,7 +299,7 @@ def test_fail_fast_stops_at_the_first_failure(mlflow_store, data_home, sweep_dat
     assert result.exit_code == 1, result.output
     assert "--fail-fast: trial" in result.output and "1 failed, 3 not run" in result.output
     _, children = runs_of("tiny")
-    assert [c.info.status for c in children] == ["FAILED"]
+    assert [c.status for c in children] == ["FAILED"]
 
 
 def _start(spec: Path, *extra: str) -> subprocess.Popen:
@@ -361,8 +361,8 @@ def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
     assert "Traceback" not in out
     assert len(pids) == 3 and all(_gone(pid) for pid in pids)
     (parent,), children = runs_of("tiny")
-    assert parent.info.status == "KILLED"
-    status = {c.data.tags["cifarctl.trial_key"]: c.info.status for c in children}
+    assert parent.status == "KILLED"
+    status = {c.tags["cifarctl.trial_key"]: c.status for c in children}
     assert status[keys[0]] == "FINISHED" and status[keys[2]] == "KILLED"
     assert status[keys[1]] in ("FINISHED", "KILLED")  # it may have ended before Ctrl-C
 
@@ -372,19 +372,19 @@ def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
     assert proc.returncode == -signal.SIGKILL
     assert "skipping 1 of 3" in out or "skipping 2 of 3" in out
     assert pids and all(_gone(pid) for pid in pids), out
-    assert {c.info.status for c in runs_of("tiny")[1]} == {"FINISHED", "KILLED"}
+    assert {c.status for c in runs_of("tiny")[1]} == {"FINISHED", "KILLED"}
 
     # 3. the rest, to the end: resumed in the same runs, never restarted
     proc = _start(spec, "-q")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
     (parent,), children = runs_of("tiny")
-    assert parent.info.status == "FINISHED"
-    assert sorted(c.data.tags["cifarctl.trial_key"] for c in children) == sorted(keys)
+    assert parent.status == "FINISHED"
+    assert sorted(c.tags["cifarctl.trial_key"] for c in children) == sorted(keys)
     for child in children:
-        assert child.info.status == "FINISHED"
-        epochs = 1 if child.data.tags["cifarctl.trial_key"] == keys[0] else long
-        assert steps_of(child.info.run_id, "test_acc") == list(range(epochs))
+        assert child.status == "FINISHED"
+        epochs = 1 if child.tags["cifarctl.trial_key"] == keys[0] else long
+        assert steps_of(child.run_id, "test_acc") == list(range(epochs))
 
 
 @pytest.mark.slow
@@ -401,9 +401,9 @@ def test_ray_backend_runs_the_same_tiny_sweep_locally(
     assert result.exit_code == 0, result.output
     assert "2 ok" in result.output
     (parent,), children = runs_of("tiny")
-    assert parent.info.status == "FINISHED"
+    assert parent.status == "FINISHED"
     assert len(children) == 2
     for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert steps_of(child.info.run_id, "test_acc") == [0, 1]
+        assert child.status == "FINISHED"
+        assert child.tags["mlflow.parentRunId"] == parent.run_id
+        assert steps_of(child.run_id, "test_acc") == [0, 1]

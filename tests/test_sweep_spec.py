@@ -354,7 +354,7 @@ def test_plain_progress_lines_name_a_run_only_when_the_trial_has_one(tmp_path):
     import io
 
     from cifarctl.sweep.live import PlainLines
-    from cifarctl.sweep.runner import TrialState
+    from cifarctl.sweep.state import TrialState
 
     plan = plan_of({"grid": {"seed": [0, 1]}}, tmp_path)
     out = io.StringIO()
@@ -374,7 +374,7 @@ def test_closing_table_keeps_run_ids_whole(width):
     from rich.console import Console
 
     from cifarctl.sweep.live import summary_table
-    from cifarctl.sweep.runner import SweepOutcome, TrialState
+    from cifarctl.sweep.state import SweepOutcome, TrialState
 
     plan = expand(load_spec(EXPERIMENTS / "ldam-drw.yaml"))
     states = [TrialState(t, status="ok", run_id=f"{i:032x}", summary={"test_acc_at_best": 0.5})

@@ -144,7 +144,7 @@ def test_run_round_trip(mlflow_store, tmp_path):
 
     tracker = _start(run_name="resnet32-focal-b0.999-s0", description="CB-focal, beta 0.999",
                      tags={"loss": "focal", "beta": 0.999})
-    assert tracker.tracking_uri == mlflow_store.uri and tracker.run_url is None
+    assert tracker.tracking_uri == mlflow_store.uri
     params = {f"p{i:03d}": i for i in range(250)}  # > 100: several requests
     params |= {"optim.steps": [40, 45], "long": "x" * 7000}
     tracker.log_params(params)
@@ -239,7 +239,7 @@ def test_unknown_ids_are_usage_errors(mlflow_store):
 
 
 def test_children_nest_under_their_parent(mlflow_store):
-    from cifarctl.tracking.mlflow_tracker import connect, find_runs, get_run_status
+    from cifarctl.tracking.runstore import open_store
 
     parent = _start(experiment="sweep", run_name="beta-sweep")
     children = [_start(experiment="sweep", run_name=f"trial-{i}", parent_run_id=parent.run_id,
@@ -248,14 +248,14 @@ def test_children_nest_under_their_parent(mlflow_store):
     children[1].finish("FAILED")
     parent.finish()
 
-    client = connect()
-    found = find_runs(client, "sweep", f"tags.mlflow.parentRunId = '{parent.run_id}'",
-                      order_by=["tags.trial_key ASC"])
-    assert [r.data.tags["trial_key"] for r in found] == ["k0", "k1"]
-    assert {r.info.run_id for r in found} == {c.run_id for c in children}
-    assert [get_run_status(client, c.run_id) for c in children] == ["FINISHED", "FAILED"]
-    assert get_run_status(client, "feedface") is None
-    assert find_runs(client, "no-such-experiment") == []
+    store = open_store()
+    found = store.find_runs("sweep", f"tags.mlflow.parentRunId = '{parent.run_id}'",
+                            order_by=["tags.trial_key ASC"])
+    assert [r.tags["trial_key"] for r in found] == ["k0", "k1"]
+    assert {r.run_id for r in found} == {c.run_id for c in children}
+    assert [r.run_id for r in store.children(parent.run_id)] == [c.run_id for c in children]
+    assert [store.get_run(c.run_id).status for c in children] == ["FINISHED", "FAILED"]
+    assert store.find_runs("no-such-experiment") == []
 
 
 def test_context_manager_marks_failures(mlflow_store):
@@ -315,16 +315,30 @@ def test_http_server_round_trip(mlflow_store, tmp_path):
         tracker.log_text("x: 1\n", "config.yaml")
         tracker.finish()
         assert tracker.tracking_uri == url
-        assert tracker.run_url == f"{url}/#/experiments/{tracker.experiment_id}/runs/" \
-                                  f"{tracker.run_id}"
         run = tracker.client.get_run(tracker.run_id)
         assert run.info.status == "FINISHED" and run.data.metrics["val_acc"] == 0.25
         assert run.data.tags["mlflow.note.content"] == "logged through a server"
         assert [f.path for f in tracker.client.list_artifacts(tracker.run_id)] == ["config.yaml"]
         assert len(run.inputs.dataset_inputs) == 1
+        _read_back_over_http(url, tracker.run_id)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _read_back_over_http(url: str, run_id: str) -> None:
+    """The read side on a server store: no sqlite file, so every read goes through MLflow."""
+    from cifarctl.tracking.runstore import open_store
+
+    store = open_store(url + "/")
+    assert store.uri == url
+    selection = store.select(["remote"])
+    assert [r.run_id for r in selection.runs] == [run_id]
+    assert selection.experiments == {selection.runs[0].experiment_id: "remote"}
+    run = store.get_run(run_id)
+    assert run.status == "FINISHED" and run.params == {"optim.lr": "0.1"}
+    assert store.metric_history(run_id, "val_acc") == [(0, 0.25)]
+    assert store.list_artifacts(run_id) == {"config.yaml"}
 
 
 def test_tracker_threads_share_one_client(mlflow_store):

@@ -35,7 +35,8 @@ tracker.finish("FINISHED")
 
 @pytest.mark.slow
 def test_four_processes_lose_nothing(mlflow_store):
-    from cifarctl.tracking.mlflow_tracker import connect, find_runs, start_run
+    from cifarctl.tracking.mlflow_tracker import start_run
+    from cifarctl.tracking.runstore import open_store
 
     # as the sweep does: experiment and parent exist before the workers fan out
     parent = start_run(experiment="sweep", run_name="parent")
@@ -54,13 +55,12 @@ def test_four_processes_lose_nothing(mlflow_store):
         assert "Traceback" not in err and "database is locked" not in err, err
     parent.finish()
 
-    client = connect()
-    runs = find_runs(client, "sweep", f"tags.mlflow.parentRunId = '{parent.run_id}'")
-    assert sorted(r.data.tags["trial"] for r in runs) == [str(i) for i in range(WORKERS)]
+    store = open_store()
+    runs = store.children(parent.run_id)
+    assert sorted(r.tags["trial"] for r in runs) == [str(i) for i in range(WORKERS)]
     for run in runs:
-        assert run.info.status == "FINISHED"
-        assert len(run.data.params) == 20
+        assert run.status == "FINISHED"
+        assert len(run.params) == 20
         for i in range(METRICS):
-            history = client.get_metric_history(run.info.run_id, f"metric_{i}")
-            assert [(m.step, m.value) for m in history] == [
+            assert store.metric_history(run.run_id, f"metric_{i}") == [
                 (step, step * 100 + i) for step in range(BATCHES)]

@@ -80,9 +80,9 @@ def report(
                           filter_string=filter_ or "", by=by, baseline=baseline)
     err = Console(stderr=True)
     if out is not None:  # figures read histories and artifacts through MLflow
-        from cifarctl.tracking.mlflow_tracker import connect
+        from cifarctl.tracking.runstore import open_store
 
-        written = export_report(result, connect(result.tracking_uri), out, fmt=format_)
+        written = export_report(result, open_store(result.tracking_uri), out, fmt=format_)
         err.print(f"wrote {len(written.files)} files to {out}", style="dim", highlight=False)
         if not no_log:
             run_id = log_report_run(result, written)

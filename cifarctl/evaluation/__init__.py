@@ -3,7 +3,8 @@
     from cifarctl.evaluation.run import resolve_target, evaluate_target, log_result
 
 Modules: `scores` (shot groups, ECE: pure, torch-free, shared with `report`), `corruptions`
-(batched image corruptions, torch), `run` (checkpoint -> results -> the run's eval_* metrics).
+(batched image corruptions, torch), `target` (the checkpoint and its run), `run` (checkpoint ->
+results -> the run's eval_* metrics).
 This package module stays torch-free: the CLI builds its help from `CORRUPTION_NAMES`.
 """
 

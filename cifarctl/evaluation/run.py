@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarctl.config import RunConfig, config_from_dict
+from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
 from cifarctl.evaluation.corruptions import SEVERITIES, corrupt, corruption_generator
 from cifarctl.evaluation.scores import (
@@ -30,155 +30,16 @@ from cifarctl.evaluation.scores import (
     group_accuracies,
     shot_groups,
 )
+from cifarctl.evaluation.target import (  # noqa: F401  (resolve_target, WHICH: eval's API)
+    WHICH,
+    EvalTarget,
+    data_changed,
+    data_warnings,
+    resolve_target,
+    run_warnings,
+)
 
-WHICH = ("best", "last")
 SPLITS = ("test", "val")
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow run ids: uuid4 hex
-
-
-@dataclass
-class EvalTarget:
-    """A checkpoint to evaluate, and the run it belongs to (None for a loose file)."""
-
-    checkpoint: Path
-    state: dict[str, Any]
-    cfg: RunConfig
-    which: str  # best | last | checkpoint (a file not named best.pt / last.pt)
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    train_counts: list[int] | None = None  # the run's `class_counts` tag, when it has one
-    class_names: list[str] | None = None  # the run's `class_names` tag, when it has one
-    fingerprint: str | None = None  # the data it trained on: its checkpoint's, else the tag
-    status: str | None = None  # the run's MLflow status, when it has a run
-
-    @property
-    def epoch(self) -> int | None:
-        """Epochs the checkpoint had trained (a `last.pt` written mid-epoch: the ones done)."""
-        value = self.state.get("epoch")
-        return None if value is None else int(value)
-
-    @property
-    def mid_epoch(self) -> bool:
-        """Written by an interruption part way through an epoch (its sums are kept)."""
-        return self.state.get("sums") is not None
-
-
-def _counts_tag(run: Any) -> list[int] | None:
-    text = run.data.tags.get("class_counts")
-    try:
-        return [int(c) for c in text.split(",")] if text else None
-    except ValueError:
-        return None
-
-
-def resolve_target(target: str, *, which: str | None = None,
-                   checkpoint_root: Path = Path("checkpoints"),
-                   tracking_uri: str | None = None) -> EvalTarget:
-    """A run id (its `which` checkpoint, default best: local `checkpoints/<id>/`, else the
-    run's artifact) or a checkpoint path (`which` None or its own name). UsageError for an
-    unknown run id or a missing/corrupt checkpoint."""
-    from cifarctl.checkpoint import load_checkpoint
-
-    if which is not None and which not in WHICH:
-        raise UsageError(f"--which must be one of {', '.join(WHICH)}, got {which!r}")
-    path = Path(target)
-    if path.is_file():
-        if which is not None and path.stem != which:
-            raise UsageError(f"--which picks one of a run's checkpoints; {target} is a "
-                             f"checkpoint file already: drop --which, or give the run id")
-        state = load_checkpoint(path)
-        run_id = path.parent.name if _RUN_ID.match(path.parent.name) else None
-        stem = path.stem if path.stem in WHICH else "checkpoint"
-        out = EvalTarget(path, state, _config(state, path), stem, run_id, tracking_uri,
-                         fingerprint=state.get("dataset_fingerprint"))
-        if run_id is not None:  # checkpoints/<run id>/best.pt: log to that run if the store has it
-            _attach_run(out, required=False)
-        return out
-    if not _RUN_ID.match(target):
-        raise UsageError(f"{target!r} is neither a checkpoint file nor an MLflow run id "
-                         f"(32 hex digits); see `cifarctl eval --help`")
-    which = which or "best"
-    out = EvalTarget(checkpoint_root / target / f"{which}.pt", {}, RunConfig(), which, target,
-                     tracking_uri)
-    tracker = _attach_run(out, required=True)
-    if not out.checkpoint.is_file():
-        downloaded = tracker.download_artifact(f"checkpoints/{which}.pt", out.checkpoint.parent)
-        if downloaded is None:
-            raise UsageError(_no_checkpoint(tracker, out, checkpoint_root))
-        out.checkpoint = downloaded
-    out.state = load_checkpoint(out.checkpoint)
-    out.cfg = _config(out.state, out.checkpoint)
-    out.fingerprint = out.state.get("dataset_fingerprint") or out.fingerprint
-    return out
-
-
-def _no_checkpoint(tracker: Any, target: EvalTarget, checkpoint_root: Path) -> str:
-    """Why run `target` has no `which` checkpoint, and what to do instead."""
-    from mlflow.exceptions import MlflowException
-
-    from cifarctl.names import SWEEP_KEY_TAG
-
-    run_id, which = target.run_id, target.which
-    run = tracker.client.get_run(run_id)
-    if SWEEP_KEY_TAG in run.data.tags:
-        return (f"run {run_id} is a sweep's parent run: its trials are its child runs, each "
-                f"with its own checkpoints; list them with `cifarctl report --parent {run_id}`")
-    other = "last" if which == "best" else "best"
-    try:
-        stored = {a.path for a in tracker.client.list_artifacts(run_id, "checkpoints")}
-    except (MlflowException, OSError):  # an artifact store out of reach: say what is known
-        stored = set()
-    has_other = (checkpoint_root / run_id / f"{other}.pt").is_file() or \
-        f"checkpoints/{other}.pt" in stored
-    looked = (f"looked for {target.checkpoint} and the run's artifact "
-              f"checkpoints/{which}.pt")
-    if has_other:
-        return f"run {run_id} has no {which} checkpoint ({looked}); try --which {other}"
-    status = run.info.status
-    ended = (f"ended {status} before saving any checkpoint" if status in ("FAILED", "KILLED")
-             else f"is {status} and has no checkpoint" if status != "FINISHED"
-             else "has no checkpoint")
-    return (f"run {run_id} {ended} ({looked}); if its checkpoints are in another folder, "
-            f"pass --checkpoints DIR")
-
-
-def _config(state: dict[str, Any], path: Path) -> RunConfig:
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise UsageError(f"{path} is not a cifarctl checkpoint (no config or model weights)")
-    try:
-        return config_from_dict(state["config"])
-    except UsageError as err:
-        raise UsageError(f"{path}: its config: {err}") from None
-
-
-def _attach_run(target: EvalTarget, *, required: bool) -> Any:
-    """Check the run exists (UsageError if `required`), note its class counts; its tracker."""
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
-    from cifarctl.tracking.store import resolve_tracking_uri
-    from cifarctl.ui import check_store
-
-    try:
-        check_store(resolve_tracking_uri(target.tracking_uri))  # no empty store at a typo
-    except UsageError:
-        if required:
-            raise
-        target.run_id = None  # no store here (a copied checkpoint folder): nothing to log to
-        return None
-    client = connect(target.tracking_uri)  # a store that exists but does not answer: an error
-    try:
-        run = get_run(client, target.run_id)
-    except UsageError:
-        if required:
-            raise
-        target.run_id = None  # a loose checkpoint folder named like a run: nothing to log to
-        return None
-    target.status = run.info.status
-    target.tracking_uri = client.tracking_uri
-    target.train_counts = _counts_tag(run)
-    names = run.data.tags.get("class_names")
-    target.class_names = names.split(",") if names else None
-    target.fingerprint = target.fingerprint or run.data.tags.get("dataset_fingerprint")
-    return MlflowTracker(client, run)
 
 
 # ---- the evaluation ------------------------------------------------------------------------
@@ -288,6 +149,22 @@ def accuracy_under(model: Any, loader: Any, name: str, severity: int, *, num_cla
     return counts.confusion.diagonal().sum() / counts.count.clamp_min(1)
 
 
+def _load_model(target: EvalTarget, spec: str, classes: int, device: Any) -> Any:
+    """The checkpoint's model in eval mode on `device`; UsageError if its weights do not fit
+    its config over `classes` classes."""
+    from cifarctl.models import create_model
+
+    cfg = target.cfg
+    model = create_model(cfg.model.name, num_classes=classes, classifier=cfg.classifier)
+    try:
+        model.load_state_dict(target.saved.model)
+    except RuntimeError:
+        raise UsageError(f"{target.checkpoint} does not hold the weights its config describes "
+                         f"for {spec}: {cfg.model.name} with a {cfg.classifier} classifier "
+                         f"over {classes} classes") from None
+    return model.to(device).eval()
+
+
 def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
                     corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
                     batch_size: int | None = None,
@@ -297,7 +174,6 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     from cifarctl.data import load_dataset
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import eval_metrics, evaluate, to_host
-    from cifarctl.models import create_model
     from cifarctl.training import EVAL_BATCH, resolve_device
 
     if split not in SPLITS:
@@ -308,14 +184,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     dev = resolve_device(device)  # a bad --device before the data loads
     data = load_dataset(spec)
     classes = len(data.classes)
-    model = create_model(cfg.model.name, num_classes=classes, classifier=cfg.classifier)
-    try:
-        model.load_state_dict(target.state["model"])
-    except RuntimeError:
-        raise UsageError(f"{target.checkpoint} does not hold the weights its config describes "
-                         f"for {spec}: {cfg.model.name} with a {cfg.classifier} classifier "
-                         f"over {classes} classes") from None
-    model.to(dev).eval()
+    model = _load_model(target, spec, classes, dev)
     images, labels = _split_arrays(cfg, data, split)
     batch = batch_size or EVAL_BATCH
     loader = DeviceLoader(images, labels, batch_size=batch, shuffle=False, augment=False,
@@ -338,9 +207,25 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
             device_values[f"{prefix}corruption_{name}_s{severity}"] = accuracy_under(
                 model, loader, name, severity, num_classes=classes, seed=seed, batch_size=batch)
     host = to_host(device_values)  # the one host sync
+    counts = _own_counts(target, data, same_dataset=foreign is None)
+    result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
+                     prefixes=(acc_prefix, prefix), images=loader.num_samples)
+    result.warnings = [*run_warnings(target),
+                       *data_warnings(target, data, spec, foreign=foreign is not None)]
+    if changed:
+        result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
+                               f"not take them for the run's own test set")
+    return result
+
+
+def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, data: Any, *,
+            spec: str, split: str, corruptions: Sequence[str], prefixes: tuple[str, str],
+            images: int) -> EvalResult:
+    """The evaluation's host numbers as an `EvalResult`, with its `eval_*` metrics."""
+    acc_prefix, prefix = prefixes
+    classes = len(data.classes)
     confusion = [[int(v) for v in row] for row in host.pop("confusion")]
     calibration = host.pop("calibration")
-    counts = _own_counts(target, data, same_dataset=foreign is None)
     per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
     shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
         dict.fromkeys(SHOT_GROUPS)
@@ -348,7 +233,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
         which=target.which, epoch=target.epoch, dataset=spec, split=split,
         class_names=list(data.classes),
-        train_counts=counts, images=loader.num_samples, accuracy=host[f"{acc_prefix}_acc"],
+        train_counts=counts, images=images, accuracy=host[f"{acc_prefix}_acc"],
         loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
         ece=expected_calibration_error(calibration), shots=shots,
         shot_classes=shot_groups(counts) if counts else {g: [] for g in SHOT_GROUPS},
@@ -367,48 +252,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     if result.mean_corruption_acc is not None:
         metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     result.metrics = metrics
-    result.warnings = [*run_warnings(target),
-                       *data_warnings(target, data, spec, foreign=foreign is not None)]
-    if changed:
-        result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
-                               f"not take them for the run's own test set")
     return result
-
-
-def run_warnings(target: EvalTarget) -> list[str]:
-    """A run that has not FINISHED: its checkpoint is not what the run will end with, and
-    eval_* metrics logged now would sit beside its final ones in `report`."""
-    if target.status in (None, "FINISHED"):
-        return []
-    epochs = target.cfg.optim.epochs
-    done = target.epoch
-    when = ("" if done is None else
-            f" after {done} of {epochs} epochs" + (" (part way into the next)"
-                                                     if target.mid_epoch else ""))
-    return [f"run {target.run_id} is {target.status}: its {target.which} checkpoint was saved"
-            f"{when}, not at the end of a finished run; evaluate it again once it finishes "
-            f"(a resumed run), or pass --no-log to keep these numbers off it"]
-
-
-def data_changed(target: EvalTarget, data: Any) -> bool:
-    """Whether the run's own dataset spec now holds other data than the run trained on."""
-    return bool(target.fingerprint) and target.fingerprint != data.fingerprint
-
-
-def data_warnings(target: EvalTarget, data: Any, spec: str, *, foreign: bool) -> list[str]:
-    """What about the evaluation data could make the numbers mislead without an error:
-    the run's own dataset regenerated since it trained, or another dataset whose classes
-    are not the run's (class i of the model is scored as class i of the data)."""
-    out = []
-    if not foreign and data_changed(target, data):
-        out.append(f"{spec} is not the data this run trained on (fingerprint "
-                   f"{data.fingerprint}, the run's {target.fingerprint}): regenerated or "
-                   f"re-imported since? These numbers are on other data")
-    if target.class_names and list(data.classes) != target.class_names:
-        out.append(f"{spec}'s classes ({', '.join(data.classes)}) are not the run's "
-                   f"({', '.join(target.class_names)}): the model's class i is scored as "
-                   f"{spec}'s class i")
-    return out
 
 
 # ---- logging back to the run -------------------------------------------------------------
@@ -417,16 +261,15 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
     """Add `result` to its run: `eval_*` metrics and `<artifact_dir>/` files. False if the
     checkpoint belongs to no run of the store.
 
-    The run is opened by id through `MlflowTracker` without `start_run`, so its status and
-    end time stay as they were, and no training metric is written.
+    The run is written through `RunStore.tracker`, which does not reopen it, so its status
+    and end time stay as they were, and no training metric is written.
     """
     from cifarctl import plots
-    from cifarctl.tracking.mlflow_tracker import MlflowTracker, connect, get_run
+    from cifarctl.tracking.runstore import open_store
 
     if target.run_id is None:
         return False
-    client = connect(target.tracking_uri)
-    tracker = MlflowTracker(client, get_run(client, target.run_id))
+    tracker = open_store(target.tracking_uri).tracker(target.run_id)
     tracker.log_metrics(result.metrics, step=0)
     folder = result.artifact_dir
     with tempfile.TemporaryDirectory(prefix="cifarctl-eval-") as tmp:

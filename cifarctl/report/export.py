@@ -1,6 +1,6 @@
 """Writing a report to a folder and to a report run in MLflow.
 
-    written = export_report(report, client, Path("out"), fmt="markdown")
+    written = export_report(report, open_store(report.tracking_uri), Path("out"))
     written.files        # report.md, per_class.csv, report.json, curves.png, ...
     written.run_id       # the report run (experiment "<name>-reports", tag cifarctl.kind=report)
 
@@ -22,9 +22,8 @@ from cifarctl.names import KIND_TAG, REPORT_KIND
 from cifarctl.report import render
 
 if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
-
     from cifarctl.report.build import Report
+    from cifarctl.tracking.runstore import RunStore
 
 
 # Every file name `export_report` can write (the figures are named in `figures`). A file of
@@ -56,9 +55,10 @@ def _prepare(folder: Path) -> None:
         raise UsageError(f"--out {folder} is not writable")
 
 
-def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: str = "markdown",
+def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "markdown",
                   figures: bool = True) -> Written:
-    """Pictures, `report.md` (`report.html` for fmt html), `per_class.csv`, `report.json`.
+    """Pictures, `report.md` (`report.html` for fmt html), `per_class.csv`, `report.json`;
+    the figures read the runs' histories and artifacts from `store`.
 
     All or nothing (`atomic.staged_files`): a failure leaves `folder` as it was (the
     previous report, if any), never half of a new one beside half of an old one.
@@ -68,7 +68,7 @@ def export_report(report: Report, client: MlflowClient, folder: Path, *, fmt: st
 
     _prepare(folder)
     written = Written(folder)
-    made, notes = report_figures(report, client) if figures else ([], [])
+    made, notes = report_figures(report, store) if figures else ([], [])
     report.notes.extend(notes)
     page_name = "report.html" if fmt == "html" else "report.md"
     names = [name for name, _, _ in made] + [page_name, "per_class.csv", "report.json"]

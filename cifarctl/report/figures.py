@@ -1,10 +1,10 @@
 """The report's pictures: curves, per-class bars with counts, accuracy vs beta, confusions.
 
-    for name, caption, fig in report_figures(report, client):
+    for name, caption, fig in report_figures(report, open_store(report.tracking_uri)):
         plots.save_png(fig, out / name)
 
 Figures come from `cifarctl.plots` (pure: numbers in, Figure out); this module gathers the
-numbers: per-epoch histories (`MlflowClient.get_metric_history`), the means and intervals of
+numbers: per-epoch histories (`RunStore.metric_history`), the means and intervals of
 the report's tables, and confusion matrices from the runs' `confusion_matrix.json` artifacts
 (written by `train`, or by `eval` under `eval/`). A figure shows at most `MAX_SERIES`
 configurations (the first ones in table order) so it stays readable; the caption says so.
@@ -25,9 +25,9 @@ from cifarctl.report.tables import CLASS_METRIC, OVERALL
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-    from mlflow.tracking import MlflowClient
 
     from cifarctl.report.build import Report
+    from cifarctl.tracking.runstore import RunStore
 
 MAX_SERIES = 12  # lines or bar groups per figure
 MAX_CONFUSIONS = 9  # matrices side by side (3 x 3)
@@ -42,22 +42,20 @@ def _shown(groups: Sequence[Group], limit: int, what: str) -> tuple[list[Group],
                                   f"report with --filter)")
 
 
-def _mean_history(client: MlflowClient, group: Group) -> list[dict[str, float]]:
+def _mean_history(store: RunStore, group: Group) -> list[dict[str, float]]:
     """Per-epoch mean over the group's runs of each `CURVE_METRICS` metric."""
-    from cifarctl.tracking import call_with_retry
-
     by_step: dict[int, dict[str, list[float]]] = {}
     for run_id in group.rows["run_id"]:
         for key in CURVE_METRICS:
-            for m in call_with_retry(client.get_metric_history, run_id, key):
-                by_step.setdefault(m.step, {}).setdefault(key, []).append(m.value)
+            for step, value in store.metric_history(run_id, key):
+                by_step.setdefault(step, {}).setdefault(key, []).append(value)
     return [{"epoch": step, **{k: stats.mean(v) for k, v in values.items()}}
             for step, values in sorted(by_step.items())]
 
 
-def curves_figure(report: Report, client: MlflowClient) -> tuple[Figure, str]:
+def curves_figure(report: Report, store: RunStore) -> tuple[Figure, str]:
     groups, cut = _shown(report.groups, MAX_SERIES, "configurations")
-    curves = {g.label: _mean_history(client, g) for g in groups}
+    curves = {g.label: _mean_history(store, g) for g in groups}
     return plots.overlaid_curves(curves, CURVE_METRICS), (
         f"Test accuracy and loss per epoch, mean over each configuration's seeds{cut}")
 
@@ -125,22 +123,19 @@ def beta_figure(report: Report) -> tuple[Figure, str] | None:
                  "class-balancing β (0 = no re-weighting), mean ± 95 % CI over seeds")
 
 
-def _read_confusion(client: MlflowClient, run_id: str, tmp: Path) -> list[list[float]] | None:
-    from mlflow.exceptions import MlflowException
-
+def _read_confusion(store: RunStore, run_id: str, tmp: Path) -> list[list[float]] | None:
     for artifact in CONFUSION_ARTIFACTS:
-        try:
-            local = client.download_artifacts(run_id, artifact, str(tmp / run_id))
-        except (MlflowException, OSError):
+        local = store.download_artifact(run_id, artifact, tmp / run_id)
+        if local is None:
             continue
         try:
-            return json.loads(Path(local).read_text())
+            return json.loads(local.read_text())
         except (OSError, ValueError):
             continue
     return None
 
 
-def confusion_figure(report: Report, client: MlflowClient) -> tuple[Figure, str] | None:
+def confusion_figure(report: Report, store: RunStore) -> tuple[Figure, str] | None:
     """Summed confusion matrices of each configuration's runs; None when no run has one."""
     groups, cut = _shown(report.groups, MAX_CONFUSIONS, "configurations")
     matrices = {}
@@ -149,7 +144,7 @@ def confusion_figure(report: Report, client: MlflowClient) -> tuple[Figure, str]
         for g in groups:
             total = None
             for run_id in g.rows["run_id"]:
-                m = _read_confusion(client, run_id, Path(tmp))
+                m = _read_confusion(store, run_id, Path(tmp))
                 if m is None:
                     missing += 1
                     continue
@@ -166,12 +161,12 @@ def confusion_figure(report: Report, client: MlflowClient) -> tuple[Figure, str]
         f"row-normalised{cut}{note}")
 
 
-def report_figures(report: Report, client: MlflowClient
+def report_figures(report: Report, store: RunStore
                    ) -> tuple[list[tuple[str, str, Figure]], list[str]]:
     """`(file name, caption, figure)` for every picture the runs allow, and a note for each
     picture they do not allow."""
     out, notes = [], []
-    fig, caption = curves_figure(report, client)
+    fig, caption = curves_figure(report, store)
     out.append(("curves.png", caption, fig))
     out += [(name, caption, fig) for name, fig, caption in per_class_figures(report)]
     beta = beta_figure(report)
@@ -179,7 +174,7 @@ def report_figures(report: Report, client: MlflowClient
         notes.append("no accuracy-vs-β figure: no configurations differ only in loss.beta")
     else:
         out.append(("accuracy_vs_beta.png", beta[1], beta[0]))
-    confusion = confusion_figure(report, client)
+    confusion = confusion_figure(report, store)
     if confusion is None:
         notes.append("no confusion-matrix figure: no run has a confusion_matrix.json artifact "
                       "(cifarctl train writes it; `cifarctl eval RUN_ID` adds one to older runs)")

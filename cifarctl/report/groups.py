@@ -29,7 +29,7 @@ SEED_COLUMNS = (f"params.{SEED_KEY}", "tags.seed")  # --by these would pool conf
 # bookkeeping (ARCHITECTURE.md, "Training": every config key is a param).
 NON_RESULT_KEYS = frozenset({"run.seed", "run.run_name", "run.experiment", "run.device",
                              "run.compile"})
-# The content hash of the data a run trained on (a tag, `cifarctl.training.log_run_start`):
+# The content hash of the data a run trained on (a tag, `cifarctl.training.record.run_tags`):
 # runs of one `data.dataset` spec whose data was regenerated or re-imported in between are
 # not seeds of one configuration (`split_by_data`).
 DATA_KEY = "tags.dataset_fingerprint"

@@ -226,15 +226,6 @@ def split_to_width(t: TextTable, width: int) -> list[TextTable]:
             for n, cols in enumerate(groups)]
 
 
-def rich_text(report: Report, width: int = 200) -> str:
-    """The terminal view as plain text (for tests and logs)."""
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    print_rich(report, Console(file=buffer, width=width, color_system=None))
-    return buffer.getvalue()
-
-
 # ---- files ----------------------------------------------------------------------------------
 
 def _md_cell(text: str) -> str:

@@ -6,27 +6,16 @@
 
 Columns follow `mlflow.search_runs(output_format="pandas")`: `run_id`, `experiment_id`,
 `status`, `params.<key>`, `metrics.<key>` (latest value), `tags.<key>`, plus `experiment`
-(its name) and `run_name`. Report runs (tag `cifarctl.kind=report`) never count.
-
-Two readers, one result:
-- MLflow: the query `mlflow.search_runs` pages over (`MlflowClient.search_runs`), on the store
-  the user named rather than MLflow's process-global tracking URI, 50,000 runs a page. Any
-  store, any `--filter`.
-- sqlite fast path, for the default store without a filter: the same rows read straight from
-  MLflow's tables (`runs`, `params`, `tags`, `latest_metrics` (the table MLflow's search reads
-  metrics from), `experiments`), read-only. Building MLflow's ORM objects for 500 runs takes
-  ~1.5 s and importing and opening MLflow ~3 s more on a 2-core machine; this takes ~0.1 s
-  (issue 6: 500 runs in under 3 s). A schema it does not know, or experiments in MLflow
-  workspaces, send it to the MLflow reader; tests check both readers give the same frame.
+(its name) and `run_name`; rows oldest first. Report runs (tag `cifarctl.kind=report`) never
+count. The runs come from `RunStore.select`, which reads a sqlite store's tables directly
+when there is no filter (the report over 500 runs in under 3 s, issue 6) and asks MLflow
+otherwise; both give the same frame (tested).
 """
 
 from __future__ import annotations
 
-import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifarctl.errors import UsageError
@@ -35,7 +24,9 @@ from cifarctl.names import KIND_TAG, PARENT_TAG, REPORT_KIND, TEST_ACC_AT_BEST
 if TYPE_CHECKING:
     import pandas as pd
 
-PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOLD)
+    from cifarctl.tracking.runstore import Reader
+    from cifarctl.tracking.stored import Selection
+
 SUMMARY_METRIC = TEST_ACC_AT_BEST  # a run without it has nothing to report
 FILTER_EXAMPLES = ("params.loss.name = 'focal'", "params.data.imbalance = '100.0'",
                    "tags.loss = 'focal' and metrics.test_acc_at_best > 0.6",
@@ -53,190 +44,62 @@ class RunSet:
     skipped: list[dict[str, str]] = field(default_factory=list)  # run_id, run_name, reason
 
 
-def _choose(active: dict[str, str], names: Sequence[str] | None, uri: str) -> dict[str, str]:
-    """{experiment id: name} of the named experiments (all of `active` when none named)."""
-    if not names:
-        return {i: n for n, i in active.items()}
-    unknown = [n for n in names if n not in active]
-    if unknown:
-        known = ", ".join(sorted(active)) or "none"
-        raise UsageError(f"unknown experiment {unknown[0]!r} in {uri} (experiments: {known})")
-    return {active[n]: n for n in names}
+def runs_frame(selection: Selection) -> pd.DataFrame:
+    """One row per run, oldest first: `INFO_COLUMNS`, then `params.*`, `metrics.*` and
+    `tags.*` columns, each sorted by key.
 
-
-def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    A config key added later (`config.later_defaults`) that some runs logged reads as its
+    default (as MLflow logs it: `str(value)`) in the runs that did not: they trained with it.
+    """
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(records)
-    return pd.DataFrame(columns=INFO_COLUMNS) if frame.empty else frame
+    from cifarctl.config import later_defaults
 
-
-# ---- reader 1: MLflow ----------------------------------------------------------------------
-
-def _search(client: Any, experiment_ids: list[str], filter_string: str) -> list[Any]:
-    from mlflow.entities import ViewType
-    from mlflow.exceptions import MlflowException
-
-    from cifarctl.tracking import call_with_retry
-
-    runs: list[Any] = []
-    token = None
-    while True:
-        try:
-            page = call_with_retry(client.search_runs, experiment_ids, filter_string,
-                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
-                                   page_token=token)
-        except MlflowException as err:
-            if err.error_code != "INVALID_PARAMETER_VALUE":
-                raise
-            first = str(err.message).strip().splitlines()[0]
-            raise UsageError(f"invalid --filter {filter_string!r}: {first}; e.g. "
-                             f"--filter \"{FILTER_EXAMPLES[0]}\"") from None
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _mlflow_frame(uri: str, experiments: Sequence[str] | None, parent: str | None,
-                  filter_string: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    from mlflow.entities import ViewType
-
-    from cifarctl.tracking import call_with_retry
-    from cifarctl.tracking.mlflow_tracker import connect, get_run
-
-    client = connect(uri)
-    active = {e.name: e.experiment_id
-              for e in call_with_retry(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)}
-    names = _choose(active, experiments, client.tracking_uri)
-    filters = [filter_string] if filter_string else []
-    if parent is not None:
-        experiment_id = get_run(client, parent, what="parent run").info.experiment_id
-        names = _parent_experiment(names, active, experiment_id, parent, experiments)
-        filters.append(f"tags.{PARENT_TAG} = '{parent}'")
     records = []
-    for run in _search(client, list(names), " and ".join(filters)) if names else []:
-        info, data = run.info, run.data
-        records.append({
-            "run_id": info.run_id, "experiment_id": info.experiment_id,
-            "experiment": names.get(info.experiment_id, info.experiment_id),
-            "status": info.status, "run_name": info.run_name, "start_time": info.start_time,
-            "artifact_uri": info.artifact_uri,
-            **{f"params.{k}": v for k, v in data.params.items()},
-            **{f"metrics.{k}": v for k, v in data.metrics.items()},
-            **{f"tags.{k}": v for k, v in data.tags.items()}})
-    return _frame(records), names
+    for run in selection.runs:
+        record: dict[str, Any] = {
+            "run_id": run.run_id, "experiment_id": run.experiment_id,
+            "experiment": selection.experiments.get(run.experiment_id, run.experiment_id),
+            "status": run.status, "run_name": run.run_name, "start_time": run.start_time,
+            "artifact_uri": run.artifact_uri}
+        for prefix, values in (("params.", run.params), ("metrics.", run.metrics),
+                               ("tags.", run.tags)):
+            record.update((prefix + key, values[key]) for key in sorted(values))
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        return pd.DataFrame(columns=INFO_COLUMNS)
+    for key, default in later_defaults().items():
+        if f"params.{key}" in frame:
+            frame[f"params.{key}"] = frame[f"params.{key}"].fillna(str(default))
+    return frame
 
-
-def _parent_experiment(names: dict[str, str], active: dict[str, str], experiment_id: str,
-                       parent: str, experiments: Sequence[str] | None) -> dict[str, str]:
-    if experiments and experiment_id not in names:
-        raise UsageError(f"parent run {parent} is in experiment {experiment_id}, not in "
-                         f"{', '.join(experiments)}; drop --experiment or pick another parent")
-    by_id = {i: n for n, i in active.items()}
-    return {experiment_id: by_id.get(experiment_id, experiment_id)}
-
-
-# ---- reader 2: MLflow's sqlite tables, read-only ---------------------------------------------
-
-class _UseMlflow(Exception):
-    """The sqlite fast path does not apply; read through MLflow."""
-
-
-_SCHEMA = {"experiments": {"experiment_id", "name", "lifecycle_stage"},
-           "runs": {"run_uuid", "name", "status", "start_time", "lifecycle_stage",
-                    "artifact_uri", "experiment_id"},
-           "params": {"key", "value", "run_uuid"}, "tags": {"key", "value", "run_uuid"},
-           "latest_metrics": {"key", "value", "is_nan", "run_uuid"}}
-
-
-def _sqlite_frame(db: Path, uri: str, experiments: Sequence[str] | None, parent: str | None
-                  ) -> tuple[pd.DataFrame, dict[str, str]]:
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=20)
-    except sqlite3.Error as err:
-        raise _UseMlflow from err
-    try:
-        for table, columns in _SCHEMA.items():
-            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
-            if not columns <= have:
-                raise _UseMlflow
-        columns = {row[1] for row in con.execute("PRAGMA table_info(experiments)")}
-        if "workspace" in columns and con.execute(
-                "SELECT 1 FROM experiments WHERE workspace IS NOT NULL AND "
-                "workspace != 'default' LIMIT 1").fetchone():
-            raise _UseMlflow  # MLflow decides which workspace a user sees
-        active = {name: str(i) for i, name in con.execute(
-            "SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active'")}
-        names = _choose(active, experiments, uri)
-        if parent is not None:
-            found = con.execute("SELECT experiment_id FROM runs WHERE run_uuid = ? AND "
-                                "lifecycle_stage = 'active'", (parent,)).fetchone()
-            if found is None:
-                raise _UseMlflow  # MLflow's reader says what is wrong with the id
-            names = _parent_experiment(names, active, str(found[0]), parent, experiments)
-        return _sqlite_records(con, names, parent), names
-    except sqlite3.Error as err:
-        raise _UseMlflow from err
-    finally:
-        con.close()
-
-
-def _sqlite_records(con: sqlite3.Connection, names: dict[str, str], parent: str | None
-                    ) -> pd.DataFrame:
-    ids = list(names)
-    marks = ",".join("?" * len(ids))
-    selected = (f"SELECT run_uuid FROM runs WHERE lifecycle_stage = 'active' AND "
-                f"experiment_id IN ({marks})")
-    records: dict[str, dict[str, Any]] = {}
-    for run_id, name, status, start, artifact_uri, experiment_id in con.execute(
-            f"SELECT run_uuid, name, status, start_time, artifact_uri, experiment_id FROM runs "
-            f"WHERE lifecycle_stage = 'active' AND experiment_id IN ({marks})", ids):
-        records[run_id] = {"run_id": run_id, "experiment_id": str(experiment_id),
-                           "experiment": names[str(experiment_id)], "status": status,
-                           "run_name": name, "start_time": start, "artifact_uri": artifact_uri}
-    for table, prefix in (("params", "params."), ("tags", "tags.")):
-        for run_id, key, value in con.execute(
-                f"SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({selected})", ids):
-            records[run_id][prefix + key] = value
-    for run_id, key, value, is_nan in con.execute(
-            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN "
-            f"({selected})", ids):
-        records[run_id]["metrics." + key] = math.nan if is_nan else float(value)
-    rows = list(records.values())
-    if parent is not None:
-        rows = [r for r in rows if r.get(f"tags.{PARENT_TAG}") == parent]
-    return _frame(rows)
-
-
-# ---- the two together -------------------------------------------------------------------------
 
 def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | None = None,
               parent: str | None = None, filter_string: str = "",
-              reader: str = "auto") -> RunSet:
+              reader: Reader = "auto") -> RunSet:
     """Every active run of `experiments` (default: all) matching the filter, report runs out.
 
     `parent` keeps the children of that run (a sweep: `tags.mlflow.parentRunId`), in the
-    parent's experiment. `reader`: "auto" (sqlite fast path when it applies), "mlflow" or
-    "sqlite" (tests). Raises UsageError for an unknown experiment or parent, a bad filter,
-    or when nothing is left to report on, saying how to choose.
+    parent's experiment. `reader`: as `RunStore.select` ("auto", or "mlflow" / "sqlite" to
+    force one). Raises UsageError for an unknown experiment or parent, a bad filter, or when
+    nothing is left to report on, saying how to choose.
     """
-    from cifarctl.tracking.store import resolve_tracking_uri, sqlite_path
-    from cifarctl.ui import check_store
+    from cifarctl.tracking.runstore import RunStore
+    from cifarctl.tracking.store import check_store
+    from cifarctl.tracking.stored import InvalidFilter
 
-    uri = resolve_tracking_uri(tracking_uri)
+    store = RunStore(tracking_uri)  # opens MLflow only if the sqlite fast path cannot serve
+    uri = store.uri
     check_store(uri)  # a mistyped sqlite path: say so, rather than create an empty store
     filter_string = filter_string.strip()
-    db = sqlite_path(uri)
-    frame = names = None
-    if reader != "mlflow" and db is not None and db.is_file() and not filter_string:
-        try:
-            frame, names = _sqlite_frame(db, uri, experiments, parent)
-        except _UseMlflow:
-            if reader == "sqlite":
-                raise
-    if frame is None:
-        frame, names = _mlflow_frame(uri, experiments, parent, filter_string)
+    try:
+        selection = store.select(experiments, parent=parent, filter_string=filter_string,
+                                 reader=reader)
+    except InvalidFilter as err:
+        raise UsageError(f"invalid --filter {filter_string!r}: {err.reason}; e.g. "
+                         f"--filter \"{FILTER_EXAMPLES[0]}\"") from None
+    frame, names = runs_frame(selection), selection.experiments
     if not names:
         raise UsageError(f"no experiments in {uri}; train a model first (`cifarctl train "
                          f"...`) or pass --tracking-uri")
@@ -313,7 +176,7 @@ def split_usable(runs: RunSet) -> RunSet:
     """
     frame = runs.frame
     metric = f"metrics.{SUMMARY_METRIC}"
-    parent_col = "tags.mlflow.parentRunId"
+    parent_col = f"tags.{PARENT_TAG}"
     parents = set(frame[parent_col].dropna()) if parent_col in frame else set()
     has_metric = frame[metric].notna() if metric in frame else frame["run_id"].isna()
     skipped = []

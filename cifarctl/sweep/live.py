@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from cifarctl.names import TEST_ACC_AT_BEST
-from cifarctl.sweep.runner import TrialState
+from cifarctl.sweep.state import SweepOutcome, TrialState
 
 STYLE = {"queued": "dim", "running": "cyan", "ok": "green", "failed": "bold red",
          "skipped": "blue", "killed": "yellow", "not run": "dim"}
@@ -172,7 +172,7 @@ def make_display(total: int, *, quiet: bool = False) -> Any:
 NARROW = 120
 
 
-def summary_table(outcome: Any, width: int | None = None) -> Any:
+def summary_table(outcome: SweepOutcome, width: int | None = None) -> Any:
     """The closing table: one row per trial, its result or its one-line reason; `width`:
     the console's, to leave the key column out when narrow."""
     from rich.table import Table

@@ -14,10 +14,13 @@ than it began on (a resume in a worker would fail the same way for every rerun).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cifarctl.errors import UsageError
 from cifarctl.sweep.spec import Plan, Trial
+
+if TYPE_CHECKING:
+    from cifarctl.tracking.stored import StoredRun
 
 
 def _label(trial: Trial) -> str:
@@ -45,7 +48,7 @@ def check_trials(trials: list[Trial]) -> None:
             raise UsageError(f"{_label(trial)}: {err}") from None
 
 
-def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> None:
+def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path) -> None:
     """Raise UsageError, naming the trial, if an unfinished trial's run (`runs`: trial key
     -> run, `store.existing_runs`) has a checkpoint in this machine's `checkpoint_root`
     holding a dataset fingerprint that its data no longer has.
@@ -59,9 +62,9 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
     current: dict[str, str] = {}
     for trial in plan.trials:
         run = runs.get(trial.key)
-        if run is None or run.info.status == "FINISHED":
+        if run is None or run.status == "FINISHED":
             continue
-        path = checkpoint_path(checkpoint_root, run.info.run_id)
+        path = checkpoint_path(checkpoint_root, run.run_id)
         if not path.is_file():
             continue  # on another machine, or failed before its first checkpoint
         saved = saved_fingerprint(path)
@@ -72,7 +75,7 @@ def check_resumes(plan: Plan, runs: dict[str, Any], checkpoint_root: Path) -> No
             current[spec] = load_dataset(spec).fingerprint
         if saved != current[spec]:
             raise UsageError(
-                f"{_label(trial)}: its run {run.info.run_id} began on {spec} with fingerprint "
+                f"{_label(trial)}: its run {run.run_id} began on {spec} with fingerprint "
                 f"{saved}, but {spec} is now {current[spec]} (regenerated or re-imported?); "
                 f"resuming would mix two datasets in one run: restore that data, or run the "
                 f"sweep afresh in a new experiment (--experiment NAME)"
@@ -86,10 +89,10 @@ def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path) -> No
     unfinished trial would resume on changed data (`check_resumes`)."""
     from cifarctl.sweep.store import existing_runs
     from cifarctl.tracking import check_reachable, resolve_tracking_uri
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
 
     check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
-    _, runs = existing_runs(connect(tracking_uri), plan)
-    done = {key for key, run in runs.items() if run.info.status == "FINISHED"}
+    _, runs = existing_runs(open_store(tracking_uri), plan)
+    done = {key for key, run in runs.items() if run.status == "FINISHED"}
     check_trials([t for t in plan.trials if t.key not in done])
     check_resumes(plan, runs, checkpoint_root)

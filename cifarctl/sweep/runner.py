@@ -24,45 +24,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
-from cifarctl.sweep.spec import Plan, Trial
+from cifarctl.sweep.live import NullDisplay
+from cifarctl.sweep.spec import Plan
+from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import TrialTask, process_main, worker_log
+
+if TYPE_CHECKING:
+    from cifarctl.tracking.runstore import RunStore
 
 POLL_S = 0.2  # how long the scheduler waits for progress before it looks around again
 STOP_GRACE_S = 120.0  # after a stop, how long workers get to checkpoint before SIGKILL
-STATUSES = ("ok", "failed", "skipped", "killed", "not run")  # a trial's final word
-
-
-@dataclass
-class TrialState:
-    """What the sweep knows about one trial; the live table shows these."""
-
-    trial: Trial
-    status: str = "queued"  # queued | running | ok | failed | skipped | killed | not run
-    run_id: str | None = None
-    epoch: int = 0  # epochs done
-    epochs: int = 0
-    acc: float | None = None  # test accuracy after the last epoch done
-    step: tuple[int, int] | None = None  # (steps done, steps) in the current epoch
-    pid: int | None = None
-    message: str = ""  # one line: why it failed, what it resumed, ...
-    summary: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class SweepOutcome:
-    plan: Plan
-    parent_run_id: str
-    trials: list[TrialState]
-    interrupted: bool = False  # a signal stopped it
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {s: sum(t.status == s for t in self.trials) for s in STATUSES}
 
 
 class Display(Protocol):
@@ -208,14 +183,14 @@ class LocalExecutor:
 class _Sweep:
     """One attempt at a plan: the bookkeeping between the executor's events and MLflow."""
 
-    def __init__(self, plan: Plan, client: Any, executor: Executor, display: Display, *,
+    def __init__(self, plan: Plan, store: RunStore, executor: Executor, display: Display, *,
                  make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool,
                  fuse: int = 1) -> None:
         from cifarctl.sweep.store import open_sweep
 
-        self.plan, self.client, self.executor, self.display = plan, client, executor, display
+        self.plan, self.store, self.executor, self.display = plan, store, executor, display
         self.make_task, self.fail_fast, self.fuse = make_task, fail_fast, fuse
-        runs = open_sweep(client, plan)
+        runs = open_sweep(store, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
         self.other_parents: dict[str, int] = {}  # parent run id -> trials it FINISHED
@@ -223,18 +198,18 @@ class _Sweep:
             child = runs.children.get(state.trial.key)
             if child is None:
                 continue
-            state.run_id = child.info.run_id
-            if child.info.status == "FINISHED":
-                parent = child.data.tags.get(PARENT_TAG, "")
+            state.run_id = child.run_id
+            if child.status == "FINISHED":
+                parent = child.tags.get(PARENT_TAG, "")
                 state.status = "skipped"
                 state.message = "FINISHED in an earlier attempt"
                 if parent != runs.parent_id:  # an earlier, smaller spec (`finished_elsewhere`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
                     self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
-                state.summary = {k: v for k, v in child.data.metrics.items()
+                state.summary = {k: v for k, v in child.metrics.items()
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
-                state.message = f"{child.info.status} before: continues in its run"
+                state.message = f"{child.status} before: continues in its run"
         self.stopping = False
         self.stop_deadline = 0.0
 
@@ -245,7 +220,7 @@ class _Sweep:
         for state in group:
             resume = state.run_id is not None
             if not resume:
-                state.run_id = create_child(self.client, self.plan, state.trial,
+                state.run_id = create_child(self.store, self.plan, state.trial,
                                             self.outcome.parent_run_id)
             state.status = "running"
             tasks.append(self.make_task(state, resume))
@@ -277,7 +252,7 @@ class _Sweep:
         state.status = {"FINISHED": "ok", "FAILED": "failed", "KILLED": "killed"}[status]
         state.message, state.summary, state.step = message, summary, None
         if state.run_id is not None:
-            end_if_running(self.client, state.run_id, status)
+            end_if_running(self.store, state.run_id, status)
         if state.status == "failed" and self.fail_fast and not self.stopping:
             self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
                               f"others (they can resume)")
@@ -341,10 +316,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     `fuse`: at most this many compatible trials train as one fused model; 1 = none; None =
     chosen from the free GPU memory (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU).
     """
-    from cifarctl.sweep.live import NullDisplay
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
-    from cifarctl.tracking.mlflow_tracker import connect
+    from cifarctl.tracking.runstore import open_store
     from cifarctl.training.signals import StopFlag  # the signal handling `train` uses
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -376,7 +350,7 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
         fuse = default_fuse(plan.trials[0].config.run.device if plan.trials else "cpu",
                             sharing=workers or 1)
     try:
-        sweep = _Sweep(plan, connect(uri), executor, display, make_task=make_task,
+        sweep = _Sweep(plan, open_store(uri), executor, display, make_task=make_task,
                        fail_fast=fail_fast, fuse=fuse)
         skipped = sweep.outcome.counts["skipped"]
         if skipped:
@@ -397,5 +371,5 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     status = ("KILLED" if outcome.interrupted
               else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
               else "FINISHED")
-    finish_parent(sweep.client, outcome.parent_run_id, status, counts)
+    finish_parent(sweep.store, outcome.parent_run_id, status, counts)
     return outcome

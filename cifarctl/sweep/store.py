@@ -1,29 +1,29 @@
 """A sweep's MLflow runs: one parent per spec, one child per trial, found again by their keys.
 
-    client = connect(uri)
-    sweep = open_sweep(client, plan)           # finds or creates the parent run
-    sweep.children["c0ffee123456"].info.status # the trial's child from an earlier attempt
-    run_id = create_child(client, plan, trial, sweep.parent_id)
+    store = open_store(uri)
+    sweep = open_sweep(store, plan)            # finds or creates the parent run
+    sweep.children["c0ffee123456"].status      # the trial's child from an earlier attempt
+    run_id = create_child(store, plan, trial, sweep.parent_id)
 
 The parent carries the tag `cifarctl.sweep_key` (the plan's key) and each child
 `cifarctl.trial_key` and `mlflow.parentRunId`, so running the same spec again finds the same
 parent and its children: FINISHED children are skipped, the others continue in their own run.
 A trial without a child here that FINISHED under another sweep of the experiment (a spec
 since given more seeds) is skipped too. Only the sweep process creates runs, one at a time,
-so a trial never gets a second child.
+so a trial never gets a second child. Runs are read through `RunStore` (`StoredRun`s) and
+created through `start_run`, the tracker training writes with.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cifarctl.errors import UsageError
 from cifarctl.names import (
-    PARENT_TAG,
     SWEEP_KEY_TAG,
     SWEEP_OWNER_TAG,
     TRIAL_INDEX_TAG,
@@ -33,19 +33,21 @@ from cifarctl.names import (
     run_name,
 )
 from cifarctl.sweep.spec import Plan, Trial, plan_json
-from cifarctl.tracking import call_with_retry
-from cifarctl.tracking.mlflow_tracker import find_runs, get_run, start_run
+from cifarctl.tracking import RUN_STATUSES
+from cifarctl.tracking.mlflow_tracker import start_run
 from cifarctl.tracking.owner import alive_owner, owner
 
+if TYPE_CHECKING:
+    from cifarctl.tracking.runstore import RunStore
+    from cifarctl.tracking.stored import StoredRun
+
 OWNER_TAG = SWEEP_OWNER_TAG
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 @dataclass
 class SweepRuns:
     parent_id: str
-    created: bool  # False: the parent of an earlier attempt was found
-    children: dict[str, Any]  # trial key -> the child Run to keep (see `_pick`)
+    children: dict[str, StoredRun]  # trial key -> the child run to keep (see `_pick`)
 
 
 def _params(plan: Plan) -> dict[str, Any]:
@@ -63,62 +65,64 @@ def _params(plan: Plan) -> dict[str, Any]:
     return params
 
 
-def _pick(runs: list[Any]) -> Any:
+def _pick(runs: list[StoredRun]) -> StoredRun:
     """Among a trial's children (normally one): a FINISHED one, else the most recent."""
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    return (finished or sorted(runs, key=lambda r: r.info.start_time or 0))[-1]
+    finished = [r for r in runs if r.status == "FINISHED"]
+    return (finished or sorted(runs, key=lambda r: r.start_time or 0))[-1]
 
 
-def find_parent(client: Any, plan: Plan) -> Any | None:
+def find_parent(store: RunStore, plan: Plan) -> StoredRun | None:
     """The parent run of an earlier attempt at `plan` (same sweep key), if any; read-only."""
-    parents = find_runs(client, plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
-                        order_by=["attributes.start_time ASC"])
+    parents = store.find_runs(plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
+                              order_by=["attributes.start_time ASC"])
     return parents[0] if parents else None
 
 
-def find_children(client: Any, plan: Plan, parent_id: str) -> dict[str, Any]:
+def find_children(store: RunStore, plan: Plan, parent_id: str) -> dict[str, StoredRun]:
     """Trial key -> the parent's child run to keep for it (see `_pick`); read-only."""
-    found: dict[str, list[Any]] = {}
-    for run in find_runs(client, plan.spec.experiment, f"tags.{PARENT_TAG} = '{parent_id}'"):
-        key = run.data.tags.get(TRIAL_KEY_TAG)
+    found: dict[str, list[StoredRun]] = {}
+    for run in store.children(parent_id, plan.spec.experiment):
+        key = run.tags.get(TRIAL_KEY_TAG)
         if key is not None:
             found.setdefault(key, []).append(run)
     return {k: _pick(v) for k, v in found.items()}
 
 
-def existing_runs(client: Any, plan: Plan) -> tuple[Any | None, dict[str, Any]]:
+def existing_runs(store: RunStore, plan: Plan
+                  ) -> tuple[StoredRun | None, dict[str, StoredRun]]:
     """(the parent of an earlier attempt or None, trial key -> the run to keep for it): its
     children, plus FINISHED runs of other sweeps for trials it has none for; read-only."""
-    parent = find_parent(client, plan)
-    children = find_children(client, plan, parent.info.run_id) if parent is not None else {}
-    return parent, children | finished_elsewhere(client, plan, children)
+    parent = find_parent(store, plan)
+    children = find_children(store, plan, parent.run_id) if parent is not None else {}
+    return parent, children | finished_elsewhere(store, plan, children)
 
 
-def open_sweep(client: Any, plan: Plan) -> SweepRuns:
+def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     """Find the parent run of `plan` (same sweep key) or create it; mark it RUNNING by us."""
     spec = plan.spec
-    parent, runs = existing_runs(client, plan)
+    parent, runs = existing_runs(store, plan)
     if parent is None:
-        parent = start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
-                           run_name=spec.name,
-                           tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
-                                 OWNER_TAG: owner()},
-                           description=f"Sweep of {len(plan.trials)} trials from "
-                                       f"{spec.source}; each trial is a child run.")
-        parent.log_params(_params(plan))
-        parent.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
-        parent.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
-        return SweepRuns(parent.run_id, True, runs)
-    pid = alive_owner(parent.data.tags.get(OWNER_TAG, ""))
-    if parent.info.status == "RUNNING" and pid is not None:
+        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri,
+                            run_name=spec.name,
+                            tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
+                                  OWNER_TAG: owner()},
+                            description=f"Sweep of {len(plan.trials)} trials from "
+                                        f"{spec.source}; each trial is a child run.")
+        tracker.log_params(_params(plan))
+        tracker.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
+        tracker.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
+        return SweepRuns(tracker.run_id, runs)
+    pid = alive_owner(parent.tags.get(OWNER_TAG, ""))
+    if parent.status == "RUNNING" and pid is not None:
         raise UsageError(f"this sweep is already running (process {pid}, parent run "
-                         f"{parent.info.run_id}); wait for it, or stop it with `kill {pid}`")
-    start_run(experiment=spec.experiment, tracking_uri=client.tracking_uri,
-              run_id=parent.info.run_id, tags={OWNER_TAG: owner()})
-    return SweepRuns(parent.info.run_id, False, runs)
+                         f"{parent.run_id}); wait for it, or stop it with `kill {pid}`")
+    start_run(experiment=spec.experiment, tracking_uri=store.uri, run_id=parent.run_id,
+              tags={OWNER_TAG: owner()})
+    return SweepRuns(parent.run_id, runs)
 
 
-def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dict[str, Any]:
+def finished_elsewhere(store: RunStore, plan: Plan,
+                       children: dict[str, StoredRun]) -> dict[str, StoredRun]:
     """FINISHED runs of this experiment's other sweeps for the plan's trials without a child.
 
     A spec given more seeds or values is a new plan (new sweep key, new parent), but the
@@ -128,19 +132,19 @@ def finished_elsewhere(client: Any, plan: Plan, children: dict[str, Any]) -> dic
     missing = {t.key for t in plan.trials} - set(children)
     if not missing:
         return {}
-    found: dict[str, list[Any]] = {}
-    for run in find_runs(client, plan.spec.experiment,
-                         f"attributes.status = 'FINISHED' and tags.`{TRIAL_KEY_TAG}` LIKE '%'"):
-        key = run.data.tags.get(TRIAL_KEY_TAG)
+    found: dict[str, list[StoredRun]] = {}
+    for run in store.find_runs(plan.spec.experiment, f"attributes.status = 'FINISHED' and "
+                                                     f"tags.`{TRIAL_KEY_TAG}` LIKE '%'"):
+        key = run.tags.get(TRIAL_KEY_TAG)
         if key in missing:
             found.setdefault(key, []).append(run)
     return {k: _pick(v) for k, v in found.items()}
 
 
-def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
+def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> str:
     """Create the trial's child run (RUNNING, tagged with its key); the worker trains in it."""
     cfg = trial.config
-    tracker = start_run(experiment=plan.spec.experiment, tracking_uri=client.tracking_uri,
+    tracker = start_run(experiment=plan.spec.experiment, tracking_uri=store.uri,
                         run_name=run_name(cfg),
                         parent_run_id=parent_id,
                         tags={TRIAL_KEY_TAG: trial.key, TRIAL_INDEX_TAG: trial.index,
@@ -149,17 +153,16 @@ def create_child(client: Any, plan: Plan, trial: Trial, parent_id: str) -> str:
     return tracker.run_id
 
 
-def end_if_running(client: Any, run_id: str, status: str) -> None:
+def end_if_running(store: RunStore, run_id: str, status: str) -> None:
     """Give a run whose worker is gone a terminal status (a crashed or killed worker)."""
-    if get_run(client, run_id).info.status not in TERMINAL:
-        call_with_retry(client.set_terminated, run_id, status)
+    if store.get_run(run_id).status not in RUN_STATUSES:
+        store.set_status(run_id, status)
 
 
-def finish_parent(client: Any, parent_id: str, status: str, counts: dict[str, int]) -> None:
+def finish_parent(store: RunStore, parent_id: str, status: str, counts: dict[str, int]) -> None:
     """Record how the sweep ended on its parent run."""
-    tags = [(f"trials_{name.replace(' ', '_')}", str(n)) for name, n in counts.items()]
+    tags = {f"trials_{name.replace(' ', '_')}": n for name, n in counts.items()}
     # the counts are this invocation's; after a rerun "skipped" trials had FINISHED before
-    tags.append(("trials_finished", str(counts.get("ok", 0) + counts.get("skipped", 0))))
-    for key, value in tags:
-        call_with_retry(client.set_tag, parent_id, key, value)
-    call_with_retry(client.set_terminated, parent_id, status)
+    tags["trials_finished"] = counts.get("ok", 0) + counts.get("skipped", 0)
+    store.set_tags(parent_id, tags)
+    store.set_status(parent_id, status)

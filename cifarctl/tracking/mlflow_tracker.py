@@ -8,8 +8,8 @@
 Built on `MlflowClient` with explicit run ids, never MLflow's global "active run": one
 process logs to several runs at once (fused training of K models) and sweep workers run in
 parallel. Every store call goes through `call_with_retry`, so concurrent writers to one
-sqlite file wait for each other instead of losing data to "database is locked". This is
-the only module that imports MLflow.
+sqlite file wait for each other instead of losing data to "database is locked". The write
+side of tracking; `runstore.RunStore` is the read side, and uses `connect` and `get_run`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
@@ -67,9 +67,9 @@ def _quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # schema-migration chatter
     # MLflow 3.17 + SQLAlchemy 2: "The noload loader strategy is deprecated" on first use
     warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
-    # set_terminated writes "View run ... at: URL" to stdout for server stores, once per run
-    # (K lines for K fused runs, into our tables); the CLI prints `run_url` itself. A user's
-    # explicit setting wins.
+    # set_terminated writes "View run ... at: URL" to stdout for server stores, once per run:
+    # K lines for K fused runs, into our tables and `--json` output. A user's explicit
+    # setting wins.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
@@ -154,33 +154,16 @@ def get_run(client: MlflowClient, run_id: str, what: str = "run") -> Run:
     return run
 
 
-def get_run_status(client: MlflowClient, run_id: str) -> str | None:
-    """RUNNING / SCHEDULED / FINISHED / FAILED / KILLED, or None if there is no such run."""
+def download_artifact(client: MlflowClient, run_id: str, artifact_path: str,
+                      dst_dir: Path | str) -> Path | None:
+    """Fetch one artifact of run `run_id` into `dst_dir`; None if it has no such file (or
+    the artifact store cannot be read)."""
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
     try:
-        return get_run(client, run_id).info.status
-    except UsageError:
+        local = call_with_retry(client.download_artifacts, run_id, artifact_path, str(dst_dir))
+    except (MlflowException, OSError):
         return None
-
-
-def find_runs(client: MlflowClient, experiment: str, filter_string: str = "",
-              order_by: Sequence[str] | None = None) -> list[Run]:
-    """Every active run of experiment `experiment` (by name) that matches `filter_string`.
-
-        find_runs(client, "beta-sweep", f"tags.mlflow.parentRunId = '{parent_id}'")
-    """
-    found = call_with_retry(client.get_experiment_by_name, experiment)
-    if found is None:
-        return []
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = call_with_retry(client.search_runs, [found.experiment_id], filter_string,
-                               run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                               order_by=list(order_by or ()), page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return Path(local) if Path(local).exists() else None
 
 
 # ---- one run ------------------------------------------------------------------------
@@ -224,14 +207,6 @@ class MlflowTracker(FinishOnExit):
     @property
     def tracking_uri(self) -> str:
         return self.client.tracking_uri
-
-    @property
-    def run_url(self) -> str | None:
-        """The run's page in the MLflow UI for a server store; None for a local file."""
-        uri = self.tracking_uri
-        if not uri.startswith(("http://", "https://")):
-            return None
-        return f"{uri}/#/experiments/{self.experiment_id}/runs/{self._run_id}"
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return call_with_retry(fn, *args, **kwargs)
@@ -305,13 +280,7 @@ class MlflowTracker(FinishOnExit):
 
     def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
         """Fetch one artifact of this run into `dst_dir`; None if the run has no such file."""
-        Path(dst_dir).mkdir(parents=True, exist_ok=True)
-        try:
-            local = self._call(self.client.download_artifacts, self._run_id, artifact_path,
-                               str(dst_dir))
-        except (MlflowException, OSError):
-            return None
-        return Path(local) if Path(local).exists() else None
+        return download_artifact(self.client, self._run_id, artifact_path, dst_dir)
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED; a second call does nothing."""

@@ -1,7 +1,9 @@
-"""Which MLflow store a run goes to, and whether it can be reached, without importing MLflow.
+"""Which MLflow store a run goes to, whether it can be reached and whether it holds runs,
+without importing MLflow.
 
     uri = resolve_tracking_uri(None)   # 'sqlite:////home/me/project/mlflow.db'
     check_reachable(uri)               # a UsageError in seconds if a server is down
+    check_store(uri)                   # a UsageError if nothing was ever tracked there
 
 Order: an explicit URI (`--tracking-uri`), then `$MLFLOW_TRACKING_URI`, then
 `sqlite:///mlflow.db` in the working directory, with artifacts in `./mlruns` beside it:
@@ -15,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, did_you_mean
 
 DEFAULT_DB = "mlflow.db"  # sqlite file in the working directory, as MLflow 3's own default
 ARTIFACTS_DIR = "mlruns"  # beside the database, as `mlflow server --default-artifact-root`
@@ -93,3 +95,64 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = str(getattr(err, "reason", err))
     raise UsageError(f"cannot reach MLflow tracking server at {uri}: {reason}; {hint}")
+
+
+# The first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store(tracking_uri: str) -> None:
+    """UsageError if a sqlite store's file does not exist: nothing was tracked there.
+
+        check_store("sqlite:////p/typo.db")   # before `report`, `eval` or `ui` reads it
+
+    MLflow would create an empty store (and its folders) at a mistyped path, and readers
+    would then find nothing (`mlflow server` an empty UI); saying so is more use.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise UsageError(f"no MLflow store at {db}: nothing was tracked there yet; run "
+                         f"`cifarctl train` here first, or point --tracking-uri (or "
+                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
+    if db is not None and not _is_sqlite(db):
+        raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; point "
+                         f"--tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs "
+                         f"went to")
+    if db is not None and not _is_mlflow_schema(db):
+        raise UsageError(f"{db} is an SQLite database of something else (no MLflow tables), "
+                         f"which MLflow would add its tables to; point --tracking-uri (or "
+                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
+
+
+def check_experiment(tracking_uri: str, name: str) -> None:
+    """UsageError, listing the experiments, if an SQLite store has no active one `name`
+    (other stores are asked once their server answers: `ui.experiment_page`)."""
+    from cifarctl.tracking.sqlite_reader import experiment_names
+
+    db = sqlite_path(tracking_uri)
+    names = experiment_names(db) if db is not None and db.is_file() else None
+    if names is not None and name not in names:
+        raise UsageError(f"no experiment {name!r} in {tracking_uri}; experiments: "
+                         f"{', '.join(names) or 'none yet'}{did_you_mean(name, names)}")
+
+
+def _is_mlflow_schema(db: Path) -> bool:
+    """Whether an SQLite file is empty (a store about to be made) or has MLflow's tables
+    (its `experiments`, or the `alembic_version` of its migrations)."""
+    from cifarctl.tracking.sqlite_reader import rows
+
+    found = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    if found is None:
+        return True  # unreadable or locked: left to MLflow, which says why
+    tables = {row[0] for row in found}
+    return not tables or bool({"experiments", "alembic_version"} & tables)
+
+
+def _is_sqlite(db: Path) -> bool:
+    """Whether `db` starts with SQLite's file header (an empty file is a new database)."""
+    try:
+        with db.open("rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError:
+        return True  # unreadable: left to MLflow, which says why
+    return not head or head == SQLITE_HEADER

@@ -65,17 +65,17 @@ def check_resumable(run_id: str, tracking_uri: str | None) -> None:
     """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
     process on this machine is still training (its `TRAINER_TAG`): both would log the same
     epochs. The run is only read, not reopened."""
-    from cifarctl.tracking.mlflow_tracker import connect, get_run
+    from cifarctl.tracking.runstore import open_store
 
-    run = get_run(connect(tracking_uri), run_id)
-    if SWEEP_KEY_TAG in run.data.tags:
-        spec = run.data.params.get("sweep.spec", "SPEC")
+    run = open_store(tracking_uri).get_run(run_id)
+    if SWEEP_KEY_TAG in run.tags:
+        spec = run.params.get("sweep.spec", "SPEC")
         raise UsageError(f"run {run_id} is a sweep's parent run: its trials are its child "
                          f"runs; resume them all with `cifarctl sweep {spec}` (the same spec "
                          f"and --set options), or one with `cifarctl train --resume CHILD_ID`")
-    if run.info.status != "RUNNING":
+    if run.status != "RUNNING":
         return
-    pid = alive_owner(run.data.tags.get(TRAINER_TAG, ""))
+    pid = alive_owner(run.tags.get(TRAINER_TAG, ""))
     if pid is not None:
         raise UsageError(f"run {run_id} is being trained right now by process {pid}; wait for "
                          f"it, or stop it (Ctrl-C there, or `kill {pid}`) and resume then")
