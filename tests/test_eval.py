@@ -562,3 +562,19 @@ def test_accuracies_are_exact_ratios_of_counts():
                                                    torch.zeros(15, 3))))
     assert host["test_acc"] == 15 / 2000 and f"{100 * host['test_acc']:.1f}" == "0.8"
     assert host["test_acc_class_0"] == 15 / 2000 and host["test_loss"] == 0.5
+
+
+def test_run_eval_is_the_command_in_one_call(trained, monkeypatch):
+    """`run_eval` checks the options, evaluates and logs, as `cifarctl eval` does."""
+    from cifarctl.errors import UsageError
+    from cifarctl.evaluation.run import run_eval
+
+    with pytest.raises(UsageError, match="--batch-size must be >= 1"):
+        run_eval(trained["run_id"], batch_size=0)
+    with pytest.raises(UsageError, match="unknown corruption"):
+        run_eval(trained["run_id"], corruptions=["fog"])
+    monkeypatch.setenv("CIFARCTL_DATA", str(trained["folder"] / "cache"))
+    result = run_eval(trained["run_id"], checkpoint_root=trained["checkpoints"], log=False,
+                      tracking_uri=trained["uri"], device="cpu")
+    assert result.run_id == trained["run_id"] and not result.logged
+    assert 0 <= result.accuracy <= 1 and result.corruptions == {}

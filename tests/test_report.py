@@ -615,3 +615,21 @@ def test_a_config_key_added_later_reads_as_its_default_in_runs_that_never_logged
     frame = runs_frame(Selection(runs, {"1": "e"}))
     assert list(frame["params.loss.tau"]) == ["1.0", "1.0", "2.0"]
     assert "params.data.sampler" not in frame  # no run logged it: the report is as it was
+
+
+def test_report_to_is_the_command_in_one_call(store, tmp_path):
+    """`report_to` builds, writes --out and logs the report run, as `cifarctl report --out`
+    does; without --out nothing is written or logged, and --no-log needs --out."""
+    from cifarctl.errors import UsageError
+    from cifarctl.report.export import report_to
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a copy: a report run is logged to it
+    shutil.copyfile(store["uri"].removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    plain = report_to(uri, experiments=["lt100"])
+    assert plain.written is None and plain.run_id is None and plain.report.per_class
+    with pytest.raises(UsageError, match="--no-log only applies with --out"):
+        report_to(uri, log=False, experiments=["lt100"])
+    done = report_to(uri, out=tmp_path / "rep", experiments=["lt100"])
+    assert (tmp_path / "rep" / "report.md").is_file() and len(done.run_id) == 32
+    quiet = report_to(uri, out=tmp_path / "rep2", log=False, experiments=["lt100"])
+    assert quiet.written is not None and quiet.run_id is None

@@ -78,30 +78,20 @@ def eval_command(
 
       cifarctl eval checkpoints/3f2c4b.../last.pt --split val
     """
-    from cifarctl.errors import UsageError
-
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    names = list(corruption or [])
-    if corruptions and not names:
-        names = list(CORRUPTION_NAMES)
-
     from rich.console import Console  # heavy imports start here
 
-    from cifarctl.evaluation.corruptions import check_names
-    from cifarctl.evaluation.run import evaluate_target, log_result, resolve_target
+    from cifarctl.evaluation.run import run_eval
 
-    check_names(names)
     err = Console(stderr=True)
-    target = resolve_target(target, which=which, checkpoint_root=checkpoints,
-                            tracking_uri=tracking_uri)
-    result = evaluate_target(target, dataset=dataset, split=split, corruptions=names,
-                             device=device, seed=seed, batch_size=batch_size,
-                             progress=lambda m: err.print(f"evaluating {m}", style="dim"))
+    result = run_eval(target, which=which, checkpoint_root=checkpoints,
+                      tracking_uri=tracking_uri, corruptions=corruption or [],
+                      all_corruptions=corruptions, log=not no_log, batch_size=batch_size,
+                      dataset=dataset, split=split, device=device, seed=seed,
+                      progress=lambda m: err.print(f"evaluating {m}", style="dim"))
     for text in result.warnings:
         warn(text)
     if not no_log:
-        if log_result(result, target):
+        if result.logged:
             err.print(f"logged {len(result.metrics)} eval metrics and "
                       f"{result.artifact_dir}/ to run {result.run_id}", style="dim",
                       soft_wrap=True)  # a run id is copied whole, never wrapped

@@ -65,28 +65,21 @@ def report(
 
       cifarctl report --filter "params.data.imbalance = '100.0'" --format csv > t1.csv
     """
-    from cifarctl.errors import UsageError
+    from cifarctl.report.export import report_to
 
-    if no_log and out is None:
-        raise UsageError("--no-log only applies with --out (nothing is logged without it)")
-
+    exported = report_to(tracking_uri, out=out, fmt=format_, log=not no_log,
+                         experiments=experiment, parent=parent, filter_string=filter_ or "",
+                         by=by, baseline=baseline)
     from rich.console import Console  # heavy imports start here
 
     from cifarctl.report import render
-    from cifarctl.report.build import build_report
-    from cifarctl.report.export import export_report, log_report_run
 
-    result = build_report(tracking_uri, experiments=experiment, parent=parent,
-                          filter_string=filter_ or "", by=by, baseline=baseline)
-    err = Console(stderr=True)
-    if out is not None:  # figures read histories and artifacts through MLflow
-        from cifarctl.tracking.runstore import open_store
-
-        written = export_report(result, open_store(result.tracking_uri), out, fmt=format_)
-        err.print(f"wrote {len(written.files)} files to {out}", style="dim", highlight=False)
-        if not no_log:
-            run_id = log_report_run(result, written)
-            err.print(f"logged to report run {run_id}", style="dim", highlight=False)
+    result, err = exported.report, Console(stderr=True)
+    if exported.written is not None:
+        err.print(f"wrote {len(exported.written.files)} files to {out}", style="dim",
+                  highlight=False)
+    if exported.run_id is not None:
+        err.print(f"logged to report run {exported.run_id}", style="dim", highlight=False)
     if format_ == "table":
         render.print_rich(result, Console())
     elif format_ == "csv":

@@ -285,3 +285,25 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
         tracker.log_artifact(out, folder)
     result.logged = True
     return True
+
+
+def run_eval(target: str, *, which: str | None = None, checkpoint_root: Path = Path("checkpoints"),
+             tracking_uri: str | None = None, corruptions: Sequence[str] = (),
+             all_corruptions: bool = False, log: bool = True, batch_size: int | None = None,
+             **evaluate: Any) -> EvalResult:
+    """What `cifarctl eval` does: check the options, find the checkpoint, evaluate it
+    (`evaluate` as `evaluate_target`'s keywords) and, unless `log` is off, log the result to
+    its run (`result.logged` says whether there was one)."""
+    from cifarctl.evaluation import CORRUPTION_NAMES
+    from cifarctl.evaluation.corruptions import check_names
+
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    names = list(corruptions) or (list(CORRUPTION_NAMES) if all_corruptions else [])
+    check_names(names)
+    found = resolve_target(target, which=which, checkpoint_root=checkpoint_root,
+                           tracking_uri=tracking_uri)
+    result = evaluate_target(found, corruptions=names, batch_size=batch_size, **evaluate)
+    if log:
+        log_result(result, found)
+    return result

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cifarctl.atomic import staged_files
 from cifarctl.errors import UsageError
@@ -127,3 +127,29 @@ def log_report_run(report: Report, written: Written) -> str:
             tracker.log_artifact(path)
     written.run_id = tracker.run_id
     return tracker.run_id
+
+
+@dataclass
+class Exported:
+    """`cifarctl report`'s result: the report, and with --out its files and report run."""
+
+    report: Report
+    written: Written | None = None
+    run_id: str | None = None  # the report run the files were logged to
+
+
+def report_to(tracking_uri: str | None, *, out: Path | None = None, fmt: str = "table",
+              log: bool = True, **build: Any) -> Exported:
+    """Build the report (`build` as `build_report`'s keywords), write it to `out` if given,
+    and log those files to a report run unless `log` is off: what `cifarctl report` does."""
+    from cifarctl.report.build import build_report
+    from cifarctl.tracking.runstore import open_store
+
+    if not log and out is None:
+        raise UsageError("--no-log only applies with --out (nothing is logged without it)")
+    report = build_report(tracking_uri, **build)
+    if out is None:
+        return Exported(report)
+    # figures read histories and artifacts through the store
+    written = export_report(report, open_store(report.tracking_uri), out, fmt=fmt)
+    return Exported(report, written, log_report_run(report, written) if log else None)
