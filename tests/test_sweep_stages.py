@@ -167,3 +167,53 @@ def test_a_tiny_sweep_trains_crt_on_its_ce_run(mlflow_store, data_home, tmp_path
         assert second.params["optim.train"] == "classifier"
     again = runner.run_sweep(plan, workers=1, checkpoint_root=tmp_path / "checkpoints")
     assert again.counts["skipped"] == 2
+
+
+# ---- the shipped specs ----------------------------------------------------------------------
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("name, trials, crt, losses", [
+    ("modern-lt", 42, 6, {"ce", "focal", "ldam", "la", "balanced-softmax", "vs"}),
+    ("modern-lt-short", 5, 1, {"ce", "la", "balanced-softmax", "vs"}),
+])
+def test_the_modern_lt_specs_plan_crt_on_their_ce_runs(name, trials, crt, losses):
+    plan = expand(load_spec(EXPERIMENTS / f"{name}.yaml"))
+    assert len(plan.trials) == trials
+    assert {t.config.loss.name for t in plan.trials} == losses
+    by_key = {t.key: t for t in plan.trials}
+    stage2 = [t for t in plan.trials if t.config.run.init_from]
+    assert len(stage2) == crt  # one per CE run (imbalance x seed)
+    for trial in stage2:
+        first = by_key[trial.config.run.init_from.removeprefix("trial:")]
+        assert first.config.loss.name == "ce" and first.config.optim.train == "all"
+        assert first.config.run.seed == trial.config.run.seed
+        assert first.config.data.imbalance == trial.config.data.imbalance
+        assert trial.config.data.sampler == "class-balanced" and trial.config.optim.epochs == 10
+    vs = next(t for t in plan.trials if t.config.loss.name == "vs")
+    assert (vs.config.loss.gamma, vs.config.loss.tau) == (0.3, 1.0)
+
+
+@pytest.mark.slow  # five resnet20 trials, one epoch each
+def test_the_short_study_runs_one_epoch_on_a_tiny_set(mlflow_store, data_home, tmp_path,
+                                                      tmp_path_factory, monkeypatch):
+    """experiments/modern-lt-short.yaml as shipped, at one epoch on a tiny synthetic set."""
+    import yaml
+
+    import cifarctl.sweep.runner as runner
+
+    monkeypatch.setattr(runner, "LocalExecutor", InProcess)
+    dataset = write_synthetic(tmp_path_factory, "short-synth", train_per_class=100,
+                              test_per_class=4)  # LT-100 keeps 100, 59, ..., 1
+    doc = yaml.safe_load((EXPERIMENTS / "modern-lt-short.yaml").read_text())
+    doc["base"]["optim"]["epochs"] = 1
+    doc["base"]["data"]["dataset"] = str(dataset)
+    for entry in doc["include"]:
+        entry.update({"optim.epochs": 1} if "optim.epochs" in entry else {})
+    spec = tmp_path / "modern-lt-short.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    outcome = runner.run_sweep(expand(load_spec(spec)), workers=1,
+                               checkpoint_root=tmp_path / "checkpoints")
+    assert outcome.counts["ok"] == 5, [(t.trial.key, t.status, t.message)
+                                       for t in outcome.trials]
