@@ -604,3 +604,15 @@ def test_a_bad_logit_adjust_is_one_line(trained, value):
     result = run_eval(trained["run_id"], "--logit-adjust", value, "--no-log")
     assert result.exit_code == 2 and "--logit-adjust takes numbers tau >= 0" in result.output
     assert "Traceback" not in result.output
+
+
+def test_post_hoc_adjustment_uses_the_prior_the_run_sampled(trained):
+    """A class-balanced run trained under a uniform prior: adjusting by it changes nothing."""
+    from cifarctl.config import apply_overrides
+    from cifarctl.evaluation.run import evaluate_target, resolve_target
+
+    target = resolve_target(trained["run_id"], checkpoint_root=trained["checkpoints"])
+    target.cfg = apply_overrides(target.cfg, {"data.sampler": "class-balanced"})
+    result = evaluate_target(target, logit_adjust=[2.0])
+    (adjusted,) = result.logit_adjusted
+    assert adjusted["per_class"] == result.per_class

@@ -7,8 +7,10 @@
 Menon et al. 2021, "Long-tail learning via logit adjustment", Sec. 4 (eq. 9): a model trained
 with plain cross-entropy estimates p(y | x), whose argmax favours the frequent classes;
 subtracting tau log pi_y from its logits estimates the balanced error's Bayes classifier
-(tau = 1). pi is the run's own training prior (its `class_counts`). Its numbers are logged
-under their own names (`eval_la<tau>_test_acc`, ...) so they never pass for the run's own.
+(tau = 1). pi is the run's own training prior: its `class_counts` as its `data.sampler` drew
+them (`data.samplers.class_probabilities`; uniform for a class-balanced run, which no tau
+changes). Its numbers are logged under their own names (`eval_la<tau>_test_acc`, ...) so
+they never pass for the run's own.
 Torch is imported by the functions that compute: the CLI and `report` read the names here.
 """
 

@@ -210,7 +210,8 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     adjusted = _posthoc_prefixes(target.which, split, qualifier, logit_adjust)
     if logit_adjust:
         device_values |= _adjusted_values(model, loader, counts, logit_adjust, adjusted,
-                                          classes=classes, scale=cfg.logit_scale)
+                                          classes=classes, scale=cfg.logit_scale,
+                                          sampler=cfg.data.sampler)
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
@@ -241,17 +242,20 @@ def _posthoc_prefixes(which: str, split: str, qualifier: str | None,
 
 
 def _adjusted_values(model: Any, loader: Any, counts: list[int] | None, taus: Sequence[float],
-                     prefixes: list[tuple[str, str]], *, classes: int, scale: float
-                     ) -> dict[str, Any]:
+                     prefixes: list[tuple[str, str]], *, classes: int, scale: float,
+                     sampler: str) -> dict[str, Any]:
     """The post-hoc adjusted accuracies, per tau, as device tensors."""
     if not counts or len(counts) != classes:
         raise UsageError("--logit-adjust subtracts the run's training prior, but its class "
                          "counts are unknown (no class_counts tag and its dataset is not "
                          "here); evaluate it where its training data is")
-    from cifarctl.losses.adjusted import log_prior
+    from cifarctl.data.samplers import class_probabilities
 
-    found = posthoc.adjusted_counts(model, loader.epoch(0), log_prior(counts), taus,
-                                    num_classes=classes, logit_scale=scale)
+    # the prior the run trained under: its counts as its sampler drew them (instance: n_c /
+    # sum n; a class-balanced run's is uniform, which no adjustment changes)
+    prior = class_probabilities(counts, sampler).log()
+    found = posthoc.adjusted_counts(model, loader.epoch(0), prior, taus, num_classes=classes,
+                                    logit_scale=scale)
     return posthoc.adjusted_metrics(found, [acc for acc, _ in prefixes])
 
 
