@@ -63,7 +63,7 @@ def default_run_name(cfg: RunConfig) -> str:
 def _issue18_parts(cfg: RunConfig) -> list[str]:
     """The logit-adjusted losses' settings and a run's sampler and stage, each only when it
     is not the default (so earlier configs keep their names): `vs-g0.2-t1.5`,
-    `ce-cbsample-clf-reinit` (cRT)."""
+    `ce-cbsample-clf-reinit` (cRT), `ce-ft` (all of a stage-1 run trained again)."""
     from cifarctl.config.rules import LOSS_PRESETS
 
     loss, parts = cfg.loss, []
@@ -74,7 +74,8 @@ def _issue18_parts(cfg: RunConfig) -> list[str]:
     if cfg.data.sampler != "instance":
         parts.append({"class-balanced": "cbsample"}.get(cfg.data.sampler,
                                                          f"{cfg.data.sampler}sample"))
-    parts += ["clf"] if cfg.optim.train == "classifier" else []
+    if cfg.run.init_from is not None:  # a second stage: its classifier, or all of it again
+        parts.append("clf" if cfg.optim.train == "classifier" else "ft")
     parts += ["reinit"] if cfg.model.reinit_classifier else []
     parts += [f"maxnorm{cfg.optim.max_norm:g}"] if cfg.optim.max_norm is not None else []
     return parts

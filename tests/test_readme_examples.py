@@ -2,7 +2,7 @@
 
 The block under `<!-- examples: issue 18 ...-->` runs line by line (a trailing backslash
 continues a line, `#` starts a comment) through the CLI, in a fresh store, after
-`cifarctl data synth --train-per-class 100` made `synthetic` small; `RUN_ID` is the id of
+`cifarctl data synth --train-per-class 40` made `synthetic` small; `RUN_ID` is the id of
 the run the first line names `ce-stage1`, and `experiments/` the repository's. The spec
 under `<!-- spec example: ...-->` expands to its planned trials.
 """
@@ -45,7 +45,7 @@ def run_id_named(name: str) -> str:
 
 def test_the_issue_18_examples_run_as_written(mlflow_store, data_home):
     runner = CliRunner()
-    synth = runner.invoke(app, ["data", "synth", "--train-per-class", "100",
+    synth = runner.invoke(app, ["data", "synth", "--train-per-class", "40",
                                 "--test-per-class", "10"])
     assert synth.exit_code == 0, synth.output
     lines = commands(block("examples: issue 18"))

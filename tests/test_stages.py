@@ -63,17 +63,17 @@ def stage1(dataset, cache, tmp_path_factory) -> tuple[str, Path]:
 
 
 def stage2(dataset: Path, stage1_id: str, **values):
-    return config(dataset, **{"run.init_from": stage1_id, "optim.epochs": 2, **CRT, **values})
+    return config(dataset, **{"run.init_from": stage1_id, **CRT, **values})
 
 
 @pytest.fixture(scope="module")
 def crt(dataset, stage1, cache):
-    """cRT with MaxNorm on stage 1, two epochs, finished."""
+    """cRT with MaxNorm on stage 1: one epoch of 3 steps, finished."""
     run_id, root = stage1
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFARCTL_DATA", str(cache))
         outcome = train(stage2(dataset, run_id), tracker=NullTracker(), checkpoint_root=root)
-    assert outcome.status == "FINISHED" and outcome.epochs_done == 2
+    assert outcome.status == "FINISHED" and outcome.epochs_done == 1
     return outcome
 
 
@@ -114,7 +114,7 @@ def test_project_rows_is_the_spec_formula():
 def test_a_resumed_second_stage_ends_where_an_uninterrupted_one_ends(dataset, stage1, crt):
     run_id, root = stage1
     cfg = stage2(dataset, run_id)
-    stopped = train(cfg, tracker=NullTracker(), reporter=InterruptAt(1, 2),
+    stopped = train(cfg, tracker=NullTracker(), reporter=InterruptAt(0, 2),
                     checkpoint_root=root)
     assert stopped.status == "KILLED"
     cfg2, state = load_resume(stopped.run_id, root)
