@@ -551,19 +551,6 @@ def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_p
     assert "thing0" in warning and "are not the run's" in warning
 
 
-def test_accuracies_are_exact_ratios_of_counts():
-    """15 of 2000 right is 15 / 2000 as Python computes it, 0.75 %, shown as 0.8 % by every
-    command; float32's 0.0074999998 showed as 0.7 % here and 0.8 % where Python redid the
-    division (463 of the 2,001 ratios k / 2000 round differently)."""
-    from cifarctl.engine import EvalCounts, eval_metrics, to_host
-
-    confusion = torch.tensor([[15, 1985], [0, 0]])
-    host = to_host(eval_metrics("test", EvalCounts(confusion, torch.tensor(1000.0),
-                                                   torch.zeros(15, 3))))
-    assert host["test_acc"] == 15 / 2000 and f"{100 * host['test_acc']:.1f}" == "0.8"
-    assert host["test_acc_class_0"] == 15 / 2000 and host["test_loss"] == 0.5
-
-
 # ---- post-hoc logit adjustment (issue 18) ---------------------------------------------------
 
 def test_post_hoc_adjustment_at_tau_0_is_the_plain_evaluation(trained):
@@ -616,3 +603,17 @@ def test_post_hoc_adjustment_uses_the_prior_the_run_sampled(trained):
     result = evaluate_target(target, logit_adjust=[2.0])
     (adjusted,) = result.logit_adjusted
     assert adjusted["per_class"] == result.per_class
+
+
+def test_accuracies_are_exact_ratios_of_counts():
+    """15 of 2000 right is 15 / 2000 as Python computes it, 0.75 %, shown as 0.8 % by every
+    command; float32's 0.0074999998 showed as 0.7 % here and 0.8 % where Python redid the
+    division (463 of the 2,001 ratios k / 2000 round differently)."""
+    from cifarctl.engine import EvalCounts, eval_metrics, to_host
+
+    confusion = torch.tensor([[15, 1985], [0, 0]])
+    host = to_host(eval_metrics("test", EvalCounts(confusion, torch.tensor(1000.0),
+                                                   torch.zeros(15, 3))))
+    assert host["test_acc"] == 15 / 2000 and f"{100 * host['test_acc']:.1f}" == "0.8"
+    assert host["test_acc_class_0"] == 15 / 2000 and host["test_loss"] == 0.5
+
