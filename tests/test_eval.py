@@ -616,4 +616,3 @@ def test_accuracies_are_exact_ratios_of_counts():
                                                    torch.zeros(15, 3))))
     assert host["test_acc"] == 15 / 2000 and f"{100 * host['test_acc']:.1f}" == "0.8"
     assert host["test_acc_class_0"] == 15 / 2000 and host["test_loss"] == 0.5
-
