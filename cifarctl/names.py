@@ -28,6 +28,7 @@ KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its f
 REPORT_KIND = "report"
 FUSED_GROUP_TAG = "fused_group"  # an id the members of one fused group share
 FUSED_MEMBERS_TAG = "fused_members"  # K, the group's size
+INIT_FROM_TAG = "init_from"  # a second stage's stage-1 run id (also its run.init_from param)
 
 # ---- metrics ------------------------------------------------------------------------------
 # per epoch (step = 0-based epoch): train_loss, train_acc, val_loss, val_acc, test_loss,
@@ -51,11 +52,33 @@ def default_run_name(cfg: RunConfig) -> str:
         parts.append(f"g{cfg.loss.gamma:g}")
     if cfg.loss.drw_epoch is not None:
         parts.append(f"drw{cfg.loss.drw_epoch}")
+    parts += _issue18_parts(cfg)
     if cfg.data.imbalance > 1:
         profile = "lt" if cfg.data.imbalance_type == "exp" else "step"
         parts.append(f"{profile}{cfg.data.imbalance:g}")
     parts.append(f"s{cfg.run.seed}")
     return "-".join(parts)
+
+
+def _issue18_parts(cfg: RunConfig) -> list[str]:
+    """The logit-adjusted losses' settings and a run's sampler and stage, each only when it
+    is not the default (so earlier configs keep their names): `vs-g0.2-t1.5`,
+    `ce-cbsample-clf-reinit` (cRT), `ce-ft` (all of a stage-1 run trained again)."""
+    from cifarctl.config.rules import LOSS_PRESETS
+
+    loss, parts = cfg.loss, []
+    if loss.name == "vs" and loss.gamma != LOSS_PRESETS["vs"]["loss.gamma"]:
+        parts.append(f"g{loss.gamma:g}")
+    if loss.name in ("la", "vs") and loss.tau != 1.0:
+        parts.append(f"t{loss.tau:g}")
+    if cfg.data.sampler != "instance":
+        parts.append({"class-balanced": "cbsample"}.get(cfg.data.sampler,
+                                                         f"{cfg.data.sampler}sample"))
+    if cfg.run.init_from is not None:  # a second stage: its classifier, or all of it again
+        parts.append("clf" if cfg.optim.train == "classifier" else "ft")
+    parts += ["reinit"] if cfg.model.reinit_classifier else []
+    parts += [f"maxnorm{cfg.optim.max_norm:g}"] if cfg.optim.max_norm is not None else []
+    return parts
 
 
 def run_name(cfg: RunConfig) -> str:

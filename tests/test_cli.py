@@ -113,6 +113,7 @@ def test_choices_accept_what_the_library_accepts_and_fail_with_its_message(tmp_p
     assert _choices(eval_cmd.Which) == WHICH and _choices(eval_cmd.Split) == SPLITS
     assert _choices(report_cmd.Format) == FORMATS
     assert _choices(train_cmd.ImbalanceType) == ("exp", "step")
+    assert _choices(train_cmd.TrainPart) == ("all", "classifier")
     run = "0123456789abcdef0123456789abcdef"
     cases = [
         (["sweep", str(spec), "--backend", "slurm"],
@@ -122,6 +123,8 @@ def test_choices_accept_what_the_library_accepts_and_fail_with_its_message(tmp_p
         (["eval", run, "--split", "train"], lambda: evaluate_target(None, split="train")),
         (["train", "vanillacnn", "--imbalance-type", "linear"],
          lambda: load_config(None, {"data.imbalance_type": "linear"})),
+        (["train", "vanillacnn", "--train", "last"],
+         lambda: load_config(None, {"optim.train": "last"})),
     ]
     for args, call in cases:
         result = run_cli(*args)

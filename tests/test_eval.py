@@ -551,6 +551,60 @@ def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_p
     assert "thing0" in warning and "are not the run's" in warning
 
 
+# ---- post-hoc logit adjustment (issue 18) ---------------------------------------------------
+
+def test_post_hoc_adjustment_at_tau_0_is_the_plain_evaluation(trained):
+    from cifarctl.evaluation.run import evaluate_target, resolve_target
+
+    target = resolve_target(trained["run_id"], checkpoint_root=trained["checkpoints"])
+    result = evaluate_target(target, logit_adjust=[0.0, 1.0])
+    plain, adjusted = result.logit_adjusted
+    assert (plain["tau"], adjusted["tau"]) == (0.0, 1.0)
+    assert plain["accuracy"] == result.accuracy and plain["per_class"] == result.per_class
+    assert plain["shots"] == result.shots
+    assert result.metrics["eval_la0_test_acc"] == result.metrics["eval_test_acc"]
+    assert {"eval_la1_test_acc", "eval_la1_test_acc_class_9", "eval_la1_few_acc"} <= \
+        set(result.metrics)
+
+
+def test_cli_logit_adjust_logs_each_tau_under_its_own_names(trained):
+    from mlflow.tracking import MlflowClient
+
+    result = run_eval(trained["run_id"], "--logit-adjust", "1", "--logit-adjust", "0.5,2",
+                      "--json", "--checkpoints", str(trained["checkpoints"]))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [row["tau"] for row in doc["logit_adjusted"]] == [1.0, 0.5, 2.0]
+    metrics = MlflowClient(trained["uri"]).get_run(trained["run_id"]).data.metrics
+    for row in doc["logit_adjusted"]:
+        assert metrics[row["metric"]] == pytest.approx(row["accuracy"])
+    assert {"eval_la0.5_test_acc", "eval_la2_test_acc_class_9", "eval_la1_few_acc"} <= \
+        set(metrics)
+    assert metrics["eval_test_acc"] == pytest.approx(doc["accuracy"])  # the plain model's
+    table = run_eval(trained["run_id"], "--logit-adjust", "1", "--no-log",
+                     "--checkpoints", str(trained["checkpoints"]))
+    assert "post-hoc logit adjustment" in table.output and "eval_la<tau>_*" in table.output
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "inf"])
+def test_a_bad_logit_adjust_is_one_line(trained, value):
+    result = run_eval(trained["run_id"], "--logit-adjust", value, "--no-log")
+    assert result.exit_code == 2 and "--logit-adjust takes numbers tau >= 0" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_post_hoc_adjustment_uses_the_prior_the_run_sampled(trained):
+    """A class-balanced run trained under a uniform prior: adjusting by it changes nothing."""
+    from cifarctl.config import apply_overrides
+    from cifarctl.evaluation.run import evaluate_target, resolve_target
+
+    target = resolve_target(trained["run_id"], checkpoint_root=trained["checkpoints"])
+    target.cfg = apply_overrides(target.cfg, {"data.sampler": "class-balanced"})
+    result = evaluate_target(target, logit_adjust=[2.0])
+    (adjusted,) = result.logit_adjusted
+    assert adjusted["per_class"] == result.per_class
+
+
 def test_accuracies_are_exact_ratios_of_counts():
     """15 of 2000 right is 15 / 2000 as Python computes it, 0.75 %, shown as 0.8 % by every
     command; float32's 0.0074999998 showed as 0.7 % here and 0.8 % where Python redid the

@@ -344,3 +344,23 @@ def test_cli_fused_bad_input_exits_2(mlflow_store, args, message):
     result = CliRunner().invoke(app, ["train", *args, "--dataset", "synthetic"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_logit_adjusted_losses_and_samplers_fuse_as_they_train_alone(tiny, data_home,
+                                                                          tmp_path):
+    """Issue 18: la, balanced-softmax and vs members, each with its own sampler, end where
+    they end separately; a second stage or a MaxNorm run never fuses (`group_key` None)."""
+    base = {"model.name": "vanillacnn", "data.dataset": str(tiny), "optim.epochs": 2,
+            "optim.batch_size": 20, "optim.warmup": 1, "optim.steps": [1],
+            "data.val_per_class": 2, "data.imbalance": 2, "run.device": "cpu",
+            "optim.lr": 0.01}
+    members = [{"loss.name": "la", "loss.tau": 1.5, "data.sampler": "sqrt", "run.seed": 0},
+               {"loss.name": "balanced-softmax", "data.sampler": "class-balanced",
+                "loss.beta": 0.9, "run.seed": 1},
+               {"loss.name": "vs", "loss.drw_epoch": 1, "loss.beta": 0.99, "run.seed": 2}]
+    cfgs = [load_config(None, {**base, **m}) for m in members]
+    separate, fused = run_both(cfgs, tmp_path)
+    assert_same_runs(separate, fused, rtol=1e-4, buffer_rtol=FLOAT32_BUFFER_RTOL)
+    for extra in ({"optim.max_norm": 0.1},
+                  {"run.init_from": "abc", "optim.train": "classifier"}):
+        assert group_key(load_config(None, {**base, **extra})) is None

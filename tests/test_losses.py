@@ -17,6 +17,7 @@ from cifarctl.models import create_model
 
 LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # SPEC 1.3, ratio 100
 C = len(LT100)
+ADJUSTED = ("la", "balanced-softmax", "vs")  # logits shifted (and scaled) by the prior
 
 
 # ---- independent references ---------------------------------------------------------------
@@ -36,13 +37,19 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def reference_per_example(name, z, y, counts, *, beta="0", gamma=1.0, alpha=0.5, max_m=0.5,
-                          s=30.0):
+                          s=30.0, tau=1.0):
     """w_{y_i} l_i in float64, each loss straight from its paper's equation."""
     z = np.asarray(z, dtype=np.float64)
     y = np.asarray(y)
     rows = np.arange(len(y))
     w = np.array(reference_weights(tuple(counts), beta))
-    if name in ("ce", "focal", "hybrid"):
+    n = np.asarray(counts, dtype=np.float64)
+    if name in ADJUSTED:  # Menon et al. eq. 10, Ren et al. eq. 4, Kini et al. eq. 3
+        adjusted = {"la": z + tau * np.log(n / n.sum()),
+                    "balanced-softmax": z + np.log(n),
+                    "vs": (n / n.max()) ** gamma * z + tau * np.log(n / n.sum())}[name]
+        loss = -log_softmax(adjusted)[rows, y]
+    elif name in ("ce", "focal", "hybrid"):
         log_p = log_softmax(z)[rows, y]
         ce = -log_p
         focal = -((1 - np.exp(log_p)) ** gamma) * log_p
@@ -92,12 +99,14 @@ GAMMA_NAMES = ("focal", "sigmoid-focal", "hybrid")
 def test_matches_reference(name, logits_kind, targets_kind, beta):
     targets = TARGETS[targets_kind]
     logits = make_logits(logits_kind, targets)
-    params = {"gamma": 2.0, "alpha": 0.3, "max_m": 0.4, "s": 20.0}
+    params = {"gamma": 2.0, "alpha": 0.3, "max_m": 0.4, "s": 20.0, "tau": 1.5}
     loss_fn = build_loss(name, LT100, beta=float(beta), **params)
     expected = reference_per_example(name, logits.numpy(), targets.numpy(), LT100, beta=beta,
                                      **params)
-    # LDAM rounds z - m to float32 before scaling: an error of s * ulp(|z|) in the logits
-    scale = params["s"] * logits.abs().max().item() if name == "ldam" else 0.0
+    # LDAM rounds z - m to float32 before scaling: an error of s * ulp(|z|) in the logits;
+    # the adjusted losses round z + offset likewise, an error of ulp(|z|)
+    factor = {"ldam": params["s"], **dict.fromkeys(ADJUSTED, 1.0)}.get(name, 0.0)
+    scale = factor * logits.abs().max().item()
     atol = 1e-6 + scale * float(np.finfo(np.float32).eps)
     got = loss_fn.per_example(logits, targets)
     assert got.shape == targets.shape
@@ -254,7 +263,7 @@ def test_float64_logits_are_computed_in_float64(name, beta):
     targets = TARGETS["some-absent"]
     logits = 3 * torch.randn(len(targets), C, generator=torch.Generator().manual_seed(1),
                              dtype=torch.float64)
-    params = {"gamma": 2.0, "alpha": 0.3, "max_m": 0.4, "s": 20.0}
+    params = {"gamma": 2.0, "alpha": 0.3, "max_m": 0.4, "s": 20.0, "tau": 1.5}
     loss_fn = build_loss(name, LT100, beta=float(beta), **params)
     expected = reference_per_example(name, logits.numpy(), targets.numpy(), LT100, beta=beta,
                                      **params)

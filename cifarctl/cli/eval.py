@@ -57,6 +57,11 @@ def eval_command(
     json_out: JsonFlag = False,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="Do not log the results to the run.")] = False,
+    logit_adjust: Annotated[list[str] | None, typer.Option(
+        "--logit-adjust", metavar="TAU",
+        help="Also predict argmax(z - TAU log pi) with the run's training prior pi (post-hoc "
+             "logit adjustment, Menon et al. 2021), logged as eval_la<TAU>_*; repeatable or "
+             "comma-separated (1 or 0.5,1,2).", show_default=False)] = None,
     checkpoints: Checkpoints = CHECKPOINTS,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -65,6 +70,7 @@ def eval_command(
     Metrics are logged to the run as eval_* (eval_test_acc, eval_test_acc_class_<i>,
     eval_ece, eval_many_acc, eval_corruption_<name>_s<k>, eval_mean_corruption_acc) with
     PNGs under the eval/ artifact folder; the run's training metrics and status are kept.
+    --logit-adjust 1 adds eval_la1_test_acc (and per class, per shot group).
     --which last inserts last_ (eval_last_test_acc), --split val names val
     (eval_val_acc), --dataset its name (eval_cifar10_jpeg_test_acc); see README. A run's
     checkpoint that is not under --checkpoints is downloaded from its MLflow artifacts into
@@ -77,7 +83,12 @@ def eval_command(
       cifarctl eval 3f2c4b... --corruptions --json
 
       cifarctl eval checkpoints/3f2c4b.../last.pt --split val
+
+      cifarctl eval 3f2c4b... --logit-adjust 0.5,1,1.5
     """
+    from cifarctl.evaluation.posthoc import parse_taus
+
+    taus = parse_taus(logit_adjust or [])
     from rich.console import Console  # heavy imports start here
 
     from cifarctl.evaluation.run import run_eval
@@ -87,7 +98,8 @@ def eval_command(
                       tracking_uri=tracking_uri, corruptions=corruption or [],
                       all_corruptions=corruptions, log=not no_log, batch_size=batch_size,
                       dataset=dataset, split=split, device=device, seed=seed,
-                      progress=lambda m: err.print(f"evaluating {m}", style="dim"))
+                      progress=lambda m: err.print(f"evaluating {m}", style="dim"),
+                      logit_adjust=taus)
     for text in result.warnings:
         warn(text)
     if not no_log:
@@ -150,6 +162,8 @@ def render(result: Any, console: Any) -> None:
         confusion.add_row(f"{i} {result.class_names[i]}", *map(str, row))
     console.print(confusion)
 
+    if result.logit_adjusted:
+        console.print(_adjusted_table(result))
     if result.corruptions:
         table = Table(title="accuracy % under corruption (severity 1-5)", title_justify="left")
         table.add_column("corruption")
@@ -159,3 +173,18 @@ def render(result: Any, console: Any) -> None:
         for name, accs in result.corruptions.items():
             table.add_row(name, *map(_pct, accs), _pct(sum(accs) / len(accs)))
         console.print(table)
+
+
+def _adjusted_table(result: Any) -> Any:
+    """Post-hoc logit adjustment: accuracy and shot groups per tau (tau 0: the plain model)."""
+    from rich.table import Table
+
+    table = Table(title="post-hoc logit adjustment: argmax(z - tau log pi)", title_justify="left",
+                  caption="pi: the run's training prior (Menon et al. 2021); logged as "
+                          "eval_la<tau>_*", caption_justify="left")
+    for column in ("tau", "accuracy %", *(f"{g}-shot %" for g in result.shots)):
+        table.add_column(column, justify="right")
+    for row in result.logit_adjusted:
+        table.add_row(f"{row['tau']:g}", _pct(row["accuracy"]),
+                      *(_pct(row["shots"].get(g)) for g in result.shots))
+    return table

@@ -36,6 +36,11 @@ EPILOG = ("Every config key with its default and meaning: [bold]cifarctl config 
 # `validate` in cifarctl.config says the same of `--set data.imbalance_type=...`
 ImbalanceType = choice(("exp", "step"), "data.imbalance_type must be 'exp' or 'step', got "
                        "{value!r}", optional=True, help="Long-tail profile.", show_default=False)
+# ... and of `--set optim.train=...` (two-stage training, issue 18: its own help panel)
+STAGES = "Two-stage training (decoupling, Kang et al. 2020)"
+TrainPart = choice(("all", "classifier"), "optim.train must be all or classifier, got "
+                   "{value!r}", "--train", optional=True, show_default=False,
+                   rich_help_panel=STAGES, help="What trains; classifier: the rest frozen.")
 
 
 def train(
@@ -66,6 +71,13 @@ def train(
         "--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
     resume: Annotated[str | None, typer.Option(
         help="Continue an interrupted run: its run id.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="RUN_ID", help="Start from a FINISHED run's best weights.",
+        show_default=False, rich_help_panel=STAGES)] = None,
+    train_part: TrainPart = None,
+    reinit_classifier: Annotated[bool, typer.Option(
+        "--reinit-classifier", help="With --init-from: a fresh classifier (cRT).",
+        rich_help_panel=STAGES)] = False,
     tracking_uri: TrackingUri = None,
     no_track: Annotated[bool, typer.Option(
         "--no-track", help="No MLflow run (checkpoints are still written).")] = False,
@@ -80,22 +92,21 @@ def train(
 ) -> None:
     """Train one model and track every number in MLflow.
 
+    \b
     Examples:
-
       cifarctl train resnet32 --loss focal --beta 0.999 --imbalance 100
-
       cifarctl train --config experiments/resnet32-cb-focal.yaml --set run.seed=1
-
       cifarctl train --resume 3f2c...   (continue an interrupted run)
-
       cifarctl train resnet32 --imbalance 100 --fuse 4   (seeds 0-3 as one fused model)
+      cifarctl train resnet32 --init-from 3f2c... --train classifier --reinit-classifier
     """
     flags: dict[str, Any] = {
         "loss.name": loss, "loss.beta": beta, "loss.gamma": gamma, "optim.epochs": epochs,
         "optim.batch_size": batch_size, "optim.lr": lr, "data.imbalance": imbalance,
         "data.imbalance_type": imbalance_type, "data.dataset": dataset, "run.seed": seed,
         "run.experiment": experiment, "run.run_name": run_name, "run.device": device,
-        "run.compile": compile_,
+        "run.compile": compile_, "run.init_from": init_from, "optim.train": train_part,
+        "model.reinit_classifier": True if reinit_classifier else None,
     }
     result = launch_request(TrainRequest(
         model=model, config=config, flags=flags, sets=tuple(set_ or ()), resume=resume,

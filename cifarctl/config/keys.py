@@ -138,8 +138,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """A copy of `cfg` with `{"loss.beta": 0.99, "seed": 1}` applied, then validated."""
     new = RunConfig(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
-    for raw_key, value in overrides.items():
-        key = resolve_key(raw_key)
+    resolved = {resolve_key(raw_key): value for raw_key, value in overrides.items()}
+    if "loss.name" in resolved:  # a loss chosen without its own settings gets its presets
+        from cifarctl.config.rules import with_loss_presets
+        from cifarctl.losses import canonical_name
+
+        after = canonical_name(str(resolved["loss.name"]))
+        resolved |= with_loss_presets(cfg.loss.name, after, resolved)
+    for key, value in resolved.items():
         section, name = key.split(".", 1)
         setattr(getattr(new, section), name, _coerce(key, value, _field_type(key)))
     validate(new)
@@ -160,8 +166,10 @@ def loss_section(**values: Any) -> LossSection:
 def validate(cfg: RunConfig) -> None:
     """Raise UsageError (exit 2) naming the first out-of-range value."""
     # the sections' ranges, in this order (the first failure is the one reported)
+    from cifarctl.config.rules import stage_checks
+
     checks = [c for section in (cfg.optim, cfg.data, cfg.loss, cfg.run)
-              for c in section.checks()]
+              for c in section.checks()] + stage_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise UsageError(message)

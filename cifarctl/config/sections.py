@@ -35,6 +35,10 @@ class ModelSection:
     name: str = _f("resnet32", "architecture, one of {models}")
     classifier: str = _f("auto", "final layer: `linear`, `normed` (cosine classifier of Cao et "
                          "al.'s LDAM code) or `auto` (normed for `ldam`, linear otherwise)")
+    # two-stage training (issue 18): cifarctl.training.stages
+    reinit_classifier: bool = _f(False, "two-stage training: the classifier starts afresh "
+                                 "instead of from run.init_from's (cRT, Kang et al. 2020)",
+                                 later=True)
 
 
 @dataclass
@@ -49,9 +53,18 @@ class DataSection:
                                    "(long-tailed, so the published counts hold)")
     augment: bool = _f(True, "random crop (4-pixel padding) + horizontal flip, the published "
                        "protocol (Cui et al., Cao et al.)")
+    # class-aware sampling (issue 18): cifarctl.data.samplers
+    sampler: str = _f("instance", "training batches: `instance` (each image once an epoch), "
+                      "`class-balanced` (each class equally likely) or `sqrt` (class c with "
+                      "probability proportional to sqrt(n_c)), drawn with replacement (Kang "
+                      "et al. 2020)", later=True)
 
     def checks(self) -> list[Check]:
+        from cifarctl.config.rules import SAMPLERS
+
         return [
+            (self.sampler in SAMPLERS, f"data.sampler must be one of {', '.join(SAMPLERS)}, "
+                                       f"got {self.sampler!r}"),
             (self.imbalance >= 1,
              f"data.imbalance must be >= 1 (1 = balanced), got {self.imbalance}"),
             (self.imbalance_type in ("exp", "step"),
@@ -74,6 +87,14 @@ class OptimSection:
                           "`decay` (published: 160, 180)")
     decay: float | list[float] = _f(0.1, "factor applied at each step, or one factor per step "
                                     "(the published protocol: [0.01, 0.01])")
+    # two-stage training (issue 18): cifarctl.training.stages
+    train: str = _f("all", "what trains: `all`, or `classifier` (every other weight and "
+                    "BatchNorm statistic frozen: stage 2 of decoupled training, Kang et al. "
+                    "2020; needs run.init_from)", later=True)
+    max_norm: float | None = _f(None, "MaxNorm (Alshammari et al. 2022): after each step each "
+                                "class's classifier weights are projected onto ||w_c|| <= "
+                                "min + max_norm * (max - min) of the norms at the start (their "
+                                "code: 0.1); none = off", later=True)
 
     @property
     def decay_factors(self) -> list[float]:
@@ -99,6 +120,10 @@ class OptimSection:
              f"decay={self.decay}"),
             (all(0 < f <= 1 for f in self.decay_factors),
              f"optim.decay factors must be in (0, 1], got {self.decay}"),
+            (self.train in ("all", "classifier"),
+             f"optim.train must be all or classifier, got {self.train!r}"),
+            (self.max_norm is None or self.max_norm >= 0,
+             f"optim.max_norm must be >= 0, got {self.max_norm}"),
         ]
 
 
@@ -112,6 +137,9 @@ class LossSection:
     alpha: float = _f(0.5, "hybrid loss CE + (1 - alpha) * focal")
     max_m: float = _f(0.5, "LDAM: largest margin")
     s: float = _f(30.0, "LDAM: logit scale")
+    # logit-adjusted losses (issue 18): cifarctl.losses.adjusted
+    tau: float = _f(1.0, "logit adjustment: `la` trains on z_c + tau log(pi_c) (Menon et al. "
+                    "2021), `vs` adds iota_c = tau log(pi_c) (Kini et al. 2021)", later=True)
 
     def checks(self) -> list[Check]:
         return [
@@ -123,6 +151,7 @@ class LossSection:
              f"loss.drw_epoch must be >= 0, got {self.drw_epoch}"),
             (self.max_m > 0, f"loss.max_m must be > 0, got {self.max_m}"),
             (self.s > 0, f"loss.s must be > 0, got {self.s}"),
+            (self.tau >= 0, f"loss.tau must be >= 0, got {self.tau}"),
         ]
 
 
@@ -138,6 +167,10 @@ class RunSection:
     experiment: str = _f("cifarctl", "MLflow experiment name")
     run_name: str | None = _f(None, "MLflow run name; default says what the run is, e.g. "
                               "resnet32-focal-b0.999-lt100-s0")
+    # two-stage training (issue 18): cifarctl.training.stages
+    init_from: str | None = _f(None, "two-stage training: the FINISHED run (its id) whose best "
+                               "checkpoint this run starts from; in a sweep spec, a mapping "
+                               "naming the stage-1 trial", later=True)
 
     def checks(self) -> list[Check]:
         return [

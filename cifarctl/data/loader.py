@@ -86,7 +86,7 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
                  batch_size: int, shuffle: bool = True, augment: bool = False,
                  drop_last: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", sampler: str = "instance") -> None:
         self.device = torch.device(device)
         images = torch.as_tensor(images)                      # (N, 32, 32, 3) uint8
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -99,10 +99,12 @@ class DeviceLoader:
                              f"batch_size {batch_size}")
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last, self.seed = drop_last, seed
+        self.sampler = sampler  # `data.sampler`: instance (shuffle), class-balanced or sqrt
         self.rows: torch.Tensor | None = None  # (n,) rows of `images` this split uses; None: all
 
     def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
-               augment: bool, drop_last: bool, seed: int) -> DeviceLoader:
+               augment: bool, drop_last: bool, seed: int,
+               sampler: str = "instance") -> DeviceLoader:
         """A loader over `rows` of this one's images, sharing its device memory (no copy).
 
             val = every_image.subset(splits.val_idx, batch_size=1024, shuffle=False, ...)
@@ -119,7 +121,7 @@ class DeviceLoader:
         view = copy.copy(self)
         view.rows = rows if self.rows is None else self.rows[rows]
         view.batch_size, view.shuffle, view.augment = batch_size, shuffle, augment
-        view.drop_last, view.seed = drop_last, seed
+        view.drop_last, view.seed, view.sampler = drop_last, seed, sampler
         return view
 
     @property
@@ -134,8 +136,16 @@ class DeviceLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device."""
         n = self.num_samples
-        order = (epoch_permutation(n, self.seed, epoch, self.device) if self.shuffle
-                 else torch.arange(n, device=self.device))
+        if self.sampler != "instance":  # class-aware sampling (issue 18): data.samplers
+            from cifarctl.data.samplers import sampled_order
+
+            labels = self.labels if self.rows is None else self.labels[self.rows]  # (n,)
+            order = sampled_order(labels, self.sampler,
+                                  _generator(self.seed, epoch, _ORDER, self.device))
+        elif self.shuffle:
+            order = epoch_permutation(n, self.seed, epoch, self.device)
+        else:
+            order = torch.arange(n, device=self.device)
         augment_rng = _generator(self.seed, epoch, _AUGMENT, self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]

@@ -23,6 +23,7 @@ from typing import Any
 
 from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
+from cifarctl.evaluation import posthoc
 from cifarctl.evaluation.corruptions import SEVERITIES, corrupt, corruption_generator
 from cifarctl.evaluation.scores import (
     SHOT_GROUPS,
@@ -65,6 +66,8 @@ class EvalResult:
     shots: dict[str, float | None]
     shot_classes: dict[str, list[int]]
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> s1..s5
+    # post-hoc logit adjustment, one entry per tau (`posthoc.summarize`)
+    logit_adjusted: list[dict[str, Any]] = field(default_factory=list)
     mean_corruption_acc: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
     warnings: list[str] = field(default_factory=list)  # why these numbers may mislead
@@ -168,9 +171,11 @@ def _load_model(target: EvalTarget, spec: str, classes: int, device: Any) -> Any
 def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
                     corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
                     batch_size: int | None = None,
-                    progress: Callable[[str], None] | None = None) -> EvalResult:
-    """Evaluate `target` on `split` of `dataset` (default: the run's own), clean and under
-    `corruptions` (names of `CORRUPTIONS`, each at severities 1..5)."""
+                    progress: Callable[[str], None] | None = None,
+                    logit_adjust: Sequence[float] = ()) -> EvalResult:
+    """Evaluate `target` on `split` of `dataset` (default: the run's own), clean, under
+    `corruptions` (names of `CORRUPTIONS`, each at severities 1..5), and with its logits
+    adjusted post hoc by each tau of `logit_adjust` (`posthoc`, Menon et al. 2021)."""
     from cifarctl.data import load_dataset
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import eval_metrics, evaluate, to_host
@@ -201,21 +206,57 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
                                      "confusion": clean.confusion,
                                      "calibration": clean.calibration}
+    counts = _own_counts(target, data, same_dataset=foreign is None)
+    adjusted = _posthoc_prefixes(target.which, split, qualifier, logit_adjust)
+    if logit_adjust:
+        device_values |= _adjusted_values(model, loader, counts, logit_adjust, adjusted,
+                                          classes=classes, scale=cfg.logit_scale,
+                                          sampler=cfg.data.sampler)
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
             device_values[f"{prefix}corruption_{name}_s{severity}"] = accuracy_under(
                 model, loader, name, severity, num_classes=classes, seed=seed, batch_size=batch)
     host = to_host(device_values)  # the one host sync
-    counts = _own_counts(target, data, same_dataset=foreign is None)
     result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
                      prefixes=(acc_prefix, prefix), images=loader.num_samples)
+    if logit_adjust:
+        result.logit_adjusted, shot_metrics = posthoc.summarize(host, logit_adjust, adjusted,
+                                                                counts, classes)
+        result.metrics |= shot_metrics
     result.warnings = [*run_warnings(target),
                        *data_warnings(target, data, spec, foreign=foreign is not None)]
     if changed:
         result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
                                f"not take them for the run's own test set")
     return result
+
+
+def _posthoc_prefixes(which: str, split: str, qualifier: str | None,
+                      taus: Sequence[float]) -> list[tuple[str, str]]:
+    """Each tau's metric prefixes: its name after the others (`eval_la1_test_acc`,
+    `eval_last_la0.5_val_acc`, `eval_la1_few_acc`)."""
+    return [metric_prefixes(which, split, "_".join(filter(None, (qualifier,
+                                                                 posthoc.tau_name(tau)))))
+            for tau in taus]
+
+
+def _adjusted_values(model: Any, loader: Any, counts: list[int] | None, taus: Sequence[float],
+                     prefixes: list[tuple[str, str]], *, classes: int, scale: float,
+                     sampler: str) -> dict[str, Any]:
+    """The post-hoc adjusted accuracies, per tau, as device tensors."""
+    if not counts or len(counts) != classes:
+        raise UsageError("--logit-adjust subtracts the run's training prior, but its class "
+                         "counts are unknown (no class_counts tag and its dataset is not "
+                         "here); evaluate it where its training data is")
+    from cifarctl.data.samplers import class_probabilities
+
+    # the prior the run trained under: its counts as its sampler drew them (instance: n_c /
+    # sum n; a class-balanced run's is uniform, which no adjustment changes)
+    prior = class_probabilities(counts, sampler).log()
+    found = posthoc.adjusted_counts(model, loader.epoch(0), prior, taus, num_classes=classes,
+                                    logit_scale=scale)
+    return posthoc.adjusted_metrics(found, [acc for acc, _ in prefixes])
 
 
 def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, data: Any, *,

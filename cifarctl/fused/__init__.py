@@ -43,12 +43,27 @@ UNFUSABLE = {"mymodel": "its dropout masks come from the global RNG, which fused
                         "share, so they would not train as they would alone"}
 
 
+def unfusable(cfg: Any) -> str | None:
+    """Why a run cannot train fused, or None. Besides `UNFUSABLE` models: a two-stage run
+    (`run.init_from`: its own stage-1 weights, frozen features) and MaxNorm (a projection
+    after each step of its own optimizer, which a fused group replaces) (issue 18)."""
+    if cfg.model.name in UNFUSABLE:
+        return f"{cfg.model.name} cannot be fused: {UNFUSABLE[cfg.model.name]}"
+    if cfg.run.init_from is not None:
+        return ("a two-stage run (run.init_from) cannot be fused: it starts from its own "
+                "stage-1 checkpoint and may freeze its features")
+    if cfg.optim.max_norm is not None:
+        return ("a MaxNorm run (optim.max_norm) cannot be fused: it projects its classifier "
+                "after each step of its own optimizer")
+    return None
+
+
 def group_key(cfg: Any) -> tuple | None:
     """What a run must share with others to be fused with them; None if it cannot be fused.
 
         groups = itertools.groupby(sorted(cfgs, key=...), key=group_key)
     """
-    if cfg.model.name in UNFUSABLE:
+    if unfusable(cfg) is not None:
         return None
     flat = {**cfg.to_flat(), "model.classifier": cfg.classifier}  # the head `auto` resolves to
     return tuple(flat[key] for key in SHARED_KEYS)
@@ -59,8 +74,10 @@ def check_fusable(cfgs: Sequence[Any]) -> None:
     if not cfgs:
         raise UsageError("fused training needs at least one run")
     name = cfgs[0].model.name
-    if name in UNFUSABLE:
-        raise UsageError(f"{name} cannot be fused: {UNFUSABLE[name]}; train it unfused")
+    for cfg in cfgs:
+        reason = unfusable(cfg)
+        if reason is not None and cfg.model.name == name:  # another model: said below
+            raise UsageError(f"{reason}; train it unfused")
     first = group_key(cfgs[0])
     for cfg in cfgs[1:]:
         key = group_key(cfg)

@@ -1,4 +1,5 @@
-"""Every loss of the study, chosen by name: CE, focal, class-balanced, sigmoid, LDAM, DRW, hybrid.
+"""Every loss, chosen by name: CE, focal, class-balanced, sigmoid, LDAM, DRW, hybrid, and the
+logit-adjusted ones (la, balanced-softmax, vs).
 
     from cifarctl.losses import build_loss, loss_from_config
     loss_fn = build_loss("focal", train_counts, beta=0.999, gamma=2.0)
@@ -9,7 +10,7 @@
 `build_loss`, `loss_from_config` and `cb_weights` import it on first use. The parameters
 are the config's loss section (`cifarctl.config.LossSection`). Modules: `weights`
 (class-balanced weights, LDAM margins), `base` (deferred re-weighting, reduction), `softmax`,
-`sigmoid`, `factory`.
+`sigmoid`, `adjusted` (logit adjustment, balanced softmax, VS), `factory`.
 """
 
 import importlib
@@ -17,10 +18,12 @@ from typing import Any
 
 from cifarctl.errors import UsageError, did_you_mean
 
-LOSS_NAMES: tuple[str, ...] = ("ce", "focal", "sigmoid", "sigmoid-focal", "ldam", "hybrid")
+LOSS_NAMES: tuple[str, ...] = ("ce", "focal", "sigmoid", "sigmoid-focal", "ldam", "hybrid",
+                                "la", "balanced-softmax", "vs")
 
 # other spellings -> names; the write-up writes "CE" and "Focal" (case never matters)
-_ALIASES = {"cross-entropy": "ce", "crossentropy": "ce", "softmax": "ce", "sigmoid-ce": "sigmoid"}
+_ALIASES = {"cross-entropy": "ce", "crossentropy": "ce", "softmax": "ce", "sigmoid-ce": "sigmoid",
+            "logit-adjusted": "la", "vector-scaling": "vs"}
 
 # public name -> the module that defines it, imported on first access (PEP 562)
 _LAZY = {"build_loss": "cifarctl.losses.factory", "loss_from_config": "cifarctl.losses.factory",

@@ -9,6 +9,7 @@ from typing import Any
 
 from cifarctl.config import LossSection, loss_section
 from cifarctl.errors import UsageError
+from cifarctl.losses.adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss, VSLoss
 from cifarctl.losses.base import ClassBalancedLoss
 from cifarctl.losses.sigmoid import SigmoidCrossEntropy, SigmoidFocalLoss
 from cifarctl.losses.softmax import CrossEntropy, FocalLoss, HybridLoss, LDAMLoss
@@ -21,6 +22,9 @@ _LOSSES: dict[str, type[ClassBalancedLoss]] = {
     "sigmoid-focal": SigmoidFocalLoss,
     "ldam": LDAMLoss,
     "hybrid": HybridLoss,
+    "la": LogitAdjustedLoss,
+    "balanced-softmax": BalancedSoftmaxLoss,
+    "vs": VSLoss,
 }
 
 # the loss parameters: every field of the loss section but the loss's name
@@ -46,11 +50,13 @@ def build_loss(name: str, class_counts: list[int], *, beta: float = 0.0, gamma: 
 
         build_loss("focal", [5000, 2997, ..., 50], beta=0.999, gamma=2.0)
 
-    `params` are the other loss parameters: `drw_epoch`, `alpha`, `max_m`, `s` (see
+    `params` are the other loss parameters: `drw_epoch`, `alpha`, `max_m`, `s`, `tau` (see
     `cifarctl.config.LossSection` for meaning and defaults). Every loss accepts all of them
-    and uses those it needs (gamma: focal, sigmoid-focal, hybrid; alpha: hybrid; max_m and s:
-    ldam; beta and drw_epoch: all). Each is validated as the config validates it; an unknown
-    name, a bad value or bad counts raise `UsageError`.
+    and uses those it needs (gamma: focal, sigmoid-focal, hybrid, vs; alpha: hybrid; max_m and
+    s: ldam; tau: la, vs; beta and drw_epoch: all). Keywords are taken as given: `gamma`
+    defaults to 1 here for `vs` too (`--loss vs` on the command line gets VS's 0.3). Each
+    is validated as the config validates it; an unknown name, a bad value or bad counts
+    raise `UsageError`.
     """
     unknown = sorted(set(params) - set(_PARAMS))
     if unknown:

@@ -25,6 +25,7 @@ from cifarctl.report.groups import (
     split_by_data,
 )
 from cifarctl.report.runs import drop_repeats, load_runs, split_usable, worth_saying
+from cifarctl.report.stages import link_stages, plain_baseline
 from cifarctl.report.stats import CONFIDENCE, Summary
 
 
@@ -93,7 +94,8 @@ class Report:
                 "config": r.label, "profile": r.profile, "ratio": r.ratio,
                 "error_percent": summary(r.error),
                 "published": [{"source": p.source, "method": p.method, "error_percent": p.error,
-                               "reference": p.reference} for p in r.published],
+                               "reference": p.reference, "test_selected": p.test_selected}
+                              for p in r.published],
             } for r in self.literature],
             "notes": self.notes,
             "skipped_runs": self.skipped,
@@ -124,9 +126,11 @@ def build_report(tracking_uri: str | None = None, *,
     columns = resolve_columns(by, runs.frame) if by else default_columns(runs.frame)
     columns, data_note = split_by_data(runs.frame, columns)
     num_classes = tables.count_classes(runs.frame)
+    runs.frame = link_stages(runs.frame, columns)  # second stages by their first (issue 18)
     groups = make_groups(runs.frame, columns)
     per_class = tables.per_class_table(groups, num_classes)
-    comparisons, notes = tables.head_to_head(groups, num_classes, spec)
+    comparisons, notes = tables.head_to_head(groups, num_classes,
+                                             plain_baseline(spec, columns))
     literature, literature_note = tables.literature_table(groups)
     if left_out := worth_saying(runs.skipped):
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")

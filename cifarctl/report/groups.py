@@ -39,12 +39,14 @@ LEAD_KEYS = (*CONTEXT_KEYS, "loss.name", "loss.drw_epoch", "loss.beta", "loss.ga
 MISSING = "—"  # a param some runs lack (runs from other tools, older cifarctl versions)
 
 LOSS_LABELS = {"ce": "CE", "focal": "focal", "sigmoid": "sigmoid CE",
-               "sigmoid-focal": "sigmoid focal", "ldam": "LDAM", "hybrid": "CE+focal hybrid"}
+               "sigmoid-focal": "sigmoid focal", "ldam": "LDAM", "hybrid": "CE+focal hybrid",
+               "la": "LA", "balanced-softmax": "balanced softmax", "vs": "VS"}
 LOSS_ORDER = tuple(LOSS_LABELS)
 # loss params that only some losses read (cifarctl.losses.build_loss); others ignore them
-LOSS_PARAM_USERS = {"loss.gamma": {"focal", "sigmoid-focal", "hybrid"},
-                    "loss.alpha": {"hybrid"}, "loss.max_m": {"ldam"}, "loss.s": {"ldam"}}
-GREEK = {"loss.beta": "β", "loss.gamma": "γ", "loss.alpha": "α"}
+LOSS_PARAM_USERS = {"loss.gamma": {"focal", "sigmoid-focal", "hybrid", "vs"},
+                    "loss.alpha": {"hybrid"}, "loss.max_m": {"ldam"}, "loss.s": {"ldam"},
+                    "loss.tau": {"la", "vs"}}
+GREEK = {"loss.beta": "β", "loss.gamma": "γ", "loss.alpha": "α", "loss.tau": "τ"}
 
 
 def param(column: str) -> str:
@@ -258,8 +260,17 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     handled |= {"data.imbalance", "data.imbalance_type"}
     for key in sorted(set(varying) - handled, key=lambda k: _column_order(f"params.{k}")):
         value = params.get(key, MISSING)
+        if _later_default(key, value):  # a key added since, at its default: not named
+            continue
         parts.append(value if key == "model.name" else key_words(key, value))
     return ", ".join(parts) or "all runs"
+
+
+def _later_default(key: str, value: str) -> bool:
+    from cifarctl.config import later_defaults
+
+    later = later_defaults()
+    return key in later and value == str(later[key])
 
 
 def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:

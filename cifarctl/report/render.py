@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
-from cifarctl.report.tables import EXTRA_METRICS
+from cifarctl.report.tables import extra_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -78,7 +78,7 @@ def _extra_text(s: Summary, runs: int) -> str:
 def per_class_table(report: Report) -> TextTable:
     extras = list(report.per_class[0].extras) if report.per_class else []
     headers = ["config", "n", "overall", *_class_headers(report), *SHOT_GROUPS, "worst class",
-               *(EXTRA_METRICS[m] for m in extras)]
+               *(extra_label(m) for m in extras)]
     rows = []
     for r in report.per_class:
         worst = (NONE if r.worst is None else
@@ -115,12 +115,26 @@ def literature_table(report: Report) -> TextTable:
             rows.append([r.label, ratio, str(r.error.n), ours, NONE,
                          "no published number for this loss and ratio", NONE, NONE])
         for p in r.published:
-            rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}", p.source,
-                         p.method, f"{r.error.mean - p.error:+.2f}"])
+            rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}",
+                         p.source + (" †" if p.test_selected else ""), p.method,
+                         f"{r.error.mean - p.error:+.2f}"])
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
                      rows, "runs following the published protocol only (resnet32, 200 epochs, "
                      "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
-                     "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS).")
+                     "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
+                     + later_sources(report.literature))
+
+
+def later_sources(rows: Sequence[object]) -> str:
+    """The caption's words for SPEC 4's sources among `rows` (issue 18): which they are, that
+    a second stage follows the protocol when its first did, and what † means."""
+    shown = [p for r in rows for p in r.published]
+    sources = dict.fromkeys(p.reference for p in shown if p.citation)
+    text = (" Also: " + "; ".join(sources) + ". A second stage is compared when its first "
+            "stage followed the protocol.") if sources else ""
+    if any(p.test_selected for p in shown):
+        text += " † the reference kept the epoch with the best test accuracy: optimistic."
+    return text
 
 
 def skipped_table(report: Report) -> TextTable:

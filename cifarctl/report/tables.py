@@ -23,6 +23,7 @@ from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
 from cifarctl.report.literature import Published, protocol_gaps, published_for
+from cifarctl.report.literature_lt import later_published, posthoc_published
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,10 +156,20 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
 
 
 def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassRow]:
-    """Table 1, one row per group; eval_* columns for the metrics some run has."""
+    """Table 1, one row per group; eval_* columns for the metrics some run has (post-hoc
+    adjusted accuracies too, `report.posthoc`)."""
+    from cifarctl.report.posthoc import posthoc_metrics
+
     extras = [m for m in EXTRA_METRICS
               if any(not all(math.isnan(v) for v in g.metric(m)) for g in groups)]
-    return [per_class_row(g, num_classes, extras) for g in groups]
+    return [per_class_row(g, num_classes, extras + posthoc_metrics(groups)) for g in groups]
+
+
+def extra_label(metric: str) -> str:
+    """The column header of an eval_* metric of table 1."""
+    from cifarctl.report.posthoc import column_label
+
+    return EXTRA_METRICS.get(metric) or column_label(metric) or metric
 
 
 def shot_notes(rows: Sequence[PerClassRow]) -> list[str]:
@@ -304,7 +315,7 @@ class LiteratureRow:
 
 
 LOSS_IDENTITY = ("loss.name", "loss.beta", "loss.gamma", "loss.drw_epoch",
-                 "data.imbalance_type", "data.imbalance")
+                 "data.imbalance_type", "data.imbalance", "loss.tau", "optim.train")
 
 
 def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
@@ -332,9 +343,12 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
     identity = _run_values(frame, LOSS_IDENTITY)
     gaps_of = functools.lru_cache(maxsize=None)(
         lambda values: tuple(protocol_gaps(dict(zip(protocol_keys, values)))))
+    # a second stage follows the protocol when its first stage did (issue 18)
+    first = dict(zip(frame["run_id"], frame.get("tags.init_from", frame["run_id"])))
     for group in groups:
         run_ids = list(group.rows["run_id"])
-        gaps = sorted({gap for r in run_ids for gap in gaps_of(protocol[r])})
+        gaps = sorted({gap for r in run_ids
+                       for gap in gaps_of(protocol.get(first.get(r), protocol[r]))})
         identities = {identity[r] for r in run_ids}
         if gaps or len(identities) != 1:
             if gaps and (closest is None or len(gaps) < closest[0]):
@@ -344,10 +358,19 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         ratio = number(p.get("data.imbalance")) or 1.0
         profile = str(p.get("data.imbalance_type") or "exp")
         error = stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
-        rows.append(LiteratureRow(group.label, profile, ratio, error, published_for(
-            loss=str(p.get("loss.name")), beta=number(p.get("loss.beta")) or 0.0,
-            gamma=number(p.get("loss.gamma")) or 0.0,
-            drw=number(p.get("loss.drw_epoch")) is not None, profile=profile, ratio=ratio)))
+        loss, beta = str(p.get("loss.name")), number(p.get("loss.beta")) or 0.0
+        drw, two_stage = number(p.get("loss.drw_epoch")) is not None, \
+            p.get("optim.train") == "classifier"
+        rows.append(LiteratureRow(group.label, profile, ratio, error, ([] if two_stage else (
+            published_for(loss=loss, beta=beta, gamma=number(p.get("loss.gamma")) or 0.0,
+                          drw=drw, profile=profile, ratio=ratio))) + later_published(
+            loss=loss, beta=beta, drw=drw, profile=profile, ratio=ratio, two_stage=two_stage,
+            tau=number(p.get("loss.tau")) or 1.0)))
+        posthoc = group.metric("eval_la1_test_acc")  # `eval --logit-adjust 1` (Menon et al.)
+        if loss == "ce" and not (beta or drw or two_stage) and not all(map(math.isnan, posthoc)):
+            rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
+                                      stats.summarize([100.0 * (1.0 - v) for v in posthoc]),
+                                      posthoc_published(profile=profile, ratio=ratio)))
     if rows:
         return rows, None
     note = ("no run follows the published protocol (Cui et al., Cao et al.: resnet32, "

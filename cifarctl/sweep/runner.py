@@ -227,6 +227,17 @@ class _Sweep:
             self.display.update(state)
         self.executor.submit(tasks)
 
+    def next_group(self, pending: list[list[TrialState]]) -> list[TrialState] | None:
+        """The first pending group that can start now: a trial that starts from another
+        trial's run waits until that one FINISHED, and is not run if it ended otherwise."""
+        from cifarctl.sweep.stages import blocked_message, take_ready
+
+        group, blocked = take_ready(pending, self.by_key)
+        for state in blocked:
+            state.status, state.message = "not run", blocked_message(state, self.by_key)
+            self.display.update(state)
+        return group
+
     def handle(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         state = self.by_key[key]
         if kind == "started":
@@ -282,7 +293,10 @@ class _Sweep:
         while (pending and not self.stopping) or self.executor.busy():
             try:
                 while pending and not self.stopping and self.executor.free() > 0:
-                    self.start(pending.pop(0))
+                    group = self.next_group(pending)
+                    if group is None:  # every pending trial waits for its stage-1 trial
+                        break
+                    self.start(group)
                 for event in self.executor.poll(POLL_S):
                     self.handle(*event)
             except KeyboardInterrupt:

@@ -20,6 +20,9 @@ A spec is YAML with these top-level keys (all optional but one of `grid` / `incl
       - {loss.name: ce, loss.beta: 0}   # crossed with every grid axis it does not name
     random: {n: 8, seed: 0}        # keep a seeded random subset of n trials
 
+A trial may start from another trial's finished run: `run.init_from: {loss.name: ce}` names
+that trial by its values (`stages`; the sweep runs it once that trial FINISHED).
+
 Plan order: the grid product (axes as written, the last varying fastest) less the excluded
 trials, then the include entries in order. Trials whose resolved configs are equal are merged
 (the first stays). A trial's config is base <- `set` <- `--set` <- its own values, validated
@@ -53,6 +56,7 @@ from cifarctl.config import (
     resolve_key,
 )
 from cifarctl.errors import UsageError, did_you_mean
+from cifarctl.sweep.stages import check_sampled, is_reference, placeholder, resolve_references
 
 TOP_KEYS = (*SWEEP_ONLY_KEYS, "set", "experiment", "name")
 # Fields that say where or how fast a run goes, not what it computes: left out of the key.
@@ -276,8 +280,8 @@ def _product(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def _configure(spec: SweepSpec, combo: dict[str, Any]) -> RunConfig:
-    try:
-        return apply_overrides(spec.base, combo)
+    try:  # a stage-1 trial named by its values is found later (`stages.resolve_references`)
+        return apply_overrides(spec.base, placeholder(combo))
     except UsageError as err:
         shown = ", ".join(f"{k}={v!r}" for k, v in combo.items())
         raise UsageError(f"{spec.source}: trial {{{shown}}}: {err}") from None
@@ -315,6 +319,7 @@ def expand(spec: SweepSpec) -> Plan:
         for combo in _product(crossed):
             combo = {**combo, **entry}
             combos.append((combo, _configure(spec, combo)))
+    combos = resolve_references(combos, axes=list(spec.grid), source=spec.source, key=trial_key)
     trials: list[Trial] = []
     seen: set[str] = set()
     for combo, cfg in combos:
@@ -323,7 +328,8 @@ def expand(spec: SweepSpec) -> Plan:
             continue
         seen.add(key)
         flat = cfg.to_flat()
-        trials.append(Trial(len(trials), key, {k: flat[k] for k in combo}, cfg))
+        overrides = {k: v if is_reference(v) else flat[k] for k, v in combo.items()}
+        trials.append(Trial(len(trials), key, overrides, cfg))
     merged, total = len(combos) - len(trials), len(trials)
     if not trials:
         raise UsageError(f"{spec.source}: exclude removes every trial; nothing to run")
@@ -332,4 +338,5 @@ def expand(spec: SweepSpec) -> Plan:
         sampled_from = total
         trials = [Trial(i, t.key, t.overrides, t.config)
                   for i, t in enumerate(_sample(trials, *spec.random, spec.source))]
+        check_sampled(trials, spec.source)
     return Plan(spec, trials, sweep_key(trials), merged, sampled_from)

@@ -151,12 +151,13 @@ def _trial_config(task: TrialTask, state: RunState | None) -> Any:
     """The checkpoint's config when resuming (checked against the key), else the task's."""
     from cifarctl.config import apply_overrides, config_from_dict
     from cifarctl.sweep.spec import trial_key
+    from cifarctl.sweep.stages import as_planned, resolve_run
 
     planned = config_from_dict(task.config)
-    if state is None:
-        return planned
+    if state is None:  # a second stage: its first stage's run, found by trial key
+        return resolve_run(planned, task.tracking_uri)
     saved = state.run_config()
-    if trial_key(saved) != task.key:
+    if trial_key(as_planned(saved, planned)) != task.key:
         raise CifarctlError(f"the checkpoint of run {task.run_id} belongs to trial "
                             f"{trial_key(saved)}, not {task.key}; delete the run or its "
                             f"checkpoint folder")
@@ -183,6 +184,11 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
                                          run_id=task.run_id))
         states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
         cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
+        from cifarctl.training.stages import prepare_init
+
+        for task, cfg in zip(tasks, cfgs):  # a second stage: its first stage's weights here
+            prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
+                         tracking_uri=task.tracking_uri)
         for reporter, state in zip(reporters, states):
             reporter.send("started", {"pid": os.getpid(),
                                       "epoch": state.epoch if state else 0})

@@ -92,7 +92,8 @@ def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None
     splits = run_splits(cfg, data)
     # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
     train = every.subset(splits.train_idx, batch_size=cfg.optim.batch_size, shuffle=True,
-                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed)
+                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed,
+                         sampler=cfg.data.sampler)
     val = (every.subset(splits.val_idx, batch_size=EVAL_BATCH, shuffle=False, augment=False,
                         drop_last=False, seed=0) if len(splits.val_idx) else None)
     probe_idx = torch.randperm(len(splits.train_idx),

@@ -64,6 +64,7 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
     from cifarctl.losses import loss_from_config
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer
+    from cifarctl.training.stages import constrain_classifier, start_stage
 
     cfg = record.cfg
     torch.manual_seed(cfg.run.seed)  # initialisation and dropout; the data RNG is separate
@@ -71,9 +72,11 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
                          classifier=cfg.classifier).to(device)
     loss_fn = loss_from_config(cfg.loss, data.train_counts).to(device)
     no_decay = loss_fn.prepare_model(model)
+    start_stage(model, cfg, record.checkpoint_root)  # two-stage runs (issue 18)
     optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay,
                                 nesterov=cfg.optim.nesterov, no_decay=no_decay)
+    constrain_classifier(model, optimizer, cfg.optim.max_norm)
     rng = rng_state(device)
     if resume is not None:
         model.load_state_dict(resume.model)

@@ -24,6 +24,7 @@ from cifarctl.training.data import prepare_data, run_splits, share_data
 from cifarctl.training.device import resolve_device
 from cifarctl.training.loop import train, train_group
 from cifarctl.training.record import RunOutcome, check_same_data
+from cifarctl.training.stages import prepare_init
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 
@@ -134,6 +135,7 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
         try:
             data = prepare_data(cfg, resolve_device(cfg.run.device))
             check_same_data(resume_run_id, state.dataset_fingerprint, data, cfg.data.dataset)
+            prepare_init(cfg, checkpoint_root=checkpoint_root, tracking_uri=tracking_uri)
         except BaseException:
             if tracker.opened_status in RUN_STATUSES:
                 tracker.finish(tracker.opened_status)
@@ -142,6 +144,9 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
         assert cfg is not None
         device = resolve_device(cfg.run.device)
         data = prepare_data(cfg, device)  # before the run exists
+        # a second stage (issue 18): its first stage FINISHED, its weights here and fitting
+        prepare_init(cfg, checkpoint_root=checkpoint_root, tracking_uri=tracking_uri,
+                     num_classes=len(data.classes))
         tracker = open_tracker(track, experiment=cfg.run.experiment, tracking_uri=tracking_uri,
                                run_name=run_name(cfg), parent_run_id=parent_run_id,
                                tags=extra_tags, description=describe(cfg))

@@ -29,6 +29,7 @@ from cifarctl.names import (
     BEST_EPOCH,
     BEST_VAL_ACC,
     CLASS_ACC_AT_BEST,
+    INIT_FROM_TAG,
     LOCAL_RUN_PREFIX,
     TEST_ACC_AT_BEST,
     TEST_LOSS_AT_BEST,
@@ -132,6 +133,8 @@ def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, s
                       else "final epoch (no validation split)" if data.val is None
                       else "final epoch (save_best off)"),
     }
+    if cfg.run.init_from is not None:  # a second stage: the run it started from (issue 18)
+        tags[INIT_FROM_TAG] = cfg.run.init_from
     commit = _git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -144,7 +147,7 @@ class RunRecord:
     def __init__(self, cfg: RunConfig, tracker: Tracker, checkpoint_root: Path) -> None:
         self.cfg, self.tracker = cfg, tracker
         self.run_id = tracker.run_id or f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
-        self.dir = checkpoint_root / self.run_id
+        self.checkpoint_root, self.dir = checkpoint_root, checkpoint_root / self.run_id
         self.data: RunData | None = None
         self.best, self.history = Best(), []
         self.status, self.message, self.summary = "RUNNING", "", {}

@@ -1,0 +1,118 @@
+"""Post-hoc logit adjustment: a trained model's predictions corrected for its training prior.
+
+    taus = parse_taus(["1", "0.5,2"])                   # --logit-adjust values: [1.0, 0.5, 2.0]
+    pred = adjusted_predictions(logits, log_pi, 1.0)    # argmax_c z_c - tau log pi_c
+    counts = adjusted_counts(model, batches, log_pi, taus, num_classes=10)  # one EvalCounts a tau
+
+Menon et al. 2021, "Long-tail learning via logit adjustment", Sec. 4 (eq. 9): a model trained
+with plain cross-entropy estimates p(y | x), whose argmax favours the frequent classes;
+subtracting tau log pi_y from its logits estimates the balanced error's Bayes classifier
+(tau = 1). pi is the run's own training prior: its `class_counts` as its `data.sampler` drew
+them (`data.samplers.class_probabilities`; uniform for a class-balanced run, which no tau
+changes). Its numbers are logged under their own names (`eval_la<tau>_test_acc`, ...) so
+they never pass for the run's own.
+Torch is imported by the functions that compute: the CLI and `report` read the names here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cifarctl.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from cifarctl.engine import EvalCounts
+
+# `eval_la1_test_acc`: a post-hoc accuracy on the run's own test set (what `report` shows)
+TEST_ACC = re.compile(r"eval_la(\d+(?:\.\d+)?(?:e[-+]?\d+)?)_test_acc")
+
+
+def parse_taus(values: Sequence[str]) -> list[float]:
+    """`--logit-adjust 1 --logit-adjust 0.5,2` -> [1.0, 0.5, 2.0]; each tau >= 0, finite."""
+    taus: list[float] = []
+    for text in (part.strip() for value in values for part in str(value).split(",")):
+        try:
+            tau = float(text)
+        except ValueError:
+            raise UsageError(f"--logit-adjust takes numbers tau >= 0 (e.g. 1 or 0.5,1,2), got "
+                             f"{text!r}") from None
+        if not 0 <= tau < float("inf"):
+            raise UsageError(f"--logit-adjust takes numbers tau >= 0, got {text}")
+        if tau not in taus:
+            taus.append(tau)
+    return taus
+
+
+def tau_name(tau: float) -> str:
+    """`la1`, `la0.5`: what a tau's metric names carry (`eval_la1_test_acc`)."""
+    return f"la{tau:g}"
+
+
+def adjusted_predictions(logits: torch.Tensor, log_prior: torch.Tensor,
+                         tau: float) -> torch.Tensor:
+    """argmax_c (z_c - tau log pi_c): (N, C), (C,) -> (N,) int64."""
+    return (logits - tau * log_prior.to(logits.dtype)).argmax(dim=1)
+
+
+def adjusted_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    log_prior: torch.Tensor, taus: Sequence[float], *, num_classes: int,
+                    logit_scale: float = 1.0) -> list[EvalCounts]:
+    """One confusion matrix per tau over `batches`, in eval mode, on the device (no sync).
+
+    The logits are `logit_scale * model(x)` (LDAM's s): the softmax the run trained, whose
+    logits the prior is subtracted from. Only the confusion is counted: an adjusted model's
+    loss and calibration are not what `eval` reports.
+    """
+    import torch
+
+    from cifarctl.engine import EvalCounts, autocast_for
+
+    was_training = model.training
+    model.eval()
+    counts: list[EvalCounts] | None = None
+    for x, y in batches:  # x (B, 3, H, W), y (B,) on the model's device
+        if counts is None:
+            counts = [EvalCounts.zeros(num_classes, x.device) for _ in taus]
+        with torch.no_grad(), autocast_for(x.device):
+            logits = model(x).float() * logit_scale  # (B, C)
+        prior = log_prior.to(x.device)
+        for tau, count in zip(taus, counts):
+            pred = adjusted_predictions(logits, prior, tau)  # (B,)
+            count.confusion.view(-1).index_add_(0, y * num_classes + pred, torch.ones_like(y))
+    model.train(was_training)
+    return counts or [EvalCounts.zeros(num_classes, torch.device("cpu")) for _ in taus]
+
+
+def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]
+                     ) -> dict[str, torch.Tensor]:
+    """`{<prefix>_acc, <prefix>_acc_class_<i>}` per tau, as device tensors (no sync)."""
+    from cifarctl.engine import eval_metrics
+
+    out: dict[str, torch.Tensor] = {}
+    for count, prefix in zip(counts, acc_prefixes):
+        out |= {k: v for k, v in eval_metrics(prefix, count).items() if k != f"{prefix}_loss"}
+    return out
+
+
+def summarize(host: dict[str, float], taus: Sequence[float],
+              prefixes: Sequence[tuple[str, str]], train_counts: list[int],
+              num_classes: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per tau, its numbers for `EvalResult.logit_adjusted` (tau, metric, accuracy,
+    per_class, shots), and its shot-group metrics (`eval_la1_few_acc`, ...)."""
+    from cifarctl.evaluation.scores import group_accuracies
+
+    results, shot_metrics = [], {}
+    for tau, (acc_prefix, prefix) in zip(taus, prefixes):
+        per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(num_classes)]
+        shots = group_accuracies(per_class, train_counts)
+        shot_metrics |= {f"{prefix}{group}_acc": v for group, v in shots.items()
+                         if v is not None}
+        results.append({"tau": tau, "metric": f"{acc_prefix}_acc",
+                        "accuracy": host[f"{acc_prefix}_acc"], "per_class": per_class,
+                        "shots": shots})
+    return results, shot_metrics

@@ -1,0 +1,104 @@
+"""`cifarctl report` with the later baselines (issue 18): post-hoc columns, second stages
+grouped by their first, and SPEC 4's published numbers with their sources.
+
+A store written through the tracking interface, as `test_report.py` writes its own: CE,
+VS and LA under SPEC 2's protocol (two seeds each, CE evaluated with `--logit-adjust 1`),
+and cRT on each CE run (10 epochs: a second stage).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from test_report import PROTOCOL, write_run
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+
+ACC = {"ce": 0.70, "vs": 0.80, "la": 0.78, "crt": 0.76}
+CRT = {"optim.train": "classifier", "model.reinit_classifier": True,
+       "data.sampler": "class-balanced", "optim.epochs": 10}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, _mlflow_template_db) -> dict:
+    from cifarctl.tracking.runstore import open_store
+
+    folder = tmp_path_factory.mktemp("report-stages")
+    shutil.copyfile(_mlflow_template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    ce = {}
+    for seed in (0, 1):
+        for loss in ("ce", "vs", "la"):
+            run_id = write_run(uri, "modern", {**PROTOCOL, "loss.name": loss, "run.seed": seed},
+                               [ACC[loss] + 0.01 * seed] * 10)
+            if loss == "ce":
+                ce[seed] = run_id
+                open_store(uri).tracker(run_id).log_metrics(  # as `eval --logit-adjust 1`
+                    {"eval_la1_test_acc": 0.77 + 0.01 * seed}, step=0)
+        write_run(uri, "modern", {**PROTOCOL, **CRT, "run.init_from": ce[seed],
+                                  "run.seed": seed}, [ACC["crt"] + 0.01 * seed] * 10,
+                  tags={"init_from": ce[seed]})
+    return {"uri": uri}
+
+
+def build(store):
+    from cifarctl.report.build import build_report
+
+    return build_report(store["uri"], experiments=["modern"])
+
+
+def test_second_stages_are_one_group_named_after_their_first(store):
+    report = build(store)
+    by_label = {r.label: r for r in report.per_class}
+    crt = next(r for r in report.per_class if "init_from=CE" in r.label)
+    assert crt.n == 2 and "train=classifier" in crt.label
+    assert crt.overall.mean == pytest.approx(ACC["crt"] + 0.005)
+    # keys added later at their default are not named; the epochs vary (200 and cRT's 10)
+    assert {"CE, epochs=200", "VS γ=0.3, epochs=200", "LA, epochs=200"} <= set(by_label)
+    (versus,) = [c for c in report.head_to_head if c.label == crt.label]
+    assert versus.baseline == "CE, epochs=200"  # plain CE, not a second stage on CE
+    assert versus.matched_seeds == ["0", "1"]
+
+
+def test_post_hoc_accuracy_is_its_own_column(store):
+    report = build(store)
+    ce = next(r for r in report.per_class if r.label == "CE, epochs=200")
+    assert ce.extras["eval_la1_test_acc"].mean == pytest.approx(0.775)
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", store["uri"], "-e", "modern",
+                                      "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "eval_la1_test_acc_mean" in result.stdout.splitlines()[0]
+    table = CliRunner().invoke(app, ["report", "--tracking-uri", store["uri"], "-e", "modern",
+                                     "--format", "markdown"])
+    assert "post-hoc LA τ=1" in table.stdout
+
+
+def test_the_literature_table_has_spec_4s_rows_with_their_sources(store):
+    report = build(store)
+    rows = {(r.label.removesuffix(", epochs=200").replace(", epochs=200 ", " "), p.source,
+             p.method): (r, p) for r in report.literature for p in r.published}
+    wang_ce = rows["CE", "Wang et al. 2023", "CE, 200 epochs, wd 2e-4"][1]
+    assert wang_ce.error == pytest.approx(28.75) and "wang22ti/DDC" in wang_ce.reference
+    assert rows["CE", "Menon et al. 2021", "plain CE"][1].error == pytest.approx(28.64)
+    assert rows["VS γ=0.3", "Wang et al. 2023", "VS loss, tuned weight decay"][1].error == \
+        pytest.approx(18.38)
+    assert rows["LA", "Menon et al. 2021", "logit-adjusted loss (τ=1)"][1].error == \
+        pytest.approx(22.11)
+    posthoc, menon = rows["CE + post-hoc τ=1", "Menon et al. 2021",
+                          "post-hoc logit adjustment (τ=1)"]
+    assert posthoc.error.mean == pytest.approx(22.5) and menon.error == pytest.approx(22.68)
+    crt = next(r for r in report.literature if "init_from=CE" in r.label)
+    (mislas,) = crt.published  # a second stage: beside MiSLAS, not beside CE
+    assert mislas.source == "Zhong et al. 2021" and mislas.test_selected
+    assert mislas.error == pytest.approx(17.5)
+    doc = json.loads(CliRunner().invoke(app, ["report", "--tracking-uri", store["uri"], "-e",
+                                              "modern", "--format", "json"]).stdout)
+    assert any(p["test_selected"] for r in doc["literature"] for p in r["published"])
+    text = CliRunner().invoke(app, ["report", "--tracking-uri", store["uri"], "-e", "modern",
+                                    "--format", "markdown"]).stdout
+    assert "Zhong et al. 2021 †" in text and "best test accuracy: optimistic" in text
+    assert "Wang et al. 2023, A Unified Generalization Analysis" in text
+
