@@ -1,0 +1,232 @@
+"""AutoAugment, RandAugment and Cutout as batched ops on the device's uint8 images.
+
+    spec = AugmentSpec.of(cfg.data)           # True / False (crop-flip / none) or a spec
+    policy = epoch_policy(spec, seed=0, epoch=3, device=device)   # None: no policy stage
+    x = policy(x)                 # (B, 3, H, W) uint8 -> uint8, after crop + flip
+
+The references apply a policy per image, on PIL images, after RandomCrop and
+RandomHorizontalFlip (Cubuk et al.'s CIFAR code; Wang et al. 2023, wang22ti/DDC
+`cifar_train_sam.py`: crop, flip, CIFAR10Policy, ToTensor, Cutout(16), Normalize). Here
+every image still draws its own operations, signs and coins, but the draws are made on the
+host (a numpy generator seeded by (seed, epoch): the same on every device) and the batch is
+then sorted by what it drew: each distinct (operation, magnitude) runs once, as
+torchvision.transforms.v2's functional op on all images that drew it, so the work is a
+loop over at most 28 groups per stage, never over images, and the device never syncs.
+
+Operations and magnitudes are torchvision's (`transforms.v2.AutoAugment` with
+`AutoAugmentPolicy.CIFAR10`, 10 bins, and `RandAugment`, 31 bins): nearest interpolation,
+zero fill, signed magnitudes negated with probability 1/2. Cutout (DeVries & Taylor 2017,
+uoguelph-mlrg/Cutout `Cutout.__call__`) zeroes rows and columns [c - L//2, c + L//2) around
+a uniform centre c, clipped at the border: an L x L square for even L, in uint8 (black), as
+DDC applies it before Normalize.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cifarctl.config.recipe import RANDAUGMENT_BINS
+from cifarctl.data.streams import CUTOUT, POLICY, device_generator, host_generator, to_device
+
+AUTOAUGMENT_BINS = 10  # AutoAugment's magnitude bins (Cubuk et al. 2019; torchvision)
+SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+          "Contrast", "Sharpness")
+# RandAugment's operations, each equally likely (torchvision `RandAugment._AUGMENTATION_SPACE`)
+RANDAUGMENT_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+                   "Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
+                   "AutoContrast", "Equalize")
+# AutoAugment's CIFAR-10 policy (Cubuk et al. 2019, Appendix A.1): 25 sub-policies of two
+# (operation, probability, magnitude bin), as torchvision's AutoAugmentPolicy.CIFAR10 lists them
+CIFAR10_POLICY = (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+    (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+    (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+    (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+    (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+    (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+    (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+    (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+    (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+    (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+    (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+    (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+)
+
+Variant = tuple[str, float]  # an operation and its (signed) magnitude: one group's work
+
+
+def magnitude(name: str, bin_: int | None, bins: int, height: int, width: int) -> float:
+    """The magnitude of `bin_` of `bins` for operation `name` (torchvision's tables, computed
+    the same way so the floats agree); 0.0 for operations without one."""
+    ranges = {"ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150.0 / 331.0 * width,
+              "TranslateY": 150.0 / 331.0 * height, "Rotate": 30.0, "Brightness": 0.9,
+              "Color": 0.9, "Contrast": 0.9, "Sharpness": 0.9}
+    if bin_ is None or name not in (*ranges, "Posterize", "Solarize"):
+        return 0.0
+    if name == "Posterize":
+        return float((8 - (torch.arange(bins) / ((bins - 1) / 4))).round().int()[bin_])
+    if name == "Solarize":
+        return float(torch.linspace(1.0, 0.0, bins)[bin_])
+    return float(torch.linspace(0.0, ranges[name], bins)[bin_])
+
+
+def apply_op(x: torch.Tensor, name: str, mag: float) -> torch.Tensor:
+    """One operation on uint8 images (n, 3, H, W), as torchvision's AutoAugment / RandAugment
+    apply it (`_AutoAugmentBase._apply_image_or_video_transform`), nearest and zero fill."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    nearest = InterpolationMode.NEAREST
+    if name == "Identity":
+        return x
+    if name in ("ShearX", "ShearY"):
+        shear = [math.degrees(math.atan(mag)), 0.0]
+        return F.affine(x, angle=0.0, translate=[0, 0], scale=1.0,
+                        shear=shear if name == "ShearX" else shear[::-1],
+                        interpolation=nearest, fill=None, center=[0, 0])
+    if name in ("TranslateX", "TranslateY"):
+        shift = [int(mag), 0] if name == "TranslateX" else [0, int(mag)]
+        return F.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
+                        interpolation=nearest, fill=None)
+    colour = {"Rotate": lambda: F.rotate(x, angle=mag, interpolation=nearest, fill=None),
+              "Brightness": lambda: F.adjust_brightness(x, brightness_factor=1.0 + mag),
+              "Color": lambda: F.adjust_saturation(x, saturation_factor=1.0 + mag),
+              "Contrast": lambda: F.adjust_contrast(x, contrast_factor=1.0 + mag),
+              "Sharpness": lambda: F.adjust_sharpness(x, sharpness_factor=1.0 + mag),
+              "Posterize": lambda: F.posterize(x, bits=int(mag)),
+              "Solarize": lambda: F.solarize(x, threshold=255.0 * mag),
+              "AutoContrast": lambda: F.autocontrast(x), "Equalize": lambda: F.equalize(x),
+              "Invert": lambda: F.invert(x)}
+    return colour[name]()
+
+
+def apply_grouped(x: torch.Tensor, codes: np.ndarray, variants: list[Variant]) -> torch.Tensor:
+    """Image i gets `variants[codes[i]]`: the batch sorted by code, each group's operation
+    run once on its slice, the results put back in order. x (B, 3, H, W) uint8."""
+    if not any(variants[c][0] != "Identity" for c in np.unique(codes)):
+        return x
+    order = np.argsort(codes, kind="stable")                          # (B,) host
+    counts = np.bincount(codes, minlength=len(variants))
+    order_dev = to_device(torch.from_numpy(order), x.device)
+    grouped = x[order_dev]                                            # (B, 3, H, W) sorted
+    parts, start = [], 0
+    for code in np.flatnonzero(counts):
+        stop = start + int(counts[code])
+        parts.append(apply_op(grouped[start:stop], *variants[code]))
+        start = stop
+    out = torch.empty_like(x)
+    out[order_dev] = torch.cat(parts)
+    return out
+
+
+def _signed_variants(names: list[str], bins: list[int | None], height: int, width: int,
+                     num_bins: int) -> list[Variant]:
+    """Each (operation, bin) as two variants: code 2k its magnitude, 2k + 1 its negation
+    (unsigned operations: the same twice)."""
+    out: list[Variant] = []
+    for name, bin_ in zip(names, bins):
+        mag = magnitude(name, bin_, num_bins, height, width)
+        out += [(name, mag), (name, -mag if name in SIGNED else mag)]
+    return out
+
+
+def randaugment_stages(rng: np.random.Generator, b: int, n: int, m: int, height: int,
+                       width: int) -> list[tuple[np.ndarray, list[Variant]]]:
+    """RandAugment's N stages for b images: each image draws an operation uniformly and, for
+    a signed one, its sign (torchvision `RandAugment.forward`, per image)."""
+    variants = _signed_variants(list(RANDAUGMENT_OPS), [m] * len(RANDAUGMENT_OPS), height,
+                                width, RANDAUGMENT_BINS)
+    stages = []
+    for _ in range(n):
+        op = rng.integers(len(RANDAUGMENT_OPS), size=b)
+        negative = rng.random(b) < 0.5
+        stages.append((2 * op + negative, variants))
+    return stages
+
+
+def autoaugment_stages(rng: np.random.Generator, b: int, height: int, width: int
+                       ) -> list[tuple[np.ndarray, list[Variant]]]:
+    """AutoAugment's two stages for b images: each draws a sub-policy, then per operation its
+    coin (applied with the listed probability) and sign (torchvision `AutoAugment.forward`)."""
+    sub = rng.integers(len(CIFAR10_POLICY), size=b)
+    stages = []
+    for stage in range(2):
+        names = [p[stage][0] for p in CIFAR10_POLICY]
+        variants = _signed_variants(names, [p[stage][2] for p in CIFAR10_POLICY], height,
+                                    width, AUTOAUGMENT_BINS) + [("Identity", 0.0)]
+        prob = np.array([p[stage][1] for p in CIFAR10_POLICY])
+        applied = rng.random(b) < prob[sub]
+        negative = rng.random(b) < 0.5
+        stages.append((np.where(applied, 2 * sub + negative, len(variants) - 1), variants))
+    return stages
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a square around a uniform centre per image, clipped at the border (DeVries &
+    Taylor 2017): rows [cy - size//2, cy + size//2) and the same columns. x (B, C, H, W)."""
+    b, _, h, w = x.shape
+    cy, cx = (torch.randint(0, n, (b, 1), generator=generator, device=x.device) for n in (h, w))
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = (rows >= cy - size // 2) & (rows < cy + size // 2)      # (B, H)
+    in_cols = (cols >= cx - size // 2) & (cols < cx + size // 2)      # (B, W)
+    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """A loader's augmentation beyond crop-flip: the policy after it, then Cutout."""
+
+    crop_flip: bool = True
+    policy: str | None = None  # "autoaugment" | "randaugment" | None
+    n: int = 2  # RandAugment's operations per image
+    m: int = 9  # RandAugment's magnitude bin
+    cutout: int = 0  # Cutout's side in pixels; 0 = off
+
+    @classmethod
+    def of(cls, data: Any) -> bool | AugmentSpec:
+        """What `DeviceLoader(augment=)` takes for a config's `data` section: True / False
+        as before the policies (crop-flip / none without Cutout), else a spec."""
+        policy = data.augment if isinstance(data.augment, str) else None
+        if policy is None and not data.cutout:
+            return bool(data.augment)
+        return cls(data.augment is not False, policy, data.randaugment_n, data.randaugment_m,
+                   data.cutout)
+
+
+def epoch_policy(spec: bool | AugmentSpec, seed: int, epoch: int, device: torch.device
+                 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The policy and Cutout stage of one epoch, its draws in batch order; None without one."""
+    if not isinstance(spec, AugmentSpec) or not (spec.policy or spec.cutout):
+        return None
+    rng = host_generator(seed, epoch, POLICY)
+    holes = device_generator(seed, epoch, CUTOUT, device)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) uint8
+        b, _, h, w = x.shape
+        stages = (randaugment_stages(rng, b, spec.n, spec.m, h, w)
+                  if spec.policy == "randaugment"
+                  else autoaugment_stages(rng, b, h, w) if spec.policy == "autoaugment" else [])
+        for codes, variants in stages:
+            x = apply_grouped(x, codes, variants)
+        return cutout(x, spec.cutout, holes) if spec.cutout else x
+
+    return augment
