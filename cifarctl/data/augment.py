@@ -23,8 +23,11 @@ DDC applies it before Normalize.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +37,10 @@ import torch
 from cifarctl.config.recipe import RANDAUGMENT_BINS
 from cifarctl.data.streams import CUTOUT, POLICY, device_generator, host_generator, to_device
 
+CHUNK_IMAGES = 2048  # images a policy augments at once (`policy_chunks`)
 AUTOAUGMENT_BINS = 10  # AutoAugment's magnitude bins (Cubuk et al. 2019; torchvision)
-SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
-          "Contrast", "Sharpness")
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+SIGNED = (*GEOMETRIC, "Brightness", "Color", "Contrast", "Sharpness")
 # RandAugment's operations, each equally likely (torchvision `RandAugment._AUGMENTATION_SPACE`)
 RANDAUGMENT_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
                    "Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
@@ -119,29 +123,62 @@ def apply_op(x: torch.Tensor, name: str, mag: float) -> torch.Tensor:
     return colour[name]()
 
 
+@functools.lru_cache(maxsize=16)
+def source_maps(variants: tuple[Variant, ...], height: int, width: int,
+                device: torch.device) -> torch.Tensor:
+    """For each geometric variant, the input pixel each output pixel copies: (V, H W) int64,
+    flat index + 1, 0 where the zero fill shows (rows of other variants: unused zeros).
+
+    Found by running torchvision's own op on an image of pixel numbers: with nearest
+    interpolation it copies values, so this map is its sampling grid, exactly; one gather
+    then does every geometric image of a stage at once."""
+    numbers = torch.arange(1, height * width + 1, dtype=torch.float32, device=device)
+    maps = torch.zeros(len(variants), height * width, dtype=torch.long, device=device)
+    for code, (name, mag) in enumerate(variants):
+        if name in GEOMETRIC:
+            moved = apply_op(numbers.view(1, 1, height, width), name, mag)  # (1, 1, H, W)
+            maps[code] = moved.view(-1).long()
+    return maps
+
+
+def _geometric(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """x (n, C, H, W) uint8 resampled by per-image maps (n, H W) of `source_maps`."""
+    n, c, h, w = x.shape
+    flat = torch.nn.functional.pad(x.reshape(n, c, h * w), (1, 0))  # (n, C, 1 + H W), 0: fill
+    return flat.gather(2, maps[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
+
+
 def apply_grouped(x: torch.Tensor, codes: np.ndarray, variants: list[Variant]) -> torch.Tensor:
-    """Image i gets `variants[codes[i]]`: the batch sorted by code, each group's operation
-    run once on its slice, the results put back in order. x (B, 3, H, W) uint8."""
+    """Image i gets `variants[codes[i]]`: the batch sorted by code (geometric variants first),
+    the geometric images resampled by one gather, each other group's torchvision op run once
+    on its slice, the results put back in batch order. x (B, 3, H, W) uint8."""
+    geometric = np.array([name in GEOMETRIC for name, _ in variants])
     if not any(variants[c][0] != "Identity" for c in np.unique(codes)):
         return x
-    order = np.argsort(codes, kind="stable")                          # (B,) host
+    order = np.lexsort((codes, ~geometric[codes]))                    # (B,) host
     counts = np.bincount(codes, minlength=len(variants))
-    order_dev = to_device(torch.from_numpy(order), x.device)
-    grouped = x[order_dev]                                            # (B, 3, H, W) sorted
-    parts, start = [], 0
-    for code in np.flatnonzero(counts):
+    n_geometric = int(geometric[codes].sum())
+    # one copy to the device: sorting order, its inverse, the sorted codes
+    moves = to_device(torch.from_numpy(np.stack([order, np.argsort(order), codes[order]])),
+                      x.device)
+    grouped = x.index_select(0, moves[0])                             # (B, 3, H, W) sorted
+    parts = []
+    if n_geometric:
+        maps = source_maps(tuple(variants), x.shape[-2], x.shape[-1], x.device)
+        parts.append(_geometric(grouped[:n_geometric], maps[moves[2, :n_geometric]]))
+    start = n_geometric
+    for code in np.flatnonzero(counts * ~geometric):
         stop = start + int(counts[code])
         parts.append(apply_op(grouped[start:stop], *variants[code]))
         start = stop
-    out = torch.empty_like(x)
-    out[order_dev] = torch.cat(parts)
-    return out
+    return torch.cat(parts).index_select(0, moves[1])
 
 
-def _signed_variants(names: list[str], bins: list[int | None], height: int, width: int,
-                     num_bins: int) -> list[Variant]:
+@functools.lru_cache(maxsize=64)
+def _signed_variants(names: tuple[str, ...], bins: tuple[int | None, ...], height: int,
+                     width: int, num_bins: int) -> list[Variant]:
     """Each (operation, bin) as two variants: code 2k its magnitude, 2k + 1 its negation
-    (unsigned operations: the same twice)."""
+    (unsigned operations: the same twice). Cached: the same for every batch."""
     out: list[Variant] = []
     for name, bin_ in zip(names, bins):
         mag = magnitude(name, bin_, num_bins, height, width)
@@ -153,8 +190,8 @@ def randaugment_stages(rng: np.random.Generator, b: int, n: int, m: int, height:
                        width: int) -> list[tuple[np.ndarray, list[Variant]]]:
     """RandAugment's N stages for b images: each image draws an operation uniformly and, for
     a signed one, its sign (torchvision `RandAugment.forward`, per image)."""
-    variants = _signed_variants(list(RANDAUGMENT_OPS), [m] * len(RANDAUGMENT_OPS), height,
-                                width, RANDAUGMENT_BINS)
+    variants = _signed_variants(RANDAUGMENT_OPS, (m,) * len(RANDAUGMENT_OPS), height, width,
+                                RANDAUGMENT_BINS)
     stages = []
     for _ in range(n):
         op = rng.integers(len(RANDAUGMENT_OPS), size=b)
@@ -170,8 +207,8 @@ def autoaugment_stages(rng: np.random.Generator, b: int, height: int, width: int
     sub = rng.integers(len(CIFAR10_POLICY), size=b)
     stages = []
     for stage in range(2):
-        names = [p[stage][0] for p in CIFAR10_POLICY]
-        variants = _signed_variants(names, [p[stage][2] for p in CIFAR10_POLICY], height,
+        names = tuple(p[stage][0] for p in CIFAR10_POLICY)
+        variants = _signed_variants(names, tuple(p[stage][2] for p in CIFAR10_POLICY), height,
                                     width, AUTOAUGMENT_BINS) + [("Identity", 0.0)]
         prob = np.array([p[stage][1] for p in CIFAR10_POLICY])
         applied = rng.random(b) < prob[sub]
@@ -189,6 +226,37 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     in_rows = (rows >= cy - size // 2) & (rows < cy + size // 2)      # (B, H)
     in_cols = (cols >= cx - size // 2) & (cols < cx + size // 2)      # (B, W)
     return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0)
+
+
+def policy_chunks(policy: Callable[[torch.Tensor], torch.Tensor],
+                  batches: Iterator[tuple[torch.Tensor, Any]], batch_size: int
+                  ) -> Iterator[tuple[torch.Tensor, Any]]:
+    """`(x, rest)` batches with `policy` applied to x, over CHUNK_IMAGES images at a time.
+
+    A group's op costs about the same for 5 images as for 50 (dispatch, not pixels): on the
+    CPU here a RandAugment stage took 75 us an image in batches of 128 and 25 in chunks of
+    2,048. The draws stay a pure function of (seed, epoch): chunks are always the same
+    batches, whether an epoch runs whole or resumes mid-way (its first batches recomputed)."""
+    per_chunk = max(1, CHUNK_IMAGES // batch_size)
+    while chunk := list(itertools.islice(batches, per_chunk)):
+        xs = policy(torch.cat([x for x, _ in chunk]))
+        yield from zip(xs.split([len(x) for x, _ in chunk]), (rest for _, rest in chunk))
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """On the CPU, one intra-op thread for the groups' small ops (tens of images each): on
+    the project's 2 shared cores, two threads made a RandAugment epoch 3-10x slower (each
+    op waits for the other core; BENCHMARKS.md). The training step keeps its threads."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -225,8 +293,9 @@ def epoch_policy(spec: bool | AugmentSpec, seed: int, epoch: int, device: torch.
         stages = (randaugment_stages(rng, b, spec.n, spec.m, h, w)
                   if spec.policy == "randaugment"
                   else autoaugment_stages(rng, b, h, w) if spec.policy == "autoaugment" else [])
-        for codes, variants in stages:
-            x = apply_grouped(x, codes, variants)
+        with one_cpu_thread(x.device):
+            for codes, variants in stages:
+                x = apply_grouped(x, codes, variants)
         return cutout(x, spec.cutout, holes) if spec.cutout else x
 
     return augment

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from cifarctl.data.augment import AugmentSpec, epoch_policy
+from cifarctl.data.augment import AugmentSpec, epoch_policy, policy_chunks
 from cifarctl.data.mix import BatchMixer, MixSpec
 from cifarctl.data.streams import AUGMENT, ORDER, device_generator
 
@@ -131,24 +131,29 @@ class DeviceLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device;
         with mixing, y is (B, 3) float64 mixed targets (`cifarctl.data.mix`)."""
+        batches = self._cropped(epoch)                             # (x uint8, rows) each
+        # the recipe's stages (issue 19), each drawing from its own stream: a policy and
+        # Cutout after crop + flip (`data.augment`), mixing after normalising (`data.mix`)
+        policy = epoch_policy(self.augment, self.seed, epoch, self.device)
+        if policy is not None:
+            batches = policy_chunks(policy, batches, self.batch_size)
+        mix = BatchMixer(self.mix, seed=self.seed, epoch=epoch, device=self.device) \
+            if self.mix is not None else None
+        for x, idx in batches:
+            x, y = normalize(x), self.labels[idx]
+            yield mix(x, y) if mix is not None else (x, y)
+
+    def _cropped(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each batch's uint8 images (B, 3, 32, 32), cropped and flipped when augmenting,
+        and their rows (B,)."""
         n = self.num_samples
         order = (epoch_permutation(n, self.seed, epoch, self.device) if self.shuffle
                  else torch.arange(n, device=self.device))
         augment_rng = device_generator(self.seed, epoch, AUGMENT, self.device)
         crop_flip = self.augment is True or getattr(self.augment, "crop_flip", False)
-        # the recipe's stages (issue 19), each drawing from its own stream: a policy and
-        # Cutout after crop + flip (`data.augment`), mixing after normalising (`data.mix`)
-        policy = epoch_policy(self.augment, self.seed, epoch, self.device)
-        mix = BatchMixer(self.mix, seed=self.seed, epoch=epoch, device=self.device) \
-            if self.mix is not None else None
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.rows is not None:
                 idx = self.rows[idx]
             x = self.images[idx]                                   # (B, 3, 32, 32) uint8
-            if crop_flip:
-                x = random_crop_flip(x, augment_rng)
-            if policy is not None:
-                x = policy(x)
-            x, y = normalize(x), self.labels[idx]
-            yield mix(x, y) if mix is not None else (x, y)
+            yield (random_crop_flip(x, augment_rng) if crop_flip else x), idx
