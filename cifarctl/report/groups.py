@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError, did_you_mean
+from cifarctl.report.recipe_words import recipe_words
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,10 +249,13 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     model, dataset and any other key only when they vary across the compared `params`.
     """
     parts = []
-    handled = set()
+    after_loss, recipe_parts, handled = recipe_words(params)  # `+SAM`, `RandAug` (issue 19)
     if "loss.name" in params:
-        parts.append(_loss_words(params, varying))
+        parts.append(_loss_words(params, varying) + after_loss)
         handled |= {k for k in params if k.startswith("loss.")}
+    elif after_loss:
+        parts.append(after_loss.strip())
+    parts += recipe_parts
     if {"data.imbalance", "data.imbalance_type"} & set(varying):
         parts.append(imbalance_label(params.get("data.imbalance"),
                                      params.get("data.imbalance_type", "exp")))

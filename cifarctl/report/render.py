@@ -104,6 +104,12 @@ def head_to_head_table(report: Report) -> TextTable:
                      f"test when seeds do not match); * = p < {ALPHA:g}.")
 
 
+# the recipes' rows (issue 19): their own protocols and sources (`report.recipe_literature`)
+RECIPE_NOTE = (" Recipe rows (SAM, AutoAugment + Cutout): runs with every setting of the "
+               "published recipe; Rangwani et al. 2022 (NeurIPS), Wang et al. 2023 (NeurIPS), "
+               "both reporting their best test epoch.")
+
+
 def literature_table(report: Report) -> TextTable:
     headers = ["config", "imbalance", "n", "our error", "published", "source", "method",
                "ours − published"]
@@ -120,7 +126,9 @@ def literature_table(report: Report) -> TextTable:
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
                      rows, "runs following the published protocol only (resnet32, 200 epochs, "
                      "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
-                     "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS).")
+                     "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
+                     + RECIPE_NOTE * any(p.citation for r in report.literature
+                                         for p in r.published))
 
 
 def skipped_table(report: Report) -> TextTable:

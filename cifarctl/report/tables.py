@@ -23,6 +23,7 @@ from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
 from cifarctl.report.literature import Published, protocol_gaps, published_for
+from cifarctl.report.recipe_literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -315,6 +316,11 @@ def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
     return {values[0]: tuple(values[1:]) for values in table.itertuples(index=False)}
 
 
+def _error(group: Group) -> stats.Summary:
+    """The group's top-1 test error in percent."""
+    return stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
+
+
 def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str | None]:
     """Table 3 rows for the groups whose every run follows the protocol; else a note saying
     which configuration came closest and what it changed."""
@@ -330,10 +336,16 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
     protocol_keys = [*PROTOCOL, "loss.name", "model.classifier"]  # LDAM's head is protocol
     protocol = _run_values(frame, protocol_keys)
     identity = _run_values(frame, LOSS_IDENTITY)
+    recipes = _run_values(frame, RECIPE_KEYS)  # the modern recipes' rows (issue 19)
     gaps_of = functools.lru_cache(maxsize=None)(
         lambda values: tuple(protocol_gaps(dict(zip(protocol_keys, values)))))
     for group in groups:
         run_ids = list(group.rows["run_id"])
+        recipe = recipe_published([dict(zip(RECIPE_KEYS, recipes[r])) for r in run_ids])
+        if recipe:
+            rows.append(LiteratureRow(group.label, recipe[0].profile, recipe[0].ratio,
+                                      _error(group), recipe))
+            continue
         gaps = sorted({gap for r in run_ids for gap in gaps_of(protocol[r])})
         identities = {identity[r] for r in run_ids}
         if gaps or len(identities) != 1:
@@ -343,8 +355,7 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         p = dict(zip(LOSS_IDENTITY, identities.pop()))
         ratio = number(p.get("data.imbalance")) or 1.0
         profile = str(p.get("data.imbalance_type") or "exp")
-        error = stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
-        rows.append(LiteratureRow(group.label, profile, ratio, error, published_for(
+        rows.append(LiteratureRow(group.label, profile, ratio, _error(group), published_for(
             loss=str(p.get("loss.name")), beta=number(p.get("loss.beta")) or 0.0,
             gamma=number(p.get("loss.gamma")) or 0.0,
             drw=number(p.get("loss.drw_epoch")) is not None, profile=profile, ratio=ratio)))
