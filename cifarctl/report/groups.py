@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError, did_you_mean
-from cifarctl.report.recipe_words import recipe_words
+from cifarctl.report.recipe_words import policies_compared, recipe_words
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -249,7 +249,8 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     model, dataset and any other key only when they vary across the compared `params`.
     """
     parts = []
-    after_loss, recipe_parts, handled = recipe_words(params)  # `+SAM`, `RandAug` (issue 19)
+    # `+SAM`, `RandAug` (issue 19)
+    after_loss, recipe_parts, handled = recipe_words(params, varying)
     if "loss.name" in params:
         parts.append(_loss_words(params, varying) + after_loss)
         handled |= {k for k in params if k.startswith("loss.")}
@@ -270,7 +271,7 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
     """The keys a label must name because they vary, judged among the configurations that
     use them: γ among focal-family losses, the DRW epoch (and β) among DRW configurations."""
     if not all("loss.name" in c for c in configs):  # loss keys are then plain key=value
-        return varying_keys(configs)
+        return varying_keys(configs) | policies_compared(configs)
     varying = {k for k in varying_keys(configs)
                if not k.startswith("loss.") and k not in ("model.classifier", DATA_KEY)}
     for key, users in LOSS_PARAM_USERS.items():
@@ -282,7 +283,8 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
         if varying_keys([c for c in configs if c["loss.name"] == loss]) & {"model.classifier"}:
             varying.add("model.classifier")
     drw = [c for c in configs if number(c.get("loss.drw_epoch")) is not None]
-    return varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
+    return (varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
+            | policies_compared(configs))
 
 
 def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:

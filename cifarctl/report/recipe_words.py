@@ -10,11 +10,12 @@ say nothing, so the labels of runs without the recipe read as before. Torch- and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from cifarctl.config.recipe import AUGMENT_POLICIES, LABEL_AWARE
 
 POLICY_WORDS = {"randaugment": "RandAug", "autoaugment": "AutoAug"}
+POLICIES = "data.augment (policies)"  # in a label's `varying` keys: some config has a policy
 # every recipe key a label says in its own words (the generic `key=value` parts skip them);
 # `data.augment` only when it names a policy: true / false keep their generic words
 RECIPE_KEYS = frozenset({"optim.sam_rho", "optim.schedule", "optim.min_lr", "data.cutout",
@@ -50,12 +51,24 @@ def _data_words(p: Mapping[str, str]) -> list[str]:
     return words + mixing
 
 
-def recipe_words(p: Mapping[str, str]) -> tuple[str, list[str], set[str]]:
-    """(the words after the loss's, the label's other recipe parts, the keys they name)."""
+def policies_compared(configs: Sequence[Mapping[str, str]]) -> set[str]:
+    """{POLICIES} when some of `configs` use a named policy: a label then names every
+    config's augmentation (`crop-flip` for true); without one, true / false keep their
+    generic words, as before the policies."""
+    named = any(str(c.get("data.augment", "")).lower() in AUGMENT_POLICIES for c in configs)
+    return {POLICIES} if named else set()
+
+
+def recipe_words(p: Mapping[str, str], varying: Collection[str] = ()
+                 ) -> tuple[str, list[str], set[str]]:
+    """(the words after the loss's, the label's other recipe parts, the keys they name);
+    `varying` as `groups.label_varying` gives it."""
     rho = _number(p.get("optim.sam_rho"))
     after_loss = f" +SAM ρ={rho:g}" if rho else ""
     parts = []
     data = _data_words(p)
+    if POLICIES in varying and str(p.get("data.augment", "")).lower() not in AUGMENT_POLICIES:
+        data.insert(0, "crop-flip" if str(p.get("data.augment")) == "True" else "no augment")
     if data:
         parts.append(" + ".join(data))
     if p.get("optim.schedule") == "cosine":
@@ -66,7 +79,7 @@ def recipe_words(p: Mapping[str, str]) -> tuple[str, list[str], set[str]]:
         parts.append("label-aware LS")
     elif _number(smoothing):
         parts.append(f"LS ε={_number(smoothing):g}")
-    named = set(RECIPE_KEYS)  # named here, or at their defaults: never `key=value` parts
-    if str(p.get("data.augment", "")).lower() in AUGMENT_POLICIES:
+    named = set(RECIPE_KEYS) | {POLICIES}  # named here or at their defaults: no `key=value`
+    if POLICIES in varying or str(p.get("data.augment", "")).lower() in AUGMENT_POLICIES:
         named.add("data.augment")
     return after_loss, parts, named
