@@ -80,7 +80,7 @@ def test_a_batch_mixes_with_mix_prob_and_both_methods_take_turns():
         else:  # CutMix's lambda is a share of the 64 pixels; mixup's is any Beta draw
             kinds.append("cutmix" if (lam * 64).is_integer() else "mixup")
     counts = {k: kinds.count(k) for k in ("none", "mixup", "cutmix")}
-    assert 160 < counts["none"] < 240 and 60 < counts["mixup"] < 140 and 60 < counts["cutmix"]
+    assert 160 < counts["none"] < 240 and 60 < counts["mixup"] < 140 and counts["cutmix"] > 60
 
 
 def test_training_accuracy_of_mixed_targets_is_lambda_weighted():
