@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import write_synthetic
+from run_helpers import InterruptAt, write_synthetic
 from torch import nn
 
 from cifarctl.checkpoint import load_checkpoint
@@ -166,6 +166,28 @@ def test_fused_sam_runs_end_where_separate_runs_end(tiny, data_home, tmp_path):
         wf = load_checkpoint(f.checkpoint_dir / "last.pt")["model"]
         diff = torch.cat([(wa[k] - wf[k]).flatten() for k in wa]).norm()
         assert diff <= 1e-4 * torch.cat([wa[k].flatten() for k in wa]).norm()
+
+
+def test_ctrl_c_mid_epoch_and_resume_with_the_recipe_is_exact(tiny, data_home, tmp_path):
+    """Stopped at step 3 of epoch 2 and resumed: the policy's, Cutout's and mixing's draws of
+    the rest of that epoch are the ones an uninterrupted run makes (they depend on (seed,
+    epoch) only), so both end with the same weights."""
+    cfg = load_config(None, {**RECIPE, "data.dataset": str(tiny), "optim.epochs": 2})
+    straight = train(cfg, tracker=NullTracker(), checkpoint_root=tmp_path / "a")
+    stopped = train(cfg, tracker=NullTracker(), reporter=InterruptAt(1, 3),
+                    checkpoint_root=tmp_path / "b")
+    assert stopped.status == "KILLED"
+    cfg2, state = load_resume(stopped.run_id, tmp_path / "b")
+    assert state.steps_done == 3
+    tracker = NullTracker()
+    tracker.run_id = stopped.run_id
+    resumed = train(cfg2, tracker=tracker, checkpoint_root=tmp_path / "b", resume=state)
+    assert resumed.history[-1]["train_acc"] == pytest.approx(straight.history[-1]["train_acc"],
+                                                             abs=1e-6)
+    wa = load_checkpoint(straight.checkpoint_dir / "last.pt")["model"]
+    wb = load_checkpoint(resumed.checkpoint_dir / "last.pt")["model"]
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-6, atol=1e-6, msg=name)
 
 
 @pytest.mark.slow
