@@ -11,6 +11,8 @@ protocol's augmentation (SPEC 2: random crop with 4-pixel zero padding, horizont
 is one gather per batch. There is no per-image Python, no PIL and no worker process.
 Order and augmentation are a pure function of (seed, epoch) through explicit
 `torch.Generator`s, so a run resumed at epoch k sees exactly the batches it would have.
+The recipe's stages (issue 19) hook in after crop + flip: a policy and Cutout
+(`cifarctl.data.augment`), and after normalising, mixup / CutMix (`cifarctl.data.mix`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ where their defaults and validation live; `factory` builds one from a section or
 
 Reduction, for every loss: sum_i w_{y_i} l_i / N, the batch mean of weighted per-example losses
 (Cui et al. 2019's convention). `nn.CrossEntropyLoss(weight=w)` divides by sum_i w_{y_i}
-instead, so it differs from ours whenever the weights are not all ones.
+instead, so it differs from ours whenever the weights are not all ones. Every loss also takes
+mixup / CutMix targets (`cifarctl.data.mix`) and, with `loss.smoothing`, smooths its labels
+(`cifarctl.losses.smoothing`).
 """
 
 import torch
