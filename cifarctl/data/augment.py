@@ -111,7 +111,7 @@ def apply_op(x: torch.Tensor, name: str, mag: float) -> torch.Tensor:
         shift = [int(mag), 0] if name == "TranslateX" else [0, int(mag)]
         return F.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
                         interpolation=nearest, fill=None)
-    colour = {"Rotate": lambda: F.rotate(x, angle=mag, interpolation=nearest, fill=None),
+    others = {"Rotate": lambda: F.rotate(x, angle=mag, interpolation=nearest, fill=None),
               "Brightness": lambda: F.adjust_brightness(x, brightness_factor=1.0 + mag),
               "Color": lambda: F.adjust_saturation(x, saturation_factor=1.0 + mag),
               "Contrast": lambda: F.adjust_contrast(x, contrast_factor=1.0 + mag),
@@ -120,7 +120,7 @@ def apply_op(x: torch.Tensor, name: str, mag: float) -> torch.Tensor:
               "Solarize": lambda: F.solarize(x, threshold=255.0 * mag),
               "AutoContrast": lambda: F.autocontrast(x), "Equalize": lambda: F.equalize(x),
               "Invert": lambda: F.invert(x)}
-    return colour[name]()
+    return others[name]()
 
 
 @functools.lru_cache(maxsize=16)
