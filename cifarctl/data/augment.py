@@ -229,25 +229,31 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
 
 
 def policy_chunks(policy: Callable[[torch.Tensor], torch.Tensor],
-                  batches: Iterator[tuple[torch.Tensor, Any]], batch_size: int
-                  ) -> Iterator[tuple[torch.Tensor, Any]]:
+                  batches: Iterator[tuple[torch.Tensor, Any]], batch_size: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, Any]]:
     """`(x, rest)` batches with `policy` applied to x, over CHUNK_IMAGES images at a time.
 
     A group's op costs about the same for 5 images as for 50 (dispatch, not pixels): on the
     CPU here a RandAugment stage took 75 us an image in batches of 128 and 25 in chunks of
     2,048. The draws stay a pure function of (seed, epoch): chunks are always the same
-    batches, whether an epoch runs whole or resumes mid-way (its first batches recomputed)."""
+    batches, whether an epoch runs whole or resumes mid-way (its first batches recomputed).
+    A chunk (its batches' crop + flip included) is made on one CPU thread (`one_cpu_thread`)."""
     per_chunk = max(1, CHUNK_IMAGES // batch_size)
-    while chunk := list(itertools.islice(batches, per_chunk)):
-        xs = policy(torch.cat([x for x, _ in chunk]))
+    while True:
+        with one_cpu_thread(device):
+            chunk = list(itertools.islice(batches, per_chunk))
+            if not chunk:
+                return
+            xs = policy(torch.cat([x for x, _ in chunk]))
         yield from zip(xs.split([len(x) for x, _ in chunk]), (rest for _, rest in chunk))
 
 
 @contextmanager
 def one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """On the CPU, one intra-op thread for the groups' small ops (tens of images each): on
-    the project's 2 shared cores, two threads made a RandAugment epoch 3-10x slower (each
-    op waits for the other core; BENCHMARKS.md). The training step keeps its threads."""
+    """On the CPU, one intra-op thread for a policy's many small ops (a group is tens to
+    hundreds of images): on the project's 2 shared cores, two threads made a RandAugment
+    epoch 3-10x slower (each op waits for the other, busy core; BENCHMARKS.md). The training
+    step keeps its threads."""
     if device.type != "cpu" or torch.get_num_threads() == 1:
         yield
         return
@@ -293,9 +299,8 @@ def epoch_policy(spec: bool | AugmentSpec, seed: int, epoch: int, device: torch.
         stages = (randaugment_stages(rng, b, spec.n, spec.m, h, w)
                   if spec.policy == "randaugment"
                   else autoaugment_stages(rng, b, h, w) if spec.policy == "autoaugment" else [])
-        with one_cpu_thread(x.device):
-            for codes, variants in stages:
-                x = apply_grouped(x, codes, variants)
+        for codes, variants in stages:
+            x = apply_grouped(x, codes, variants)
         return cutout(x, spec.cutout, holes) if spec.cutout else x
 
     return augment

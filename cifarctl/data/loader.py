@@ -138,7 +138,7 @@ class DeviceLoader:
         # Cutout after crop + flip (`data.augment`), mixing after normalising (`data.mix`)
         policy = epoch_policy(self.augment, self.seed, epoch, self.device)
         if policy is not None:
-            batches = policy_chunks(policy, batches, self.batch_size)
+            batches = policy_chunks(policy, batches, self.batch_size, self.device)
         mix = BatchMixer(self.mix, seed=self.seed, epoch=epoch, device=self.device) \
             if self.mix is not None else None
         for x, idx in batches:
