@@ -17,10 +17,11 @@ first dimension: the norm, and so e, is each member's own, over its slices only,
 rho (0 for a member without SAM: its second gradient is its first).
 
 BatchNorm statistics are updated once per step, in the first pass at w: the second pass
-normalises with its own batch statistics but leaves the running averages (and their counter)
-alone, as davda54/sam's `example/utility/bypass_bn.py` (`disable_running_stats`) does. (The
-long-tail repositories, val-iisc/Saddle-LongTail and wang22ti/DDC, leave them on for both
-passes; the first pass's statistics are those of the weights being trained.)
+normalises with its own batch statistics but leaves the running averages alone, as
+davda54/sam's `example/utility/bypass_bn.py` (`disable_running_stats`) does. (It sets the
+momentum to 0, which still counts the batch in `num_batches_tracked`; here the counter moves
+once per step too. The long-tail repositories, val-iisc/Saddle-LongTail and wang22ti/DDC,
+update the statistics in both passes; the first pass's are those of the weights trained.)
 """
 
 from __future__ import annotations
