@@ -8,7 +8,8 @@
 # 2. throughput table on CUDA, eager: (a) reference loop, (b) cifarctl engine, (c) fused
 #    K = 1, 2, 4, 8, 16 (the fused scaling, with peak memory)     -> throughput_eager.json
 # 3. the same compiled (torch.compile): (b) and fused K = 8        -> throughput_compiled.json
-#    and the data pipeline alone: DeviceLoader vs torchvision DataLoader -> loader.json
+#    and the data pipeline alone: DeviceLoader vs torchvision DataLoader, crop-flip and
+#    RandAugment -> loader.json
 # 4. time permitting, one real long-tailed run: resnet32, LT-100, the published protocol
 #    (experiments/resnet32-lt100-ce.yaml, 200 epochs) on the real JPEG CIFAR-10 named by
 #    $CIFARCTL_REAL_DATA (or a second argument), stopped at the time budget -> lt100.json
@@ -61,14 +62,16 @@ if [ $SMOKE = 1 ]; then
   DEVICE=cpu
   BENCH=(--model vanillacnn --batch-size 16 --warmup 1 --windows 2 --steps 1)
   KS=1,2; KC=2; COMPILE_LIMIT=300
-  LOADER=(--epochs 1 --images 2000 --workers 1)
+  LOADER=(--epochs 1 --images 500 --workers 1 --policies crop-flip,randaugment)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset synthetic --set model.name=vanillacnn
       --set optim.epochs=1 --set optim.batch_size=64 --set optim.warmup=0)
 else
   DEVICE=cuda
   BENCH=(--warmup 5 --windows 5 --steps 20)
   KS=1,2,4,8,16; KC=8; COMPILE_LIMIT=150
-  LOADER=(--epochs 3)
+  # crop-flip and RandAugment (issue 19) on 10,000 images: the PIL side of RandAugment is
+  # what takes the time (about 4 s an epoch with 2 workers)
+  LOADER=(--epochs 3 --images 10000 --policies crop-flip,randaugment)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset "$DATA")
 fi
 

@@ -14,7 +14,9 @@ process, three ways to train it (issue 8):
       augmentation, no host sync in the step; channels_last; bf16 autocast on CUDA), the
       model, loss and optimizer built as `cifarctl train` builds them;
   (c) fused K: K such runs (seeds 0..K-1) as one fused model (`cifarctl.fused`), images/s
-      summed over the members.
+      summed over the members;
+  (d) with `--only ...,d`: (b) with sharpness-aware minimisation (`cifarctl.sam`, `--sam-rho`):
+      two forward and backward passes a step, so about half (b)'s rate (issue 19).
 Each is warmed up (`--warmup` steps: DataLoader workers, cuDNN autotuning, compilation), then
 timed over `--windows` windows of `--steps` steps, with the device synchronised at each
 window's end; the median window counts. Prints a table and one JSON line (also `--json`),
@@ -109,8 +111,9 @@ def reference(data: Any, args: argparse.Namespace, device: torch.device) -> Call
 # ---- (b) and (c): cifarctl -----------------------------------------------------------------
 
 def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
-                 members: int | None) -> Callable[[int], None]:
-    """`train_steps` on one model (`members` None) or a fused group of `members` models."""
+                 members: int | None, sam_rho: float = 0.0) -> Callable[[int], None]:
+    """`train_steps` on one model (`members` None) or a fused group of `members` models;
+    with `sam_rho`, every step is SAM's two passes (`cifarctl.sam`)."""
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import TrainSums, train_steps
     from cifarctl.fused.data import FusedBatches
@@ -143,6 +146,11 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
         loss_fn, source = FusedLoss(losses), FusedBatches(loaders)
     model = fast_layout(model, device)  # as training.train does
     step_model = torch.compile(model) if args.compile else model
+    sam = None
+    if sam_rho:
+        from cifarctl.sam import Sam
+
+        sam = Sam(model, [sam_rho] * (members or 1))
     batches = endless(source.epoch)
     lr = (0.1 if members is None
           else torch.full((members,), 0.1, dtype=torch.float64, device=device))
@@ -150,7 +158,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
     def run_steps(n: int) -> None:
         sums = TrainSums.zeros(device) if members is None else zero_sums(members, device)
         train_steps(step_model, itertools.islice(batches, n), loss_fn, optimizer,
-                    lr_for_step=lambda step: lr, sums=sums)
+                    lr_for_step=lambda step: lr, sums=sums, sam=sam)
 
     return run_steps
 
@@ -225,7 +233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--ks", default="4,8,16", help="fused group sizes, e.g. 1,2,4,8,16; "
                         "empty for none")
-    parser.add_argument("--only", default="a,b,c", help="which of a,b,c to run")
+    parser.add_argument("--only", default="a,b,c", help="which of a,b,c,d to run (d: (b) "
+                        "with SAM, two passes a step)")
+    parser.add_argument("--sam-rho", type=float, default=0.05, help="SAM's rho in (d)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--windows", type=int, default=5, help="timed windows (median)")
     parser.add_argument("--steps", type=int, default=5, help="steps per window")
@@ -256,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "c" in only:
         ways += [(f"c fused K={k}", lambda k=k: cifarctl_run(data, args, device, k), k * batch)
                  for k in ks]
+    if "d" in only:
+        ways.append((f"d cifarctl engine + SAM (rho {args.sam_rho:g})",
+                     lambda: cifarctl_run(data, args, device, None, args.sam_rho), batch))
     results = (measure_interleaved(ways, args, device) if args.interleave
                else [measure(way, args, device) for way in ways])
     base = results[0] if "a" in only else None
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.interleave:
                 r["paired_ratio_to_a"] = round(paired_ratio(r["window_images_per_s"],
                                                             base["window_images_per_s"]), 2)
-        if single and r["name"].startswith("c"):
+        if single and r["name"].startswith(("c", "d")):
             r["ratio_to_b"] = round(r["images_per_s"] / single["images_per_s"], 2)
     for r in results:
         r["images_per_s"] = round(r["images_per_s"], 1)

@@ -13,10 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cifarctl.data.mix import hits
+
+if TYPE_CHECKING:
+    from cifarctl.sam import Sam
 
 
 def autocast_for(device: torch.device):
@@ -63,11 +69,14 @@ def train_steps(
     sums: TrainSums,
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[TrainSums], None] | None = None,
+    sam: Sam | None = None,
 ) -> TrainSums:
     """Train over `batches` (the rest of an epoch), accumulating into `sums` in place.
 
     Stops early, at a step boundary, when `should_stop()` turns true (Ctrl-C / SIGTERM), so
-    the state can be checkpointed exactly and resumed from `sums.steps_done`.
+    the state can be checkpointed exactly and resumed from `sums.steps_done`. With `sam`
+    (`cifarctl.sam`), each step takes its gradient at SAM's ascent point; the loss and
+    accuracy summed are the first pass's, at the weights being trained.
     """
     model.train()
     device = sums.loss_sum.device
@@ -77,25 +86,32 @@ def train_steps(
         lr = lr_for_step(sums.steps_done)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast_for(device):
-            logits = model(x)  # (B, C)
-            loss = loss_fn(logits.float(), y)
+        logits, loss = _forward(model, loss_fn, x, y, device)  # (B, C), ()
         optimizer.zero_grad(set_to_none=True)
         # A fused group of K models (issue 8) gives logits (B, C, K), labels (B, K), one loss
         # per member (K,) and sums of shape (K,); its members share no parameters, so the
         # gradient of the summed loss is each member's own. For one model .sum() is a no-op.
         loss.sum().backward()
+        if sam is not None:  # the gradient at w + e replaces it (issue 19)
+            sam.regrad(lambda x=x, y=y: _forward(model, loss_fn, x, y, device)[1].sum())
         optimizer.step()
         with torch.no_grad():
             n = y.shape[0]
             sums.loss_sum += loss.detach() * n
-            sums.correct += (logits.argmax(dim=1) == y).sum(0)
+            sums.correct += hits(logits, y).sum(0)  # lambda-weighted for mixed targets
             sums.seen += n
             sums.nonfinite |= ~torch.isfinite(loss.detach())
         sums.steps_done += 1
         if on_step is not None:
             on_step(sums)
     return sums
+
+
+def _forward(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    with autocast_for(device):
+        logits = model(x)  # (B, C)
+        return logits, loss_fn(logits.float(), y)
 
 
 @dataclass

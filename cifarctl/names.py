@@ -53,6 +53,7 @@ def default_run_name(cfg: RunConfig) -> str:
     if cfg.loss.drw_epoch is not None:
         parts.append(f"drw{cfg.loss.drw_epoch}")
     parts += _issue18_parts(cfg)
+    parts += recipe_name_parts(cfg)
     if cfg.data.imbalance > 1:
         profile = "lt" if cfg.data.imbalance_type == "exp" else "step"
         parts.append(f"{profile}{cfg.data.imbalance:g}")
@@ -78,6 +79,30 @@ def _issue18_parts(cfg: RunConfig) -> list[str]:
         parts.append("clf" if cfg.optim.train == "classifier" else "ft")
     parts += ["reinit"] if cfg.model.reinit_classifier else []
     parts += [f"maxnorm{cfg.optim.max_norm:g}"] if cfg.optim.max_norm is not None else []
+    return parts
+
+
+def recipe_name_parts(cfg: RunConfig) -> list[str]:
+    """The modern recipe's settings away from their defaults, as run-name parts (issue 19):
+    `sam0.05`, `randaug` / `autoaug`, `cutout16`, `mixup1`, `cutmix1`, `cos`, `ls0.1` / `las`.
+    A config that leaves them at their defaults gets none, so its name is what it was."""
+    d, o, loss = cfg.data, cfg.optim, cfg.loss
+    parts = [f"sam{o.sam_rho:g}"] if o.sam_rho else []
+    if d.augment == "randaugment":
+        parts.append("randaug" if (d.randaugment_n, d.randaugment_m) == (2, 9)
+                     else f"randaug{d.randaugment_n}m{d.randaugment_m}")
+    elif d.augment == "autoaugment":
+        parts.append("autoaug")
+    parts += [f"{name}{value:g}" for name, value in (("cutout", d.cutout),
+              ("mixup", d.mixup_alpha), ("cutmix", d.cutmix_alpha)) if value]
+    if (d.mixup_alpha or d.cutmix_alpha) and d.mix_prob != 1:
+        parts.append(f"p{d.mix_prob:g}")
+    if o.schedule == "cosine":
+        parts.append("cos" + (f"{o.min_lr:g}" if o.min_lr else ""))
+    if loss.smoothing == "label-aware":
+        parts.append("las")
+    elif loss.smoothing:
+        parts.append(f"ls{loss.smoothing:g}")
     return parts
 
 

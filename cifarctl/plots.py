@@ -51,12 +51,16 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     x counts epochs from 1, as the terminal does: each entry's `epoch` (the 0-based step
     MLflow logs it at; else its position) plus one. A split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
+    A history with `lr` gets a third panel, the schedule (warm-up, steps or cosine).
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(10, 4)
-    loss_ax, acc_ax = fig.subplots(1, 2)
+    with_lr = any("lr" in entry for entry in history)
+    fig = _figure(15 if with_lr else 10, 4)
+    loss_ax, acc_ax, *lr_ax = fig.subplots(1, 3 if with_lr else 2)
     epochs = [entry.get("epoch", i) + 1 for i, entry in enumerate(history)]
+    if with_lr:
+        _lr_panel(lr_ax[0], epochs, history)
     for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
         plotted = False
         for split in SPLITS:
@@ -78,6 +82,14 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
             _empty(ax, f"no {label} recorded")
     _percent_axis(acc_ax)
     return fig
+
+
+def _lr_panel(ax: Axes, epochs: Sequence[int], history: Sequence[Mapping[str, float]]) -> None:
+    """The learning rate each epoch ended with (its last step's: `lr` as runs log it)."""
+    ax.plot(epochs, [float(entry.get("lr", math.nan)) for entry in history], marker="o",
+            markersize=3, color="gray")
+    ax.set(title="learning rate (last step of each epoch)", xlabel="epoch", ylabel="lr")
+    ax.grid(alpha=0.3)
 
 
 def _percent(value: float) -> str:

@@ -95,7 +95,9 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     compiled = json.loads((out / "throughput_compiled.json").read_text())
     assert compiled["compile"] is True and len(compiled["results"]) == 2
     loader = json.loads((out / "loader.json").read_text())
-    assert loader["images"] == 2000 and loader["ratio"] > 0
+    assert loader["images"] == 500 and loader["ratio"] > 0
+    assert [p["policy"] for p in loader["policies"]] == ["crop-flip", "randaugment"]
+    assert all(p["ratio"] > 0 for p in loader["policies"])
     lt = json.loads((out / "lt100.json").read_text())
     assert lt["status"] == "FINISHED" and lt["epochs_done"] == 1
     assert 0 <= lt["final_test_acc"] <= 1 and lt["projected_total_s"] > 0

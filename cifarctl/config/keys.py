@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from cifarctl.config.recipe import normalize_recipe
 from cifarctl.config.sections import SECTIONS, LossSection, RunConfig
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -173,6 +174,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    normalize_recipe(cfg)  # `data.augment: crop-flip` is True, as logged before policies
     for key, value in cfg.to_flat().items():  # inf passes every `>= 0`; nan passes none
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):

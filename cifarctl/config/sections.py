@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cifarctl.config.recipe import recipe_data_checks, recipe_loss_checks, recipe_optim_checks
+
 
 def _f(default: Any, help: str, *, later: bool = False) -> Any:
     """A dataclass field carrying its help text (`config keys`, the README) and whether it
@@ -51,13 +53,31 @@ class DataSection:
     val_per_class: int | None = _f(None, "images per class held out for model selection, before "
                                    "the long-tail subsampling; default 500 (balanced) or 0 "
                                    "(long-tailed, so the published counts hold)")
-    augment: bool = _f(True, "random crop (4-pixel padding) + horizontal flip, the published "
-                       "protocol (Cui et al., Cao et al.)")
+    augment: bool | str = _f(True, "augmentation policy: `crop-flip` (= true: random crop with "
+                             "4-pixel padding + horizontal flip, the published protocol of Cui et "
+                             "al., Cao et al.), `none` (= false), or crop-flip followed by "
+                             "`autoaugment` (Cubuk et al. 2019, CIFAR-10 policy) or `randaugment` "
+                             "(Cubuk et al. 2020)")
     # class-aware sampling (issue 18): cifarctl.data.samplers
     sampler: str = _f("instance", "training batches: `instance` (each image once an epoch), "
                       "`class-balanced` (each class equally likely) or `sqrt` (class c with "
                       "probability proportional to sqrt(n_c)), drawn with replacement (Kang "
                       "et al. 2020)", later=True)
+    # the modern recipe (issue 19): policies' dials, Cutout, mixup / CutMix
+    randaugment_n: int = _f(2, "RandAugment: operations per image (N; torchvision's default)",
+                            later=True)
+    randaugment_m: int = _f(9, "RandAugment: magnitude bin M of 0..30 (torchvision's 31 bins "
+                            "and default)", later=True)
+    cutout: int = _f(0, "Cutout after the policy: a square of this many pixels zeroed at a "
+                     "random centre, clipped at the border (DeVries & Taylor 2017: 16); 0 = off",
+                     later=True)
+    mixup_alpha: float = _f(0.0, "mixup (Zhang et al. 2018): lambda ~ Beta(alpha, alpha) per "
+                            "batch (MiSLAS: 1); 0 = off", later=True)
+    cutmix_alpha: float = _f(0.0, "CutMix (Yun et al. 2019): lambda ~ Beta(alpha, alpha), a box "
+                             "of area 1 - lambda pasted per batch (their CIFAR: 1); 0 = off",
+                             later=True)
+    mix_prob: float = _f(1.0, "probability that a batch is mixed when mixup or CutMix is on (with "
+                         "both on, each mixed batch picks one with probability 1/2)", later=True)
 
     def checks(self) -> list[Check]:
         from cifarctl.config.rules import SAMPLERS
@@ -71,6 +91,7 @@ class DataSection:
              f"data.imbalance_type must be 'exp' or 'step', got {self.imbalance_type!r}"),
             (self.val_per_class is None or self.val_per_class >= 0,
              f"data.val_per_class must be >= 0, got {self.val_per_class}"),
+            *recipe_data_checks(self),
         ]
 
 
@@ -95,6 +116,13 @@ class OptimSection:
                                 "class's classifier weights are projected onto ||w_c|| <= "
                                 "min + max_norm * (max - min) of the norms at the start (their "
                                 "code: 0.1); none = off", later=True)
+    # the modern recipe (issue 19): sharpness-aware minimisation, cosine schedule
+    sam_rho: float = _f(0.0, "SAM (Foret et al. 2021): radius of the ascent step rho * g / ||g|| "
+                        "(Rangwani et al. 2022: 0.5-0.8, Wang et al. 2023: 0.1-0.4); 0 = off",
+                        later=True)
+    schedule: str = _f("step", "learning-rate schedule after the warm-up: `step` (x `decay` at "
+                       "`steps`) or `cosine` (down to `min_lr` at the last step)", later=True)
+    min_lr: float = _f(0.0, "cosine schedule: the learning rate it ends at", later=True)
 
     @property
     def decay_factors(self) -> list[float]:
@@ -124,6 +152,7 @@ class OptimSection:
              f"optim.train must be all or classifier, got {self.train!r}"),
             (self.max_norm is None or self.max_norm >= 0,
              f"optim.max_norm must be >= 0, got {self.max_norm}"),
+            *recipe_optim_checks(self),
         ]
 
 
@@ -140,6 +169,15 @@ class LossSection:
     # logit-adjusted losses (issue 18): cifarctl.losses.adjusted
     tau: float = _f(1.0, "logit adjustment: `la` trains on z_c + tau log(pi_c) (Menon et al. "
                     "2021), `vs` adds iota_c = tau log(pi_c) (Kini et al. 2021)", later=True)
+    # the modern recipe (issue 19): label smoothing, MiSLAS's label-aware smoothing
+    smoothing: float | str = _f(0.0, "label smoothing of the softmax losses: eps in [0, 1), or "
+                                "`label-aware` (MiSLAS, Zhong et al. 2021: per class, from "
+                                "`smoothing_head` for the most frequent to `smoothing_tail` for "
+                                "the rarest); 0 = off", later=True)
+    smoothing_head: float = _f(0.3, "label-aware smoothing of the most frequent class (MiSLAS, "
+                               "CIFAR-10 LT-100: 0.3; LT-10: 0.1)", later=True)
+    smoothing_tail: float = _f(0.0, "label-aware smoothing of the rarest class (MiSLAS: 0.0)",
+                               later=True)
 
     def checks(self) -> list[Check]:
         return [
@@ -152,6 +190,7 @@ class LossSection:
             (self.max_m > 0, f"loss.max_m must be > 0, got {self.max_m}"),
             (self.s > 0, f"loss.s must be > 0, got {self.s}"),
             (self.tau >= 0, f"loss.tau must be >= 0, got {self.tau}"),
+            *recipe_loss_checks(self),
         ]
 
 
@@ -238,7 +277,8 @@ class RunConfig:
         from cifarctl.schedule import schedule_warnings
 
         o = self.optim
-        return schedule_warnings(epochs=o.epochs, warmup=o.warmup, milestones=o.steps)
+        milestones = o.steps if o.schedule == "step" else []  # cosine has none
+        return schedule_warnings(epochs=o.epochs, warmup=o.warmup, milestones=milestones)
 
 
 def default_classifier(loss: str) -> str:

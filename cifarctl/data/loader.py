@@ -11,6 +11,8 @@ protocol's augmentation (SPEC 2: random crop with 4-pixel zero padding, horizont
 is one gather per batch. There is no per-image Python, no PIL and no worker process.
 Order and augmentation are a pure function of (seed, epoch) through explicit
 `torch.Generator`s, so a run resumed at epoch k sees exactly the batches it would have.
+The recipe's stages (issue 19) hook in after crop + flip: a policy and Cutout
+(`cifarctl.data.augment`), and after normalising, mixup / CutMix (`cifarctl.data.mix`).
 """
 
 from __future__ import annotations
@@ -22,26 +24,21 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from cifarctl.data.augment import AugmentSpec, epoch_policy, policy_chunks
+from cifarctl.data.mix import BatchMixer, MixSpec
+from cifarctl.data.streams import AUGMENT, ORDER, device_generator
+
 # CIFAR-10 per-channel statistics of the training set (SPEC 2 protocol).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 PAD = 4  # pixels of zero padding before the random 32x32 crop (SPEC 2)
 
-_ORDER, _AUGMENT = 0, 1  # generator streams: shuffling and augmentation draw independently
-
-
-def _generator(seed: int, epoch: int, stream: int, device: torch.device) -> torch.Generator:
-    # SeedSequence mixes (seed, epoch, stream) into well-separated seeds, so (seed 0, epoch 1)
-    # and (seed 1, epoch 0) do not collide as they would with seed + epoch.
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device).manual_seed(int(state) & (2**63 - 1))
-
-
 def epoch_permutation(n: int, seed: int, epoch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """The shuffled order of `n` items in `epoch`: (n,) int64 on `device`."""
     device = torch.device(device)
-    return torch.randperm(n, generator=_generator(seed, epoch, _ORDER, device), device=device)
+    return torch.randperm(n, generator=device_generator(seed, epoch, ORDER, device),
+                          device=device)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -84,9 +81,10 @@ class DeviceLoader:
     """Batches of one split, held on `device` as uint8 NCHW (ARCHITECTURE.md, "Data")."""
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
-                 batch_size: int, shuffle: bool = True, augment: bool = False,
+                 batch_size: int, shuffle: bool = True, augment: bool | AugmentSpec = False,
                  drop_last: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu", sampler: str = "instance") -> None:
+                 device: torch.device | str = "cpu", sampler: str = "instance",
+                 mix: MixSpec | None = None) -> None:
         self.device = torch.device(device)
         images = torch.as_tensor(images)                      # (N, 32, 32, 3) uint8
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -100,11 +98,12 @@ class DeviceLoader:
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last, self.seed = drop_last, seed
         self.sampler = sampler  # `data.sampler`: instance (shuffle), class-balanced or sqrt
+        self.mix = mix  # mixup / CutMix after normalising (`data.mix`); None: labels as they are
         self.rows: torch.Tensor | None = None  # (n,) rows of `images` this split uses; None: all
 
     def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
-               augment: bool, drop_last: bool, seed: int,
-               sampler: str = "instance") -> DeviceLoader:
+               augment: bool | AugmentSpec, drop_last: bool, seed: int,
+               sampler: str = "instance", mix: MixSpec | None = None) -> DeviceLoader:
         """A loader over `rows` of this one's images, sharing its device memory (no copy).
 
             val = every_image.subset(splits.val_idx, batch_size=1024, shuffle=False, ...)
@@ -121,7 +120,7 @@ class DeviceLoader:
         view = copy.copy(self)
         view.rows = rows if self.rows is None else self.rows[rows]
         view.batch_size, view.shuffle, view.augment = batch_size, shuffle, augment
-        view.drop_last, view.seed, view.sampler = drop_last, seed, sampler
+        view.drop_last, view.seed, view.sampler, view.mix = drop_last, seed, sampler, mix
         return view
 
     @property
@@ -134,24 +133,39 @@ class DeviceLoader:
         return full if self.drop_last or rest == 0 else full + 1
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device."""
+        """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device;
+        with mixing, y is (B, 3) float64 mixed targets (`cifarctl.data.mix`)."""
+        batches = self._cropped(epoch)                             # (x uint8, rows) each
+        # the recipe's stages (issue 19), each drawing from its own stream: a policy and
+        # Cutout after crop + flip (`data.augment`), mixing after normalising (`data.mix`)
+        policy = epoch_policy(self.augment, self.seed, epoch, self.device)
+        if policy is not None:
+            batches = policy_chunks(policy, batches, self.batch_size, self.device)
+        mix = BatchMixer(self.mix, seed=self.seed, epoch=epoch, device=self.device) \
+            if self.mix is not None else None
+        for x, idx in batches:
+            x, y = normalize(x), self.labels[idx]
+            yield mix(x, y) if mix is not None else (x, y)
+
+    def _cropped(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each batch's uint8 images (B, 3, 32, 32), cropped and flipped when augmenting,
+        and their rows (B,)."""
         n = self.num_samples
         if self.sampler != "instance":  # class-aware sampling (issue 18): data.samplers
             from cifarctl.data.samplers import sampled_order
 
             labels = self.labels if self.rows is None else self.labels[self.rows]  # (n,)
             order = sampled_order(labels, self.sampler,
-                                  _generator(self.seed, epoch, _ORDER, self.device))
+                                  device_generator(self.seed, epoch, ORDER, self.device))
         elif self.shuffle:
             order = epoch_permutation(n, self.seed, epoch, self.device)
         else:
             order = torch.arange(n, device=self.device)
-        augment_rng = _generator(self.seed, epoch, _AUGMENT, self.device)
+        augment_rng = device_generator(self.seed, epoch, AUGMENT, self.device)
+        crop_flip = self.augment is True or getattr(self.augment, "crop_flip", False)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.rows is not None:
                 idx = self.rows[idx]
             x = self.images[idx]                                   # (B, 3, 32, 32) uint8
-            if self.augment:
-                x = random_crop_flip(x, augment_rng)
-            yield normalize(x), self.labels[idx]
+            yield (random_crop_flip(x, augment_rng) if crop_flip else x), idx

@@ -32,7 +32,9 @@ from cifarctl.errors import UsageError
 # epoch count, hence the same steps in lockstep; one device and one (un)compiled graph.
 # Everything else may differ per member: seed (and with it the subset drawn and the validation
 # split), loss and its parameters, lr, momentum, Nesterov, weight decay, warm-up, milestones
-# and decay, model selection, experiment and run name.
+# and decay, model selection, experiment and run name; and the modern recipe (issue 19): SAM's
+# rho (each member's own norm), RandAugment's dials, Cutout, mixing (a member that does not
+# mix gets lambda-1 targets), schedule and label smoothing.
 SHARED_KEYS = ("model.name", "model.classifier", "data.dataset", "data.imbalance",
                "data.imbalance_type", "data.val_per_class", "data.augment", "optim.epochs",
                "optim.batch_size", "run.device", "run.compile")

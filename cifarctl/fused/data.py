@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from cifarctl.data.mix import unmixed_targets
+
 
 class FusedBatches:
     """K loaders with the same number of batches of the same size, read in lockstep."""
@@ -38,7 +40,10 @@ class FusedBatches:
         return len(self.loaders[0])
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x (B, K 3, H, W) float32, y (B, K) int64): member k's batch in channels 3k..3k+2."""
+        """(x (B, K 3, H, W) float32, y (B, K) int64): member k's batch in channels 3k..3k+2.
+        When a member mixes, y is (B, K, 3) mixed targets, [y, y, 1] for those that do not."""
         for batches in zip(*(loader.epoch(epoch) for loader in self.loaders)):
             xs, ys = zip(*batches)
+            if any(y.is_floating_point() for y in ys):  # some members mix (`data.mix`): all
+                ys = [y if y.is_floating_point() else unmixed_targets(y) for y in ys]
             yield torch.cat(xs, dim=1), torch.stack(ys, dim=1)

@@ -9,14 +9,18 @@ where their defaults and validation live; `factory` builds one from a section or
 
 Reduction, for every loss: sum_i w_{y_i} l_i / N, the batch mean of weighted per-example losses
 (Cui et al. 2019's convention). `nn.CrossEntropyLoss(weight=w)` divides by sum_i w_{y_i}
-instead, so it differs from ours whenever the weights are not all ones.
+instead, so it differs from ours whenever the weights are not all ones. Every loss also takes
+mixup / CutMix targets (`cifarctl.data.mix`) and, with `loss.smoothing`, smooths its labels
+(`cifarctl.losses.smoothing`).
 """
 
 import torch
 from torch import nn
 
 from cifarctl.config import LossSection
+from cifarctl.data.mix import mixed_loss
 from cifarctl.errors import UsageError
+from cifarctl.losses.smoothing import smoothed, smoothing_factors
 from cifarctl.losses.weights import cb_weights
 
 
@@ -38,6 +42,9 @@ class ClassBalancedLoss(nn.Module):
         # Kept in float64 (as computed) and cast to the compute dtype per batch.
         self.register_buffer("balanced_weight", balanced, persistent=False)
         self.register_buffer("class_weight", balanced.clone(), persistent=False)
+        # label smoothing, (C,) float64 or None (`losses.smoothing`, issue 19)
+        self.register_buffer("smoothing", smoothing_factors(class_counts, params),
+                             persistent=False)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,9 +69,13 @@ class ClassBalancedLoss(nn.Module):
         # float32 even under bf16/fp16 autocast, whose exp/log lose the small losses; float64
         # logits stay float64 (references, exact comparisons)
         x = logits if logits.dtype == torch.float64 else logits.float()   # (N, C)
-        return self.class_weight[targets].to(x.dtype) * self.unweighted(x, targets)
+        loss = (self.unweighted(x, targets) if self.smoothing is None
+                else smoothed(self.unweighted, x, targets, self.smoothing))
+        return self.class_weight[targets].to(x.dtype) * loss
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.is_floating_point():  # mixup / CutMix targets (N, 3): `data.mix`
+            return mixed_loss(self.per_example, logits, targets).mean()
         return self.per_example(logits, targets).mean()
 
     def prepare_model(self, model: nn.Module) -> set[str]:

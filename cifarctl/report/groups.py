@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError, did_you_mean
+from cifarctl.report.recipe_words import policies_compared, recipe_words
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -250,10 +251,14 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     model, dataset and any other key only when they vary across the compared `params`.
     """
     parts = []
-    handled = set()
+    # `+SAM`, `RandAug` (issue 19)
+    after_loss, recipe_parts, handled = recipe_words(params, varying)
     if "loss.name" in params:
-        parts.append(_loss_words(params, varying))
+        parts.append(_loss_words(params, varying) + after_loss)
         handled |= {k for k in params if k.startswith("loss.")}
+    elif after_loss:
+        parts.append(after_loss.strip())
+    parts += recipe_parts
     if {"data.imbalance", "data.imbalance_type"} & set(varying):
         parts.append(imbalance_label(params.get("data.imbalance"),
                                      params.get("data.imbalance_type", "exp")))
@@ -277,7 +282,7 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
     """The keys a label must name because they vary, judged among the configurations that
     use them: γ among focal-family losses, the DRW epoch (and β) among DRW configurations."""
     if not all("loss.name" in c for c in configs):  # loss keys are then plain key=value
-        return varying_keys(configs)
+        return varying_keys(configs) | policies_compared(configs)
     varying = {k for k in varying_keys(configs)
                if not k.startswith("loss.") and k not in ("model.classifier", DATA_KEY)}
     for key, users in LOSS_PARAM_USERS.items():
@@ -289,7 +294,8 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
         if varying_keys([c for c in configs if c["loss.name"] == loss]) & {"model.classifier"}:
             varying.add("model.classifier")
     drw = [c for c in configs if number(c.get("loss.drw_epoch")) is not None]
-    return varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
+    return (varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
+            | policies_compared(configs))
 
 
 def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:

@@ -12,6 +12,7 @@ This module is torch- and pandas-free.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ PROTOCOL: dict[str, object] = {
     "model.name": "resnet32", "optim.epochs": 200, "optim.batch_size": 128, "optim.lr": 0.1,
     "optim.momentum": 0.9, "optim.warmup": 5, "optim.steps": [160, 180],
     "optim.decay": [0.01, 0.01], "optim.weight_decay": 2e-4, "data.augment": True,
+    # none of the modern recipe (issue 19); a run from before these keys had none of it
+    "optim.sam_rho": 0.0, "optim.schedule": "step", "data.cutout": 0, "data.mixup_alpha": 0.0,
+    "data.cutmix_alpha": 0.0, "loss.smoothing": 0.0,
 }
 
 
@@ -99,6 +103,22 @@ def _same(value: object, wanted: object) -> bool:
     return value == wanted
 
 
+def param_matches(key: str, text: object, wanted: object) -> bool:
+    """Whether a run's logged param `text` for `key` is `wanted`; a key added later
+    (`config.later_defaults`) that the run never logged (None) counts as its default."""
+    value = _parse(text)
+    if value is None:
+        value = _later_defaults().get(key)
+    return _same(value, wanted)
+
+
+@functools.lru_cache(maxsize=1)
+def _later_defaults() -> dict[str, object]:
+    from cifarctl.config import later_defaults
+
+    return later_defaults()
+
+
 def protocol_gaps(params: Mapping[str, object]) -> list[str]:
     """The SPEC 2 protocol settings a run's params differ from; [] when it follows it.
 
@@ -109,7 +129,7 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
         value = _parse(params.get(key))
         if key == "optim.decay" and isinstance(value, (int, float)):
             value = [value] * len(PROTOCOL["optim.steps"])  # one factor for every step
-        if not _same(value, wanted):
+        if not param_matches(key, value, wanted):
             gaps.append(f"{key}={params.get(key)} (protocol: {wanted})")
     head = params.get("model.classifier")
     if params.get("loss.name") == "ldam" and resolve_classifier(head, "ldam") != "normed":

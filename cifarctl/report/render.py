@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
+from cifarctl.report.recipe_literature import RECIPE_CITATIONS
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import extra_label
@@ -104,6 +105,12 @@ def head_to_head_table(report: Report) -> TextTable:
                      f"test when seeds do not match); * = p < {ALPHA:g}.")
 
 
+# the recipes' rows (issue 19): their own protocols and sources (`report.recipe_literature`)
+RECIPE_NOTE = (" Recipe rows (SAM, AutoAugment + Cutout): runs with every setting of the "
+               "published recipe; Rangwani et al. 2022 (NeurIPS), Wang et al. 2023 (NeurIPS), "
+               "both reporting their best test epoch.")
+
+
 def literature_table(report: Report) -> TextTable:
     headers = ["config", "imbalance", "n", "our error", "published", "source", "method",
                "ours − published"]
@@ -122,17 +129,19 @@ def literature_table(report: Report) -> TextTable:
                      rows, "runs following the published protocol only (resnet32, 200 epochs, "
                      "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
-                     + later_sources(report.literature))
+                     + later_sources(report.literature)
+                     + RECIPE_NOTE * any(p.citation in RECIPE_CITATIONS
+                                         for r in report.literature for p in r.published))
 
 
 def later_sources(rows: Sequence[object]) -> str:
     """The caption's words for SPEC 4's sources among `rows` (issue 18): which they are, that
     a second stage follows the protocol when its first did, and what † means."""
-    shown = [p for r in rows for p in r.published]
+    shown = [p for r in rows for p in r.published if p.citation not in RECIPE_CITATIONS]
     sources = dict.fromkeys(p.reference for p in shown if p.citation)
     text = (" Also: " + "; ".join(sources) + ". A second stage is compared when its first "
             "stage followed the protocol.") if sources else ""
-    if any(p.test_selected for p in shown):
+    if any(p.test_selected for r in rows for p in r.published):
         text += " † the reference kept the epoch with the best test accuracy: optimistic."
     return text
 

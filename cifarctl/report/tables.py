@@ -24,6 +24,7 @@ from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
 from cifarctl.report.literature import Published, protocol_gaps, published_for
 from cifarctl.report.literature_lt import later_published, posthoc_published
+from cifarctl.report.recipe_literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -326,6 +327,11 @@ def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
     return {values[0]: tuple(values[1:]) for values in table.itertuples(index=False)}
 
 
+def _error(group: Group) -> stats.Summary:
+    """The group's top-1 test error in percent."""
+    return stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
+
+
 def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str | None]:
     """Table 3 rows for the groups whose every run follows the protocol; else a note saying
     which configuration came closest and what it changed."""
@@ -341,12 +347,18 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
     protocol_keys = [*PROTOCOL, "loss.name", "model.classifier"]  # LDAM's head is protocol
     protocol = _run_values(frame, protocol_keys)
     identity = _run_values(frame, LOSS_IDENTITY)
+    recipes = _run_values(frame, RECIPE_KEYS)  # the modern recipes' rows (issue 19)
     gaps_of = functools.lru_cache(maxsize=None)(
         lambda values: tuple(protocol_gaps(dict(zip(protocol_keys, values)))))
     # a second stage follows the protocol when its first stage did (issue 18)
     first = dict(zip(frame["run_id"], frame.get("tags.init_from", frame["run_id"])))
     for group in groups:
         run_ids = list(group.rows["run_id"])
+        recipe = recipe_published([dict(zip(RECIPE_KEYS, recipes[r])) for r in run_ids])
+        if recipe:
+            rows.append(LiteratureRow(group.label, recipe[0].profile, recipe[0].ratio,
+                                      _error(group), recipe))
+            continue
         gaps = sorted({gap for r in run_ids
                        for gap in gaps_of(protocol.get(first.get(r), protocol[r]))})
         identities = {identity[r] for r in run_ids}

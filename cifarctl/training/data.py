@@ -85,15 +85,17 @@ def run_splits(cfg: RunConfig, data: Any) -> Any:
 def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None = None
                  ) -> RunData:
     """The run's splits of `cfg.data` (from `shared`, when given, without another copy)."""
+    from cifarctl.data.augment import AugmentSpec
     from cifarctl.data.loader import normalize
+    from cifarctl.data.mix import MixSpec
 
     shared = shared or share_data(cfg.data.dataset, device)
     data, every = shared.dataset, shared.every_train
     splits = run_splits(cfg, data)
     # drop_last keeps every step's shape static (torch.compile, cudnn.benchmark).
     train = every.subset(splits.train_idx, batch_size=cfg.optim.batch_size, shuffle=True,
-                         augment=cfg.data.augment, drop_last=True, seed=cfg.run.seed,
-                         sampler=cfg.data.sampler)
+                         augment=AugmentSpec.of(cfg.data), drop_last=True, seed=cfg.run.seed,
+                         sampler=cfg.data.sampler, mix=MixSpec.of(cfg.data))
     val = (every.subset(splits.val_idx, batch_size=EVAL_BATCH, shuffle=False, augment=False,
                         drop_last=False, seed=0) if len(splits.val_idx) else None)
     probe_idx = torch.randperm(len(splits.train_idx),

@@ -35,7 +35,7 @@ from cifarctl.engine import (
     train_steps,
 )
 from cifarctl.progress import Reporter
-from cifarctl.schedule import lr_at
+from cifarctl.schedule import cosine_lr_at, lr_at
 from cifarctl.training.data import RunData
 from cifarctl.training.device import fast_layout, rng_state, set_rng_state
 from cifarctl.training.live import LiveStats
@@ -86,9 +86,23 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
 
 def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
     """The learning rate of `step` of `epoch` under `cfg`'s schedule, `steps` steps an epoch."""
+    if cfg.optim.schedule == "cosine":
+        return cosine_lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
+                            warmup=cfg.optim.warmup, epochs=cfg.optim.epochs,
+                            min_lr=cfg.optim.min_lr)
     return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
                  warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
                  factors=cfg.lr_decay_factors)
+
+
+def _sam_for(model: nn.Module, members: Sequence[Member]) -> Any:
+    """SAM over the (fused) model with each member's rho, or None when no member uses it."""
+    rhos = [m.cfg.optim.sam_rho for m in members]
+    if not any(rhos):
+        return None
+    from cifarctl.sam import Sam
+
+    return Sam(model, rhos)
 
 
 def epoch_metrics(sums: TrainSums, val: EvalCounts | None, test: EvalCounts,
@@ -131,6 +145,7 @@ class Group:
             self._test = FusedBatches([m.data.test for m in members])
             self._probe = torch.cat([m.data.probe for m in members], dim=1)  # (P, K 3, H, W)
         self.step_model = torch.compile(self.model) if self.cfg.run.compile else self.model
+        self.sam = _sam_for(self.model, members)
 
     # ---- resume and checkpoints -----------------------------------------------------------
 
@@ -232,7 +247,7 @@ class Group:
                          report_compile=first and self.step_model is not self.model)
         train_steps(self.step_model, iter_skip(self.train.epoch(epoch), first_step), self.loss,
                     self.optimizer, lr_for_step=self._lr_for_step(epoch, steps), sums=sums,
-                    should_stop=should_stop, on_step=live)
+                    should_stop=should_stop, on_step=live, sam=self.sam)
         if sums.steps_done < steps:
             return None, sums
         train_time = time.perf_counter() - t0

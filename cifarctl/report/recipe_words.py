@@ -1,0 +1,85 @@
+"""How a configuration label names the modern recipe (issue 19): `+SAM ρ=0.4`, `RandAug`, ...
+
+    recipe_words({"optim.sam_rho": "0.4", "data.augment": "randaugment", ...})
+    # (" +SAM ρ=0.4", ["RandAug"], {"optim.sam_rho", "data.augment", ...})
+
+SAM is named with the loss ("LDAM-DRW +SAM ρ=0.4"); the data side (policy, Cutout, mixing),
+the cosine schedule and label smoothing are parts of their own. Settings at their defaults
+say nothing, so the labels of runs without the recipe read as before. Torch- and pandas-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from cifarctl.config.recipe import AUGMENT_POLICIES, LABEL_AWARE
+
+POLICY_WORDS = {"randaugment": "RandAug", "autoaugment": "AutoAug"}
+POLICIES = "data.augment (policies)"  # in a label's `varying` keys: some config has a policy
+# every recipe key a label says in its own words (the generic `key=value` parts skip them);
+# `data.augment` only when it names a policy: true / false keep their generic words
+RECIPE_KEYS = frozenset({"optim.sam_rho", "optim.schedule", "optim.min_lr", "data.cutout",
+                         "data.randaugment_n", "data.randaugment_m", "data.mixup_alpha",
+                         "data.cutmix_alpha", "data.mix_prob", "loss.smoothing",
+                         "loss.smoothing_head", "loss.smoothing_tail"})
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _data_words(p: Mapping[str, str]) -> list[str]:
+    words = []
+    policy = str(p.get("data.augment", "")).lower()
+    if policy in POLICY_WORDS:
+        word = POLICY_WORDS[policy]
+        nm = (p.get("data.randaugment_n", "2"), p.get("data.randaugment_m", "9"))
+        if policy == "randaugment" and (_number(nm[0]), _number(nm[1])) != (2, 9):
+            word += f" N={_number(nm[0]):g} M={_number(nm[1]):g}"
+        words.append(word)
+    if _number(p.get("data.cutout")):
+        words.append(f"Cutout {_number(p['data.cutout']):g}")
+    mixing = [f"{name} α={_number(p[key]):g}" for name, key in
+              (("mixup", "data.mixup_alpha"), ("CutMix", "data.cutmix_alpha"))
+              if _number(p.get(key))]
+    prob = _number(p.get("data.mix_prob", "1"))
+    if mixing and prob != 1:
+        mixing[-1] += f" p={prob:g}"
+    return words + mixing
+
+
+def policies_compared(configs: Sequence[Mapping[str, str]]) -> set[str]:
+    """{POLICIES} when some of `configs` use a named policy: a label then names every
+    config's augmentation (`crop-flip` for true); without one, true / false keep their
+    generic words, as before the policies."""
+    named = any(str(c.get("data.augment", "")).lower() in AUGMENT_POLICIES for c in configs)
+    return {POLICIES} if named else set()
+
+
+def recipe_words(p: Mapping[str, str], varying: Collection[str] = ()
+                 ) -> tuple[str, list[str], set[str]]:
+    """(the words after the loss's, the label's other recipe parts, the keys they name);
+    `varying` as `groups.label_varying` gives it."""
+    rho = _number(p.get("optim.sam_rho"))
+    after_loss = f" +SAM ρ={rho:g}" if rho else ""
+    parts = []
+    data = _data_words(p)
+    if POLICIES in varying and str(p.get("data.augment", "")).lower() not in AUGMENT_POLICIES:
+        data.insert(0, "crop-flip" if str(p.get("data.augment")) == "True" else "no augment")
+    if data:
+        parts.append(" + ".join(data))
+    if p.get("optim.schedule") == "cosine":
+        low = _number(p.get("optim.min_lr"))
+        parts.append("cosine" + (f" to {low:g}" if low else ""))
+    smoothing = str(p.get("loss.smoothing", "0"))
+    if smoothing == LABEL_AWARE:
+        parts.append("label-aware LS")
+    elif _number(smoothing):
+        parts.append(f"LS ε={_number(smoothing):g}")
+    named = set(RECIPE_KEYS) | {POLICIES}  # named here or at their defaults: no `key=value`
+    if POLICIES in varying or str(p.get("data.augment", "")).lower() in AUGMENT_POLICIES:
+        named.add("data.augment")
+    return after_loss, parts, named
