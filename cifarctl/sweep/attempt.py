@@ -1,6 +1,6 @@
 """Which attempt at a Ray trial this is: a retry after a lost node resumes, and says so.
 
-    retries = begin_attempt(task)   # 0 the first time; tags the run with its node and attempt
+    retries = begin_attempt(uri, run_id, submission)  # 0 the first time; tags node, attempt
 
 Ray runs a task again, with the same arguments, when its worker or node dies
 (`ray_backend.MAX_RETRIES`). The task cannot ask Ray which attempt it is, so the run keeps
@@ -11,12 +11,7 @@ submission of the sweep, so a rerun of the sweep starts again at 1), and a retry
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RETRIES_TAG
-
-if TYPE_CHECKING:
-    from cifarctl.sweep.worker import TrialTask
 
 
 def attempt_number(tag: str, submission: str) -> int:
@@ -35,18 +30,17 @@ def ray_node() -> str | None:
         return None
 
 
-def begin_attempt(task: TrialTask) -> int:
-    """Record this attempt on the trial's run; how many attempts came before it."""
+def begin_attempt(tracking_uri: str, run_id: str, submission: str) -> int:
+    """Record this attempt at a submission on the trial's run; how many came before it."""
     from cifarctl.tracking.runstore import RunStore
 
-    store = RunStore(task.tracking_uri)
-    before = attempt_number(store.get_run(task.run_id).tags.get(ATTEMPT_TAG, ""),
-                            task.submission)
-    tags = {ATTEMPT_TAG: f"{task.submission}:{before + 1}"}
+    store = RunStore(tracking_uri)
+    before = attempt_number(store.get_run(run_id).tags.get(ATTEMPT_TAG, ""), submission)
+    tags = {ATTEMPT_TAG: f"{submission}:{before + 1}"}
     node = ray_node()
     if node:
         tags[RAY_NODE_TAG] = node
     if before:
         tags[RETRIES_TAG] = str(before)
-    store.set_tags(task.run_id, tags)
+    store.set_tags(run_id, tags)
     return before

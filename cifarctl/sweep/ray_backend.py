@@ -52,8 +52,8 @@ def store_warning(address: str | None, tracking_uri: str) -> str | None:
     where = sqlite_path(tracking_uri) or tracking_uri
     return (f"warning: trials on the Ray cluster at {address} log to {where}, a file on this "
             f"machine: every node must reach it. On a multi-node cluster run an MLflow server "
-            f"(`cifarctl server`, README \"Running on a cluster\") and pass --tracking-uri "
-            f"http://THIS-HOST:5000")
+            f"(`mlflow server --backend-store-uri sqlite:///mlflow.db --host 0.0.0.0`) and "
+            f"pass --tracking-uri http://THIS-HOST:5000")
 
 
 class Progress:
@@ -89,11 +89,11 @@ class RayExecutor:
         from cifarctl.sweep.ray_connect import connect, task_env
 
         ray = self.ray = import_ray()
+        env = task_env(tracking_uri)
+        self.owned = connect(ray, address, env=env, log_dir=log_dir)  # we started it: we stop it
         warning = store_warning(address, tracking_uri)
         if warning:
             message(warning)
-        env = task_env(tracking_uri)
-        self.owned = connect(ray, address, env=env, log_dir=log_dir)  # we started it: we stop it
         if gpus_per_trial is None:  # a whole GPU per trial where there are GPUs
             gpus_per_trial = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         self.progress = _progress_actor(ray)

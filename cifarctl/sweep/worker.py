@@ -274,7 +274,7 @@ def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
     out = []
     for task in tasks:
         try:
-            again = begin_attempt(task) > 0
+            again = begin_attempt(task.tracking_uri, task.run_id, task.submission) > 0
         except Exception:  # noqa: BLE001 - the run's own open reports a store that fails
             again = False
         if again:

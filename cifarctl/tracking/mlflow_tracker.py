@@ -43,6 +43,7 @@ from cifarctl.tracking.base import FinishOnExit, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
     artifact_root,
+    check_driver,
     check_reachable,
     resolve_tracking_uri,
     sqlite_path,
@@ -82,6 +83,7 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
     """
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
+    check_driver(uri)
     _quiet_mlflow()
     db = sqlite_path(uri)
     if db is not None:
