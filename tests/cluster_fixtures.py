@@ -1,6 +1,6 @@
 """Real services for the cluster tests: PostgreSQL, a shared MLflow server, a Ray cluster.
 
-    with postgres(tmp) as uri:                       # postgresql://postgres@127.0.0.1:PORT/mlflow
+    with postgres() as uri:                          # postgresql://postgres@127.0.0.1:PORT/mlflow
         with start_server(uri, tmp / "artifacts", port=0) as server:   # cifarctl.server
             ...
     with ray_cluster(cpus=(1, 1)) as cluster:         # ray.cluster_utils.Cluster, 2 nodes
@@ -47,30 +47,35 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres(folder: Path) -> Iterator[str]:
-    """A PostgreSQL server on a temporary data directory, bound to 127.0.0.1, with an empty
-    database `mlflow`; its URI. Stopped (immediate mode) on exit."""
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on a temporary data directory (removed after), bound to
+    127.0.0.1, with an empty database `mlflow`; its URI. Stopped (immediate mode) on exit."""
     bins = sorted(glob.glob(PG_GLOB))
     if not bins:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; "
                     ".ci/run installs it)")
     bin_dir = Path(bins[-1])
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))  # short: its socket lives here
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
     data, port = folder / "data", free_port()
-    run = lambda *cmd: subprocess.run(_as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]),  # noqa: E731
-                                      check=True, capture_output=True, text=True, timeout=60)
-    run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8")
-    run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
-        f"-k {folder} -c listen_addresses=127.0.0.1 -p {port}", "start")
+
+    def run(name: str, *args: str) -> None:
+        subprocess.run(_as_postgres([str(bin_dir / name), *args]), check=True,
+                       capture_output=True, text=True, timeout=60)
+
     try:
+        run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8")
+        run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
+            f"-k {folder} -c listen_addresses=127.0.0.1 -p {port}", "start")
         run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
-                                     "immediate", "-w", "stop"]), capture_output=True,
-                       timeout=60)
+        if data.is_dir():
+            subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
+                                         "immediate", "-w", "stop"]), capture_output=True,
+                           timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

@@ -42,18 +42,11 @@ SWEEP_TIMEOUT_S = 420
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """The URL of a shared MLflow server on PostgreSQL, with --serve-artifacts."""
-    import shutil
-    import tempfile
-
     from cifarctl.server import start_server
 
-    pg = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))  # traversable by the postgres user
-    try:
-        with postgres(pg / "db") as uri, start_server(
-                uri, tmp_path_factory.mktemp("artifacts"), port=0, workers=2) as shared:
-            yield shared.url
-    finally:
-        shutil.rmtree(pg, ignore_errors=True)
+    with postgres() as uri, start_server(uri, tmp_path_factory.mktemp("artifacts"), port=0,
+                                         workers=2) as shared:
+        yield shared.url
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +136,7 @@ def test_train_sweep_report_and_eval_through_a_server_on_postgresql(
     monkeypatch.chdir(elsewhere)  # no checkpoints here: eval fetches them from the server
     evaluated = CliRunner().invoke(app, ["eval", run.run_id, "--json"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert 0.0 <= json.loads(evaluated.output)["accuracy"] <= 1.0
+    assert 0.0 <= json.loads(evaluated.stdout)["accuracy"] <= 1.0
     assert "eval_test_acc" in RunStore(server).get_run(run.run_id).metrics
 
 

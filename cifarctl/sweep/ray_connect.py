@@ -123,15 +123,16 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
     """
     if ray.is_initialized():
         return False
-    redirect_ray_logs(log_dir)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "logging_level": "ERROR", "runtime_env": {"env_vars": env}}
     if is_local(address):
+        redirect_ray_logs(log_dir)
         ray.init(address="local", **options)
         return True
     assert address is not None
     target = resolve_address(address)
     probe(target)
+    redirect_ray_logs(log_dir)
     try:
         with bounded(timeout) as fired:
             ray.init(address=target, **options)
