@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -78,7 +77,6 @@ class CheckpointUpload:
         self.tracker = tracker
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.waited_s = 0.0  # how long training waited for uploads (the cost per epoch)
 
     @classmethod
     def of(cls, tracker: Tracker) -> CheckpointUpload | None:
@@ -112,9 +110,7 @@ class CheckpointUpload:
     def wait(self) -> None:
         """Block until the upload in flight is done; raise its error, if it failed."""
         if self.thread is not None:
-            t0 = time.perf_counter()
             self.thread.join()
-            self.waited_s += time.perf_counter() - t0
             self.thread = None
         if self.error is not None:
             error, self.error = self.error, None
