@@ -162,14 +162,31 @@ def time_out(uri: str, folder: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
-def time_server(uri: str, folder: Path, repeat: int) -> tuple[float, float]:
-    """(`report --out` from the sqlite file, the same through an MLflow server on it)."""
+def time_histories(uri: str) -> tuple[float, float]:
+    """Seconds to read every run's curves (`report`'s test_acc and test_loss histories) from
+    `uri`: one request per run and metric, and `RunStore.metric_histories`."""
+    from cifarctl.tracking.runstore import RunStore
+
+    store = RunStore(uri)
+    ids = [r.run_id for r in store.find_runs("bench")]
+    keys = ("test_acc", "test_loss")
+    t0 = time.perf_counter()
+    one_by_one = {r: {k: store.metric_history(r, k) for k in keys} for r in ids}
+    t1 = time.perf_counter()
+    assert store.metric_histories(ids, keys) == one_by_one
+    return t1 - t0, time.perf_counter() - t1
+
+
+def time_server(uri: str, folder: Path, repeat: int) -> dict[str, float]:
+    """`report --out` from the sqlite file and through an MLflow server on it, and the
+    server's curve reads alone."""
     from cifarctl.ui import start_ui
 
-    sqlite_s = time_out(uri, folder / "out-sqlite", repeat)
+    times = {"out_sqlite_s": time_out(uri, folder / "out-sqlite", repeat)}
     with start_ui(uri, port=0) as server:
-        server_s = time_out(server.url, folder / "out-server", repeat)
-    return sqlite_s, server_s
+        times["out_server_s"] = time_out(server.url, folder / "out-server", repeat)
+        times["histories_each_s"], times["histories_bulk_s"] = time_histories(server.url)
+    return times
 
 
 def main() -> None:
@@ -208,11 +225,13 @@ def main() -> None:
             ("... with --filter (MLflow reader) (s)", filter_s)]
     extra = {}
     if args.server:
-        out_sqlite, out_server = time_server(uri, folder, args.repeat)
-        rows += [("report --out, sqlite file (s)", out_sqlite),
-                 ("report --out, MLflow server (s)", out_server),
-                 ("server / sqlite", out_server / out_sqlite)]
-        extra = {"out_sqlite_s": round(out_sqlite, 3), "out_server_s": round(out_server, 3)}
+        extra = time_server(uri, folder, args.repeat)
+        rows += [("report --out, sqlite file (s)", extra["out_sqlite_s"]),
+                 ("report --out, MLflow server (s)", extra["out_server_s"]),
+                 ("server / sqlite", extra["out_server_s"] / extra["out_sqlite_s"]),
+                 ("curves over the server, per history (s)", extra["histories_each_s"]),
+                 ("curves over the server, in bulk (s)", extra["histories_bulk_s"])]
+        extra = {k: round(v, 3) for k, v in extra.items()}
     for name, value in rows:
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     print(json.dumps({"runs": args.runs, "groups": groups, "build_report_s": round(build_s, 3),
