@@ -29,6 +29,7 @@ TRIAL_OVERRIDES_TAG = "cifarctl.trial_overrides"  # JSON of the trial's grid val
 RAY_NODE_TAG = "cifarctl.ray_node"
 ATTEMPT_TAG = "cifarctl.attempt"
 RETRIES_TAG = "cifarctl.retries"
+RESUMED_EPOCH_TAG = "cifarctl.resumed_epoch"  # a sweep trial's latest resume: epoch it went on at
 KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its files to
 REPORT_KIND = "report"
 FUSED_GROUP_TAG = "fused_group"  # an id the members of one fused group share

@@ -250,9 +250,7 @@ def test_a_lost_node_s_trial_resumes_on_another_node(server, cluster, reference,
     run = store.get_run(moved)
     assert run.tags["cifarctl.retries"] == "1"
     assert run.tags["cifarctl.ray_node"] == cluster.cluster.head_node.node_id
-    key = run.tags["cifarctl.trial_key"]
-    assert f"{key} started" in output and "from epoch 1)" not in output.split(
-        f"{key} started")[-1].splitlines()[0]  # the retry resumed past epoch 1
+    assert int(run.tags["cifarctl.resumed_epoch"]) >= 2  # from its upload, not from scratch
     assert "(raylet)" not in output and "Traceback" not in output
     expected = {r.tags["cifarctl.trial_key"]: r for r in reference["runs"]}
     for r in runs:

@@ -170,12 +170,15 @@ class RayExecutor:
         self.inflight.clear()
         if self.owned:
             self.ray.shutdown()
+        else:  # a Ray instance the caller keeps: leave nothing of ours in it
+            self.ray.kill(self.progress)
 
 
 def _progress_actor(ray: Any) -> Any:
-    """The `Progress` actor, on the driver's node (a node lost with its trials keeps it)."""
+    """The `Progress` actor, on the driver's node where it can be; restarted elsewhere if its
+    node is lost (the tasks' handles stay valid, their calls are retried)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    return ray.remote(num_cpus=0)(Progress).options(
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Progress).options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.errors import CifarctlError, first_line
+from cifarctl.names import RESUMED_EPOCH_TAG
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
@@ -204,6 +205,9 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             if task.follow:
                 trackers[-1].checkpoints_follow = True
         states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
+        for tracker, state in zip(trackers, states):
+            if state is not None:  # where it went on: a rerun's, or a lost node's retry
+                tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
         cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
         for reporter, state in zip(reporters, states):
             reporter.send("started", {"pid": os.getpid(),
