@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_PIN),$(BIN)/python -m pip install --quiet $(TORCH_PIN))
 	# the ray extra lets the test suite run `sweep --backend ray` on a local Ray instance
-	# (ray[default] from PyPI: about 60 s and 380 MB on Python 3.11)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' $(TORCH_PIN)
+	# (ray[default] from PyPI: about 60 s and 380 MB on Python 3.11); the server extra,
+	# `cifarctl server` on PostgreSQL (tests/test_cluster.py)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,server]' $(TORCH_PIN)
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -13,7 +13,12 @@ logs, with `--epochs` per-epoch points per metric), then times
    Python and importing pandas and rich: what a user waits for. Without --filter the sqlite
    store is read directly (`RunStore.select`'s `tracking.sqlite_reader`); with one, through
    MLflow (importing and opening MLflow alone takes ~3 s on a 2-core machine), timed too.
+4. with `--server`: `cifarctl report --out DIR` against the sqlite file and against an MLflow
+   server on the same store (`mlflow server`, as `cifarctl ui` starts it), which reads every
+   run's curves and confusion matrix over HTTP (issue 20: within 2x of the sqlite path).
 Prints a table and one JSON line.
+
+    .venv/bin/python benchmarks/report.py --runs 300 --server
 """
 
 from __future__ import annotations
@@ -142,6 +147,48 @@ def time_cli(uri: str, fmt: str, *extra: str, repeat: int = 1) -> float:
     return statistics.median(times)
 
 
+def time_out(uri: str, folder: Path, repeat: int) -> float:
+    """Median wall seconds of `cifarctl report --out FOLDER --no-log` against `uri`."""
+    env = {**os.environ, "COLUMNS": "120"}
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "cifarctl", "report", "--experiment",
+                              "bench", "--out", str(folder), "--no-log", "--tracking-uri", uri],
+                             capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise SystemExit(f"cifarctl report --out failed: {out.stderr.strip()}")
+    return statistics.median(times)
+
+
+def time_histories(uri: str) -> tuple[float, float]:
+    """Seconds to read every run's curves (`report`'s test_acc and test_loss histories) from
+    `uri`: one request per run and metric, and `RunStore.metric_histories`."""
+    from cifarctl.tracking.runstore import RunStore
+
+    store = RunStore(uri)
+    ids = [r.run_id for r in store.find_runs("bench")]
+    keys = ("test_acc", "test_loss")
+    t0 = time.perf_counter()
+    one_by_one = {r: {k: store.metric_history(r, k) for k in keys} for r in ids}
+    t1 = time.perf_counter()
+    assert store.metric_histories(ids, keys) == one_by_one
+    return t1 - t0, time.perf_counter() - t1
+
+
+def time_server(uri: str, folder: Path, repeat: int) -> dict[str, float]:
+    """`report --out` from the sqlite file and through an MLflow server on it, and the
+    server's curve reads alone."""
+    from cifarctl.ui import start_ui
+
+    times = {"out_sqlite_s": time_out(uri, folder / "out-sqlite", repeat)}
+    with start_ui(uri, port=0) as server:
+        times["out_server_s"] = time_out(server.url, folder / "out-server", repeat)
+        times["histories_each_s"], times["histories_bulk_s"] = time_histories(server.url)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
@@ -149,6 +196,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", type=Path, help="folder for the store (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="keep a temporary store")
+    parser.add_argument("--server", action="store_true",
+                        help="also time `report --out` through an MLflow server")
     parser.add_argument("--max-seconds", type=float,
                         help="exit 1 if build + render, or a `cifarctl report` process "
                              "(median, no filter), is slower")
@@ -174,12 +223,21 @@ def main() -> None:
             ("cifarctl report --format json (s)", cli_s),
             ("cifarctl report (rich tables) (s)", table_s),
             ("... with --filter (MLflow reader) (s)", filter_s)]
+    extra = {}
+    if args.server:
+        extra = time_server(uri, folder, args.repeat)
+        rows += [("report --out, sqlite file (s)", extra["out_sqlite_s"]),
+                 ("report --out, MLflow server (s)", extra["out_server_s"]),
+                 ("server / sqlite", extra["out_server_s"] / extra["out_sqlite_s"]),
+                 ("curves over the server, per history (s)", extra["histories_each_s"]),
+                 ("curves over the server, in bulk (s)", extra["histories_bulk_s"])]
+        extra = {k: round(v, 3) for k, v in extra.items()}
     for name, value in rows:
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     print(json.dumps({"runs": args.runs, "groups": groups, "build_report_s": round(build_s, 3),
                       "render_s": round(render_s, 3), "cli_json_s": round(cli_s, 3),
                       "cli_table_s": round(table_s, 3), "cli_filter_s": round(filter_s, 3),
-                      "store": str(folder)}))
+                      **extra, "store": str(folder)}))
     if args.store is None and not args.keep:
         import shutil
 

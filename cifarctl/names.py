@@ -24,6 +24,12 @@ SWEEP_OWNER_TAG = "cifarctl.sweep_owner"  # host:pid of the sweep process drivin
 TRIAL_KEY_TAG = "cifarctl.trial_key"  # a sweep's child: its trial's key
 TRIAL_INDEX_TAG = "cifarctl.trial_index"
 TRIAL_OVERRIDES_TAG = "cifarctl.trial_overrides"  # JSON of the trial's grid values
+# a Ray trial (issue 20): the node its latest attempt ran on, "<submission>:<n>" of that
+# attempt, and how often Ray ran it again after its node (or worker) was lost
+RAY_NODE_TAG = "cifarctl.ray_node"
+ATTEMPT_TAG = "cifarctl.attempt"
+RETRIES_TAG = "cifarctl.retries"
+RESUMED_EPOCH_TAG = "cifarctl.resumed_epoch"  # a sweep trial's latest resume: epoch it went on at
 KIND_TAG = "cifarctl.kind"  # set to REPORT_KIND on the runs `report` logs its files to
 REPORT_KIND = "report"
 FUSED_GROUP_TAG = "fused_group"  # an id the members of one fused group share

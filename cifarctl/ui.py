@@ -289,12 +289,19 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
     check_servable(uri)
     port = free_port(host) if port == 0 else port
     check_port(host, port)
+    return launch(server_command(uri, host, port), uri, host=host, port=port, timeout=timeout)
+
+
+def launch(command: list[str], uri: str, *, host: str, port: int,
+           env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> UiServer:
+    """Run an `mlflow server` command line (`env` on top of ours and the user's); return
+    once /health answers. `cifarctl server` starts its shared server through this too."""
     fd, log_name = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
     log = Path(log_name)
-    env = {**SERVER_ENV, **os.environ}
+    env = {**SERVER_ENV, **os.environ, **(env or {})}
     with os.fdopen(fd, "wb") as log_file:
         # own session: a terminal's Ctrl-C reaches us only, and we stop the whole group
-        process = subprocess.Popen(server_command(uri, host, port), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     ui = UiServer(url=f"http://{_url_host(host)}:{port}", tracking_uri=uri, process=process,

@@ -133,6 +133,9 @@ app.command(no_args_is_help=True)(sweep_cmd.sweep)
 from cifarctl.cli import ui as ui_cmd  # noqa: E402
 
 app.command()(ui_cmd.ui)
+from cifarctl.cli import server as server_cmd  # noqa: E402
+
+app.command(no_args_is_help=True)(server_cmd.server)
 from cifarctl.cli import eval as eval_cmd  # noqa: E402
 from cifarctl.cli import report as report_cmd  # noqa: E402
 

@@ -4,10 +4,11 @@
         plots.save_png(fig, out / name)
 
 Figures come from `cifarctl.plots` (pure: numbers in, Figure out); this module gathers the
-numbers: per-epoch histories (`RunStore.metric_history`), the means and intervals of
-the report's tables, and confusion matrices from the runs' `confusion_matrix.json` artifacts
-(written by `train`, or by `eval` under `eval/`). A figure shows at most `MAX_SERIES`
-configurations (the first ones in table order) so it stays readable; the caption says so.
+numbers: per-epoch histories (`RunStore.metric_histories`, all runs at once), the means and
+intervals of the report's tables, and confusion matrices from the runs'
+`confusion_matrix.json` artifacts (written by `train`, or by `eval` under `eval/`). A figure
+shows at most `MAX_SERIES` configurations (the first ones in table order) so it stays
+readable; the caption says so.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cifarctl import plots
 from cifarctl.report import stats
 from cifarctl.report.groups import Group, imbalance_label, number, unique_labels
 from cifarctl.report.tables import CLASS_METRIC, OVERALL
+from cifarctl.tracking.histories import Histories, parallel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,12 +44,13 @@ def _shown(groups: Sequence[Group], limit: int, what: str) -> tuple[list[Group],
                                   f"report with --filter)")
 
 
-def _mean_history(store: RunStore, group: Group) -> list[dict[str, float]]:
-    """Per-epoch mean over the group's runs of each `CURVE_METRICS` metric."""
+def _mean_history(histories: Histories, group: Group) -> list[dict[str, float]]:
+    """Per-epoch mean over the group's runs of each `CURVE_METRICS` metric (one value per
+    run and step: `RunStore.metric_histories`)."""
     by_step: dict[int, dict[str, list[float]]] = {}
     for run_id in group.rows["run_id"]:
         for key in CURVE_METRICS:
-            for step, value in store.metric_history(run_id, key):
+            for step, value in histories[run_id][key]:
                 by_step.setdefault(step, {}).setdefault(key, []).append(value)
     return [{"epoch": step, **{k: stats.mean(v) for k, v in values.items()}}
             for step, values in sorted(by_step.items())]
@@ -55,7 +58,9 @@ def _mean_history(store: RunStore, group: Group) -> list[dict[str, float]]:
 
 def curves_figure(report: Report, store: RunStore) -> tuple[Figure, str]:
     groups, cut = _shown(report.groups, MAX_SERIES, "configurations")
-    curves = {g.label: _mean_history(store, g) for g in groups}
+    histories = store.metric_histories([r for g in groups for r in g.rows["run_id"]],
+                                       CURVE_METRICS)  # all at once: a server's round trips
+    curves = {g.label: _mean_history(histories, g) for g in groups}
     return plots.overlaid_curves(curves, CURVE_METRICS), (
         f"Test accuracy and loss per epoch, mean over each configuration's seeds{cut}")
 
@@ -141,10 +146,13 @@ def confusion_figure(report: Report, store: RunStore) -> tuple[Figure, str] | No
     matrices = {}
     missing = 0
     with tempfile.TemporaryDirectory(prefix="cifarctl-report-") as tmp:
+        run_ids = [r for g in groups for r in g.rows["run_id"]]
+        found = dict(zip(run_ids, parallel(lambda r: _read_confusion(store, r, Path(tmp)),
+                                           run_ids)))  # downloads at once over a server
         for g in groups:
             total = None
             for run_id in g.rows["run_id"]:
-                m = _read_confusion(store, run_id, Path(tmp))
+                m = found[run_id]
                 if m is None:
                     missing += 1
                     continue

@@ -28,17 +28,18 @@ def _label(trial: Trial) -> str:
     return f"trial {trial.index + 1} {{{shown}}}" if shown else f"trial {trial.index + 1}"
 
 
-def check_trials(trials: list[Trial]) -> None:
-    """Raise UsageError, naming the trial, for the first trial this machine cannot train."""
+def check_trials(trials: list[Trial], *, devices: bool = True) -> None:
+    """Raise UsageError, naming the trial, for the first trial this machine cannot train
+    (`devices=False`: its device is not checked, for trials that run on a Ray cluster)."""
     from cifarctl.data import load_dataset
     from cifarctl.training import resolve_device, run_splits  # lazily loaded names
 
-    devices: set[str] = set()
+    check_devices, devices = devices, set[str]()
     datasets: dict[str, Any] = {}
     for trial in trials:
         device, spec = trial.config.run.device, trial.config.data.dataset
         try:
-            if device not in devices:
+            if check_devices and device not in devices:
                 resolve_device(device)
                 devices.add(device)
             if spec not in datasets:
@@ -82,11 +83,13 @@ def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path)
             )
 
 
-def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path) -> None:
+def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path, *,
+              devices: bool = True) -> None:
     """Every check, read-only, before a sweep creates or reopens a run: the store answers,
     the trials still to train can train here (`check_trials`; FINISHED ones, which a rerun
     skips, are not checked: a finished sweep reruns on a machine without its GPU), and no
-    unfinished trial would resume on changed data (`check_resumes`)."""
+    unfinished trial would resume on changed data (`check_resumes`). `devices=False` on Ray:
+    the trials' devices are the cluster's, its datasets and splits are checked here."""
     from cifarctl.sweep.store import existing_runs
     from cifarctl.tracking import check_reachable, resolve_tracking_uri
     from cifarctl.tracking.runstore import open_store
@@ -94,5 +97,5 @@ def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path) -> No
     check_reachable(resolve_tracking_uri(tracking_uri))  # a down server before the data
     _, runs = existing_runs(open_store(tracking_uri), plan)
     done = {key for key, run in runs.items() if run.status == "FINISHED"}
-    check_trials([t for t in plan.trials if t.key not in done])
+    check_trials([t for t in plan.trials if t.key not in done], devices=devices)
     check_resumes(plan, runs, checkpoint_root)

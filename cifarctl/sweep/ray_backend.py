@@ -1,12 +1,18 @@
 """The Ray executor: each group of trials is a Ray core task on a local or remote cluster.
 
-    executor = RayExecutor("ray://head:10001", "http://mlflow:5000", gpus_per_trial=0.25)
+    executor = RayExecutor("ray://head:10001", "http://mlflow:5000", gpus_per_trial=0.25, ...)
 
 A task runs `worker.ray_main`, the same code a local worker process runs, and logs to the
 same tracking URI. `num_gpus` may be fractional, so several small trials share one GPU
-(Ray sets CUDA_VISIBLE_DEVICES for each task). Progress comes back through a Ray queue (an
-actor), results as the tasks' return values. Stopping cancels the tasks: Ray delivers that
+(Ray sets CUDA_VISIBLE_DEVICES for each task). Stopping cancels the tasks: Ray delivers that
 as SIGINT to the task, which `train` takes as a request to checkpoint and end KILLED.
+
+Ray's accounting stays true: a task never blocks in `ray.get` (Ray lends a blocked task's
+CPU to another task, so a 2-CPU cluster ran three trials at once, issue 20). Progress goes
+to a small actor by fire-and-forget calls (`ActorSink`), results come back as the tasks'
+return values, and at most `workers` tasks are in flight. A task whose worker or node dies
+is run again by Ray (`MAX_RETRIES`), and resumes from the checkpoint its first attempt
+uploaded to the run (`TrialTask.follow`, `training.follow`).
 
 Ray is optional (`pip install 'cifarctl[ray]'`). Every node must import the same cifarctl,
 find the datasets the trials name, and reach the tracking store: a local sqlite file works
@@ -15,7 +21,9 @@ only when the whole cluster is this machine; otherwise run an MLflow server.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cifarctl.errors import UsageError
@@ -23,6 +31,8 @@ from cifarctl.sweep.worker import TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
 INSTALL_HINT = "pip install 'cifarctl[ray]'"
+MAX_RETRIES = 2  # a trial whose node is lost runs again elsewhere, at most this many times
+Event = tuple[str, str, dict[str, Any]]
 
 
 def import_ray() -> Any:
@@ -46,30 +56,55 @@ def store_warning(address: str | None, tracking_uri: str) -> str | None:
             f"pass --tracking-uri http://THIS-HOST:5000")
 
 
+class Progress:
+    """The actor the tasks' progress events collect in until the sweep takes them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+class ActorSink:
+    """A worker's `Sink` on the `Progress` actor: `put` never waits for an answer."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def put(self, item: Event) -> None:
+        self.actor.put.remote(item)
+
+
 class RayExecutor:
     """Up to `workers` Ray tasks in flight (default: as many as there are trials)."""
 
     def __init__(self, address: str | None, tracking_uri: str, *, workers: int | None,
                  gpus_per_trial: float | None, cpus_per_trial: float,
-                 message: Callable[[str], None]) -> None:
-        ray = self.ray = import_ray()
-        from ray.util.queue import Queue
+                 message: Callable[[str], None], log_dir: Path) -> None:
+        from cifarctl.sweep.ray_connect import connect, task_env
 
+        ray = self.ray = import_ray()
+        env = task_env(tracking_uri)
+        self.owned = connect(ray, address, env=env, log_dir=log_dir)  # we started it: we stop it
         warning = store_warning(address, tracking_uri)
         if warning:
             message(warning)
-        self.owned = not ray.is_initialized()  # we started Ray, so we stop it
-        if self.owned:
-            local = address in (None, "", "local")
-            ray.init(address=None if local else address, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
         if gpus_per_trial is None:  # a whole GPU per trial where there are GPUs
             gpus_per_trial = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        self.queue = Queue()
+        self.progress = _progress_actor(ray)
+        self.sink = ActorSink(self.progress)
         self.remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
-                                 max_retries=0)(ray_main)
+                                 max_retries=MAX_RETRIES,
+                                 runtime_env={"env_vars": env})(ray_main)
         self.workers = workers
         self.inflight: dict[Any, list[TrialTask]] = {}  # ObjectRef -> tasks
+        self.done: set[str] = set()  # trial keys whose result arrived: later events are stale
+        self.sent: dict[str, dict[str, Any]] = {}  # results a task sent before it ended
 
     def free(self) -> int:
         return 1_000_000 if self.workers is None else self.workers - len(self.inflight)
@@ -78,34 +113,49 @@ class RayExecutor:
         return len(self.inflight)
 
     def submit(self, tasks: list[TrialTask]) -> None:
-        self.inflight[self.remote.remote(tasks, self.queue)] = tasks
+        from dataclasses import replace
 
-    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
-        from ray.util.queue import Empty
+        submission = uuid.uuid4().hex[:12]  # tells a Ray retry of this task from a rerun
+        tasks = [replace(t, follow=True, submission=submission) for t in tasks]
+        self.inflight[self.remote.remote(tasks, self.sink)] = tasks
 
-        events: list[tuple[str, str, dict[str, Any]]] = []
-        try:
-            events.append(self.queue.get(timeout=timeout))
-            events += self.queue.get_nowait_batch(self.queue.qsize())
-        except Empty:
-            pass
-        done, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight),
-                                timeout=0) if self.inflight else ([], [])
+    def poll(self, timeout: float) -> list[Event]:
+        done: list[Any] = []
+        if self.inflight:
+            done, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight),
+                                    timeout=timeout)
+        else:
+            import time
+
+            time.sleep(timeout)
+        events = self._take()
         for ref in done:
-            tasks = self.inflight.pop(ref)
-            try:
-                self.ray.get(ref)
-                error = "the Ray task ended without a result"
-            except Exception as err:  # noqa: BLE001 - a crashed or cancelled task
-                error = f"Ray task failed: {str(err).strip().splitlines()[0]}"
-            events += self._drain_late()
-            events += [("exit", t.key, {"error": error}) for t in tasks]
+            events += self._ended(ref)
         return events
 
-    def _drain_late(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """Events a finished task queued just before its return value arrived."""
-        size = self.queue.qsize()
-        return self.queue.get_nowait_batch(size) if size else []
+    def _take(self) -> list[Event]:
+        """Progress events so far; `result`s are kept aside: a task's return value is its
+        result (a retried task's first attempt may have sent one before its node died)."""
+        try:
+            events = self.ray.get(self.progress.take.remote())
+        except Exception:  # noqa: BLE001 - the actor's node is gone: results still come
+            return []
+        self.sent.update({e[1]: e[2] for e in events if e[0] == "result"})
+        return [e for e in events if e[0] != "result" and e[1] not in self.done]
+
+    def _ended(self, ref: Any) -> list[Event]:
+        """The `result` events of a finished task (its return value; for a cancelled task,
+        what it sent before it ended), else `exit` events."""
+        tasks = self.inflight.pop(ref)
+        events = self._take()  # what it sent just before it returned
+        self.done.update(t.key for t in tasks)
+        try:
+            results = self.ray.get(ref)
+        except Exception as err:  # noqa: BLE001 - a crashed, cancelled or lost task
+            error = f"Ray task failed: {str(err).strip().splitlines()[0]}"
+            return events + [("result", t.key, self.sent[t.key]) if t.key in self.sent
+                             else ("exit", t.key, {"error": error}) for t in tasks]
+        return events + [("result", r["key"], r) for r in results]
 
     def stop(self) -> None:
         for ref in self.inflight:
@@ -118,6 +168,17 @@ class RayExecutor:
     def close(self) -> None:
         self.kill()
         self.inflight.clear()
-        self.queue.shutdown()
         if self.owned:
             self.ray.shutdown()
+        else:  # a Ray instance the caller keeps: leave nothing of ours in it
+            self.ray.kill(self.progress)
+
+
+def _progress_actor(ray: Any) -> Any:
+    """The `Progress` actor, on the driver's node where it can be; restarted elsewhere if its
+    node is lost (the tasks' handles stay valid, their calls are retried)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Progress).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()

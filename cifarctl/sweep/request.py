@@ -8,8 +8,9 @@ The command parses its options into a `SweepRequest` and renders the `SweepResul
 rules between the two live here, where tests call them without a subprocess: which options
 go together (`SweepRequest.check`), and the order of things before the first run exists
 (expand the spec, which fails on any bad trial; the checkpoint folder; Ray installed; the
-local preflight before the live display starts, so a dataset's progress bar has the
-terminal to itself). Torch-free and MLflow-free at import, as the rest of `cifarctl.sweep`.
+preflight, on Ray too less the devices, before the live display starts, so a dataset's
+progress bar has the terminal to itself). Torch-free and MLflow-free at import, as the rest
+of `cifarctl.sweep`.
 """
 
 from __future__ import annotations
@@ -111,12 +112,12 @@ def run_request(request: SweepRequest, *, warn: Callable[[str], None]) -> SweepR
 
         import_ray()  # exit 2 with the install hint before anything else happens
     from cifarctl.sweep.live import make_display
+    from cifarctl.sweep.preflight import preflight
     from cifarctl.sweep.runner import run_sweep
 
-    if request.backend == "local":  # a Ray cluster's devices and files are not ours to check
-        from cifarctl.sweep.preflight import preflight
-
-        preflight(plan, request.tracking_uri, request.checkpoints.absolute())
+    # a Ray cluster's GPUs are its own: on Ray the data, splits and store are checked here
+    preflight(plan, request.tracking_uri, request.checkpoints.absolute(),
+              devices=request.backend == "local")
     outcome = run_sweep(plan, workers=request.workers, backend=request.backend,
                         address=request.address, gpus_per_trial=request.gpus_per_trial,
                         cpus_per_trial=request.cpus_per_trial, fail_fast=request.fail_fast,

@@ -337,17 +337,18 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
 
     uri = resolve_tracking_uri(tracking_uri)
     root = checkpoint_root.absolute()
-    if preflight and backend == "local":  # a Ray cluster's devices and files are not ours
+    if preflight:  # before a parent run is created or touched
         from cifarctl.sweep.preflight import preflight as check_here
 
-        check_here(plan, uri, root)  # before a parent run is created or touched
+        check_here(plan, uri, root, devices=backend == "local")  # a cluster's GPUs are its own
     display = display or NullDisplay()
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor
 
         executor: Executor = RayExecutor(address, uri, workers=workers,
                                          gpus_per_trial=gpus_per_trial,
-                                         cpus_per_trial=cpus_per_trial, message=display.message)
+                                         cpus_per_trial=cpus_per_trial, message=display.message,
+                                         log_dir=root)
         threads = max(1, int(cpus_per_trial))
     else:
         workers = workers or 1

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.errors import CifarctlError, first_line
+from cifarctl.names import RESUMED_EPOCH_TAG
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
@@ -55,6 +56,10 @@ class TrialTask:
     checkpoint_root: str  # absolute
     resume: bool = False  # the run existed before this attempt: look for its checkpoint
     threads: int | None = None  # torch CPU threads: the cores are shared among the workers
+    # checkpoints follow the trial (uploaded each epoch, resumed from the run's artifact):
+    # Ray trials, which may run again on another node (`training.follow`)
+    follow: bool = False
+    submission: str = ""  # a Ray submission's id: tells Ray's retry from a first attempt
 
 
 @dataclass
@@ -141,10 +146,26 @@ def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
         return None
     root = Path(task.checkpoint_root)
     path = checkpoint_path(root, task.run_id)
-    if not path.is_file() and tracker.download_artifact("checkpoints/last.pt",
-                                                         path.parent) is None:
+    # a following run's metrics match its uploaded checkpoint, not a newer local one
+    fetched = (task.follow or not path.is_file()) and tracker.download_artifact(
+        "checkpoints/last.pt", path.parent) is not None
+    if not fetched and not path.is_file():
         return None  # it failed before its first epoch ended: start again, in the same run
     return find_resume_checkpoint(root, task.run_id, tracker)
+
+
+def node_root(root: str) -> str:
+    """The checkpoint folder on this node: the driver's, where it can be written here, else
+    one in this node's temp folder (a following trial's checkpoints live in its run)."""
+    import tempfile
+
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK | os.X_OK):
+            return root
+    except OSError:
+        pass
+    return str(Path(tempfile.gettempdir()) / "cifarctl-checkpoints")
 
 
 def _trial_config(task: TrialTask, state: RunState | None) -> Any:
@@ -182,7 +203,12 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
         for task in tasks:
             trackers.append(open_tracker(True, experiment="", tracking_uri=task.tracking_uri,
                                          run_id=task.run_id))
+            if task.follow:
+                trackers[-1].checkpoints_follow = True
         states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
+        for tracker, state in zip(trackers, states):
+            if state is not None:  # where it went on: a rerun's, or a lost node's retry
+                tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
         cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
         from cifarctl.training.stages import prepare_init
 
@@ -234,6 +260,8 @@ def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
 
 def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Run a group of trials: several new ones as one fused model, else one after the other."""
+    if tasks[0].submission:  # a Ray task: a retry resumes what its lost attempt uploaded
+        tasks = _retried(tasks, sink)
     if len(tasks) > 1 and not any(task.resume for task in tasks) \
             and PENDING_STOP.signum is None:
         return _attempt(tasks, sink)
@@ -245,6 +273,26 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             continue
         results.append(run_trial(task, sink))
     return results
+
+
+def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
+    """The tasks of a Ray task, on this node, each to resume if Ray runs it again."""
+    from dataclasses import replace
+
+    from cifarctl.sweep.attempt import begin_attempt
+
+    out = []
+    for task in tasks:
+        try:
+            again = begin_attempt(task.tracking_uri, task.run_id, task.submission) > 0
+        except Exception:  # noqa: BLE001 - the run's own open reports a store that fails
+            again = False
+        if again:
+            QueueReporter(sink, task.key).message("its Ray node or worker was lost: retried, "
+                                                  "from the checkpoint it uploaded")
+        out.append(replace(task, resume=task.resume or again,
+                           checkpoint_root=node_root(task.checkpoint_root)))
+    return out
 
 
 # ---- process entry points -----------------------------------------------------------------

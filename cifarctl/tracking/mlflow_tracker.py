@@ -43,6 +43,7 @@ from cifarctl.tracking.base import FinishOnExit, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
     artifact_root,
+    check_driver,
     check_reachable,
     resolve_tracking_uri,
     sqlite_path,
@@ -82,6 +83,7 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
     """
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
+    check_driver(uri)
     _quiet_mlflow()
     db = sqlite_path(uri)
     if db is not None:
@@ -109,6 +111,16 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
         reason = getattr(err, "orig", None) or err
         raise UsageError(f"cannot open MLflow store {uri}: {first_line(reason)}; check the "
                          f"file or pass another --tracking-uri") from None
+
+
+def is_local_artifacts(artifact_uri: str | None) -> bool:
+    """Whether a run's artifacts are files on this machine (`/abs/mlruns/...`, `file:`),
+    not behind a server (`mlflow-artifacts:`, `http:`) or in an object store (`s3:`)."""
+    uri = artifact_uri or ""
+    return uri.startswith(("/", "file:")) or not _SCHEME.match(uri)
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _slug(name: str) -> str:
@@ -195,6 +207,8 @@ class MlflowTracker(FinishOnExit):
         self._artifact_uri: str = run.info.artifact_uri
         self._finished = False
         self.opened_status: str | None = run.info.status  # see Tracker.opened_status
+        # upload checkpoints each epoch (`training.follow`): artifacts kept off this machine
+        self.checkpoints_follow: bool = not is_local_artifacts(run.info.artifact_uri)
 
     @property
     def run_id(self) -> str:
@@ -281,6 +295,10 @@ class MlflowTracker(FinishOnExit):
     def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
         """Fetch one artifact of this run into `dst_dir`; None if the run has no such file."""
         return download_artifact(self.client, self._run_id, artifact_path, dst_dir)
+
+    def logged_steps(self, key: str) -> list[int]:
+        """The steps at which this run has logged metric `key`, as often as logged."""
+        return [m.step for m in self._call(self.client.get_metric_history, self._run_id, key)]
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED; a second call does nothing."""

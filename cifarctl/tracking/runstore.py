@@ -168,6 +168,14 @@ class RunStore:
         history = call_with_retry(self.connect().get_metric_history, run_id, key)
         return [(m.step, m.value) for m in history]
 
+    def metric_histories(self, run_ids: Sequence[str], keys: Sequence[str]
+                         ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """{run id: {key: [(step, value), ...]}} for many runs at once, one value per step
+        (the last logged), in as few reads as the store allows (`histories`)."""
+        from cifarctl.tracking.histories import metric_histories
+
+        return metric_histories(self.uri, run_ids, keys, self.metric_history)
+
     def download_artifact(self, run_id: str, artifact_path: str,
                           dst_dir: Path | str) -> Path | None:
         """Fetch one artifact of a run into `dst_dir`; None if the run has no such file."""

@@ -47,6 +47,40 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+SERVER_HINT = "pip install 'cifarctl[server]'"
+
+
+def database_driver(uri: str) -> str | None:
+    """The Python module SQLAlchemy needs for a PostgreSQL URI (None for other stores):
+    `postgresql+DRIVER://` names it; a bare `postgresql://` is psycopg (3) from SQLAlchemy
+    2.1 on, psycopg2 before."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    dialect, _, driver = scheme.partition("+")
+    if dialect != "postgresql":
+        return None
+    if driver:
+        return driver
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("sqlalchemy").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "psycopg"
+    return "psycopg" if (major, minor) >= (2, 1) else "psycopg2"
+
+
+def check_driver(uri: str) -> None:
+    """UsageError, naming what to install, when a database store's driver is missing
+    (SQLAlchemy would fail deep inside MLflow with a 244-line ModuleNotFoundError)."""
+    import importlib.util
+
+    driver = database_driver(uri)
+    if driver is not None and importlib.util.find_spec(driver) is None:
+        raise UsageError(f"{uri.split('://', 1)[0]}:// stores need the PostgreSQL driver "
+                         f"{driver}, which is not installed: {SERVER_HINT} (or pip install "
+                         f"{'psycopg2-binary' if driver == 'psycopg2' else driver + '[binary]'})")
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The absolute database file of a `sqlite:///` URI; None for other stores (and :memory:)."""
     if not uri.startswith("sqlite:///"):

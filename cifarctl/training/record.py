@@ -40,6 +40,7 @@ from cifarctl.tracking import Tracker
 from cifarctl.tracking.owner import owner
 from cifarctl.training.data import RunData
 from cifarctl.training.device import device_name
+from cifarctl.training.follow import CheckpointUpload, backfill, logged_steps
 
 
 @dataclass
@@ -152,6 +153,10 @@ class RunRecord:
         self.best, self.history = Best(), []
         self.status, self.message, self.summary = "RUNNING", "", {}
         self.failed_epoch: int | None = None  # the epoch whose loss turned NaN/inf
+        # checkpoints uploaded each epoch (a tracking server, a Ray trial), and the epochs
+        # the run has metrics for already (an earlier attempt that kept no checkpoint)
+        self.upload = CheckpointUpload.of(tracker)
+        self.logged: set[int] = set()
 
     @property
     def name(self) -> str:
@@ -175,6 +180,7 @@ class RunRecord:
                               "config.yaml")
         self.tracker.log_dataset(data.name, data.fingerprint, self.cfg.data.dataset,
                                  num_rows=data.train.num_samples)
+        self.logged = logged_steps(self.tracker)  # a restart in a run that kept no checkpoint
 
     def resume(self, data: RunData, state: RunState) -> None:
         """A run continued from `state`: same data, this process trains it now."""
@@ -182,6 +188,8 @@ class RunRecord:
         self.data = data
         self.tracker.set_tags({TRAINER_TAG: owner()})
         self.best, self.history = state.best, list(state.history)
+        self.logged = backfill(self.tracker, [loggable(m) for m in self.history],
+                               logged_steps(self.tracker))
 
     # ---- each epoch -----------------------------------------------------------------------
 
@@ -203,7 +211,17 @@ class RunRecord:
         if self.best.epoch == epoch:
             save_run_state(self.dir / "best.pt", state)
         save_run_state(self.dir / "last.pt", state)
-        self.tracker.log_metrics(loggable(metrics), step=epoch)
+        self._log_epoch(epoch, loggable(metrics))
+
+    def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """An epoch's metrics: once per step (a restart without a checkpoint logs no step
+        twice), after its checkpoint's upload when checkpoints follow the run."""
+        if epoch in self.logged:
+            return
+        if self.upload is not None:
+            self.upload.epoch(self.dir, epoch, metrics, best_changed=self.best.epoch == epoch)
+        else:
+            self.tracker.log_metrics(metrics, step=epoch)
 
     def interrupted(self, epoch: int, weights: Weights, sums: dict[str, Any],
                     signal_name: str, resume_flags: str) -> None:
@@ -223,6 +241,8 @@ class RunRecord:
 
     def close(self) -> None:
         """End a run that did not fail: summary metrics, figures, checkpoints, status."""
+        if self.upload is not None:
+            self.upload.wait()  # the last epoch's checkpoint and metrics first
         if self.status == "RUNNING":
             self.status = "FINISHED"
         if self.data is not None:
@@ -258,6 +278,8 @@ class RunRecord:
     def abort(self, status: str) -> None:
         """Close the run after an error without masking that error."""
         try:
+            if self.upload is not None:
+                self.upload.wait()
             if (self.dir / "last.pt").is_file():
                 self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
             self.tracker.finish(status)

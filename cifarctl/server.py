@@ -1,0 +1,137 @@
+"""`cifarctl server`: a tracking server a team or a Ray cluster can share (issue 20).
+
+    with start_server("postgresql://mlflow@127.0.0.1/mlflow", Path("/srv/artifacts"),
+                      port=0) as server:
+        print(server.url)          # http://127.0.0.1:40123: --tracking-uri for every machine
+
+MLflow's own server, set up as a shared one should be: runs in a database made for many
+writers (PostgreSQL; `postgresql://` needs psycopg: `pip install 'cifarctl[server]'`), and
+`--serve-artifacts`, so clients upload and download artifacts through the server (nodes need
+no shared disk, no cloud credentials; artifact URIs read `mlflow-artifacts:/...`).
+
+Bound to 127.0.0.1 unless told otherwise. Listening on any other address shares every run
+and artifact with whoever reaches the port, so it needs `--auth`: MLflow's basic-auth app
+(users and passwords in `--auth-db`; the admin account is created on first start from
+`$MLFLOW_AUTH_ADMIN_PASSWORD`; clients send `$MLFLOW_TRACKING_USERNAME` /
+`$MLFLOW_TRACKING_PASSWORD`, which `sweep --backend ray` passes on to its tasks). Without it
+the command refuses and says why. Start, health check and stop are `cifarctl ui`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cifarctl.errors import UsageError
+from cifarctl.tracking.store import check_driver
+from cifarctl.ui import (
+    DEFAULT_PORT,
+    UiServer,
+    check_port,
+    check_servable,
+    free_port,
+    launch,
+    stop_signals_interrupt,
+)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
+AUTH_APP = "basic-auth"
+
+
+def check_exposure(host: str, auth: bool) -> None:
+    """UsageError for a server on a network address without authentication."""
+    if host not in LOOPBACK and not auth:
+        raise UsageError(f"--host {host} shares every run and artifact with whoever reaches "
+                         f"this machine: add --auth (MLflow's basic-auth app; set "
+                         f"MLFLOW_AUTH_ADMIN_PASSWORD), or keep --host 127.0.0.1 and reach it "
+                         f"through an SSH tunnel")
+
+
+def auth_config(auth_db: str, folder: Path) -> Path:
+    """The basic-auth app's settings (MLFLOW_AUTH_CONFIG_PATH): its user store `auth_db`,
+    the admin's name from `$MLFLOW_TRACKING_USERNAME` (default admin). MLflow reads the
+    admin's first password from `$MLFLOW_AUTH_ADMIN_PASSWORD` itself."""
+    admin = os.environ.get("MLFLOW_TRACKING_USERNAME") or "admin"
+    path = folder / "basic_auth.ini"
+    path.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_db}\n"
+                    f"admin_username = {admin}\n"
+                    f"authorization_function = mlflow.server.auth:"
+                    f"authenticate_request_basic_auth\n")
+    return path
+
+
+def check_auth(auth_db: str) -> None:
+    """UsageError when the auth app would refuse to start: a new user store, no password."""
+    from cifarctl.tracking.store import sqlite_path
+
+    db = sqlite_path(auth_db)
+    new = db is None or not db.is_file()
+    if new and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        raise UsageError("--auth: set MLFLOW_AUTH_ADMIN_PASSWORD, the password the server's "
+                         "admin account gets on its first start (clients log in with "
+                         "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+
+
+def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
+                   workers: int = SERVER_WORKERS) -> list[str]:
+    """The `mlflow server` command line of a shared server.
+
+        server_command("postgresql://u@db/mlflow", Path("/srv/a"), host="127.0.0.1",
+                       port=5000, auth=False)
+        # [python, -m, mlflow, server, --backend-store-uri, postgresql://u@db/mlflow,
+        #  --serve-artifacts, --artifacts-destination, /srv/a, --host, 127.0.0.1, ...]
+    """
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+               "--serve-artifacts", "--artifacts-destination", str(artifacts.absolute()),
+               "--host", host, "--port", str(port), "--workers", str(workers)]
+    return command + (["--app-name", AUTH_APP] if auth else [])
+
+
+def start_server(store: str, artifacts: Path, *, host: str = "127.0.0.1",
+                 port: int = DEFAULT_PORT, auth: bool = False, auth_db: str | None = None,
+                 workers: int = SERVER_WORKERS) -> UiServer:
+    """Check everything that can be checked in this process, then start the server and
+    return once `/health` answers (a context manager that stops it)."""
+    check_exposure(host, auth)
+    check_servable(store)
+    check_driver(store)
+    env = {}
+    if auth:
+        auth_db = auth_db or f"sqlite:///{Path('basic_auth.db').absolute()}"
+        check_auth(auth_db)
+        folder = Path(tempfile.mkdtemp(prefix="cifarctl-server-"))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(auth_db, folder))
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
+    port = free_port(host) if port == 0 else port
+    check_port(host, port)
+    command = server_command(store, artifacts, host=host, port=port, auth=auth,
+                             workers=workers)
+    return launch(command, store, host=host, port=port, env=env)
+
+
+def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
+          auth_db: str | None, workers: int, echo: Callable[[str], None] = print) -> None:
+    """`cifarctl server`: start, say where, serve until Ctrl-C/SIGTERM, stop cleanly."""
+    check_exposure(host, auth)  # before saying anything about starting
+    echo(f"starting a shared MLflow server on {host}:{port}: runs in "
+         f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
+    with stop_signals_interrupt():
+        try:
+            with start_server(store, artifacts, host=host, port=port, auth=auth,
+                              auth_db=auth_db, workers=workers) as server:
+                echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
+                     f"MLFLOW_TRACKING_URI, on every machine)")
+                if auth:
+                    echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
+                         "MLFLOW_TRACKING_PASSWORD")
+                echo(f"  server log: {server.log}; Ctrl-C stops the server")
+                server.wait()
+        except KeyboardInterrupt:
+            echo("stopped")

@@ -1,0 +1,175 @@
+"""Connecting a sweep to Ray: a fresh local instance, or a cluster that answers in bounded time.
+
+    owned = connect(ray, address=None, env=task_env(uri), log_dir=Path("checkpoints"))
+
+`--backend ray` without `--address` always starts its own local instance (`address="local"`):
+Ray's own default would attach to whatever `/tmp/ray/ray_current_cluster` names, and a
+cluster that died without `ray stop` leaves that file behind, so the sweep hung on "Failed to
+connect to GCS" (issue 20). With an address (`HOST:6379`, `ray://HEAD:10001`, or `auto`, which
+reads that file or `$RAY_ADDRESS`), its port is probed first, and `ray.init` itself is bounded
+by `CONNECT_TIMEOUT_S`: either way a cluster that does not answer, or that wants a token this
+machine lacks, is one line saying what to do, never Ray's retry loop and traceback.
+
+What the tasks need from the driver travels in Ray's `runtime_env`: `CIFARCTL_DATA`, the
+tracking URI and every `MLFLOW_TRACKING_*` setting (credentials, TLS). Ray's own messages
+(raylet state dumps when a node dies, worker warnings) go to `ray.log` in the sweep's
+checkpoint folder, not into the sweep's table.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cifarctl.errors import UsageError, first_line
+
+CONNECT_TIMEOUT_S = 60.0  # the most `ray.init` may take to reach a cluster (issue 20: about 60 s)
+PROBE_TIMEOUT_S = 5.0  # a TCP connect to the cluster's port: refused at once, or this long
+PASSED_ENV = ("CIFARCTL_DATA",)  # besides MLFLOW_TRACKING_*: what a task reads from its env
+LOG_NAME = "ray.log"
+TOKEN_HINT = ("set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or "
+              "RAY_AUTH_TOKEN_PATH naming its file; `ray get-auth-token` on the head prints it)")
+
+
+def task_env(tracking_uri: str) -> dict[str, str]:
+    """The environment variables every task gets through `runtime_env`."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("MLFLOW_TRACKING_") or k in PASSED_ENV}
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def is_local(address: str | None) -> bool:
+    return address in (None, "", "local")
+
+
+def resolve_address(address: str) -> str:
+    """`auto` -> the address `$RAY_ADDRESS` or the last `ray start` on this machine names;
+    UsageError when there is none."""
+    if address != "auto":
+        return address
+    from ray._private.utils import read_ray_address
+
+    found = os.environ.get("RAY_ADDRESS") or read_ray_address()
+    if not found:
+        raise UsageError("--address auto: no Ray cluster was started on this machine (no "
+                         "$RAY_ADDRESS, no address file); start one with `ray start --head`, "
+                         "or pass --address HOST:6379")
+    return found
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of `HOST:PORT` or `ray://HOST:PORT`; None when it names no port."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """UsageError at once when nothing listens at the cluster's address (a dead cluster)."""
+    where = host_port(address)
+    if where is None:
+        return
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            return
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+    raise UsageError(f"cannot reach the Ray cluster at {address} ({reason}): is it running? "
+                     f"Start it with `ray start --head`, check --address, or leave --address "
+                     f"out to run on a local Ray instance")
+
+
+def connect_error(address: str, err: BaseException) -> UsageError:
+    """The one line for a failed `ray.init` (a token missing, a cluster not answering)."""
+    text = f"{type(err).__name__} {err}"
+    if "AuthenticationError" in text or "UNAUTHENTICATED" in text or "auth token" in text:
+        return UsageError(f"the Ray cluster at {address} requires token authentication and "
+                          f"this machine has no valid token: {TOKEN_HINT}")
+    return UsageError(f"cannot connect to the Ray cluster at {address}: {first_line(err)}; "
+                      f"check that it is running (`ray status`) and --address")
+
+
+@contextlib.contextmanager
+def bounded(seconds: float) -> Iterator[threading.Event]:
+    """Interrupt the main thread (KeyboardInterrupt) if the block runs longer than `seconds`;
+    the event yielded tells whether it did."""
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        _thread.interrupt_main()
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path,
+            timeout: float = CONNECT_TIMEOUT_S) -> bool:
+    """Start or join Ray for a sweep; True if this call started it (so the sweep stops it).
+
+    An instance the caller started already (`ray.init` in a notebook or test) is used as is.
+    """
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "logging_level": "ERROR", "runtime_env": {"env_vars": env}}
+    if is_local(address):
+        redirect_ray_logs(log_dir)
+        ray.init(address="local", **options)
+        return True
+    assert address is not None
+    target = resolve_address(address)
+    probe(target)
+    redirect_ray_logs(log_dir)
+    try:
+        with bounded(timeout) as fired:
+            ray.init(address=target, **options)
+    except KeyboardInterrupt:
+        if not fired.is_set():
+            raise
+        raise UsageError(f"the Ray cluster at {target} did not answer within {timeout:.0f} s; "
+                         f"check that it is running (`ray status --address {target}`) and "
+                         f"that this machine may reach it") from None
+    except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line each
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise connect_error(target, err) from None
+    return True
+
+
+def redirect_ray_logs(log_dir: Path) -> Path:
+    """Send Ray's Python loggers and the errors its cluster pushes to the driver (a node's
+    death with the last 20 lines of its raylet's log) to `log_dir/ray.log`, so the sweep's
+    own output stays its table."""
+    import logging
+
+    import ray._private.worker as ray_worker
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = (log_dir / LOG_NAME).absolute()
+    logger = logging.getLogger("ray")
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.addHandler(logging.FileHandler(path))
+        logger.propagate = False
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        logger.error("\n".join(data.get("lines", [])))
+
+    # Ray's error listener prints through this module global, to stdout, whatever
+    # `log_to_driver` says (ray/_private/worker.py, listen_error_messages)
+    ray_worker.print_to_stdstream = to_log
+    return path

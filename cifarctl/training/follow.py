@@ -1,0 +1,117 @@
+"""Checkpoints that follow the run: each epoch's `last.pt` (and `best.pt` when it changes)
+uploaded to the run's artifacts in the background, so a run resumes on any machine.
+
+    upload = CheckpointUpload.of(tracker)             # None: the checkpoint folder will do
+    upload.epoch(ckpt_dir, epoch, metrics, best_changed=True)   # returns at once
+    upload.wait()                                     # before the run's last writes
+
+Why (issue 20): on a Ray cluster a trial's checkpoints lived on its node's disk until the
+trial ended, so a trial whose node was lost restarted from epoch 1 on another node, in the
+same run, and its metric history then held every early step twice. Runs whose artifacts
+live on a tracking server (`mlflow-artifacts:`, s3, ...) follow, and so do Ray trials
+(`sweep.worker` sets `tracker.checkpoints_follow`).
+
+Order, so that a run's metrics never run ahead of its uploaded checkpoint: an epoch's metrics
+are logged after its checkpoint is uploaded. A resume from the uploaded checkpoint then
+logs exactly the steps that follow; steps the checkpoint's history holds but the run lacks
+(the process died between the two writes) are logged on resume (`backfill`). One upload is
+in flight at a time: the next epoch waits for the previous one (training does not, unless
+an upload takes longer than an epoch). Files are snapshotted by hard link first: the next
+epoch's `os.replace` gives `last.pt` a new inode and leaves the snapshot as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from cifarctl.tracking import Tracker
+
+STEP_METRIC = "train_loss"  # logged every epoch: its steps are the epochs the run has logged
+SNAPSHOT_DIR = ".upload"  # beside last.pt: the files of the upload in flight
+
+
+def follows(tracker: Tracker) -> bool:
+    """Whether `tracker`'s run keeps its checkpoints in its artifacts as it trains."""
+    return bool(getattr(tracker, "checkpoints_follow", False))
+
+
+def logged_steps(tracker: Tracker) -> set[int]:
+    """The epochs whose metrics the run has logged already (empty for an untracked run)."""
+    read = getattr(tracker, "logged_steps", None)
+    return set(read(STEP_METRIC)) if read is not None else set()
+
+
+def backfill(tracker: Tracker, history: list[dict[str, float]], logged: set[int]) -> set[int]:
+    """Log the epochs of `history` (a checkpoint's scalar metrics) that the run has no
+    metrics for; the epochs it has now."""
+    for epoch, metrics in enumerate(history):
+        if epoch not in logged:
+            tracker.log_metrics(metrics, step=epoch)
+    return logged | set(range(len(history)))
+
+
+def snapshot(files: Iterable[Path], folder: Path) -> list[Path]:
+    """Hard links (copies where links fail) of `files` in `folder`, replacing older ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for file in files:
+        target = folder / file.name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(file, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(file, target)
+        out.append(target)
+    return out
+
+
+class CheckpointUpload:
+    """One run's background uploads: at most one in flight; its error raised at the next
+    call (an artifact store that fails is a failed run, not a silent one)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    @classmethod
+    def of(cls, tracker: Tracker) -> CheckpointUpload | None:
+        return cls(tracker) if follows(tracker) else None
+
+    def epoch(self, folder: Path, epoch: int, metrics: dict[str, float], *,
+              best_changed: bool) -> None:
+        """Upload `folder`'s checkpoints of `epoch`, then log its metrics; returns at once."""
+        self.wait()
+        names = (["best.pt"] if best_changed else []) + ["last.pt"]
+        files = snapshot([folder / n for n in names if (folder / n).is_file()],
+                         folder / SNAPSHOT_DIR)
+
+        def job() -> None:
+            for file in files:
+                self.tracker.log_artifact(file, "checkpoints")
+            self.tracker.log_metrics(metrics, step=epoch)
+
+        self.start(job)
+
+    def start(self, job: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                job()
+            except BaseException as err:  # noqa: BLE001 - raised in the training thread
+                self.error = err
+
+        self.thread = threading.Thread(target=run, name="checkpoint-upload", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Block until the upload in flight is done; raise its error, if it failed."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error

@@ -1,0 +1,207 @@
+"""Setting a sweep up across machines (issue 20), without a cluster: how Ray is reached, what
+the tasks get, the preflight on Ray, the shared server's guards, the PostgreSQL driver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+from cifarctl.errors import UsageError
+from cifarctl.sweep.attempt import attempt_number
+from cifarctl.sweep.ray_connect import connect_error, host_port, probe, task_env
+
+
+def free_port() -> int:
+    from cifarctl.ui import free_port as free
+
+    return free()
+
+
+def test_an_address_nothing_listens_on_is_one_line_at_once():
+    port = free_port()
+    t0 = time.monotonic()
+    with pytest.raises(UsageError) as err:
+        probe(f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 5
+    assert str(err.value).startswith(f"cannot reach the Ray cluster at 127.0.0.1:{port} ("
+                                     f"Connection refused): is it running?")
+    assert host_port("ray://head:10001") == ("head", 10001)
+    assert host_port("[::1]:6379") == ("::1", 6379) and host_port("auto") is None
+
+
+def test_a_missing_token_and_other_connect_failures_are_one_line():
+    class AuthenticationError(Exception):
+        pass
+
+    token = connect_error("10.0.0.1:6379", AuthenticationError("Token authentication is "
+                                                               "enabled but no token found\n..."))
+    assert "requires token authentication" in str(token) and "RAY_AUTH_TOKEN" in str(token)
+    other = connect_error("10.0.0.1:6379", ConnectionError("GCS said no\nline 2"))
+    assert str(other) == ("cannot connect to the Ray cluster at 10.0.0.1:6379: GCS said no; "
+                          "check that it is running (`ray status`) and --address")
+
+
+def test_address_auto_without_a_cluster_says_what_to_do(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from cifarctl.sweep.ray_connect import resolve_address
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no address file there
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UsageError, match=r"^--address auto: no Ray cluster was started on "
+                                         r"this machine"):
+        resolve_address("auto")
+    assert resolve_address("10.0.0.1:6379") == "10.0.0.1:6379"
+
+
+def test_a_cluster_that_accepts_but_never_answers_is_given_up_within_the_bound(tmp_path):
+    """A port that accepts connections and says nothing (not a Ray GCS): bounded, one line."""
+    pytest.importorskip("ray")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        code = ("import ray, pathlib\nfrom cifarctl.sweep.ray_connect import connect\n"
+                "from cifarctl.errors import UsageError\ntry:\n"
+                f"    connect(ray, '127.0.0.1:{port}', env={{}}, "
+                f"log_dir=pathlib.Path({str(tmp_path)!r}), timeout=8)\n"
+                "except UsageError as err:\n    print('error:', err)\n")
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+    assert time.monotonic() - t0 < 90, out
+    assert out.stdout.startswith("error: "), out.stdout + out.stderr
+    assert out.stdout.count("\n") == 1 and "127.0.0.1" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_tasks_get_the_data_folder_the_store_and_its_credentials(monkeypatch):
+    monkeypatch.setenv("CIFARCTL_DATA", "/data/cache")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
+    monkeypatch.setenv("HOME", "/home/ann")
+    env = task_env("http://mlflow:5000")
+    assert env["CIFARCTL_DATA"] == "/data/cache" and env["MLFLOW_TRACKING_PASSWORD"] == "secret"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and "HOME" not in env
+
+
+def test_attempts_are_counted_per_submission():
+    assert attempt_number("", "abc") == 0
+    assert attempt_number("abc:1", "abc") == 1
+    assert attempt_number("old:2", "abc") == 0  # an earlier sweep's: this one starts at 1
+
+
+def test_workers_cap_the_ray_tasks_in_flight():
+    from cifarctl.sweep.ray_backend import RayExecutor
+
+    assert RayExecutor.free(SimpleNamespace(workers=2, inflight={"a": []})) == 1
+    assert RayExecutor.free(SimpleNamespace(workers=None, inflight={"a": []})) > 1000
+
+
+def _spec(folder: Path, dataset: str, device: str = "cpu") -> Path:
+    path = folder / "ray-spec.yaml"
+    path.write_text(json.dumps({"base": {"model": {"name": "vanillacnn"},
+                                         "data": {"dataset": dataset},
+                                         "run": {"device": device}},
+                                "grid": {"seed": [0, 1]}}))
+    return path
+
+
+def test_the_preflight_runs_for_ray_too(mlflow_store, data_home, tmp_path):
+    """A bad dataset on Ray: one line naming the trial, exit 2, no run (Ray never started)."""
+    pytest.importorskip("ray")
+    result = CliRunner().invoke(app, ["sweep", str(_spec(tmp_path, "no-such-dataset")),
+                                      "--backend", "ray"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("error: trial 1 {") and "no-such-dataset" in line
+    assert "\n" not in line
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    client = connect()
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_ray_trials_device_is_the_clusters_not_checked_here(data_home, tmp_path,
+                                                               monkeypatch):
+    import torch
+
+    from cifarctl.sweep.preflight import check_trials
+    from cifarctl.sweep.spec import expand, load_spec
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    trials = expand(load_spec(_spec(tmp_path, "synthetic", device="cuda"))).trials
+    check_trials(trials, devices=False)  # the cluster's GPUs are its own
+    with pytest.raises(UsageError, match="no CUDA device is available"):
+        check_trials(trials)
+
+
+def test_postgresql_stores_name_the_driver_they_need(monkeypatch):
+    import importlib.util
+
+    from cifarctl.tracking.store import check_driver, database_driver
+
+    assert database_driver("postgresql://u@db/mlflow") == "psycopg"  # SQLAlchemy 2.1
+    assert database_driver("postgresql+psycopg2://u@db/mlflow") == "psycopg2"
+    assert database_driver("sqlite:////p/mlflow.db") is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UsageError) as err:
+        check_driver("postgresql://u@db/mlflow")
+    assert str(err.value) == ("postgresql:// stores need the PostgreSQL driver psycopg, which "
+                              "is not installed: pip install 'cifarctl[server]' (or pip "
+                              "install psycopg[binary])")
+
+
+def test_a_shared_server_on_a_network_address_needs_auth(tmp_path, monkeypatch):
+    from cifarctl.server import auth_config, check_auth, server_command
+
+    result = CliRunner().invoke(app, ["server", "--store", "sqlite:///x.db", "--artifacts",
+                                      str(tmp_path / "a"), "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --host 0.0.0.0 shares every run and artifact "
+                                    "with whoever reaches this machine: add --auth")
+    assert result.output.count("\n") == 1 and not (tmp_path / "a").exists()
+    command = server_command("postgresql://u@db/m", tmp_path / "a", host="0.0.0.0",
+                             port=5000, auth=True)
+    assert command[3:] == ["server", "--backend-store-uri", "postgresql://u@db/m",
+                           "--serve-artifacts", "--artifacts-destination",
+                           str(tmp_path / "a"), "--host", "0.0.0.0", "--port", "5000",
+                           "--workers", "4", "--app-name", "basic-auth"]
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    with pytest.raises(UsageError, match="^--auth: set MLFLOW_AUTH_ADMIN_PASSWORD"):
+        check_auth(f"sqlite:///{tmp_path / 'users.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "lead")
+    ini = auth_config(f"sqlite:///{tmp_path / 'users.db'}", tmp_path).read_text()
+    assert "admin_username = lead" in ini and "users.db" in ini
+
+
+def _cluster_commands() -> list[list[str]]:
+    """The `cifarctl` lines of the README's "Running on a cluster" walk-through."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```\n(.*?)```", section, re.DOTALL).group(1)
+    return [shlex.split(line.split("#")[0]) for line in block.splitlines()
+            if line.startswith("cifarctl ")]
+
+
+@pytest.mark.parametrize("command", _cluster_commands(), ids=lambda c: " ".join(c[1:3]))
+def test_every_cluster_command_in_the_readme_exists_with_its_options(command):
+    """Each command and option the walk-through spells out is one cifarctl has (the steps
+    themselves run for real in tests/test_cluster.py: server, Ray sweep, report, eval)."""
+    words = [w for w in command[1:] if not w.startswith("-")][:2]
+    path = words[:1] if words[0] != "data" else words
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for option in (w.split("=")[0] for w in command if w.startswith("--")):
+        assert option in result.output, f"{' '.join(path)} has no {option}"
