@@ -187,6 +187,22 @@ def _trial_config(task: TrialTask, state: RunState | None) -> Any:
                                    "run.compile": planned.run.compile})
 
 
+def _prepare(tasks: list[TrialTask], trackers: list[Any],
+             states: list[RunState | None]) -> list[Any]:
+    """The trials' configs; a resumed run tagged with the epoch it goes on from (a rerun's,
+    or a lost node's retry), a second stage given its first stage's weights here."""
+    from cifarctl.training.stages import prepare_init
+
+    for tracker, state in zip(trackers, states):
+        if state is not None:
+            tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
+    cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
+    for task, cfg in zip(tasks, cfgs):
+        prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
+                     tracking_uri=task.tracking_uri)
+    return cfgs
+
+
 def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Train (or resume) the tasks' trials in their existing child runs, one alone or
     several as one fused group; never raises for the trials."""
@@ -206,15 +222,7 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             if task.follow:
                 trackers[-1].checkpoints_follow = True
         states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
-        for tracker, state in zip(trackers, states):
-            if state is not None:  # where it went on: a rerun's, or a lost node's retry
-                tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
-        cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
-        from cifarctl.training.stages import prepare_init
-
-        for task, cfg in zip(tasks, cfgs):  # a second stage: its first stage's weights here
-            prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
-                         tracking_uri=task.tracking_uri)
+        cfgs = _prepare(tasks, trackers, states)
         for reporter, state in zip(reporters, states):
             reporter.send("started", {"pid": os.getpid(),
                                       "epoch": state.epoch if state else 0})
