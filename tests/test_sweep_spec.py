@@ -313,6 +313,21 @@ def test_dry_run_table_fills_keys_a_trial_does_not_set_with_their_base_value(tmp
     assert "s.yaml: 1 trial " in one.stdout
 
 
+def test_dry_run_table_too_wide_for_the_terminal_lists_each_trials_own_values(tmp_path):
+    """Past the terminal's width a column per key would squeeze every cell to "…"."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("base: {model: {name: vanillacnn}}\ngrid: {seed: [0, 1]}\n"
+                    "include:\n  - {optim.lr: 0.5, optim.weight_decay: 0.001, loss.name: focal,"
+                    " loss.gamma: 2.0, optim.steps: [40, 45], seed: 0}\n")
+    narrow = CliRunner().invoke(app, ["sweep", str(spec), "--dry-run"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    text = " ".join(line.strip("│ ") for line in narrow.stdout.splitlines())
+    assert "…" not in narrow.stdout and "values this trial sets" in narrow.stdout
+    assert "run.seed=1" in text and "optim.steps=[40, 45]" in text and "loss.gamma=2.0" in text
+    wide = CliRunner().invoke(app, ["sweep", str(spec), "--dry-run"], env={"COLUMNS": "250"})
+    assert "values this trial sets" not in wide.stdout and "optim.weight_decay" in wide.stdout
+
+
 @pytest.mark.parametrize("body, args, message", [
     ("grid:\n  optim.lrr: [0.1]\n", [], "s.yaml: grid: unknown config key 'optim.lrr' (did "
                                         "you mean 'optim.lr'"),

@@ -175,7 +175,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.mark.parametrize("name, trials, crt, losses", [
-    ("modern-lt", 42, 6, {"ce", "focal", "ldam", "la", "balanced-softmax", "vs"}),
+    ("modern-lt", 54, 6, {"ce", "focal", "ldam", "la", "balanced-softmax", "vs"}),
     ("modern-lt-short", 5, 1, {"ce", "la", "balanced-softmax", "vs"}),
 ])
 def test_the_modern_lt_specs_plan_crt_on_their_ce_runs(name, trials, crt, losses):
@@ -191,8 +191,32 @@ def test_the_modern_lt_specs_plan_crt_on_their_ce_runs(name, trials, crt, losses
         assert first.config.run.seed == trial.config.run.seed
         assert first.config.data.imbalance == trial.config.data.imbalance
         assert trial.config.data.sampler == "class-balanced" and trial.config.optim.epochs == 10
+        assert first.config.optim.sam_rho == 0.0  # cRT sits on the 200-epoch CE run
     vs = next(t for t in plan.trials if t.config.loss.name == "vs")
     assert (vs.config.loss.gamma, vs.config.loss.tau) == (0.3, 1.0)
+
+
+def test_the_recipe_axis_of_modern_lt_matches_the_published_recipe_rows():
+    """Issue 19: modern-lt.yaml's recipe trials are the settings of Wang et al.'s rows, so the
+    report puts each group beside its number (and nothing else of the spec is compared)."""
+    from cifarctl.report.recipe_literature import recipe_published
+
+    plan = expand(load_spec(EXPERIMENTS / "modern-lt.yaml"))
+    recipe = [t for t in plan.trials if t.config.optim.sam_rho > 0]
+    assert len(recipe) == 12  # CE and LDAM-DRW x LT-100 and LT-10 x 3 seeds
+    groups: dict = {}
+    for t in recipe:
+        groups.setdefault((t.config.loss.name, t.config.data.imbalance), []).append(
+            {k: str(v) for k, v in t.config.to_flat().items()})
+    found = {key: [p.method for p in recipe_published(runs)] for key, runs in groups.items()}
+    assert found == {
+        ("ce", 100.0): ["CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout"],
+        ("ce", 10.0): ["CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout"],
+        ("ldam", 100.0): ["LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 5e-5, AutoAug + Cutout"],
+        ("ldam", 10.0): ["LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 1e-5, AutoAug + Cutout"]}
+    plain = [{k: str(v) for k, v in t.config.to_flat().items()}
+             for t in plan.trials if t.config.optim.sam_rho == 0]
+    assert all(recipe_published([run]) == [] for run in plain)
 
 
 @pytest.mark.slow  # five resnet20 trials, one epoch each

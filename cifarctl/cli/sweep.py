@@ -129,6 +129,18 @@ def _print_plan(plan: Any, as_json: bool) -> None:
                   caption="; ".join(notes))
     table.add_column("#", justify="right")
     table.add_column("key", no_wrap=True, min_width=12)
+    console = Console()
+    # a column per key while the table fits; past that (experiments/modern-lt.yaml has 19
+    # keys) rich would squeeze every cell to "…", so each row lists its own key=value pairs
+    widths = [max(len(k), *(len(_show(t.overrides.get(k, ""))) for t in plan.trials))
+              for k in keys]
+    if 20 + sum(w + 3 for w in widths) > console.width:
+        table.add_column("values this trial sets")
+        for trial in plan.trials:
+            table.add_row(str(trial.index + 1), trial.key, "  ".join(
+                f"{k}={_show(v)}" for k, v in trial.overrides.items()))
+        console.print(table)
+        return
     for column in keys:
         table.add_column(column)
     for trial in plan.trials:
@@ -136,7 +148,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         table.add_row(str(trial.index + 1), trial.key,
                       *[Text(_show(trial.overrides[k])) if k in trial.overrides
                         else Text(_show(flat.get(k, "")), style="dim") for k in keys])
-    Console().print(table)
+    console.print(table)
 
 
 def _show(value: Any) -> str:
