@@ -115,6 +115,27 @@ def _spec(folder: Path, dataset: str, device: str = "cpu") -> Path:
     return path
 
 
+def test_a_task_that_fails_with_an_empty_message_is_one_exit_event():
+    """A cancelled or crashed Ray task whose exception says nothing (`TaskCancelledError()`)
+    used to end the sweep in an IndexError traceback."""
+    from cifarctl.sweep.ray_backend import RayExecutor
+
+    class Cancelled(Exception):
+        pass
+
+    def raise_cancelled(ref):
+        raise Cancelled()
+
+    executor = SimpleNamespace(
+        inflight={"ref": [SimpleNamespace(key="k1"), SimpleNamespace(key="k2")]}, done=set(),
+        sent={"k2": {"key": "k2", "status": "KILLED"}}, _take=lambda: [],
+        ray=SimpleNamespace(get=raise_cancelled))
+    assert RayExecutor._ended(executor, "ref") == [
+        ("exit", "k1", {"error": "Ray task failed: Cancelled"}),
+        ("result", "k2", {"key": "k2", "status": "KILLED"})]
+    assert executor.done == {"k1", "k2"} and executor.inflight == {}
+
+
 def test_the_preflight_runs_for_ray_too(mlflow_store, data_home, tmp_path):
     """A bad dataset on Ray: one line naming the trial, exit 2, no run (Ray never started)."""
     pytest.importorskip("ray")
@@ -128,6 +149,60 @@ def test_the_preflight_runs_for_ray_too(mlflow_store, data_home, tmp_path):
 
     client = connect()
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.slow  # a Ray head (~3 s), then Ray's own retries (~20 s) before it gives up
+def test_a_real_cluster_that_wants_a_token_is_one_line_saying_how_to_give_it(
+        mlflow_store, data_home, tmp_path):
+    """Ray 2.60's token authentication, for real: a head started with RAY_AUTH_MODE=token and a
+    driver without the token. Ray raises a plain "Failed to connect" and says why only in its
+    C++ client's warnings (one a second on stderr): the sweep reads them from ray.log."""
+    import os
+    import secrets
+    import signal
+
+    pytest.importorskip("ray")
+    from cluster_fixtures import ray_temp_dir
+
+    port = free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    with ray_temp_dir() as ray_tmp:
+        head = subprocess.Popen(
+            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while head.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            assert head.poll() is None, "ray start --head failed"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+            env["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token either
+            t0 = time.monotonic()
+            out = subprocess.run(
+                [sys.executable, "-m", "cifarctl", "sweep", str(_spec(tmp_path, "synthetic")),
+                 "--backend", "ray", "--address", f"127.0.0.1:{port}",
+                 "--checkpoints", str(tmp_path / "checkpoints")],
+                capture_output=True, text=True, env=env, timeout=150)
+        finally:
+            head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+            head.wait(60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and out.stderr == (
+        f"error: the Ray cluster at 127.0.0.1:{port} requires token authentication and this "
+        f"machine has no valid token: set RAY_AUTH_MODE=token and the cluster's token "
+        f"(RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH naming its file; `ray get-auth-token` on the "
+        f"head prints it)\n")
+    assert time.monotonic() - t0 < 90
+    assert "InvalidAuthToken" in (tmp_path / "checkpoints" / "ray.log").read_text()
+    from cifarctl.tracking.runstore import RunStore
+
+    assert RunStore(mlflow_store.uri).find_runs("ray-spec") == []  # nothing created
 
 
 def test_a_ray_trials_device_is_the_clusters_not_checked_here(data_home, tmp_path,

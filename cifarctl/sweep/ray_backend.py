@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, first_line
 from cifarctl.sweep.worker import TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
@@ -152,7 +152,7 @@ class RayExecutor:
         try:
             results = self.ray.get(ref)
         except Exception as err:  # noqa: BLE001 - a crashed, cancelled or lost task
-            error = f"Ray task failed: {str(err).strip().splitlines()[0]}"
+            error = f"Ray task failed: {first_line(err)}"
             return events + [("result", t.key, self.sent[t.key]) if t.key in self.sent
                              else ("exit", t.key, {"error": error}) for t in tasks]
         return events + [("result", r["key"], r) for r in results]

@@ -86,10 +86,16 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                      f"out to run on a local Ray instance")
 
 
-def connect_error(address: str, err: BaseException) -> UsageError:
-    """The one line for a failed `ray.init` (a token missing, a cluster not answering)."""
-    text = f"{type(err).__name__} {err}"
-    if "AuthenticationError" in text or "UNAUTHENTICATED" in text or "auth token" in text:
+AUTH_SIGNS = ("AuthenticationError", "UNAUTHENTICATED", "Unauthenticated", "InvalidAuthToken",
+              "auth token")
+
+
+def connect_error(address: str, err: BaseException, said: str = "") -> UsageError:
+    """The one line for a failed `ray.init` (a token missing, a cluster not answering);
+    `said`: what Ray's C++ client wrote meanwhile (Ray 2.60 raises a plain "Failed to connect"
+    for a missing token and says why only there)."""
+    text = f"{type(err).__name__} {err} {said}"
+    if any(sign in text for sign in AUTH_SIGNS):
         return UsageError(f"the Ray cluster at {address} requires token authentication and "
                           f"this machine has no valid token: {TOKEN_HINT}")
     return UsageError(f"cannot connect to the Ray cluster at {address}: {first_line(err)}; "
@@ -132,9 +138,10 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
     assert address is not None
     target = resolve_address(address)
     probe(target)
-    redirect_ray_logs(log_dir)
+    log = redirect_ray_logs(log_dir)
+    start = log.stat().st_size if log.exists() else 0
     try:
-        with bounded(timeout) as fired:
+        with bounded(timeout) as fired, stderr_to(log):
             ray.init(address=target, **options)
     except KeyboardInterrupt:
         if not fired.is_set():
@@ -145,8 +152,30 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
     except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line each
         with contextlib.suppress(Exception):
             ray.shutdown()
-        raise connect_error(target, err) from None
+        with open(log, "rb") as f:  # what Ray's C++ client said while it retried
+            f.seek(start)
+            said = f.read().decode(errors="replace")
+        raise connect_error(target, err, said) from None
     return True
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """File descriptor 2 appended to `path` for the block: Ray's C++ GCS client writes its
+    retry warnings there (one a second, for about 20 s, when a token is missing), not through
+    Python's logging."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as target:
+            os.dup2(target.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def redirect_ray_logs(log_dir: Path) -> Path:
