@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -51,18 +50,15 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_figures_save_as_valid_pngs(name, tmp_path):
-    start = time.perf_counter()
     path = plots.save_png(CASES[name](), tmp_path / "sub" / f"{name}.png")
-    elapsed = time.perf_counter() - start
     assert path == tmp_path / "sub" / f"{name}.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:
         image.verify()
     with Image.open(path) as image:
         width, height = image.size
-    assert 400 <= width <= 2000 and 300 <= height <= 2000
+    assert 400 <= width <= 2000 and 300 <= height <= 2000  # dpi and layout, not a 10x slip
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
-    assert elapsed < 3  # about 0.3-0.5 s here; guards against a 10x slip (dpi, layout)
 
 
 def test_sizes_follow_the_layout(tmp_path):
