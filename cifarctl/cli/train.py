@@ -52,7 +52,7 @@ def train(
     loss: Annotated[str | None, typer.Option(help=f"Loss: {', '.join(LOSS_NAMES)}.")] = None,
     beta: Annotated[float | None, typer.Option(
         help="Class-balanced beta in [0, 1); 0 = unweighted.")] = None,
-    gamma: Annotated[float | None, typer.Option(help="Focal gamma (>= 0).")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Focal gamma (>= 0); VS's exponent.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,

@@ -160,7 +160,8 @@ class OptimSection:
 class LossSection:
     name: str = _f("ce", "loss, one of {losses}")
     beta: float = _f(0.0, "class-balanced weighting (Cui et al. 2019) in [0, 1); 0 = unweighted")
-    gamma: float = _f(1.0, "focal-loss focusing parameter; 0 = cross-entropy")
+    gamma: float = _f(1.0, "focal-loss focusing parameter, 0 = cross-entropy; `vs`: the "
+                       "exponent of Delta_c = (n_c / n_max)^gamma")
     drw_epoch: int | None = _f(None, "deferred re-weighting (Cao et al. 2019): unweighted until "
                                "this epoch, class-balanced from it; none = weighted throughout")
     alpha: float = _f(0.5, "hybrid loss CE + (1 - alpha) * focal")
