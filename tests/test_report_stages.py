@@ -102,3 +102,21 @@ def test_the_literature_table_has_spec_4s_rows_with_their_sources(store):
     assert "Zhong et al. 2021 †" in text and "best test accuracy: optimistic" in text
     assert "Wang et al. 2023, A Unified Generalization Analysis" in text
 
+
+
+def test_the_closest_note_says_a_second_stage_is_judged_by_its_first(tmp_path,
+                                                                     _mlflow_template_db):
+    """Off the protocol (20 epochs), a cRT group is nearest by its stage-1 run's settings: the
+    note says so, rather than listing settings its own label contradicts."""
+    from cifarctl.report.build import build_report
+
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    short = {**PROTOCOL, "optim.epochs": 20}
+    ce = write_run(uri, "short", {**short, "loss.name": "ce"}, [0.5] * 3)
+    write_run(uri, "short", {**short, **CRT, "run.init_from": ce}, [0.6] * 3,
+              tags={"init_from": ce})
+    (note,) = [n for n in build_report(uri, experiments=["short"]).notes if "closest" in n]
+    assert note.endswith("; closest: CE, sampler=class-balanced, reinit_classifier=True, "
+                         "epochs=10, train=classifier, init_from=CE, judged by its stage-1 run "
+                         "(optim.epochs=20 (protocol: 200))")

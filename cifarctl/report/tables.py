@@ -364,7 +364,9 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         identities = {identity[r] for r in run_ids}
         if gaps or len(identities) != 1:
             if gaps and (closest is None or len(gaps) < closest[0]):
-                closest = (len(gaps), group.label, gaps)
+                staged = any(isinstance(first.get(r), str) and first[r] != r for r in run_ids)
+                closest = (len(gaps), group.label + (", judged by its stage-1 run" if staged
+                                                     else ""), gaps)
             continue
         p = dict(zip(LOSS_IDENTITY, identities.pop()))
         ratio = number(p.get("data.imbalance")) or 1.0
