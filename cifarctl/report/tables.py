@@ -163,7 +163,8 @@ def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassR
 
     extras = [m for m in EXTRA_METRICS
               if any(not all(math.isnan(v) for v in g.metric(m)) for g in groups)]
-    return [per_class_row(g, num_classes, extras + posthoc_metrics(groups)) for g in groups]
+    extras += posthoc_metrics(groups)  # once: per row it made the table quadratic in groups
+    return [per_class_row(g, num_classes, extras) for g in groups]
 
 
 def extra_label(metric: str) -> str:
