@@ -225,7 +225,7 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} cpu x{torch.get_num_threads()} threads"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dataset", default="synthetic", help="synthetic, cifar10 or a path")
@@ -246,7 +246,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "noisy shared machines; no peak memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _add_ratios(results: list[dict[str, Any]], only: set[str], interleaved: bool) -> None:
+    """Each way's images/s as a multiple of (a) (paired per window when interleaved) and the
+    fused and SAM ways' as a multiple of (b)."""
+    base = results[0] if "a" in only else None
+    single = next((r for r in results if r["name"].startswith("b")), None)
+    for r in results:
+        if base:
+            r["ratio_to_a"] = round(r["images_per_s"] / base["images_per_s"], 2)
+            if interleaved:
+                r["paired_ratio_to_a"] = round(paired_ratio(r["window_images_per_s"],
+                                                            base["window_images_per_s"]), 2)
+        if single and r["name"].startswith(("c", "d")):
+            r["ratio_to_b"] = round(r["images_per_s"] / single["images_per_s"], 2)
+    for r in results:
+        r["images_per_s"] = round(r["images_per_s"], 1)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
 
     from cifarctl.data import load_dataset
 
@@ -271,18 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      lambda: cifarctl_run(data, args, device, None, args.sam_rho), batch))
     results = (measure_interleaved(ways, args, device) if args.interleave
                else [measure(way, args, device) for way in ways])
-    base = results[0] if "a" in only else None
-    single = next((r for r in results if r["name"].startswith("b")), None)
-    for r in results:
-        if base:
-            r["ratio_to_a"] = round(r["images_per_s"] / base["images_per_s"], 2)
-            if args.interleave:
-                r["paired_ratio_to_a"] = round(paired_ratio(r["window_images_per_s"],
-                                                            base["window_images_per_s"]), 2)
-        if single and r["name"].startswith(("c", "d")):
-            r["ratio_to_b"] = round(r["images_per_s"] / single["images_per_s"], 2)
-    for r in results:
-        r["images_per_s"] = round(r["images_per_s"], 1)
+    _add_ratios(results, only, args.interleave)
     report = {"benchmark": "throughput", "device": str(device), "device_name": device_name(device),
               "torch": torch.__version__, "model": args.model, "batch_size": batch,
               "dataset": data.name, "warmup": args.warmup, "windows": args.windows,

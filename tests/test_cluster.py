@@ -141,14 +141,19 @@ def test_train_sweep_report_and_eval_through_a_server_on_postgresql(
 
 
 def test_the_servers_bulk_histories_match_one_request_per_history(server):
+    """Its own runs: under xdist another module's test may run between two of this module's,
+    and the module's server (a fresh PostgreSQL) is then started again, empty."""
+    from test_report import write_run
+
     from cifarctl.tracking.runstore import RunStore
 
+    ids = [write_run(server, "pg-histories", {"run.seed": seed}, [0.5 + 0.01 * seed] * 10)
+           for seed in range(3)]
     store = RunStore(server)
-    ids = [c.run_id for c in children(server, "pg-sweep")]
-    assert ids, "runs from the test above"
-    bulk = store.metric_histories(ids, ["test_acc", "lr"])
-    assert bulk == {r: {k: store.metric_history(r, k) for k in ("test_acc", "lr")}
+    bulk = store.metric_histories(ids, ["test_acc", "test_loss", "lr"])
+    assert bulk == {r: {k: store.metric_history(r, k) for k in ("test_acc", "test_loss", "lr")}
                     for r in ids}
+    assert [len(bulk[r]["test_acc"]) for r in ids] == [2, 2, 2] and bulk[ids[0]]["lr"] == []
 
 
 # ---- Ray -------------------------------------------------------------------------------------
