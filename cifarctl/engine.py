@@ -153,8 +153,11 @@ CALIBRATION_BINS = 15  # Guo et al. 2017 use 15 equal-width confidence bins
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-             num_classes: int, logit_scale: float = 1.0) -> EvalCounts:
-    """Confusion matrix and cross-entropy over `batches`, in eval mode.
+             num_classes: int, logit_scale: float = 1.0,
+             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+             ) -> EvalCounts:
+    """Confusion matrix and cross-entropy over `batches`, in eval mode; `on_logits(logits, y)`
+    sees each batch's scaled logits too (eval's post-hoc adjustment counts from the same pass).
 
     The loss reported for validation and test is plain (unweighted) cross-entropy whatever
     the training loss, so curves of CE and focal runs can be overlaid and compared. It is
@@ -163,12 +166,18 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    # the batches' device (a parameter-free model, e.g. post-hoc tests' identity, has none)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     counts = EvalCounts.zeros(num_classes, device)
     for x, y in batches:
+        if counts.confusion.device != x.device:
+            device, counts = x.device, EvalCounts.zeros(num_classes, x.device)
         with autocast_for(device):
             logits = model(x).float()  # (B, C)
-        counts.add(logits * logit_scale, y)
+        logits = logits * logit_scale
+        counts.add(logits, y)
+        if on_logits is not None:
+            on_logits(logits, y)
     model.train(was_training)
     return counts
 

@@ -59,33 +59,54 @@ def adjusted_predictions(logits: torch.Tensor, log_prior: torch.Tensor,
     return (logits - tau * log_prior.to(logits.dtype)).argmax(dim=1)
 
 
-def adjusted_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    log_prior: torch.Tensor, taus: Sequence[float], *, num_classes: int,
-                    logit_scale: float = 1.0) -> list[EvalCounts]:
-    """One confusion matrix per tau over `batches`, in eval mode, on the device (no sync).
+class AdjustedCounts:
+    """One confusion matrix per tau, counted on the device (no sync) from the logits an
+    evaluation pass sees: `engine.evaluate(..., on_logits=counter.add)`, so the adjusted
+    accuracies cost no second pass over the images.
 
     The logits are `logit_scale * model(x)` (LDAM's s): the softmax the run trained, whose
     logits the prior is subtracted from. Only the confusion is counted: an adjusted model's
     loss and calibration are not what `eval` reports.
     """
-    import torch
 
-    from cifarctl.engine import EvalCounts, autocast_for
+    def __init__(self, log_prior: torch.Tensor, taus: Sequence[float], num_classes: int):
+        self.log_prior, self.taus, self.num_classes = log_prior, list(taus), num_classes
+        self.counts: list[EvalCounts] = []
 
-    was_training = model.training
-    model.eval()
-    counts: list[EvalCounts] | None = None
-    for x, y in batches:  # x (B, 3, H, W), y (B,) on the model's device
-        if counts is None:
-            counts = [EvalCounts.zeros(num_classes, x.device) for _ in taus]
-        with torch.no_grad(), autocast_for(x.device):
-            logits = model(x).float() * logit_scale  # (B, C)
-        prior = log_prior.to(x.device)
-        for tau, count in zip(taus, counts):
-            pred = adjusted_predictions(logits, prior, tau)  # (B,)
-            count.confusion.view(-1).index_add_(0, y * num_classes + pred, torch.ones_like(y))
-    model.train(was_training)
-    return counts or [EvalCounts.zeros(num_classes, torch.device("cpu")) for _ in taus]
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Count one batch: float logits (B, C), labels (B,)."""
+        import torch
+
+        from cifarctl.engine import EvalCounts
+
+        if not self.counts:
+            self.counts = [EvalCounts.zeros(self.num_classes, logits.device) for _ in self.taus]
+            self.log_prior = self.log_prior.to(logits.device)
+        for tau, count in zip(self.taus, self.counts):
+            pred = adjusted_predictions(logits, self.log_prior, tau)  # (B,)
+            count.confusion.view(-1).index_add_(0, y * self.num_classes + pred,
+                                                torch.ones_like(y))
+
+    def result(self) -> list[EvalCounts]:
+        import torch
+
+        from cifarctl.engine import EvalCounts
+
+        return self.counts or [EvalCounts.zeros(self.num_classes, torch.device("cpu"))
+                               for _ in self.taus]
+
+
+def adjusted_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    log_prior: torch.Tensor, taus: Sequence[float], *, num_classes: int,
+                    logit_scale: float = 1.0) -> list[EvalCounts]:
+    """One confusion matrix per tau over `batches`, in eval mode (`AdjustedCounts` over an
+    `engine.evaluate` pass)."""
+    from cifarctl.engine import evaluate
+
+    counter = AdjustedCounts(log_prior, taus, num_classes)
+    evaluate(model, batches, num_classes=num_classes, logit_scale=logit_scale,
+             on_logits=counter.add)
+    return counter.result()
 
 
 def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]

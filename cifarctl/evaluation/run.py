@@ -201,17 +201,19 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     qualifier = f"data_{data.fingerprint[:8]}" if changed else foreign
     acc_prefix, prefix = metric_prefixes(target.which, split, qualifier)
 
+    counts = _own_counts(target, data, same_dataset=foreign is None)
+    adjusted = _posthoc_prefixes(target.which, split, qualifier, logit_adjust)
+    counter = (_adjusted_counter(counts, logit_adjust, classes=classes,
+                                 sampler=cfg.data.sampler) if logit_adjust else None)
     progress(f"clean {split} set: {loader.num_samples} images")
-    clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale)
+    clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale,
+                     on_logits=counter.add if counter else None)  # one pass for both
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
                                      "confusion": clean.confusion,
                                      "calibration": clean.calibration}
-    counts = _own_counts(target, data, same_dataset=foreign is None)
-    adjusted = _posthoc_prefixes(target.which, split, qualifier, logit_adjust)
-    if logit_adjust:
-        device_values |= _adjusted_values(model, loader, counts, logit_adjust, adjusted,
-                                          classes=classes, scale=cfg.logit_scale,
-                                          sampler=cfg.data.sampler)
+    if counter:
+        device_values |= posthoc.adjusted_metrics(counter.result(),
+                                                  [acc for acc, _ in adjusted])
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
@@ -241,10 +243,9 @@ def _posthoc_prefixes(which: str, split: str, qualifier: str | None,
             for tau in taus]
 
 
-def _adjusted_values(model: Any, loader: Any, counts: list[int] | None, taus: Sequence[float],
-                     prefixes: list[tuple[str, str]], *, classes: int, scale: float,
-                     sampler: str) -> dict[str, Any]:
-    """The post-hoc adjusted accuracies, per tau, as device tensors."""
+def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classes: int,
+                      sampler: str) -> posthoc.AdjustedCounts:
+    """What counts the post-hoc adjusted predictions, per tau, during the clean pass."""
     if not counts or len(counts) != classes:
         raise UsageError("--logit-adjust subtracts the run's training prior, but its class "
                          "counts are unknown (no class_counts tag and its dataset is not "
@@ -254,9 +255,7 @@ def _adjusted_values(model: Any, loader: Any, counts: list[int] | None, taus: Se
     # the prior the run trained under: its counts as its sampler drew them (instance: n_c /
     # sum n; a class-balanced run's is uniform, which no adjustment changes)
     prior = class_probabilities(counts, sampler).log()
-    found = posthoc.adjusted_counts(model, loader.epoch(0), prior, taus, num_classes=classes,
-                                    logit_scale=scale)
-    return posthoc.adjusted_metrics(found, [acc for acc, _ in prefixes])
+    return posthoc.AdjustedCounts(prior, taus, classes)
 
 
 def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, data: Any, *,
