@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from cifarctl.config.recipe import normalize_recipe
@@ -42,10 +44,11 @@ def _rows(*, with_help: bool) -> list[tuple[str, Any, str]]:
     return rows
 
 
-def later_defaults() -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)  # the report asks once per label; callers only read it
+def later_defaults() -> Mapping[str, Any]:
     """`{key: default}` of the fields declared `later=True` (added after trial keys existed):
     left out of a trial key at their default, and read as their default from a run that
-    never logged them."""
+    never logged them. One shared mapping: do not change it."""
     return {key: default for key, default, _ in _rows(with_help=False)
             if _field(key).metadata.get("later")}
 

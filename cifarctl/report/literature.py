@@ -12,12 +12,11 @@ This module is torch- and pandas-free.
 from __future__ import annotations
 
 import ast
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cifarctl.config import resolve_classifier
+from cifarctl.config import later_defaults, resolve_classifier
 
 CUI = ("Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples (CVPR), "
        "long-tailed CIFAR-10 with ResNet-32")
@@ -108,15 +107,8 @@ def param_matches(key: str, text: object, wanted: object) -> bool:
     (`config.later_defaults`) that the run never logged (None) counts as its default."""
     value = _parse(text)
     if value is None:
-        value = _later_defaults().get(key)
+        value = later_defaults().get(key)
     return _same(value, wanted)
-
-
-@functools.lru_cache(maxsize=1)
-def _later_defaults() -> dict[str, object]:
-    from cifarctl.config import later_defaults
-
-    return later_defaults()
 
 
 def protocol_gaps(params: Mapping[str, object]) -> list[str]:

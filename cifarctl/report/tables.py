@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
+from cifarctl.evaluation.posthoc import tau_name
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
 from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, stats
@@ -328,9 +329,13 @@ def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
     return {values[0]: tuple(values[1:]) for values in table.itertuples(index=False)}
 
 
-def _error(group: Group) -> stats.Summary:
-    """The group's top-1 test error in percent."""
-    return stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
+# `eval --logit-adjust 1` (Menon et al. 2021): the post-hoc row of table 3
+POSTHOC_TAU1 = f"eval_{tau_name(1.0)}_test_acc"
+
+
+def _error(group: Group, metric: str = OVERALL) -> stats.Summary:
+    """The group's top-1 test error in percent (of `metric`, an accuracy)."""
+    return stats.summarize([100.0 * (1.0 - v) for v in group.metric(metric)])
 
 
 def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str | None]:
@@ -372,7 +377,7 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         p = dict(zip(LOSS_IDENTITY, identities.pop()))
         ratio = number(p.get("data.imbalance")) or 1.0
         profile = str(p.get("data.imbalance_type") or "exp")
-        error = stats.summarize([100.0 * (1.0 - v) for v in group.metric(OVERALL)])
+        error = _error(group)
         loss, beta = str(p.get("loss.name")), number(p.get("loss.beta")) or 0.0
         drw, two_stage = number(p.get("loss.drw_epoch")) is not None, \
             p.get("optim.train") == "classifier"
@@ -381,10 +386,10 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
                           drw=drw, profile=profile, ratio=ratio))) + later_published(
             loss=loss, beta=beta, drw=drw, profile=profile, ratio=ratio, two_stage=two_stage,
             tau=number(p.get("loss.tau")) or 1.0)))
-        posthoc = group.metric("eval_la1_test_acc")  # `eval --logit-adjust 1` (Menon et al.)
+        posthoc = group.metric(POSTHOC_TAU1)
         if loss == "ce" and not (beta or drw or two_stage) and not all(map(math.isnan, posthoc)):
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
-                                      stats.summarize([100.0 * (1.0 - v) for v in posthoc]),
+                                      _error(group, POSTHOC_TAU1),
                                       posthoc_published(profile=profile, ratio=ratio)))
     if rows:
         return rows, None
