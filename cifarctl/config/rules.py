@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from cifarctl.config.sections import Check, RunConfig
 
 # `data.sampler` values (cifarctl.data.samplers): the exponent q of p_c proportional to n_c^q
-SAMPLERS = ("instance", "class-balanced", "sqrt")
+# `data.sampler` -> q of Kang et al.'s p_j proportional to n_j^q (`data.samplers`)
+SAMPLER_EXPONENTS = {"instance": 1.0, "class-balanced": 0.0, "sqrt": 0.5}
+SAMPLERS = tuple(SAMPLER_EXPONENTS)
 
 # The published CIFAR-10-LT settings of a loss whose parameters share a key with another
 # loss's: `loss.gamma` is focal's gamma (default 1) and VS's Delta exponent. Kini et al.

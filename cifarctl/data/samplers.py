@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-# q of p_j proportional to n_j^q, per `data.sampler` (`config.rules.SAMPLERS`; instance:
-# q = 1, which the loader draws as its plain shuffle, each image once an epoch)
-EXPONENTS = {"instance": 1.0, "class-balanced": 0.0, "sqrt": 0.5}
+# q of p_j proportional to n_j^q, per `data.sampler` (instance: q = 1, which the loader draws
+# as its plain shuffle, each image once an epoch)
+from cifarctl.config.rules import SAMPLER_EXPONENTS as EXPONENTS
 
 
 def class_probabilities(counts: list[int] | torch.Tensor, sampler: str) -> torch.Tensor:

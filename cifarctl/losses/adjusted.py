@@ -57,11 +57,11 @@ class BalancedSoftmaxLoss(AdditiveAdjustment):
     cross-entropy of z_c + log n_c (the logit-adjusted loss at tau = 1; `loss.tau` unused)."""
 
     def __init__(self, class_counts: list[int], params: LossSection):
-        counts = torch.tensor(check_counts(class_counts), dtype=torch.float64)
-        super().__init__(class_counts, params, counts.log())
+        super().__init__(class_counts, params, torch.tensor(
+            check_counts(class_counts), dtype=torch.float64).log())
 
 
-class VSLoss(ClassBalancedLoss):
+class VSLoss(AdditiveAdjustment):
     """Vector-scaling loss, Kini et al. 2021, "Label-Imbalanced and Group-Sensitive
     Classification under Overparameterization", eq. 3: cross-entropy of Delta_c z_c + iota_c
     with Delta_c = (n_c / n_max)^gamma and iota_c = tau log pi_c. gamma = tau = 0 is CE.
@@ -72,11 +72,9 @@ class VSLoss(ClassBalancedLoss):
     """
 
     def __init__(self, class_counts: list[int], params: LossSection):
-        super().__init__(class_counts, params)
+        super().__init__(class_counts, params, params.tau * log_prior(class_counts))  # iota
         n = torch.tensor(check_counts(class_counts), dtype=torch.float64)  # (C,)
         self.register_buffer("scale", (n / n.max()) ** params.gamma, persistent=False)
-        self.register_buffer("offset", params.tau * log_prior(class_counts), persistent=False)
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        adjusted = logits * self.scale.to(logits.dtype) + self.offset.to(logits.dtype)  # (N, C)
-        return -target_log_prob(adjusted, targets)
+        return super().unweighted(logits * self.scale.to(logits.dtype), targets)  # Delta z
