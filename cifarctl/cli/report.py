@@ -70,7 +70,7 @@ def report(
     exported = report_to(tracking_uri, out=out, fmt=format_, log=not no_log,
                          experiments=experiment, parent=parent, filter_string=filter_ or "",
                          by=by, baseline=baseline)
-    from rich.console import Console  # heavy imports start here
+    from rich.console import Console
 
     from cifarctl.report import render
 
