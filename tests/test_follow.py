@@ -108,6 +108,20 @@ def test_a_restart_without_a_checkpoint_logs_no_step_twice(data_home, tiny_datas
     assert [c[1] for c in tracker.calls if c[0] == "metrics"][0] == 2
 
 
+def test_epochs_logged_before_still_upload_their_checkpoints_and_the_end_uploads_none_again(
+        data_home, tiny_dataset, tmp_path):
+    """A restart that re-trains epochs the run has metrics for keeps the run's checkpoint
+    current from the first of them (a node lost again there resumes from it); a finished
+    run's checkpoints, uploaded as it trained, are not uploaded a second time at its end."""
+    tracker = Recording(logged={0, 1})
+    train(tiny_config(tiny_dataset), tracker=tracker, checkpoint_root=tmp_path)
+    uploads = [c for c in tracker.calls if c[0] == "upload"]
+    assert [c for c in uploads if c[1] == "last.pt"] == [
+        ("upload", "last.pt", 1), ("upload", "last.pt", 2), ("upload", "last.pt", 3)]
+    assert len([c for c in uploads if c[1] == "best.pt"]) == len(
+        {c for c in uploads if c[1] == "best.pt"})  # each best once, none repeated at the end
+
+
 def test_a_resume_logs_the_steps_its_checkpoint_has_and_the_run_lacks(
         data_home, tiny_dataset, tmp_path):
     """The process died after uploading epoch 1's checkpoint, before its metrics: the resume

@@ -82,9 +82,10 @@ class CheckpointUpload:
     def of(cls, tracker: Tracker) -> CheckpointUpload | None:
         return cls(tracker) if follows(tracker) else None
 
-    def epoch(self, folder: Path, epoch: int, metrics: dict[str, float], *,
+    def epoch(self, folder: Path, epoch: int, metrics: dict[str, float] | None, *,
               best_changed: bool) -> None:
-        """Upload `folder`'s checkpoints of `epoch`, then log its metrics; returns at once."""
+        """Upload `folder`'s checkpoints of `epoch`, then log its metrics (None: the run has
+        them already); returns at once."""
         self.wait()
         names = (["best.pt"] if best_changed else []) + ["last.pt"]
         files = snapshot([folder / n for n in names if (folder / n).is_file()],
@@ -93,7 +94,8 @@ class CheckpointUpload:
         def job() -> None:
             for file in files:
                 self.tracker.log_artifact(file, "checkpoints")
-            self.tracker.log_metrics(metrics, step=epoch)
+            if metrics is not None:
+                self.tracker.log_metrics(metrics, step=epoch)
 
         self.start(job)
 

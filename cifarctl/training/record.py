@@ -215,13 +215,13 @@ class RunRecord:
 
     def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """An epoch's metrics: once per step (a restart without a checkpoint logs no step
-        twice), after its checkpoint's upload when checkpoints follow the run."""
-        if epoch in self.logged:
-            return
+        twice), after its checkpoint's upload when checkpoints follow the run (an epoch
+        logged before still uploads its checkpoint: the run's copy must stay current)."""
+        unlogged = None if epoch in self.logged else metrics
         if self.upload is not None:
-            self.upload.epoch(self.dir, epoch, metrics, best_changed=self.best.epoch == epoch)
-        else:
-            self.tracker.log_metrics(metrics, step=epoch)
+            self.upload.epoch(self.dir, epoch, unlogged, best_changed=self.best.epoch == epoch)
+        elif unlogged is not None:
+            self.tracker.log_metrics(unlogged, step=epoch)
 
     def interrupted(self, epoch: int, weights: Weights, sums: dict[str, Any],
                     signal_name: str, resume_flags: str) -> None:
@@ -271,16 +271,20 @@ class RunRecord:
                                "confusion_matrix.png")
             # the numbers behind the PNG, for `cifarctl report`'s side-by-side matrices
             tracker.log_text(json.dumps(m["test_confusion"]) + "\n", "confusion_matrix.json")
+        # uploads that followed the run hold both already, unless an interruption saved a
+        # mid-epoch last.pt since
+        uploaded = () if self.upload is None else (
+            ("best",) if self.status == "KILLED" else ("best", "last"))
         for which in ("best", "last"):
-            if (self.dir / f"{which}.pt").is_file():
+            if which not in uploaded and (self.dir / f"{which}.pt").is_file():
                 tracker.log_artifact(self.dir / f"{which}.pt", "checkpoints")
 
     def abort(self, status: str) -> None:
         """Close the run after an error without masking that error."""
         try:
             if self.upload is not None:
-                self.upload.wait()
-            if (self.dir / "last.pt").is_file():
+                self.upload.wait()  # the last good epoch's last.pt is uploaded with it
+            elif (self.dir / "last.pt").is_file():
                 self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
             self.tracker.finish(status)
         except Exception:  # noqa: BLE001 - the original error is the one to report
