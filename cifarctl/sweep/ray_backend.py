@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl.errors import UsageError, first_line
+from cifarctl.sweep.ray_connect import is_local
 from cifarctl.sweep.worker import TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
@@ -47,7 +48,7 @@ def import_ray() -> Any:
 
 def store_warning(address: str | None, tracking_uri: str) -> str | None:
     """The warning for a cluster that may not reach a local tracking store, if one is due."""
-    if address in (None, "", "local") or tracking_uri.startswith(("http://", "https://")):
+    if is_local(address) or tracking_uri.startswith(("http://", "https://")):
         return None
     where = sqlite_path(tracking_uri) or tracking_uri
     return (f"warning: trials on the Ray cluster at {address} log to {where}, a file on this "

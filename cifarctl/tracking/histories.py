@@ -77,7 +77,7 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str],
     if db is not None and db.is_file():
         try:
             points = sqlite_reader.metric_points(db, run_ids, keys)
-            return one_per_step([p[:4] for p in points], run_ids, keys)
+            return one_per_step(points, run_ids, keys)
         except sqlite_reader.UseMlflow:
             pass
     if uri.startswith(("http://", "https://")):

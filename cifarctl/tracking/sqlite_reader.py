@@ -127,22 +127,22 @@ def _runs(con: sqlite3.Connection, ids: list[str], parent: str | None) -> list[S
 
 
 def metric_points(db: Path, run_ids: Sequence[str], keys: Sequence[str]
-                  ) -> list[tuple[str, str, int, float, int]]:
-    """Every logged point `(run id, key, step, value, timestamp)` of metrics `keys` of the
-    runs, in the order they were written; UseMlflow where the table is not one we know."""
-    points: list[tuple[str, str, int, float, int]] = []
+                  ) -> list[tuple[str, str, int, float]]:
+    """Every logged point `(run id, key, step, value)` of metrics `keys` of the runs, in the
+    order they were written; UseMlflow where the table is not one we know."""
+    points: list[tuple[str, str, int, float]] = []
     try:
         with contextlib.closing(_open(db, BUSY_TIMEOUT_S)) as con:
             have = {row[1] for row in con.execute("PRAGMA table_info(metrics)")}
-            if not {"run_uuid", "key", "step", "value", "is_nan", "timestamp"} <= have:
+            if not {"run_uuid", "key", "step", "value", "is_nan"} <= have:
                 raise UseMlflow
             key_marks = ",".join("?" * len(keys))
             for start in range(0, len(run_ids), 500):  # SQLite's bound-variable limit
                 chunk = list(run_ids[start:start + 500])
-                points += [(r, k, int(s), math.nan if nan else float(v), int(t))
-                           for r, k, s, v, nan, t in con.execute(
-                               f"SELECT run_uuid, key, step, value, is_nan, timestamp FROM "
-                               f"metrics WHERE key IN ({key_marks}) AND run_uuid IN "
+                points += [(r, k, int(s), math.nan if nan else float(v))
+                           for r, k, s, v, nan in con.execute(
+                               f"SELECT run_uuid, key, step, value, is_nan FROM metrics "
+                               f"WHERE key IN ({key_marks}) AND run_uuid IN "
                                f"({','.join('?' * len(chunk))}) ORDER BY rowid",
                                [*keys, *chunk])]
     except sqlite3.Error as err:
