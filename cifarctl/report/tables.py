@@ -35,6 +35,7 @@ CLASS_METRIC = CLASS_ACC_AT_BEST
 # `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
 EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
 CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")
+POSTHOC_TAU1 = f"eval_{tau_name(1.0)}_test_acc"  # `eval --logit-adjust 1`: table 3's row
 
 
 def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -327,10 +328,6 @@ def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
     table = frame.reindex(columns=["run_id", *columns]).astype(object)
     table = table.where(table.notna(), None)
     return {values[0]: tuple(values[1:]) for values in table.itertuples(index=False)}
-
-
-# `eval --logit-adjust 1` (Menon et al. 2021): the post-hoc row of table 3
-POSTHOC_TAU1 = f"eval_{tau_name(1.0)}_test_acc"
 
 
 def _error(group: Group, metric: str = OVERALL) -> stats.Summary:
