@@ -4,22 +4,14 @@
     .venv/bin/python benchmarks/loader.py --dataset cifar10 --device cuda --epochs 5
     .venv/bin/python benchmarks/loader.py --policies randaugment --epochs 7 --images 10000
 
-Both produce the same thing per epoch: every training image once, shuffled, randomly
-cropped from a 4-pixel zero padding, randomly mirrored, then the policy (`--policies`:
-`crop-flip` alone, `randaugment` N=2 M=9, `autoaugment` CIFAR-10 policy; each optionally with
-`--cutout` pixels) and normalised with the CIFAR mean/std (SPEC 2), as float32
-(B, 3, 32, 32) batches on `--device`.
-- DeviceLoader: uint8 images on the device, index batches, batched tensor augmentation
-  (`cifarctl.data.augment` for the policies: each image its own draws, one torchvision op
-  per group of images that drew the same operation).
-- torchvision: a CIFAR10-style Dataset of PIL images with RandomCrop(32, padding=4),
-  RandomHorizontalFlip, the policy's transform on the PIL image (`transforms.RandAugment()`,
-  `transforms.AutoAugment(AutoAugmentPolicy.CIFAR10)`; Cutout as DDC's tensor op), ToTensor,
-  Normalize, through DataLoader(num_workers=2, persistent_workers=True), batches copied to
-  the device: how the reference repositories do it.
-One untimed warm-up epoch each (worker start-up, allocator, CUDA context), then `--epochs`
-timed epochs, ours and theirs alternating epoch by epoch (a shared machine's drift hits
-both), and the median of each. Prints a table and one JSON line with the ratios.
+Both produce, per epoch, every training image once, shuffled, randomly cropped from a
+4-pixel zero padding, randomly mirrored, then the policy (`--policies`: `crop-flip` alone,
+`randaugment` N=2 M=9, `autoaugment` CIFAR-10 policy; each optionally with `--cutout` pixels)
+and normalised (SPEC 2), as float32 (B, 3, 32, 32) batches on `--device`: the DeviceLoader
+(`cifarctl.data.augment` for the policies) vs `PilCifar` below through
+DataLoader(num_workers=2, persistent_workers=True), how the reference repositories do it.
+One untimed warm-up epoch each, then `--epochs` timed epochs, the two alternating (a shared
+machine's drift hits both); the medians, in a table and one JSON line with the ratios.
 
 Measured on this project's 2-core CPU machine (shared, load average about 2), synthetic set,
 batch 128, median of 5 epochs: DeviceLoader 78,872 images/s, torchvision 3,137 images/s,
@@ -56,15 +48,6 @@ class Cutout:
         return img
 
 
-def pil_policy(policy: str) -> list:
-    """The reference repositories' transform for `policy`, on PIL images after crop + flip."""
-    from torchvision import transforms
-
-    return {"crop-flip": [], "randaugment": [transforms.RandAugment()],
-            "autoaugment": [transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)]
-            }[policy]
-
-
 class PilCifar(torch.utils.data.Dataset):
     """What torchvision.datasets.CIFAR10 does per item: uint8 array -> PIL -> transforms."""
 
@@ -75,9 +58,12 @@ class PilCifar(torch.utils.data.Dataset):
         from cifarctl.data.loader import CIFAR_MEAN, CIFAR_STD
 
         self.images, self.labels = images, labels
+        # the reference repositories' transform for `policy`, on PIL images after crop + flip
+        policies = {"crop-flip": [], "randaugment": [transforms.RandAugment()],
+                    "autoaugment": [transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)]}
         self.transform = transforms.Compose([
             transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-            *pil_policy(policy), transforms.ToTensor(), *([Cutout(cutout)] if cutout else []),
+            *policies[policy], transforms.ToTensor(), *([Cutout(cutout)] if cutout else []),
             transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
 
     def __len__(self) -> int:
@@ -89,25 +75,17 @@ class PilCifar(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_epoch(batches) -> float:
-    start = time.perf_counter()
-    for x, _ in batches:
-        x.sum()  # make sure the batch is materialised (and transferred) before moving on
-    return time.perf_counter() - start
-
-
 def side_by_side(ours, theirs, device: torch.device, epochs: int) -> tuple[list, list]:
     """Seconds per epoch of each, alternating, after one untimed warm-up epoch each."""
     times: tuple[list, list] = ([], [])
     for epoch in range(epochs + 1):
         for out, batches_of_epoch in zip(times, (ours, theirs)):
-            seconds = _time_epoch(batches_of_epoch(epoch))
-            _sync(device)
+            start = time.perf_counter()
+            for x, _ in batches_of_epoch(epoch):
+                x.sum()  # make sure the batch is materialised (and transferred) before moving on
+            seconds = time.perf_counter() - start
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if epoch:
                 out.append(seconds)
     return times

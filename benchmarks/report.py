@@ -130,36 +130,26 @@ def time_library(uri: str, repeat: int) -> tuple[float, float, int]:
     return statistics.median(builds), statistics.median(renders), len(report.per_class)
 
 
-def time_cli(uri: str, fmt: str, *extra: str, repeat: int = 1) -> float:
-    """Median wall seconds of `cifarctl report --format fmt` processes (COLUMNS=120)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "COLUMNS": "120"}
+def time_report(env: dict[str, str], *args: str, repeat: int = 1) -> float:
+    """Median wall seconds of `cifarctl report --experiment bench ARGS` processes."""
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "cifarctl", "report", "--experiment",
-                              "bench", "--format", fmt, *extra], capture_output=True, text=True,
-                             env=env)
+                              "bench", *args], capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - t0)
         if out.returncode != 0:
-            raise SystemExit(f"cifarctl report failed: {out.stderr.strip()}")
-        if fmt == "json":
+            what = "report --out" if "--out" in args else "report"
+            raise SystemExit(f"cifarctl {what} failed: {out.stderr.strip()}")
+        if args[:2] == ("--format", "json"):
             json.loads(out.stdout)
     return statistics.median(times)
 
 
 def time_out(uri: str, folder: Path, repeat: int) -> float:
     """Median wall seconds of `cifarctl report --out FOLDER --no-log` against `uri`."""
-    env = {**os.environ, "COLUMNS": "120"}
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "cifarctl", "report", "--experiment",
-                              "bench", "--out", str(folder), "--no-log", "--tracking-uri", uri],
-                             capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - t0)
-        if out.returncode != 0:
-            raise SystemExit(f"cifarctl report --out failed: {out.stderr.strip()}")
-    return statistics.median(times)
+    return time_report({**os.environ, "COLUMNS": "120"}, "--out", str(folder), "--no-log",
+                       "--tracking-uri", uri, repeat=repeat)
 
 
 def time_histories(uri: str) -> tuple[float, float]:
@@ -215,9 +205,10 @@ def main() -> None:
         have = 0
     write_s = build_store(uri, args.runs, args.epochs) if have != args.runs else 0.0
     build_s, render_s, groups = time_library(uri, args.repeat)
-    cli_s = time_cli(uri, "json", repeat=args.repeat)
-    table_s = time_cli(uri, "table", repeat=args.repeat)
-    filter_s = time_cli(uri, "json", "--filter", "attributes.status = 'FINISHED'")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "COLUMNS": "120"}
+    cli_s = time_report(env, "--format", "json", repeat=args.repeat)
+    table_s = time_report(env, "--format", "table", repeat=args.repeat)
+    filter_s = time_report(env, "--format", "json", "--filter", "attributes.status = 'FINISHED'")
     rows = [("runs", args.runs), ("configurations", groups), ("store written (s)", write_s),
             ("build_report (s)", build_s), ("render all formats (s)", render_s),
             ("cifarctl report --format json (s)", cli_s),

@@ -4,30 +4,19 @@
     .venv/bin/python benchmarks/throughput.py --device cuda --ks 1,2,4,8,16 --compile
 
 One model (resnet32, batch 128), one dataset (the synthetic set unless `--dataset`), one
-process, three ways to train it (issue 8):
+process, several ways to train it (issue 8):
   (a) reference: how the reference code behind SPEC 2 trains (kaidic/LDAM-DRW `cifar_train.py`,
-      the CS7643 assignment): a torchvision-style Dataset of PIL images with RandomCrop(32,
-      padding=4) + RandomHorizontalFlip + ToTensor + Normalize through a DataLoader
-      (`--workers` processes), float32, eager, `nn.CrossEntropyLoss`, `torch.optim.SGD`, and
-      `loss.item()` plus an accuracy `.item()` every step (their AverageMeters);
-  (b) cifarctl: `cifarctl.engine.train_steps` on a `DeviceLoader` (data on the device, batched
-      augmentation, no host sync in the step; channels_last; bf16 autocast on CUDA), the
-      model, loss and optimizer built as `cifarctl train` builds them;
+      the CS7643 assignment): `loader.PilCifar` through a DataLoader (`--workers` processes),
+      float32, eager, `nn.CrossEntropyLoss`, `torch.optim.SGD`, and `loss.item()` plus an
+      accuracy `.item()` every step (their AverageMeters);
+  (b) cifarctl: `cifarctl.engine.train_steps` on a `DeviceLoader`, the model, loss and
+      optimizer built as `cifarctl train` builds them (channels_last; bf16 autocast on CUDA);
   (c) fused K: K such runs (seeds 0..K-1) as one fused model (`cifarctl.fused`), images/s
       summed over the members;
   (d) with `--only ...,d`: (b) with sharpness-aware minimisation (`cifarctl.sam`, `--sam-rho`):
       two forward and backward passes a step, so about half (b)'s rate (issue 19).
-Each is warmed up (`--warmup` steps: DataLoader workers, cuDNN autotuning, compilation), then
-timed over `--windows` windows of `--steps` steps, with the device synchronised at each
-window's end; the median window counts. Prints a table and one JSON line (also `--json`),
-with every rate's ratio to (a) and, on CUDA, the peak memory of each.
-
-`--interleave` builds every way first and times them in rounds, one window of each per round
-(order reversed every other round), so a machine whose speed drifts (shared cores) slows
-every way alike; each way's ratio to (a) is then also given paired, as the median over rounds
-of the two windows' ratio (`paired_ratio_to_a`). Before each timed window a way runs
-`2 x --workers` untimed steps (at least 1), so (a) does not start a window on the batches its
-workers prefetched while the others ran.
+Warm-up, the timed windows (median), the table and JSON line, and `--interleave`'s rounds and
+paired ratios: BENCHMARKS.md, "Training throughput".
 """
 
 from __future__ import annotations
@@ -197,7 +186,7 @@ def measure(way: Way, args: argparse.Namespace, device: torch.device) -> dict[st
 def measure_interleaved(ways: list[Way], args: argparse.Namespace,
                         device: torch.device) -> list[dict[str, Any]]:
     """Every way built and warmed up, then timed one window each per round (see --interleave);
-    each result's `window_images_per_s` is in round order, so `paired_ratio` can pair them."""
+    each result's `window_images_per_s` is in round order, so `_add_ratios` can pair them."""
     t0 = time.perf_counter()
     runners = [make() for _, make, _ in ways]
     for run_steps in runners:
@@ -212,17 +201,6 @@ def measure_interleaved(ways: list[Way], args: argparse.Namespace,
     seconds = time.perf_counter() - t0
     return [rates_result(name, [images_per_step * args.steps / t for t in times], seconds)
             for (name, _, images_per_step), times in zip(ways, per_round)]
-
-
-def paired_ratio(rates: list[float], base: list[float]) -> float:
-    """Median over rounds of rate / base rate in the same round."""
-    return statistics.median(r / b for r, b in zip(rates, base))
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} cpu x{torch.get_num_threads()} threads"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -257,9 +235,9 @@ def _add_ratios(results: list[dict[str, Any]], only: set[str], interleaved: bool
     for r in results:
         if base:
             r["ratio_to_a"] = round(r["images_per_s"] / base["images_per_s"], 2)
-            if interleaved:
-                r["paired_ratio_to_a"] = round(paired_ratio(r["window_images_per_s"],
-                                                            base["window_images_per_s"]), 2)
+            if interleaved:  # the median over rounds of the ratio within a round
+                pairs = zip(r["window_images_per_s"], base["window_images_per_s"])
+                r["paired_ratio_to_a"] = round(statistics.median(x / y for x, y in pairs), 2)
         if single and r["name"].startswith(("c", "d")):
             r["ratio_to_b"] = round(r["images_per_s"] / single["images_per_s"], 2)
     for r in results:
@@ -293,7 +271,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = (measure_interleaved(ways, args, device) if args.interleave
                else [measure(way, args, device) for way in ways])
     _add_ratios(results, only, args.interleave)
-    report = {"benchmark": "throughput", "device": str(device), "device_name": device_name(device),
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"{platform.processor() or platform.machine()} cpu"
+                        f" x{torch.get_num_threads()} threads")
+    report = {"benchmark": "throughput", "device": str(device), "device_name": device_name,
               "torch": torch.__version__, "model": args.model, "batch_size": batch,
               "dataset": data.name, "warmup": args.warmup, "windows": args.windows,
               "steps": args.steps, "workers": args.workers, "compile": args.compile,
@@ -315,23 +296,17 @@ def _print_table(report: dict[str, Any]) -> None:
                         f"{report['device_name']} ({'compiled' if report['compile'] else 'eager'}"
                         f"), median of {report['windows']} x {report['steps']} steps"
                         f"{', interleaved' if report['interleaved'] else ''}")
-    columns = ["way", "images/s", "x (a)", "x (b)"]
-    paired = report["interleaved"] and "paired_ratio_to_a" in report["results"][0]
-    if paired:
-        columns.insert(3, "x (a), paired")
-    cuda = report["device"] == "cuda" and not report["interleaved"]
-    if cuda:
-        columns.append("peak GiB")
+    columns = {"way": lambda r: r["name"], "images/s": lambda r: f"{r['images_per_s']:,.0f}",
+               "x (a)": lambda r: f"{r.get('ratio_to_a', ''):}"}
+    if report["interleaved"] and "paired_ratio_to_a" in report["results"][0]:
+        columns["x (a), paired"] = lambda r: f"{r['paired_ratio_to_a']}"
+    columns["x (b)"] = lambda r: f"{r.get('ratio_to_b', ''):}"
+    if report["device"] == "cuda" and not report["interleaved"]:
+        columns["peak GiB"] = lambda r: f"{r['peak_memory_gib']:.2f}"
     for column in columns:
         table.add_column(column, justify="left" if column == "way" else "right")
     for r in report["results"]:
-        row = [r["name"], f"{r['images_per_s']:,.0f}", f"{r.get('ratio_to_a', ''):}",
-               f"{r.get('ratio_to_b', ''):}"]
-        if paired:
-            row.insert(3, f"{r['paired_ratio_to_a']}")
-        if cuda:
-            row.append(f"{r['peak_memory_gib']:.2f}")
-        table.add_row(*row)
+        table.add_row(*(cell(r) for cell in columns.values()))
     Console(stderr=True).print(table)
 
 

@@ -95,15 +95,13 @@ def synth_command(
 ) -> None:
     """Generate the synthetic dataset: ten shape/texture classes under noise and colour jitter."""
     from cifarctl.data import synthesize
-    from cifarctl.data.synth import SynthSpec
+    from cifarctl.data.synth import SynthSpec, write_batches
 
     spec = SynthSpec(train_per_class=train_per_class, test_per_class=test_per_class,
                      seed=seed, difficulty=difficulty)
     if out is None:
         _show(synthesize(spec), as_json)
         return
-    from cifarctl.data.synth import write_batches
-
     arrays = write_batches(out, spec)
     if as_json:  # the `info --json` object of what was written (the fingerprint an import
         # of OUT will have), with the spec and the folder
@@ -152,13 +150,10 @@ def list_command(*, as_json: JsonFlag = False) -> None:
     for column in ("file", "name", "train", "test", "MB", "source"):
         table.add_column(column, justify="right" if column in ("train", "test", "MB") else "left",
                          overflow="fold", no_wrap=column == "file")  # a file name to copy
-    for e in found:
-        if e.problem:
-            table.add_row(e.path.name, f"[red]damaged: {e.problem}[/]", "", "",
-                          f"{e.size / 2**20:,.1f}", "")
-        else:
-            table.add_row(e.path.name, e.name, f"{e.train:,}", f"{e.test:,}",
-                          f"{e.size / 2**20:,.1f}", e.source)
+    for e in found:  # a damaged entry has no counts and no source
+        counts = ("", "") if e.problem else (f"{e.train:,}", f"{e.test:,}")
+        table.add_row(e.path.name, f"[red]damaged: {e.problem}[/]" if e.problem else e.name,
+                      *counts, f"{e.size / 2**20:,.1f}", e.source)
     Console().print(table)
 
 

@@ -4,21 +4,18 @@
     policy = epoch_policy(spec, seed=0, epoch=3, device=device)   # None: no policy stage
     x = policy(x)                 # (B, 3, H, W) uint8 -> uint8, after crop + flip
 
-The references apply a policy per image, on PIL images, after RandomCrop and
-RandomHorizontalFlip (Cubuk et al.'s CIFAR code; Wang et al. 2023, wang22ti/DDC
-`cifar_train_sam.py`: crop, flip, CIFAR10Policy, ToTensor, Cutout(16), Normalize). Here
-every image still draws its own operations, signs and coins, but the draws are made on the
-host (a numpy generator seeded by (seed, epoch): the same on every device) and the batch is
-then sorted by what it drew: each distinct (operation, magnitude) runs once, as
-torchvision.transforms.v2's functional op on all images that drew it, so the work is a
-loop over at most 28 groups per stage, never over images, and the device never syncs.
+The references apply a policy per PIL image after RandomCrop and RandomHorizontalFlip
+(Cubuk et al.'s CIFAR code; Wang et al. 2023, wang22ti/DDC `cifar_train_sam.py`: crop, flip,
+CIFAR10Policy, ToTensor, Cutout(16), Normalize). Here every image still draws its own
+operations, signs and coins, on the host (seeded by (seed, epoch): the same on every device);
+each distinct (operation, magnitude) then runs once, as torchvision.transforms.v2's op on all
+images that drew it: a loop over at most 28 groups per stage, never over images, no sync.
 
-Operations and magnitudes are torchvision's (`transforms.v2.AutoAugment` with
-`AutoAugmentPolicy.CIFAR10`, 10 bins, and `RandAugment`, 31 bins): nearest interpolation,
-zero fill, signed magnitudes negated with probability 1/2. Cutout (DeVries & Taylor 2017,
-uoguelph-mlrg/Cutout `Cutout.__call__`) zeroes rows and columns [c - L//2, c + L//2) around
-a uniform centre c, clipped at the border: an L x L square for even L, in uint8 (black), as
-DDC applies it before Normalize.
+Operations and magnitudes are torchvision's (`AutoAugment` with `AutoAugmentPolicy.CIFAR10`,
+10 bins; `RandAugment`, 31 bins): nearest interpolation, zero fill, signed magnitudes negated
+with probability 1/2. Cutout (DeVries & Taylor 2017, uoguelph-mlrg/Cutout `Cutout.__call__`)
+zeroes rows and columns [c - L//2, c + L//2) around a uniform centre c, clipped at the
+border (an L x L square for even L), in uint8 (black), as DDC applies it before Normalize.
 """
 
 from __future__ import annotations
@@ -218,8 +215,7 @@ def autoaugment_stages(rng: np.random.Generator, b: int, height: int, width: int
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero a square around a uniform centre per image, clipped at the border (DeVries &
-    Taylor 2017): rows [cy - size//2, cy + size//2) and the same columns. x (B, C, H, W)."""
+    """Cutout (module docstring) with one centre per image: x (B, C, H, W)."""
     b, _, h, w = x.shape
     cy, cx = (torch.randint(0, n, (b, 1), generator=generator, device=x.device) for n in (h, w))
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
@@ -278,7 +274,7 @@ class AugmentSpec:
     @classmethod
     def of(cls, data: Any) -> bool | AugmentSpec:
         """What `DeviceLoader(augment=)` takes for a config's `data` section: True / False
-        as before the policies (crop-flip / none without Cutout), else a spec."""
+        (crop-flip / none) without a policy or Cutout, else a spec."""
         policy = data.augment if isinstance(data.augment, str) else None
         if policy is None and not data.cutout:
             return bool(data.augment)

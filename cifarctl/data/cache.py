@@ -44,17 +44,12 @@ def cache_file(key: str) -> Path:
     return data_root() / f"{key}.npz"
 
 
-def temp_path(path: Path) -> Path:
-    """`name.tmp-<pid>` beside `path`: the atomic-write convention of ARCHITECTURE.md."""
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
 def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> CifarData:
     """Fingerprint `arrays` and write them atomically to `path`; return the cached dataset."""
     digest = fingerprint(arrays)
     meta = {"format": FORMAT_VERSION, "name": name, "classes": list(arrays.classes),
             "fingerprint": digest, "source": source}
-    tmp = temp_path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # ARCHITECTURE.md, "Rules"
     try:
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)),
@@ -70,6 +65,17 @@ def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> Cifa
     return CifarData.from_arrays(arrays, name=name, fingerprint=digest, path=path)
 
 
+class CorruptCache(UsageError):
+    """A cache file that does not load; `why` is the short reason (`data list` shows it)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        # SPEC/STYLE 11: one line saying what is wrong and what to do.
+        super().__init__(f"cached dataset {path} is not valid ({why}); import it again with "
+                         "`cifarctl data import SOURCE --force`, or delete the file and "
+                         "download or generate the dataset again")
+        self.why = why
+
+
 def load(path: Path) -> CifarData:
     """Load and validate a cache file; a file that fails says to delete it and re-import."""
     with _open(path) as npz:
@@ -77,11 +83,11 @@ def load(path: Path) -> CifarData:
         try:
             arrays = DatasetArrays(tuple(meta["classes"]), *(npz[key] for key in _ARRAYS))
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
-            raise _corrupt(path, f"missing or unreadable array: {err}") from None
+            raise CorruptCache(path, f"missing or unreadable array: {err}") from None
     try:
         arrays.check(source=str(path))
     except UsageError as err:
-        raise _corrupt(path, str(err)) from None
+        raise CorruptCache(path, str(err)) from None
     return CifarData.from_arrays(arrays, name=meta["name"], fingerprint=meta["fingerprint"],
                                  path=path)
 
@@ -90,9 +96,9 @@ def _open(path: Path):
     try:
         return np.load(path, allow_pickle=False)
     except ValueError:  # numpy's text advises loading with pickles: not ours to give
-        raise _corrupt(path, "not an .npz archive") from None
+        raise CorruptCache(path, "not an .npz archive") from None
     except (OSError, zipfile.BadZipFile) as err:
-        raise _corrupt(path, str(err)) from None
+        raise CorruptCache(path, str(err)) from None
 
 
 def _meta(npz, path: Path) -> dict:
@@ -101,25 +107,10 @@ def _meta(npz, path: Path) -> dict:
         ok = (meta["format"] == FORMAT_VERSION and isinstance(meta["name"], str)
               and isinstance(meta["classes"], list) and len(meta["fingerprint"]) == 64)
     except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as err:
-        raise _corrupt(path, f"unreadable metadata: {err}") from None
+        raise CorruptCache(path, f"unreadable metadata: {err}") from None
     if not ok:
-        raise _corrupt(path, f"unexpected metadata (format {meta.get('format')})")
+        raise CorruptCache(path, f"unexpected metadata (format {meta.get('format')})")
     return meta
-
-
-class CorruptCache(UsageError):
-    """A cache file that does not load; `why` is the short reason (`data list` shows it)."""
-
-    def __init__(self, message: str, why: str) -> None:
-        super().__init__(message)
-        self.why = why
-
-
-def _corrupt(path: Path, why: str) -> CorruptCache:
-    # SPEC/STYLE 11: one line saying what is wrong and what to do.
-    return CorruptCache(f"cached dataset {path} is not valid ({why}); import it again with "
-                      "`cifarctl data import SOURCE --force`, or delete the file and "
-                      "download or generate the dataset again", why)
 
 
 # ---- what the cache holds ------------------------------------------------------------------

@@ -43,11 +43,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     _GLOBALS = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-        ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
-        ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
         ("_codecs", "encode"): codecs.encode,  # numpy's protocol-2 byte payloads
+        **{(f"numpy.{core}.multiarray", name): getattr(_multiarray, name)
+           for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
     }
 
     def find_class(self, module: str, name: str):
@@ -126,11 +124,8 @@ def parse(tree: Mapping[str, bytes], source: str) -> DatasetArrays:
 
 
 def write(out_dir: Path, arrays: DatasetArrays) -> None:
-    """Write `arrays` as the official release does: five training batches, protocol-2 pickles.
-
-    All or nothing (`atomic.staged_files`): an interrupted or failed write leaves `out_dir`
-    as it was, never a half set (or, over an older set, batches of two different sets).
-    """
+    """Write `arrays` as the official release does: five training batches, protocol-2 pickles,
+    all or nothing (`atomic.staged_files`): never a half set, nor batches of two sets."""
     parts = np.array_split(np.arange(len(arrays.train_labels)), _TRAIN_BATCHES)
     files = {f"data_batch_{i + 1}": (f"training batch {i + 1} of {_TRAIN_BATCHES}",
                                      arrays.train_images[idx], arrays.train_labels[idx])

@@ -84,11 +84,6 @@ class CifarData:
         """Wrap checked arrays with their identity."""
         return cls(name, *arrays, fingerprint=fingerprint, path=path)
 
-    @property
-    def arrays(self) -> DatasetArrays:
-        return DatasetArrays(self.classes, self.train_images, self.train_labels,
-                             self.test_images, self.test_labels)
-
     def per_class(self, split: str) -> list[int]:
         """Image count of each class in `split` ("train" or "test"), in label order."""
         labels = getattr(self, f"{split}_labels")

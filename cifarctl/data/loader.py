@@ -42,11 +42,8 @@ def epoch_permutation(n: int, seed: int, epoch: int,
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the zero-padded (40x40) images, then a coin-flip mirror.
-
-    x: (B, C, H, W) uint8 -> (B, C, H, W) uint8; offsets and flips come from `generator`,
-    which must live on x's device.
-    """
+    """Random 32x32 crop of the zero-padded (40x40) images, then a coin-flip mirror:
+    x (B, C, H, W) uint8 -> (B, C, H, W) uint8, drawn from `generator` (on x's device)."""
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD))        # (B, C, H+8, W+8)
     width = w + 2 * PAD
@@ -136,8 +133,6 @@ class DeviceLoader:
         """The batches of `epoch`: (x (B, 3, 32, 32) float32, y (B,) int64) on the device;
         with mixing, y is (B, 3) float64 mixed targets (`cifarctl.data.mix`)."""
         batches = self._cropped(epoch)                             # (x uint8, rows) each
-        # the recipe's stages (issue 19), each drawing from its own stream: a policy and
-        # Cutout after crop + flip (`data.augment`), mixing after normalising (`data.mix`)
         policy = epoch_policy(self.augment, self.seed, epoch, self.device)
         if policy is not None:
             batches = policy_chunks(policy, batches, self.batch_size, self.device)

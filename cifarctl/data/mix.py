@@ -14,13 +14,11 @@ recomputed as the share of the image left unpasted. A batch is mixed with probab
 `mix_prob`; with both on, a mixed batch takes CutMix or mixup with probability 1/2 (timm's
 `Mixup(switch_prob=0.5)`).
 
-The target of a mixed image is the pair (y_a, y_b) weighted (lambda, 1 - lambda); every loss
-of the registry takes it as the convex combination of its per-example losses,
-lambda l(z, y_a) w_{y_a} + (1 - lambda) l(z, y_b) w_{y_b}, each with its own class weight. A
-batch left unmixed carries [y, y, 1], so an epoch's targets keep one shape. The logged
-training accuracy of mixed batches is defined the same way, as the reference code counts it:
-lambda [pred = y_a] + (1 - lambda) [pred = y_b]. Every draw (coin, lambda, permutation, box)
-comes from a host generator seeded by (seed, epoch): the same on every device, no host sync.
+A batch left unmixed carries [y, y, 1], so an epoch's targets keep one shape. Every loss
+of the registry, and the logged training accuracy (as the reference code counts it), is the
+convex combination over the pair, each label with its own class weight. Every draw (coin,
+lambda, permutation, box) is from a host generator seeded by (seed, epoch): the same on
+every device, no host sync.
 """
 
 from __future__ import annotations

@@ -171,11 +171,8 @@ def open_tree(path: Path, progress: Progress) -> Mapping[str, bytes]:
 
 
 def source_signature(path: Path) -> str:
-    """A short hash of the source's path, sizes and modification times: the import cache key.
-
-    Re-hashing content would cost as much as importing again; a changed file changes its
-    size or mtime, so the cache follows edits without reading any pixels.
-    """
+    """A short hash of the source's path, sizes and modification times: the import cache key
+    (hashing the content would cost as much as importing; an edit changes a size or mtime)."""
     _require(path)
     path = path.resolve()
     files = _walk(path).items() if path.is_dir() else [("", path)]
