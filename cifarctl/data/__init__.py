@@ -7,8 +7,8 @@
 Modules, one concern each: `dataset` (the validated form), `cache` (atomic .npz files under
 $CIFARCTL_DATA), `sources` with `cifar_batches` and `image_folder` (reading user data),
 `download` (the official tarball), `synth` (the synthetic set), `load` (resolving a
---dataset), `longtail` (subsets and validation splits), `loader` (batches on the device;
-the only module here that imports torch, so import it directly).
+--dataset), `longtail` (subsets and validation splits); on the device, importing torch (so
+import them directly): `loader` (batches) with `augment`, `mix`, `samplers` and `streams`.
 """
 
 from cifarctl.data.dataset import CIFAR10_CLASSES, CifarData, DatasetArrays

@@ -2,11 +2,11 @@
 
     arrays = DatasetArrays(classes, train_images, train_labels, test_images, test_labels)
     arrays.check(source="cifar10-jpeg.tar.gz")      # UsageError on wrong shapes or labels
-    data = CifarData.from_arrays(arrays, name="cifar10", path=cache_file)
+    data = CifarData.from_arrays(arrays, name="cifar10", fingerprint=fingerprint(arrays),
+                                 path=cache_file)    # what the cache returns
 
 Sources (CIFAR batches, image folders, the synthetic generator) produce `DatasetArrays`;
-the cache turns them into a `CifarData`, which carries its name, content fingerprint and
-cache path (ARCHITECTURE.md, "Data").
+the cache turns them into a `CifarData` (ARCHITECTURE.md, "Data").
 """
 
 from __future__ import annotations
