@@ -48,13 +48,11 @@ def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:
     for split in ("train", "val", "test"):
         if f"{split}_loss" in m:
             parts.append(f"{split} {m[f'{split}_loss']:.4f}/{100 * m[f'{split}_acc']:.2f}%")
-    parts.append(f"lr {m['lr']:.4g}")
-    parts.append(f"{m['images_per_s']:.0f} img/s")
-    parts.append(f"{m['epoch_time_s']:.1f}s")
+    parts += [f"lr {m['lr']:.4g}", f"{m['images_per_s']:.0f} img/s", f"{m['epoch_time_s']:.1f}s"]
     return "  ".join(parts)
 
 
-class LineReporter:
+class LineReporter(NullReporter):
     """One line per epoch on stderr: for CI logs, pipes and files."""
 
     def __init__(self, stream=None) -> None:
@@ -63,17 +61,8 @@ class LineReporter:
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
-        pass
-
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
         self.message(epoch_line(epoch, epochs, metrics))
-
-    def close(self) -> None:
-        pass
 
 
 class RichReporter:

@@ -29,15 +29,14 @@ from cifarctl.errors import UsageError
 from cifarctl.tracking.store import check_driver
 from cifarctl.ui import (
     DEFAULT_PORT,
+    LOOPBACK,
     UiServer,
-    check_port,
     check_servable,
-    free_port,
     launch,
-    stop_signals_interrupt,
+    pick_port,
+    serve_until_stopped,
 )
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
 AUTH_APP = "basic-auth"
 
@@ -109,8 +108,7 @@ def start_server(store: str, artifacts: Path, *, host: str = "127.0.0.1",
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
-    port = free_port(host) if port == 0 else port
-    check_port(host, port)
+    port = pick_port(host, port)
     command = server_command(store, artifacts, host=host, port=port, auth=auth,
                              workers=workers)
     return launch(command, store, host=host, port=port, env=env)
@@ -122,16 +120,14 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
     check_exposure(host, auth)  # before saying anything about starting
     echo(f"starting a shared MLflow server on {host}:{port}: runs in "
          f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
-    with stop_signals_interrupt():
-        try:
-            with start_server(store, artifacts, host=host, port=port, auth=auth,
-                              auth_db=auth_db, workers=workers) as server:
-                echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
-                     f"MLFLOW_TRACKING_URI, on every machine)")
-                if auth:
-                    echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
-                         "MLFLOW_TRACKING_PASSWORD")
-                echo(f"  server log: {server.log}; Ctrl-C stops the server")
-                server.wait()
-        except KeyboardInterrupt:
-            echo("stopped")
+
+    def announce(server: UiServer) -> None:
+        echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
+             f"MLFLOW_TRACKING_URI, on every machine)")
+        if auth:
+            echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
+                 "MLFLOW_TRACKING_PASSWORD")
+        echo(f"  server log: {server.log}; Ctrl-C stops the server")
+
+    serve_until_stopped(lambda: start_server(store, artifacts, host=host, port=port, auth=auth,
+                                             auth_db=auth_db, workers=workers), announce, echo)

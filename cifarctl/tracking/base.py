@@ -74,12 +74,8 @@ class FinishOnExit:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.finish("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("KILLED")
-        else:
-            self.finish("FAILED")
+        self.finish("FINISHED" if exc_type is None
+                    else "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
 
 
 class NullTracker(FinishOnExit):
