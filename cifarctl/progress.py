@@ -65,8 +65,8 @@ class LineReporter(NullReporter):
         self.message(epoch_line(epoch, epochs, metrics))
 
 
-class RichReporter:
-    """A live bar per epoch with running loss, accuracy and throughput, for terminals."""
+class RichReporter(LineReporter):
+    """For terminals: the epoch lines above a live bar of running loss, accuracy, img/s."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -103,9 +103,6 @@ class RichReporter:
         stats = (f"loss {running['loss']:.4f}  acc {100 * running['acc']:.1f}%  "
                  f"{running['images_per_s']:.0f} img/s")
         self.progress.update(self.task, completed=steps_done, stats=stats)
-
-    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
-        self.progress.console.print(epoch_line(epoch, epochs, metrics))
 
     def close(self) -> None:
         self.progress.stop()

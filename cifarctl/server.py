@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifarctl.errors import UsageError
-from cifarctl.tracking.store import check_driver
+from cifarctl.tracking.store import check_driver, sqlite_path
 from cifarctl.ui import (
+    DEFAULT_HOST,
     DEFAULT_PORT,
     LOOPBACK,
     UiServer,
@@ -65,8 +66,6 @@ def auth_config(auth_db: str, folder: Path) -> Path:
 
 def check_auth(auth_db: str) -> None:
     """UsageError when the auth app would refuse to start: a new user store, no password."""
-    from cifarctl.tracking.store import sqlite_path
-
     db = sqlite_path(auth_db)
     new = db is None or not db.is_file()
     if new and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
@@ -90,7 +89,7 @@ def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: b
     return command + (["--app-name", AUTH_APP] if auth else [])
 
 
-def start_server(store: str, artifacts: Path, *, host: str = "127.0.0.1",
+def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, auth: bool = False, auth_db: str | None = None,
                  workers: int = SERVER_WORKERS) -> UiServer:
     """Check everything that can be checked in this process, then start the server and

@@ -175,14 +175,11 @@ _ERROR_LINE = re.compile(r"(?:^|\s)(?:[A-Za-z_][\w.]*(?:Error|Exception)|ERROR|C
 def _last_error_line(log: Path) -> str:
     """The line of a server log that says why it stopped: its last error, else its last line."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+        text = log.read_text(errors="replace")
     except OSError:
-        return "no server output"
-    lines = [line for line in lines if line]
-    for line in reversed(lines):
-        if _ERROR_LINE.search(line):
-            return line
-    return lines[-1] if lines else "no server output"
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or ["no server output"]
+    return next((line for line in reversed(lines) if _ERROR_LINE.search(line)), lines[-1])
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes:
@@ -289,8 +286,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
            env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> UiServer:
     """Run an `mlflow server` command line (`env` on top of ours and the user's); return
     once /health answers. `cifarctl server` starts its shared server through this too."""
-    fd, log_name = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
-    log = Path(log_name)
+    fd, log = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
     env = {**SERVER_ENV, **os.environ, **(env or {})}
     with os.fdopen(fd, "wb") as log_file:
         # own session: a terminal's Ctrl-C reaches us only, and we stop the whole group
@@ -298,7 +294,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     ui = UiServer(url=f"http://{_url_host(host)}:{port}", tracking_uri=uri, process=process,
-                  log=log)
+                  log=Path(log))
     try:
         _wait_healthy(ui, timeout)
     except BaseException:

@@ -182,13 +182,6 @@ def _clip(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
-def _dataset_source(source: str) -> tuple[str, str]:
-    """(source_type, source JSON) in the form MLflow's own dataset sources use, for the UI."""
-    if re.match(r"^https?://", source):
-        return "http", json.dumps({"url": source})
-    return "local", json.dumps({"uri": source})
-
-
 class MlflowTracker(FinishOnExit):
     """One MLflow run, written through `client` by id. Make one with `start_run`."""
 
@@ -263,13 +256,14 @@ class MlflowTracker(FinishOnExit):
 
             tracker.log_dataset("cifar10-lt100", data.fingerprint, "cifar10", num_rows=12406)
         """
-        source_type, source_json = _dataset_source(source)
+        # the source in the form MLflow's own dataset sources use, for the UI
+        source_type, key = ("http", "url") if re.match(r"^https?://", source) else ("local", "uri")
         profile = {"fingerprint": digest}
         if num_rows is not None:
             profile["num_rows"] = int(num_rows)
         # MLflow keeps at most 36 characters of a digest; the profile keeps all of it
         dataset = Dataset(name=name, digest=digest[:MAX_DATASET_DIGEST_SIZE],
-                          source_type=source_type, source=source_json,
+                          source_type=source_type, source=json.dumps({key: source}),
                           profile=json.dumps(profile))
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
         call_with_retry(self.client.log_inputs, self.run_id, datasets=[DatasetInput(dataset, tags)])
