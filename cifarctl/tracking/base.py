@@ -23,12 +23,8 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 class Tracker(Protocol):
     """Where one run's params, tags, metrics, artifacts and datasets go."""
 
-    @property
-    def run_id(self) -> str | None: ...
-
-    @property
-    def artifact_uri(self) -> str | None: ...
-
+    run_id: str | None
+    artifact_uri: str | None
     # the status a reopened run had before it was set back to RUNNING (None for a new run):
     # what to restore when a resume is refused
     opened_status: str | None
