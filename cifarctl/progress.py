@@ -48,13 +48,11 @@ def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:
     for split in ("train", "val", "test"):
         if f"{split}_loss" in m:
             parts.append(f"{split} {m[f'{split}_loss']:.4f}/{100 * m[f'{split}_acc']:.2f}%")
-    parts.append(f"lr {m['lr']:.4g}")
-    parts.append(f"{m['images_per_s']:.0f} img/s")
-    parts.append(f"{m['epoch_time_s']:.1f}s")
+    parts += [f"lr {m['lr']:.4g}", f"{m['images_per_s']:.0f} img/s", f"{m['epoch_time_s']:.1f}s"]
     return "  ".join(parts)
 
 
-class LineReporter:
+class LineReporter(NullReporter):
     """One line per epoch on stderr: for CI logs, pipes and files."""
 
     def __init__(self, stream=None) -> None:
@@ -63,21 +61,12 @@ class LineReporter:
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
-        pass
-
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
         self.message(epoch_line(epoch, epochs, metrics))
 
-    def close(self) -> None:
-        pass
 
-
-class RichReporter:
-    """A live bar per epoch with running loss, accuracy and throughput, for terminals."""
+class RichReporter(LineReporter):
+    """For terminals: the epoch lines above a live bar of running loss, accuracy, img/s."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -114,9 +103,6 @@ class RichReporter:
         stats = (f"loss {running['loss']:.4f}  acc {100 * running['acc']:.1f}%  "
                  f"{running['images_per_s']:.0f} img/s")
         self.progress.update(self.task, completed=steps_done, stats=stats)
-
-    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
-        self.progress.console.print(epoch_line(epoch, epochs, metrics))
 
     def close(self) -> None:
         self.progress.stop()

@@ -26,18 +26,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifarctl.errors import UsageError
-from cifarctl.tracking.store import check_driver
+from cifarctl.tracking.store import check_driver, sqlite_path
 from cifarctl.ui import (
+    DEFAULT_HOST,
     DEFAULT_PORT,
+    LOOPBACK,
     UiServer,
-    check_port,
     check_servable,
-    free_port,
     launch,
-    stop_signals_interrupt,
+    pick_port,
+    serve_until_stopped,
 )
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
 AUTH_APP = "basic-auth"
 
@@ -66,8 +66,6 @@ def auth_config(auth_db: str, folder: Path) -> Path:
 
 def check_auth(auth_db: str) -> None:
     """UsageError when the auth app would refuse to start: a new user store, no password."""
-    from cifarctl.tracking.store import sqlite_path
-
     db = sqlite_path(auth_db)
     new = db is None or not db.is_file()
     if new and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
@@ -91,7 +89,7 @@ def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: b
     return command + (["--app-name", AUTH_APP] if auth else [])
 
 
-def start_server(store: str, artifacts: Path, *, host: str = "127.0.0.1",
+def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, auth: bool = False, auth_db: str | None = None,
                  workers: int = SERVER_WORKERS) -> UiServer:
     """Check everything that can be checked in this process, then start the server and
@@ -109,8 +107,7 @@ def start_server(store: str, artifacts: Path, *, host: str = "127.0.0.1",
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
-    port = free_port(host) if port == 0 else port
-    check_port(host, port)
+    port = pick_port(host, port)
     command = server_command(store, artifacts, host=host, port=port, auth=auth,
                              workers=workers)
     return launch(command, store, host=host, port=port, env=env)
@@ -122,16 +119,14 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
     check_exposure(host, auth)  # before saying anything about starting
     echo(f"starting a shared MLflow server on {host}:{port}: runs in "
          f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
-    with stop_signals_interrupt():
-        try:
-            with start_server(store, artifacts, host=host, port=port, auth=auth,
-                              auth_db=auth_db, workers=workers) as server:
-                echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
-                     f"MLFLOW_TRACKING_URI, on every machine)")
-                if auth:
-                    echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
-                         "MLFLOW_TRACKING_PASSWORD")
-                echo(f"  server log: {server.log}; Ctrl-C stops the server")
-                server.wait()
-        except KeyboardInterrupt:
-            echo("stopped")
+
+    def announce(server: UiServer) -> None:
+        echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
+             f"MLFLOW_TRACKING_URI, on every machine)")
+        if auth:
+            echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
+                 "MLFLOW_TRACKING_PASSWORD")
+        echo(f"  server log: {server.log}; Ctrl-C stops the server")
+
+    serve_until_stopped(lambda: start_server(store, artifacts, host=host, port=port, auth=auth,
+                                             auth_db=auth_db, workers=workers), announce, echo)

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -46,6 +46,7 @@ from cifarctl.tracking.store import (
 )
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only; `--host 0.0.0.0` shares the UI on a network
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 5000  # `mlflow server`'s own default
 # `mlflow server` answers /health after ~7 s on an idle 2-core machine and ~14 s on a busy one
 # (measured, MLflow 3.17); the limit only catches a server that hangs.
@@ -74,20 +75,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _address(host: str, port: int) -> tuple[int, tuple]:
-    """(address family, sockaddr) to bind `host:port`; UsageError for a host that is no address."""
+def _bind(host: str, port: int) -> int | OSError:
+    """The port a server could listen on at `host:port` now (port 0: any), or why it could not;
+    UsageError for a host that is no address."""
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                        flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
         raise UsageError(f"--host {host!r} is not an address of this machine ({err.strerror}); "
                          f"use 127.0.0.1, or 0.0.0.0 for every interface") from err
-    return family, sockaddr
-
-
-def _bind(host: str, port: int) -> int | OSError:
-    """The port a server could listen on at `host:port` now (port 0: any), or why it could not."""
-    family, sockaddr = _address(host, port)
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # as uvicorn binds: a port held only by closed connections (TIME_WAIT) counts as free
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,17 +105,15 @@ def free_port(host: str = DEFAULT_HOST, start: int = 0) -> int:
     for port in range(start, min(start + 100, 65536)) if start else ():
         if isinstance(_bind(host, port), int):
             return port
-    found = _bind(host, 0)
-    if isinstance(found, OSError):
-        _raise_bind_error(host, 0, found)
-    return found
+    return pick_port(host, 0)
 
 
-def check_port(host: str, port: int) -> None:
-    """UsageError, suggesting a free port, if `host:port` cannot be listened on now."""
+def pick_port(host: str, port: int) -> int:
+    """`port` (0: a free one) if `host` can listen on it now; else UsageError, suggesting one."""
     found = _bind(host, port)
     if isinstance(found, OSError):
         _raise_bind_error(host, port, found)
+    return found
 
 
 def _raise_bind_error(host: str, port: int, err: OSError) -> NoReturn:
@@ -181,14 +175,11 @@ _ERROR_LINE = re.compile(r"(?:^|\s)(?:[A-Za-z_][\w.]*(?:Error|Exception)|ERROR|C
 def _last_error_line(log: Path) -> str:
     """The line of a server log that says why it stopped: its last error, else its last line."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+        text = log.read_text(errors="replace")
     except OSError:
-        return "no server output"
-    lines = [line for line in lines if line]
-    for line in reversed(lines):
-        if _ERROR_LINE.search(line):
-            return line
-    return lines[-1] if lines else "no server output"
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or ["no server output"]
+    return next((line for line in reversed(lines) if _ERROR_LINE.search(line)), lines[-1])
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes:
@@ -287,8 +278,7 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
     check_store(uri)
     check_servable(uri)
-    port = free_port(host) if port == 0 else port
-    check_port(host, port)
+    port = pick_port(host, port)
     return launch(server_command(uri, host, port), uri, host=host, port=port, timeout=timeout)
 
 
@@ -296,8 +286,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
            env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> UiServer:
     """Run an `mlflow server` command line (`env` on top of ours and the user's); return
     once /health answers. `cifarctl server` starts its shared server through this too."""
-    fd, log_name = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
-    log = Path(log_name)
+    fd, log = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
     env = {**SERVER_ENV, **os.environ, **(env or {})}
     with os.fdopen(fd, "wb") as log_file:
         # own session: a terminal's Ctrl-C reaches us only, and we stop the whole group
@@ -305,7 +294,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     ui = UiServer(url=f"http://{_url_host(host)}:{port}", tracking_uri=uri, process=process,
-                  log=log)
+                  log=Path(log))
     try:
         _wait_healthy(ui, timeout)
     except BaseException:
@@ -320,7 +309,7 @@ def _wait_healthy(ui: UiServer, timeout: float) -> None:
         code = ui.process.poll()
         if code is not None:
             line = _last_error_line(ui.log)
-            if "address already in use" in line.lower():  # taken since check_port looked
+            if "address already in use" in line.lower():  # taken since pick_port looked
                 ui.log.unlink(missing_ok=True)
                 raise UsageError(f"port {ui.url.rsplit(':', 1)[1]} was taken while the server "
                                  f"started; pick another --port, or --port 0 for any free port")
@@ -338,18 +327,21 @@ def _wait_healthy(ui: UiServer, timeout: float) -> None:
         time.sleep(POLL_S)
 
 
-@contextlib.contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does, so one path stops the server."""
+def serve_until_stopped(start: Callable[[], UiServer], announce: Callable[[UiServer], None],
+                        echo: Callable[[str], None]) -> None:
+    """`start()` a server, `announce` it, serve until it dies or Ctrl-C stops it ("stopped").
+    SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does, so one path stops the server."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
-        yield  # Python delivers signals to the main thread only
-        return
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    main = threading.current_thread() is threading.main_thread()  # the only one signals reach
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP) if main}
     try:
-        yield
+        with start() as server:
+            announce(server)
+            server.wait()
+    except KeyboardInterrupt:
+        echo("stopped")
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -378,23 +370,20 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
     check_servable(uri)
     if experiment:
         check_experiment(uri, experiment)  # not seconds later, from a running server
-    port = free_port(host) if port == 0 else port
-    check_port(host, port)  # before saying anything about starting
+    port = pick_port(host, port)  # before saying anything about starting
     root = artifact_root(uri)
     echo(f"MLflow UI for {uri}" + (f" (artifacts in {root})" if root else ""))
     echo(f"starting mlflow server on {host}:{port} (seconds) ...")
-    with stop_signals_interrupt():
-        try:
-            with start_ui(uri, host=host, port=port) as ui:
-                page = experiment_page(ui.url, experiment) if experiment else ui.url
-                echo(f"ready: {page}")
-                if host not in ("127.0.0.1", "localhost", "::1"):
-                    echo(f"  listening on {host}: whoever reaches this machine sees your runs")
-                echo('  MLflow 3 opens in its GenAI view: where a page shows traces, not runs, '
-                     'choose "Model training" at the top left (once: the browser remembers)')
-                echo(f"  server log: {ui.log}; Ctrl-C stops the server")
-                if open_browser and not webbrowser.open(page):
-                    echo("  (no browser found to open; open the URL yourself)")
-                ui.wait()
-        except KeyboardInterrupt:
-            echo("stopped")
+
+    def announce(ui: UiServer) -> None:
+        page = experiment_page(ui.url, experiment) if experiment else ui.url
+        echo(f"ready: {page}")
+        if host not in LOOPBACK:
+            echo(f"  listening on {host}: whoever reaches this machine sees your runs")
+        echo('  MLflow 3 opens in its GenAI view: where a page shows traces, not runs, '
+             'choose "Model training" at the top left (once: the browser remembers)')
+        echo(f"  server log: {ui.log}; Ctrl-C stops the server")
+        if open_browser and not webbrowser.open(page):
+            echo("  (no browser found to open; open the URL yourself)")
+
+    serve_until_stopped(lambda: start_ui(uri, host=host, port=port), announce, echo)

@@ -9,6 +9,8 @@ raised below becomes one line on stderr and the error's exit code.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -38,32 +40,33 @@ def _usage_line(err: UsageError) -> str:
     return f"error: {message[:1].lower()}{message[1:]}{where}"
 
 
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """The project's errors, and the parser's (a bad flag value, an unknown option), as one
+    `error: ...` line and an exit code: no boxed help text for a script's log to wrap."""
+    try:
+        yield
+    except CifarctlError as err:
+        typer.echo(f"error: {err}", err=True)
+        # typer.Exit, not click's: typer 0.29 carries its own copy of click
+        raise typer.Exit(err.exit_code) from None
+    except NoArgsIsHelpError:  # `cifarctl train` alone: its help, as asked for
+        raise
+    except UsageError as err:
+        typer.echo(_usage_line(err), err=True)
+        raise typer.Exit(2) from None
+
+
 class _FriendlyErrors(TyperGroup):
-    """Turns the project's errors, and the parser's (a bad flag value, an unknown option),
-    into one `error: ...` line and an exit code, for every subcommand: no boxed help text
-    for a script's log to wrap."""
+    """One-line errors for every subcommand (`_one_line_errors`)."""
 
     def make_context(self, info_name, args, parent=None, **extra):
-        try:  # the root's own options and the subcommand name
+        with _one_line_errors():  # the root's own options and the subcommand name
             return super().make_context(info_name, args, parent=parent, **extra)
-        except NoArgsIsHelpError:
-            raise
-        except UsageError as err:
-            typer.echo(_usage_line(err), err=True)
-            raise typer.Exit(2) from None
 
     def invoke(self, ctx):
-        try:
+        with _one_line_errors():  # the subcommand's arguments and its run
             return super().invoke(ctx)
-        except CifarctlError as err:
-            typer.echo(f"error: {err}", err=True)
-            # typer.Exit, not click's: typer 0.29 carries its own copy of click
-            raise typer.Exit(err.exit_code) from None
-        except NoArgsIsHelpError:  # `cifarctl train` alone: its help, as asked for
-            raise
-        except UsageError as err:  # a subcommand's arguments
-            typer.echo(_usage_line(err), err=True)
-            raise typer.Exit(2) from None
 
 
 def _no_value_shown_for_flags() -> None:
@@ -120,24 +123,20 @@ def main() -> None:
 
 # Subcommands are registered after the root exists; their modules import nothing heavy.
 from cifarctl.cli import config, data, theory  # noqa: E402
+from cifarctl.cli import eval as eval_cmd  # noqa: E402
+from cifarctl.cli import report as report_cmd  # noqa: E402
+from cifarctl.cli import server as server_cmd  # noqa: E402
+from cifarctl.cli import sweep as sweep_cmd  # noqa: E402
 from cifarctl.cli import train as train_cmd  # noqa: E402
+from cifarctl.cli import ui as ui_cmd  # noqa: E402
 
 app.add_typer(data.app, name="data", short_help="Datasets: download, import, synth, info.")
 app.command(no_args_is_help=True, epilog=train_cmd.EPILOG)(train_cmd.train)
 app.add_typer(config.app, name="config", short_help="The run config: every key, its default.")
 app.add_typer(theory.app, name="theory",
               short_help="The write-up's theory: conv as a matrix, ReLU nets.")
-from cifarctl.cli import sweep as sweep_cmd  # noqa: E402
-
 app.command(no_args_is_help=True)(sweep_cmd.sweep)
-from cifarctl.cli import ui as ui_cmd  # noqa: E402
-
 app.command()(ui_cmd.ui)
-from cifarctl.cli import server as server_cmd  # noqa: E402
-
 app.command(no_args_is_help=True)(server_cmd.server)
-from cifarctl.cli import eval as eval_cmd  # noqa: E402
-from cifarctl.cli import report as report_cmd  # noqa: E402
-
 app.command("eval", no_args_is_help=True)(eval_cmd.eval_command)
 app.command("report")(report_cmd.report)

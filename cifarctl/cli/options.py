@@ -35,6 +35,8 @@ Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress output; the summary still prints.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+Port = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, metavar="PORT",
+                                   help="Port to serve on; 0 = any free port.")]
 
 
 def choice(values: tuple[str, ...], message: str, *names: str, optional: bool = False,

@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli.options import Port
 from cifarctl.server import SERVER_WORKERS
-from cifarctl.ui import DEFAULT_PORT
+from cifarctl.ui import DEFAULT_HOST, DEFAULT_PORT
 
 
 def server(
@@ -27,10 +28,8 @@ def server(
                             "figures); clients reach them through the server.")],
     host: Annotated[str, typer.Option(
         help="Address to listen on: 127.0.0.1 is this machine only; any other needs --auth.")
-                    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, metavar="PORT",
-                                      help="Port to serve on; 0 = any free port.")
-                    ] = DEFAULT_PORT,
+                    ] = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
     auth: Annotated[bool, typer.Option(
         "--auth", help="MLflow's basic-auth app: users and passwords (admin password from "
                        "$MLFLOW_AUTH_ADMIN_PASSWORD on first start).")] = False,

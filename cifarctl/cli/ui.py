@@ -15,15 +15,12 @@ from typing import Annotated
 
 import typer
 
-from cifarctl.cli.options import TrackingUri
+from cifarctl.cli.options import Port, TrackingUri
 from cifarctl.ui import DEFAULT_HOST, DEFAULT_PORT
 
 
 def ui(
-    port: Annotated[int, typer.Option(
-        "--port", "-p", min=0, max=65535, metavar="PORT",
-        help="Port to serve on; 0 = any free port.")
-                    ] = DEFAULT_PORT,
+    port: Port = DEFAULT_PORT,
     host: Annotated[str, typer.Option(
         help="Address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every network "
              "interface (anyone who can reach it sees your runs).")] = DEFAULT_HOST,

@@ -18,15 +18,10 @@ from typing import Any
 
 from cifarctl.tracking.base import RUN_STATUSES, NullTracker, Tracker
 from cifarctl.tracking.retry import call_with_retry
-from cifarctl.tracking.store import (
-    check_experiment,
-    check_reachable,
-    check_store,
-    resolve_tracking_uri,
-)
+from cifarctl.tracking.store import check_reachable, resolve_tracking_uri
 
-__all__ = ["RUN_STATUSES", "NullTracker", "Tracker", "call_with_retry", "check_experiment",
-           "check_reachable", "check_store", "open_tracker", "resolve_tracking_uri"]
+__all__ = ["RUN_STATUSES", "NullTracker", "Tracker", "call_with_retry", "check_reachable",
+           "open_tracker", "resolve_tracking_uri"]
 
 
 def open_tracker(enabled: bool, **kwargs: Any) -> Tracker:

@@ -23,12 +23,8 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 class Tracker(Protocol):
     """Where one run's params, tags, metrics, artifacts and datasets go."""
 
-    @property
-    def run_id(self) -> str | None: ...
-
-    @property
-    def artifact_uri(self) -> str | None: ...
-
+    run_id: str | None
+    artifact_uri: str | None
     # the status a reopened run had before it was set back to RUNNING (None for a new run):
     # what to restore when a resume is refused
     opened_status: str | None
@@ -74,12 +70,8 @@ class FinishOnExit:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.finish("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("KILLED")
-        else:
-            self.finish("FAILED")
+        self.finish("FINISHED" if exc_type is None
+                    else "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
 
 
 class NullTracker(FinishOnExit):

@@ -22,9 +22,9 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -42,6 +42,7 @@ from cifarctl.errors import UsageError, first_line
 from cifarctl.tracking.base import FinishOnExit, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
+    SCHEME,
     artifact_root,
     check_driver,
     check_reachable,
@@ -49,7 +50,6 @@ from cifarctl.tracking.store import (
     sqlite_path,
 )
 
-T = TypeVar("T")
 TRUNCATED = "...[truncated]"  # marks a value cut to MLflow's length limit
 
 
@@ -117,10 +117,7 @@ def is_local_artifacts(artifact_uri: str | None) -> bool:
     """Whether a run's artifacts are files on this machine (`/abs/mlruns/...`, `file:`),
     not behind a server (`mlflow-artifacts:`, `http:`) or in an object store (`s3:`)."""
     uri = artifact_uri or ""
-    return uri.startswith(("/", "file:")) or not _SCHEME.match(uri)
-
-
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+    return uri.startswith(("/", "file:")) or not SCHEME.match(uri)
 
 
 def _slug(name: str) -> str:
@@ -185,45 +182,26 @@ def _clip(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _dataset_source(source: str) -> tuple[str, str]:
-    """(source_type, source JSON) in the form MLflow's own dataset sources use, for the UI."""
-    if re.match(r"^https?://", source):
-        return "http", json.dumps({"url": source})
-    return "local", json.dumps({"uri": source})
-
-
 class MlflowTracker(FinishOnExit):
     """One MLflow run, written through `client` by id. Make one with `start_run`."""
 
     def __init__(self, client: MlflowClient, run: Run):
         self.client = client
+        self.tracking_uri: str = client.tracking_uri
         self.experiment_id: str = run.info.experiment_id
-        self._run_id: str = run.info.run_id
-        self._artifact_uri: str = run.info.artifact_uri
+        self.run_id: str = run.info.run_id
+        self.artifact_uri: str = run.info.artifact_uri
         self._finished = False
         self.opened_status: str | None = run.info.status  # see Tracker.opened_status
         # upload checkpoints each epoch (`training.follow`): artifacts kept off this machine
         self.checkpoints_follow: bool = not is_local_artifacts(run.info.artifact_uri)
 
-    @property
-    def run_id(self) -> str:
-        return self._run_id
-
-    @property
-    def artifact_uri(self) -> str:
-        return self._artifact_uri
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.client.tracking_uri
-
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return call_with_retry(fn, *args, **kwargs)
+    def _log_batch(self, size: int, **batch: list[Any]) -> None:
+        """`batch` (params=, tags= or metrics=), `size` items a request (MLflow's limit)."""
+        [(kind, items)] = batch.items()
+        for start in range(0, len(items), size):
+            call_with_retry(self.client.log_batch, self.run_id,
+                            **{kind: items[start:start + size]})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log `params` as strings (cut to 6000 chars), 100 per request (MLflow's limits).
@@ -231,28 +209,25 @@ class MlflowTracker(FinishOnExit):
         A param is immutable: logging a different value for a logged key is a UsageError.
         """
         items = [Param(str(k), _clip(v, MAX_PARAM_VAL_LENGTH)) for k, v in params.items()]
-        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            try:
-                self._call(self.client.log_batch, self._run_id, params=chunk)
-            except MlflowException as err:
-                if "Changing param values is not allowed" not in str(err):
-                    raise
-                raise UsageError(f"run {self._run_id} already has other values for some "
-                                 f"params (a run's params cannot change): "
-                                 f"{first_line(err)}") from err
+        try:
+            self._log_batch(MAX_PARAMS_TAGS_PER_BATCH, params=items)
+        except MlflowException as err:
+            if "Changing param values is not allowed" not in str(err):
+                raise
+            raise UsageError(f"run {self.run_id} already has other values for some "
+                             f"params (a run's params cannot change): "
+                             f"{first_line(err)}") from err
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set `tags` (values as strings, cut to 8000 chars); a tag may be overwritten."""
         items = [RunTag(str(k), _clip(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
-        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            self._call(self.client.log_batch, self._run_id, tags=chunk)
+        self._log_batch(MAX_PARAMS_TAGS_PER_BATCH, tags=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log all `metrics` at `step` (default 0) in one request (1000 per request)."""
         now_ms = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now_ms, int(step or 0)) for k, v in metrics.items()]
-        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
-            self._call(self.client.log_batch, self._run_id, metrics=chunk)
+        self._log_batch(MAX_METRICS_PER_BATCH, metrics=items)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         """Copy a file (or a directory's contents) into the artifacts, under `artifact_path`."""
@@ -260,11 +235,11 @@ class MlflowTracker(FinishOnExit):
         if not path.exists():
             raise FileNotFoundError(f"no artifact to log at {path}")
         log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
-        self._call(log, self._run_id, str(path), artifact_path)
+        call_with_retry(log, self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Write `text` as the artifact `artifact_file` (e.g. "config.yaml")."""
-        self._call(self.client.log_text, self._run_id, text, artifact_file)
+        call_with_retry(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Render a matplotlib figure as the PNG artifact `artifact_file`; closes the figure."""
@@ -281,31 +256,32 @@ class MlflowTracker(FinishOnExit):
 
             tracker.log_dataset("cifar10-lt100", data.fingerprint, "cifar10", num_rows=12406)
         """
-        source_type, source_json = _dataset_source(source)
+        # the source in the form MLflow's own dataset sources use, for the UI
+        source_type, key = ("http", "url") if re.match(r"^https?://", source) else ("local", "uri")
         profile = {"fingerprint": digest}
         if num_rows is not None:
             profile["num_rows"] = int(num_rows)
         # MLflow keeps at most 36 characters of a digest; the profile keeps all of it
         dataset = Dataset(name=name, digest=digest[:MAX_DATASET_DIGEST_SIZE],
-                          source_type=source_type, source=source_json,
+                          source_type=source_type, source=json.dumps({key: source}),
                           profile=json.dumps(profile))
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-        self._call(self.client.log_inputs, self._run_id, datasets=[DatasetInput(dataset, tags)])
+        call_with_retry(self.client.log_inputs, self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
         """Fetch one artifact of this run into `dst_dir`; None if the run has no such file."""
-        return download_artifact(self.client, self._run_id, artifact_path, dst_dir)
+        return download_artifact(self.client, self.run_id, artifact_path, dst_dir)
 
     def logged_steps(self, key: str) -> list[int]:
         """The steps at which this run has logged metric `key`, as often as logged."""
-        return [m.step for m in self._call(self.client.get_metric_history, self._run_id, key)]
+        return [m.step for m in call_with_retry(self.client.get_metric_history, self.run_id, key)]
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run as FINISHED, FAILED or KILLED; a second call does nothing."""
         check_status(status)
         if self._finished:
             return
-        self._call(self.client.set_terminated, self._run_id, status)
+        call_with_retry(self.client.set_terminated, self.run_id, status)
         self._finished = True
 
 

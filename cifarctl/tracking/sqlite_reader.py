@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cifarctl.names import PARENT_TAG
@@ -44,17 +44,28 @@ SCHEMA = {"experiments": {"experiment_id", "name", "lifecycle_stage"},
           "latest_metrics": {"key", "value", "is_nan", "run_uuid"}}
 
 
-def _open(db: Path, timeout: float) -> sqlite3.Connection:
-    # mode=ro: never create the file, never change it
-    return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+@contextlib.contextmanager
+def _reading(db: Path, timeout: float = BUSY_TIMEOUT_S) -> Iterator[sqlite3.Connection]:
+    """A connection to `db` that never creates or changes it (mode=ro); any sqlite error
+    becomes UseMlflow."""
+    uri = f"{db.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=timeout)) as con:
+            yield con
+    except sqlite3.Error as err:
+        raise UseMlflow from err
+
+
+def _has_columns(con: sqlite3.Connection, table: str, columns: set[str]) -> bool:
+    return columns <= {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
 
 
 def rows(db: Path, query: str) -> list[tuple] | None:
     """Rows of a read-only query on an SQLite file; None if it cannot be read."""
     try:
-        with contextlib.closing(_open(db, 5.0)) as con:
+        with _reading(db, timeout=5.0) as con:
             return con.execute(query).fetchall()
-    except sqlite3.Error:
+    except UseMlflow:
         return None
 
 
@@ -65,12 +76,9 @@ def experiment_names(db: Path) -> list[str] | None:
 
 
 def _check_schema(con: sqlite3.Connection) -> None:
-    for table, columns in SCHEMA.items():
-        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
-        if not columns <= have:
-            raise UseMlflow
-    columns = {row[1] for row in con.execute("PRAGMA table_info(experiments)")}
-    if "workspace" in columns and con.execute(
+    if not all(_has_columns(con, table, columns) for table, columns in SCHEMA.items()):
+        raise UseMlflow
+    if _has_columns(con, "experiments", {"workspace"}) and con.execute(
             "SELECT 1 FROM experiments WHERE workspace IS NOT NULL AND "
             "workspace != 'default' LIMIT 1").fetchone():
         raise UseMlflow
@@ -80,11 +88,7 @@ def select(db: Path, uri: str, experiments: Sequence[str] | None,
            parent: str | None) -> Selection:
     """What `RunStore.select` returns without a filter, read from the tables; UseMlflow when
     the tables are not ones this reader knows, or the parent run is not there."""
-    try:
-        con = _open(db, BUSY_TIMEOUT_S)
-    except sqlite3.Error as err:
-        raise UseMlflow from err
-    try:
+    with _reading(db) as con:
         _check_schema(con)
         active = {name: str(i) for i, name in con.execute(
             "SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active'")}
@@ -96,21 +100,17 @@ def select(db: Path, uri: str, experiments: Sequence[str] | None,
                 raise UseMlflow  # MLflow's reader says what is wrong with the id
             names = parent_experiment(names, active, str(found[0]), parent, experiments)
         return Selection(_runs(con, list(names), parent), names)
-    except sqlite3.Error as err:
-        raise UseMlflow from err
-    finally:
-        con.close()
 
 
 def _runs(con: sqlite3.Connection, ids: list[str], parent: str | None) -> list[StoredRun]:
     """The active runs of experiments `ids` (the children of `parent` when given)."""
-    marks = ",".join("?" * len(ids))
-    selected = (f"SELECT run_uuid FROM runs WHERE lifecycle_stage = 'active' AND "
-                f"experiment_id IN ({marks})")
+    active = (f"FROM runs WHERE lifecycle_stage = 'active' AND experiment_id IN "
+              f"({','.join('?' * len(ids))})")
+    selected = f"SELECT run_uuid {active}"
     runs: dict[str, StoredRun] = {}
     for run_id, name, status, start, artifact_uri, experiment_id in con.execute(
-            f"SELECT run_uuid, name, status, start_time, artifact_uri, experiment_id FROM runs "
-            f"WHERE lifecycle_stage = 'active' AND experiment_id IN ({marks})", ids):
+            f"SELECT run_uuid, name, status, start_time, artifact_uri, experiment_id {active}",
+            ids):
         runs[run_id] = StoredRun(run_id, str(experiment_id), status, name, start, artifact_uri)
     for table in ("params", "tags"):
         for run_id, key, value in con.execute(
@@ -131,20 +131,16 @@ def metric_points(db: Path, run_ids: Sequence[str], keys: Sequence[str]
     """Every logged point `(run id, key, step, value)` of metrics `keys` of the runs, in the
     order they were written; UseMlflow where the table is not one we know."""
     points: list[tuple[str, str, int, float]] = []
-    try:
-        with contextlib.closing(_open(db, BUSY_TIMEOUT_S)) as con:
-            have = {row[1] for row in con.execute("PRAGMA table_info(metrics)")}
-            if not {"run_uuid", "key", "step", "value", "is_nan"} <= have:
-                raise UseMlflow
-            key_marks = ",".join("?" * len(keys))
-            for start in range(0, len(run_ids), 500):  # SQLite's bound-variable limit
-                chunk = list(run_ids[start:start + 500])
-                points += [(r, k, int(s), math.nan if nan else float(v))
-                           for r, k, s, v, nan in con.execute(
-                               f"SELECT run_uuid, key, step, value, is_nan FROM metrics "
-                               f"WHERE key IN ({key_marks}) AND run_uuid IN "
-                               f"({','.join('?' * len(chunk))}) ORDER BY rowid",
-                               [*keys, *chunk])]
-    except sqlite3.Error as err:
-        raise UseMlflow from err
+    with _reading(db) as con:
+        if not _has_columns(con, "metrics", {"run_uuid", "key", "step", "value", "is_nan"}):
+            raise UseMlflow
+        key_marks = ",".join("?" * len(keys))
+        for start in range(0, len(run_ids), 500):  # SQLite's bound-variable limit
+            chunk = list(run_ids[start:start + 500])
+            points += [(r, k, int(s), math.nan if nan else float(v))
+                       for r, k, s, v, nan in con.execute(
+                           f"SELECT run_uuid, key, step, value, is_nan FROM metrics "
+                           f"WHERE key IN ({key_marks}) AND run_uuid IN "
+                           f"({','.join('?' * len(chunk))}) ORDER BY rowid",
+                           [*keys, *chunk])]
     return points

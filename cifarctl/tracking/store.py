@@ -23,7 +23,7 @@ DEFAULT_DB = "mlflow.db"  # sqlite file in the working directory, as MLflow 3's 
 ARTIFACTS_DIR = "mlruns"  # beside the database, as `mlflow server --default-artifact-root`
 PROBE_TIMEOUT_S = 3.0  # MLflow's own HTTP client retries for minutes before it gives up
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -34,17 +34,13 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     Absolute paths keep one process from mixing stores when its working directory changes
     (MLflow caches one store per URI string). A bare `*.db` path means a sqlite file.
     """
-    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
-    if not uri:
-        uri = f"sqlite:///{DEFAULT_DB}"
-    if not _SCHEME.match(uri) and uri.endswith((".db", ".sqlite")):
+    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or f"sqlite:///{DEFAULT_DB}"
+    if not SCHEME.match(uri) and uri.endswith((".db", ".sqlite")):
         uri = f"sqlite:///{uri}"
     if uri.startswith(("http://", "https://")):
         return uri.rstrip("/")
     db = sqlite_path(uri)
-    if db is not None:
-        return f"sqlite:///{db}"
-    return uri
+    return uri if db is None else f"sqlite:///{db}"
 
 
 SERVER_HINT = "pip install 'cifarctl[server]'"
@@ -92,10 +88,8 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def artifact_root(uri: str) -> Path | None:
-    """Where a sqlite store's experiments keep artifacts: `mlruns/` beside the database.
-
-    None for servers and other databases: their own default artifact root applies.
-    """
+    """Where a sqlite store's experiments keep artifacts: `mlruns/` beside the database;
+    None for servers and other databases (their own default artifact root applies)."""
     db = sqlite_path(uri)
     return None if db is None else db.parent / ARTIFACTS_DIR
 
@@ -144,18 +138,17 @@ def check_store(tracking_uri: str) -> None:
     would then find nothing (`mlflow server` an empty UI); saying so is more use.
     """
     db = sqlite_path(tracking_uri)
-    if db is not None and not db.is_file():
+    if db is None:
+        return
+    fix = "point --tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs went to"
+    if not db.is_file():
         raise UsageError(f"no MLflow store at {db}: nothing was tracked there yet; run "
-                         f"`cifarctl train` here first, or point --tracking-uri (or "
-                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
-    if db is not None and not _is_sqlite(db):
-        raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; point "
-                         f"--tracking-uri (or $MLFLOW_TRACKING_URI) at the store your runs "
-                         f"went to")
-    if db is not None and not _is_mlflow_schema(db):
+                         f"`cifarctl train` here first, or {fix}")
+    if not _is_sqlite(db):
+        raise UsageError(f"{db} is not an SQLite database, so not an MLflow store; {fix}")
+    if not _is_mlflow_schema(db):
         raise UsageError(f"{db} is an SQLite database of something else (no MLflow tables), "
-                         f"which MLflow would add its tables to; point --tracking-uri (or "
-                         f"$MLFLOW_TRACKING_URI) at the store your runs went to")
+                         f"which MLflow would add its tables to; {fix}")
 
 
 def check_experiment(tracking_uri: str, name: str) -> None:
