@@ -27,9 +27,8 @@ from cifarctl.theory.numbers import (
     json_array,
     squeeze,
 )
-from cifarctl.theory.relu import LocalLinear, local_linear, torch_preactivations
+from cifarctl.theory.relu import LocalLinear, local_linear, max_error, torch_preactivations
 
-_TOLERANCE = 1e-9  # relative, as in relu.verify_point: float64 rounding only
 GRID_POINTS = 2001  # dense enough to land inside every piece of a small network
 
 
@@ -126,9 +125,7 @@ def check_regions(
             f"float64 overflows evaluating the network between {format_array(lo)} and "
             f"{format_array(hi)}, so the PyTorch check cannot follow; scale the weights down"
         )
-    error = (predicted - expected).abs().max().item()
-    scale = 1 + expected.abs().max().item()
-    return RegionCheck(float(lo), float(hi), points, error, error <= _TOLERANCE * scale)
+    return RegionCheck(float(lo), float(hi), points, *max_error(expected, predicted))
 
 
 def _bound(value: Fraction | None) -> int | float | None:
