@@ -169,13 +169,8 @@ class RegionsAnswer:
 
 
 def solve(net: Network, lo: Fraction | None = None, hi: Fraction | None = None) -> RegionsAnswer:
-    """The pieces over [lo, hi] and their check on a grid that also covers every breakpoint.
-
-        solve(WRITEUP_NETWORK, Fraction(-3), Fraction(3)).breakpoints == (-2, 0)
-
-    An unbounded side is checked a margin past the outermost breakpoint (the pieces there
-    are straight to infinity, so a margin shows the last one).
-    """
+    """The pieces over [lo, hi] and their check on a grid that also covers every breakpoint;
+    an unbounded side is checked a margin past the outermost one (straight from there on)."""
     pieces = linear_regions(net, lo, hi)
     known = [v for v in (lo, hi, *(p.end for p in pieces[:-1])) if v is not None] or [Fraction(0)]
     margin = 1 + max(known) - min(known)

@@ -252,10 +252,7 @@ class PointAnswer:
 
 
 def solve(net: Network, x0: Vector) -> PointAnswer:
-    """The local linear map at x0, its one-sided pieces at a kink, and the PyTorch check.
-
-        solve(WRITEUP_NETWORK, (Fraction(2),)).to_dict()["W"] == 6
-    """
+    """The local linear map at x0, its one-sided pieces at a kink, and the PyTorch check."""
     local = local_linear(net, x0)
     sides = None
     if local.on_kink and net.in_dim == 1:
