@@ -133,12 +133,8 @@ def load_config(path: str | Path | None = None,
 
 
 def config_from_dict(doc: dict[str, Any]) -> RunConfig:
-    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml).
-
-    A dict saved before `model.classifier` existed lacks it: those runs trained a linear
-    head whatever the loss, so it reads as `linear` (not today's `auto`), and their
-    checkpoints load, resume and evaluate as the models they are.
-    """
+    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml). A dict saved
+    before `model.classifier` existed reads as the `linear` head those runs trained."""
     flat = _flatten_native(doc)
     if isinstance(doc.get("model"), dict) and "model.classifier" not in flat:
         flat["model.classifier"] = resolve_classifier(None, loss=flat.get("loss.name", ""))
