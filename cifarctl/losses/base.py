@@ -4,9 +4,6 @@
     loss_fn.set_epoch(epoch)                  # at the start of every epoch
     loss = loss_fn(logits, targets)           # (N, C), (N,) -> scalar
 
-A loss reads its parameters from the config's loss section (`cifarctl.config.LossSection`),
-where their defaults and validation live; `factory` builds one from a section or keywords.
-
 Reduction, for every loss: sum_i w_{y_i} l_i / N, the batch mean of weighted per-example losses
 (Cui et al. 2019's convention). `nn.CrossEntropyLoss(weight=w)` divides by sum_i w_{y_i}
 instead, so it differs from ours whenever the weights are not all ones. Every loss also takes
@@ -79,11 +76,8 @@ class ClassBalancedLoss(nn.Module):
         return self.per_example(logits, targets).mean()
 
     def prepare_model(self, model: nn.Module) -> set[str]:
-        """Initialise what this loss needs in `model`; return parameter names to exempt from
-        weight decay (pass them to `cifarctl.optim.build_optimizer(no_decay=...)`).
-
-        Checks that `model.classifier` has one output per class of the counts.
-        """
+        """Initialise what this loss needs in `model` (one output per class, checked); return
+        the parameter names to exempt from weight decay (`build_optimizer(no_decay=...)`)."""
         outputs = model.classifier.out_features
         if outputs != self.num_classes:
             raise UsageError(f"the model has {outputs} outputs but the class counts name "

@@ -17,11 +17,6 @@ import torch
 from torch import nn
 
 
-def metric_layer_name(module_path: str) -> str:
-    """`"layer1.0.relu1"` -> `"layer1_0_relu1"`: a ReLU's key in the probe's result."""
-    return module_path.replace(".", "_")
-
-
 def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Run `x` through `model` (eval mode, no grad) and measure every `nn.ReLU` it passes.
 
@@ -57,4 +52,4 @@ def fired_units(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {metric_layer_name(path): units for path, units in fired.items()}
+    return {path.replace(".", "_"): units for path, units in fired.items()}  # layer names

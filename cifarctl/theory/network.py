@@ -68,10 +68,6 @@ class Network:
         return len(self.layers[0].W[0])
 
     @property
-    def out_dim(self) -> int:
-        return len(self.layers[-1].W)
-
-    @property
     def widths(self) -> tuple[int, ...]:
         """(in, hidden..., out), e.g. (1, 2, 2, 1) for the write-up's network."""
         return (self.in_dim, *(len(layer.W) for layer in self.layers))
