@@ -159,16 +159,12 @@ assert tuple(CORRUPTIONS) == CORRUPTION_NAMES  # the torch-free list the CLI sho
 
 def check_names(names: list[str]) -> list[str]:
     """The names, validated; UsageError naming the known corruptions otherwise."""
-    import difflib
-
-    from cifarctl.errors import UsageError
+    from cifarctl.errors import UsageError, did_you_mean
 
     for name in names:
         if name not in CORRUPTIONS:
-            close = difflib.get_close_matches(name, list(CORRUPTIONS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"unknown corruption {name!r}{hint}; choose from "
-                             f"{', '.join(CORRUPTIONS)}")
+            raise UsageError(f"unknown corruption {name!r}{did_you_mean(name, CORRUPTIONS)}; "
+                             f"choose from {', '.join(CORRUPTIONS)}")
     return names
 
 
