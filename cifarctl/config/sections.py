@@ -225,14 +225,6 @@ class RunSection:
 # a spec given as --config is recognised by them.
 SWEEP_ONLY_KEYS = ("grid", "base", "include", "exclude", "random")
 
-SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "data": DataSection,
-    "optim": OptimSection,
-    "loss": LossSection,
-    "run": RunSection,
-}
-
 
 @dataclass
 class RunConfig:
@@ -289,5 +281,8 @@ def resolve_classifier(logged: str | None, loss: str) -> str:
     if logged is None:
         return "linear"
     return default_classifier(loss) if logged == "auto" else logged
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)}
 
 
