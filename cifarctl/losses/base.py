@@ -24,10 +24,9 @@ from cifarctl.losses.weights import cb_weights
 class ClassBalancedLoss(nn.Module):
     """Base of every loss: `forward` = sum_i w_{y_i} l_i / N with l_i from `unweighted`.
 
-    The weights w are `cb_weights(counts, beta)` (all ones for beta = 0). With `drw_epoch`
-    they are all ones before that epoch and class-balanced from it: deferred re-weighting,
-    Cao et al. 2019, Sec. 3.3 (they switch at epoch 160 of 200). `set_epoch` switches them by
-    copying into the same buffer, so a compiled graph that reads it never recompiles.
+    With `drw_epoch` the weights are all ones before that epoch and class-balanced from it:
+    deferred re-weighting, Cao et al. 2019, Sec. 3.3 (they switch at epoch 160 of 200).
+    `set_epoch` copies into the same buffer, so a compiled graph that reads it never recompiles.
     """
 
     def __init__(self, class_counts: list[int], params: LossSection):
