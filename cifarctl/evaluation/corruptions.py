@@ -178,10 +178,8 @@ def corruption_generator(seed: int, name: str, severity: int,
 
 def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None
             ) -> torch.Tensor:
-    """`x` uint8 (B, 3, H, W) under corruption `name` at `severity` (0..5), as uint8.
-
-    Severity 0 returns `x` itself. The generator (on x's device) drives the random ones.
-    """
+    """`x` uint8 (B, 3, H, W) under corruption `name` at `severity` (0..5: `x` itself), as uint8;
+    the generator (on x's device) drives the random ones."""
     if not 0 <= severity <= SEVERITIES:
         raise ValueError(f"severity must be in 0..{SEVERITIES}, got {severity}")
     spec = CORRUPTIONS[name]
