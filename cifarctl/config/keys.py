@@ -70,12 +70,6 @@ def resolve_key(key: str) -> str:
 
 # ---- values: coercion to the declared types ------------------------------------------------
 
-def _field_type(key: str) -> Any:
-    section, name = key.split(".", 1)
-    hints = typing.get_type_hints(SECTIONS[section])
-    return hints[name]
-
-
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Turn a YAML/CLI value into `tp`, or fail with one line naming the key and the type."""
     origin = typing.get_origin(tp)
@@ -131,7 +125,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         resolved |= with_loss_presets(cfg.loss.name, after, resolved)
     for key, value in resolved.items():
         section, name = key.split(".", 1)
-        setattr(getattr(new, section), name, _coerce(key, value, _field_type(key)))
+        tp = typing.get_type_hints(SECTIONS[section])[name]  # the declared type
+        setattr(getattr(new, section), name, _coerce(key, value, tp))
     validate(new)
     return new
 
