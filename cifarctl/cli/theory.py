@@ -32,10 +32,6 @@ app = typer.Typer(
 )
 
 
-def _print_json(report: dict) -> None:
-    typer.echo(json.dumps(report))
-
-
 @app.command(
     "conv",
     help=(
@@ -69,7 +65,7 @@ def conv_command(
     geometry = conv.ConvGeometry.parse(size, kernel, stride, padding)
     answer = conv.solve(geometry, transpose=transpose)
     if as_json:
-        _print_json(answer.to_dict())
+        typer.echo(json.dumps(answer.to_dict()))
     else:
         console = Console()
         console.print(conv_view(answer, width=console.width))
@@ -146,7 +142,7 @@ def relu_linear_command(
         }
         if region_answer is not None:
             report["regions"] = region_answer.to_dict()
-        _print_json(report)
+        typer.echo(json.dumps(report))
     else:
         Console().print(relu_view(net, source, answers, region_answer))
     failed = not all(a.check.passed for a in answers) or (

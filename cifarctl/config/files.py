@@ -73,15 +73,13 @@ def _flatten_assignment(doc: dict[str, Any]) -> dict[str, Any]:
 def _flatten_native(doc: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in doc.items():
-        if key in SECTIONS and isinstance(value, dict):
+        if key not in SECTIONS:
+            flat[key] = value  # an unsectioned unique key (`seed: 1`), or a typo
+        elif isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
-        elif key in SECTIONS and value is not None:
+        elif value is not None:  # None: an empty section (`optim:` with nothing under it)
             raise UsageError(f"section {key!r} must be a mapping of keys (e.g. {key}: "
                              f"{{...}}), got {type(value).__name__}")
-        elif key in SECTIONS:
-            continue  # an empty section (`optim:` with nothing under it)
-        else:
-            flat[key] = value  # an unsectioned unique key (`seed: 1`), or a typo
     return flat
 
 
@@ -125,20 +123,13 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
 def load_config(path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- YAML file (either dialect) <- overrides, validated once."""
-    flat: dict[str, Any] = {}
-    if path is not None:
-        flat.update(config_overrides_from_mapping(read_yaml(path), source=str(path)))
-    flat.update(overrides or {})
-    return apply_overrides(RunConfig(), flat)
+    flat = {} if path is None else config_overrides_from_mapping(read_yaml(path), source=str(path))
+    return apply_overrides(RunConfig(), {**flat, **(overrides or {})})
 
 
 def config_from_dict(doc: dict[str, Any]) -> RunConfig:
-    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml).
-
-    A dict saved before `model.classifier` existed lacks it: those runs trained a linear
-    head whatever the loss, so it reads as `linear` (not today's `auto`), and their
-    checkpoints load, resume and evaluate as the models they are.
-    """
+    """Rebuild a config from `to_dict()` output (checkpoints, saved config.yaml). A dict saved
+    before `model.classifier` existed reads as the `linear` head those runs trained."""
     flat = _flatten_native(doc)
     if isinstance(doc.get("model"), dict) and "model.classifier" not in flat:
         flat["model.classifier"] = resolve_classifier(None, loss=flat.get("loss.name", ""))

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -20,27 +21,28 @@ from cifarctl.config.sections import SECTIONS, LossSection, RunConfig
 from cifarctl.errors import UsageError, did_you_mean
 
 
+def _fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every config key (`"optim.lr"`) with its field, in section order."""
+    return [(f"{section}.{f.name}", f) for section, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def field_help() -> list[tuple[str, Any, str]]:
     """`[("optim.lr", 0.1, "peak learning rate ..."), ...]` for help screens and docs."""
-    return _rows(with_help=True)
+    from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
+    from cifarctl.models import list_models
 
-
-def _rows(*, with_help: bool) -> list[tuple[str, Any, str]]:
-    names = {}
-    if with_help:
-        from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
-        from cifarctl.models import list_models
-
-        names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
+    names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
     rows = []
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
-                else f.default
-            text = f.metadata["help"]
-            for placeholder, value in names.items():
-                text = text.replace(placeholder, value)
-            rows.append((f"{section}.{f.name}", default, text))
+    for key, f in _fields():
+        text = f.metadata["help"]
+        for placeholder, value in names.items():
+            text = text.replace(placeholder, value)
+        rows.append((key, _default(f), text))
     return rows
 
 
@@ -49,23 +51,12 @@ def later_defaults() -> Mapping[str, Any]:
     """`{key: default}` of the fields declared `later=True` (added after trial keys existed):
     left out of a trial key at their default, and read as their default from a run that
     never logged them. One shared mapping: do not change it."""
-    return {key: default for key, default, _ in _rows(with_help=False)
-            if _field(key).metadata.get("later")}
-
-
-def _field(key: str) -> dataclasses.Field:
-    section, name = key.split(".", 1)
-    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}[name]
-
-
-def _all_keys() -> list[str]:
-    return [f"{section}.{f.name}" for section, cls in SECTIONS.items()
-            for f in dataclasses.fields(cls)]
+    return {key: _default(f) for key, f in _fields() if f.metadata.get("later")}
 
 
 def resolve_key(key: str) -> str:
     """`"beta"` -> `"loss.beta"`; `"optim.lr"` stays; unknown keys fail with a did-you-mean."""
-    keys = _all_keys()
+    keys = [k for k, _ in _fields()]
     if key in keys:
         return key
     matches = [k for k in keys if k.split(".", 1)[1] == key]
@@ -78,12 +69,6 @@ def resolve_key(key: str) -> str:
 
 
 # ---- values: coercion to the declared types ------------------------------------------------
-
-def _field_type(key: str) -> Any:
-    section, name = key.split(".", 1)
-    hints = typing.get_type_hints(SECTIONS[section])
-    return hints[name]
-
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Turn a YAML/CLI value into `tp`, or fail with one line naming the key and the type."""
@@ -112,26 +97,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
             return value.lower() in ("true", "yes")
         raise UsageError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise UsageError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+    if tp in (int, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and (tp is float or isinstance(value, int) or value.is_integer()):
+            return tp(value)
         if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UsageError(f"{key} must be a number, got {value!r}")
+            with contextlib.suppress(ValueError):
+                return tp(value)
+        raise UsageError(f"{key} must be {'an integer' if tp is int else 'a number'}, "
+                         f"got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -151,7 +125,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         resolved |= with_loss_presets(cfg.loss.name, after, resolved)
     for key, value in resolved.items():
         section, name = key.split(".", 1)
-        setattr(getattr(new, section), name, _coerce(key, value, _field_type(key)))
+        tp = typing.get_type_hints(SECTIONS[section])[name]  # the declared type
+        setattr(getattr(new, section), name, _coerce(key, value, tp))
     validate(new)
     return new
 

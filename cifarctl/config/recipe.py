@@ -3,8 +3,7 @@
     normalize_augment("crop-flip")     # True: the value logged and saved, as before policies
     recipe_optim_checks(cfg.optim)     # [(holds, message), ...] for `validate`
 
-The recipe's fields live in the sections (`sections.py`, declared `later=True`); their rules
-live here, so the sections read as before with one line per section added. Torch-free.
+The recipe's fields live in `sections.py` (declared `later=True`), their rules here. Torch-free.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cifarctl.config.sections import Check, RunConfig
 
-# `data.sampler` values (cifarctl.data.samplers): the exponent q of p_c proportional to n_c^q
 # `data.sampler` -> q of Kang et al.'s p_j proportional to n_j^q (`data.samplers`)
 SAMPLER_EXPONENTS = {"instance": 1.0, "class-balanced": 0.0, "sqrt": 0.5}
 SAMPLERS = tuple(SAMPLER_EXPONENTS)

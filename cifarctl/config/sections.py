@@ -225,14 +225,6 @@ class RunSection:
 # a spec given as --config is recognised by them.
 SWEEP_ONLY_KEYS = ("grid", "base", "include", "exclude", "random")
 
-SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "data": DataSection,
-    "optim": OptimSection,
-    "loss": LossSection,
-    "run": RunSection,
-}
-
 
 @dataclass
 class RunConfig:
@@ -252,19 +244,15 @@ class RunConfig:
 
     @property
     def classifier(self) -> str:
-        """The head `model.classifier` resolves to: `linear` or `normed`.
-
-        `auto` follows Cao et al.'s reference code (kaidic/LDAM-DRW): LDAM's margins and
-        scale s = 30 are meant for cosine logits, every other loss gets a linear layer.
-        """
+        """`linear` or `normed`: `auto` follows Cao et al.'s code (kaidic/LDAM-DRW), whose
+        margins and s = 30 are meant for cosine logits; every other loss gets a linear layer."""
         return resolve_classifier(self.model.classifier, self.loss.name)
 
     @property
     def logit_scale(self) -> float:
-        """What the training loss multiplies the model's logits by before its softmax: LDAM's
-        `loss.s`, else 1. Evaluation scales by it too, so validation/test cross-entropy and
-        calibration describe the softmax the run was trained with (an LDAM model's cosine
-        logits alone would give every class nearly the same probability)."""
+        """LDAM's `loss.s`, else 1: what the training loss multiplies the logits by before its
+        softmax. Evaluation scales by it too, so its cross-entropy and calibration describe
+        that softmax (cosine logits alone give every class nearly the same probability)."""
         return self.loss.s if self.loss.name == "ldam" else 1.0
 
     @property
@@ -273,8 +261,7 @@ class RunConfig:
         return self.optim.decay_factors
 
     def warnings(self) -> list[str]:
-        """Settings that validate but are unlikely to be meant (`schedule_warnings`); the CLI
-        prints them as `warning:` lines before training."""
+        """Settings that validate but are unlikely to be meant (`schedule_warnings`)."""
         from cifarctl.schedule import schedule_warnings
 
         o = self.optim
@@ -290,10 +277,12 @@ def default_classifier(loss: str) -> str:
 def resolve_classifier(logged: str | None, loss: str) -> str:
     """The head a run of `loss` trained, from its `model.classifier` value: `auto` as it
     resolves, None (a run or checkpoint from before the key existed) as the `linear` head
-    every run had then, `linear` / `normed` as they are. Configs, checkpoints and the
-    report's run params all read heads through this one rule."""
+    every run had then. Configs, checkpoints and the report all read heads through it."""
     if logged is None:
         return "linear"
     return default_classifier(loss) if logged == "auto" else logged
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)}
 
 

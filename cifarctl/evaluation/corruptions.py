@@ -57,17 +57,13 @@ def gaussian_noise(x: torch.Tensor, std: float, g: torch.Generator) -> torch.Ten
     return x + std * noise
 
 
-def blur(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
-    return gaussian_lowpass(x, sigma)
-
-
 def contrast(x: torch.Tensor, factor: float, g: torch.Generator) -> torch.Tensor:
     mean = _image_mean(x)  # CIFAR-10-C: per-image, per-channel mean
     return (x - mean) * factor + mean
 
 
 def low_pass(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
-    return gaussian_lowpass(x, sigma)
+    return gaussian_lowpass(x, sigma)  # also CIFAR-10-C's gaussian_blur, at its own widths
 
 
 def high_pass(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
@@ -144,7 +140,7 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
     Corruption("gaussian_noise", (0.04, 0.06, 0.08, 0.09, 0.10), "noise std, [0, 1] pixels",
                "CIFAR-10-C (Hendrycks & Dietterich 2019)", gaussian_noise),
     Corruption("blur", (0.4, 0.6, 0.7, 0.8, 1.0), "Gaussian std, pixels",
-               "CIFAR-10-C gaussian_blur (Hendrycks & Dietterich 2019)", blur),
+               "CIFAR-10-C gaussian_blur (Hendrycks & Dietterich 2019)", low_pass),
     Corruption("contrast", (0.75, 0.5, 0.4, 0.3, 0.15), "contrast factor",
                "CIFAR-10-C (Hendrycks & Dietterich 2019)", contrast),
     Corruption("low_pass", _scaled((3, 5, 7, 10, 15)), "Gaussian std, pixels",
@@ -163,16 +159,12 @@ assert tuple(CORRUPTIONS) == CORRUPTION_NAMES  # the torch-free list the CLI sho
 
 def check_names(names: list[str]) -> list[str]:
     """The names, validated; UsageError naming the known corruptions otherwise."""
-    import difflib
-
-    from cifarctl.errors import UsageError
+    from cifarctl.errors import UsageError, did_you_mean
 
     for name in names:
         if name not in CORRUPTIONS:
-            close = difflib.get_close_matches(name, list(CORRUPTIONS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"unknown corruption {name!r}{hint}; choose from "
-                             f"{', '.join(CORRUPTIONS)}")
+            raise UsageError(f"unknown corruption {name!r}{did_you_mean(name, CORRUPTIONS)}; "
+                             f"choose from {', '.join(CORRUPTIONS)}")
     return names
 
 
@@ -186,10 +178,8 @@ def corruption_generator(seed: int, name: str, severity: int,
 
 def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None
             ) -> torch.Tensor:
-    """`x` uint8 (B, 3, H, W) under corruption `name` at `severity` (0..5), as uint8.
-
-    Severity 0 returns `x` itself. The generator (on x's device) drives the random ones.
-    """
+    """`x` uint8 (B, 3, H, W) under corruption `name` at `severity` (0..5: `x` itself), as uint8;
+    the generator (on x's device) drives the random ones."""
     if not 0 <= severity <= SEVERITIES:
         raise ValueError(f"severity must be in 0..{SEVERITIES}, got {severity}")
     spec = CORRUPTIONS[name]

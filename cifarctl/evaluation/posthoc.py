@@ -60,14 +60,9 @@ def adjusted_predictions(logits: torch.Tensor, log_prior: torch.Tensor,
 
 
 class AdjustedCounts:
-    """One confusion matrix per tau, counted on the device (no sync) from the logits an
-    evaluation pass sees: `engine.evaluate(..., on_logits=counter.add)`, so the adjusted
-    accuracies cost no second pass over the images.
-
-    The logits are `logit_scale * model(x)` (LDAM's s): the softmax the run trained, whose
-    logits the prior is subtracted from. Only the confusion is counted: an adjusted model's
-    loss and calibration are not what `eval` reports.
-    """
+    """One confusion matrix per tau, counted on the device from the logits of an evaluation
+    pass (`engine.evaluate(..., on_logits=counter.add)`): no second pass over the images.
+    The logits are `logit_scale * model(x)`, the softmax the run trained (LDAM's s)."""
 
     def __init__(self, log_prior: torch.Tensor, taus: Sequence[float], num_classes: int):
         self.log_prior, self.taus, self.num_classes = log_prior, list(taus), num_classes

@@ -94,18 +94,23 @@ def metric_prefixes(which: str, split: str, foreign: str | None) -> tuple[str, s
     return f"eval_{qualifier}{split}", f"eval_{qualifier}" + ("val_" if split == "val" else "")
 
 
+def _splits(cfg: RunConfig, data: Any) -> Any:
+    """The run's train/val split of `data`, rebuilt from its config (`data.longtail`)."""
+    from cifarctl.data.longtail import make_splits
+
+    return make_splits(data.train_labels, profile=cfg.data.imbalance_type,
+                       ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
+                       seed=cfg.run.seed, num_classes=len(data.classes))
+
+
 def _split_arrays(cfg: RunConfig, data: Any, split: str) -> tuple[Any, Any]:
     if split == "test":
         return data.test_images, data.test_labels
-    from cifarctl.data.longtail import make_splits
-
-    splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
-                         ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
-                         seed=cfg.run.seed, num_classes=len(data.classes))
-    if len(splits.val_idx) == 0:
+    val_idx = _splits(cfg, data).val_idx
+    if len(val_idx) == 0:
         raise UsageError("this run has no validation split (long-tailed runs keep none by "
                          "default: data.val_per_class=0); use --split test")
-    return data.train_images[splits.val_idx], data.train_labels[splits.val_idx]
+    return data.train_images[val_idx], data.train_labels[val_idx]
 
 
 def _own_counts(target: EvalTarget, data: Any, same_dataset: bool) -> list[int] | None:
@@ -113,16 +118,12 @@ def _own_counts(target: EvalTarget, data: Any, same_dataset: bool) -> list[int] 
     if target.train_counts is not None:
         return target.train_counts
     from cifarctl.data import load_dataset
-    from cifarctl.data.longtail import make_splits
 
-    cfg = target.cfg
     try:
-        own = data if same_dataset else load_dataset(cfg.data.dataset)
+        own = data if same_dataset else load_dataset(target.cfg.data.dataset)
     except UsageError:
         return None  # the training data is not here: shot groups are left out, and said so
-    return make_splits(own.train_labels, profile=cfg.data.imbalance_type,
-                       ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
-                       seed=cfg.run.seed, num_classes=len(own.classes)).train_counts
+    return _splits(target.cfg, own).train_counts
 
 
 def corrupted_batches(loader: Any, name: str, severity: int, *, seed: int = 0,
@@ -202,7 +203,9 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     acc_prefix, prefix = metric_prefixes(target.which, split, qualifier)
 
     counts = _own_counts(target, data, same_dataset=foreign is None)
-    adjusted = _posthoc_prefixes(target.which, split, qualifier, logit_adjust)
+    # each tau's metric names: its name after the others' (`eval_la1_test_acc`)
+    adjusted = [metric_prefixes(target.which, split, "_".join(
+        filter(None, (qualifier, posthoc.tau_name(tau))))) for tau in logit_adjust]
     counter = (_adjusted_counter(counts, logit_adjust, classes=classes,
                                  sampler=cfg.data.sampler) if logit_adjust else None)
     progress(f"clean {split} set: {loader.num_samples} images")
@@ -232,15 +235,6 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
                                f"not take them for the run's own test set")
     return result
-
-
-def _posthoc_prefixes(which: str, split: str, qualifier: str | None,
-                      taus: Sequence[float]) -> list[tuple[str, str]]:
-    """Each tau's metric prefixes: its name after the others (`eval_la1_test_acc`,
-    `eval_last_la0.5_val_acc`, `eval_la1_few_acc`)."""
-    return [metric_prefixes(which, split, "_".join(filter(None, (qualifier,
-                                                                 posthoc.tau_name(tau)))))
-            for tau in taus]
 
 
 def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classes: int,
@@ -284,26 +278,20 @@ def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, 
     if result.corruptions:
         values = [a for accs in result.corruptions.values() for a in accs]
         result.mean_corruption_acc = sum(values) / len(values)
-    metrics = {k: v for k, v in host.items() if isinstance(v, float)}
-    metrics[f"{prefix}ece"] = result.ece
-    for group, value in shots.items():
-        if value is not None:
-            metrics[f"{prefix}{group}_acc"] = value
+    result.metrics = {k: v for k, v in host.items() if isinstance(v, float)}
+    result.metrics[f"{prefix}ece"] = result.ece
+    result.metrics |= {f"{prefix}{g}_acc": v for g, v in shots.items() if v is not None}
     if result.mean_corruption_acc is not None:
-        metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
-    result.metrics = metrics
+        result.metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     return result
 
 
 # ---- logging back to the run -------------------------------------------------------------
 
 def log_result(result: EvalResult, target: EvalTarget) -> bool:
-    """Add `result` to its run: `eval_*` metrics and `<artifact_dir>/` files. False if the
-    checkpoint belongs to no run of the store.
-
-    The run is written through `RunStore.tracker`, which does not reopen it, so its status
-    and end time stay as they were, and no training metric is written.
-    """
+    """Add `result` to its run: `eval_*` metrics and `<artifact_dir>/` files; False if the
+    checkpoint belongs to no run. `RunStore.tracker` does not reopen the run: its status and
+    end time stay as they were."""
     from cifarctl import plots
     from cifarctl.tracking.runstore import open_store
 

@@ -23,18 +23,11 @@ SHOT_RULES = {"many": "> 100 training images", "medium": "20-100 training images
               "few": "< 20 training images"}
 
 
-def shot_group(count: int) -> str:
-    """`many`, `medium` or `few` for a class with `count` training images."""
-    if count > MANY_ABOVE:
-        return "many"
-    return "few" if count < FEW_BELOW else "medium"
-
-
 def shot_groups(counts: Sequence[int]) -> dict[str, list[int]]:
     """Class indices of each shot group, in `SHOT_GROUPS` order; a group may be empty."""
     groups: dict[str, list[int]] = {name: [] for name in SHOT_GROUPS}
-    for i, count in enumerate(counts):
-        groups[shot_group(int(count))].append(i)
+    for i, count in enumerate(map(int, counts)):
+        groups["many" if count > MANY_ABOVE else "few" if count < FEW_BELOW else "medium"].append(i)
     return groups
 
 

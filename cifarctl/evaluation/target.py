@@ -44,11 +44,6 @@ class EvalTarget:
         """Epochs the checkpoint had trained (a `last.pt` written mid-epoch: the ones done)."""
         return self.saved.epoch if self.saved is not None else None
 
-    @property
-    def mid_epoch(self) -> bool:
-        """Written by an interruption part way through an epoch (its sums are kept)."""
-        return self.saved is not None and self.saved.mid_epoch
-
 
 def _counts_tag(run: StoredRun) -> list[int] | None:
     text = run.tags.get("class_counts")
@@ -164,11 +159,9 @@ def run_warnings(target: EvalTarget) -> list[str]:
     eval_* metrics logged now would sit beside its final ones in `report`."""
     if target.status in (None, "FINISHED"):
         return []
-    epochs = target.cfg.optim.epochs
-    done = target.epoch
-    when = ("" if done is None else
-            f" after {done} of {epochs} epochs" + (" (part way into the next)"
-                                                     if target.mid_epoch else ""))
+    saved, done = target.saved, target.epoch
+    when = ("" if done is None else f" after {done} of {target.cfg.optim.epochs} epochs"
+            + (" (part way into the next)" if saved.mid_epoch else ""))
     return [f"run {target.run_id} is {target.status}: its {target.which} checkpoint was saved"
             f"{when}, not at the end of a finished run; evaluate it again once it finishes "
             f"(a resumed run), or pass --no-log to keep these numbers off it"]

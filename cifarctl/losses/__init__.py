@@ -8,9 +8,7 @@ logit-adjusted ones (la, balanced-softmax, vs).
 
 `LOSS_NAMES` and `canonical_name` answer without torch (the CLI lists the names in `--help`);
 `build_loss`, `loss_from_config` and `cb_weights` import it on first use. The parameters
-are the config's loss section (`cifarctl.config.LossSection`). Modules: `weights`
-(class-balanced weights, LDAM margins), `base` (deferred re-weighting, reduction), `softmax`,
-`sigmoid`, `adjusted` (logit adjustment, balanced softmax, VS), `factory`.
+are the config's loss section (`cifarctl.config.LossSection`).
 """
 
 import importlib

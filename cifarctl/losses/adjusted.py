@@ -14,9 +14,7 @@ prior and n_max the largest class:
     vs                (n_c / n_max)^gamma z_c + tau log pi_c  (Kini et al. 2021, eq. 3)
 
 `balanced-softmax` is `la` at tau = 1: log n_c and log pi_c differ by log sum n, a shift of
-every logit that the softmax cancels. Class weights (beta, drw_epoch) multiply the finished
-per-example loss as for every loss here. The adjustments are float64 buffers computed from
-the counts, cast to the compute dtype per batch (`weights.check_counts` validates them).
+every logit that the softmax cancels. The adjustments are float64, cast per batch.
 """
 
 import torch
@@ -65,10 +63,7 @@ class VSLoss(AdditiveAdjustment):
     """Vector-scaling loss, Kini et al. 2021, "Label-Imbalanced and Group-Sensitive
     Classification under Overparameterization", eq. 3: cross-entropy of Delta_c z_c + iota_c
     with Delta_c = (n_c / n_max)^gamma and iota_c = tau log pi_c. gamma = tau = 0 is CE.
-
-    Their code (orparask/VS-Loss, `losses.VSLoss`) divides z by (n_max / n_c)^gamma, the same
-    Delta; its CIFAR-10-LT defaults, gamma 0.3 and tau 1, are what `--loss vs` sets
-    (`cifarctl.config.rules.LOSS_PRESETS`).
+    Their code (orparask/VS-Loss) divides z by (n_max / n_c)^gamma, the same Delta.
     """
 
     def __init__(self, class_counts: list[int], params: LossSection):

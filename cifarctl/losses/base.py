@@ -4,9 +4,6 @@
     loss_fn.set_epoch(epoch)                  # at the start of every epoch
     loss = loss_fn(logits, targets)           # (N, C), (N,) -> scalar
 
-A loss reads its parameters from the config's loss section (`cifarctl.config.LossSection`),
-where their defaults and validation live; `factory` builds one from a section or keywords.
-
 Reduction, for every loss: sum_i w_{y_i} l_i / N, the batch mean of weighted per-example losses
 (Cui et al. 2019's convention). `nn.CrossEntropyLoss(weight=w)` divides by sum_i w_{y_i}
 instead, so it differs from ours whenever the weights are not all ones. Every loss also takes
@@ -27,10 +24,9 @@ from cifarctl.losses.weights import cb_weights
 class ClassBalancedLoss(nn.Module):
     """Base of every loss: `forward` = sum_i w_{y_i} l_i / N with l_i from `unweighted`.
 
-    The weights w are `cb_weights(counts, beta)` (all ones for beta = 0). With `drw_epoch`
-    they are all ones before that epoch and class-balanced from it: deferred re-weighting,
-    Cao et al. 2019, Sec. 3.3 (they switch at epoch 160 of 200). `set_epoch` switches them by
-    copying into the same buffer, so a compiled graph that reads it never recompiles.
+    With `drw_epoch` the weights are all ones before that epoch and class-balanced from it:
+    deferred re-weighting, Cao et al. 2019, Sec. 3.3 (they switch at epoch 160 of 200).
+    `set_epoch` copies into the same buffer, so a compiled graph that reads it never recompiles.
     """
 
     def __init__(self, class_counts: list[int], params: LossSection):
@@ -79,11 +75,8 @@ class ClassBalancedLoss(nn.Module):
         return self.per_example(logits, targets).mean()
 
     def prepare_model(self, model: nn.Module) -> set[str]:
-        """Initialise what this loss needs in `model`; return parameter names to exempt from
-        weight decay (pass them to `cifarctl.optim.build_optimizer(no_decay=...)`).
-
-        Checks that `model.classifier` has one output per class of the counts.
-        """
+        """Initialise what this loss needs in `model` (one output per class, checked); return
+        the parameter names to exempt from weight decay (`build_optimizer(no_decay=...)`)."""
         outputs = model.classifier.out_features
         if outputs != self.num_classes:
             raise UsageError(f"the model has {outputs} outputs but the class counts name "

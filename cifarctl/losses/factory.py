@@ -33,13 +33,8 @@ _PARAMS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LossSection)
 
 
 def loss_from_config(loss_cfg: LossSection, class_counts: list[int]) -> ClassBalancedLoss:
-    """The loss a config's loss section describes, for `class_counts` images per class.
-
-        loss_from_config(cfg.loss, [5000, 2997, ..., 50])
-
-    The section is validated again (into a copy the loss keeps), so a hand-built one gets the
-    config's checks; bad counts raise `UsageError` too.
-    """
+    """The loss a config's loss section describes, for `class_counts` images per class. The
+    section is validated again (into a copy the loss keeps): a hand-built one is checked too."""
     checked = loss_section(**dataclasses.asdict(loss_cfg))
     return _LOSSES[checked.name](class_counts, checked)
 
@@ -50,13 +45,9 @@ def build_loss(name: str, class_counts: list[int], *, beta: float = 0.0, gamma: 
 
         build_loss("focal", [5000, 2997, ..., 50], beta=0.999, gamma=2.0)
 
-    `params` are the other loss parameters: `drw_epoch`, `alpha`, `max_m`, `s`, `tau` (see
-    `cifarctl.config.LossSection` for meaning and defaults). Every loss accepts all of them
-    and uses those it needs (gamma: focal, sigmoid-focal, hybrid, vs; alpha: hybrid; max_m and
-    s: ldam; tau: la, vs; beta and drw_epoch: all). Keywords are taken as given: `gamma`
-    defaults to 1 here for `vs` too (`--loss vs` on the command line gets VS's 0.3). Each
-    is validated as the config validates it; an unknown name, a bad value or bad counts
-    raise `UsageError`.
+    `params` are the other fields of `cifarctl.config.LossSection`; every loss accepts all of
+    them and uses those it needs. Keywords are taken as given: `gamma` defaults to 1 here for
+    `vs` too (`--loss vs` gets VS's 0.3). Each is validated as the config validates it.
     """
     unknown = sorted(set(params) - set(_PARAMS))
     if unknown:

@@ -64,10 +64,8 @@ class LDAMLoss(ClassBalancedLoss):
         l_i = -log( e^{s (z_y - m_y)} / (e^{s (z_y - m_y)} + sum_{j != y} e^{s z_j}) )
 
     with margins m_c proportional to n_c^(-1/4), the largest `max_m` (`ldam_margins`), and
-    logit scale `s`. Weighted by the class weights like every loss here, so LDAM-DRW is
-    `build_loss("ldam", counts, beta=0.9999, drw_epoch=160)`. Cao et al.'s reference code
-    pairs it with a normalised (cosine) classifier, whose logits lie in [-1, 1]; with a plain
-    linear classifier, s = 30 scales raw logits.
+    logit scale `s`; meant for the cosine classifier (`models.heads`). LDAM-DRW is
+    `build_loss("ldam", counts, beta=0.9999, drw_epoch=160)`.
     """
 
     def __init__(self, class_counts: list[int], params: LossSection):

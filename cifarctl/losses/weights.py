@@ -52,8 +52,8 @@ def ldam_margins(counts: Sequence[int], max_m: float) -> torch.Tensor:
         ldam_margins([5000, 50], 0.5)  # tensor([0.1581, 0.5000])
 
     "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss", Sec. 3.2: the
-    margin Delta_j = C / n_j^(1/4), with the constant C chosen so the largest margin is `max_m`
-    (0.5 in their CIFAR experiments). Returns a (C,) float64 tensor on the CPU.
+    margin Delta_j = C / n_j^(1/4), C chosen so the largest margin is `max_m` (0.5 in their
+    CIFAR experiments).
     """
     margins = torch.tensor(check_counts(counts), dtype=torch.float64) ** -0.25  # (C,)
     return margins * (max_m / margins.max())

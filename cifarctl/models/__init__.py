@@ -3,11 +3,9 @@
     from cifarctl.models import create_model, list_models
     model = create_model("ResNet-32")        # same as "resnet32"; 464,154 parameters
 
-The table below names every model and the family function that builds it, so `list_models()`
-and `canonical_name()` answer without importing torch (the CLI builds its `--help` choices
-from them); `create_model` imports the family module on first use (timm's `create_model`,
-STYLE principle 4). `dead_relu_fractions` (the dead-unit probe of SPEC 1.1) is imported
-lazily too.
+`list_models()` and `canonical_name()` answer from the table below without importing torch
+(the CLI's `--help` choices); `create_model` imports the family module on first use, as
+timm's does. `dead_relu_fractions` (the dead-unit probe of SPEC 1.1) is imported lazily too.
 
 Contracts every model keeps (ARCHITECTURE.md, "Models"): `model.classifier` is its final
 `nn.Linear` (or the `heads.NormedLinear` put in its place); every ReLU site is its own
@@ -47,11 +45,7 @@ _REGISTERED: set[str] = set()
 
 
 def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Mark a family function as a model builder (it must also be listed in `_MODELS`).
-
-    @register_model
-    def resnet32(num_classes: int = 10) -> nn.Module: ...
-    """
+    """Mark a family function as a model builder (it must also be listed in `_MODELS`)."""
     _REGISTERED.add(f"{builder.__module__.rpartition('.')[2]}:{builder.__name__}")
     return builder
 
@@ -62,10 +56,8 @@ def list_models() -> list[str]:
 
 
 def canonical_name(name: str) -> str:
-    """`"ResNet-32"` -> `"resnet32"`: case, `-`, `_` and spaces do not matter.
-
-    Unknown names raise `UsageError` with the closest known name and the full list.
-    """
+    """`"ResNet-32"` -> `"resnet32"`: case, `-`, `_` and spaces do not matter; `UsageError`
+    with the closest known name for an unknown one."""
     key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
     if key in _MODELS:
         return key
@@ -81,9 +73,7 @@ def create_model(name: str, num_classes: int = 10, classifier: str = "linear",
         create_model("resnet32", classifier="normed")   # cosine head (LDAM, Cao et al.)
 
     `classifier` is the final layer: `linear` (`nn.Linear`) or `normed` (`heads.NormedLinear`,
-    drawn from the RNG after the rest of the model).
-
-    Unknown overrides raise `UsageError` naming the options the model accepts.
+    drawn from the RNG after the rest of the model). An unknown override is a `UsageError`.
     """
     canonical = canonical_name(name)
     module_name, _, function_name = _MODELS[canonical].partition(":")

@@ -4,9 +4,7 @@
 
 A unit is a channel of a conv feature map (a filter whose ReLU output is 0 at every position
 of every input) or a neuron of a linear layer (0 on every input). The write-up argues such
-units are rare in practice (initialisation, small or positive biases, batch norm, mini-batch
-noise, moderate learning rates; SPEC 1.1); training logs these fractions as
-`dead_relu_<layer>` so that claim is measured, not argued.
+units are rare in practice (SPEC 1.1); training logs `dead_relu_<layer>` to measure it.
 
 Layer names are the ReLU's module path with dots turned into underscores
 (`layer1.0.relu1` -> `layer1_0_relu1`, `relu6` stays), so `dead_relu_<layer>` is a valid
@@ -15,11 +13,6 @@ metric name anywhere. Values stay 0-dim tensors on the model's device: no host s
 
 import torch
 from torch import nn
-
-
-def metric_layer_name(module_path: str) -> str:
-    """`"layer1.0.relu1"` -> `"layer1_0_relu1"`: a ReLU's key in the probe's result."""
-    return module_path.replace(".", "_")
 
 
 def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -57,4 +50,4 @@ def fired_units(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {metric_layer_name(path): units for path, units in fired.items()}
+    return {path.replace(".", "_"): units for path, units in fired.items()}  # layer names

@@ -3,11 +3,7 @@
     from cifarctl.theory import conv, relu, regions
     conv.solve(conv.ConvGeometry.parse("3", "3", "4", "2")).matrix.expressions()
 
-- `conv`: convolution (cross-correlation) as a matrix y = A x, and its transpose.
-- `network`: fully connected ReLU networks with exact rational weights, from YAML.
-- `relu`: the local linear map h = W x + b of such a network at a point.
-- `regions`: all linear pieces of a scalar-input network over a range.
-- `render`: the rich views the CLI prints.
-
+`conv` (convolution as a matrix), `network` (exact ReLU networks from YAML), `relu` (the local
+linear map at a point), `regions` (every linear piece), `render` (the CLI's rich views).
 Nothing here imports torch at import time; the checks import it when they run.
 """

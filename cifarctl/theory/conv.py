@@ -29,12 +29,7 @@ _TOLERANCE = 1e-9
 
 
 def parse_pair(text: str, what: str) -> Pair:
-    """`"3"` -> (3, 3) and `"3x5"` -> (3, 5): a size, kernel, stride or padding as typed.
-
-        parse_pair("3x5", "--size") == (3, 5)
-
-    Only the form is checked here; the ranges are `ConvGeometry`'s job.
-    """
+    """`"3"` -> (3, 3) and `"3x5"` -> (3, 5), as typed; `ConvGeometry` checks the ranges."""
     match = re.fullmatch(r"\s*([+-]?\d+)\s*(?:[xX]\s*([+-]?\d+)\s*)?", text)
     if match is None:
         raise UsageError(f"{what} {text!r} is not N or NxM (for example 3 or 3x5)")
@@ -61,14 +56,12 @@ class ConvGeometry:
     padding: Pair = (0, 0)
 
     def __post_init__(self) -> None:
-        if min(self.size) < 1:
-            raise UsageError(f"input size must be at least 1x1, got {_show(self.size)}")
-        if min(self.kernel) < 1:
-            raise UsageError(f"kernel must be at least 1x1, got {_show(self.kernel)}")
-        if min(self.stride) < 1:
-            raise UsageError(f"stride must be at least 1, got {_show(self.stride)}")
-        if min(self.padding) < 0:
-            raise UsageError(f"padding must be 0 or more, got {_show(self.padding)}")
+        for what, pair, least, rule in (("input size", self.size, 1, "at least 1x1"),
+                                        ("kernel", self.kernel, 1, "at least 1x1"),
+                                        ("stride", self.stride, 1, "at least 1"),
+                                        ("padding", self.padding, 0, "0 or more")):
+            if min(pair) < least:
+                raise UsageError(f"{what} must be {rule}, got {_show(pair)}")
         if any(k > p for k, p in zip(self.kernel, self.padded, strict=True)):
             raise UsageError(
                 f"kernel {_show(self.kernel)} is larger than the padded input "
@@ -110,9 +103,8 @@ class ConvGeometry:
     def output_padding(self) -> Pair:
         """(H + 2P - K) mod S: what `conv_transpose2d` must add to give back exactly H x W.
 
-        The output size floors (H + 2P - K) / S, so S consecutive input sizes share one output
-        size; the transposed convolution returns the smallest, (OH - 1) S - 2P + K, unless told
-        how many rows (and columns) the floor dropped.
+        S input sizes share one output size (it floors); without it the transposed convolution
+        returns the smallest, (OH - 1) S - 2P + K.
         """
         return (
             (self.padded[0] - self.kernel[0]) % self.stride[0],
@@ -152,10 +144,7 @@ class ConvMatrix:
 
 
 def conv_matrix(geometry: ConvGeometry, *, transpose: bool = False) -> ConvMatrix:
-    """The symbolic A with y = A x (or A^T with transpose=True) for `geometry`.
-
-        conv_matrix(ConvGeometry((3, 3), (3, 3), (4, 4), (2, 2))).shape == (4, 9)
-    """
+    """The symbolic A with y = A x (or A^T with transpose=True) for `geometry`."""
     (h, w), (kh, kw) = geometry.size, geometry.kernel
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     oh, ow = geometry.output
@@ -187,10 +176,7 @@ class ConvCheck:
 
 
 def verify(matrix: ConvMatrix, *, seed: int = 0) -> ConvCheck:
-    """Check A @ x against `conv2d` (A^T @ y against `conv_transpose2d`) with random w and x.
-
-        assert verify(conv_matrix(geometry)).passed
-    """
+    """Check A @ x against `conv2d` (A^T @ y against `conv_transpose2d`) with random w and x."""
     import torch
     import torch.nn.functional as F
 

@@ -68,10 +68,6 @@ class Network:
         return len(self.layers[0].W[0])
 
     @property
-    def out_dim(self) -> int:
-        return len(self.layers[-1].W)
-
-    @property
     def widths(self) -> tuple[int, ...]:
         """(in, hidden..., out), e.g. (1, 2, 2, 1) for the write-up's network."""
         return (self.in_dim, *(len(layer.W) for layer in self.layers))
@@ -108,12 +104,8 @@ def _matrix(value: object, what: str) -> Matrix:
 
 
 def network_from_dict(data: object, source: str = "network") -> Network:
-    """The network in `data` = `{"layers": [{"W": [[...], ...], "b": [...]}, ...]}`.
-
-        network_from_dict({"layers": [{"W": [["2"]], "b": ["-1"]}]})  # h(x) = 2x - 1
-
-    Numbers may be texts ("3/2"), ints or floats (see `to_fraction`).
-    """
+    """The network in `data` = `{"layers": [{"W": [[...], ...], "b": [...]}, ...]}`, numbers as
+    texts ("3/2"), ints or floats (`to_fraction`)."""
     if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
         raise UsageError(
             f"{source} must be a mapping with a 'layers' list "

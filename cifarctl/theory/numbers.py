@@ -16,13 +16,11 @@ from cifarctl.errors import UsageError
 
 
 def to_fraction(value: object, what: str = "value") -> Fraction:
-    """The exact rational a person wrote: `"1.5"`, `"3/2"`, `"-1"`, `"1e-3"`, an int or a float.
-
-        to_fraction("3/2") == Fraction(3, 2)
+    """The exact rational a person wrote: `"1.5"`, `"3/2"`, `"-1"`, `"1e-3"`, an int or a float;
+    `UsageError` naming `what` for anything else (text, inf, nan, booleans).
 
     A float goes through `repr`, its shortest round-trip decimal, so 0.1 means 1/10 (what the
     person typed) rather than the binary float's 3602879701896397/36028797018963968.
-    Raises `UsageError` naming `what` for anything else (text, inf, nan, booleans).
     """
     if isinstance(value, bool):
         raise UsageError(f"{what} is {value!r}, not a number (write 1.5, 3/2 or -1)")
@@ -36,10 +34,7 @@ def to_fraction(value: object, what: str = "value") -> Fraction:
 
 
 def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
-    """A point from the command line: `"2"` is a scalar, `"1,2"` (or `"[1, 2]"`) a vector.
-
-        parse_point("1.5,-1/2") == (Fraction(3, 2), Fraction(-1, 2))
-    """
+    """A point from the command line: `"2"` is a scalar, `"1,2"` (or `"[1, 2]"`) a vector."""
     body = text.strip().removeprefix("[").removesuffix("]")
     parts = body.split(",")
     if not body.strip() or any(not part.strip() for part in parts):
@@ -75,10 +70,7 @@ def _magnitude(q: Fraction) -> str:
 
 
 def check_float_size(values: object, what: str) -> None:
-    """Raise `UsageError` if a number in `values` (nested tuples of Fractions) exceeds 1e300.
-
-        check_float_size(((Fraction(10) ** 400,),), "W at x0 = 1")  # UsageError: W ... 1e+400
-    """
+    """Raise `UsageError` if a number in `values` (nested tuples of Fractions) exceeds 1e300."""
     if isinstance(values, Fraction):
         if abs(values) > _FLOAT_MAX:
             raise UsageError(
@@ -113,11 +105,6 @@ def format_number(q: Fraction) -> str:
     return f"{'-' if q < 0 else ''}{whole}.{frac:0{digits}d}"
 
 
-def json_number(q: Fraction) -> int | float:
-    """A JSON number for q: an int where q is integral, the nearest float otherwise."""
-    return q.numerator if q.denominator == 1 else float(q)
-
-
 Vector = tuple[Fraction, ...]
 Matrix = tuple[Vector, ...]  # rows
 Array = Fraction | Vector | Matrix
@@ -143,7 +130,8 @@ def format_array(value: Array) -> str:
 
 
 def json_array(value: Array) -> int | float | list:
-    """The same nesting as plain JSON numbers and lists (`--json`)."""
+    """The same nesting as plain JSON lists (`--json`): an int where a number is integral, the
+    nearest float otherwise."""
     if isinstance(value, Fraction):
-        return json_number(value)
+        return value.numerator if value.denominator == 1 else float(value)
     return [json_array(v) for v in value]

@@ -27,9 +27,8 @@ from cifarctl.theory.numbers import (
     json_array,
     squeeze,
 )
-from cifarctl.theory.relu import LocalLinear, local_linear, torch_preactivations
+from cifarctl.theory.relu import LocalLinear, local_linear, max_error, torch_preactivations
 
-_TOLERANCE = 1e-9  # relative, as in relu.verify_point: float64 rounding only
 GRID_POINTS = 2001  # dense enough to land inside every piece of a small network
 
 
@@ -126,9 +125,7 @@ def check_regions(
             f"float64 overflows evaluating the network between {format_array(lo)} and "
             f"{format_array(hi)}, so the PyTorch check cannot follow; scale the weights down"
         )
-    error = (predicted - expected).abs().max().item()
-    scale = 1 + expected.abs().max().item()
-    return RegionCheck(float(lo), float(hi), points, error, error <= _TOLERANCE * scale)
+    return RegionCheck(float(lo), float(hi), points, *max_error(expected, predicted))
 
 
 def _bound(value: Fraction | None) -> int | float | None:
@@ -172,13 +169,8 @@ class RegionsAnswer:
 
 
 def solve(net: Network, lo: Fraction | None = None, hi: Fraction | None = None) -> RegionsAnswer:
-    """The pieces over [lo, hi] and their check on a grid that also covers every breakpoint.
-
-        solve(WRITEUP_NETWORK, Fraction(-3), Fraction(3)).breakpoints == (-2, 0)
-
-    An unbounded side is checked a margin past the outermost breakpoint (the pieces there
-    are straight to infinity, so a margin shows the last one).
-    """
+    """The pieces over [lo, hi] and their check on a grid that also covers every breakpoint;
+    an unbounded side is checked a margin past the outermost one (straight from there on)."""
     pieces = linear_regions(net, lo, hi)
     known = [v for v in (lo, hi, *(p.end for p in pieces[:-1])) if v is not None] or [Fraction(0)]
     margin = 1 + max(known) - min(known)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # float64 forward and autograd differ from the exact answer by rounding alone; relative to
 # the size of the numbers involved, anything above this is a wrong answer.
-_TOLERANCE = 1e-9
+TOLERANCE = 1e-9
 
 
 def _dot(u: Vector, v: Vector) -> Fraction:
@@ -146,19 +146,23 @@ def local_linear(
     return LocalLinear(x0, tuple(steps))
 
 
-def torch_preactivations(net: Network, x: torch.Tensor) -> list[torch.Tensor]:
-    """Every layer's z for a batch x (N, in), in float64 with PyTorch's own ops; the last is h.
+def _float64(exact: Vector | Matrix) -> torch.Tensor:
+    """The nearest float64 of each number: (n,) or (rows, cols)."""
+    import torch
 
-    The independent reference for the exact answers: `torch_preactivations(net, x)[-1]`.
-    """
+    floats = [[float(v) for v in row] if isinstance(row, tuple) else float(row) for row in exact]
+    return torch.tensor(floats, dtype=torch.float64)
+
+
+def torch_preactivations(net: Network, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's z for a batch x (N, in), in float64 with PyTorch's own ops; the last is h:
+    the independent reference for the exact answers."""
     import torch
 
     zs = []
     for layer in net.layers:
-        weight = torch.tensor([[float(v) for v in row] for row in layer.W], dtype=torch.float64)
-        bias = torch.tensor([float(v) for v in layer.b], dtype=torch.float64)
         a = torch.relu(zs[-1]) if zs else x
-        zs.append(a @ weight.T + bias)  # (N, units)
+        zs.append(a @ _float64(layer.W).T + _float64(layer.b))  # (N, units)
     return zs
 
 
@@ -171,13 +175,10 @@ class PointCheck:
     passed: bool
 
 
-def _max_error(exact: Vector | Matrix, approx: torch.Tensor) -> tuple[float, float]:
-    """(max abs error, the tolerance for numbers this size)."""
-    import torch
-
-    reference = torch.tensor([[float(v) for v in row] for row in exact], dtype=torch.float64)
-    scale = 1 + reference.abs().max().item()
-    return (reference - approx.reshape(reference.shape)).abs().max().item(), _TOLERANCE * scale
+def max_error(expected: torch.Tensor, approx: torch.Tensor) -> tuple[float, bool]:
+    """(max abs error, whether it is within TOLERANCE of the size of the numbers)."""
+    error = (expected - approx.reshape(expected.shape)).abs().max().item()
+    return error, error <= TOLERANCE * (1 + expected.abs().max().item())
 
 
 def verify_point(net: Network, local: LocalLinear) -> PointCheck:
@@ -189,7 +190,7 @@ def verify_point(net: Network, local: LocalLinear) -> PointCheck:
     """
     import torch
 
-    x = torch.tensor([float(v) for v in local.x0], dtype=torch.float64)  # (in,)
+    x = _float64(local.x0)  # (in,)
     zs = [z[0] for z in torch_preactivations(net, x[None])]  # per layer (units,)
     jacobian = torch.autograd.functional.jacobian(
         lambda v: torch_preactivations(net, v[None])[-1][0], x
@@ -208,9 +209,9 @@ def verify_point(net: Network, local: LocalLinear) -> PointCheck:
             f"float64 overflows evaluating the network at x0 = {format_array(squeeze(local.x0))}"
             ", so the PyTorch check cannot follow the exact answer; scale the weights down"
         )
-    h_error, h_tol = _max_error((local.h,), zs[-1])
-    w_error, w_tol = _max_error(torch_side.W, jacobian)
-    return PointCheck(h_error, w_error, h_error <= h_tol and w_error <= w_tol)
+    h_error, h_ok = max_error(_float64((local.h,)), zs[-1])
+    w_error, w_ok = max_error(_float64(torch_side.W), jacobian)
+    return PointCheck(h_error, w_error, h_ok and w_ok)
 
 
 def _piece(local: LocalLinear, prefix: str = "") -> dict:
@@ -237,10 +238,8 @@ class PointAnswer:
             "D": [list(step.D) for step in hidden],
             "dz_dx": [json_array(squeeze(step.dz_dx)) for step in local.steps],
             "exact": {  # the numbers as rationals, e.g. "1/3", where JSON has only floats
-                "x0": format_array(squeeze(local.x0)),
-                "h": format_array(squeeze(local.h)),
-                "W": format_array(squeeze(local.W)),
-                "b": format_array(squeeze(local.b)),
+                k: format_array(squeeze(v))
+                for k, v in (("x0", local.x0), ("h", local.h), ("W", local.W), ("b", local.b))
             },
             "on_kink": local.on_kink,
             "verified": self.check.passed,
@@ -253,10 +252,7 @@ class PointAnswer:
 
 
 def solve(net: Network, x0: Vector) -> PointAnswer:
-    """The local linear map at x0, its one-sided pieces at a kink, and the PyTorch check.
-
-        solve(WRITEUP_NETWORK, (Fraction(2),)).to_dict()["W"] == 6
-    """
+    """The local linear map at x0, its one-sided pieces at a kink, and the PyTorch check."""
     local = local_linear(net, x0)
     sides = None
     if local.on_kink and net.in_dim == 1:

@@ -76,15 +76,18 @@ def _matrix_table(answer: ConvAnswer, width: int) -> RenderableType:
 def conv_view(answer: ConvAnswer, width: int = 100) -> RenderableType:
     """Sizes with their formula, A as a table, y as expressions, the shape line and the check."""
     m, g, check = answer.matrix, answer.matrix.geometry, answer.check
+    (rows, cols), product = m.shape, "A^T @ y" if m.transpose else "A @ x"
     setting = (f"input {g.size[0]}x{g.size[1]}, kernel {g.kernel[0]}x{g.kernel[1]}, stride "
                f"{g.stride[0]}x{g.stride[1]}, padding {g.padding[0]}x{g.padding[1]}")
     if m.transpose:  # the sizes below are the forward convolution's; A^T runs it backwards
         title = f"Transposed convolution as a matrix A^T, of the convolution with {setting}"
         how = ("(A^T maps the convolution's output back to its input's shape, as "
                "torch.nn.functional.conv_transpose2d)")
+        shape = f"x ({rows}) = A^T ({rows}x{cols}) y ({cols}), the transposed convolution"
     else:
         title = f"Convolution as a matrix: {setting}"
         how = "(cross-correlation with zero padding, as torch.nn.functional.conv2d)"
+        shape = f"y ({rows}) = A ({rows}x{cols}) x ({cols}), x the row-major input"
     lines: list[RenderableType] = [
         Text(title, style="bold"),
         Text(how, style="dim"),
@@ -104,16 +107,11 @@ def conv_view(answer: ConvAnswer, width: int = 100) -> RenderableType:
     lines += [
         Text(f"{label} = {expr}") for label, expr in zip(m.row_labels, m.expressions(), strict=True)
     ]
-    rows, cols = m.shape
-    if m.transpose:
-        shape = f"x ({rows}) = A^T ({rows}x{cols}) y ({cols}), the transposed convolution"
-    else:
-        shape = f"y ({rows}) = A ({rows}x{cols}) x ({cols}), x the row-major input"
     lines += [
         Text(""),
         Text(f"shape: {shape}"),
         Text.assemble(
-            f"check: {'A^T @ y' if m.transpose else 'A @ x'} vs {check.reference} "
+            f"check: {product} vs {check.reference} "
             f"(random float64), max abs error {check.max_abs_error:.1e}: ",
             _verdict(check.passed),
         ),
