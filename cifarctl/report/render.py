@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
-from cifarctl.report.recipe_literature import RECIPE_CITATIONS
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import extra_label
@@ -130,15 +129,14 @@ def literature_table(report: Report) -> TextTable:
                      "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
                      + later_sources(report.literature)
-                     + RECIPE_NOTE * any(p.citation in RECIPE_CITATIONS
+                     + RECIPE_NOTE * any(p.kind == "recipe"
                                          for r in report.literature for p in r.published))
 
 
 def later_sources(rows: Sequence[object]) -> str:
     """The caption's words for SPEC 4's sources among `rows` (issue 18): which they are, that
     a second stage follows the protocol when its first did, and what † means."""
-    shown = [p for r in rows for p in r.published if p.citation not in RECIPE_CITATIONS]
-    sources = dict.fromkeys(p.reference for p in shown if p.citation)
+    sources = dict.fromkeys(p.reference for r in rows for p in r.published if p.kind == "later")
     text = (" Also: " + "; ".join(sources) + ". A second stage is compared when its first "
             "stage followed the protocol.") if sources else ""
     if any(p.test_selected for r in rows for p in r.published):

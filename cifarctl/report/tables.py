@@ -23,8 +23,7 @@ from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_group
 from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
-from cifarctl.report.literature import Published, protocol_gaps, published_for
-from cifarctl.report.literature_lt import later_published, posthoc_published
+from cifarctl.report.literature import Published, config_keys, protocol_gaps, published_for
 from cifarctl.report.recipe_literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
@@ -374,20 +373,18 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         p = dict(zip(LOSS_IDENTITY, identities.pop()))
         ratio = number(p.get("data.imbalance")) or 1.0
         profile = str(p.get("data.imbalance_type") or "exp")
-        error = _error(group)
-        loss, beta = str(p.get("loss.name")), number(p.get("loss.beta")) or 0.0
-        drw, two_stage = number(p.get("loss.drw_epoch")) is not None, \
-            p.get("optim.train") == "classifier"
-        rows.append(LiteratureRow(group.label, profile, ratio, error, ([] if two_stage else (
-            published_for(loss=loss, beta=beta, gamma=number(p.get("loss.gamma")) or 0.0,
-                          drw=drw, profile=profile, ratio=ratio))) + later_published(
-            loss=loss, beta=beta, drw=drw, profile=profile, ratio=ratio, two_stage=two_stage,
-            tau=number(p.get("loss.tau")) or 1.0)))
+        configs = config_keys(loss=str(p.get("loss.name")), beta=number(p.get("loss.beta")) or 0.0,
+                              gamma=number(p.get("loss.gamma")) or 0.0,
+                              drw=number(p.get("loss.drw_epoch")) is not None,
+                              tau=number(p.get("loss.tau")) or 1.0,
+                              two_stage=p.get("optim.train") == "classifier")
+        rows.append(LiteratureRow(group.label, profile, ratio, _error(group),
+                                  published_for(configs, profile=profile, ratio=ratio)))
         posthoc = group.metric(POSTHOC_TAU1)
-        if loss == "ce" and not (beta or drw or two_stage) and not all(map(math.isnan, posthoc)):
+        if configs == {"ce"} and not all(map(math.isnan, posthoc)):  # plain CE
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
                                       _error(group, POSTHOC_TAU1),
-                                      posthoc_published(profile=profile, ratio=ratio)))
+                                      published_for({"posthoc"}, profile=profile, ratio=ratio)))
     if rows:
         return rows, None
     note = ("no run follows the published protocol (Cui et al., Cao et al.: resnet32, "
