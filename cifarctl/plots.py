@@ -43,6 +43,13 @@ def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _legend_or_empty(ax: Axes, drawn: bool, empty: str, **legend: Any) -> None:
+    if drawn:
+        ax.legend(**legend)
+    else:
+        _empty(ax, empty)
+
+
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Loss and accuracy per epoch for train/val/test, in two panels.
 
@@ -76,10 +83,7 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if plotted:
-            ax.legend()
-        else:
-            _empty(ax, f"no {label} recorded")
+        _legend_or_empty(ax, plotted, f"no {label} recorded")
     _percent_axis(acc_ax)
     return fig
 
@@ -137,8 +141,8 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
     """
     errors = errors or {}
     for label, accs in series.items():
-        _check_lengths(class_names, **{f"series {label!r}": accs})
-        _check_lengths(class_names, **{f"errors {label!r}": errors.get(label)})
+        _check_lengths(class_names, **{f"series {label!r}": accs,
+                                       f"errors {label!r}": errors.get(label)})
     _check_lengths(class_names, counts=counts)
     n = len(class_names)
     width = max(6.0, 0.5 * n * (1 + 0.3 * max(0, len(series) - 1)) + 2)  # inches
@@ -243,11 +247,8 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
     `normalize` divides each row by its count, so the diagonal is per-class recall; cells
     show the percentage and the count (a class with no examples is a row of zeros).
     """
-    side = max(4.0, 0.6 * len(class_names) + 2.5)
-    fig = _figure(side + 1, side)
-    _draw_confusion(fig, fig.subplots(), matrix, class_names, normalize=normalize,
-                    title="confusion matrix" + (" (row-normalised)" if normalize else ""))
-    return fig
+    title = "confusion matrix" + (" (row-normalised)" if normalize else "")
+    return confusion_matrices({title: matrix}, class_names, normalize=normalize)
 
 
 def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], *,
@@ -301,10 +302,7 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
         ax.grid(alpha=0.3)
         if metric.endswith("_acc"):
             _percent_axis(ax)
-        if drawn:
-            ax.legend(fontsize=8)
-        else:
-            _empty(ax, f"no {metric} recorded")
+        _legend_or_empty(ax, drawn, f"no {metric} recorded", fontsize=8)
     return fig
 
 
@@ -338,10 +336,7 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
         ax.set(title=title, xlabel="β (class-balanced weighting)", ylabel="accuracy")
         _percent_axis(ax)
         ax.grid(alpha=0.3)
-        if families:
-            ax.legend(fontsize=8)
-        else:
-            _empty(ax, "no configurations with several betas")
+        _legend_or_empty(ax, bool(families), "no configurations with several betas", fontsize=8)
     return fig
 
 
