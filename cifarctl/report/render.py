@@ -319,24 +319,18 @@ def csv_table(report: Report) -> str:
     (n: the runs evaluated). Fractions, not percent; an empty CI for n = 1."""
     keys = csv_key_columns(report)
     extras = list(report.per_class[0].extras) if report.per_class else []
-    header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95"]
-    for i in range(len(report.class_names)):
-        header += [f"class_{i}_mean", f"class_{i}_ci95"]
-    for g in SHOT_GROUPS:
-        header += [f"{g}_mean", f"{g}_ci95"]
-    header += ["worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95"]
-    for m in extras:  # eval_* metrics: n counts only the runs that were evaluated
-        header += [f"{m}_mean", f"{m}_ci95", f"{m}_n"]
+    summaries = [*(f"class_{i}" for i in range(len(report.class_names))), *SHOT_GROUPS]
+    header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95",
+              *(f"{name}_{part}" for name in summaries for part in ("mean", "ci95")),
+              "worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95",
+              # eval_* metrics: n counts only the runs that were evaluated
+              *(f"{m}_{part}" for m in extras for part in ("mean", "ci95", "n"))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for r in report.per_class:
-        row = [r.label, *(r.keys.get(k, "") for k in keys), r.n, _num(r.overall.mean),
-               _num(r.overall.ci95)]
-        for c in r.classes:
-            row += [_num(c.mean), _num(c.ci95)]
-        for g in SHOT_GROUPS:
-            s = r.shots[g]
+        row = [r.label, *(r.keys.get(k, "") for k in keys), r.n]
+        for s in [r.overall, *r.classes, *(r.shots[g] for g in SHOT_GROUPS)]:
             row += [_num(s.mean if s else None), _num(s.ci95 if s else None)]
         if r.worst is None:
             row += ["", "", "", ""]
