@@ -175,15 +175,12 @@ class Group:
 def _sort_key(group: Group, columns: Sequence[str]) -> tuple:
     out = []
     for column in columns:
-        value = group.values[column]
+        value, n = group.values[column], number(group.values[column])
         if param(column) == "loss.name" and value in LOSS_ORDER:
-            out.append((0, LOSS_ORDER.index(value), ""))
-        elif param(column) == "loss.drw_epoch":  # without DRW first
-            n = number(value)
-            out.append((0, -1 if n is None else n, ""))
-        else:
-            n = number(value)
-            out.append((0, n, "") if n is not None else (1, 0, value))
+            n = LOSS_ORDER.index(value)
+        elif param(column) == "loss.drw_epoch" and n is None:  # without DRW first
+            n = -1
+        out.append((0, n, "") if n is not None else (1, 0, value))
     return tuple(out)
 
 

@@ -45,6 +45,11 @@ class TextTable:
     rows: list[list[str]]
     caption: str = ""
 
+    def columns(self, keep: Sequence[int], title: str) -> TextTable:
+        """These columns of the table, under `title`."""
+        return TextTable(self.name, title, [self.headers[i] for i in keep],
+                         [[row[i] for i in keep] for row in self.rows], self.caption)
+
 
 def summary_text(s: Summary | None, *, scale: float = 100.0, digits: int = 1) -> str:
     """`68.9 ± 1.2` (n >= 2), `68.9` (one run), `—` (nothing)."""
@@ -190,9 +195,7 @@ def terminal_tables(report: Report) -> list[TextTable]:
         if not cols:
             out.append(t)
             continue
-        keep = [j for j in range(len(t.headers)) if j not in cols]
-        out.append(TextTable(t.name, t.title, [t.headers[j] for j in keep],
-                             [[row[j] for j in keep] for row in t.rows], t.caption))
+        out.append(t.columns([j for j in range(len(t.headers)) if j not in cols], t.title))
         out.append(TextTable(f"{t.name}_by_class", f"{t.title}, by class",
                              ["class", *(row[0] for row in t.rows)],
                              [[t.headers[j], *(row[j] for row in t.rows)] for j in cols]))
@@ -241,9 +244,7 @@ def split_to_width(t: TextTable, width: int) -> list[TextTable]:
             current = [0]
         current.append(i)
     groups.append(current)
-    return [TextTable(t.name, t.title if n == 0 else f"{t.title} (continued)",
-                      [t.headers[i] for i in cols], [[row[i] for i in cols] for row in t.rows],
-                      t.caption)
+    return [t.columns(cols, t.title if n == 0 else f"{t.title} (continued)")
             for n, cols in enumerate(groups)]
 
 
