@@ -186,12 +186,9 @@ def shot_notes(rows: Sequence[PerClassRow]) -> list[str]:
     counted = [r for r in rows if r.counts is not None]
     for name in SHOT_GROUPS:
         empty = [r.label for r in counted if not shot_groups(r.counts)[name]]
-        if empty and len(empty) == len(counted):
-            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in any "
-                         f"configuration")
-        elif empty:
-            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in "
-                         f"{', '.join(empty)}")
+        if empty:
+            where = "any configuration" if len(empty) == len(counted) else ", ".join(empty)
+            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in {where}")
     return notes
 
 
