@@ -1,7 +1,7 @@
 """Published top-1 errors of ResNet-32 on long-tailed CIFAR-10, as data with their sources.
 
-    published_for(config_keys(loss="ce", beta=0.0, gamma=1.0, drw=False), profile="exp",
-                  ratio=100)   # [Published("Cui et al. 2019", "softmax CE", "exp", 100.0, ...
+    published_for(config_keys({"loss.name": "ce", "loss.beta": "0.0"}), "exp", 100.0)
+    # [Published("softmax CE", "exp", 100.0, 29.64, CUI, ...), Published("ERM", ...), ...]
 
 SPEC 2's numbers (Cui et al., Cao et al.) and SPEC 4's later baselines (Wang et al., Menon
 et al., MiSLAS; SPEC 4 quotes accuracy, kept here as 100 - accuracy). Runs are compared with
@@ -20,6 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from cifarctl.config import later_defaults, resolve_classifier
+from cifarctl.report.groups import number
 
 CUI = ("Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples (CVPR), "
        "long-tailed CIFAR-10 with ResNet-32")
@@ -110,6 +111,8 @@ PROTOCOL: dict[str, object] = {
     "optim.sam_rho": 0.0, "optim.schedule": "step", "data.cutout": 0, "data.mixup_alpha": 0.0,
     "data.cutmix_alpha": 0.0, "loss.smoothing": 0.0,
 }
+PROTOCOL_WORDS = ("resnet32, 200 epochs, batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, "
+                  "weight decay 2e-4")  # for captions and notes
 
 
 def _parse(text: object) -> object:
@@ -161,22 +164,23 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
     return gaps
 
 
-def config_keys(*, loss: str, beta: float, gamma: float, drw: bool, tau: float = 1.0,
-                two_stage: bool = False) -> set[str]:
-    """The `Published.config` rows that a configuration is compared with.
+def config_keys(params: Mapping[str, object]) -> set[str]:
+    """The `Published.config` rows a configuration (its logged loss params) is compared with.
 
     Class-balanced rows match only beta = 0.9999, the beta behind those numbers.
     """
+    loss, beta = str(params.get("loss.name")), number(params.get("loss.beta")) or 0.0
+    tau = number(params.get("loss.tau")) or 1.0
     focal = loss in ("focal", "sigmoid-focal")
-    if two_stage:
+    if params.get("optim.train") == "classifier":  # a second stage
         return {"two-stage"}
-    if drw:
+    if number(params.get("loss.drw_epoch")) is not None:
         return {"ldam-drw"} if loss == "ldam" else set()
     if math.isclose(beta, CB_BETA) and loss in ("ce", "focal", "sigmoid", "sigmoid-focal"):
         return {"cb", "cb-focal"} if focal else {"cb"}
     if beta != 0:
         return set()
-    if focal and gamma == 1:
+    if focal and number(params.get("loss.gamma")) == 1:
         # Cui et al.'s focal baseline is Lin et al.'s sigmoid form (Sec. 4); the softmax
         # form is the write-up's: both are placed beside that row
         return {"focal"}
@@ -186,7 +190,7 @@ def config_keys(*, loss: str, beta: float, gamma: float, drw: bool, tau: float =
     return {loss} & {"ce", "ldam", "vs"}
 
 
-def published_for(configs: Collection[str], *, profile: str, ratio: float) -> list[Published]:
+def published_for(configs: Collection[str], profile: str, ratio: float) -> list[Published]:
     """The published numbers of these `config_keys` at this imbalance; [] if none. A ratio
     of 1 is the balanced set whatever the profile."""
     return [p for p in PUBLISHED if p.config in configs and math.isclose(p.ratio, ratio)

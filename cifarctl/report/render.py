@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
+from cifarctl.report.literature import PROTOCOL_WORDS
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import extra_label
@@ -130,8 +131,7 @@ def literature_table(report: Report) -> TextTable:
                          p.source + (" †" if p.test_selected else ""), p.method,
                          f"{r.error.mean - p.error:+.2f}"])
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
-                     rows, "runs following the published protocol only (resnet32, 200 epochs, "
-                     "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
+                     rows, f"runs following the published protocol only ({PROTOCOL_WORDS}). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
                      + later_sources(report.literature)
                      + RECIPE_NOTE * any(p.kind == "recipe"
