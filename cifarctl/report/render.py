@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
-from cifarctl.report.literature import PROTOCOL_WORDS
+from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import extra_label
@@ -121,32 +121,27 @@ def literature_table(report: Report) -> TextTable:
                "ours − published"]
     rows = []
     for r in report.literature:
-        ratio = f"{r.profile} {r.ratio:g}"
-        ours = summary_text(r.error, scale=1.0, digits=2)
+        ours = [r.label, f"{r.profile} {r.ratio:g}", str(r.error.n),
+                summary_text(r.error, scale=1.0, digits=2)]
         if not r.published:
-            rows.append([r.label, ratio, str(r.error.n), ours, NONE,
-                         "no published number for this loss and ratio", NONE, NONE])
-        for p in r.published:
-            rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}",
-                         p.source + (" †" if p.test_selected else ""), p.method,
-                         f"{r.error.mean - p.error:+.2f}"])
+            rows.append([*ours, NONE, "no published number for this loss and ratio", NONE, NONE])
+        rows += [[*ours, f"{p.error:.2f}", p.source + (" †" if p.test_selected else ""),
+                  p.method, f"{r.error.mean - p.error:+.2f}"] for p in r.published]
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
                      rows, f"runs following the published protocol only ({PROTOCOL_WORDS}). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
-                     + later_sources(report.literature)
-                     + RECIPE_NOTE * any(p.kind == "recipe"
-                                         for r in report.literature for p in r.published))
+                     + _later_sources([p for r in report.literature for p in r.published]))
 
 
-def later_sources(rows: Sequence[object]) -> str:
-    """The caption's words for SPEC 4's sources among `rows` (issue 18): which they are, that
-    a second stage follows the protocol when its first did, and what † means."""
-    sources = dict.fromkeys(p.reference for r in rows for p in r.published if p.kind == "later")
+def _later_sources(published: Sequence[Published]) -> str:
+    """The caption's words for the sources beyond SPEC 2 (issues 18, 19): SPEC 4's, that a
+    second stage follows the protocol when its first did, what † means, the recipes'."""
+    sources = dict.fromkeys(p.reference for p in published if p.kind == "later")
     text = (" Also: " + "; ".join(sources) + ". A second stage is compared when its first "
             "stage followed the protocol.") if sources else ""
-    if any(p.test_selected for r in rows for p in r.published):
+    if any(p.test_selected for p in published):
         text += " † the reference kept the epoch with the best test accuracy: optimistic."
-    return text
+    return text + RECIPE_NOTE * any(p.kind == "recipe" for p in published)
 
 
 def skipped_table(report: Report) -> TextTable:
