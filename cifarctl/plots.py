@@ -135,8 +135,7 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
 
         per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
 
-    With `counts` (training images per class), a second panel shows them on a log axis:
-    the long-tail view, where accuracy can be read against how much data a class had.
+    With `counts` (training images per class), a second panel shows them on a log axis.
     `errors` (per series, e.g. 95 % CI half-widths; None = no bar) draws error bars.
     """
     errors = errors or {}
@@ -280,8 +279,7 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
         overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
                          "CB-focal β=0.999": [...]})
 
-    Each curve is a history as `training_curves` takes it (x = `epoch` + 1, else position
-    + 1); panels of `*_acc` metrics show percentages.
+    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages.
     """
     from matplotlib.ticker import MaxNLocator
 

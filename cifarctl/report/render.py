@@ -309,10 +309,8 @@ def _num(value: float | None) -> str:
 
 
 def csv_table(report: Report) -> str:
-    """Table 1 as CSV: `config`, the key columns, `n`, `test_acc_mean`, `test_acc_ci95`,
-    `class_<i>_mean`, `class_<i>_ci95`, `<many|medium|few>_mean/_ci95`, `worst_class`
-    (index) with its `_name`, `_mean`, `_ci95`, and `eval_*` `_mean/_ci95/_n` when logged
-    (n: the runs evaluated). Fractions, not percent; an empty CI for n = 1."""
+    """Table 1 as CSV (columns: ARCHITECTURE.md, "Report"): fractions, not percent; an empty
+    CI for n = 1."""
     keys = csv_key_columns(report)
     extras = list(report.per_class[0].extras) if report.per_class else []
     summaries = [*(f"class_{i}" for i in range(len(report.class_names))), *SHOT_GROUPS]
