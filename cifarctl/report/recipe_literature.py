@@ -1,7 +1,7 @@
 """Published numbers of the modern recipes (issue 19), each with every setting behind it.
 
     recipe_published([{"loss.name": "ldam", "optim.sam_rho": "0.4", ...}, ...])
-    # [Published("Wang et al. 2023", "LDAM-DRW, 400 epochs, tuned wd, SAM, AutoAugment ...
+    # [Published("LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 5e-5, AutoAug + Cutout", ...)]
 
 SPEC 4's numbers for SAM and the stronger augmentation, top-1 accuracy as the sources give
 it (here as error, 100 - accuracy). A group of runs sits beside a row only when every run
