@@ -169,11 +169,9 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
         acc_ax.legend(loc="upper center", ncols=min(len(series), 4), fontsize=8)
     if not series:
         _empty(acc_ax, "no accuracies")
-    bottom_ax = acc_ax
     if count_ax is not None:
         _counts_panel(count_ax, counts)
-        bottom_ax = count_ax
-    _class_ticks(bottom_ax, class_names)
+    _class_ticks(count_ax or acc_ax, class_names)  # under the bottom panel
     return fig
 
 
