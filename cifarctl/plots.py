@@ -43,6 +43,13 @@ def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _legend_or_empty(ax: Axes, drawn: bool, empty: str, **legend: Any) -> None:
+    if drawn:
+        ax.legend(**legend)
+    else:
+        _empty(ax, empty)
+
+
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Loss and accuracy per epoch for train/val/test, in two panels.
 
@@ -76,10 +83,7 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if plotted:
-            ax.legend()
-        else:
-            _empty(ax, f"no {label} recorded")
+        _legend_or_empty(ax, plotted, f"no {label} recorded")
     _percent_axis(acc_ax)
     return fig
 
@@ -131,14 +135,13 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
 
         per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
 
-    With `counts` (training images per class), a second panel shows them on a log axis:
-    the long-tail view, where accuracy can be read against how much data a class had.
+    With `counts` (training images per class), a second panel shows them on a log axis.
     `errors` (per series, e.g. 95 % CI half-widths; None = no bar) draws error bars.
     """
     errors = errors or {}
     for label, accs in series.items():
-        _check_lengths(class_names, **{f"series {label!r}": accs})
-        _check_lengths(class_names, **{f"errors {label!r}": errors.get(label)})
+        _check_lengths(class_names, **{f"series {label!r}": accs,
+                                       f"errors {label!r}": errors.get(label)})
     _check_lengths(class_names, counts=counts)
     n = len(class_names)
     width = max(6.0, 0.5 * n * (1 + 0.3 * max(0, len(series) - 1)) + 2)  # inches
@@ -166,11 +169,9 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
         acc_ax.legend(loc="upper center", ncols=min(len(series), 4), fontsize=8)
     if not series:
         _empty(acc_ax, "no accuracies")
-    bottom_ax = acc_ax
     if count_ax is not None:
         _counts_panel(count_ax, counts)
-        bottom_ax = count_ax
-    _class_ticks(bottom_ax, class_names)
+    _class_ticks(count_ax or acc_ax, class_names)  # under the bottom panel
     return fig
 
 
@@ -243,11 +244,8 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
     `normalize` divides each row by its count, so the diagonal is per-class recall; cells
     show the percentage and the count (a class with no examples is a row of zeros).
     """
-    side = max(4.0, 0.6 * len(class_names) + 2.5)
-    fig = _figure(side + 1, side)
-    _draw_confusion(fig, fig.subplots(), matrix, class_names, normalize=normalize,
-                    title="confusion matrix" + (" (row-normalised)" if normalize else ""))
-    return fig
+    title = "confusion matrix" + (" (row-normalised)" if normalize else "")
+    return confusion_matrices({title: matrix}, class_names, normalize=normalize)
 
 
 def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], *,
@@ -279,8 +277,7 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
         overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
                          "CB-focal β=0.999": [...]})
 
-    Each curve is a history as `training_curves` takes it (x = `epoch` + 1, else position
-    + 1); panels of `*_acc` metrics show percentages.
+    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -301,10 +298,7 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
         ax.grid(alpha=0.3)
         if metric.endswith("_acc"):
             _percent_axis(ax)
-        if drawn:
-            ax.legend(fontsize=8)
-        else:
-            _empty(ax, f"no {metric} recorded")
+        _legend_or_empty(ax, drawn, f"no {metric} recorded", fontsize=8)
     return fig
 
 
@@ -338,10 +332,7 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
         ax.set(title=title, xlabel="β (class-balanced weighting)", ylabel="accuracy")
         _percent_axis(ax)
         ax.grid(alpha=0.3)
-        if families:
-            ax.legend(fontsize=8)
-        else:
-            _empty(ax, "no configurations with several betas")
+        _legend_or_empty(ax, bool(families), "no configurations with several betas", fontsize=8)
     return fig
 
 

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from cifarctl.evaluation.scores import expected_calibration_error, group_accuracies, shot_groups
-from cifarctl.report import stats
+from cifarctl.report import literature, stats
 from cifarctl.report.groups import config_label, unique_labels
-from cifarctl.report.literature import PROTOCOL, protocol_gaps, published_for
+from cifarctl.report.literature import PROTOCOL, protocol_gaps
 
 # Student t 0.975 quantiles from printed tables (e.g. NIST/SEMATECH e-Handbook, Table 1.4.2.7.1)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 29: 2.045,
@@ -174,6 +174,15 @@ def test_labels_read_like_the_write_up():
     # gamma does nothing for CE: two CE groups that differ only in it still get distinct names
     assert unique_labels([ce, {**ce, "loss.gamma": "2.0"}]) == [
         "CE (loss.gamma=1.0)", "CE (loss.gamma=2.0)"]
+
+
+def published_for(*, loss: str, beta: float, gamma: float, drw: bool, profile: str,
+                  ratio: float) -> list[literature.Published]:
+    """SPEC 2's rows beside a configuration given by its logged loss params."""
+    params = {"loss.name": loss, "loss.beta": str(beta), "loss.gamma": str(gamma),
+              "loss.drw_epoch": "160" if drw else "None"}
+    return [p for p in literature.published_for(literature.config_keys(params), profile, ratio)
+            if p.kind == "protocol"]
 
 
 def test_protocol_and_published_numbers():

@@ -82,11 +82,7 @@ def report(
         err.print(f"logged to report run {exported.run_id}", style="dim", highlight=False)
     if format_ == "table":
         render.print_rich(result, Console())
-    elif format_ == "csv":
-        typer.echo(render.csv_table(result), nl=False)
-    elif format_ == "json":
-        typer.echo(render.to_json(result), nl=False)
-    elif format_ == "markdown":
-        typer.echo(render.markdown(result), nl=False)
-    elif out is None:  # html to stdout; with --out it is report.html
-        typer.echo(render.html(result), nl=False)
+    elif format_ != "html" or out is None:  # html with --out is report.html
+        text = {"csv": render.csv_table, "json": render.to_json, "markdown": render.markdown,
+                "html": render.html}[format_](result)
+        typer.echo(text, nl=False)

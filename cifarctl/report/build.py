@@ -51,11 +51,8 @@ class Report:
     @property
     def varying_keys(self) -> list[str]:
         """Grouping keys whose value differs between configurations (the CSV's key columns)."""
-        keys = []
-        for key in self.grouping_keys:
-            if len({row.keys.get(key) for row in self.per_class}) > 1:
-                keys.append(key)
-        return keys
+        return [key for key in self.grouping_keys
+                if len({row.keys.get(key) for row in self.per_class}) > 1]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`--format json`); schema in ARCHITECTURE.md, "Report"."""

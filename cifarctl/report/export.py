@@ -2,7 +2,7 @@
 
     written = export_report(report, open_store(report.tracking_uri), Path("out"))
     written.files        # report.md, per_class.csv, report.json, curves.png, ...
-    written.run_id       # the report run (experiment "<name>-reports", tag cifarctl.kind=report)
+    log_report_run(report, written)   # the report run's id ("<name>-reports", kind=report)
 
 Every file is written atomically (temp file + rename). The report run is tagged so that
 `report` never reads it back as a run to report on (`runs.KIND_TAG`).
@@ -41,7 +41,6 @@ class Written:
     folder: Path
     files: list[Path] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name)
-    run_id: str | None = None
 
 
 def _prepare(folder: Path) -> None:
@@ -125,7 +124,6 @@ def log_report_run(report: Report, written: Written) -> str:
     with tracker:  # FINISHED, or FAILED if an upload fails
         for path in written.files:
             tracker.log_artifact(path)
-    written.run_id = tracker.run_id
     return tracker.run_id
 
 

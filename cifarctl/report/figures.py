@@ -35,13 +35,18 @@ MAX_SERIES = 12  # lines or bar groups per figure
 MAX_CONFUSIONS = 9  # matrices side by side (3 x 3)
 CURVE_METRICS = ("test_acc", "test_loss")
 CONFUSION_ARTIFACTS = ("confusion_matrix.json", "eval/confusion_matrix.json")
+NO_BETA = "no accuracy-vs-β figure: no configurations differ only in loss.beta"
+NO_CONFUSION = ("no confusion-matrix figure: no run has a confusion_matrix.json artifact "
+                "(cifarctl train writes it; `cifarctl eval RUN_ID` adds one to older runs)")
 
 
-def _shown(groups: Sequence[Group], limit: int, what: str) -> tuple[list[Group], str]:
-    if len(groups) <= limit:
-        return list(groups), ""
-    return list(groups[:limit]), (f" (the first {limit} of {len(groups)} {what}; narrow the "
-                                  f"report with --filter)")
+def _shown(items: Sequence[Any], limit: int, what: str = "") -> tuple[list[Any], str]:
+    if len(items) <= limit:
+        return list(items), ""
+    return list(items[:limit]), f" (the first {limit} of {len(items)}{what})"
+
+
+NARROW = " configurations; narrow the report with --filter"
 
 
 def _mean_history(histories: Histories, group: Group) -> list[dict[str, float]]:
@@ -56,13 +61,13 @@ def _mean_history(histories: Histories, group: Group) -> list[dict[str, float]]:
             for step, values in sorted(by_step.items())]
 
 
-def curves_figure(report: Report, store: RunStore) -> tuple[Figure, str]:
-    groups, cut = _shown(report.groups, MAX_SERIES, "configurations")
+def curves_figure(report: Report, store: RunStore) -> tuple[str, str, Figure]:
+    groups, cut = _shown(report.groups, MAX_SERIES, NARROW)
     histories = store.metric_histories([r for g in groups for r in g.rows["run_id"]],
                                        CURVE_METRICS)  # all at once: a server's round trips
     curves = {g.label: _mean_history(histories, g) for g in groups}
-    return plots.overlaid_curves(curves, CURVE_METRICS), (
-        f"Test accuracy and loss per epoch, mean over each configuration's seeds{cut}")
+    return ("curves.png", f"Test accuracy and loss per epoch, mean over each configuration's "
+            f"seeds{cut}", plots.overlaid_curves(curves, CURVE_METRICS))
 
 
 def _imbalance(group: Group) -> str:
@@ -72,15 +77,14 @@ def _imbalance(group: Group) -> str:
         ratio, first.get("params.data.imbalance_type", "exp"))
 
 
-def per_class_figures(report: Report) -> Iterator[tuple[str, Figure, str]]:
+def per_class_figures(report: Report) -> Iterator[tuple[str, str, Figure]]:
     """One grouped-bar figure per distinct set of training counts (one per imbalance)."""
     group_of = {g.label: g for g in report.groups}
     by_counts: dict[tuple[int, ...] | None, list[Any]] = {}
     for row in report.per_class:
         by_counts.setdefault(tuple(row.counts) if row.counts else None, []).append(row)
     for k, (counts, rows) in enumerate(by_counts.items()):
-        shown, cut = (rows, "") if len(rows) <= MAX_SERIES else (
-            rows[:MAX_SERIES], f" (the first {MAX_SERIES} of {len(rows)})")
+        shown, cut = _shown(rows, MAX_SERIES)
         where = _imbalance(group_of[rows[0].label])
         fig = plots.per_class_accuracy_grouped(
             report.class_names, {r.label: [c.mean for c in r.classes] for r in shown},
@@ -88,8 +92,8 @@ def per_class_figures(report: Report) -> Iterator[tuple[str, Figure, str]]:
             title=f"test accuracy per class, {where}: mean ± 95 % CI",
             errors={r.label: [c.ci95 for c in r.classes] for r in shown})
         name = "per_class.png" if len(by_counts) == 1 else f"per_class_{k + 1}.png"
-        yield name, fig, (f"Per-class test accuracy ({where}), training images per class "
-                          f"below on a log axis{cut}")
+        yield name, (f"Per-class test accuracy ({where}), training images per class below "
+                     f"on a log axis{cut}"), fig
 
 
 def _worst_class(group: Group, num_classes: int) -> list[float]:
@@ -97,7 +101,7 @@ def _worst_class(group: Group, num_classes: int) -> list[float]:
     return [min(values) for values in zip(*per_class)] if per_class else []
 
 
-def beta_figure(report: Report) -> tuple[Figure, str] | None:
+def beta_figure(report: Report) -> tuple[str, str, Figure] | None:
     """Overall and worst-class accuracy against beta, one line per family of configurations
     that differ only in `loss.beta`; None when no family has two betas."""
     if "loss.beta" not in report.grouping_keys:
@@ -124,8 +128,9 @@ def beta_figure(report: Report) -> tuple[Figure, str] | None:
         overall[label], worst[label] = points_o, points_w
     fig = plots.accuracy_vs_beta({"overall test accuracy": overall,
                                   "worst-class test accuracy": worst})
-    return fig, ("Overall (left) and worst-class (right) test accuracy against the "
-                 "class-balancing β (0 = no re-weighting), mean ± 95 % CI over seeds")
+    return "accuracy_vs_beta.png", ("Overall (left) and worst-class (right) test accuracy "
+                                    "against the class-balancing β (0 = no re-weighting), "
+                                    "mean ± 95 % CI over seeds"), fig
 
 
 def _read_confusion(store: RunStore, run_id: str, tmp: Path) -> list[list[float]] | None:
@@ -140,9 +145,9 @@ def _read_confusion(store: RunStore, run_id: str, tmp: Path) -> list[list[float]
     return None
 
 
-def confusion_figure(report: Report, store: RunStore) -> tuple[Figure, str] | None:
+def confusion_figure(report: Report, store: RunStore) -> tuple[str, str, Figure] | None:
     """Summed confusion matrices of each configuration's runs; None when no run has one."""
-    groups, cut = _shown(report.groups, MAX_CONFUSIONS, "configurations")
+    groups, cut = _shown(report.groups, MAX_CONFUSIONS, NARROW)
     matrices = {}
     missing = 0
     with tempfile.TemporaryDirectory(prefix="cifarctl-report-") as tmp:
@@ -164,28 +169,21 @@ def confusion_figure(report: Report, store: RunStore) -> tuple[Figure, str] | No
         return None
     note = (f"; {missing} run(s) without a recorded confusion matrix (run `cifarctl eval` "
             f"on them)" if missing else "")
-    return plots.confusion_matrices(matrices, report.class_names), (
-        f"Confusion matrices (test set at the selected epoch), summed over seeds, "
-        f"row-normalised{cut}{note}")
+    caption = (f"Confusion matrices (test set at the selected epoch), summed over seeds, "
+               f"row-normalised{cut}{note}")
+    return "confusion_matrices.png", caption, plots.confusion_matrices(matrices,
+                                                                       report.class_names)
 
 
 def report_figures(report: Report, store: RunStore
                    ) -> tuple[list[tuple[str, str, Figure]], list[str]]:
     """`(file name, caption, figure)` for every picture the runs allow, and a note for each
     picture they do not allow."""
-    out, notes = [], []
-    fig, caption = curves_figure(report, store)
-    out.append(("curves.png", caption, fig))
-    out += [(name, caption, fig) for name, fig, caption in per_class_figures(report)]
-    beta = beta_figure(report)
-    if beta is None:
-        notes.append("no accuracy-vs-β figure: no configurations differ only in loss.beta")
-    else:
-        out.append(("accuracy_vs_beta.png", beta[1], beta[0]))
-    confusion = confusion_figure(report, store)
-    if confusion is None:
-        notes.append("no confusion-matrix figure: no run has a confusion_matrix.json artifact "
-                      "(cifarctl train writes it; `cifarctl eval RUN_ID` adds one to older runs)")
-    else:
-        out.append(("confusion_matrices.png", confusion[1], confusion[0]))
+    out, notes = [curves_figure(report, store), *per_class_figures(report)], []
+    for made, missing in ((beta_figure(report), NO_BETA),
+                          (confusion_figure(report, store), NO_CONFUSION)):
+        if made is None:
+            notes.append(missing)
+        else:
+            out.append(made)
     return out, notes

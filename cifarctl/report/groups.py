@@ -64,6 +64,12 @@ def number(value: object) -> float | None:
     return None if math.isnan(out) else out
 
 
+def key_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`frame[columns]` as strings, `MISSING` where a run lacks the value."""
+    keys = frame[list(columns)]
+    return keys.astype(object).where(keys.notna(), MISSING).astype(str)
+
+
 def default_columns(frame: pd.DataFrame) -> list[str]:
     """Every `params.*` column some run has, except `NON_RESULT_KEYS`, lead keys first.
 
@@ -121,8 +127,8 @@ def split_by_data(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str
     if known.empty:
         return list(columns), None
     if columns:
-        keyed = known[list(columns)].astype(object).where(known[list(columns)].notna(), MISSING)
-        versions = known[DATA_KEY].groupby([keyed[c].astype(str) for c in columns]).nunique()
+        keyed = key_frame(known, columns)
+        versions = known[DATA_KEY].groupby([keyed[c] for c in columns]).nunique()
     else:
         versions = known[DATA_KEY].nunique()
     if int(versions.max() if columns else versions) < 2:
@@ -175,15 +181,12 @@ class Group:
 def _sort_key(group: Group, columns: Sequence[str]) -> tuple:
     out = []
     for column in columns:
-        value = group.values[column]
+        value, n = group.values[column], number(group.values[column])
         if param(column) == "loss.name" and value in LOSS_ORDER:
-            out.append((0, LOSS_ORDER.index(value), ""))
-        elif param(column) == "loss.drw_epoch":  # without DRW first
-            n = number(value)
-            out.append((0, -1 if n is None else n, ""))
-        else:
-            n = number(value)
-            out.append((0, n, "") if n is not None else (1, 0, value))
+            n = LOSS_ORDER.index(value)
+        elif param(column) == "loss.drw_epoch" and n is None:  # without DRW first
+            n = -1
+        out.append((0, n, "") if n is not None else (1, 0, value))
     return tuple(out)
 
 
@@ -192,8 +195,7 @@ def make_groups(frame: pd.DataFrame, columns: Sequence[str]) -> list[Group]:
     if not columns:
         groups = [Group({}, frame)]
     else:
-        keyed = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), MISSING)
-        keyed = keyed.astype(str)
+        keyed = key_frame(frame, columns)
         by = list(columns) if len(columns) > 1 else columns[0]  # one key: scalar group keys
         groups = [Group(dict(zip(columns, key if isinstance(key, tuple) else (key,))),
                         frame.loc[index])

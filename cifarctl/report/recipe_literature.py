@@ -1,7 +1,7 @@
 """Published numbers of the modern recipes (issue 19), each with every setting behind it.
 
     recipe_published([{"loss.name": "ldam", "optim.sam_rho": "0.4", ...}, ...])
-    # [Published("Wang et al. 2023", "LDAM-DRW, 400 epochs, tuned wd, SAM, AutoAugment ...
+    # [Published("LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 5e-5, AutoAug + Cutout", ...)]
 
 SPEC 4's numbers for SAM and the stronger augmentation, top-1 accuracy as the sources give
 it (here as error, 100 - accuracy). A group of runs sits beside a row only when every run
@@ -16,17 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cifarctl.config import resolve_classifier
-from cifarctl.report.literature import Published, param_matches
+from cifarctl.report.literature import WANG, Published, param_matches, published_rows
 
 RANGWANI = ("Rangwani et al. 2022, Escaping Saddle Points for Effective Generalization on "
             "Class-Imbalanced Data (NeurIPS); val-iisc/Saddle-LongTail README and run.sh "
             "(CIFAR-10 LT-100, ResNet-32, 200 epochs, SAM rho 0.5 / 0.8); best test epoch")
-WANG = ("Wang et al. 2023, A Unified Generalization Analysis of Re-Weighting and "
-        "Logit-Adjustment for Imbalanced Learning (NeurIPS); wang22ti/DDC README (mean +- std "
-        "over seeds) and bash_script.sh (ResNet-32, 400 epochs, tuned rho and weight decay, "
-        "CIFAR10Policy + Cutout 16 as their `--randaug 1`); best test epoch")
-
-RECIPE_CITATIONS = (RANGWANI, WANG)
+RECIPE_WANG = (WANG + "; wang22ti/DDC README (mean +- std over seeds) and bash_script.sh "
+               "(ResNet-32, 400 epochs, tuned rho and weight decay, CIFAR10Policy + Cutout 16 "
+               "as their `--randaug 1`); best test epoch")
 
 # The 200-epoch protocol of SPEC 2 (Cao et al.'s code, which both build on).
 _SPEC2 = {"model.name": "resnet32", "optim.batch_size": 128, "optim.lr": 0.1,
@@ -48,26 +45,26 @@ _CE_400 = {**_WANG, "loss.name": "ce", "loss.beta": 0.0, "loss.drw_epoch": None,
            "optim.sam_rho": 0.1, "optim.weight_decay": 1e-4}
 
 
-def _row(source: str, method: str, ratio: float, accuracy: float, citation: str,
+def _row(reference: str, method: str, ratio: float, accuracy: float,
          settings: Mapping[str, object]) -> tuple[Published, dict[str, object]]:
-    return (Published(source, method, "exp", ratio, round(100.0 - accuracy, 2), citation,
-                      test_selected=True),
-            {**settings, "data.imbalance": ratio})
+    (row,) = published_rows("", reference, method, {ratio: accuracy}, test_selected=True,
+                            kind="recipe")
+    return row, {**settings, "data.imbalance": ratio}
 
 
 RECIPE_ROWS: tuple[tuple[Published, dict[str, object]], ...] = (
-    _row("Rangwani et al. 2022", "CE-DRW + SAM (ρ=0.5)", 100.0, 80.6, RANGWANI,
+    _row(RANGWANI, "CE-DRW + SAM (ρ=0.5)", 100.0, 80.6,
          {**_RANGWANI, "loss.name": "ce", "optim.sam_rho": 0.5}),
-    _row("Rangwani et al. 2022", "LDAM-DRW + SAM (ρ=0.8)", 100.0, 81.9, RANGWANI,
+    _row(RANGWANI, "LDAM-DRW + SAM (ρ=0.8)", 100.0, 81.9,
          {**_RANGWANI, **_LDAM, "optim.sam_rho": 0.8}),
-    _row("Wang et al. 2023", "LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 5e-5, AutoAug + Cutout",
-         100.0, 86.15, WANG, {**_LDAM_DRW_400, "optim.weight_decay": 5e-5}),
-    _row("Wang et al. 2023", "LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 1e-5, AutoAug + Cutout",
-         10.0, 91.17, WANG, {**_LDAM_DRW_400, "optim.weight_decay": 1e-5}),
-    _row("Wang et al. 2023", "CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout", 100.0,
-         79.75, WANG, _CE_400),
-    _row("Wang et al. 2023", "CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout", 10.0,
-         90.79, WANG, _CE_400),
+    _row(RECIPE_WANG, "LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 5e-5, AutoAug + Cutout",
+         100.0, 86.15, {**_LDAM_DRW_400, "optim.weight_decay": 5e-5}),
+    _row(RECIPE_WANG, "LDAM-DRW, 400 epochs, SAM ρ=0.4, wd 1e-5, AutoAug + Cutout",
+         10.0, 91.17, {**_LDAM_DRW_400, "optim.weight_decay": 1e-5}),
+    _row(RECIPE_WANG, "CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout", 100.0,
+         79.75, _CE_400),
+    _row(RECIPE_WANG, "CE, 400 epochs, SAM ρ=0.1, wd 1e-4, AutoAug + Cutout", 10.0,
+         90.79, _CE_400),
 )
 # every param a recipe row reads, for `tables.literature_table` to fetch once
 RECIPE_KEYS: tuple[str, ...] = tuple(sorted({k for _, settings in RECIPE_ROWS for k in settings}))

@@ -31,9 +31,13 @@ def _number(value: object) -> float:
         return 0.0
 
 
+def _policy(p: Mapping[str, str]) -> str:
+    return str(p.get("data.augment", "")).lower()
+
+
 def _data_words(p: Mapping[str, str]) -> list[str]:
     words = []
-    policy = str(p.get("data.augment", "")).lower()
+    policy = _policy(p)
     if policy in POLICY_WORDS:
         word = POLICY_WORDS[policy]
         nm = (p.get("data.randaugment_n", "2"), p.get("data.randaugment_m", "9"))
@@ -55,7 +59,7 @@ def policies_compared(configs: Sequence[Mapping[str, str]]) -> set[str]:
     """{POLICIES} when some of `configs` use a named policy: a label then names every
     config's augmentation (`crop-flip` for true); without one, true / false keep their
     generic words, as before the policies."""
-    named = any(str(c.get("data.augment", "")).lower() in AUGMENT_POLICIES for c in configs)
+    named = any(_policy(c) in AUGMENT_POLICIES for c in configs)
     return {POLICIES} if named else set()
 
 
@@ -63,11 +67,11 @@ def recipe_words(p: Mapping[str, str], varying: Collection[str] = ()
                  ) -> tuple[str, list[str], set[str]]:
     """(the words after the loss's, the label's other recipe parts, the keys they name);
     `varying` as `groups.label_varying` gives it."""
-    rho = _number(p.get("optim.sam_rho"))
+    rho, policy = _number(p.get("optim.sam_rho")), _policy(p) in AUGMENT_POLICIES
     after_loss = f" +SAM ρ={rho:g}" if rho else ""
     parts = []
     data = _data_words(p)
-    if POLICIES in varying and str(p.get("data.augment", "")).lower() not in AUGMENT_POLICIES:
+    if POLICIES in varying and not policy:
         data.insert(0, "crop-flip" if str(p.get("data.augment")) == "True" else "no augment")
     if data:
         parts.append(" + ".join(data))
@@ -80,6 +84,6 @@ def recipe_words(p: Mapping[str, str], varying: Collection[str] = ()
     elif _number(smoothing):
         parts.append(f"LS ε={_number(smoothing):g}")
     named = set(RECIPE_KEYS) | {POLICIES}  # named here or at their defaults: no `key=value`
-    if POLICIES in varying or str(p.get("data.augment", "")).lower() in AUGMENT_POLICIES:
+    if POLICIES in varying or policy:
         named.add("data.augment")
     return after_loss, parts, named

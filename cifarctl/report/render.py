@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
-from cifarctl.report.recipe_literature import RECIPE_CITATIONS
+from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, Summary, TTest
 from cifarctl.report.tables import extra_label
@@ -45,6 +45,11 @@ class TextTable:
     headers: list[str]
     rows: list[list[str]]
     caption: str = ""
+
+    def columns(self, keep: Sequence[int], title: str) -> TextTable:
+        """These columns of the table, under `title`."""
+        return TextTable(self.name, title, [self.headers[i] for i in keep],
+                         [[row[i] for i in keep] for row in self.rows], self.caption)
 
 
 def summary_text(s: Summary | None, *, scale: float = 100.0, digits: int = 1) -> str:
@@ -116,34 +121,27 @@ def literature_table(report: Report) -> TextTable:
                "ours − published"]
     rows = []
     for r in report.literature:
-        ratio = f"{r.profile} {r.ratio:g}"
-        ours = summary_text(r.error, scale=1.0, digits=2)
+        ours = [r.label, f"{r.profile} {r.ratio:g}", str(r.error.n),
+                summary_text(r.error, scale=1.0, digits=2)]
         if not r.published:
-            rows.append([r.label, ratio, str(r.error.n), ours, NONE,
-                         "no published number for this loss and ratio", NONE, NONE])
-        for p in r.published:
-            rows.append([r.label, ratio, str(r.error.n), ours, f"{p.error:.2f}",
-                         p.source + (" †" if p.test_selected else ""), p.method,
-                         f"{r.error.mean - p.error:+.2f}"])
+            rows.append([*ours, NONE, "no published number for this loss and ratio", NONE, NONE])
+        rows += [[*ours, f"{p.error:.2f}", p.source + (" †" if p.test_selected else ""),
+                  p.method, f"{r.error.mean - p.error:+.2f}"] for p in r.published]
     return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
-                     rows, "runs following the published protocol only (resnet32, 200 epochs, "
-                     "batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4). "
+                     rows, f"runs following the published protocol only ({PROTOCOL_WORDS}). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
-                     + later_sources(report.literature)
-                     + RECIPE_NOTE * any(p.citation in RECIPE_CITATIONS
-                                         for r in report.literature for p in r.published))
+                     + _later_sources([p for r in report.literature for p in r.published]))
 
 
-def later_sources(rows: Sequence[object]) -> str:
-    """The caption's words for SPEC 4's sources among `rows` (issue 18): which they are, that
-    a second stage follows the protocol when its first did, and what † means."""
-    shown = [p for r in rows for p in r.published if p.citation not in RECIPE_CITATIONS]
-    sources = dict.fromkeys(p.reference for p in shown if p.citation)
+def _later_sources(published: Sequence[Published]) -> str:
+    """The caption's words for the sources beyond SPEC 2 (issues 18, 19): SPEC 4's, that a
+    second stage follows the protocol when its first did, what † means, the recipes'."""
+    sources = dict.fromkeys(p.reference for p in published if p.kind == "later")
     text = (" Also: " + "; ".join(sources) + ". A second stage is compared when its first "
             "stage followed the protocol.") if sources else ""
-    if any(p.test_selected for r in rows for p in r.published):
+    if any(p.test_selected for p in published):
         text += " † the reference kept the epoch with the best test accuracy: optimistic."
-    return text
+    return text + RECIPE_NOTE * any(p.kind == "recipe" for p in published)
 
 
 def skipped_table(report: Report) -> TextTable:
@@ -192,9 +190,7 @@ def terminal_tables(report: Report) -> list[TextTable]:
         if not cols:
             out.append(t)
             continue
-        keep = [j for j in range(len(t.headers)) if j not in cols]
-        out.append(TextTable(t.name, t.title, [t.headers[j] for j in keep],
-                             [[row[j] for j in keep] for row in t.rows], t.caption))
+        out.append(t.columns([j for j in range(len(t.headers)) if j not in cols], t.title))
         out.append(TextTable(f"{t.name}_by_class", f"{t.title}, by class",
                              ["class", *(row[0] for row in t.rows)],
                              [[t.headers[j], *(row[j] for row in t.rows)] for j in cols]))
@@ -243,9 +239,7 @@ def split_to_width(t: TextTable, width: int) -> list[TextTable]:
             current = [0]
         current.append(i)
     groups.append(current)
-    return [TextTable(t.name, t.title if n == 0 else f"{t.title} (continued)",
-                      [t.headers[i] for i in cols], [[row[i] for i in cols] for row in t.rows],
-                      t.caption)
+    return [t.columns(cols, t.title if n == 0 else f"{t.title} (continued)")
             for n, cols in enumerate(groups)]
 
 
@@ -315,30 +309,22 @@ def _num(value: float | None) -> str:
 
 
 def csv_table(report: Report) -> str:
-    """Table 1 as CSV: `config`, the key columns, `n`, `test_acc_mean`, `test_acc_ci95`,
-    `class_<i>_mean`, `class_<i>_ci95`, `<many|medium|few>_mean/_ci95`, `worst_class`
-    (index) with its `_name`, `_mean`, `_ci95`, and `eval_*` `_mean/_ci95/_n` when logged
-    (n: the runs evaluated). Fractions, not percent; an empty CI for n = 1."""
+    """Table 1 as CSV (columns: ARCHITECTURE.md, "Report"): fractions, not percent; an empty
+    CI for n = 1."""
     keys = csv_key_columns(report)
     extras = list(report.per_class[0].extras) if report.per_class else []
-    header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95"]
-    for i in range(len(report.class_names)):
-        header += [f"class_{i}_mean", f"class_{i}_ci95"]
-    for g in SHOT_GROUPS:
-        header += [f"{g}_mean", f"{g}_ci95"]
-    header += ["worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95"]
-    for m in extras:  # eval_* metrics: n counts only the runs that were evaluated
-        header += [f"{m}_mean", f"{m}_ci95", f"{m}_n"]
+    summaries = [*(f"class_{i}" for i in range(len(report.class_names))), *SHOT_GROUPS]
+    header = ["config", *keys, "n", "test_acc_mean", "test_acc_ci95",
+              *(f"{name}_{part}" for name in summaries for part in ("mean", "ci95")),
+              "worst_class", "worst_class_name", "worst_class_mean", "worst_class_ci95",
+              # eval_* metrics: n counts only the runs that were evaluated
+              *(f"{m}_{part}" for m in extras for part in ("mean", "ci95", "n"))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for r in report.per_class:
-        row = [r.label, *(r.keys.get(k, "") for k in keys), r.n, _num(r.overall.mean),
-               _num(r.overall.ci95)]
-        for c in r.classes:
-            row += [_num(c.mean), _num(c.ci95)]
-        for g in SHOT_GROUPS:
-            s = r.shots[g]
+        row = [r.label, *(r.keys.get(k, "") for k in keys), r.n]
+        for s in [r.overall, *r.classes, *(r.shots[g] for g in SHOT_GROUPS)]:
             row += [_num(s.mean if s else None), _num(s.ci95 if s else None)]
         if r.worst is None:
             row += ["", "", "", ""]

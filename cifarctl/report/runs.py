@@ -207,7 +207,7 @@ def drop_repeats(runs: RunSet) -> RunSet:
     param (other tools) are never merged, nor are runs on different data (regenerated under
     one spec: `groups.split_by_data`).
     """
-    from cifarctl.report.groups import DATA_KEY, MISSING, SEED_KEY, default_columns
+    from cifarctl.report.groups import DATA_KEY, SEED_KEY, default_columns, key_frame
 
     frame = runs.frame
     seed = f"params.{SEED_KEY}"
@@ -216,7 +216,7 @@ def drop_repeats(runs: RunSet) -> RunSet:
     keys = [*default_columns(frame), seed]
     if DATA_KEY in frame and frame[DATA_KEY].nunique() > 1:
         keys.append(DATA_KEY)
-    keyed = frame[keys].astype(object).where(frame[keys].notna(), MISSING).astype(str)
+    keyed = key_frame(frame, keys)
     latest_first = frame.sort_values("start_time", ascending=False, kind="stable").index
     has_seed = frame[seed].notna()
     kept: dict[tuple, str] = {}

@@ -21,10 +21,8 @@ from cifarctl.errors import UsageError
 from cifarctl.evaluation.posthoc import tau_name
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
 from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
-from cifarctl.report import DEFAULT_BASELINE, stats
+from cifarctl.report import DEFAULT_BASELINE, literature, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
-from cifarctl.report.literature import Published, protocol_gaps, published_for
-from cifarctl.report.literature_lt import later_published, posthoc_published
 from cifarctl.report.recipe_literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
@@ -187,12 +185,9 @@ def shot_notes(rows: Sequence[PerClassRow]) -> list[str]:
     counted = [r for r in rows if r.counts is not None]
     for name in SHOT_GROUPS:
         empty = [r.label for r in counted if not shot_groups(r.counts)[name]]
-        if empty and len(empty) == len(counted):
-            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in any "
-                         f"configuration")
-        elif empty:
-            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in "
-                         f"{', '.join(empty)}")
+        if empty:
+            where = "any configuration" if len(empty) == len(counted) else ", ".join(empty)
+            notes.append(f"{name}-shot ({SHOT_RULES[name]}): no class qualifies in {where}")
     return notes
 
 
@@ -315,7 +310,7 @@ class LiteratureRow:
     profile: str
     ratio: float
     error: stats.Summary  # top-1 error in percent
-    published: list[Published]
+    published: list[literature.Published]
 
 
 LOSS_IDENTITY = ("loss.name", "loss.beta", "loss.gamma", "loss.drw_epoch",
@@ -340,19 +335,18 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
     which configuration came closest and what it changed."""
     import pandas as pd
 
-    from cifarctl.report.literature import PROTOCOL
-
     rows: list[LiteratureRow] = []
     closest: tuple[int, str, list[str]] | None = None
     if not groups:
         return rows, None
     frame = pd.concat([g.rows for g in groups])
-    protocol_keys = [*PROTOCOL, "loss.name", "model.classifier"]  # LDAM's head is protocol
+    # LDAM's head is part of the protocol
+    protocol_keys = [*literature.PROTOCOL, "loss.name", "model.classifier"]
     protocol = _run_values(frame, protocol_keys)
     identity = _run_values(frame, LOSS_IDENTITY)
     recipes = _run_values(frame, RECIPE_KEYS)  # the modern recipes' rows (issue 19)
     gaps_of = functools.lru_cache(maxsize=None)(
-        lambda values: tuple(protocol_gaps(dict(zip(protocol_keys, values)))))
+        lambda values: tuple(literature.protocol_gaps(dict(zip(protocol_keys, values)))))
     # a second stage follows the protocol when its first stage did (issue 18)
     first = dict(zip(frame["run_id"], frame.get("tags.init_from", frame["run_id"])))
     for group in groups:
@@ -374,25 +368,18 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         p = dict(zip(LOSS_IDENTITY, identities.pop()))
         ratio = number(p.get("data.imbalance")) or 1.0
         profile = str(p.get("data.imbalance_type") or "exp")
-        error = _error(group)
-        loss, beta = str(p.get("loss.name")), number(p.get("loss.beta")) or 0.0
-        drw, two_stage = number(p.get("loss.drw_epoch")) is not None, \
-            p.get("optim.train") == "classifier"
-        rows.append(LiteratureRow(group.label, profile, ratio, error, ([] if two_stage else (
-            published_for(loss=loss, beta=beta, gamma=number(p.get("loss.gamma")) or 0.0,
-                          drw=drw, profile=profile, ratio=ratio))) + later_published(
-            loss=loss, beta=beta, drw=drw, profile=profile, ratio=ratio, two_stage=two_stage,
-            tau=number(p.get("loss.tau")) or 1.0)))
+        configs = literature.config_keys(p)
+        rows.append(LiteratureRow(group.label, profile, ratio, _error(group),
+                                  literature.published_for(configs, profile, ratio)))
         posthoc = group.metric(POSTHOC_TAU1)
-        if loss == "ce" and not (beta or drw or two_stage) and not all(map(math.isnan, posthoc)):
+        if configs == {"ce"} and not all(map(math.isnan, posthoc)):  # plain CE
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
                                       _error(group, POSTHOC_TAU1),
-                                      posthoc_published(profile=profile, ratio=ratio)))
+                                      literature.published_for({"posthoc"}, profile, ratio)))
     if rows:
         return rows, None
-    note = ("no run follows the published protocol (Cui et al., Cao et al.: resnet32, "
-            "200 epochs, batch 128, lr 0.1, warm-up 5, x0.01 at 160 and 180, weight decay 2e-4, "
-            "crop + flip)")
+    note = (f"no run follows the published protocol (Cui et al., Cao et al.: "
+            f"{literature.PROTOCOL_WORDS}, crop + flip)")
     if closest is not None:
         shown = "; ".join(closest[2][:4]) + ("; ..." if len(closest[2]) > 4 else "")
         note += f"; closest: {closest[1]} ({shown})"
