@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.errors import CifarctlError, UsageError, first_line
-from cifarctl.names import RESUMED_EPOCH_TAG
+from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RESUMED_EPOCH_TAG, RETRIES_TAG
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
@@ -275,10 +275,41 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     return results
 
 
+def attempt_number(tag: str, submission: str) -> int:
+    """The attempt a run's `cifarctl.attempt` tag records for `submission` (0: none yet)."""
+    seen, _, n = tag.partition(":")
+    return int(n) if seen == submission and n.isdigit() else 0
+
+
+def begin_attempt(tracking_uri: str, run_id: str, submission: str) -> int:
+    """Record this attempt at a submission on the trial's run; how many came before it.
+
+    Ray runs a task again, with the same arguments, when its worker or node dies
+    (`ray_backend.MAX_RETRIES`), and cannot tell the task which attempt it is, so the run
+    keeps count: `cifarctl.attempt` = "<submission>:<n>" (a new submission starts again at
+    1), `cifarctl.ray_node`, and on a retry `cifarctl.retries`.
+    """
+    from cifarctl.tracking.runstore import RunStore
+
+    store = RunStore(tracking_uri)
+    before = attempt_number(store.get_run(run_id).tags.get(ATTEMPT_TAG, ""), submission)
+    tags = {ATTEMPT_TAG: f"{submission}:{before + 1}"}
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - where it runs is a courtesy, not a need
+        node = None
+    if node:
+        tags[RAY_NODE_TAG] = node
+    if before:
+        tags[RETRIES_TAG] = str(before)
+    store.set_tags(run_id, tags)
+    return before
+
+
 def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
     """The tasks of a Ray task, on this node, each to resume if Ray runs it again."""
-    from cifarctl.sweep.attempt import begin_attempt
-
     out = []
     for task in tasks:
         try:
