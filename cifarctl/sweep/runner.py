@@ -197,7 +197,7 @@ class _Sweep:
                 parent = child.tags.get(PARENT_TAG, "")
                 state.status = "skipped"
                 state.message = "FINISHED in an earlier attempt"
-                if parent != runs.parent_id:  # an earlier, smaller spec (`finished_elsewhere`)
+                if parent != runs.parent_id:  # an earlier, smaller spec (`store.existing_runs`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
                     self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
                 state.summary = {k: v for k, v in child.metrics.items()

@@ -76,25 +76,22 @@ def _by_trial(runs: list[StoredRun], keys: Collection[str] | None = None
                 or sorted(v, key=lambda r: r.start_time or 0))[-1] for k, v in found.items()}
 
 
-def find_parent(store: RunStore, plan: Plan) -> StoredRun | None:
-    """The parent run of an earlier attempt at `plan` (same sweep key), if any; read-only."""
-    parents = store.find_runs(plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
-                              order_by=["attributes.start_time ASC"])
-    return parents[0] if parents else None
-
-
-def find_children(store: RunStore, plan: Plan, parent_id: str) -> dict[str, StoredRun]:
-    """Trial key -> the parent's child run to keep for it; read-only."""
-    return _by_trial(store.children(parent_id, plan.spec.experiment))
-
-
 def existing_runs(store: RunStore, plan: Plan
                   ) -> tuple[StoredRun | None, dict[str, StoredRun]]:
-    """(the parent of an earlier attempt or None, trial key -> the run to keep for it): its
-    children, plus FINISHED runs of other sweeps for trials it has none for; read-only."""
-    parent = find_parent(store, plan)
-    children = find_children(store, plan, parent.run_id) if parent is not None else {}
-    return parent, children | finished_elsewhere(store, plan, children)
+    """(the parent of an earlier attempt at `plan` (same sweep key) or None, trial key -> the
+    run to keep for it): the parent's children, plus FINISHED runs of the experiment's other
+    sweeps for trials without one (a spec given more seeds is a new plan whose shared trials
+    keep their keys: extending a sweep trains only what is new); read-only."""
+    experiment = plan.spec.experiment
+    parents = store.find_runs(experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
+                              order_by=["attributes.start_time ASC"])
+    parent = parents[0] if parents else None
+    runs = _by_trial(store.children(parent.run_id, experiment)) if parent is not None else {}
+    missing = {t.key for t in plan.trials} - set(runs)
+    if missing:
+        runs |= _by_trial(store.find_runs(experiment, f"attributes.status = 'FINISHED' and "
+                                                      f"tags.`{TRIAL_KEY_TAG}` LIKE '%'"), missing)
+    return parent, runs
 
 
 def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
@@ -119,18 +116,6 @@ def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     start_run(experiment=spec.experiment, tracking_uri=store.uri, run_id=parent.run_id,
               tags={OWNER_TAG: owner()})
     return SweepRuns(parent.run_id, runs)
-
-
-def finished_elsewhere(store: RunStore, plan: Plan,
-                       children: dict[str, StoredRun]) -> dict[str, StoredRun]:
-    """FINISHED runs of this experiment's other sweeps for the plan's trials without a child:
-    a spec given more seeds is a new plan (new parent) whose shared trials keep their keys,
-    so extending a sweep trains only what is new."""
-    missing = {t.key for t in plan.trials} - set(children)
-    if not missing:
-        return {}
-    return _by_trial(store.find_runs(plan.spec.experiment, f"attributes.status = 'FINISHED' "
-                                     f"and tags.`{TRIAL_KEY_TAG}` LIKE '%'"), missing)
 
 
 def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> str:
