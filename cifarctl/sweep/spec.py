@@ -168,11 +168,16 @@ def _mapping_list(doc: dict[str, Any], name: str, source: str) -> list[dict[str,
     return out
 
 
-def _grid(doc: dict[str, Any], source: str) -> dict[str, list[Any]]:
-    raw = doc.get("grid") or {}
+def _keyed(doc: dict[str, Any], name: str, source: str, values: str = "values"
+           ) -> dict[str, Any]:
+    raw = doc.get(name) or {}
     if not isinstance(raw, dict):
-        raise UsageError(f"{source}: grid must be a mapping of config keys to lists of values")
-    grid = _resolved(raw, "grid", source)
+        raise UsageError(f"{source}: {name} must be a mapping of config keys to {values}")
+    return _resolved(raw, name, source)
+
+
+def _grid(doc: dict[str, Any], source: str) -> dict[str, list[Any]]:
+    grid = _keyed(doc, "grid", source, "lists of values")
     for key, values in grid.items():
         if not isinstance(values, list):
             raise UsageError(f"{source}: grid axis {key} must be a list of values, got "
@@ -241,10 +246,7 @@ def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
     if not grid and not include:
         raise UsageError(f"{source}: the spec has no trials: give `grid:` axes or `include:` "
                          f"entries")
-    fixed = doc.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise UsageError(f"{source}: set must be a mapping of config keys to values")
-    fixed = _resolved(fixed, "set", source)
+    fixed = _keyed(doc, "set", source)
     cli = _resolved(overrides or {}, "--set", source)
     varied = set(grid).union(*include)
     clash = sorted(varied & set(cli))
