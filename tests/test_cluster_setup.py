@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from cifarctl.cli import app
 from cifarctl.errors import UsageError
-from cifarctl.sweep.attempt import attempt_number
 from cifarctl.sweep.ray_connect import connect_error, host_port, probe, task_env
+from cifarctl.sweep.worker import attempt_number
 
 
 def free_port() -> int:

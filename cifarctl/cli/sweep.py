@@ -116,9 +116,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    keys: list[str] = []
-    for trial in plan.trials:
-        keys += [k for k in trial.overrides if k not in keys]
+    keys = list(dict.fromkeys(k for trial in plan.trials for k in trial.overrides))
     notes = [f"sweep key {plan.key}", f"experiment {plan.spec.experiment}"]
     if plan.merged:
         notes.append(f"{plan.merged} duplicate combinations merged")

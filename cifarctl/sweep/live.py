@@ -4,15 +4,14 @@
     display.update(state)      # after every change of a TrialState
     display.close()
 
-`LiveTable` redraws one row per trial (queued / running with its epoch, step and test
-accuracy / ok / failed / skipped / killed) a few times a second; `PlainLines` prints one line
-per event worth a line (start with the worker's pid, each epoch, the end) for CI logs and
-pipes; `NullDisplay` shows nothing. `summary_table` is the closing table of every sweep.
+`LiveTable` redraws one row per trial a few times a second; `PlainLines` prints a line per
+start, epoch and end for CI logs and pipes; `summary_table` is every sweep's closing table.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any
 
 from cifarctl.names import TEST_ACC_AT_BEST
@@ -133,9 +132,7 @@ class LiveTable:
     def _render(self) -> Any:
         from rich.table import Table
 
-        counts: dict[str, int] = {}
-        for s in self.states.values():
-            counts[s.status] = counts.get(s.status, 0) + 1
+        counts = Counter(s.status for s in self.states.values())
         caption = ", ".join(f"{n} {status}" for status, n in counts.items())
         title = f"sweep: {self.total} trial{'s' * (self.total != 1)}"
         table = Table(title=title, caption=caption, expand=False)
@@ -173,8 +170,7 @@ NARROW = 120
 
 
 def summary_table(outcome: SweepOutcome, width: int | None = None) -> Any:
-    """The closing table: one row per trial, its result or its one-line reason; `width`:
-    the console's, to leave the key column out when narrow."""
+    """One row per trial, its result or its one-line reason; the keys only if `width` allows."""
     from rich.table import Table
     from rich.text import Text
 

@@ -2,13 +2,9 @@
 
     preflight(plan, tracking_uri, checkpoint_root)  # UsageError naming the first bad trial
 
-Without it a sweep on a machine without the GPU it asks for, or over a dataset path with a
-typo, would create its parent run and then one FAILED child per trial, each with the same
-one-line reason. Checked here: every device the trials name, every dataset they read (loaded,
-which also imports or downloads it once for all the workers instead of in each), and every
-trial's split of it (`training.run_splits`: classes left empty, batches larger than the set).
-`check_resumes`, once the store is known: that no unfinished trial would resume on data other
-than it began on (a resume in a worker would fail the same way for every rerun).
+Without it a missing GPU or a mistyped dataset path would create the parent run and then one
+FAILED child per trial, each with the same reason. Loading each dataset here also imports or
+downloads it once for all the workers.
 """
 
 from __future__ import annotations
@@ -51,12 +47,8 @@ def check_trials(trials: list[Trial], *, devices: bool = True) -> None:
 
 def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path) -> None:
     """Raise UsageError, naming the trial, if an unfinished trial's run (`runs`: trial key
-    -> run, `store.existing_runs`) has a checkpoint in this machine's `checkpoint_root`
-    holding a dataset fingerprint that its data no longer has.
-
-    Read-only: the parent and its children keep their status, so the sweep is not left
-    FAILED by a resume that can never succeed, and the message says the way out.
-    """
+    -> run, `store.existing_runs`) has a checkpoint here holding a dataset fingerprint its
+    data no longer has: a resume in a worker would fail the same way on every rerun."""
     from cifarctl.checkpoint import checkpoint_path, saved_fingerprint
     from cifarctl.data import load_dataset
 
@@ -86,10 +78,8 @@ def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path)
 def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path, *,
               devices: bool = True) -> None:
     """Every check, read-only, before a sweep creates or reopens a run: the store answers,
-    the trials still to train can train here (`check_trials`; FINISHED ones, which a rerun
-    skips, are not checked: a finished sweep reruns on a machine without its GPU), and no
-    unfinished trial would resume on changed data (`check_resumes`). `devices=False` on Ray:
-    the trials' devices are the cluster's, its datasets and splits are checked here."""
+    the trials still to train can train here (FINISHED ones are not checked: a finished sweep
+    reruns on a machine without its GPU), and none would resume on changed data."""
     from cifarctl.sweep.store import existing_runs
     from cifarctl.tracking import check_reachable, resolve_tracking_uri
     from cifarctl.tracking.runstore import open_store

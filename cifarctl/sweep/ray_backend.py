@@ -2,27 +2,23 @@
 
     executor = RayExecutor("ray://head:10001", "http://mlflow:5000", gpus_per_trial=0.25, ...)
 
-A task runs `worker.ray_main`, the same code a local worker process runs, and logs to the
-same tracking URI. `num_gpus` may be fractional, so several small trials share one GPU
-(Ray sets CUDA_VISIBLE_DEVICES for each task). Stopping cancels the tasks: Ray delivers that
-as SIGINT to the task, which `train` takes as a request to checkpoint and end KILLED.
+A task runs `worker.ray_main`, as a local worker process does. `num_gpus` may be fractional
+(trials share a GPU). Stopping cancels the tasks: SIGINT in the task, so it checkpoints and
+ends KILLED. A task never blocks in `ray.get` (Ray lends a blocked task's CPU away: a 2-CPU
+cluster ran three trials at once, issue 20): progress goes to an actor by fire-and-forget
+calls (`ActorSink`), results come back as return values. A task whose worker or node dies
+runs again (`MAX_RETRIES`) from the checkpoint it uploaded (`TrialTask.follow`).
 
-Ray's accounting stays true: a task never blocks in `ray.get` (Ray lends a blocked task's
-CPU to another task, so a 2-CPU cluster ran three trials at once, issue 20). Progress goes
-to a small actor by fire-and-forget calls (`ActorSink`), results come back as the tasks'
-return values, and at most `workers` tasks are in flight. A task whose worker or node dies
-is run again by Ray (`MAX_RETRIES`), and resumes from the checkpoint its first attempt
-uploaded to the run (`TrialTask.follow`, `training.follow`).
-
-Ray is optional (`pip install 'cifarctl[ray]'`). Every node must import the same cifarctl,
-find the datasets the trials name, and reach the tracking store: a local sqlite file works
-only when the whole cluster is this machine; otherwise run an MLflow server.
+Every node must import the same cifarctl, find the trials' datasets and reach the tracking
+store (a local sqlite file only when the whole cluster is this machine).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +110,8 @@ class RayExecutor:
         return len(self.inflight)
 
     def submit(self, tasks: list[TrialTask]) -> None:
-        from dataclasses import replace
-
         submission = uuid.uuid4().hex[:12]  # tells a Ray retry of this task from a rerun
-        tasks = [replace(t, follow=True, submission=submission) for t in tasks]
+        tasks = [replace(t, submission=submission) for t in tasks]
         self.inflight[self.remote.remote(tasks, self.sink)] = tasks
 
     def poll(self, timeout: float) -> list[Event]:
@@ -126,10 +120,8 @@ class RayExecutor:
             done, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight),
                                     timeout=timeout)
         else:
-            import time
-
             time.sleep(timeout)
-        events = self._take()
+        events = self._take()  # after the wait: with what finished tasks sent before they ended
         for ref in done:
             events += self._ended(ref)
         return events
@@ -148,15 +140,14 @@ class RayExecutor:
         """The `result` events of a finished task (its return value; for a cancelled task,
         what it sent before it ended), else `exit` events."""
         tasks = self.inflight.pop(ref)
-        events = self._take()  # what it sent just before it returned
         self.done.update(t.key for t in tasks)
         try:
             results = self.ray.get(ref)
         except Exception as err:  # noqa: BLE001 - a crashed, cancelled or lost task
             error = f"Ray task failed: {first_line(err)}"
-            return events + [("result", t.key, self.sent[t.key]) if t.key in self.sent
-                             else ("exit", t.key, {"error": error}) for t in tasks]
-        return events + [("result", r["key"], r) for r in results]
+            return [("result", t.key, self.sent[t.key]) if t.key in self.sent
+                    else ("exit", t.key, {"error": error}) for t in tasks]
+        return [("result", r["key"], r) for r in results]
 
     def stop(self) -> None:
         for ref in self.inflight:

@@ -2,18 +2,15 @@
 
     owned = connect(ray, address=None, env=task_env(uri), log_dir=Path("checkpoints"))
 
-`--backend ray` without `--address` always starts its own local instance (`address="local"`):
-Ray's own default would attach to whatever `/tmp/ray/ray_current_cluster` names, and a
-cluster that died without `ray stop` leaves that file behind, so the sweep hung on "Failed to
-connect to GCS" (issue 20). With an address (`HOST:6379`, `ray://HEAD:10001`, or `auto`, which
-reads that file or `$RAY_ADDRESS`), its port is probed first, and `ray.init` itself is bounded
-by `CONNECT_TIMEOUT_S`: either way a cluster that does not answer, or that wants a token this
-machine lacks, is one line saying what to do, never Ray's retry loop and traceback.
+Without `--address` a sweep starts its own local instance (`address="local"`): Ray's default
+attaches to whatever `/tmp/ray/ray_current_cluster` names, which a dead cluster leaves behind,
+and the sweep hung on "Failed to connect to GCS" (issue 20). With an address (`HOST:6379`,
+`ray://HEAD:10001`, `auto`) the port is probed first and `ray.init` is bounded by
+`CONNECT_TIMEOUT_S`: a cluster that does not answer, or wants a token this machine lacks, is
+one line saying what to do, never Ray's retry loop and traceback.
 
-What the tasks need from the driver travels in Ray's `runtime_env`: `CIFARCTL_DATA`, the
-tracking URI and every `MLFLOW_TRACKING_*` setting (credentials, TLS). Ray's own messages
-(raylet state dumps when a node dies, worker warnings) go to `ray.log` in the sweep's
-checkpoint folder, not into the sweep's table.
+Tasks get `CIFARCTL_DATA`, the tracking URI and every `MLFLOW_TRACKING_*` setting through
+Ray's `runtime_env`; Ray's own messages go to `ray.log` in the checkpoint folder.
 """
 
 from __future__ import annotations
@@ -91,9 +88,8 @@ AUTH_SIGNS = ("AuthenticationError", "UNAUTHENTICATED", "Unauthenticated", "Inva
 
 
 def connect_error(address: str, err: BaseException, said: str = "") -> UsageError:
-    """The one line for a failed `ray.init` (a token missing, a cluster not answering);
-    `said`: what Ray's C++ client wrote meanwhile (Ray 2.60 raises a plain "Failed to connect"
-    for a missing token and says why only there)."""
+    """The one line for a failed `ray.init`; `said`: what Ray's C++ client wrote meanwhile
+    (Ray 2.60 raises a plain "Failed to connect" for a missing token and says why only there)."""
     text = f"{type(err).__name__} {err} {said}"
     if any(sign in text for sign in AUTH_SIGNS):
         return UsageError(f"the Ray cluster at {address} requires token authentication and "
@@ -124,9 +120,7 @@ def bounded(seconds: float) -> Iterator[threading.Event]:
 def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path,
             timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """Start or join Ray for a sweep; True if this call started it (so the sweep stops it).
-
-    An instance the caller started already (`ray.init` in a notebook or test) is used as is.
-    """
+    An instance the caller started already (a notebook, a test) is used as is."""
     if ray.is_initialized():
         return False
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -180,8 +174,7 @@ def stderr_to(path: Path) -> Iterator[None]:
 
 def redirect_ray_logs(log_dir: Path) -> Path:
     """Send Ray's Python loggers and the errors its cluster pushes to the driver (a node's
-    death with the last 20 lines of its raylet's log) to `log_dir/ray.log`, so the sweep's
-    own output stays its table."""
+    death with its raylet's last log lines) to `log_dir/ray.log`, away from the table."""
     import logging
 
     import ray._private.worker as ray_worker

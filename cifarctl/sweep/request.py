@@ -5,12 +5,8 @@
     result.outcome.counts                       # None for a dry run: the plan only
 
 The command parses its options into a `SweepRequest` and renders the `SweepResult`; the
-rules between the two live here, where tests call them without a subprocess: which options
-go together (`SweepRequest.check`), and the order of things before the first run exists
-(expand the spec, which fails on any bad trial; the checkpoint folder; Ray installed; the
-preflight, on Ray too less the devices, before the live display starts, so a dataset's
-progress bar has the terminal to itself). Torch-free and MLflow-free at import, as the rest
-of `cifarctl.sweep`.
+rules between the two live here, where tests call them without a subprocess. Torch-free and
+MLflow-free at import, as the rest of `cifarctl.sweep`.
 """
 
 from __future__ import annotations
@@ -100,7 +96,8 @@ def plan_request(request: SweepRequest, *, warn: Callable[[str], None]) -> Plan:
 
 def run_request(request: SweepRequest, *, warn: Callable[[str], None]) -> SweepResult:
     """`plan_request`, then (unless a dry run) every check that needs no run, then
-    `run_sweep` with its live display (`sweep.live.make_display`)."""
+    `run_sweep` with its live display; the preflight runs before the display starts, so a
+    dataset's progress bar has the terminal to itself."""
     plan = plan_request(request, warn=warn)
     if request.dry_run:
         return SweepResult(plan)

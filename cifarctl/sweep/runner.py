@@ -3,20 +3,15 @@
     outcome = run_sweep(expand(load_spec("experiments/demo-sweep.yaml")), workers=2)
     outcome.counts   # {"ok": 4, "failed": 0, "skipped": 0, "killed": 0, "not run": 0}
 
-Order of things: open the MLflow store, find or create the parent run (before any worker
-starts, so workers never race to create the experiment), skip trials whose child FINISHED,
-then keep up to `workers` groups in flight on an executor (`LocalExecutor`: one spawned
-process per group, pinned round-robin to the visible GPUs; `RayExecutor`: one Ray task per
-group). Each trial's child run is created just before its group starts.
+The parent run is found or created before any worker starts (workers never race to create
+the experiment), each child just before its group starts. Up to `workers` groups are in flight
+on an executor (`LocalExecutor`: a spawned process per group, pinned round-robin to the GPUs;
+`RayExecutor`: a Ray task per group). A group is one trial, or up to K new trials that train
+as one fused model (`fused_groups`, issue 8); a trial continuing an earlier attempt runs alone.
 
-A group is the unit a worker runs: one trial, or up to K new trials that can train as one
-fused model (`fused_groups`: same architecture, data sizes, epochs and batch size; issue 8).
-Trials that continue an earlier attempt run alone, from their own checkpoint.
-
-Failures: a trial that fails is reported and the others go on, unless `fail_fast`, which
-stops the running trials (they checkpoint and end KILLED) and starts no more. SIGINT/SIGTERM
-do the same; a second Ctrl-C kills the workers at once. Whatever happens, no run is left
-RUNNING: a worker that dies without a word has its run ended by this process.
+A failed trial is reported and the others go on, unless `fail_fast`: then, as on SIGINT or
+SIGTERM, the running trials checkpoint and end KILLED and no more start; a second Ctrl-C kills
+the workers. No run is left RUNNING: this process ends the run of a worker that died silently.
 """
 
 from __future__ import annotations
@@ -108,9 +103,8 @@ def cpu_count() -> int:
 class LocalExecutor:
     """Up to `workers` spawned processes at once, each running one group then exiting.
 
-    Spawn, not fork: a fresh interpreter per worker, with CUDA_VISIBLE_DEVICES set before
-    torch loads, no inherited CUDA context or threads. One process per group keeps a crash
-    (out of memory, segfault) to that group.
+    Spawn, not fork: CUDA_VISIBLE_DEVICES is set before torch loads, and no CUDA context or
+    thread is inherited. A process per group keeps a crash (out of memory, segfault) to it.
     """
 
     def __init__(self, workers: int, gpus: list[str]) -> None:
@@ -203,7 +197,7 @@ class _Sweep:
                 parent = child.tags.get(PARENT_TAG, "")
                 state.status = "skipped"
                 state.message = "FINISHED in an earlier attempt"
-                if parent != runs.parent_id:  # an earlier, smaller spec (`finished_elsewhere`)
+                if parent != runs.parent_id:  # an earlier, smaller spec (`store.existing_runs`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
                     self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
                 state.summary = {k: v for k, v in child.metrics.items()
@@ -228,8 +222,7 @@ class _Sweep:
         self.executor.submit(tasks)
 
     def next_group(self, pending: list[list[TrialState]]) -> list[TrialState] | None:
-        """The first pending group that can start now: a trial that starts from another
-        trial's run waits until that one FINISHED, and is not run if it ended otherwise."""
+        """The first pending group that can start now (`stages.take_ready`)."""
         from cifarctl.sweep.stages import blocked_message, take_ready
 
         group, blocked = take_ready(pending, self.by_key)
@@ -321,15 +314,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
               tracking_uri: str | None = None, checkpoint_root: Path = Path("checkpoints"),
               display: Display | None = None, fuse: int | None = None,
               preflight: bool = True) -> SweepOutcome:
-    """Run every trial of `plan` not yet FINISHED; see the module docstring.
-
-    `preflight`: first check, in this process, that every trial can train here
-    (`sweep.preflight.check_trials`); False when the caller has (the CLI does, before its
-    live display starts).
-
-    `fuse`: at most this many compatible trials train as one fused model; 1 = none; None =
-    chosen from the free GPU memory (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU).
-    """
+    """Run every trial of `plan` not yet FINISHED. `preflight`: False when the caller has run
+    `sweep.preflight` already. `fuse`: trials per fused model; None: from the free GPU memory
+    (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU)."""
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
     from cifarctl.tracking.runstore import open_store

@@ -28,10 +28,8 @@ trials, then the include entries in order. Trials whose resolved configs are equ
 (the first stays). A trial's config is base <- `set` <- `--set` <- its own values, validated
 exactly like `train`'s, so a bad value anywhere fails the whole spec before anything runs.
 
-A trial's key is the first 12 hex digits of sha256 over the canonical JSON of its resolved
-config, less the fields that do not change its results (experiment, run name, device,
-compile): the same on every run and machine, so a re-run finds the trials already done.
-Editing a spec so that it expands to other trials makes it another sweep (another key).
+A trial's key (`trial_key`) is the same on every run and machine, so a re-run finds the
+trials already done; a spec edited to expand to other trials is another sweep (another key).
 
 This module is torch-free: `--dry-run` answers without loading torch or MLflow.
 """
@@ -41,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +108,8 @@ def _digest(obj: Any) -> str:
 
 
 def trial_key(cfg: RunConfig) -> str:
-    """sha256 of the canonical JSON of `cfg` (less KEY_IGNORES), first 12 hex digits.
+    """sha256 of the canonical JSON of `cfg`'s resolved config less the fields that do not
+    change its results (KEY_IGNORES), first 12 hex digits.
 
     `model.classifier` enters as the head it resolves to (`auto` and `normed` are one trial
     for LDAM), and not at all when that is `linear`: the key of every trial without a cosine
@@ -169,11 +168,16 @@ def _mapping_list(doc: dict[str, Any], name: str, source: str) -> list[dict[str,
     return out
 
 
-def _grid(doc: dict[str, Any], source: str) -> dict[str, list[Any]]:
-    raw = doc.get("grid") or {}
+def _keyed(doc: dict[str, Any], name: str, source: str, values: str = "values"
+           ) -> dict[str, Any]:
+    raw = doc.get(name) or {}
     if not isinstance(raw, dict):
-        raise UsageError(f"{source}: grid must be a mapping of config keys to lists of values")
-    grid = _resolved(raw, "grid", source)
+        raise UsageError(f"{source}: {name} must be a mapping of config keys to {values}")
+    return _resolved(raw, name, source)
+
+
+def _grid(doc: dict[str, Any], source: str) -> dict[str, list[Any]]:
+    grid = _keyed(doc, "grid", source, "lists of values")
     for key, values in grid.items():
         if not isinstance(values, list):
             raise UsageError(f"{source}: grid axis {key} must be a list of values, got "
@@ -242,10 +246,7 @@ def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
     if not grid and not include:
         raise UsageError(f"{source}: the spec has no trials: give `grid:` axes or `include:` "
                          f"entries")
-    fixed = doc.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise UsageError(f"{source}: set must be a mapping of config keys to values")
-    fixed = _resolved(fixed, "set", source)
+    fixed = _keyed(doc, "set", source)
     cli = _resolved(overrides or {}, "--set", source)
     varied = set(grid).union(*include)
     clash = sorted(varied & set(cli))
@@ -320,23 +321,20 @@ def expand(spec: SweepSpec) -> Plan:
             combo = {**combo, **entry}
             combos.append((combo, _configure(spec, combo)))
     combos = resolve_references(combos, axes=list(spec.grid), source=spec.source, key=trial_key)
-    trials: list[Trial] = []
-    seen: set[str] = set()
+    unique: dict[str, tuple[dict[str, Any], RunConfig]] = {}
     for combo, cfg in combos:
-        key = trial_key(cfg)
-        if key in seen:
-            continue
-        seen.add(key)
+        unique.setdefault(trial_key(cfg), (combo, cfg))
+    if not unique:
+        raise UsageError(f"{spec.source}: exclude removes every trial; nothing to run")
+    trials: list[Trial] = []
+    for key, (combo, cfg) in unique.items():
         flat = cfg.to_flat()
         overrides = {k: v if is_reference(v) else flat[k] for k, v in combo.items()}
         trials.append(Trial(len(trials), key, overrides, cfg))
-    merged, total = len(combos) - len(trials), len(trials)
-    if not trials:
-        raise UsageError(f"{spec.source}: exclude removes every trial; nothing to run")
     sampled_from = None
     if spec.random is not None:
-        sampled_from = total
-        trials = [Trial(i, t.key, t.overrides, t.config)
+        sampled_from = len(trials)
+        trials = [replace(t, index=i)
                   for i, t in enumerate(_sample(trials, *spec.random, spec.source))]
         check_sampled(trials, spec.source)
-    return Plan(spec, trials, sweep_key(trials), merged, sampled_from)
+    return Plan(spec, trials, sweep_key(trials), len(combos) - len(unique), sampled_from)

@@ -9,9 +9,7 @@ In a spec `run.init_from` may be a mapping naming the stage-1 trial by its value
 trial has every value of the mapping, the same value on each grid axis the mapping does not
 name (its seed, say), and no `run.init_from` of its own; exactly one trial must qualify.
 The plan writes the reference as `trial:<its key>`, so a stage-2 trial's key depends on its
-stage-1 trial's config and on no store. The scheduler starts it once that trial FINISHED
-(`take_ready`; one that failed leaves it "not run"), and the worker swaps the reference for
-that trial's run id (`resolve_run`), which the run then records (tag and param).
+stage-1 trial's config and on no store (`resolve_run` swaps in the run id in the worker).
 Torch- and MLflow-free at import, and free of `sweep.spec` (which calls it).
 """
 
@@ -97,8 +95,8 @@ def check_sampled(trials: Sequence[Any], source: str) -> None:
 
 def take_ready(pending: list[list[Any]], by_key: Mapping[str, Any]
                ) -> tuple[list[Any] | None, list[Any]]:
-    """(the first pending group whose trials' stage-1 trials FINISHED, removed from
-    `pending`, or None; the trials whose stage-1 trial ended otherwise, also removed)."""
+    """(the first pending group whose trials' stage-1 trials FINISHED, or None; the trials
+    whose stage-1 trial ended otherwise, to be "not run"), both removed from `pending`."""
     blocked: list[Any] = []
     for group in list(pending):
         deps = [by_key[k] for k in (referenced_key(s.trial.config) for s in group) if k]
@@ -120,8 +118,8 @@ def blocked_message(state: Any, by_key: Mapping[str, Any]) -> str:
 # ---- the worker -------------------------------------------------------------------------------
 
 def resolve_run(cfg: RunConfig, tracking_uri: str) -> RunConfig:
-    """`cfg` with its `trial:<key>` reference swapped for that trial's FINISHED run id (the
-    latest, in the sweep's experiment); CifarctlError when there is none."""
+    """`cfg` with its `trial:<key>` reference swapped for that trial's latest FINISHED run id
+    in the sweep's experiment (which the run then records); CifarctlError when there is none."""
     wanted = referenced_key(cfg)
     if wanted is None:
         return cfg

@@ -7,16 +7,15 @@
 
 The parent carries the tag `cifarctl.sweep_key` (the plan's key) and each child
 `cifarctl.trial_key` and `mlflow.parentRunId`, so running the same spec again finds the same
-parent and its children: FINISHED children are skipped, the others continue in their own run.
-A trial without a child here that FINISHED under another sweep of the experiment (a spec
-since given more seeds) is skipped too. Only the sweep process creates runs, one at a time,
-so a trial never gets a second child. Runs are read through `RunStore` (`StoredRun`s) and
-created through `start_run`, the tracker training writes with.
+parent and its children. A trial without a child here that FINISHED under another sweep of the
+experiment (a spec since given more seeds) counts too. Only the sweep process creates runs,
+one at a time, so a trial never gets a second child.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ OWNER_TAG = SWEEP_OWNER_TAG
 @dataclass
 class SweepRuns:
     parent_id: str
-    children: dict[str, StoredRun]  # trial key -> the child run to keep (see `_pick`)
+    children: dict[str, StoredRun]  # trial key -> the child run to keep (see `_by_trial`)
 
 
 def _params(plan: Plan) -> dict[str, Any]:
@@ -65,36 +64,34 @@ def _params(plan: Plan) -> dict[str, Any]:
     return params
 
 
-def _pick(runs: list[StoredRun]) -> StoredRun:
-    """Among a trial's children (normally one): a FINISHED one, else the most recent."""
-    finished = [r for r in runs if r.status == "FINISHED"]
-    return (finished or sorted(runs, key=lambda r: r.start_time or 0))[-1]
-
-
-def find_parent(store: RunStore, plan: Plan) -> StoredRun | None:
-    """The parent run of an earlier attempt at `plan` (same sweep key), if any; read-only."""
-    parents = store.find_runs(plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
-                              order_by=["attributes.start_time ASC"])
-    return parents[0] if parents else None
-
-
-def find_children(store: RunStore, plan: Plan, parent_id: str) -> dict[str, StoredRun]:
-    """Trial key -> the parent's child run to keep for it (see `_pick`); read-only."""
+def _by_trial(runs: list[StoredRun], keys: Collection[str] | None = None
+              ) -> dict[str, StoredRun]:
+    """Trial key (of `keys`, if given) -> its run to keep: a FINISHED one, else the latest."""
     found: dict[str, list[StoredRun]] = {}
-    for run in store.children(parent_id, plan.spec.experiment):
+    for run in runs:
         key = run.tags.get(TRIAL_KEY_TAG)
-        if key is not None:
+        if key is not None and (keys is None or key in keys):
             found.setdefault(key, []).append(run)
-    return {k: _pick(v) for k, v in found.items()}
+    return {k: ([r for r in v if r.status == "FINISHED"]
+                or sorted(v, key=lambda r: r.start_time or 0))[-1] for k, v in found.items()}
 
 
 def existing_runs(store: RunStore, plan: Plan
                   ) -> tuple[StoredRun | None, dict[str, StoredRun]]:
-    """(the parent of an earlier attempt or None, trial key -> the run to keep for it): its
-    children, plus FINISHED runs of other sweeps for trials it has none for; read-only."""
-    parent = find_parent(store, plan)
-    children = find_children(store, plan, parent.run_id) if parent is not None else {}
-    return parent, children | finished_elsewhere(store, plan, children)
+    """(the parent of an earlier attempt at `plan` (same sweep key) or None, trial key -> the
+    run to keep for it): the parent's children, plus FINISHED runs of the experiment's other
+    sweeps for trials without one (a spec given more seeds is a new plan whose shared trials
+    keep their keys: extending a sweep trains only what is new); read-only."""
+    experiment = plan.spec.experiment
+    parents = store.find_runs(experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'",
+                              order_by=["attributes.start_time ASC"])
+    parent = parents[0] if parents else None
+    runs = _by_trial(store.children(parent.run_id, experiment)) if parent is not None else {}
+    missing = {t.key for t in plan.trials} - set(runs)
+    if missing:
+        runs |= _by_trial(store.find_runs(experiment, f"attributes.status = 'FINISHED' and "
+                                                      f"tags.`{TRIAL_KEY_TAG}` LIKE '%'"), missing)
+    return parent, runs
 
 
 def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
@@ -119,26 +116,6 @@ def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     start_run(experiment=spec.experiment, tracking_uri=store.uri, run_id=parent.run_id,
               tags={OWNER_TAG: owner()})
     return SweepRuns(parent.run_id, runs)
-
-
-def finished_elsewhere(store: RunStore, plan: Plan,
-                       children: dict[str, StoredRun]) -> dict[str, StoredRun]:
-    """FINISHED runs of this experiment's other sweeps for the plan's trials without a child.
-
-    A spec given more seeds or values is a new plan (new sweep key, new parent), but the
-    trials it shares with the old one are the same configs (same trial keys): their
-    FINISHED runs count here too, so extending a sweep trains only what is new.
-    """
-    missing = {t.key for t in plan.trials} - set(children)
-    if not missing:
-        return {}
-    found: dict[str, list[StoredRun]] = {}
-    for run in store.find_runs(plan.spec.experiment, f"attributes.status = 'FINISHED' and "
-                                                     f"tags.`{TRIAL_KEY_TAG}` LIKE '%'"):
-        key = run.tags.get(TRIAL_KEY_TAG)
-        if key in missing:
-            found.setdefault(key, []).append(run)
-    return {k: _pick(v) for k, v in found.items()}
 
 
 def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> str:

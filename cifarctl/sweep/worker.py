@@ -2,19 +2,14 @@
 
     results = run_group([task], sink)      # sink: anything with .put(event)
 
-The parent creates each trial's MLflow child run before fanning out, so a worker always
-attaches to an existing run (`TrialTask.run_id`): it resumes from the run's last checkpoint
-if there is one (a KILLED or FAILED trial of an earlier attempt), else trains from the start
-in that run. Either way there is exactly one child run per trial.
+A worker always attaches to the child run the parent created (`TrialTask.run_id`), resuming
+from its last checkpoint if it has one: exactly one child run per trial.
 
 Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`:
 `started` {pid, epoch}, `epoch` {epoch, epochs, test_acc, ...}, `step` {epoch, steps_done,
-steps}, `message` {text}, `result` (a TrialResult as a dict). A multiprocessing queue
-carries them for local workers, a Ray queue for Ray tasks.
-
-A group is a list of trials that one worker runs: one trial, or K compatible new trials
-that train at once as one fused model (`cifarctl.fused`, issue 8), each still in its own
-child run with its own events.
+steps}, `message` {text}, `result` (a TrialResult as a dict). A group is one trial, or K
+compatible new trials trained as one fused model (`cifarctl.fused`, issue 8), each still
+in its own child run with its own events.
 """
 
 from __future__ import annotations
@@ -27,12 +22,12 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cifarctl.errors import CifarctlError, first_line
-from cifarctl.names import RESUMED_EPOCH_TAG
+from cifarctl.errors import CifarctlError, UsageError, first_line
+from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RESUMED_EPOCH_TAG, RETRIES_TAG
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
@@ -56,10 +51,12 @@ class TrialTask:
     checkpoint_root: str  # absolute
     resume: bool = False  # the run existed before this attempt: look for its checkpoint
     threads: int | None = None  # torch CPU threads: the cores are shared among the workers
-    # checkpoints follow the trial (uploaded each epoch, resumed from the run's artifact):
-    # Ray trials, which may run again on another node (`training.follow`)
-    follow: bool = False
     submission: str = ""  # a Ray submission's id: tells Ray's retry from a first attempt
+
+    @property
+    def follow(self) -> bool:
+        """Checkpoints follow a Ray trial, which may rerun on another node (`training.follow`)."""
+        return bool(self.submission)
 
 
 @dataclass
@@ -159,13 +156,13 @@ def node_root(root: str) -> str:
     one in this node's temp folder (a following trial's checkpoints live in its run)."""
     import tempfile
 
+    from cifarctl.checkpoint import check_checkpoint_root
+
     try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        if os.access(root, os.W_OK | os.X_OK):
-            return root
-    except OSError:
-        pass
-    return str(Path(tempfile.gettempdir()) / "cifarctl-checkpoints")
+        check_checkpoint_root(Path(root))
+    except UsageError:
+        return str(Path(tempfile.gettempdir()) / "cifarctl-checkpoints")
+    return root
 
 
 def _trial_config(task: TrialTask, state: RunState | None) -> Any:
@@ -261,11 +258,6 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     return results
 
 
-def run_trial(task: TrialTask, sink: Sink) -> TrialResult:
-    """Train (or resume) one trial in its existing child run; never raises for the trial."""
-    return _attempt([task], sink)[0]
-
-
 def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Run a group of trials: several new ones as one fused model, else one after the other."""
     if tasks[0].submission:  # a Ray task: a retry resumes what its lost attempt uploaded
@@ -279,16 +271,45 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             results.append(TrialResult(task.key, task.run_id, "KILLED", message="stopped "
                                        "before it started"))
             continue
-        results.append(run_trial(task, sink))
+        results += _attempt([task], sink)
     return results
+
+
+def attempt_number(tag: str, submission: str) -> int:
+    """The attempt a run's `cifarctl.attempt` tag records for `submission` (0: none yet)."""
+    seen, _, n = tag.partition(":")
+    return int(n) if seen == submission and n.isdigit() else 0
+
+
+def begin_attempt(tracking_uri: str, run_id: str, submission: str) -> int:
+    """Record this attempt at a submission on the trial's run; how many came before it.
+
+    Ray runs a task again, with the same arguments, when its worker or node dies
+    (`ray_backend.MAX_RETRIES`), and cannot tell the task which attempt it is, so the run
+    keeps count: `cifarctl.attempt` = "<submission>:<n>" (a new submission starts again at
+    1), `cifarctl.ray_node`, and on a retry `cifarctl.retries`.
+    """
+    from cifarctl.tracking.runstore import RunStore
+
+    store = RunStore(tracking_uri)
+    before = attempt_number(store.get_run(run_id).tags.get(ATTEMPT_TAG, ""), submission)
+    tags = {ATTEMPT_TAG: f"{submission}:{before + 1}"}
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - where it runs is a courtesy, not a need
+        node = None
+    if node:
+        tags[RAY_NODE_TAG] = node
+    if before:
+        tags[RETRIES_TAG] = str(before)
+    store.set_tags(run_id, tags)
+    return before
 
 
 def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
     """The tasks of a Ray task, on this node, each to resume if Ray runs it again."""
-    from dataclasses import replace
-
-    from cifarctl.sweep.attempt import begin_attempt
-
     out = []
     for task in tasks:
         try:
