@@ -43,10 +43,12 @@ class TrainSums:
     steps_done: int = 0  # steps of this epoch already taken (host counter, no sync)
 
     @classmethod
-    def zeros(cls, device: torch.device) -> TrainSums:
-        z = torch.zeros((), device=device)
-        return cls(z.clone(), z.clone(), z.clone(), torch.zeros((), dtype=torch.bool,
-                                                                 device=device))
+    def zeros(cls, device: torch.device, members: int | None = None) -> TrainSums:
+        """Empty sums: 0-dim, or (K,) for `members` fused runs."""
+        shape = () if members is None else (members,)
+        z = torch.zeros(shape, device=device)
+        return cls(z.clone(), z.clone(), z.clone(), torch.zeros(shape, dtype=torch.bool,
+                                                                device=device))
 
     def state_dict(self) -> dict:
         return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,

@@ -165,24 +165,17 @@ def _run(records: list[RunRecord], reporter: Reporter,
                     else f"{len(records)} fused runs")
             reporter.message(f"resuming {what} at epoch {start + 1}, step "
                              f"{sums.steps_done if sums else 0}")
-        if member_reporters:
-            shown: Sequence[Reporter] = member_reporters
-        elif len(records) == 1:
-            shown = [reporter]
-        else:
-            shown = [_NamedLines(reporter, r.name) for r in records]
+        shown = member_reporters or ([reporter] if len(records) == 1
+                                     else [_NamedLines(reporter, r.name) for r in records])
         _epochs(group, start, sums, stop, reporter, shown, resume_flags)
-        for record in records:
-            if record.status != "FAILED":
-                record.close()
+        for record in (r for r in records if r.status != "FAILED"):
+            record.close()
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a mid-epoch checkpoint
-        for record in records:
-            if record.status != "FAILED":
-                record.stopped_at_once(resume_flags)
+        for record in (r for r in records if r.status != "FAILED"):
+            record.stopped_at_once(resume_flags)
     except BaseException:
-        for record in records:
-            if record.status != "FAILED":
-                record.abort("KILLED" if stop.requested else "FAILED")
+        for record in (r for r in records if r.status != "FAILED"):
+            record.abort("KILLED" if stop.requested else "FAILED")
         raise
     finally:
         reporter.close()

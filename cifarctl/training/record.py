@@ -5,10 +5,8 @@
     record.epoch_ended(epoch, metrics, weights)      # metrics, best-epoch selection, checkpoints
     record.close()                                   # summary metrics, figures, status
 
-Everything a run leaves behind goes through here: what MLflow shows (ARCHITECTURE.md,
-"Training": params, tags, metrics, artifacts) and the checkpoints `train --resume`, `eval` and
-`sweep` read. A fused group of K runs is K records; the loop (`training.loop`) decides when
-each is called, never what is written.
+Everything a run leaves behind goes through here (ARCHITECTURE.md, "Training"). A fused group
+of K runs is K records; the loop decides when each is called, never what is written.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ class RunOutcome:
 
 @dataclass
 class Weights:
-    """What a checkpoint takes from the model side: the plain model's and optimizer's state
-    dicts (a fused member's, split out) and the global RNG state its run holds."""
+    """A checkpoint's unfused model and optimizer state dicts and its run's global RNG state."""
 
     model: dict[str, Any]
     optimizer: dict[str, Any]
@@ -166,8 +163,6 @@ class RunRecord:
     def active(self) -> bool:
         return self.status == "RUNNING"
 
-    # ---- start ----------------------------------------------------------------------------
-
     def start(self, data: RunData, device: torch.device,
               extra_tags: dict[str, str] | None = None) -> None:
         """A new run: params, tags, config.yaml and the dataset input."""
@@ -190,8 +185,6 @@ class RunRecord:
         self.best, self.history = state.best, list(state.history)
         self.logged = backfill(self.tracker, [loggable(m) for m in self.history],
                                logged_steps(self.tracker))
-
-    # ---- each epoch -----------------------------------------------------------------------
 
     def state(self, weights: Weights, epoch: int, sums: dict[str, Any] | None) -> RunState:
         """The checkpoint to continue with `epoch` (`sums`: an interrupted epoch's)."""
@@ -236,8 +229,6 @@ class RunRecord:
         is kept and logged."""
         self.status, self.message, self.failed_epoch = "FAILED", message, epoch
         self.abort("FAILED")
-
-    # ---- the end --------------------------------------------------------------------------
 
     def close(self) -> None:
         """End a run that did not fail: summary metrics, figures, checkpoints, status."""
@@ -294,13 +285,9 @@ class RunRecord:
         """A second Ctrl-C: ended KILLED now, without a mid-epoch checkpoint."""
         self.abort("KILLED")
         self.status = "KILLED"
-        self.message = (f"interrupted twice: stopped at once in epoch "
-                        f"{len(self.history) + 1}")
-        if (self.dir / "last.pt").is_file():
-            self.message += (f"; resume from its last checkpoint with "
-                             f"`{resume_command(self.run_id, resume_flags)}`")
-        else:
-            self.message += "; it saved no checkpoint yet: train it again"
+        self.message = f"interrupted twice: stopped at once in epoch {len(self.history) + 1}" + (
+            f"; resume from its last checkpoint with `{resume_command(self.run_id, resume_flags)}`"
+            if (self.dir / "last.pt").is_file() else "; it saved no checkpoint yet: train it again")
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.run_id, self.status, len(self.history), self.history,
