@@ -5,14 +5,11 @@
     logits = fused(x)                     # x (N, 4 * 3, 32, 32) -> (N, C, 4)
     state = fused.member_state_dict(2)    # member 2 as an ordinary resnet20 state dict
 
-The fused model is built *from* the K members, so its initial weights are theirs by
-construction: a deep copy of member 0's module tree with every leaf layer swapped for its
-fused counterpart (`cifarctl.fused.layers.fuse_layer`), loaded with the members' tensors
-stacked along the first dimension. The containers' own `forward`s (ResNet blocks,
-`nn.Sequential`) run unchanged on the stacked layout, and the fused tree keeps the members'
-parameter names, so a member's state dict is its slice of each tensor, under the same key:
-checkpoints of fused members are ordinary checkpoints (`eval`, `--resume` and `report` cannot
-tell them apart).
+The fused model is a deep copy of member 0's module tree with every leaf layer swapped for
+its fused counterpart (`fuse_layer`), loaded with the members' tensors stacked: its initial
+weights are theirs by construction. The containers' `forward`s run unchanged on the stacked
+layout and the members' parameter names are kept, so a member's state dict is its slice of
+each tensor under the same key: fused members' checkpoints are ordinary ones.
 """
 
 from __future__ import annotations

@@ -4,12 +4,10 @@
     group = Group(members, device)
     metrics, sums = group.run_epoch(epoch, sums, stop, reporter)   # per member, or None
 
-Every member is set up exactly as a run of its own (`torch.manual_seed(seed)`, then
-`create_model`, `build_loss`, `prepare_model`, `build_optimizer`), so a member of a fused
-group ends where it would have ended alone. A group of one trains that model, loss and
-optimizer directly; a group of K stacks them (`cifarctl.fused`): one `FusedModel`, their
-batches side by side, their losses summed for one backward pass, one `FusedSGD` step with
-each member's own hyper-parameters. Evaluation runs the same way, split per member.
+Every member is set up exactly as a run of its own, so a member of a fused group ends where
+it would have ended alone. A group of one trains that model, loss and optimizer directly; a
+group of K stacks them (`cifarctl.fused`): one `FusedModel`, their losses summed for one
+backward pass, one `FusedSGD` step with each member's own hyper-parameters.
 """
 
 from __future__ import annotations

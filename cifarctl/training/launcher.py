@@ -20,7 +20,7 @@ from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
 from cifarctl.progress import Reporter, make_reporter
 from cifarctl.tracking import RUN_STATUSES, Tracker
 from cifarctl.tracking.owner import alive_owner
-from cifarctl.training.data import RunData, prepare_data, run_splits, share_data
+from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
 from cifarctl.training.loop import train, train_group
 from cifarctl.training.record import RunOutcome, check_same_data
@@ -169,11 +169,8 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
     check_fusable(cfgs)
     if track:
         check_reachable(resolve_tracking_uri(tracking_uri))
-    # device and data checked before any run exists, as `launch` does
-    device = resolve_device(cfgs[0].run.device)
+    device = resolve_device(cfgs[0].run.device)  # device and data before any run exists
     shared = share_data(cfgs[0].data.dataset, device)
-    for cfg in cfgs:
-        run_splits(cfg, shared.dataset)
     data = [prepare_data(cfg, device, shared) for cfg in cfgs]
     trackers: list[Tracker] = []
     try:

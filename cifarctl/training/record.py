@@ -204,13 +204,9 @@ class RunRecord:
         if self.best.epoch == epoch:
             save_run_state(self.dir / "best.pt", state)
         save_run_state(self.dir / "last.pt", state)
-        self._log_epoch(epoch, loggable(metrics))
-
-    def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """An epoch's metrics: once per step (a restart without a checkpoint logs no step
-        twice), after its checkpoint's upload when checkpoints follow the run (an epoch
-        logged before still uploads its checkpoint: the run's copy must stay current)."""
-        unlogged = None if epoch in self.logged else metrics
+        # once per step (a restart without a checkpoint logs no step twice), after the
+        # checkpoint's upload, which an epoch logged before still makes (issue 20)
+        unlogged = None if epoch in self.logged else loggable(metrics)
         if self.upload is not None:
             self.upload.epoch(self.dir, epoch, unlogged, best_changed=self.best.epoch == epoch)
         elif unlogged is not None:

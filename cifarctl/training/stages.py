@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -173,12 +172,10 @@ def project_rows(weight: torch.Tensor, delta: torch.Tensor) -> None:
 
 
 def constrain_classifier(model: nn.Module, optimizer: torch.optim.Optimizer,
-                         max_norm: float | None) -> Any:
+                         max_norm: float | None) -> None:
     """With `optim.max_norm`: the threshold from the classifier as it starts, and a hook
     projecting its weight rows after every optimizer step (the bias, as in their code, is
-    free). Returns the hook's handle, or None without MaxNorm."""
-    if max_norm is None:
-        return None
-    delta = max_norm_threshold(model.classifier.weight, max_norm)
-    return optimizer.register_step_post_hook(
-        lambda *_: project_rows(model.classifier.weight, delta))
+    free)."""
+    if max_norm is not None:
+        delta = max_norm_threshold(model.classifier.weight, max_norm)
+        optimizer.register_step_post_hook(lambda *_: project_rows(model.classifier.weight, delta))
