@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarctl import losses
 from cifarctl.checkpoint import RunState
 from cifarctl.config import RunConfig
 from cifarctl.engine import (
@@ -37,7 +38,6 @@ from cifarctl.fused.data import FusedBatches
 from cifarctl.fused.engine import FusedLoss, evaluate_fused, member_sums, stack_sums
 from cifarctl.fused.models import FusedModel
 from cifarctl.fused.optim import FusedSGD
-from cifarctl.losses import loss_from_config
 from cifarctl.models import create_model, dead_relu_fractions
 from cifarctl.optim import build_optimizer
 from cifarctl.progress import Reporter
@@ -73,7 +73,7 @@ def build_member(record: RunRecord, data: RunData, device: torch.device,
     torch.manual_seed(cfg.run.seed)  # initialisation and dropout; the data RNG is separate
     model = create_model(cfg.model.name, num_classes=len(data.classes),
                          classifier=cfg.classifier).to(device)
-    loss_fn = loss_from_config(cfg.loss, data.train_counts).to(device)
+    loss_fn = losses.loss_from_config(cfg.loss, data.train_counts).to(device)
     no_decay = loss_fn.prepare_model(model)
     start_stage(model, cfg, record.checkpoint_root)  # two-stage runs (issue 18)
     optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
