@@ -16,6 +16,7 @@ from pathlib import Path
 from cifarctl.checkpoint import RunState, checkpoint_path, load_run_state
 from cifarctl.config import RunConfig, apply_overrides
 from cifarctl.errors import UsageError
+from cifarctl.fused import check_fusable
 from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
 from cifarctl.progress import Reporter, make_reporter
 from cifarctl.tracking import RUN_STATUSES, Tracker
@@ -163,7 +164,6 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
                  checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
                  reporter: Reporter | None = None) -> list[RunOutcome]:
     """`launch` for a fused group: check, open one tracked run per member, train."""
-    from cifarctl.fused import check_fusable
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
     check_fusable(cfgs)

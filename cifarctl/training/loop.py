@@ -21,6 +21,7 @@ from cifarctl.checkpoint import RunState
 from cifarctl.config import RunConfig
 from cifarctl.engine import TrainSums
 from cifarctl.errors import CifarctlError
+from cifarctl.fused import check_fusable
 from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
 from cifarctl.progress import NullReporter, Reporter, epoch_line
 from cifarctl.tracking import Tracker
@@ -110,8 +111,6 @@ def train_group(cfgs: Sequence[RunConfig], *, trackers: Sequence[Tracker],
     one config, a NaN/inf loss raises `NonFiniteLoss`; in a group, that member alone fails.
     """
     if len(cfgs) > 1:
-        from cifarctl.fused import check_fusable
-
         check_fusable(cfgs)
     if any(len(given) != len(cfgs)
            for given in (trackers, resumes or cfgs, data or cfgs, member_reporters or cfgs)):
@@ -143,13 +142,12 @@ def _run(records: list[RunRecord], reporter: Reporter,
         tags = ({FUSED_GROUP_TAG: uuid.uuid4().hex[:12], FUSED_MEMBERS_TAG: str(len(cfgs))}
                 if len(cfgs) > 1 else {})
         members = []
-        for i, record in enumerate(records):
-            state = resumes[i] if resumes else None
+        for record, one, state in zip(records, data, resumes or [None] * len(records)):
             if state is not None:
-                record.resume(data[i], state)
+                record.resume(one, state)
             else:
-                record.start(data[i], device, tags)
-            members.append(build_member(record, data[i], device, state))
+                record.start(one, device, tags)
+            members.append(build_member(record, one, device, state))
         group = Group(members, device)
         start, sums = (0, None)
         if resumes:
