@@ -32,9 +32,8 @@ UNFUSABLE = {"mymodel": "its dropout masks come from the global RNG, which fused
 
 
 def unfusable(cfg: Any) -> str | None:
-    """Why a run cannot train fused, or None. Besides `UNFUSABLE` models: a two-stage run
-    (`run.init_from`: its own stage-1 weights, frozen features) and MaxNorm (a projection
-    after each step of its own optimizer, which a fused group replaces) (issue 18)."""
+    """Why a run cannot train fused, or None: `UNFUSABLE` models and, from issue 18, a
+    two-stage run and MaxNorm."""
     if cfg.model.name in UNFUSABLE:
         return f"{cfg.model.name} cannot be fused: {UNFUSABLE[cfg.model.name]}"
     if cfg.run.init_from is not None:
