@@ -106,7 +106,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import TrainSums, train_steps
     from cifarctl.fused.data import FusedBatches
-    from cifarctl.fused.engine import FusedLoss, zero_sums
+    from cifarctl.fused.engine import FusedLoss
     from cifarctl.fused.models import FusedModel
     from cifarctl.fused.optim import FusedSGD
     from cifarctl.losses import build_loss
@@ -145,7 +145,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
           else torch.full((members,), 0.1, dtype=torch.float64, device=device))
 
     def run_steps(n: int) -> None:
-        sums = TrainSums.zeros(device) if members is None else zero_sums(members, device)
+        sums = TrainSums.zeros(device, members)
         train_steps(step_model, itertools.islice(batches, n), loss_fn, optimizer,
                     lr_for_step=lambda step: lr, sums=sums, sam=sam)
 

@@ -4,12 +4,10 @@
     state = load_run_state(ckpt_dir / "last.pt")      # RunState; UsageError if unreadable
     cfg = state.run_config()
 
-A checkpoint file holds only tensors, numbers, strings, lists and dicts (model and optimizer
-state dicts, RNG states as uint8 tensors, the config as a plain dict, the epoch and the metric
-history), which is what `torch.load(weights_only=True)` accepts: loading a checkpoint never
-executes code from the file. Its keys (ARCHITECTURE.md, "Training") are `RunState`'s fields;
-this module is the only one that reads them by name, so files written by every earlier
-version (which lack `dataset_fingerprint`, the one key added since) load the same way.
+A checkpoint file holds only tensors, numbers, strings, lists and dicts, which is what
+`torch.load(weights_only=True)` accepts: loading one never executes code from the file. Its
+keys (ARCHITECTURE.md, "Training") are `RunState`'s fields; only this module reads them by
+name, so files of earlier versions (without `dataset_fingerprint`) load the same way.
 """
 
 from __future__ import annotations

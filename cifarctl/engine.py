@@ -43,10 +43,12 @@ class TrainSums:
     steps_done: int = 0  # steps of this epoch already taken (host counter, no sync)
 
     @classmethod
-    def zeros(cls, device: torch.device) -> TrainSums:
-        z = torch.zeros((), device=device)
-        return cls(z.clone(), z.clone(), z.clone(), torch.zeros((), dtype=torch.bool,
-                                                                 device=device))
+    def zeros(cls, device: torch.device, members: int | None = None) -> TrainSums:
+        """Empty sums: 0-dim, or (K,) for `members` fused runs."""
+        shape = () if members is None else (members,)
+        z = torch.zeros(shape, device=device)
+        return cls(z.clone(), z.clone(), z.clone(), torch.zeros(shape, dtype=torch.bool,
+                                                                device=device))
 
     def state_dict(self) -> dict:
         return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
@@ -73,10 +75,9 @@ def train_steps(
 ) -> TrainSums:
     """Train over `batches` (the rest of an epoch), accumulating into `sums` in place.
 
-    Stops early, at a step boundary, when `should_stop()` turns true (Ctrl-C / SIGTERM), so
-    the state can be checkpointed exactly and resumed from `sums.steps_done`. With `sam`
-    (`cifarctl.sam`), each step takes its gradient at SAM's ascent point; the loss and
-    accuracy summed are the first pass's, at the weights being trained.
+    Stops at a step boundary when `should_stop()` turns true (Ctrl-C / SIGTERM), to resume
+    from `sums.steps_done`. With `sam`, each step takes its gradient at SAM's ascent point;
+    the loss and accuracy summed are the first pass's, at the weights being trained.
     """
     model.train()
     device = sums.loss_sum.device
@@ -159,10 +160,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """Confusion matrix and cross-entropy over `batches`, in eval mode; `on_logits(logits, y)`
     sees each batch's scaled logits too (eval's post-hoc adjustment counts from the same pass).
 
-    The loss reported for validation and test is plain (unweighted) cross-entropy whatever
-    the training loss, so curves of CE and focal runs can be overlaid and compared. It is
-    taken of `logit_scale * logits` (`RunConfig.logit_scale`: LDAM's s, else 1), the softmax
-    the loss trains; accuracy does not depend on it.
+    The loss is plain cross-entropy whatever the training loss, so curves of all runs compare,
+    taken of `logit_scale * logits` (LDAM's s, else 1), the softmax the loss trains.
     """
     was_training = model.training
     model.eval()
@@ -202,10 +201,8 @@ def eval_metrics(prefix: str, counts: EvalCounts) -> dict[str, torch.Tensor]:
 
 
 def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]:
-    """Bring a dict of device tensors to Python numbers with a single host sync.
-
-    0-dim tensors become floats; others become nested lists of their original shape.
-    """
+    """Device tensors to Python numbers with a single host sync: 0-dim tensors to floats,
+    others to nested lists of their shape."""
     keys = [k for k, v in tensors.items() if isinstance(v, torch.Tensor)]
     out: dict[str, float | list] = {k: float(v) for k, v in tensors.items()
                                     if not isinstance(v, torch.Tensor)}

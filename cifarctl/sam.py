@@ -7,21 +7,14 @@
 
 SAM's step (Foret et al. 2021, Algorithm 1; davda54/sam `SAM.first_step` / `second_step`, the
 implementation Rangwani et al. 2022 and Wang et al. 2023 build on): e = rho g / (||g|| + 1e-12)
-with ||g|| the 2-norm over every parameter's gradient (weight decay is the base optimizer's,
-added in its step, as there); the gradient is taken again at w + e, and the base optimizer
-(SGD, with momentum and decay) steps from w with it. The weights are restored by copying the
-saved w back, so a step with rho = 0 is exactly a plain step.
+with ||g|| the 2-norm over every parameter's gradient (weight decay is the base optimizer's);
+the gradient is taken again at w + e, and the base optimizer steps from w with it. w is
+restored by copying it back, so a step with rho = 0 is exactly a plain step. In a fused group
+(`cifarctl.fused`) the norm, and so e, is each member's own, with its own rho.
 
-A fused group of K members (`cifarctl.fused`) stacks every parameter member-major along its
-first dimension: the norm, and so e, is each member's own, over its slices only, with its own
-rho (0 for a member without SAM: its second gradient is its first).
-
-BatchNorm statistics are updated once per step, in the first pass at w: the second pass
-normalises with its own batch statistics but leaves the running averages alone, as
-davda54/sam's `example/utility/bypass_bn.py` (`disable_running_stats`) does. (It sets the
-momentum to 0, which still counts the batch in `num_batches_tracked`; here the counter moves
-once per step too. The long-tail repositories, val-iisc/Saddle-LongTail and wang22ti/DDC,
-update the statistics in both passes; the first pass's are those of the weights trained.)
+BatchNorm's running statistics move once per step, in the first pass at w, as davda54/sam's
+`bypass_bn.py` (`disable_running_stats`) has it (val-iisc/Saddle-LongTail and wang22ti/DDC
+update them in both passes; the first pass's are those of the weights trained).
 """
 
 from __future__ import annotations

@@ -53,13 +53,8 @@ def cosine_lr_at(epoch: int, step: int, *, steps_per_epoch: int, base_lr: float,
 
 
 def schedule_warnings(*, epochs: int, warmup: int, milestones: Sequence[int]) -> list[str]:
-    """What in a schedule that validates is still unlikely to be meant: decay epochs inside
-    the warm-up, where `lr_at` ramps towards base_lr and ignores them (the decay shows up
-    only after the warm-up, as a jump, or never when the run ends first).
-
-    Milestones at or past the last epoch are not flagged: short trial runs keep the
-    200-epoch protocol's [160, 180] all the time, on purpose.
-    """
+    """Decay epochs inside the warm-up, which `lr_at` ignores: valid, but unlikely to be meant.
+    Milestones past the last epoch are not flagged: short trials keep [160, 180] on purpose."""
     early = [m for m in milestones if m < min(warmup, epochs)]
     if not early:
         return []

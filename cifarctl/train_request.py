@@ -4,10 +4,9 @@
     result = launch_request(request, warn=print)   # one RunOutcome, or one per fused seed
     result.raise_if_failed()                       # a fused member that failed: exit 1
 
-The command parses its flags into a `TrainRequest` and renders the `TrainResult`; the rules
-between the two live here, where tests call them without a subprocess: what `--resume` may
-change, the `--no-track` warning on an MLflow run, `--fuse` / `--fuse-seeds` and the run
-names of fused seeds. Torch-free at import: the config is checked before torch loads.
+The rules between the command's flags and the launch live here, where tests call them: what
+`--resume` may change, `--no-track` on an MLflow run, `--fuse` / `--fuse-seeds`. Torch-free at
+import: the config is checked before torch loads.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cifarctl.checkpoint import check_checkpoint_root
 from cifarctl.config import (
     RunConfig,
     apply_overrides,
@@ -25,6 +25,7 @@ from cifarctl.config import (
     resolve_key,
 )
 from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.fused import check_fusable
 from cifarctl.names import LOCAL_RUN_PREFIX
 
 if TYPE_CHECKING:
@@ -72,9 +73,8 @@ class TrainResult:
         return any(o.status == "KILLED" for o in self.outcomes)
 
     def raise_if_failed(self) -> None:
-        """CifarctlError naming the first failed member of a fused group. (A single run that
-        fails raises from training itself; the other members of a group go on, so their
-        outcomes come back first.)"""
+        """CifarctlError naming the first failed member of a fused group (a single run that
+        fails raises from training itself)."""
         failed = [o for o in self.outcomes if o.status == "FAILED"]
         if self.fused and failed:
             raise CifarctlError(f"{len(failed)} of {len(self.outcomes)} fused runs failed: "
@@ -166,16 +166,12 @@ def launch_request(request: TrainRequest, *, warn: Callable[[str], None]) -> Tra
     through `training.launch`, or fused seeds through `training.launch_fused`."""
     overrides = request.overrides()
     cfg = run_config(request, overrides, warn)
-    from cifarctl.checkpoint import check_checkpoint_root
-
     check_checkpoint_root(request.checkpoints)  # a file in the way fails now, not after an epoch
     seed_given = any(resolve_key(k) == "run.seed" for k in overrides)
     seeds = fused_seeds(cfg, request.fuse, request.fuse_seeds, resume=request.resume,
                         seed_given=seed_given)
     if seeds is not None:
         assert cfg is not None
-        from cifarctl.fused import check_fusable
-
         cfgs = fused_configs(cfg, seeds)
         check_fusable(cfgs)
         from cifarctl.training import launch_fused  # heavy imports start here

@@ -114,7 +114,7 @@ def test_batchnorm_statistics_move_once_per_step():
 
 def test_fused_members_take_their_own_sam_steps():
     """Two members (own seeds, own rho) fused: each ends as its separate SAM run (float64)."""
-    from cifarctl.fused.engine import FusedLoss, zero_sums
+    from cifarctl.fused.engine import FusedLoss
     from cifarctl.fused.models import FusedModel
     from cifarctl.fused.optim import FusedSGD
 
@@ -128,7 +128,7 @@ def test_fused_members_take_their_own_sam_steps():
     both = [(torch.cat([x, x], dim=1), torch.stack([y, y], dim=1)) for x, y in batches]
     lr = torch.full((2,), 0.1, dtype=torch.float64)
     train_steps(fused, both, loss_fn, optimizer, lr_for_step=lambda s: lr,
-                sums=zero_sums(2, torch.device("cpu")), sam=Sam(fused, rhos))
+                sums=TrainSums.zeros(torch.device("cpu"), 2), sam=Sam(fused, rhos))
     for k, model in enumerate(separate):
         for name, tensor in fused.member_state_dict(k).items():
             torch.testing.assert_close(tensor, model.state_dict()[name], rtol=1e-10,

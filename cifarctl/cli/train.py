@@ -129,12 +129,11 @@ def _render(outcome: Any) -> None:
     table = Table(title=f"run {outcome.run_id}: {outcome.status}", show_header=False)
     table.add_row("epochs done", str(outcome.epochs_done))
     for key, value in outcome.summary.items():
-        if "_class_" not in key:
-            if key == BEST_EPOCH:  # the terminal counts epochs from 1, MLflow steps from 0
-                table.add_row("best epoch", f"{int(value) + 1} (metric best_epoch = "
-                                            f"{int(value)}, its 0-based step)")
-            else:
-                table.add_row(key, f"{value:.4f}")
+        if key == BEST_EPOCH:  # the terminal counts epochs from 1, MLflow steps from 0
+            table.add_row("best epoch", f"{int(value) + 1} (metric best_epoch = "
+                                        f"{int(value)}, its 0-based step)")
+        elif "_class_" not in key:
+            table.add_row(key, f"{value:.4f}")
     if outcome.checkpoint_dir:
         table.add_row("checkpoints", str(outcome.checkpoint_dir))
     console.print(table)

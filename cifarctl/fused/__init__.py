@@ -5,18 +5,11 @@
     from cifarctl.training import launch_fused
     outcomes = launch_fused(cfgs)             # one MLflow run per member, as `train` logs it
 
-A ResNet-32 on 32x32 images leaves most of a GPU idle (16-64 channels: launch- and
-memory-bound), and a study is dozens of such runs. HFTA (Wang et al., MLSys 2021) fuses them
-horizontally: K members' layers become one grouped convolution, one BatchNorm, one batched
-matmul, so one step does K runs' work with the launches of one. Each member keeps its own
-identity (seed and initialisation, batch order and augmentation, loss, learning rate,
-momentum, weight decay, checkpoint and MLflow run), and ends where it would have ended alone,
-up to float rounding (the contract test: 1e-4 relative, float32, CPU).
-
-Modules: `layers` (fused Conv/BN/Linear/shortcut), `models` (K models -> one and back),
-`optim` (SGD with per-member hyper-parameters), `data` (K batch streams in lockstep),
-`engine` (their losses, running sums and evaluation), `capacity` (how many fit). The loop
-that trains a group is `cifarctl.training`'s, the same for one run as for K. This module is
+A ResNet-32 on 32x32 images leaves most of a GPU idle (launch- and memory-bound). HFTA (Wang
+et al., MLSys 2021) fuses K such runs horizontally: their layers become one grouped
+convolution, one BatchNorm, one batched matmul. Each member keeps its own seed, batches,
+loss, hyper-parameters, checkpoint and MLflow run, and ends where it would have ended alone,
+up to float rounding (the contract test: 1e-4 relative, float32, CPU). This module is
 torch-free, so `sweep --dry-run` can plan fused groups without importing torch.
 """
 
@@ -28,27 +21,19 @@ from typing import Any
 from cifarctl.errors import UsageError
 
 # Config keys members of one fused group must share: one architecture and classifier head (as
-# `auto` resolves it: an LDAM member has a cosine head); one training-set size, batch size and
-# epoch count, hence the same steps in lockstep; one device and one (un)compiled graph.
-# Everything else may differ per member: seed (and with it the subset drawn and the validation
-# split), loss and its parameters, lr, momentum, Nesterov, weight decay, warm-up, milestones
-# and decay, model selection, experiment and run name; and the modern recipe (issue 19): SAM's
-# rho (each member's own norm), RandAugment's dials, Cutout, mixing (a member that does not
-# mix gets lambda-1 targets), schedule and label smoothing.
+# `auto` resolves it), the same steps in lockstep, one device and one (un)compiled graph.
+# Everything else may differ per member, the modern recipe's dials included (issue 19).
 SHARED_KEYS = ("model.name", "model.classifier", "data.dataset", "data.imbalance",
                "data.imbalance_type", "data.val_per_class", "data.augment", "optim.epochs",
                "optim.batch_size", "run.device", "run.compile")
 
-# Models whose members could not train as they would alone: `mymodel`'s dropout draws its
-# masks from the global RNG, which fused members share.
 UNFUSABLE = {"mymodel": "its dropout masks come from the global RNG, which fused members "
                         "share, so they would not train as they would alone"}
 
 
 def unfusable(cfg: Any) -> str | None:
-    """Why a run cannot train fused, or None. Besides `UNFUSABLE` models: a two-stage run
-    (`run.init_from`: its own stage-1 weights, frozen features) and MaxNorm (a projection
-    after each step of its own optimizer, which a fused group replaces) (issue 18)."""
+    """Why a run cannot train fused, or None: `UNFUSABLE` models and, from issue 18, a
+    two-stage run and MaxNorm."""
     if cfg.model.name in UNFUSABLE:
         return f"{cfg.model.name} cannot be fused: {UNFUSABLE[cfg.model.name]}"
     if cfg.run.init_from is not None:

@@ -5,10 +5,7 @@
         ...
 
 Each member's loader is a `DeviceLoader.subset` view of one shared device copy of the
-dataset (`cifarctl.training.data.share_data`), with that run's rows, seed, batch size and
-augmentation: its own batch order and crop/flip draws, a pure function of (seed, epoch)
-as in an unfused run. A fused step stacks the K members' batches along the channel
-dimension, the input layout of `cifarctl.fused.models.FusedModel`.
+dataset, with that run's rows, seed, batch size and augmentation, as in an unfused run.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The engine's pieces for K fused members: their losses, running sums and evaluation.
 
     loss = FusedLoss([m.loss_fn for m in members])   # (B, C, K), (B, K) -> (K,)
-    sums = zero_sums(K, device)                        # TrainSums of (K,) tensors
     counts = evaluate_fused(model, batches, num_classes=10, logit_scales=[1.0] * K)
 
 `cifarctl.engine.train_steps` trains a `FusedModel` with these as it trains one model: the
@@ -35,13 +34,6 @@ class FusedLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.stack([loss(logits[:, :, k], targets[:, k])
                             for k, loss in enumerate(self.losses)])
-
-
-def zero_sums(members: int, device: torch.device) -> TrainSums:
-    """Empty running sums of an epoch for `members` fused runs: (K,) tensors."""
-    zeros = torch.zeros(members, device=device)
-    return TrainSums(zeros.clone(), zeros.clone(), zeros.clone(),
-                     torch.zeros(members, dtype=torch.bool, device=device))
 
 
 def member_sums(sums: TrainSums, k: int) -> TrainSums:

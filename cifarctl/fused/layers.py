@@ -2,24 +2,15 @@
 
     conv = fuse_layer(nn.Conv2d(16, 32, 3), members=8)   # nn.Conv2d(128, 256, 3, groups=8)
 
-HFTA (Wang et al., MLSys 2021, "Horizontally Fused Training Array", Sec. 3) trains K copies
-of one architecture as one model: the K members' activations sit side by side in the
-channel dimension, member k's in channels [k C, (k + 1) C), and every layer maps that layout
-to itself without mixing members:
-- a convolution becomes a grouped convolution, groups = K (its weight (K Cout, Cin, kh, kw)
-  stacks the members' weights);
-- BatchNorm over K C channels is K BatchNorms: statistics, running averages and eval mode
-  are per channel, hence per member;
-- ReLU, sigmoid, pooling and flatten act per channel or per position and need no change
-  (flattening (N, K C, h, w) puts member k's C h w features in block k, in the order an
-  unfused `nn.Flatten` gives them);
-- a linear layer becomes a batched matrix product over the K blocks (`FusedLinear`), a
-  cosine classifier the same product of normalised blocks (`FusedNormedLinear`);
-- the option-A ResNet shortcut zero-pads channels per member (`FusedZeroPadShortcut`).
-Every fused tensor (parameter or buffer) is member-major along its first dimension, so
-`tensor.reshape(K, *member_shape)[k]` is member k's: `cifarctl.fused.models` relies on it.
-Dropout is refused: its mask comes from the global RNG, so a fused member could not draw
-what it would draw alone.
+HFTA (Wang et al., MLSys 2021, "Horizontally Fused Training Array", Sec. 3): the K members'
+activations sit side by side in the channel dimension, member k's in channels
+[k C, (k + 1) C), and every layer maps that layout to itself without mixing members. A
+convolution becomes a grouped one (groups = K); BatchNorm over K C channels is K BatchNorms
+(statistics are per channel); per-channel layers need no change (flattening (N, K C, h, w)
+puts member k's features in block k, in `nn.Flatten`'s order); a linear layer becomes a
+batched matmul over the K blocks. Every fused tensor (parameter or buffer) is member-major
+along its first dimension, so `tensor.reshape(K, *member_shape)[k]` is member k's:
+`cifarctl.fused.models` relies on it.
 """
 
 from __future__ import annotations
@@ -38,45 +29,27 @@ PER_CHANNEL = (nn.ReLU, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPo
 
 
 class FusedLinear(nn.Module):
-    """K `nn.Linear(in_features, out_features)` side by side: (N, K in) -> (N, K out).
+    """K `nn.Linear(in_features, out_features)` side by side: (N, K in) -> (N, K out);
+    weight (K, out, in) and bias (K, out) stack the members'. `normed`: K `NormedLinear`s,
+    each member's features and class vectors normalised over its own `in` block."""
 
-    weight (K, out, in) and bias (K, out) stack the members'; the product is one batched
-    matmul over the K blocks (`torch.baddbmm`), the fused form of `nn.Linear`'s addmm.
-    """
-
-    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True):
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True,
+                 normed: bool = False):
         super().__init__()
         self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.normed = normed
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(members, out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         x = x.reshape(n, self.members, self.in_features).transpose(0, 1)  # (K, N, in)
-        w = self.weight.transpose(1, 2)                                     # (K, in, out)
+        w = self.weight                                                     # (K, out, in)
+        if self.normed:
+            x, w = F.normalize(x, dim=2), F.normalize(w, dim=2)
+        w = w.transpose(1, 2)                                               # (K, in, out)
         out = (torch.baddbmm(self.bias.unsqueeze(1), x, w) if self.bias is not None
                else torch.bmm(x, w))                                        # (K, N, out)
-        return out.transpose(0, 1).reshape(n, self.members * self.out_features)
-
-
-class FusedNormedLinear(nn.Module):
-    """K `NormedLinear(in_features, out_features)` side by side: (N, K in) -> (N, K out).
-
-    weight (K, out, in) stacks the members'; each member's features and class vectors are
-    normalised on their own (over its `in` block), then one batched matmul.
-    """
-
-    def __init__(self, members: int, in_features: int, out_features: int):
-        super().__init__()
-        self.members, self.in_features, self.out_features = members, in_features, out_features
-        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
-        self.register_parameter("bias", None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        x = x.reshape(n, self.members, self.in_features).transpose(0, 1)  # (K, N, in)
-        w = F.normalize(self.weight, dim=2).transpose(1, 2)                 # (K, in, out)
-        out = torch.bmm(F.normalize(x, dim=2), w)                           # (K, N, out)
         return out.transpose(0, 1).reshape(n, self.members * self.out_features)
 
 
@@ -111,7 +84,7 @@ def fuse_layer(layer: nn.Module, members: int) -> nn.Module:
     if isinstance(layer, nn.Linear):
         return FusedLinear(k, layer.in_features, layer.out_features, layer.bias is not None)
     if isinstance(layer, NormedLinear):
-        return FusedNormedLinear(k, layer.in_features, layer.out_features)
+        return FusedLinear(k, layer.in_features, layer.out_features, bias=False, normed=True)
     if isinstance(layer, ZeroPadShortcut):
         return FusedZeroPadShortcut(k, layer)
     if isinstance(layer, PER_CHANNEL):

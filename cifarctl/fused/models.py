@@ -5,14 +5,11 @@
     logits = fused(x)                     # x (N, 4 * 3, 32, 32) -> (N, C, 4)
     state = fused.member_state_dict(2)    # member 2 as an ordinary resnet20 state dict
 
-The fused model is built *from* the K members, so its initial weights are theirs by
-construction: a deep copy of member 0's module tree with every leaf layer swapped for its
-fused counterpart (`cifarctl.fused.layers.fuse_layer`), loaded with the members' tensors
-stacked along the first dimension. The containers' own `forward`s (ResNet blocks,
-`nn.Sequential`) run unchanged on the stacked layout, and the fused tree keeps the members'
-parameter names, so a member's state dict is its slice of each tensor, under the same key:
-checkpoints of fused members are ordinary checkpoints (`eval`, `--resume` and `report` cannot
-tell them apart).
+The fused model is a deep copy of member 0's module tree with every leaf layer swapped for
+its fused counterpart (`fuse_layer`), loaded with the members' tensors stacked: its initial
+weights are theirs by construction. The containers' `forward`s run unchanged on the stacked
+layout and the members' parameter names are kept, so a member's state dict is its slice of
+each tensor under the same key: fused members' checkpoints are ordinary ones.
 """
 
 from __future__ import annotations
@@ -41,19 +38,6 @@ def _fuse_tree(module: nn.Module, members: int) -> nn.Module:
     return module
 
 
-def stack_states(states: Sequence[dict[str, torch.Tensor]],
-                 like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The members' state dicts stacked into tensors shaped as `like` (the fused model's)."""
-    out = {}
-    for key, target in like.items():
-        tensors = [s[key] for s in states]
-        if target.dim() == 0:  # BatchNorm's num_batches_tracked: one counter for all members
-            out[key] = max(tensors, key=int)
-        else:
-            out[key] = torch.stack(tensors).reshape(target.shape)
-    return out
-
-
 class FusedModel(nn.Module):
     """K models of one architecture trained as one: input (N, K 3, H, W), member k's images
     in channels 3k..3k+2; output logits (N, C, K), the layout `F.cross_entropy` and
@@ -67,9 +51,15 @@ class FusedModel(nn.Module):
         like = next(members[0].parameters())  # the new layers take the members' dtype, device
         self.body = _fuse_tree(copy.deepcopy(members[0]), self.members).to(like.device,
                                                                            like.dtype)
-        self.member_shapes = {k: v.shape for k, v in members[0].state_dict().items()}
-        self.body.load_state_dict(stack_states([m.state_dict() for m in members],
-                                               self.body.state_dict()))
+        states = [m.state_dict() for m in members]
+        self.member_shapes = {k: v.shape for k, v in states[0].items()}
+        stacked = {}  # the members' tensors, stacked as the fused model's
+        for key, target in self.body.state_dict().items():
+            tensors = [s[key] for s in states]
+            # BatchNorm's num_batches_tracked: one counter for all members
+            stacked[key] = (max(tensors, key=int) if target.dim() == 0
+                            else torch.stack(tensors).reshape(target.shape))
+        self.body.load_state_dict(stacked)
         self.num_classes = members[0].classifier.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,10 +77,6 @@ class FusedModel(nn.Module):
         """Member k's weights and buffers as the unfused model's `state_dict()`."""
         return {key: self.member_tensor(key, t, k).detach()
                 for key, t in self.body.state_dict().items()}
-
-    def load_member_state_dicts(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
-        """Load every member from an ordinary state dict (e.g. a checkpoint's `model`)."""
-        self.body.load_state_dict(stack_states(states, self.body.state_dict()))
 
     def dead_relu_fractions(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per ReLU layer, each member's fraction of dead units: (K,) tensors, keyed and

@@ -6,21 +6,16 @@
     optimizer.step()
     state = optimizer.member_state_dict(2)       # member 2's torch.optim.SGD state_dict
 
-Each member is configured by the ordinary optimizer `cifarctl.optim.build_optimizer` builds
-for its ordinary model, exactly as an unfused run builds it, so the fused optimizer cannot
-configure a member differently: per member and per parameter it reads the learning rate,
-momentum, Nesterov flag and weight decay (0 in the no-decay group, e.g. the sigmoid losses'
-classifier bias), and expands them along each stacked tensor's member-major first dimension.
-The update is `torch.optim.SGD`'s (torch/optim/sgd.py, `_single_tensor_sgd`), elementwise:
+Each member's settings are read from the SGD `build_optimizer` builds for its own model, as
+an unfused run builds it, so no member can be configured differently: per member and per
+parameter the lr, momentum, Nesterov flag and weight decay (0 in the no-decay group). The
+update is `torch.optim.SGD`'s (torch/optim/sgd.py, `_single_tensor_sgd`), elementwise:
 
     d = g + wd p;  b = d at the first step, else mu b + d;  d = d + mu b if nesterov else b;
     p = p - lr d
 
-(cifarctl never sets dampening or maximize; they must be off.) With mu = 0, torch keeps no
-buffer and steps with d, which is what b = 0 b + d gives. Momentum buffers live on the
-stacked tensors; `member_state_dict` writes member k's into its ordinary optimizer and returns
-that optimizer's state dict, so a fused member's checkpoint resumes unfused, and
-`load_member_state_dicts` reads such checkpoints back.
+(dampening and maximize must be off.) With mu = 0 torch keeps no buffer and steps with d,
+which b = 0 b + d gives. Checkpoints hold each member's ordinary SGD state dict.
 """
 
 from __future__ import annotations

@@ -4,10 +4,8 @@
     outcome = train(cfg, tracker=NullTracker())      # the loop alone, logging through `tracker`
     outcomes = launch_fused([cfg_s0, cfg_s1])        # K runs trained as one fused model
 
-Modules, in the order a run meets them: `launcher` (checks, opening runs, resume rules),
-`data` (a run's splits on the device), `device`, `signals` (Ctrl-C), `loop` (the epochs of a
-group of K >= 1 runs), `group` (what a step runs on: one model or K fused), `live` (the
-progress bar's numbers) and `record` (`RunRecord`: everything one run writes).
+Modules, in the order a run meets them: `launcher`, `data`, `device`, `signals`, `loop`,
+`group` (one model or K fused), `live` and `record` (everything one run writes).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     shared = share_data("synthetic", device)       # the dataset on the device, once
     data = prepare_data(cfg, device, shared)       # this run's train/val/test loaders, probe
-    run_splits(cfg, shared.dataset)                # the cheap check `launch` and `sweep` run
+    run_splits(cfg, shared.dataset)                # the cheap check `sweep` runs first
 
 The runs of a fused group share one `SharedData`; each run's loaders are index views of it.
 """
@@ -60,12 +60,9 @@ def share_data(spec: str, device: torch.device) -> SharedData:
 
 
 def run_splits(cfg: RunConfig, data: Any) -> Any:
-    """`cfg.data`'s train/validation split of `data` (a CifarData), refused with a UsageError
-    when it cannot train: a class left without images, or fewer images than one batch.
-
-    Cheap (index arithmetic on the labels), so `launch` and `sweep` check every config with
-    it before an MLflow run exists: bad data settings leave no empty FAILED runs behind.
-    """
+    """`cfg.data`'s train/validation split of `data` (a CifarData); UsageError for a class left
+    without images or fewer images than one batch. Cheap: `sweep` checks every config with it
+    before an MLflow run exists."""
     from cifarctl.data.longtail import make_splits
 
     splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,

@@ -5,19 +5,14 @@ uploaded to the run's artifacts in the background, so a run resumes on any machi
     upload.epoch(ckpt_dir, epoch, metrics, best_changed=True)   # returns at once
     upload.wait()                                     # before the run's last writes
 
-Why (issue 20): on a Ray cluster a trial's checkpoints lived on its node's disk until the
-trial ended, so a trial whose node was lost restarted from epoch 1 on another node, in the
-same run, and its metric history then held every early step twice. Runs whose artifacts
-live on a tracking server (`mlflow-artifacts:`, s3, ...) follow, and so do Ray trials
-(`sweep.worker` sets `tracker.checkpoints_follow`).
+Why (issue 20): a Ray trial whose node was lost restarted from epoch 1 on another node, in
+the same run, logging every early step twice. Runs whose artifacts live on a tracking server
+follow, and so do Ray trials (`sweep.worker` sets `tracker.checkpoints_follow`).
 
-Order, so that a run's metrics never run ahead of its uploaded checkpoint: an epoch's metrics
-are logged after its checkpoint is uploaded. A resume from the uploaded checkpoint then
-logs exactly the steps that follow; steps the checkpoint's history holds but the run lacks
-(the process died between the two writes) are logged on resume (`backfill`). One upload is
-in flight at a time: the next epoch waits for the previous one (training does not, unless
-an upload takes longer than an epoch). Files are snapshotted by hard link first: the next
-epoch's `os.replace` gives `last.pt` a new inode and leaves the snapshot as it was.
+An epoch's metrics are logged after its checkpoint is uploaded, so they never run ahead of
+it; steps a checkpoint's history holds but the run lacks (the process died between the two
+writes) are logged on resume (`backfill`). One upload is in flight at a time. Files are
+snapshotted by hard link: the next epoch's `os.replace` gives `last.pt` a new inode.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from cifarctl.tracking import Tracker
@@ -92,21 +87,15 @@ class CheckpointUpload:
                          folder / SNAPSHOT_DIR)
 
         def job() -> None:
-            for file in files:
-                self.tracker.log_artifact(file, "checkpoints")
-            if metrics is not None:
-                self.tracker.log_metrics(metrics, step=epoch)
-
-        self.start(job)
-
-    def start(self, job: Callable[[], None]) -> None:
-        def run() -> None:
             try:
-                job()
+                for file in files:
+                    self.tracker.log_artifact(file, "checkpoints")
+                if metrics is not None:
+                    self.tracker.log_metrics(metrics, step=epoch)
             except BaseException as err:  # noqa: BLE001 - raised in the training thread
                 self.error = err
 
-        self.thread = threading.Thread(target=run, name="checkpoint-upload", daemon=True)
+        self.thread = threading.Thread(target=job, name="checkpoint-upload", daemon=True)
         self.thread.start()
 
     def wait(self) -> None:

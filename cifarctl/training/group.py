@@ -4,12 +4,10 @@
     group = Group(members, device)
     metrics, sums = group.run_epoch(epoch, sums, stop, reporter)   # per member, or None
 
-Every member is set up exactly as a run of its own (`torch.manual_seed(seed)`, then
-`create_model`, `build_loss`, `prepare_model`, `build_optimizer`), so a member of a fused
-group ends where it would have ended alone. A group of one trains that model, loss and
-optimizer directly; a group of K stacks them (`cifarctl.fused`): one `FusedModel`, their
-batches side by side, their losses summed for one backward pass, one `FusedSGD` step with
-each member's own hyper-parameters. Evaluation runs the same way, split per member.
+Every member is set up exactly as a run of its own, so a member of a fused group ends where
+it would have ended alone. A group of one trains that model, loss and optimizer directly; a
+group of K stacks them (`cifarctl.fused`): one `FusedModel`, their losses summed for one
+backward pass, one `FusedSGD` step with each member's own hyper-parameters.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarctl import losses
 from cifarctl.checkpoint import RunState
 from cifarctl.config import RunConfig
 from cifarctl.engine import (
@@ -34,12 +33,21 @@ from cifarctl.engine import (
     to_host,
     train_steps,
 )
+from cifarctl.errors import UsageError
+from cifarctl.fused.data import FusedBatches
+from cifarctl.fused.engine import FusedLoss, evaluate_fused, member_sums, stack_sums
+from cifarctl.fused.models import FusedModel
+from cifarctl.fused.optim import FusedSGD
+from cifarctl.models import create_model, dead_relu_fractions
+from cifarctl.optim import build_optimizer
 from cifarctl.progress import Reporter
+from cifarctl.sam import Sam
 from cifarctl.schedule import cosine_lr_at, lr_at
 from cifarctl.training.data import RunData
 from cifarctl.training.device import fast_layout, rng_state, set_rng_state
 from cifarctl.training.live import LiveStats
 from cifarctl.training.record import RunRecord, Weights
+from cifarctl.training.stages import constrain_classifier, start_stage
 
 
 @dataclass
@@ -61,16 +69,11 @@ class Member:
 def build_member(record: RunRecord, data: RunData, device: torch.device,
                  resume: RunState | None) -> Member:
     """A run's seeded model, loss and optimizer, with its resumed weights if any."""
-    from cifarctl.losses import loss_from_config
-    from cifarctl.models import create_model
-    from cifarctl.optim import build_optimizer
-    from cifarctl.training.stages import constrain_classifier, start_stage
-
     cfg = record.cfg
     torch.manual_seed(cfg.run.seed)  # initialisation and dropout; the data RNG is separate
     model = create_model(cfg.model.name, num_classes=len(data.classes),
                          classifier=cfg.classifier).to(device)
-    loss_fn = loss_from_config(cfg.loss, data.train_counts).to(device)
+    loss_fn = losses.loss_from_config(cfg.loss, data.train_counts).to(device)
     no_decay = loss_fn.prepare_model(model)
     start_stage(model, cfg, record.checkpoint_root)  # two-stage runs (issue 18)
     optimizer = build_optimizer(model, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
@@ -93,16 +96,6 @@ def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
     return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
                  warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
                  factors=cfg.lr_decay_factors)
-
-
-def _sam_for(model: nn.Module, members: Sequence[Member]) -> Any:
-    """SAM over the (fused) model with each member's rho, or None when no member uses it."""
-    rhos = [m.cfg.optim.sam_rho for m in members]
-    if not any(rhos):
-        return None
-    from cifarctl.sam import Sam
-
-    return Sam(model, rhos)
 
 
 def epoch_metrics(sums: TrainSums, val: EvalCounts | None, test: EvalCounts,
@@ -129,31 +122,27 @@ class Group:
         if self.k == 1:
             m = members[0]
             self.model: nn.Module = fast_layout(m.model, device)
-            self.loss, self.optimizer, self.train = m.loss_fn, m.optimizer, m.data.train
+            self.loss, self.optimizer = m.loss_fn, m.optimizer
         else:
-            from cifarctl.fused.data import FusedBatches
-            from cifarctl.fused.engine import FusedLoss
-            from cifarctl.fused.models import FusedModel
-            from cifarctl.fused.optim import FusedSGD
-
             self.model = fast_layout(FusedModel([m.model for m in members]).to(device), device)
             self.loss = FusedLoss([m.loss_fn for m in members])
             self.optimizer = FusedSGD(self.model, [(m.model, m.optimizer) for m in members])
-            self.train = FusedBatches([m.data.train for m in members])
-            self._val = (FusedBatches([m.data.val for m in members])
-                         if members[0].data.val is not None else None)
-            self._test = FusedBatches([m.data.test for m in members])
-            self._probe = torch.cat([m.data.probe for m in members], dim=1)  # (P, K 3, H, W)
-        self.step_model = torch.compile(self.model) if self.cfg.run.compile else self.model
-        self.sam = _sam_for(self.model, members)
 
-    # ---- resume and checkpoints -----------------------------------------------------------
+        def joined(loaders: list[Any]) -> Any:  # one run's loader, or K runs' in lockstep
+            return loaders[0] if self.k == 1 else FusedBatches(loaders)
+
+        self.train = joined([m.data.train for m in members])
+        self._val = (joined([m.data.val for m in members])
+                     if members[0].data.val is not None else None)
+        self._test = joined([m.data.test for m in members])
+        self._probe = torch.cat([m.data.probe for m in members], dim=1)  # (P, K 3, H, W)
+        self.step_model = torch.compile(self.model) if self.cfg.run.compile else self.model
+        rhos = [m.cfg.optim.sam_rho for m in members]  # SAM when any member uses it
+        self.sam = Sam(self.model, rhos) if any(rhos) else None
 
     def resume(self, states: Sequence[RunState]) -> tuple[int, TrainSums | None]:
         """Load the optimizers (the weights came with the members) and, for one run, the
         global RNG; the (epoch, partial sums) every member continues from."""
-        from cifarctl.errors import UsageError
-
         positions = {(s.epoch, s.steps_done) for s in states}
         if len(positions) != 1:  # they step together
             raise UsageError(f"fused members resume together, but their checkpoints stopped "
@@ -165,13 +154,12 @@ class Group:
             set_rng_state(states[0].rng, self.device)
         else:
             self.optimizer.load_member_state_dicts([s.optimizer for s in states])
-        if states[0].sums is None:
-            return states[0].epoch, None
+        epoch, sums = states[0].epoch, [s.sums for s in states]
+        if sums[0] is None:
+            return epoch, None
         if self.k == 1:
-            return states[0].epoch, TrainSums.from_state(states[0].sums, self.device)
-        from cifarctl.fused.engine import stack_sums
-
-        return states[0].epoch, stack_sums([s.sums for s in states], self.device)
+            return epoch, TrainSums.from_state(sums[0], self.device)
+        return epoch, stack_sums(sums, self.device)
 
     def weights(self, k: int) -> Weights:
         """Member k's checkpoint content, in the unfused format."""
@@ -183,20 +171,7 @@ class Group:
                        self.members[k].rng)
 
     def member_sums(self, sums: TrainSums, k: int) -> TrainSums:
-        if self.k == 1:
-            return sums
-        from cifarctl.fused.engine import member_sums
-
-        return member_sums(sums, k)
-
-    # ---- one epoch ------------------------------------------------------------------------
-
-    def _zero_sums(self) -> TrainSums:
-        if self.k == 1:
-            return TrainSums.zeros(self.device)
-        from cifarctl.fused.engine import zero_sums
-
-        return zero_sums(self.k, self.device)
+        return sums if self.k == 1 else member_sums(sums, k)
 
     def _lr_for_step(self, epoch: int, steps: int) -> Callable[[int], Any]:
         if self.k == 1:
@@ -210,24 +185,19 @@ class Group:
                                  list[dict[str, torch.Tensor]]]:
         """Validation and test counts and dead-ReLU fractions, per member. The eager model:
         a compiled graph would recompile for eval mode and the last, smaller batch."""
-        from cifarctl.models import dead_relu_fractions
-
-        if self.k == 1:
-            m, classes = self.members[0], self.num_classes
-            scale = m.cfg.logit_scale
-            val = (evaluate(self.model, m.data.val.epoch(0), num_classes=classes,
-                            logit_scale=scale) if m.data.val is not None else None)
-            test = evaluate(self.model, m.data.test.epoch(0), num_classes=classes,
-                            logit_scale=scale)
-            return [val], [test], [dead_relu_fractions(self.model, m.data.probe)]
-        from cifarctl.fused.engine import evaluate_fused
-
         scales = [m.cfg.logit_scale for m in self.members]
-        vals: list[EvalCounts | None] = (
-            evaluate_fused(self.model, self._val, num_classes=self.num_classes,
-                           logit_scales=scales) if self._val is not None else [None] * self.k)
-        tests = evaluate_fused(self.model, self._test, num_classes=self.num_classes,
-                               logit_scales=scales)
+
+        def counts(batches: Any) -> list[EvalCounts]:
+            if self.k == 1:
+                return [evaluate(self.model, batches.epoch(0), num_classes=self.num_classes,
+                                 logit_scale=scales[0])]
+            return evaluate_fused(self.model, batches, num_classes=self.num_classes,
+                                  logit_scales=scales)
+
+        vals = counts(self._val) if self._val is not None else [None] * self.k
+        tests = counts(self._test)
+        if self.k == 1:
+            return vals, tests, [dead_relu_fractions(self.model, self._probe)]
         dead = self.model.dead_relu_fractions(self._probe)  # {layer: (K,)}
         return vals, tests, [{layer: f[i] for layer, f in dead.items()} for i in range(self.k)]
 
@@ -239,7 +209,7 @@ class Group:
         first epoch (where a compiled model compiles)."""
         steps = len(self.train)
         self.loss.set_epoch(epoch)
-        sums = sums or self._zero_sums()
+        sums = sums or TrainSums.zeros(self.device, None if self.k == 1 else self.k)
         reporter.epoch_started(epoch, self.cfg.optim.epochs, steps)
         t0 = time.perf_counter()
         first_step = sums.steps_done

@@ -16,11 +16,12 @@ from pathlib import Path
 from cifarctl.checkpoint import RunState, checkpoint_path, load_run_state
 from cifarctl.config import RunConfig, apply_overrides
 from cifarctl.errors import UsageError
+from cifarctl.fused import check_fusable
 from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
 from cifarctl.progress import Reporter, make_reporter
 from cifarctl.tracking import RUN_STATUSES, Tracker
 from cifarctl.tracking.owner import alive_owner
-from cifarctl.training.data import prepare_data, run_splits, share_data
+from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
 from cifarctl.training.loop import train, train_group
 from cifarctl.training.record import RunOutcome, check_same_data
@@ -83,9 +84,9 @@ def check_resumable(run_id: str, tracking_uri: str | None) -> None:
 
 
 def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_root: Path,
-            device_override: str | None) -> tuple[Tracker, RunConfig, RunState]:
-    """The run to resume, its config and checkpoint, checked; the run keeps its status if
-    the resume is refused."""
+            device_override: str | None) -> tuple[Tracker, RunConfig, RunState, RunData]:
+    """The run to resume, its config, checkpoint and data, checked; the run keeps its status
+    if the resume is refused."""
     from cifarctl.tracking import open_tracker
 
     if track:
@@ -102,13 +103,16 @@ def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_ro
                              f"with `cifarctl eval {run_id}`")
         if device_override:
             cfg = apply_overrides(cfg, {"run.device": device_override})
+        data = prepare_data(cfg, resolve_device(cfg.run.device))
+        check_same_data(run_id, state.dataset_fingerprint, data, cfg.data.dataset)
+        prepare_init(cfg, checkpoint_root=checkpoint_root, tracking_uri=tracking_uri)
     except BaseException:  # refused: the run keeps the status it had
         if tracker.opened_status in RUN_STATUSES:
             tracker.finish(tracker.opened_status)
         raise
     if not track:
         tracker.run_id = run_id  # keep the checkpoint folder of the local run
-    return tracker, cfg, state
+    return tracker, cfg, state, data
 
 
 def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
@@ -129,17 +133,9 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
         check_reachable(uri)  # fail before loading data
     state = None
     if resume_run_id is not None:
-        tracker, cfg, state = _reopen(resume_run_id, track=track, tracking_uri=tracking_uri,
-                                      checkpoint_root=checkpoint_root,
-                                      device_override=device_override)
-        try:
-            data = prepare_data(cfg, resolve_device(cfg.run.device))
-            check_same_data(resume_run_id, state.dataset_fingerprint, data, cfg.data.dataset)
-            prepare_init(cfg, checkpoint_root=checkpoint_root, tracking_uri=tracking_uri)
-        except BaseException:
-            if tracker.opened_status in RUN_STATUSES:
-                tracker.finish(tracker.opened_status)
-            raise
+        tracker, cfg, state, data = _reopen(
+            resume_run_id, track=track, tracking_uri=tracking_uri,
+            checkpoint_root=checkpoint_root, device_override=device_override)
     else:
         assert cfg is not None
         device = resolve_device(cfg.run.device)
@@ -168,17 +164,13 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
                  checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
                  reporter: Reporter | None = None) -> list[RunOutcome]:
     """`launch` for a fused group: check, open one tracked run per member, train."""
-    from cifarctl.fused import check_fusable
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
     check_fusable(cfgs)
     if track:
         check_reachable(resolve_tracking_uri(tracking_uri))
-    # device and data checked before any run exists, as `launch` does
-    device = resolve_device(cfgs[0].run.device)
+    device = resolve_device(cfgs[0].run.device)  # device and data before any run exists
     shared = share_data(cfgs[0].data.dataset, device)
-    for cfg in cfgs:
-        run_splits(cfg, shared.dataset)
     data = [prepare_data(cfg, device, shared) for cfg in cfgs]
     trackers: list[Tracker] = []
     try:

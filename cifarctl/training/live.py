@@ -2,6 +2,9 @@
 
     live = LiveStats(reporter, time.perf_counter(), first_step=0, batch=128)
     train_steps(..., on_step=live)
+
+Every LIVE_EVERY steps it starts a non-blocking copy of the running sums to the host and shows
+the copy started the time before, which has long arrived: no `.item()` in the step.
 """
 
 from __future__ import annotations
@@ -17,11 +20,7 @@ LIVE_EVERY = 20  # steps between live-stat refreshes of the progress bar
 
 
 class LiveStats:
-    """Feeds the progress bar running loss/accuracy without stalling the device.
-
-    Every LIVE_EVERY steps it starts a non-blocking copy of the running sums to the host and
-    shows the copy started the time before, which has long arrived: no `.item()` in the step.
-    """
+    """The `on_step` callback that feeds the progress bar."""
 
     def __init__(self, reporter: Reporter, t0: float, first_step: int, batch: int,
                  report_compile: bool = False) -> None:

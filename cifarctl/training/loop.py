@@ -3,13 +3,11 @@
     outcome = train(cfg, tracker=NullTracker())                       # one run
     outcomes = train_group([cfg0, cfg1, cfg2], trackers=[t0, t1, t2])  # K runs, fused
 
-`train_group` owns the order of things; the numbers come from `Group` (and `engine` below
-it), and everything a run leaves behind goes through its `RunRecord`. A run can stop three
-ways besides finishing: Ctrl-C / SIGTERM (checkpoint at the current step, status KILLED,
-resumable exactly; a second Ctrl-C ends it at once), a non-finite loss (status FAILED, the
-last good checkpoint kept; in a group the others go on), or an error (status FAILED).
-Resuming (`resumes=`) continues from the saved step with the same batches, augmentation and
-RNG state, so an interrupted run ends where an uninterrupted one would.
+`train_group` owns the order of things; the numbers come from `Group`, and everything a run
+leaves behind goes through its `RunRecord`. Besides finishing, a run stops on Ctrl-C / SIGTERM
+(checkpoint at the current step, KILLED, resumable exactly; a second Ctrl-C ends it at once),
+a non-finite loss (FAILED, the last good checkpoint kept; in a group the others go on) or an
+error (FAILED). A resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from cifarctl.checkpoint import RunState
 from cifarctl.config import RunConfig
 from cifarctl.engine import TrainSums
 from cifarctl.errors import CifarctlError
+from cifarctl.fused import check_fusable
 from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
 from cifarctl.progress import NullReporter, Reporter, epoch_line
 from cifarctl.tracking import Tracker
@@ -85,10 +84,9 @@ def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
           data: RunData | None = None, resume_flags: str = "") -> RunOutcome:
     """Train `cfg` to the end (or to an interruption); log everything through `tracker`.
 
-    `data`: `prepare_data(cfg, ...)` when the caller has it already (`launch` checks the data
-    before it opens the run); `resume_flags`: what `cifarctl train --resume RUN_ID` needs
-    besides the id to find this run again (`--tracking-uri ...`), for the advice on Ctrl-C.
-    Raises `NonFiniteLoss` (after marking the run FAILED) if the loss turns NaN/inf.
+    `data`: `prepare_data(cfg, ...)` when the caller has it already; `resume_flags`: what
+    `cifarctl train --resume RUN_ID` needs besides the id, for the advice on Ctrl-C. Raises
+    `NonFiniteLoss` (after marking the run FAILED) if the loss turns NaN/inf.
     """
     outcome, = train_group([cfg], trackers=[tracker], reporter=reporter,
                            checkpoint_root=checkpoint_root,
@@ -106,22 +104,16 @@ def train_group(cfgs: Sequence[RunConfig], *, trackers: Sequence[Tracker],
                 resume_flags: str = "") -> list[RunOutcome]:
     """Train `cfgs` together (K > 1: as one fused model); log run k through `trackers[k]`.
 
-    A fused group's runs are tagged `fused_group` (an id they share) and `fused_members` (K)
-    besides everything a run logs. `reporter` shows the group's progress (epochs, steps,
-    messages) and, without `member_reporters`, each run's epoch results (one line per
-    member when K > 1); with them, run k's epoch results go to `member_reporters[k]` (a
-    sweep's per-trial rows) and, without `reporter`, the group's progress to all of them.
-    `resumes` are the runs' `last` checkpoints (all stopped at the same step); `data` their
-    `prepare_data` results, when the caller has them. With one config, a NaN/inf loss
-    raises `NonFiniteLoss`; in a group, that member alone ends FAILED.
+    `reporter` shows the group's progress and, without `member_reporters`, each run's epoch
+    results (one line per member when K > 1); with them, run k's epoch results go to
+    `member_reporters[k]` (a sweep's per-trial rows) and, without `reporter`, the group's
+    progress to all of them. `resumes`: the runs' `last` checkpoints (all at one step). With
+    one config, a NaN/inf loss raises `NonFiniteLoss`; in a group, that member alone fails.
     """
     if len(cfgs) > 1:
-        from cifarctl.fused import check_fusable
-
         check_fusable(cfgs)
-    if any(n is not None and n != len(cfgs) for n in
-           (len(trackers), len(resumes) if resumes else None, len(data) if data else None,
-            len(member_reporters) if member_reporters else None)):
+    if any(len(given) != len(cfgs)
+           for given in (trackers, resumes or cfgs, data or cfgs, member_reporters or cfgs)):
         raise ValueError("one tracker (and resume state, data, member reporter) per config")
     reporter = reporter or (FanOut(member_reporters) if member_reporters else NullReporter())
     records = [RunRecord(cfg, tracker, checkpoint_root) for cfg, tracker in zip(cfgs, trackers)]
@@ -150,13 +142,12 @@ def _run(records: list[RunRecord], reporter: Reporter,
         tags = ({FUSED_GROUP_TAG: uuid.uuid4().hex[:12], FUSED_MEMBERS_TAG: str(len(cfgs))}
                 if len(cfgs) > 1 else {})
         members = []
-        for i, record in enumerate(records):
-            state = resumes[i] if resumes else None
+        for record, one, state in zip(records, data, resumes or [None] * len(records)):
             if state is not None:
-                record.resume(data[i], state)
+                record.resume(one, state)
             else:
-                record.start(data[i], device, tags)
-            members.append(build_member(record, data[i], device, state))
+                record.start(one, device, tags)
+            members.append(build_member(record, one, device, state))
         group = Group(members, device)
         start, sums = (0, None)
         if resumes:
@@ -165,24 +156,17 @@ def _run(records: list[RunRecord], reporter: Reporter,
                     else f"{len(records)} fused runs")
             reporter.message(f"resuming {what} at epoch {start + 1}, step "
                              f"{sums.steps_done if sums else 0}")
-        if member_reporters:
-            shown: Sequence[Reporter] = member_reporters
-        elif len(records) == 1:
-            shown = [reporter]
-        else:
-            shown = [_NamedLines(reporter, r.name) for r in records]
+        shown = member_reporters or ([reporter] if len(records) == 1
+                                     else [_NamedLines(reporter, r.name) for r in records])
         _epochs(group, start, sums, stop, reporter, shown, resume_flags)
-        for record in records:
-            if record.status != "FAILED":
-                record.close()
+        for record in (r for r in records if r.status != "FAILED"):
+            record.close()
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a mid-epoch checkpoint
-        for record in records:
-            if record.status != "FAILED":
-                record.stopped_at_once(resume_flags)
+        for record in (r for r in records if r.status != "FAILED"):
+            record.stopped_at_once(resume_flags)
     except BaseException:
-        for record in records:
-            if record.status != "FAILED":
-                record.abort("KILLED" if stop.requested else "FAILED")
+        for record in (r for r in records if r.status != "FAILED"):
+            record.abort("KILLED" if stop.requested else "FAILED")
         raise
     finally:
         reporter.close()

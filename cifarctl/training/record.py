@@ -5,10 +5,8 @@
     record.epoch_ended(epoch, metrics, weights)      # metrics, best-epoch selection, checkpoints
     record.close()                                   # summary metrics, figures, status
 
-Everything a run leaves behind goes through here: what MLflow shows (ARCHITECTURE.md,
-"Training": params, tags, metrics, artifacts) and the checkpoints `train --resume`, `eval` and
-`sweep` read. A fused group of K runs is K records; the loop (`training.loop`) decides when
-each is called, never what is written.
+Everything a run leaves behind goes through here (ARCHITECTURE.md, "Training"). A fused group
+of K runs is K records; the loop decides when each is called, never what is written.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ class RunOutcome:
 
 @dataclass
 class Weights:
-    """What a checkpoint takes from the model side: the plain model's and optimizer's state
-    dicts (a fused member's, split out) and the global RNG state its run holds."""
+    """A checkpoint's unfused model and optimizer state dicts and its run's global RNG state."""
 
     model: dict[str, Any]
     optimizer: dict[str, Any]
@@ -166,8 +163,6 @@ class RunRecord:
     def active(self) -> bool:
         return self.status == "RUNNING"
 
-    # ---- start ----------------------------------------------------------------------------
-
     def start(self, data: RunData, device: torch.device,
               extra_tags: dict[str, str] | None = None) -> None:
         """A new run: params, tags, config.yaml and the dataset input."""
@@ -191,8 +186,6 @@ class RunRecord:
         self.logged = backfill(self.tracker, [loggable(m) for m in self.history],
                                logged_steps(self.tracker))
 
-    # ---- each epoch -----------------------------------------------------------------------
-
     def state(self, weights: Weights, epoch: int, sums: dict[str, Any] | None) -> RunState:
         """The checkpoint to continue with `epoch` (`sums`: an interrupted epoch's)."""
         assert self.data is not None
@@ -211,13 +204,9 @@ class RunRecord:
         if self.best.epoch == epoch:
             save_run_state(self.dir / "best.pt", state)
         save_run_state(self.dir / "last.pt", state)
-        self._log_epoch(epoch, loggable(metrics))
-
-    def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """An epoch's metrics: once per step (a restart without a checkpoint logs no step
-        twice), after its checkpoint's upload when checkpoints follow the run (an epoch
-        logged before still uploads its checkpoint: the run's copy must stay current)."""
-        unlogged = None if epoch in self.logged else metrics
+        # once per step (a restart without a checkpoint logs no step twice), after the
+        # checkpoint's upload, which an epoch logged before still makes (issue 20)
+        unlogged = None if epoch in self.logged else loggable(metrics)
         if self.upload is not None:
             self.upload.epoch(self.dir, epoch, unlogged, best_changed=self.best.epoch == epoch)
         elif unlogged is not None:
@@ -236,8 +225,6 @@ class RunRecord:
         is kept and logged."""
         self.status, self.message, self.failed_epoch = "FAILED", message, epoch
         self.abort("FAILED")
-
-    # ---- the end --------------------------------------------------------------------------
 
     def close(self) -> None:
         """End a run that did not fail: summary metrics, figures, checkpoints, status."""
@@ -294,13 +281,9 @@ class RunRecord:
         """A second Ctrl-C: ended KILLED now, without a mid-epoch checkpoint."""
         self.abort("KILLED")
         self.status = "KILLED"
-        self.message = (f"interrupted twice: stopped at once in epoch "
-                        f"{len(self.history) + 1}")
-        if (self.dir / "last.pt").is_file():
-            self.message += (f"; resume from its last checkpoint with "
-                             f"`{resume_command(self.run_id, resume_flags)}`")
-        else:
-            self.message += "; it saved no checkpoint yet: train it again"
+        self.message = f"interrupted twice: stopped at once in epoch {len(self.history) + 1}" + (
+            f"; resume from its last checkpoint with `{resume_command(self.run_id, resume_flags)}`"
+            if (self.dir / "last.pt").is_file() else "; it saved no checkpoint yet: train it again")
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.run_id, self.status, len(self.history), self.history,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -32,25 +31,14 @@ from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
 from cifarctl.names import LOCAL_RUN_PREFIX, SWEEP_KEY_TAG
 
-
-def stage1_checkpoint(checkpoint_root: Path, run_id: str) -> Path:
-    """Where a stage-2 run reads its stage-1 run's best checkpoint: `<root>/<id>/best.pt`."""
-    return checkpoint_path(checkpoint_root, run_id, "best")
-
-
 # ---- before a run exists ---------------------------------------------------------------------
-
-def _finished_here(checkpoint_root: Path, run_id: str) -> bool:
-    """The run's best checkpoint is here and its last one trained every epoch."""
-    last = checkpoint_path(checkpoint_root, run_id, "last")
-    return (stage1_checkpoint(checkpoint_root, run_id).is_file() and last.is_file()
-            and load_run_state(last).finished_training)
-
 
 def _fetch(run_id: str, checkpoint_root: Path, tracking_uri: str | None) -> None:
     """Make `<root>/<id>/best.pt` of a FINISHED run local (downloaded from its artifacts)."""
-    if _finished_here(checkpoint_root, run_id):
-        return
+    target = checkpoint_path(checkpoint_root, run_id, "best")
+    last = target.with_name("last.pt")
+    if target.is_file() and last.is_file() and load_run_state(last).finished_training:
+        return  # finished here
     if run_id.startswith(LOCAL_RUN_PREFIX):
         raise UsageError(f"--init-from {run_id}: no finished untracked run with that id in "
                          f"{checkpoint_root} (a best.pt, and a last.pt that trained every "
@@ -71,7 +59,6 @@ def _fetch(run_id: str, checkpoint_root: Path, tracking_uri: str | None) -> None
         raise UsageError(f"--init-from {run_id}: that run is {run.status}, not FINISHED; a "
                          f"second stage starts from a finished run's best checkpoint: finish "
                          f"it first (`cifarctl train --resume {run_id}`)")
-    target = stage1_checkpoint(checkpoint_root, run_id)
     if not target.is_file():
         downloaded = store.download_artifact(run_id, "checkpoints/best.pt", target.parent)
         if downloaded is None:
@@ -84,7 +71,7 @@ def _fetch(run_id: str, checkpoint_root: Path, tracking_uri: str | None) -> None
 def prepare_init(cfg: RunConfig, *, checkpoint_root: Path, tracking_uri: str | None,
                  num_classes: int | None = None) -> None:
     """For a stage-2 config: its stage-1 run is FINISHED and its best checkpoint is local
-    (`stage1_checkpoint`), and, given `num_classes`, its weights fit this run's model.
+    (`<root>/<id>/best.pt`), and, given `num_classes`, its weights fit this run's model.
     UsageError (exit 2) otherwise, before any run is created. Nothing for other configs."""
     run_id = cfg.run.init_from
     if run_id is None:
@@ -110,7 +97,7 @@ def _load_stage1(model: nn.Module, cfg: RunConfig, checkpoint_root: Path) -> Non
     """The stage-1 run's best weights into `model`: all of them, or all but the classifier's
     with `model.reinit_classifier` (which keeps the fresh, seeded one)."""
     run_id = cfg.run.init_from
-    path = stage1_checkpoint(checkpoint_root, run_id)
+    path = checkpoint_path(checkpoint_root, run_id, "best")
     if not path.is_file():
         raise UsageError(f"run.init_from={run_id}: its best checkpoint is not at {path}; "
                          f"start this run with `cifarctl train --init-from {run_id}`, which "
@@ -185,12 +172,10 @@ def project_rows(weight: torch.Tensor, delta: torch.Tensor) -> None:
 
 
 def constrain_classifier(model: nn.Module, optimizer: torch.optim.Optimizer,
-                         max_norm: float | None) -> Any:
+                         max_norm: float | None) -> None:
     """With `optim.max_norm`: the threshold from the classifier as it starts, and a hook
     projecting its weight rows after every optimizer step (the bias, as in their code, is
-    free). Returns the hook's handle, or None without MaxNorm."""
-    if max_norm is None:
-        return None
-    delta = max_norm_threshold(model.classifier.weight, max_norm)
-    return optimizer.register_step_post_hook(
-        lambda *_: project_rows(model.classifier.weight, delta))
+    free)."""
+    if max_norm is not None:
+        delta = max_norm_threshold(model.classifier.weight, max_norm)
+        optimizer.register_step_post_hook(lambda *_: project_rows(model.classifier.weight, delta))
