@@ -37,7 +37,7 @@ def parse_pair(text: str, what: str) -> Pair:
     return first, int(match[2]) if match[2] is not None else first
 
 
-def _show(pair: Pair) -> str:
+def format_pair(pair: Pair) -> str:
     return f"{pair[0]}x{pair[1]}"
 
 
@@ -61,17 +61,17 @@ class ConvGeometry:
                                         ("stride", self.stride, 1, "at least 1"),
                                         ("padding", self.padding, 0, "0 or more")):
             if min(pair) < least:
-                raise UsageError(f"{what} must be {rule}, got {_show(pair)}")
+                raise UsageError(f"{what} must be {rule}, got {format_pair(pair)}")
         if any(k > p for k, p in zip(self.kernel, self.padded, strict=True)):
             raise UsageError(
-                f"kernel {_show(self.kernel)} is larger than the padded input "
-                f"{_show(self.padded)} (input {_show(self.size)} plus padding "
-                f"{_show(self.padding)} on each side): use a smaller kernel or more padding"
+                f"kernel {format_pair(self.kernel)} is larger than the padded input "
+                f"{format_pair(self.padded)} (input {format_pair(self.size)} plus padding "
+                f"{format_pair(self.padding)} on each side): use a smaller kernel or more padding"
             )
         entries = self.size[0] * self.size[1] * self.output[0] * self.output[1]
         if entries > MAX_ENTRIES:
             raise UsageError(
-                f"the matrix of a {_show(self.size)} input would have {entries:,} entries; "
+                f"the matrix of a {format_pair(self.size)} input would have {entries:,} entries; "
                 f"the limit is {MAX_ENTRIES:,}, the size of a 32x32 'same' convolution's "
                 f"(about 700 MB and seconds to build): use a smaller --size"
             )
@@ -79,25 +79,20 @@ class ConvGeometry:
     @classmethod
     def parse(cls, size: str, kernel: str, stride: str = "1", padding: str = "0") -> ConvGeometry:
         """The geometry from the command line's texts, e.g. `parse("3x5", "3", "2", "1")`."""
-        return cls(
-            size=parse_pair(size, "--size"),
-            kernel=parse_pair(kernel, "--kernel"),
-            stride=parse_pair(stride, "--stride"),
-            padding=parse_pair(padding, "--padding"),
-        )
+        return cls(parse_pair(size, "--size"), parse_pair(kernel, "--kernel"),
+                   parse_pair(stride, "--stride"), parse_pair(padding, "--padding"))
 
     @property
     def padded(self) -> Pair:
         """H + 2P, W + 2P: the zero-padded input the kernel slides over."""
-        return (self.size[0] + 2 * self.padding[0], self.size[1] + 2 * self.padding[1])
+        (h, w), (ph, pw) = self.size, self.padding
+        return h + 2 * ph, w + 2 * pw
 
     @property
     def output(self) -> Pair:
         """floor((H + 2P - K) / S) + 1 per dimension: the kernel's positions inside the padding."""
-        return (
-            (self.padded[0] - self.kernel[0]) // self.stride[0] + 1,
-            (self.padded[1] - self.kernel[1]) // self.stride[1] + 1,
-        )
+        (hp, wp), (kh, kw), (sh, sw) = self.padded, self.kernel, self.stride
+        return (hp - kh) // sh + 1, (wp - kw) // sw + 1
 
     @property
     def output_padding(self) -> Pair:
@@ -106,10 +101,8 @@ class ConvGeometry:
         S input sizes share one output size (it floors); without it the transposed convolution
         returns the smallest, (OH - 1) S - 2P + K.
         """
-        return (
-            (self.padded[0] - self.kernel[0]) % self.stride[0],
-            (self.padded[1] - self.kernel[1]) % self.stride[1],
-        )
+        (hp, wp), (kh, kw), (sh, sw) = self.padded, self.kernel, self.stride
+        return (hp - kh) % sh, (wp - kw) % sw
 
 
 def _labels(name: str, shape: Pair) -> tuple[str, ...]:
@@ -191,19 +184,12 @@ def verify(matrix: ConvMatrix, *, seed: int = 0) -> ConvCheck:
     v = torch.randn(matrix.shape[1], generator=gen, dtype=torch.float64)  # (cols,)
     kernel = weight.view(1, 1, *g.kernel)
     if matrix.transpose:
-        reference = "torch.nn.functional.conv_transpose2d"
-        expected = F.conv_transpose2d(
-            v.view(1, 1, *g.output),
-            kernel,
-            stride=g.stride,
-            padding=g.padding,
-            output_padding=g.output_padding,
-        )  # (1, 1, H, W)
+        reference = "torch.nn.functional.conv_transpose2d"  # (1, 1, H, W)
+        expected = F.conv_transpose2d(v.view(1, 1, *g.output), kernel, stride=g.stride,
+                                      padding=g.padding, output_padding=g.output_padding)
     else:
-        reference = "torch.nn.functional.conv2d"
-        expected = F.conv2d(
-            v.view(1, 1, *g.size), kernel, stride=g.stride, padding=g.padding
-        )  # (1, 1, OH, OW)
+        reference = "torch.nn.functional.conv2d"  # (1, 1, OH, OW)
+        expected = F.conv2d(v.view(1, 1, *g.size), kernel, stride=g.stride, padding=g.padding)
     if expected.numel() != matrix.shape[0]:  # a wrong size formula, not rounding
         raise CifarctlError(
             f"{reference} gave {expected.numel()} values but A has {matrix.shape[0]} rows"

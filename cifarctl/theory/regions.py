@@ -128,6 +128,10 @@ def check_regions(
     return RegionCheck(float(lo), float(hi), points, *max_error(expected, predicted))
 
 
+def format_bound(value: Fraction | None, infinity: str) -> str:
+    return infinity if value is None else format_array(value)
+
+
 def _bound(value: Fraction | None) -> int | float | None:
     return None if value is None else json_array(value)
 
@@ -176,10 +180,8 @@ def solve(net: Network, lo: Fraction | None = None, hi: Fraction | None = None) 
     margin = 1 + max(known) - min(known)
     grid_lo = lo if lo is not None else min(known) - margin
     grid_hi = hi if hi is not None else max(known) + margin
-    for piece in pieces:
-        start = "-inf" if piece.start is None else format_array(piece.start)
-        end = "inf" if piece.end is None else format_array(piece.end)
-        where = f"on the piece from {start} to {end}"
-        check_float_size((piece.W, piece.b), f"W or b {where}")
+    for p in pieces:
+        where = f"on the piece from {format_bound(p.start, '-inf')} to {format_bound(p.end, 'inf')}"
+        check_float_size((p.W, p.b), f"W or b {where}")
     check_float_size((grid_lo, grid_hi), "the range checked around the breakpoints")
     return RegionsAnswer(lo, hi, pieces, check_regions(net, pieces, grid_lo, grid_hi))
