@@ -63,18 +63,16 @@ class ConvGeometry:
             if min(pair) < least:
                 raise UsageError(f"{what} must be {rule}, got {format_pair(pair)}")
         if any(k > p for k, p in zip(self.kernel, self.padded, strict=True)):
-            raise UsageError(
-                f"kernel {format_pair(self.kernel)} is larger than the padded input "
-                f"{format_pair(self.padded)} (input {format_pair(self.size)} plus padding "
-                f"{format_pair(self.padding)} on each side): use a smaller kernel or more padding"
-            )
+            raise UsageError(f"kernel {format_pair(self.kernel)} is larger than the padded "
+                             f"input {format_pair(self.padded)} (input {format_pair(self.size)} "
+                             f"plus padding {format_pair(self.padding)} on each side): use a "
+                             "smaller kernel or more padding")
         entries = self.size[0] * self.size[1] * self.output[0] * self.output[1]
         if entries > MAX_ENTRIES:
-            raise UsageError(
-                f"the matrix of a {format_pair(self.size)} input would have {entries:,} entries; "
-                f"the limit is {MAX_ENTRIES:,}, the size of a 32x32 'same' convolution's "
-                f"(about 700 MB and seconds to build): use a smaller --size"
-            )
+            raise UsageError(f"the matrix of a {format_pair(self.size)} input would have "
+                             f"{entries:,} entries; the limit is {MAX_ENTRIES:,}, the size of a "
+                             "32x32 'same' convolution's (about 700 MB and seconds to build): "
+                             "use a smaller --size")
 
     @classmethod
     def parse(cls, size: str, kernel: str, stride: str = "1", padding: str = "0") -> ConvGeometry:
@@ -191,9 +189,8 @@ def verify(matrix: ConvMatrix, *, seed: int = 0) -> ConvCheck:
         reference = "torch.nn.functional.conv2d"  # (1, 1, OH, OW)
         expected = F.conv2d(v.view(1, 1, *g.size), kernel, stride=g.stride, padding=g.padding)
     if expected.numel() != matrix.shape[0]:  # a wrong size formula, not rounding
-        raise CifarctlError(
-            f"{reference} gave {expected.numel()} values but A has {matrix.shape[0]} rows"
-        )
+        raise CifarctlError(f"{reference} gave {expected.numel()} values but A has "
+                            f"{matrix.shape[0]} rows")
     error = (numeric @ v - expected.flatten()).abs().max().item()
     return ConvCheck(reference, error, error <= _TOLERANCE)
 

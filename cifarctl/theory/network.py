@@ -53,15 +53,11 @@ class Network:
             if len(widths) > 1:
                 raise UsageError(f"layer {k}'s W has rows of different lengths {widths}")
             if len(layer.b) != len(layer.W):
-                raise UsageError(
-                    f"layer {k}'s b has {len(layer.b)} entries but its W has {len(layer.W)} "
-                    "rows (one bias per output unit)"
-                )
+                raise UsageError(f"layer {k}'s b has {len(layer.b)} entries but its W has "
+                                 f"{len(layer.W)} rows (one bias per output unit)")
             if k > 1 and len(layer.W[0]) != len(self.layers[k - 2].W):
-                raise UsageError(
-                    f"layer {k}'s W has {len(layer.W[0])} columns but layer {k - 1} has "
-                    f"{len(self.layers[k - 2].W)} outputs"
-                )
+                raise UsageError(f"layer {k}'s W has {len(layer.W[0])} columns but layer "
+                                 f"{k - 1} has {len(self.layers[k - 2].W)} outputs")
 
     @property
     def in_dim(self) -> int:
@@ -94,9 +90,8 @@ def _vector(value: object, what: str) -> Vector:
 
 def _matrix(value: object, what: str) -> Matrix:
     if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
-        raise UsageError(
-            f"{what} must be a list of rows, e.g. [[1, 2], [2, 1]] (a column: [[1.5], [0.5]])"
-        )
+        raise UsageError(f"{what} must be a list of rows, e.g. [[1, 2], [2, 1]] (a column: "
+                         "[[1.5], [0.5]])")
     return tuple(
         tuple(_weight(v, f"{what}[{i}][{j}]") for j, v in enumerate(row))
         for i, row in enumerate(value)
@@ -107,20 +102,17 @@ def network_from_dict(data: object, source: str = "network") -> Network:
     """The network in `data` = `{"layers": [{"W": [[...], ...], "b": [...]}, ...]}`, numbers as
     texts ("3/2"), ints or floats (`to_fraction`)."""
     if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
-        raise UsageError(
-            f"{source} must be a mapping with a 'layers' list "
-            "(see `cifarctl theory relu-linear --help`)"
-        )
+        raise UsageError(f"{source} must be a mapping with a 'layers' list "
+                         "(see `cifarctl theory relu-linear --help`)")
     unknown = sorted(set(data) - {"layers", "name", "description"})
     if unknown:
         raise UsageError(f"{source} has unknown key(s) {unknown}; expected 'layers'")
     layers = []
     for k, item in enumerate(data["layers"], start=1):
         if not isinstance(item, dict) or set(item) != {"W", "b"}:
-            raise UsageError(
-                f"{source}: layer {k} must have exactly the keys W (a list of rows) and b "
-                f"(a list), got {sorted(item) if isinstance(item, dict) else item!r}"
-            )
+            got = sorted(item) if isinstance(item, dict) else item
+            raise UsageError(f"{source}: layer {k} must have exactly the keys W (a list of rows) "
+                             f"and b (a list), got {got!r}")
         layers.append(
             Layer(W=_matrix(item["W"], f"layer {k}'s W"), b=_vector(item["b"], f"layer {k}'s b"))
         )

@@ -73,10 +73,9 @@ def check_float_size(values: object, what: str) -> None:
     """Raise `UsageError` if a number in `values` (nested tuples of Fractions) exceeds 1e300."""
     if isinstance(values, Fraction):
         if abs(values) > _FLOAT_MAX:
-            raise UsageError(
-                f"{what} reaches {_magnitude(values)}, beyond 1e300 where the float64 check "
-                "of the exact answer cannot follow; scale the network's weights down"
-            )
+            raise UsageError(f"{what} reaches {_magnitude(values)}, beyond 1e300 where the "
+                             "float64 check of the exact answer cannot follow; scale the "
+                             "network's weights down")
         return
     for value in values:  # a tuple (vector or matrix)
         check_float_size(value, what)

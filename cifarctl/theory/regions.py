@@ -76,13 +76,10 @@ def linear_regions(
         linear_regions(WRITEUP_NETWORK)  # (-inf, -2]: 0, [-2, 0]: 1.5 x + 3, [0, inf): 6 x + 3
     """
     if net.in_dim != 1:
-        raise UsageError(
-            f"--regions needs a network with one input; this one takes {net.in_dim}"
-        )
+        raise UsageError(f"--regions needs a network with one input; this one takes {net.in_dim}")
     if lo is not None and hi is not None and lo >= hi:
-        raise UsageError(
-            f"the range must run from low to high, got {format_array(lo)} to {format_array(hi)}"
-        )
+        raise UsageError(f"the range must run from low to high, got {format_array(lo)} to "
+                         f"{format_array(hi)}")
     anchor = next((v for v in (lo, hi) if v is not None), Fraction(0))
     left = _walk(net, anchor, None, -1) if lo is None else []
     pieces = [*reversed(left), *_walk(net, anchor, hi, +1)]
@@ -121,10 +118,9 @@ def check_regions(
     predicted = slope[which] * x[:, None] + offset[which]  # (N, out)
     expected = torch_preactivations(net, x[:, None])[-1]  # (N, out)
     if not expected.isfinite().all():
-        raise UsageError(
-            f"float64 overflows evaluating the network between {format_array(lo)} and "
-            f"{format_array(hi)}, so the PyTorch check cannot follow; scale the weights down"
-        )
+        raise UsageError(f"float64 overflows evaluating the network between {format_array(lo)} "
+                         f"and {format_array(hi)}, so the PyTorch check cannot follow; scale the "
+                         "weights down")
     return RegionCheck(float(lo), float(hi), points, *max_error(expected, predicted))
 
 

@@ -117,10 +117,8 @@ def local_linear(
       rounding chose in PyTorch (`verify_point`).
     """
     if len(x0) != net.in_dim:
-        raise UsageError(
-            f"the point {format_array(squeeze(x0))} has {len(x0)} coordinate(s) but the "
-            f"network takes {net.in_dim} input(s): write a vector as --at 1,2"
-        )
+        raise UsageError(f"the point {format_array(squeeze(x0))} has {len(x0)} coordinate(s) but "
+                         f"the network takes {net.in_dim} input(s): write a vector as --at 1,2")
 
     def active(k: int, i: int, z: Fraction, slope: Vector) -> bool:
         if z != 0:
@@ -205,10 +203,9 @@ def verify_point(net: Network, local: LocalLinear) -> PointCheck:
     if not all(z.isfinite().all() for z in (*zs, jacobian)):
         # Every exact number is below 1e300 (`solve`), but float64 products on the way
         # (a huge weight times a huge activation) overflowed before cancelling.
-        raise UsageError(
-            f"float64 overflows evaluating the network at x0 = {format_array(squeeze(local.x0))}"
-            ", so the PyTorch check cannot follow the exact answer; scale the weights down"
-        )
+        raise UsageError("float64 overflows evaluating the network at x0 = "
+                         f"{format_array(squeeze(local.x0))}, so the PyTorch check cannot follow "
+                         "the exact answer; scale the weights down")
     h_error, h_ok = max_error(_float64((local.h,)), zs[-1])
     w_error, w_ok = max_error(_float64(torch_side.W), jacobian)
     return PointCheck(h_error, w_error, h_ok and w_ok)
