@@ -145,8 +145,6 @@ def relu_linear_command(
         typer.echo(json.dumps(report))
     else:
         Console().print(relu_view(net, source, answers, region_answer))
-    failed = not all(a.check.passed for a in answers) or (
-        region_answer is not None and not region_answer.check.passed
-    )
-    if failed:
+    checks = [a.check for a in answers] + ([region_answer.check] if region_answer else [])
+    if not all(check.passed for check in checks):
         raise CifarctlError("the exact answer does not match PyTorch's (see above)")

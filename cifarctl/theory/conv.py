@@ -123,15 +123,11 @@ class ConvMatrix:
 
     def expressions(self) -> list[str]:
         """Each row as a sum, e.g. `"w(2,2)*x(0,0)"`, or `"0"` for a row of zeros."""
-        return [
-            " + ".join(
-                f"w({e[0]},{e[1]})*{label}"
-                for e, label in zip(row, self.col_labels, strict=True)
-                if e != 0
-            )
-            or "0"
-            for row in self.entries
-        ]
+        sums = []
+        for row in self.entries:
+            terms = [f"w({e[0]},{e[1]})*{x}" for e, x in zip(row, self.col_labels) if e != 0]
+            sums.append(" + ".join(terms) or "0")
+        return sums
 
 
 def conv_matrix(geometry: ConvGeometry, *, transpose: bool = False) -> ConvMatrix:

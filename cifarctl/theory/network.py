@@ -70,12 +70,8 @@ class Network:
 
     def to_dict(self) -> dict:
         """The widths and weights as plain numbers, in the file format's shape."""
-        return {
-            "widths": list(self.widths),
-            "layers": [
-                {"W": json_array(layer.W), "b": json_array(layer.b)} for layer in self.layers
-            ],
-        }
+        layers = [{"W": json_array(layer.W), "b": json_array(layer.b)} for layer in self.layers]
+        return {"widths": list(self.widths), "layers": layers}
 
 
 def _weight(value: object, what: str) -> Fraction:

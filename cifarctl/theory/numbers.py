@@ -41,11 +41,8 @@ def parse_point(text: str, what: str = "point") -> tuple[Fraction, ...]:
         raise UsageError(f"{what} {text!r} is not a number or a comma-separated vector like 1,2")
     if len(parts) == 1:
         return (in_float_range(to_fraction(body, what), f"{what} {text!r}"),)
-    return tuple(
-        in_float_range(to_fraction(part, f"coordinate {i + 1} of {what} {text!r}"),
-                        f"coordinate {i + 1} of {what} {text!r}")
-        for i, part in enumerate(parts)
-    )
+    names = [f"coordinate {i} of {what} {text!r}" for i in range(1, len(parts) + 1)]
+    return tuple(in_float_range(to_fraction(p, name), name) for p, name in zip(parts, names))
 
 
 # Points are answered exactly, then checked against a float64 forward pass and autograd:

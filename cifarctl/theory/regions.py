@@ -68,9 +68,8 @@ def _walk(net: Network, start: Fraction, stop: Fraction | None, direction: int) 
     return pieces
 
 
-def linear_regions(
-    net: Network, lo: Fraction | None = None, hi: Fraction | None = None
-) -> tuple[Piece, ...]:
+def linear_regions(net: Network, lo: Fraction | None = None,
+                   hi: Fraction | None = None) -> tuple[Piece, ...]:
     """The maximal affine pieces of h over [lo, hi] (None: unbounded), left to right.
 
         linear_regions(WRITEUP_NETWORK)  # (-inf, -2]: 0, [-2, 0]: 1.5 x + 3, [0, inf): 6 x + 3
@@ -104,9 +103,8 @@ class RegionCheck:
     passed: bool
 
 
-def check_regions(
-    net: Network, pieces: tuple[Piece, ...], lo: Fraction, hi: Fraction, points: int = GRID_POINTS
-) -> RegionCheck:
+def check_regions(net: Network, pieces: tuple[Piece, ...], lo: Fraction, hi: Fraction,
+                  points: int = GRID_POINTS) -> RegionCheck:
     """Evaluate each grid point with its piece's W x + b and with PyTorch; compare."""
     import torch
 

@@ -100,13 +100,8 @@ class LocalLinear:
         return bool(self.zero_crossings)
 
 
-def local_linear(
-    net: Network,
-    x0: Vector,
-    *,
-    direction: Vector | None = None,
-    zero_active: frozenset[tuple[int, int]] = frozenset(),
-) -> LocalLinear:
+def local_linear(net: Network, x0: Vector, *, direction: Vector | None = None,
+                 zero_active: frozenset[tuple[int, int]] = frozenset()) -> LocalLinear:
     """The affine piece of h at x0: `local_linear(WRITEUP_NETWORK, (Fraction(-1),)).W == ((1.5,),)`.
 
     A unit with z exactly 0 counts as inactive (relu'(0) = 0, as PyTorch), except
@@ -253,10 +248,8 @@ def solve(net: Network, x0: Vector) -> PointAnswer:
     local = local_linear(net, x0)
     sides = None
     if local.on_kink and net.in_dim == 1:
-        sides = (
-            local_linear(net, x0, direction=(Fraction(-1),)),
-            local_linear(net, x0, direction=(Fraction(1),)),
-        )
+        sides = (local_linear(net, x0, direction=(Fraction(-1),)),
+                 local_linear(net, x0, direction=(Fraction(1),)))
     where = f"at x0 = {format_array(squeeze(x0))}"
     for piece in (local, *(sides or ())):
         check_float_size(tuple(step.z for step in piece.steps), f"a pre-activation {where}")

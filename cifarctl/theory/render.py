@@ -211,9 +211,8 @@ def _regions_view(answer: RegionsAnswer) -> RenderableType:
     )
 
 
-def relu_view(
-    net: Network, source: str, points: list[PointAnswer], found: RegionsAnswer | None
-) -> RenderableType:
+def relu_view(net: Network, source: str, points: list[PointAnswer],
+              found: RegionsAnswer | None) -> RenderableType:
     """The network, each point step by step, the summary table and the pieces, if asked for."""
     parts: list[RenderableType] = [_network_view(net, source), Text("")]
     parts += [_point_view(answer) for answer in points]
