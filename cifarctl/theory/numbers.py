@@ -60,17 +60,12 @@ def in_float_range(q: Fraction, what: str, fix: str = "scale the point") -> Frac
     return q
 
 
-def _magnitude(q: Fraction) -> str:
-    """`1e+600` for a number float() cannot hold: its power of ten, from the digit count."""
-    whole = abs(q.numerator) // q.denominator
-    return f"1e+{len(str(whole)) - 1}"
-
-
 def check_float_size(values: object, what: str) -> None:
     """Raise `UsageError` if a number in `values` (nested tuples of Fractions) exceeds 1e300."""
     if isinstance(values, Fraction):
-        if abs(values) > _FLOAT_MAX:
-            raise UsageError(f"{what} reaches {_magnitude(values)}, beyond 1e300 where the "
+        if abs(values) > _FLOAT_MAX:  # float() cannot hold it: its power of ten by digit count
+            power = len(str(abs(values.numerator) // values.denominator)) - 1
+            raise UsageError(f"{what} reaches 1e+{power}, beyond 1e300 where the "
                              "float64 check of the exact answer cannot follow; scale the "
                              "network's weights down")
         return

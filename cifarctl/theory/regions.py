@@ -14,7 +14,7 @@ weight changes the pattern but does not bend h, and only bends are breakpoints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from cifarctl.errors import UsageError
@@ -84,9 +84,8 @@ def linear_regions(net: Network, lo: Fraction | None = None,
     pieces = [*reversed(left), *_walk(net, anchor, hi, +1)]
     merged = [pieces[0]]
     for piece in pieces[1:]:
-        last = merged[-1]
-        if (piece.W, piece.b) == (last.W, last.b):
-            merged[-1] = Piece(last.start, piece.end, last.W, last.b)
+        if (piece.W, piece.b) == (merged[-1].W, merged[-1].b):
+            merged[-1] = replace(merged[-1], end=piece.end)
         else:
             merged.append(piece)
     return tuple(merged)

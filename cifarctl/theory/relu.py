@@ -120,11 +120,9 @@ def local_linear(net: Network, x0: Vector, *, direction: Vector | None = None,
             return z > 0
         return (k, i) in zero_active or (direction is not None and _dot(slope, direction) > 0)
 
-    a = x0
-    jacobian: Matrix = tuple(
-        tuple(Fraction(int(i == j)) for j in range(net.in_dim)) for i in range(net.in_dim)
-    )  # da/dx of the input itself
-    zero = tuple(Fraction(0) for _ in range(net.in_dim))
+    a, n = x0, net.in_dim  # the input, with da/dx the identity
+    jacobian: Matrix = tuple(tuple(Fraction(int(i == j)) for j in range(n)) for i in range(n))
+    zero = (Fraction(0),) * n
     steps = []
     for k, layer in enumerate(net.layers):
         z = tuple(wa + b for wa, b in zip(_matvec(layer.W, a), layer.b, strict=True))
