@@ -50,10 +50,8 @@ def conv_command(
     kernel: Annotated[str, typer.Option(help="Kernel size K or KHxKW.", metavar="KxK")],
     stride: Annotated[str, typer.Option(help="Stride S or SHxSW.", metavar="SxS")] = "1",
     padding: Annotated[str, typer.Option(help="Zero padding P or PHxPW.", metavar="P")] = "0",
-    transpose: Annotated[
-        bool,
-        typer.Option("--transpose", help="Show A^T, the transposed convolution."),
-    ] = False,
+    transpose: Annotated[bool, typer.Option(
+        "--transpose", help="Show A^T, the transposed convolution.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """y = A x for the geometry, as a table, sums and JSON; exit 1 if PyTorch disagrees."""
@@ -84,32 +82,20 @@ def conv_command(
 )
 def relu_linear_command(
     *,
-    network: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE.yaml", help="Network (format above); default: the write-up's network."
-        ),
-    ] = None,
-    at: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="X", help="A point x0: 2, 1.5, 3/2, or 1,2 for a vector. Repeat for more."
-        ),
-    ] = None,
-    show_regions: Annotated[
-        bool,
-        typer.Option("--regions", help="List every breakpoint and linear piece (scalar input)."),
-    ] = False,
-    span: Annotated[
-        tuple[str, str] | None,
-        typer.Option("--range", metavar="LO HI", help="Range for --regions (default: all x)."),
-    ] = None,
-    low: Annotated[
-        str | None, typer.Option("--from", metavar="LO", help="Low end for --regions.")
-    ] = None,
-    high: Annotated[
-        str | None, typer.Option("--to", metavar="HI", help="High end for --regions.")
-    ] = None,
+    network: Annotated[Path | None, typer.Option(
+        metavar="FILE.yaml",
+        help="Network (format above); default: the write-up's network.")] = None,
+    at: Annotated[list[str] | None, typer.Option(
+        metavar="X",
+        help="A point x0: 2, 1.5, 3/2, or 1,2 for a vector. Repeat for more.")] = None,
+    show_regions: Annotated[bool, typer.Option(
+        "--regions", help="List every breakpoint and linear piece (scalar input).")] = False,
+    span: Annotated[tuple[str, str] | None, typer.Option(
+        "--range", metavar="LO HI", help="Range for --regions (default: all x).")] = None,
+    low: Annotated[str | None, typer.Option(
+        "--from", metavar="LO", help="Low end for --regions.")] = None,
+    high: Annotated[str | None, typer.Option(
+        "--to", metavar="HI", help="High end for --regions.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Each --at point step by step, the summary table and --regions; exit 1 on a failed check."""
