@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import product
 from typing import Literal
 
 from cifarctl.errors import CifarctlError, UsageError
@@ -136,17 +137,15 @@ def conv_matrix(geometry: ConvGeometry, *, transpose: bool = False) -> ConvMatri
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
     oh, ow = geometry.output
     rows: list[tuple[Entry, ...]] = []
-    for r in range(oh):
-        for c in range(ow):
-            row: list[Entry] = [0] * (h * w)
-            for ki in range(kh):
-                for kj in range(kw):
-                    # Output (r, c) reads padded pixel (r S + ki, c S + kj); minus the padding
-                    # that is input pixel (i, j), or a zero of the padding if out of range.
-                    i, j = r * sh + ki - ph, c * sw + kj - pw
-                    if 0 <= i < h and 0 <= j < w:
-                        row[i * w + j] = (ki, kj)
-            rows.append(tuple(row))
+    for r, c in product(range(oh), range(ow)):
+        row: list[Entry] = [0] * (h * w)
+        for ki, kj in product(range(kh), range(kw)):
+            # Output (r, c) reads padded pixel (r S + ki, c S + kj); minus the padding that is
+            # input pixel (i, j), or a zero of the padding if out of range.
+            i, j = r * sh + ki - ph, c * sw + kj - pw
+            if 0 <= i < h and 0 <= j < w:
+                row[i * w + j] = (ki, kj)
+        rows.append(tuple(row))
     x_labels, y_labels = _labels("x", geometry.size), _labels("y", geometry.output)
     if transpose:
         return ConvMatrix(geometry, True, tuple(zip(*rows, strict=True)), x_labels, y_labels)
@@ -200,7 +199,7 @@ class ConvAnswer:
 
     def to_dict(self) -> dict:
         """The plain-data answer (`--json`): shapes, the matrix (0 or "w(i,j)"), rows as sums."""
-        matrix, check, g = self.matrix, self.check, self.matrix.geometry
+        m, check, g = self.matrix, self.check, self.matrix.geometry
         report = {
             "input_shape": list(g.size),
             "kernel_shape": list(g.kernel),
@@ -208,19 +207,17 @@ class ConvAnswer:
             "padding": list(g.padding),
             "padded_shape": list(g.padded),
             "output_shape": list(g.output),
-            "transpose": matrix.transpose,
-            "matrix_shape": list(matrix.shape),
-            "rows": list(matrix.row_labels),
-            "columns": list(matrix.col_labels),
-            "matrix": [
-                [e if e == 0 else f"w({e[0]},{e[1]})" for e in row] for row in matrix.entries
-            ],
-            "expressions": matrix.expressions(),
+            "transpose": m.transpose,
+            "matrix_shape": list(m.shape),
+            "rows": list(m.row_labels),
+            "columns": list(m.col_labels),
+            "matrix": [[e if e == 0 else f"w({e[0]},{e[1]})" for e in row] for row in m.entries],
+            "expressions": m.expressions(),
             "verified": check.passed,
             "reference": check.reference,
             "max_abs_error": check.max_abs_error,
         }
-        if matrix.transpose:
+        if m.transpose:
             report["output_padding"] = list(g.output_padding)
         return report
 
