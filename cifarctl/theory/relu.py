@@ -204,8 +204,8 @@ def verify_point(net: Network, local: LocalLinear) -> PointCheck:
     return PointCheck(h_error, w_error, h_ok and w_ok)
 
 
-def _piece(local: LocalLinear, prefix: str = "") -> dict:
-    return {f"W{prefix}": json_array(squeeze(local.W)), f"b{prefix}": json_array(squeeze(local.b))}
+def _piece(local: LocalLinear, side: str) -> dict:
+    return {f"W_{side}": json_array(squeeze(local.W)), f"b_{side}": json_array(squeeze(local.b))}
 
 
 @dataclass(frozen=True)
@@ -219,25 +219,22 @@ class PointAnswer:
     def to_dict(self) -> dict:
         """Plain numbers (`--json`): x0, h, W, b, the z/a/D of every layer, the kink, the check."""
         local, hidden = self.local, self.local.steps[:-1]
+        answer = {"x0": local.x0, "h": local.h, "W": local.W, "b": local.b}
         report = {
-            "x0": json_array(squeeze(local.x0)),
-            "h": json_array(squeeze(local.h)),
-            **_piece(local),
+            **{k: json_array(squeeze(v)) for k, v in answer.items()},
             "z": [json_array(step.z) for step in local.steps],
             "a": [json_array(step.a) for step in hidden],
             "D": [list(step.D) for step in hidden],
             "dz_dx": [json_array(squeeze(step.dz_dx)) for step in local.steps],
-            "exact": {  # the numbers as rationals, e.g. "1/3", where JSON has only floats
-                k: format_array(squeeze(v))
-                for k, v in (("x0", local.x0), ("h", local.h), ("W", local.W), ("b", local.b))
-            },
+            # the numbers as rationals, e.g. "1/3", where JSON has only floats
+            "exact": {k: format_array(squeeze(v)) for k, v in answer.items()},
             "on_kink": local.on_kink,
             "verified": self.check.passed,
             "h_error": self.check.h_error,
             "W_error": self.check.W_error,
         }
         if self.sides is not None:
-            report.update(_piece(self.sides[0], "_left") | _piece(self.sides[1], "_right"))
+            report.update(_piece(self.sides[0], "left") | _piece(self.sides[1], "right"))
         return report
 
 
