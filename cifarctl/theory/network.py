@@ -88,10 +88,7 @@ def _matrix(value: object, what: str) -> Matrix:
     if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
         raise UsageError(f"{what} must be a list of rows, e.g. [[1, 2], [2, 1]] (a column: "
                          "[[1.5], [0.5]])")
-    return tuple(
-        tuple(_weight(v, f"{what}[{i}][{j}]") for j, v in enumerate(row))
-        for i, row in enumerate(value)
-    )
+    return tuple(_vector(row, f"{what}[{i}]") for i, row in enumerate(value))  # rows are lists
 
 
 def network_from_dict(data: object, source: str = "network") -> Network:
@@ -109,9 +106,8 @@ def network_from_dict(data: object, source: str = "network") -> Network:
             got = sorted(item) if isinstance(item, dict) else item
             raise UsageError(f"{source}: layer {k} must have exactly the keys W (a list of rows) "
                              f"and b (a list), got {got!r}")
-        layers.append(
-            Layer(W=_matrix(item["W"], f"layer {k}'s W"), b=_vector(item["b"], f"layer {k}'s b"))
-        )
+        layers.append(Layer(W=_matrix(item["W"], f"layer {k}'s W"),
+                            b=_vector(item["b"], f"layer {k}'s b")))
     return Network(tuple(layers))
 
 
@@ -136,13 +132,9 @@ def load_network(path: Path) -> Network:
     return network_from_dict(data, f"network file {str(path)!r}")
 
 
-WRITEUP_NETWORK = network_from_dict(
-    {
-        "layers": [
-            {"W": [["1.5"], ["0.5"]], "b": ["0", "1"]},
-            {"W": [["1", "2"], ["2", "1"]], "b": ["0", "1"]},
-            {"W": [["1", "1"]], "b": ["-1"]},
-        ]
-    },
-    "the write-up's network",
-)  # SPEC 1.1: W1 = [1.5, 0.5]^T, b1 = [0, 1]^T, W2 = [[1, 2], [2, 1]], b2 = [0, 1]^T, ...
+# SPEC 1.1: W1 = [1.5, 0.5]^T, b1 = [0, 1]^T, W2 = [[1, 2], [2, 1]], b2 = [0, 1]^T, ...
+WRITEUP_NETWORK = network_from_dict({"layers": [
+    {"W": [["1.5"], ["0.5"]], "b": ["0", "1"]},
+    {"W": [["1", "2"], ["2", "1"]], "b": ["0", "1"]},
+    {"W": [["1", "1"]], "b": ["-1"]},
+]}, "the write-up's network")
