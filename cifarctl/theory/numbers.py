@@ -65,9 +65,8 @@ def check_float_size(values: object, what: str) -> None:
     if isinstance(values, Fraction):
         if abs(values) > _FLOAT_MAX:  # float() cannot hold it: its power of ten by digit count
             power = len(str(abs(values.numerator) // values.denominator)) - 1
-            raise UsageError(f"{what} reaches 1e+{power}, beyond 1e300 where the "
-                             "float64 check of the exact answer cannot follow; scale the "
-                             "network's weights down")
+            raise UsageError(f"{what} reaches 1e+{power}, beyond 1e300 where the float64 check of "
+                             "the exact answer cannot follow; scale the network's weights down")
         return
     for value in values:  # a tuple (vector or matrix)
         check_float_size(value, what)
