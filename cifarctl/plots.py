@@ -131,13 +131,8 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
                                title: str | None = None,
                                errors: Mapping[str, Sequence[float | None]] | None = None
                                ) -> Figure:
-    """Accuracy per class for several configurations side by side; training counts below.
-
-        per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
-
-    With `counts` (training images per class), a second panel shows them on a log axis.
-    `errors` (per series, e.g. 95 % CI half-widths; None = no bar) draws error bars.
-    """
+    """Accuracy per class for several configurations side by side; with `counts` (training
+    images per class) a panel below on a log axis; `errors`: half-widths, None = no bar."""
     errors = errors or {}
     for label, accs in series.items():
         _check_lengths(class_names, **{f"series {label!r}": accs,
@@ -194,10 +189,7 @@ def _counts_panel(ax: Axes, counts: Sequence[int]) -> None:
 def per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float],
                        counts: Sequence[int] | None = None, *,
                        title: str | None = None) -> Figure:
-    """Bars of accuracy per class (labelled in %), training counts on a log axis below.
-
-        per_class_accuracy(["airplane", ...], [0.89, ...], counts=[5000, 2997, ...])
-    """
+    """Bars of accuracy per class (labelled in %), training counts on a log axis below."""
     return per_class_accuracy_grouped(class_names, {"accuracy": accuracies}, counts, title=title)
 
 
@@ -239,8 +231,6 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
                      ) -> Figure:
     """Heat map of a confusion matrix, rows = true class, columns = predicted class.
 
-        confusion_matrix([[90, 10], [30, 70]], ["cat", "dog"])
-
     `normalize` divides each row by its count, so the diagonal is per-class recall; cells
     show the percentage and the count (a class with no examples is a row of zeros).
     """
@@ -250,10 +240,7 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
 
 def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], *,
                        normalize: bool = True, columns: int = 3) -> Figure:
-    """Several confusion matrices side by side (`columns` per row), one per configuration.
-
-        confusion_matrices({"CE": ce_counts, "CB-focal β=0.999": cb_counts}, names)
-    """
+    """Several confusion matrices side by side (`columns` per row), one per configuration."""
     if not matrices:
         fig = _figure(6, 3)
         _empty(fig.subplots(), "no confusion matrices recorded")
@@ -338,10 +325,7 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
 
 def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[float]],
                        clean: float) -> Figure:
-    """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0.
-
-        corruption_heatmap(["gaussian_noise", "blur"], [[0.8, 0.7, ...], [...]], clean=0.9)
-    """
+    """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0."""
     import numpy as np
 
     table = np.asarray([[clean, *row] for row in accuracy], dtype=np.float64)
@@ -362,10 +346,7 @@ def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[f
 
 
 def save_png(fig: Figure, path: Path | str) -> Path:
-    """Write `fig` as a PNG atomically (temp file + rename), close it, return the path.
-
-        save_png(confusion_matrix(m, names), "out/confusion.png")
-    """
+    """Write `fig` as a PNG atomically (temp file + rename), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")

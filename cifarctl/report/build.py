@@ -24,7 +24,13 @@ from cifarctl.report.groups import (
     resolve_columns,
     split_by_data,
 )
-from cifarctl.report.runs import drop_repeats, load_runs, split_usable, worth_saying
+from cifarctl.report.runs import (
+    common_corruptions,
+    drop_repeats,
+    load_runs,
+    split_usable,
+    worth_saying,
+)
 from cifarctl.report.stages import link_stages, plain_baseline
 from cifarctl.report.stats import CONFIDENCE, Summary
 
@@ -114,7 +120,7 @@ def build_report(tracking_uri: str | None = None, *,
     uri = resolve_tracking_uri(tracking_uri)
     loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
     runs = drop_repeats(split_usable(loaded))
-    runs.frame, corruption_note = tables.common_corruptions(runs.frame)
+    runs.frame, corruption_note = common_corruptions(runs.frame)
     if runs.frame.empty:
         reasons = sorted({s["reason"] for s in runs.skipped})
         raise UsageError(f"none of the {len(runs.skipped)} runs in "

@@ -110,7 +110,7 @@ def head_to_head_table(report: Report) -> TextTable:
                      f"test when seeds do not match); * = p < {ALPHA:g}.")
 
 
-# the recipes' rows (issue 19): their own protocols and sources (`report.recipe_literature`)
+# the recipes' rows (issue 19): their own protocols and sources (`literature.RECIPE_ROWS`)
 RECIPE_NOTE = (" Recipe rows (SAM, AutoAugment + Cutout): runs with every setting of the "
                "published recipe; Rangwani et al. 2022 (NeurIPS), Wang et al. 2023 (NeurIPS), "
                "both reporting their best test epoch.")

@@ -14,6 +14,8 @@ otherwise; both give the same frame (tested).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ SUMMARY_METRIC = TEST_ACC_AT_BEST  # a run without it has nothing to report
 FILTER_EXAMPLES = ("params.loss.name = 'focal'", "params.data.imbalance = '100.0'",
                    "tags.loss = 'focal' and metrics.test_acc_at_best > 0.6",
                    "attributes.run_name LIKE 'resnet32-%'")
+CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")
 INFO_COLUMNS = ["run_id", "experiment_id", "experiment", "status", "run_name", "start_time",
                 "artifact_uri"]
 
@@ -237,3 +240,39 @@ def drop_repeats(runs: RunSet) -> RunSet:
         return runs
     return RunSet(frame.drop(index=drop).reset_index(drop=True), runs.experiments,
                   runs.skipped + skipped)
+
+
+def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """`frame` with `eval_mean_corruption_acc` recomputed over the corruptions that every
+    evaluated run has, and a note naming them when that is not all of them.
+
+    Each `cifarctl eval --corruption ...` logs the mean over the corruptions it was asked
+    for, so runs evaluated under different sets would otherwise be averaged and compared
+    on different tests. The per-corruption metrics (`eval_corruption_<name>_s<k>`) stay
+    logged, so the mean over a common set can be taken from them."""
+    from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
+
+    found: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if m := CORRUPTION_COLUMN.fullmatch(column):
+            found.setdefault(m.group(1), []).append(column)
+    if not found:
+        return frame, None
+    complete = {name: frame[cols].notna().all(axis=1) for name, cols in found.items()
+                if len(cols) == SEVERITIES}
+    evaluated = frame[[c for cols in found.values() for c in cols]].notna().any(axis=1)
+    common = sorted((n for n, ok in complete.items() if ok[evaluated].all()),
+                    key=lambda n: (CORRUPTION_NAMES.index(n) if n in CORRUPTION_NAMES else 99, n))
+    out = frame.copy()
+    mean_column = "metrics.eval_mean_corruption_acc"
+    if not common:
+        out[mean_column] = math.nan
+        return out, ("no corruption acc: the runs were evaluated under different corruptions, "
+                     "none common to all; evaluate them alike, e.g. `cifarctl eval RUN "
+                     "--corruptions`")
+    columns = [c for name in common for c in sorted(found[name])]
+    out[mean_column] = out[columns].mean(axis=1).where(evaluated)
+    if len(common) == len(CORRUPTION_NAMES) and len(found) == len(common):
+        return out, None
+    return out, (f"corruption acc: mean over severities 1-{SEVERITIES} of "
+                 f"{', '.join(common)}, the corruptions every evaluated run has")
