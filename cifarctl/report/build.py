@@ -10,15 +10,15 @@ Reads runs (`runs`), groups seeds (`groups`), computes the tables (`tables`); re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarctl.errors import UsageError
-from cifarctl.evaluation.scores import SHOT_GROUPS
 from cifarctl.report import tables
 from cifarctl.report.groups import (
     Group,
     default_columns,
+    link_stages,
     make_groups,
     param,
     resolve_columns,
@@ -31,8 +31,7 @@ from cifarctl.report.runs import (
     split_usable,
     worth_saying,
 )
-from cifarctl.report.stages import link_stages, plain_baseline
-from cifarctl.report.stats import CONFIDENCE, Summary
+from cifarctl.report.stats import CONFIDENCE
 
 
 @dataclass
@@ -62,13 +61,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`--format json`); schema in ARCHITECTURE.md, "Report"."""
-        def summary(s: Summary | None) -> dict[str, Any] | None:
-            return None if s is None else s.to_dict()
-
-        def test(t: Any) -> dict[str, Any]:
-            return {"kind": t.kind, "diff": t.diff, "ci95": t.ci95, "t": t.t, "df": t.df,
-                    "p": t.p, "n": t.n}
-
         return {
             "source": {"tracking_uri": self.tracking_uri, "experiments": self.experiments,
                        "parent": self.parent, "filter": self.filter},
@@ -77,25 +69,25 @@ class Report:
             "class_names": self.class_names,
             "per_class": [{
                 "config": r.label, "keys": r.keys, "n": r.n, "seeds": r.seeds,
-                "run_ids": r.run_ids, "test_acc": summary(r.overall),
+                "run_ids": r.run_ids, "test_acc": r.overall.to_dict(),
                 "classes": [{"index": i, "name": self.class_names[i], **c.to_dict()}
                             for i, c in enumerate(r.classes)],
-                **{name: summary(r.shots[name]) for name in SHOT_GROUPS},
+                **{g: None if s is None else s.to_dict() for g, s in r.shots.items()},
                 "worst_class": None if r.worst is None else {
                     "index": r.worst, "name": self.class_names[r.worst],
                     **r.classes[r.worst].to_dict()},
                 "train_counts": r.counts,
-                **{m: summary(s) for m, s in r.extras.items()},
+                **{m: s.to_dict() for m, s in r.extras.items()},
             } for r in self.per_class],
             "baseline": self.baseline,
             "head_to_head": [{
-                "config": c.label, "baseline": c.baseline, "test_acc_diff": test(c.overall),
-                "class_diffs": [test(t) for t in c.classes], "verdict": c.verdict,
+                "config": c.label, "baseline": c.baseline, "test_acc_diff": asdict(c.overall),
+                "class_diffs": [asdict(t) for t in c.classes], "verdict": c.verdict,
                 "matched_seeds": c.matched_seeds,
             } for c in self.head_to_head],
             "literature": [{
                 "config": r.label, "profile": r.profile, "ratio": r.ratio,
-                "error_percent": summary(r.error),
+                "error_percent": r.error.to_dict(),
                 "published": [{"source": p.source, "method": p.method, "error_percent": p.error,
                                "reference": p.reference, "test_selected": p.test_selected}
                               for p in r.published],
@@ -133,7 +125,7 @@ def build_report(tracking_uri: str | None = None, *,
     groups = make_groups(runs.frame, columns)
     per_class = tables.per_class_table(groups, num_classes)
     comparisons, notes = tables.head_to_head(groups, num_classes,
-                                             plain_baseline(spec, columns))
+                                             tables.plain_baseline(spec, columns))
     literature, literature_note = tables.literature_table(groups)
     if left_out := worth_saying(runs.skipped):
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")

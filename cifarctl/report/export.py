@@ -87,19 +87,15 @@ def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "
             for name, text in texts.items():
                 (stage / name).write_text(text, encoding="utf-8")
         written.files = [folder / name for name in names]
-        _remove_stale(folder, set(names))
+        for path in folder.iterdir():  # an earlier report's, which this one did not write
+            if REPORT_FILE.fullmatch(path.name) and path.name not in names and path.is_file():
+                path.unlink()
     except OSError as err:
         where = Path(err.filename).name if err.filename else ""
         raise UsageError(f"cannot write the report to --out {folder}"
                          f"{f' ({where})' if where else ''}: {err.strerror or err}; choose "
                          f"another folder, or make room in this one") from None
     return written
-
-
-def _remove_stale(folder: Path, written: set[str]) -> None:
-    for path in folder.iterdir():
-        if REPORT_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
-            path.unlink()
 
 
 def report_experiment(report: Report) -> str:

@@ -3,6 +3,7 @@
     columns = default_columns(frame)                 # every param but the seed and bookkeeping
     groups = make_groups(frame, columns)             # one Group per configuration
     groups[0].label                                  # "CE", "CB-focal β=0.999", "LDAM-DRW", ...
+    frame = link_stages(frame, columns)              # run.init_from: run id -> "CE" (its label)
 
 Runs are replicates when they differ only by `run.seed` and by settings that do not change
 results (run name, experiment, device, torch.compile). Labels read like the write-up's
@@ -314,3 +315,25 @@ def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:
                               else f"{k}={configs[i].get(k, MISSING)}" for k in sorted(differ))
             labels[i] = f"{label} ({extra})"
     return labels
+
+
+INIT_FROM = "params.run.init_from"
+
+
+def link_stages(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`frame` with each stage-2 run's `run.init_from` (its stage-1 run's id, other for every
+    seed) given as that run's label among the runs that are no second stage, so the seeds of
+    "cRT on CE" are one group, `init_from=CE` (issue 18); `run <id prefix>` for a stage-1 run
+    outside the report."""
+    if INIT_FROM not in columns:
+        return frame
+    ids = frame[INIT_FROM]
+    stage2 = ids.notna() & (ids.astype(str) != "None")
+    if not stage2.any():
+        return frame
+    # labelled among the first stages alone: "CE", not "CE, epochs=200" beside a 10-epoch cRT
+    first = make_groups(frame[~stage2], [c for c in columns if c != INIT_FROM])
+    label_of = {run_id: g.label for g in first for run_id in g.rows["run_id"]}
+    out = frame.copy()
+    out.loc[stage2, INIT_FROM] = [label_of.get(r, f"run {str(r)[:8]}") for r in ids[stage2]]
+    return out

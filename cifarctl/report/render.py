@@ -174,19 +174,13 @@ def header_lines(report: Report) -> list[str]:
 
 # ---- terminal -----------------------------------------------------------------------------
 
-def class_columns(t: TextTable, num_classes: int) -> list[int]:
-    """Indices of the per-class columns (headers "<i> <name>") of a table."""
-    heads = [f"{i} " for i in range(num_classes)]
-    return [j for j, h in enumerate(t.headers) if any(h.startswith(p) for p in heads)]
-
-
 def terminal_tables(report: Report) -> list[TextTable]:
     """The tables as the terminal shows them: a wide table (ten class columns) becomes a
     summary table plus its class columns turned on their side (a row per class, a column per
     configuration), so it fits an 80-100 column terminal."""
-    out = []
+    out, class_headers = [], set(_class_headers(report))
     for t in text_tables(report):
-        cols = class_columns(t, len(report.class_names))
+        cols = [j for j, h in enumerate(t.headers) if h in class_headers]
         if not cols:
             out.append(t)
             continue

@@ -60,10 +60,8 @@ def class_names(frame: pd.DataFrame, num_classes: int) -> list[str]:
 
 
 def count_classes(frame: pd.DataFrame) -> int:
-    """Classes of the runs: how many `test_acc_class_<i>_at_best` metrics each run has.
-
-    Runs over datasets with different numbers of classes cannot share a table: UsageError.
-    """
+    """How many `test_acc_class_<i>_at_best` metrics each run has (UsageError if they differ:
+    runs over datasets with different numbers of classes cannot share a table)."""
     pattern = re.compile(r"metrics\.test_acc_class_\d+_at_best")
     columns = [c for c in frame.columns if pattern.fullmatch(c)]
     per_run = set(frame[columns].notna().sum(axis=1)) if columns else {0}
@@ -194,16 +192,22 @@ def parse_baseline(spec: str) -> dict[str, str]:
     return out
 
 
+def plain_baseline(spec: Mapping[str, str], grouping: Sequence[str]) -> dict[str, str]:
+    """The baseline `spec` plus, for each config key added later that the runs are grouped
+    by, its default: plain CE is the baseline, not CE re-trained in a second stage or
+    sampled class-balanced."""
+    from cifarctl.config import later_defaults
+
+    keys = {c.removeprefix("params.") for c in grouping}
+    return {**{k: str(v) for k, v in later_defaults().items() if k in keys and k not in spec},
+            **spec}
+
+
 def _equal(value: str | None, wanted: str) -> bool:
     a, b = number(value), number(wanted)
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return str(value).lower() == wanted.lower()
-
-
-def matches(params: Mapping[str, str], spec: Mapping[str, str]) -> bool:
-    """True when every `spec` key has the wanted value in `params`."""
-    return all(_equal(params.get(k), v) for k, v in spec.items())
 
 
 def _by_seed(group: Group, values: Sequence[float]) -> dict[str, float]:
@@ -247,7 +251,7 @@ def head_to_head(groups: Sequence[Group], num_classes: int, spec: Mapping[str, s
     if missing:
         return [], [f"no head-to-head table: the baseline keys {', '.join(missing)} are not "
                     f"grouping keys (add them to --by)"]
-    baselines = [g for g in groups if matches(g.params, spec)]
+    baselines = [g for g in groups if all(_equal(g.params.get(k), v) for k, v in spec.items())]
     wanted = ", ".join(f"{k}={v}" for k, v in spec.items())
     if not baselines:
         return [], [f"no head-to-head table: no configuration matches the baseline {wanted} "
