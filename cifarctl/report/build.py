@@ -14,23 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarctl.errors import UsageError
-from cifarctl.report import tables
-from cifarctl.report.groups import (
-    Group,
-    default_columns,
-    link_stages,
-    make_groups,
-    param,
-    resolve_columns,
-    split_by_data,
-)
-from cifarctl.report.runs import (
-    common_corruptions,
-    drop_repeats,
-    load_runs,
-    split_usable,
-    worth_saying,
-)
+from cifarctl.report import groups, runs, tables
 from cifarctl.report.stats import CONFIDENCE
 
 
@@ -51,7 +35,7 @@ class Report:
     literature: list[tables.LiteratureRow]
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-    groups: list[Group] = field(default_factory=list)  # for the figures
+    groups: list[groups.Group] = field(default_factory=list)  # for the figures
 
     @property
     def varying_keys(self) -> list[str]:
@@ -110,24 +94,25 @@ def build_report(tracking_uri: str | None = None, *,
     from cifarctl.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
-    runs = drop_repeats(split_usable(loaded))
-    runs.frame, corruption_note = common_corruptions(runs.frame)
-    if runs.frame.empty:
-        reasons = sorted({s["reason"] for s in runs.skipped})
-        raise UsageError(f"none of the {len(runs.skipped)} runs in "
+    loaded = runs.load_runs(uri, experiments=experiments, parent=parent,
+                            filter_string=filter_string)
+    usable = runs.drop_repeats(runs.split_usable(loaded))
+    frame, corruption_note = runs.common_corruptions(usable.frame)
+    if frame.empty:
+        reasons = sorted({s["reason"] for s in usable.skipped})
+        raise UsageError(f"none of the {len(usable.skipped)} runs in "
                          f"{', '.join(loaded.experiments)} can be reported: "
                          f"{'; '.join(reasons)}")
-    columns = resolve_columns(by, runs.frame) if by else default_columns(runs.frame)
-    columns, data_note = split_by_data(runs.frame, columns)
-    num_classes = tables.count_classes(runs.frame)
-    runs.frame = link_stages(runs.frame, columns)  # second stages by their first (issue 18)
-    groups = make_groups(runs.frame, columns)
-    per_class = tables.per_class_table(groups, num_classes)
-    comparisons, notes = tables.head_to_head(groups, num_classes,
+    columns = groups.resolve_columns(by, frame) if by else groups.default_columns(frame)
+    columns, data_note = groups.split_by_data(frame, columns)
+    num_classes = tables.count_classes(frame)
+    frame = groups.link_stages(frame, columns)  # second stages by their first (issue 18)
+    configs = groups.make_groups(frame, columns)
+    per_class = tables.per_class_table(configs, num_classes)
+    comparisons, notes = tables.head_to_head(configs, num_classes,
                                              tables.plain_baseline(spec, columns))
-    literature, literature_note = tables.literature_table(groups)
-    if left_out := worth_saying(runs.skipped):
+    literature, literature_note = tables.literature_table(configs)
+    if left_out := runs.worth_saying(usable.skipped):
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
     notes.extend(note for note in (data_note, corruption_note) if note)
     notes.extend(tables.shot_notes(per_class))
@@ -138,7 +123,7 @@ def build_report(tracking_uri: str | None = None, *,
                      f"({', '.join(loaded.experiments)}); choose with --experiment NAME")
     return Report(
         tracking_uri=uri, experiments=loaded.experiments, parent=parent,
-        filter=filter_string, by=by, grouping_keys=[param(c) for c in columns],
-        class_names=tables.class_names(runs.frame, num_classes), per_class=per_class,
+        filter=filter_string, by=by, grouping_keys=[groups.param(c) for c in columns],
+        class_names=tables.class_names(frame, num_classes), per_class=per_class,
         head_to_head=comparisons, baseline=spec, literature=literature, notes=notes,
-        skipped=runs.skipped, groups=groups)
+        skipped=usable.skipped, groups=configs)

@@ -52,7 +52,6 @@ GREEK = {"loss.beta": "β", "loss.gamma": "γ", "loss.alpha": "α", "loss.tau": 
 
 
 def param(column: str) -> str:
-    """`params.loss.beta` -> `loss.beta`; tag and other columns stay as they are."""
     return column.removeprefix("params.")
 
 
@@ -72,10 +71,8 @@ def key_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
-    """Every `params.*` column some run has, except `NON_RESULT_KEYS`, lead keys first.
-
-    (Columns no run has come from runs left out, e.g. a sweep parent's `grid.*` params.)
-    """
+    """Every `params.*` column some run has (not one only runs left out have, e.g. a sweep
+    parent's `grid.*`), except `NON_RESULT_KEYS`, lead keys first."""
     keys = [c for c in frame.columns if c.startswith("params.")
             and param(c) not in NON_RESULT_KEYS and frame[c].notna().any()]
     return sorted(keys, key=_column_order)
@@ -87,10 +84,8 @@ def _column_order(column: str) -> tuple[int, str]:
 
 
 def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
-    """`--by "loss.name,beta"` -> `["params.loss.name", "params.loss.beta"]`.
-
-    Config keys may drop a unique section (`beta`); `params.X` and `tags.X` name any column.
-    """
+    """`--by "loss.name,beta"` -> `["params.loss.name", "params.loss.beta"]`: config keys may
+    drop a unique section (`beta`); `params.X` and `tags.X` name any column."""
     from cifarctl.config import resolve_key
 
     columns = []
@@ -129,10 +124,10 @@ def split_by_data(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str
         return list(columns), None
     if columns:
         keyed = key_frame(known, columns)
-        versions = known[DATA_KEY].groupby([keyed[c] for c in columns]).nunique()
+        most = known[DATA_KEY].groupby([keyed[c] for c in columns]).nunique().max()
     else:
-        versions = known[DATA_KEY].nunique()
-    if int(versions.max() if columns else versions) < 2:
+        most = known[DATA_KEY].nunique()
+    if int(most) < 2:
         return list(columns), None
     return [*columns, DATA_KEY], (
         "some runs of one configuration trained on different data (the same data.dataset "

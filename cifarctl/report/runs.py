@@ -48,12 +48,9 @@ class RunSet:
 
 
 def runs_frame(selection: Selection) -> pd.DataFrame:
-    """One row per run, oldest first: `INFO_COLUMNS`, then `params.*`, `metrics.*` and
-    `tags.*` columns, each sorted by key.
-
-    A config key added later (`config.later_defaults`) that some runs logged reads as its
-    default (as MLflow logs it: `str(value)`) in the runs that did not: they trained with it.
-    """
+    """The frame of the module docstring. A config key added later (`config.later_defaults`)
+    that some runs logged reads as its default (`str(value)`, as MLflow logs it) in the runs
+    that did not: they trained with it."""
     import pandas as pd
 
     from cifarctl.config import later_defaults
@@ -84,9 +81,7 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
     """Every active run of `experiments` (default: all) matching the filter, report runs out.
 
     `parent` keeps the children of that run (a sweep: `tags.mlflow.parentRunId`), in the
-    parent's experiment. `reader`: as `RunStore.select` ("auto", or "mlflow" / "sqlite" to
-    force one). Raises UsageError for an unknown experiment or parent, a bad filter, or when
-    nothing is left to report on, saying how to choose.
+    parent's experiment. `reader`: as `RunStore.select` ("auto", or "mlflow" / "sqlite").
     """
     from cifarctl.tracking.runstore import RunStore
     from cifarctl.tracking.store import check_store
@@ -131,7 +126,7 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
 
 
 def _reported_on(names: dict[str, str]) -> str:
-    """`lt100` for a report experiment `lt100-reports` (`export.report_experiment`)."""
+    """`lt100` for a report experiment `lt100-reports` (`export.log_report_run`)."""
     first = next(iter(names.values()))
     return first.removesuffix("-reports") if first.endswith("-reports") and \
         first != "cifarctl-reports" else "NAME"
@@ -172,11 +167,8 @@ def worth_saying(skipped: list[dict]) -> list[dict]:
 
 
 def split_usable(runs: RunSet) -> RunSet:
-    """Keep FINISHED runs that have `test_acc_at_best`; list the others with the reason.
-
-    A sweep's parent run holds no metrics of its own (its children do): it is left out too,
-    and said so.
-    """
+    """Keep FINISHED runs that have `test_acc_at_best`; list the others with the reason (a
+    sweep's parent holds no metrics of its own: its children do)."""
     frame = runs.frame
     metric = f"metrics.{SUMMARY_METRIC}"
     parent_col = f"tags.{PARENT_TAG}"

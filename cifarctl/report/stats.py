@@ -53,10 +53,7 @@ def sample_std(values: Sequence[float]) -> float:
 
 def t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p for Student's t with `df` > 0 degrees of freedom (real df
-    allowed, for Welch).
-
-        t_quantile(0.975, 1)   # 12.7062...
-    """
+    allowed, for Welch)."""
     from scipy.special import stdtrit  # on first use: importing this module stays SciPy-free
 
     if not 0.0 < p < 1.0:
@@ -67,10 +64,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` > 0 degrees of freedom: the p-value of t.
-
-        two_sided_p(12.7062, 1)   # 0.05
-    """
+    """P(|T| >= |t|) for Student's t with `df` > 0 degrees of freedom: the p-value of t."""
     from scipy.special import stdtr
 
     if not df > 0:

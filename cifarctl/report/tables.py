@@ -124,7 +124,7 @@ def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassR
     def evaluated(group: Group, metric: str) -> bool:
         return not all(math.isnan(v) for v in group.metric(metric))
 
-    taus: dict[str, float] = {}  # found once: per row it made the table quadratic in groups
+    taus: dict[str, float] = {}  # found once for all rows (per row: quadratic in groups)
     for group in groups:
         for column in group.rows.columns:
             match = posthoc.TEST_ACC.fullmatch(column.removeprefix("metrics."))
@@ -346,8 +346,8 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         configs = literature.config_keys(p)
         rows.append(LiteratureRow(group.label, profile, ratio, _error(group),
                                   literature.published_for(configs, profile, ratio)))
-        posthoc = group.metric(POSTHOC_TAU1)
-        if configs == {"ce"} and not all(map(math.isnan, posthoc)):  # plain CE
+        adjusted = group.metric(POSTHOC_TAU1)
+        if configs == {"ce"} and not all(map(math.isnan, adjusted)):  # plain CE
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
                                       _error(group, POSTHOC_TAU1),
                                       literature.published_for({"posthoc"}, profile, ratio)))
