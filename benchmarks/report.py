@@ -38,8 +38,6 @@ from pathlib import Path
 LOSSES = ("ce", "focal")
 BETAS = (0.0, 0.9, 0.99, 0.999, 0.9999)
 RATIOS = (1.0, 10.0, 50.0, 100.0, 200.0)
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck")
 
 
 def synthetic_runs(n: int) -> list[dict]:
@@ -71,6 +69,7 @@ def build_store(uri: str, n: int, epochs: int) -> float:
     from mlflow.entities import Metric, Param
 
     from cifarctl.config import load_config
+    from cifarctl.data.dataset import CIFAR10_CLASSES
     from cifarctl.tracking import call_with_retry
     from cifarctl.tracking.mlflow_tracker import start_run
 
@@ -81,7 +80,7 @@ def build_store(uri: str, n: int, epochs: int) -> float:
                                  "data.imbalance": run["ratio"], "run.seed": run["seed"],
                                  "optim.epochs": max(epochs, 1), "run.experiment": "bench"})
         tags = {"class_counts": ",".join(map(str, run["counts"])),
-                "class_names": ",".join(CLASSES), "dataset": "cifar10", "loss": run["loss"],
+                "class_names": ",".join(CIFAR10_CLASSES), "dataset": "cifar10", "loss": run["loss"],
                 "beta": f"{run['beta']:g}"}
         tracker = start_run(experiment="bench", tracking_uri=uri, tags=tags,
                             run_name=f"{run['loss']}-b{run['beta']}-lt{run['ratio']:g}"

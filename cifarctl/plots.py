@@ -193,17 +193,13 @@ def per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float],
     return per_class_accuracy_grouped(class_names, {"accuracy": accuracies}, counts, title=title)
 
 
-def _as_numpy(matrix: Any):
+def _draw_confusion(fig: Figure, ax: Axes, matrix: Any, class_names: Sequence[str], *,
+                    normalize: bool, title: str) -> None:
     import numpy as np
 
     if hasattr(matrix, "detach"):  # a torch tensor, possibly on the GPU
         matrix = matrix.detach().cpu()
-    return np.asarray(matrix, dtype=np.float64)
-
-
-def _draw_confusion(fig: Figure, ax: Axes, matrix: Any, class_names: Sequence[str], *,
-                    normalize: bool, title: str) -> None:
-    counts = _as_numpy(matrix)
+    counts = np.asarray(matrix, dtype=np.float64)
     n = len(class_names)
     if counts.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {counts.shape} for {n} classes")

@@ -85,11 +85,8 @@ def build_report(tracking_uri: str | None = None, *,
                  experiments: Sequence[str] | None = None,
                  parent: str | None = None, filter_string: str = "", by: str | None = None,
                  baseline: str = tables.DEFAULT_BASELINE) -> Report:
-    """Load the runs, group their seeds and compute the three tables.
-
-    Raises UsageError when there is nothing to report on (unknown or empty experiment, no
-    run with the summary metrics, a filter that matches nothing), saying what to do.
-    """
+    """Load the runs, group their seeds and compute the three tables; UsageError, saying what
+    to do, when there is nothing to report on."""
     spec = tables.parse_baseline(baseline)
     from cifarctl.tracking.store import resolve_tracking_uri
 

@@ -1,9 +1,9 @@
 """Which runs are seeds of one configuration, in what order, and what to call it.
 
     columns = default_columns(frame)                 # every param but the seed and bookkeeping
+    frame = link_stages(frame, columns)              # run.init_from: run id -> "CE" (its label)
     groups = make_groups(frame, columns)             # one Group per configuration
     groups[0].label                                  # "CE", "CB-focal β=0.999", "LDAM-DRW", ...
-    frame = link_stages(frame, columns)              # run.init_from: run id -> "CE" (its label)
 
 Runs are replicates when they differ only by `run.seed` and by settings that do not change
 results (run name, experiment, device, torch.compile). Labels read like the write-up's

@@ -166,10 +166,8 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
 
 
 def config_keys(params: Mapping[str, object]) -> set[str]:
-    """The `Published.config` rows a configuration (its logged loss params) is compared with.
-
-    Class-balanced rows match only beta = 0.9999, the beta behind those numbers.
-    """
+    """The `Published.config` rows a configuration (its logged loss params) is compared with;
+    class-balanced rows match only beta = 0.9999, the beta behind those numbers."""
     loss, beta = str(params.get("loss.name")), number(params.get("loss.beta")) or 0.0
     tau = number(params.get("loss.tau")) or 1.0
     focal = loss in ("focal", "sigmoid-focal")

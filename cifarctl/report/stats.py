@@ -137,10 +137,8 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> TTest:
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> TTest:
-    """Welch's unequal-variance t-test of mean(a) = mean(b), for runs without matching seeds.
-
-    df by the Welch-Satterthwaite equation (Welch 1947).
-    """
+    """Welch's unequal-variance t-test of mean(a) = mean(b), for runs without matching seeds;
+    df by the Welch-Satterthwaite equation (Welch 1947)."""
     na, nb = len(a), len(b)
     d = mean(a) - mean(b)
     if na < 2 or nb < 2:
