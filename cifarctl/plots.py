@@ -53,8 +53,6 @@ def _legend_or_empty(ax: Axes, drawn: bool, empty: str, **legend: Any) -> None:
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Loss and accuracy per epoch for train/val/test, in two panels.
 
-        fig = training_curves([{"epoch": 0, "train_loss": 2.1, "train_acc": 0.3}, ...])
-
     x counts epochs from 1, as the terminal does: each entry's `epoch` (the 0-based step
     MLflow logs it at; else its position) plus one. A split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
@@ -256,12 +254,7 @@ def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], 
 def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
                     metrics: Sequence[str] = ("test_acc", "test_loss")) -> Figure:
     """One panel per metric, one line per configuration: curves of compared runs overlaid.
-
-        overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
-                         "CB-focal β=0.999": [...]})
-
-    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages.
-    """
+    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(5 * max(1, len(metrics)), 4)
@@ -294,8 +287,6 @@ def _beta_position(beta: float) -> float:
 def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float | None]]]]
                      ) -> Figure:
     """Accuracy against the class-balancing beta: one panel per measure, one line per family.
-
-        accuracy_vs_beta({"overall": {"CB-focal": [(0.0, 0.69, 0.01), (0.999, 0.65, 0.02)]}})
 
     Points are (beta, mean, 95 % CI half-width or None); the x axis is -log10(1 - beta),
     labelled with the betas, so 0.9, 0.99, 0.999, 0.9999 are evenly spaced.

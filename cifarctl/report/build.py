@@ -15,6 +15,7 @@ from typing import Any
 
 from cifarctl.errors import UsageError
 from cifarctl.report import groups, runs, tables
+from cifarctl.report.groups import Group
 from cifarctl.report.stats import CONFIDENCE
 
 
@@ -35,7 +36,7 @@ class Report:
     literature: list[tables.LiteratureRow]
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-    groups: list[groups.Group] = field(default_factory=list)  # for the figures
+    groups: list[Group] = field(default_factory=list)  # for the figures
 
     @property
     def varying_keys(self) -> list[str]:

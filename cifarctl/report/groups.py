@@ -197,8 +197,7 @@ def make_groups(frame: pd.DataFrame, columns: Sequence[str]) -> list[Group]:
                         frame.loc[index])
                   for key, index in keyed.groupby(by, sort=False).groups.items()]
     groups.sort(key=lambda g: _sort_key(g, columns))
-    labels = unique_labels([g.params for g in groups])
-    for group, label in zip(groups, labels):
+    for group, label in zip(groups, unique_labels([g.params for g in groups])):
         group.label = label
     return groups
 

@@ -174,8 +174,7 @@ def split_usable(runs: RunSet) -> RunSet:
     parent_col = f"tags.{PARENT_TAG}"
     parents = set(frame[parent_col].dropna()) if parent_col in frame else set()
     has_metric = frame[metric].notna() if metric in frame else frame["run_id"].isna()
-    skipped = []
-    keep = []
+    skipped, keep = [], []
     for i, row in enumerate(frame.itertuples(index=False)):
         run_id, status = row.run_id, row.status
         if run_id in parents and not has_metric.iloc[i]:
