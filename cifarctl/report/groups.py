@@ -71,8 +71,8 @@ def key_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
-    """Every `params.*` column some run has (not one only runs left out have, e.g. a sweep
-    parent's `grid.*`), except `NON_RESULT_KEYS`, lead keys first."""
+    """Every `params.*` column some run has a value in (a sweep parent's `grid.*` come only
+    from runs left out), except `NON_RESULT_KEYS`, lead keys first."""
     keys = [c for c in frame.columns if c.startswith("params.")
             and param(c) not in NON_RESULT_KEYS and frame[c].notna().any()]
     return sorted(keys, key=_column_order)
@@ -315,10 +315,10 @@ INIT_FROM = "params.run.init_from"
 
 
 def link_stages(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """`frame` with each stage-2 run's `run.init_from` (its stage-1 run's id, other for every
-    seed) given as that run's label among the runs that are no second stage, so the seeds of
-    "cRT on CE" are one group, `init_from=CE` (issue 18); `run <id prefix>` for a stage-1 run
-    outside the report."""
+    """`frame` with each stage-2 run's `run.init_from` (its stage-1 run's id, different for
+    every seed) given as that run's label among the runs that are no second stage, so the seeds
+    of "cRT on CE" are one group, `init_from=CE` (issue 18); `run <id prefix>` for a stage-1
+    run outside the report."""
     if INIT_FROM not in columns:
         return frame
     ids = frame[INIT_FROM]

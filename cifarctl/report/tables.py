@@ -119,8 +119,7 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
 
 def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassRow]:
     """Table 1, one row per group; eval_* columns for the metrics some run has, post-hoc
-    logit-adjusted accuracies (`eval --logit-adjust TAU`, Menon et al. 2021) by increasing tau.
-    """
+    accuracies (`eval --logit-adjust TAU`, Menon et al. 2021) by increasing tau."""
     def evaluated(group: Group, metric: str) -> bool:
         return not all(math.isnan(v) for v in group.metric(metric))
 
