@@ -4,9 +4,8 @@
     .venv/bin/python benchmarks/report.py --runs 2000 --store /tmp/bench-store --keep
     .venv/bin/python benchmarks/report.py --max-seconds 3     # exit 1 if slower (CI)
 
-Builds a sqlite store of synthetic long-tailed runs through the tracking interface
-(`start_run`, `log_params`, `set_tags`, `log_metrics`, `finish`: what `cifarctl train`
-logs, with `--epochs` per-epoch points per metric), then times
+Builds a sqlite store of synthetic long-tailed runs as `cifarctl train` logs them
+(`build_store`, `--epochs` points per metric), then times
 1. `build_report` in-process (the median of `--repeat` calls: the query, grouping, tables),
 2. rendering every table (rich, markdown, CSV, JSON),
 3. `cifarctl report` as a fresh process (JSON, and the rich tables), which includes starting
@@ -39,8 +38,6 @@ from pathlib import Path
 LOSSES = ("ce", "focal")
 BETAS = (0.0, 0.9, 0.99, 0.999, 0.9999)
 RATIOS = (1.0, 10.0, 50.0, 100.0, 200.0)
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck")
 
 
 def synthetic_runs(n: int) -> list[dict]:
@@ -72,6 +69,7 @@ def build_store(uri: str, n: int, epochs: int) -> float:
     from mlflow.entities import Metric, Param
 
     from cifarctl.config import load_config
+    from cifarctl.data.dataset import CIFAR10_CLASSES
     from cifarctl.tracking import call_with_retry
     from cifarctl.tracking.mlflow_tracker import start_run
 
@@ -82,7 +80,7 @@ def build_store(uri: str, n: int, epochs: int) -> float:
                                  "data.imbalance": run["ratio"], "run.seed": run["seed"],
                                  "optim.epochs": max(epochs, 1), "run.experiment": "bench"})
         tags = {"class_counts": ",".join(map(str, run["counts"])),
-                "class_names": ",".join(CLASSES), "dataset": "cifar10", "loss": run["loss"],
+                "class_names": ",".join(CIFAR10_CLASSES), "dataset": "cifar10", "loss": run["loss"],
                 "beta": f"{run['beta']:g}"}
         tracker = start_run(experiment="bench", tracking_uri=uri, tags=tags,
                             run_name=f"{run['loss']}-b{run['beta']}-lt{run['ratio']:g}"
@@ -209,26 +207,24 @@ def main() -> None:
     cli_s = time_report(env, "--format", "json", repeat=args.repeat)
     table_s = time_report(env, "--format", "table", repeat=args.repeat)
     filter_s = time_report(env, "--format", "json", "--filter", "attributes.status = 'FINISHED'")
-    rows = [("runs", args.runs), ("configurations", groups), ("store written (s)", write_s),
-            ("build_report (s)", build_s), ("render all formats (s)", render_s),
-            ("cifarctl report --format json (s)", cli_s),
-            ("cifarctl report (rich tables) (s)", table_s),
-            ("... with --filter (MLflow reader) (s)", filter_s)]
-    extra = {}
+    rows = [("runs", "runs", args.runs), ("configurations", "groups", groups),
+            ("store written (s)", None, write_s), ("build_report (s)", "build_report_s", build_s),
+            ("render all formats (s)", "render_s", render_s),
+            ("cifarctl report --format json (s)", "cli_json_s", cli_s),
+            ("cifarctl report (rich tables) (s)", "cli_table_s", table_s),
+            ("... with --filter (MLflow reader) (s)", "cli_filter_s", filter_s)]
     if args.server:
-        extra = time_server(uri, folder, args.repeat)
-        rows += [("report --out, sqlite file (s)", extra["out_sqlite_s"]),
-                 ("report --out, MLflow server (s)", extra["out_server_s"]),
-                 ("server / sqlite", extra["out_server_s"] / extra["out_sqlite_s"]),
-                 ("curves over the server, per history (s)", extra["histories_each_s"]),
-                 ("curves over the server, in bulk (s)", extra["histories_bulk_s"])]
-        extra = {k: round(v, 3) for k, v in extra.items()}
-    for name, value in rows:
+        t = time_server(uri, folder, args.repeat)
+        rows += [("report --out, sqlite file (s)", "out_sqlite_s", t["out_sqlite_s"]),
+                 ("report --out, MLflow server (s)", "out_server_s", t["out_server_s"]),
+                 ("server / sqlite", None, t["out_server_s"] / t["out_sqlite_s"]),
+                 ("curves over the server, per history (s)", "histories_each_s",
+                  t["histories_each_s"]),
+                 ("curves over the server, in bulk (s)", "histories_bulk_s", t["histories_bulk_s"])]
+    for name, _, value in rows:
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
-    print(json.dumps({"runs": args.runs, "groups": groups, "build_report_s": round(build_s, 3),
-                      "render_s": round(render_s, 3), "cli_json_s": round(cli_s, 3),
-                      "cli_table_s": round(table_s, 3), "cli_filter_s": round(filter_s, 3),
-                      **extra, "store": str(folder)}))
+    print(json.dumps({**{key: round(value, 3) if isinstance(value, float) else value
+                         for _, key, value in rows if key}, "store": str(folder)}))
     if args.store is None and not args.keep:
         import shutil
 

@@ -53,8 +53,6 @@ def _legend_or_empty(ax: Axes, drawn: bool, empty: str, **legend: Any) -> None:
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Loss and accuracy per epoch for train/val/test, in two panels.
 
-        fig = training_curves([{"epoch": 0, "train_loss": 2.1, "train_acc": 0.3}, ...])
-
     x counts epochs from 1, as the terminal does: each entry's `epoch` (the 0-based step
     MLflow logs it at; else its position) plus one. A split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
@@ -131,13 +129,8 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
                                title: str | None = None,
                                errors: Mapping[str, Sequence[float | None]] | None = None
                                ) -> Figure:
-    """Accuracy per class for several configurations side by side; training counts below.
-
-        per_class_accuracy_grouped(names, {"CE": ce_accs, "CB-focal 0.999": cb_accs}, counts)
-
-    With `counts` (training images per class), a second panel shows them on a log axis.
-    `errors` (per series, e.g. 95 % CI half-widths; None = no bar) draws error bars.
-    """
+    """Accuracy per class for several configurations side by side; with `counts` (training
+    images per class) a panel below on a log axis; `errors`: half-widths, None = no bar."""
     errors = errors or {}
     for label, accs in series.items():
         _check_lengths(class_names, **{f"series {label!r}": accs,
@@ -194,24 +187,17 @@ def _counts_panel(ax: Axes, counts: Sequence[int]) -> None:
 def per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float],
                        counts: Sequence[int] | None = None, *,
                        title: str | None = None) -> Figure:
-    """Bars of accuracy per class (labelled in %), training counts on a log axis below.
-
-        per_class_accuracy(["airplane", ...], [0.89, ...], counts=[5000, 2997, ...])
-    """
+    """Bars of accuracy per class (labelled in %), training counts on a log axis below."""
     return per_class_accuracy_grouped(class_names, {"accuracy": accuracies}, counts, title=title)
-
-
-def _as_numpy(matrix: Any):
-    import numpy as np
-
-    if hasattr(matrix, "detach"):  # a torch tensor, possibly on the GPU
-        matrix = matrix.detach().cpu()
-    return np.asarray(matrix, dtype=np.float64)
 
 
 def _draw_confusion(fig: Figure, ax: Axes, matrix: Any, class_names: Sequence[str], *,
                     normalize: bool, title: str) -> None:
-    counts = _as_numpy(matrix)
+    import numpy as np
+
+    if hasattr(matrix, "detach"):  # a torch tensor, possibly on the GPU
+        matrix = matrix.detach().cpu()
+    counts = np.asarray(matrix, dtype=np.float64)
     n = len(class_names)
     if counts.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {counts.shape} for {n} classes")
@@ -239,8 +225,6 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
                      ) -> Figure:
     """Heat map of a confusion matrix, rows = true class, columns = predicted class.
 
-        confusion_matrix([[90, 10], [30, 70]], ["cat", "dog"])
-
     `normalize` divides each row by its count, so the diagonal is per-class recall; cells
     show the percentage and the count (a class with no examples is a row of zeros).
     """
@@ -250,10 +234,7 @@ def confusion_matrix(matrix: Any, class_names: Sequence[str], *, normalize: bool
 
 def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], *,
                        normalize: bool = True, columns: int = 3) -> Figure:
-    """Several confusion matrices side by side (`columns` per row), one per configuration.
-
-        confusion_matrices({"CE": ce_counts, "CB-focal β=0.999": cb_counts}, names)
-    """
+    """Several confusion matrices side by side (`columns` per row), one per configuration."""
     if not matrices:
         fig = _figure(6, 3)
         _empty(fig.subplots(), "no confusion matrices recorded")
@@ -273,12 +254,7 @@ def confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str], 
 def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
                     metrics: Sequence[str] = ("test_acc", "test_loss")) -> Figure:
     """One panel per metric, one line per configuration: curves of compared runs overlaid.
-
-        overlaid_curves({"CE": [{"epoch": 0, "test_acc": 0.4, "test_loss": 1.7}, ...],
-                         "CB-focal β=0.999": [...]})
-
-    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages.
-    """
+    Each curve is a history as `training_curves` takes it; `*_acc` panels show percentages."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(5 * max(1, len(metrics)), 4)
@@ -312,8 +288,6 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
                      ) -> Figure:
     """Accuracy against the class-balancing beta: one panel per measure, one line per family.
 
-        accuracy_vs_beta({"overall": {"CB-focal": [(0.0, 0.69, 0.01), (0.999, 0.65, 0.02)]}})
-
     Points are (beta, mean, 95 % CI half-width or None); the x axis is -log10(1 - beta),
     labelled with the betas, so 0.9, 0.99, 0.999, 0.9999 are evenly spaced.
     """
@@ -338,10 +312,7 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
 
 def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[float]],
                        clean: float) -> Figure:
-    """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0.
-
-        corruption_heatmap(["gaussian_noise", "blur"], [[0.8, 0.7, ...], [...]], clean=0.9)
-    """
+    """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0."""
     import numpy as np
 
     table = np.asarray([[clean, *row] for row in accuracy], dtype=np.float64)
@@ -362,10 +333,7 @@ def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[f
 
 
 def save_png(fig: Figure, path: Path | str) -> Path:
-    """Write `fig` as a PNG atomically (temp file + rename), close it, return the path.
-
-        save_png(confusion_matrix(m, names), "out/confusion.png")
-    """
+    """Write `fig` as a PNG atomically (temp file + rename), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")

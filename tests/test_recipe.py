@@ -16,8 +16,7 @@ from cifarctl.losses import build_loss
 from cifarctl.losses.smoothing import label_aware_factors
 from cifarctl.names import default_run_name
 from cifarctl.report.groups import unique_labels
-from cifarctl.report.literature import protocol_gaps
-from cifarctl.report.recipe_literature import recipe_published
+from cifarctl.report.literature import protocol_gaps, recipe_published
 from cifarctl.schedule import cosine_lr_at
 
 LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # SPEC 1.3

@@ -199,7 +199,7 @@ def test_the_modern_lt_specs_plan_crt_on_their_ce_runs(name, trials, crt, losses
 def test_the_recipe_axis_of_modern_lt_matches_the_published_recipe_rows():
     """Issue 19: modern-lt.yaml's recipe trials are the settings of Wang et al.'s rows, so the
     report puts each group beside its number (and nothing else of the spec is compared)."""
-    from cifarctl.report.recipe_literature import recipe_published
+    from cifarctl.report.literature import recipe_published
 
     plan = expand(load_spec(EXPERIMENTS / "modern-lt.yaml"))
     recipe = [t for t in plan.trials if t.config.optim.sam_rho > 0]

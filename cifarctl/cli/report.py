@@ -1,12 +1,10 @@
 """`cifarctl report`: CE vs class-balanced focal, over seeds, with uncertainty, as tables and
 pictures.
 
-    $ cifarctl report --experiment lt100
     $ cifarctl report --parent 3f2c... --format markdown --out reports/beta-sweep
-    $ cifarctl report --filter "params.data.imbalance = '100.0'" --by loss.name,loss.beta
 
-Parses, calls `cifarctl.report.build.build_report`, renders (`render`) and writes
-(`export`). Heavy imports (MLflow, pandas, matplotlib) happen inside the command body.
+Parses, calls `cifarctl.report.export.report_to` (build, write --out, log) and renders
+(`render`). Heavy imports (MLflow, pandas, matplotlib) happen inside the command body.
 """
 
 from __future__ import annotations
@@ -65,15 +63,14 @@ def report(
 
       cifarctl report --filter "params.data.imbalance = '100.0'" --format csv > t1.csv
     """
+    from rich.console import Console
+
+    from cifarctl.report import render
     from cifarctl.report.export import report_to
 
     exported = report_to(tracking_uri, out=out, fmt=format_, log=not no_log,
                          experiments=experiment, parent=parent, filter_string=filter_ or "",
                          by=by, baseline=baseline)
-    from rich.console import Console
-
-    from cifarctl.report import render
-
     result, err = exported.report, Console(stderr=True)
     if exported.written is not None:
         err.print(f"wrote {len(exported.written.files)} files to {out}", style="dim",
@@ -83,6 +80,5 @@ def report(
     if format_ == "table":
         render.print_rich(result, Console())
     elif format_ != "html" or out is None:  # html with --out is report.html
-        text = {"csv": render.csv_table, "json": render.to_json, "markdown": render.markdown,
-                "html": render.html}[format_](result)
-        typer.echo(text, nl=False)
+        typer.echo({"csv": render.csv_table, "json": render.to_json, "markdown": render.markdown,
+                    "html": render.html}[format_](result), nl=False)

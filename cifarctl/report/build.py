@@ -10,23 +10,13 @@ Reads runs (`runs`), groups seeds (`groups`), computes the tables (`tables`); re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cifarctl.errors import UsageError
-from cifarctl.evaluation.scores import SHOT_GROUPS
-from cifarctl.report import tables
-from cifarctl.report.groups import (
-    Group,
-    default_columns,
-    make_groups,
-    param,
-    resolve_columns,
-    split_by_data,
-)
-from cifarctl.report.runs import drop_repeats, load_runs, split_usable, worth_saying
-from cifarctl.report.stages import link_stages, plain_baseline
-from cifarctl.report.stats import CONFIDENCE, Summary
+from cifarctl.report import groups, runs, tables
+from cifarctl.report.groups import Group
+from cifarctl.report.stats import CONFIDENCE
 
 
 @dataclass
@@ -56,13 +46,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`--format json`); schema in ARCHITECTURE.md, "Report"."""
-        def summary(s: Summary | None) -> dict[str, Any] | None:
-            return None if s is None else s.to_dict()
-
-        def test(t: Any) -> dict[str, Any]:
-            return {"kind": t.kind, "diff": t.diff, "ci95": t.ci95, "t": t.t, "df": t.df,
-                    "p": t.p, "n": t.n}
-
         return {
             "source": {"tracking_uri": self.tracking_uri, "experiments": self.experiments,
                        "parent": self.parent, "filter": self.filter},
@@ -71,25 +54,25 @@ class Report:
             "class_names": self.class_names,
             "per_class": [{
                 "config": r.label, "keys": r.keys, "n": r.n, "seeds": r.seeds,
-                "run_ids": r.run_ids, "test_acc": summary(r.overall),
+                "run_ids": r.run_ids, "test_acc": r.overall.to_dict(),
                 "classes": [{"index": i, "name": self.class_names[i], **c.to_dict()}
                             for i, c in enumerate(r.classes)],
-                **{name: summary(r.shots[name]) for name in SHOT_GROUPS},
+                **{g: None if s is None else s.to_dict() for g, s in r.shots.items()},
                 "worst_class": None if r.worst is None else {
                     "index": r.worst, "name": self.class_names[r.worst],
                     **r.classes[r.worst].to_dict()},
                 "train_counts": r.counts,
-                **{m: summary(s) for m, s in r.extras.items()},
+                **{m: s.to_dict() for m, s in r.extras.items()},
             } for r in self.per_class],
             "baseline": self.baseline,
             "head_to_head": [{
-                "config": c.label, "baseline": c.baseline, "test_acc_diff": test(c.overall),
-                "class_diffs": [test(t) for t in c.classes], "verdict": c.verdict,
+                "config": c.label, "baseline": c.baseline, "test_acc_diff": asdict(c.overall),
+                "class_diffs": [asdict(t) for t in c.classes], "verdict": c.verdict,
                 "matched_seeds": c.matched_seeds,
             } for c in self.head_to_head],
             "literature": [{
                 "config": r.label, "profile": r.profile, "ratio": r.ratio,
-                "error_percent": summary(r.error),
+                "error_percent": r.error.to_dict(),
                 "published": [{"source": p.source, "method": p.method, "error_percent": p.error,
                                "reference": p.reference, "test_selected": p.test_selected}
                               for p in r.published],
@@ -103,33 +86,31 @@ def build_report(tracking_uri: str | None = None, *,
                  experiments: Sequence[str] | None = None,
                  parent: str | None = None, filter_string: str = "", by: str | None = None,
                  baseline: str = tables.DEFAULT_BASELINE) -> Report:
-    """Load the runs, group their seeds and compute the three tables.
-
-    Raises UsageError when there is nothing to report on (unknown or empty experiment, no
-    run with the summary metrics, a filter that matches nothing), saying what to do.
-    """
+    """Load the runs, group their seeds and compute the three tables; UsageError, saying what
+    to do, when there is nothing to report on."""
     spec = tables.parse_baseline(baseline)
     from cifarctl.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    loaded = load_runs(uri, experiments=experiments, parent=parent, filter_string=filter_string)
-    runs = drop_repeats(split_usable(loaded))
-    runs.frame, corruption_note = tables.common_corruptions(runs.frame)
-    if runs.frame.empty:
-        reasons = sorted({s["reason"] for s in runs.skipped})
-        raise UsageError(f"none of the {len(runs.skipped)} runs in "
+    loaded = runs.load_runs(uri, experiments=experiments, parent=parent,
+                            filter_string=filter_string)
+    usable = runs.drop_repeats(runs.split_usable(loaded))
+    frame, corruption_note = runs.common_corruptions(usable.frame)
+    if frame.empty:
+        reasons = sorted({s["reason"] for s in usable.skipped})
+        raise UsageError(f"none of the {len(usable.skipped)} runs in "
                          f"{', '.join(loaded.experiments)} can be reported: "
                          f"{'; '.join(reasons)}")
-    columns = resolve_columns(by, runs.frame) if by else default_columns(runs.frame)
-    columns, data_note = split_by_data(runs.frame, columns)
-    num_classes = tables.count_classes(runs.frame)
-    runs.frame = link_stages(runs.frame, columns)  # second stages by their first (issue 18)
-    groups = make_groups(runs.frame, columns)
-    per_class = tables.per_class_table(groups, num_classes)
-    comparisons, notes = tables.head_to_head(groups, num_classes,
-                                             plain_baseline(spec, columns))
-    literature, literature_note = tables.literature_table(groups)
-    if left_out := worth_saying(runs.skipped):
+    columns = groups.resolve_columns(by, frame) if by else groups.default_columns(frame)
+    columns, data_note = groups.split_by_data(frame, columns)
+    num_classes = tables.count_classes(frame)
+    frame = groups.link_stages(frame, columns)  # second stages by their first (issue 18)
+    configs = groups.make_groups(frame, columns)
+    per_class = tables.per_class_table(configs, num_classes)
+    comparisons, notes = tables.head_to_head(configs, num_classes,
+                                             tables.plain_baseline(spec, columns))
+    literature, literature_note = tables.literature_table(configs)
+    if left_out := runs.worth_saying(usable.skipped):
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
     notes.extend(note for note in (data_note, corruption_note) if note)
     notes.extend(tables.shot_notes(per_class))
@@ -140,7 +121,7 @@ def build_report(tracking_uri: str | None = None, *,
                      f"({', '.join(loaded.experiments)}); choose with --experiment NAME")
     return Report(
         tracking_uri=uri, experiments=loaded.experiments, parent=parent,
-        filter=filter_string, by=by, grouping_keys=[param(c) for c in columns],
-        class_names=tables.class_names(runs.frame, num_classes), per_class=per_class,
+        filter=filter_string, by=by, grouping_keys=[groups.param(c) for c in columns],
+        class_names=tables.class_names(frame, num_classes), per_class=per_class,
         head_to_head=comparisons, baseline=spec, literature=literature, notes=notes,
-        skipped=runs.skipped, groups=groups)
+        skipped=usable.skipped, groups=configs)

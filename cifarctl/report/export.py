@@ -87,7 +87,9 @@ def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "
             for name, text in texts.items():
                 (stage / name).write_text(text, encoding="utf-8")
         written.files = [folder / name for name in names]
-        _remove_stale(folder, set(names))
+        for path in folder.iterdir():  # an earlier report's, which this one did not write
+            if REPORT_FILE.fullmatch(path.name) and path.name not in names and path.is_file():
+                path.unlink()
     except OSError as err:
         where = Path(err.filename).name if err.filename else ""
         raise UsageError(f"cannot write the report to --out {folder}"
@@ -96,20 +98,9 @@ def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "
     return written
 
 
-def _remove_stale(folder: Path, written: set[str]) -> None:
-    for path in folder.iterdir():
-        if REPORT_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
-            path.unlink()
-
-
-def report_experiment(report: Report) -> str:
-    """`<experiment>-reports` for a report on one experiment, else `cifarctl-reports`."""
-    return (f"{report.experiments[0]}-reports" if len(report.experiments) == 1
-            else "cifarctl-reports")
-
-
 def log_report_run(report: Report, written: Written) -> str:
-    """A FINISHED run holding the folder's files, tagged `cifarctl.kind=report`; its id."""
+    """A FINISHED run holding the folder's files, tagged `cifarctl.kind=report`, in
+    `<experiment>-reports` for a report on one experiment, else `cifarctl-reports`; its id."""
     from cifarctl.tracking.mlflow_tracker import start_run
 
     labels = ", ".join(r.label for r in report.per_class[:20])
@@ -117,7 +108,9 @@ def log_report_run(report: Report, written: Written) -> str:
             "report.filter": report.filter or "", "report.parent": report.parent or "",
             "report.configurations": str(len(report.per_class)),
             "report.runs": str(sum(r.n for r in report.per_class))}
-    tracker = start_run(experiment=report_experiment(report), tracking_uri=report.tracking_uri,
+    experiment = (f"{report.experiments[0]}-reports" if len(report.experiments) == 1
+                  else "cifarctl-reports")
+    tracker = start_run(experiment=experiment, tracking_uri=report.tracking_uri,
                         run_name=f"report-{'-'.join(report.experiments)[:60]}", tags=tags,
                         description=f"cifarctl report over {', '.join(report.experiments)}: "
                                     f"{labels}")

@@ -115,17 +115,15 @@ def beta_figure(report: Report) -> tuple[str, str, Figure] | None:
     if not families:
         return None
     keys = list(families)[:MAX_SERIES]
-    labels = unique_labels([dict(k) for k in keys])
     overall, worst = {}, {}
     classes = len(report.class_names)
-    for label, key in zip(labels, keys):
-        points_o, points_w = [], []
+    for label, key in zip(unique_labels([dict(k) for k in keys]), keys):
+        overall[label], worst[label] = [], []
         for g in families[key]:
             beta = number(g.params["loss.beta"]) or 0.0
             o, w = stats.summarize(g.metric(OVERALL)), stats.summarize(_worst_class(g, classes))
-            points_o.append((beta, o.mean, o.ci95))
-            points_w.append((beta, w.mean, w.ci95))
-        overall[label], worst[label] = points_o, points_w
+            overall[label].append((beta, o.mean, o.ci95))
+            worst[label].append((beta, w.mean, w.ci95))
     fig = plots.accuracy_vs_beta({"overall test accuracy": overall,
                                   "worst-class test accuracy": worst})
     return "accuracy_vs_beta.png", ("Overall (left) and worst-class (right) test accuracy "
@@ -148,8 +146,7 @@ def _read_confusion(store: RunStore, run_id: str, tmp: Path) -> list[list[float]
 def confusion_figure(report: Report, store: RunStore) -> tuple[str, str, Figure] | None:
     """Summed confusion matrices of each configuration's runs; None when no run has one."""
     groups, cut = _shown(report.groups, MAX_CONFUSIONS, NARROW)
-    matrices = {}
-    missing = 0
+    matrices, missing = {}, 0
     with tempfile.TemporaryDirectory(prefix="cifarctl-report-") as tmp:
         run_ids = [r for g in groups for r in g.rows["run_id"]]
         found = dict(zip(run_ids, parallel(lambda r: _read_confusion(store, r, Path(tmp)),

@@ -1,6 +1,7 @@
 """Which runs are seeds of one configuration, in what order, and what to call it.
 
     columns = default_columns(frame)                 # every param but the seed and bookkeeping
+    frame = link_stages(frame, columns)              # run.init_from: run id -> "CE" (its label)
     groups = make_groups(frame, columns)             # one Group per configuration
     groups[0].label                                  # "CE", "CB-focal β=0.999", "LDAM-DRW", ...
 
@@ -51,7 +52,6 @@ GREEK = {"loss.beta": "β", "loss.gamma": "γ", "loss.alpha": "α", "loss.tau": 
 
 
 def param(column: str) -> str:
-    """`params.loss.beta` -> `loss.beta`; tag and other columns stay as they are."""
     return column.removeprefix("params.")
 
 
@@ -71,10 +71,8 @@ def key_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
-    """Every `params.*` column some run has, except `NON_RESULT_KEYS`, lead keys first.
-
-    (Columns no run has come from runs left out, e.g. a sweep parent's `grid.*` params.)
-    """
+    """Every `params.*` column some run has a value in (a sweep parent's `grid.*` come only
+    from runs left out), except `NON_RESULT_KEYS`, lead keys first."""
     keys = [c for c in frame.columns if c.startswith("params.")
             and param(c) not in NON_RESULT_KEYS and frame[c].notna().any()]
     return sorted(keys, key=_column_order)
@@ -86,10 +84,8 @@ def _column_order(column: str) -> tuple[int, str]:
 
 
 def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
-    """`--by "loss.name,beta"` -> `["params.loss.name", "params.loss.beta"]`.
-
-    Config keys may drop a unique section (`beta`); `params.X` and `tags.X` name any column.
-    """
+    """`--by "loss.name,beta"` -> `["params.loss.name", "params.loss.beta"]`: config keys may
+    drop a unique section (`beta`); `params.X` and `tags.X` name any column."""
     from cifarctl.config import resolve_key
 
     columns = []
@@ -128,10 +124,10 @@ def split_by_data(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str
         return list(columns), None
     if columns:
         keyed = key_frame(known, columns)
-        versions = known[DATA_KEY].groupby([keyed[c] for c in columns]).nunique()
+        most = known[DATA_KEY].groupby([keyed[c] for c in columns]).nunique().max()
     else:
-        versions = known[DATA_KEY].nunique()
-    if int(versions.max() if columns else versions) < 2:
+        most = known[DATA_KEY].nunique()
+    if int(most) < 2:
         return list(columns), None
     return [*columns, DATA_KEY], (
         "some runs of one configuration trained on different data (the same data.dataset "
@@ -201,8 +197,7 @@ def make_groups(frame: pd.DataFrame, columns: Sequence[str]) -> list[Group]:
                         frame.loc[index])
                   for key, index in keyed.groupby(by, sort=False).groups.items()]
     groups.sort(key=lambda g: _sort_key(g, columns))
-    labels = unique_labels([g.params for g in groups])
-    for group, label in zip(groups, labels):
+    for group, label in zip(groups, unique_labels([g.params for g in groups])):
         group.label = label
     return groups
 
@@ -314,3 +309,25 @@ def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:
                               else f"{k}={configs[i].get(k, MISSING)}" for k in sorted(differ))
             labels[i] = f"{label} ({extra})"
     return labels
+
+
+INIT_FROM = "params.run.init_from"
+
+
+def link_stages(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`frame` with each stage-2 run's `run.init_from` (its stage-1 run's id, different for
+    every seed) given as that run's label among the runs that are no second stage, so the seeds
+    of "cRT on CE" are one group, `init_from=CE` (issue 18); `run <id prefix>` for a stage-1
+    run outside the report."""
+    if INIT_FROM not in columns:
+        return frame
+    ids = frame[INIT_FROM]
+    stage2 = ids.notna() & (ids.astype(str) != "None")
+    if not stage2.any():
+        return frame
+    # labelled among the first stages alone: "CE", not "CE, epochs=200" beside a 10-epoch cRT
+    first = make_groups(frame[~stage2], [c for c in columns if c != INIT_FROM])
+    label_of = {run_id: g.label for g in first for run_id in g.rows["run_id"]}
+    out = frame.copy()
+    out.loc[stage2, INIT_FROM] = [label_of.get(r, f"run {str(r)[:8]}") for r in ids[stage2]]
+    return out

@@ -5,7 +5,7 @@
 
 SAM is named with the loss ("LDAM-DRW +SAM ρ=0.4"); the data side (policy, Cutout, mixing),
 the cosine schedule and label smoothing are parts of their own. Settings at their defaults
-say nothing, so the labels of runs without the recipe read as before. Torch- and pandas-free.
+say nothing: the labels of runs without the recipe name none of it. Torch- and pandas-free.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def _data_words(p: Mapping[str, str]) -> list[str]:
     policy = _policy(p)
     if policy in POLICY_WORDS:
         word = POLICY_WORDS[policy]
-        nm = (p.get("data.randaugment_n", "2"), p.get("data.randaugment_m", "9"))
-        if policy == "randaugment" and (_number(nm[0]), _number(nm[1])) != (2, 9):
-            word += f" N={_number(nm[0]):g} M={_number(nm[1]):g}"
+        n, m = _number(p.get("data.randaugment_n", "2")), _number(p.get("data.randaugment_m", "9"))
+        if policy == "randaugment" and (n, m) != (2, 9):
+            word += f" N={n:g} M={m:g}"
         words.append(word)
     if _number(p.get("data.cutout")):
         words.append(f"Cutout {_number(p['data.cutout']):g}")
@@ -58,7 +58,7 @@ def _data_words(p: Mapping[str, str]) -> list[str]:
 def policies_compared(configs: Sequence[Mapping[str, str]]) -> set[str]:
     """{POLICIES} when some of `configs` use a named policy: a label then names every
     config's augmentation (`crop-flip` for true); without one, true / false keep their
-    generic words, as before the policies."""
+    generic words."""
     named = any(_policy(c) in AUGMENT_POLICIES for c in configs)
     return {POLICIES} if named else set()
 

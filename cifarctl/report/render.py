@@ -40,7 +40,6 @@ CSV_IDENTITY_KEYS = ("model.name", "data.imbalance", "loss.name", "loss.beta", "
 class TextTable:
     """A table in format-free form: every renderer draws these."""
 
-    name: str  # file-friendly id: per_class, head_to_head, literature, skipped
     title: str
     headers: list[str]
     rows: list[list[str]]
@@ -48,7 +47,7 @@ class TextTable:
 
     def columns(self, keep: Sequence[int], title: str) -> TextTable:
         """These columns of the table, under `title`."""
-        return TextTable(self.name, title, [self.headers[i] for i in keep],
+        return TextTable(title, [self.headers[i] for i in keep],
                          [[row[i] for i in keep] for row in self.rows], self.caption)
 
 
@@ -94,7 +93,7 @@ def per_class_table(report: Report) -> TextTable:
                      *(summary_text(r.shots[g]) for g in SHOT_GROUPS), worst,
                      *(_extra_text(r.extras[m], r.n) for m in extras)])
     shots = "; ".join(f"{g}: {SHOT_RULES[g]}" for g in SHOT_GROUPS)
-    return TextTable("per_class", "Test accuracy per class (%)", headers, rows,
+    return TextTable("Test accuracy per class (%)", headers, rows,
                      f"mean ± 95 % CI (Student t) over seeds; n = runs. Shot groups by the "
                      f"run's own training counts ({shots}).")
 
@@ -104,13 +103,13 @@ def head_to_head_table(report: Report) -> TextTable:
     rows = [[c.label, c.baseline, str(c.overall.n), diff_text(c.overall), c.verdict,
              *(diff_text(t) for t in c.classes)] for c in report.head_to_head]
     wanted = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
-    return TextTable("head_to_head", f"Head-to-head against the baseline ({wanted})", headers,
-                     rows, "differences in accuracy points, config minus baseline at the same "
+    return TextTable(f"Head-to-head against the baseline ({wanted})", headers, rows,
+                     "differences in accuracy points, config minus baseline at the same "
                      "model, dataset and imbalance; paired t-test over matching seeds (Welch's "
                      f"test when seeds do not match); * = p < {ALPHA:g}.")
 
 
-# the recipes' rows (issue 19): their own protocols and sources (`report.recipe_literature`)
+# the recipes' rows (issue 19): their own protocols and sources (`literature.RECIPE_ROWS`)
 RECIPE_NOTE = (" Recipe rows (SAM, AutoAugment + Cutout): runs with every setting of the "
                "published recipe; Rangwani et al. 2022 (NeurIPS), Wang et al. 2023 (NeurIPS), "
                "both reporting their best test epoch.")
@@ -127,8 +126,8 @@ def literature_table(report: Report) -> TextTable:
             rows.append([*ours, NONE, "no published number for this loss and ratio", NONE, NONE])
         rows += [[*ours, f"{p.error:.2f}", p.source + (" †" if p.test_selected else ""),
                   p.method, f"{r.error.mean - p.error:+.2f}"] for p in r.published]
-    return TextTable("literature", "Top-1 error (%) beside the published numbers", headers,
-                     rows, f"runs following the published protocol only ({PROTOCOL_WORDS}). "
+    return TextTable("Top-1 error (%) beside the published numbers", headers, rows,
+                     f"runs following the published protocol only ({PROTOCOL_WORDS}). "
                      "Published: Cui et al. 2019 (CVPR), Cao et al. 2019 (NeurIPS)."
                      + _later_sources([p for r in report.literature for p in r.published]))
 
@@ -145,7 +144,7 @@ def _later_sources(published: Sequence[Published]) -> str:
 
 
 def skipped_table(report: Report) -> TextTable:
-    return TextTable("skipped", "Skipped runs", ["run id", "run name", "reason"],
+    return TextTable("Skipped runs", ["run id", "run name", "reason"],
                      [[s["run_id"], s["run_name"], s["reason"]]
                       for s in worth_saying(report.skipped)])
 
@@ -174,25 +173,18 @@ def header_lines(report: Report) -> list[str]:
 
 # ---- terminal -----------------------------------------------------------------------------
 
-def class_columns(t: TextTable, num_classes: int) -> list[int]:
-    """Indices of the per-class columns (headers "<i> <name>") of a table."""
-    heads = [f"{i} " for i in range(num_classes)]
-    return [j for j, h in enumerate(t.headers) if any(h.startswith(p) for p in heads)]
-
-
 def terminal_tables(report: Report) -> list[TextTable]:
     """The tables as the terminal shows them: a wide table (ten class columns) becomes a
     summary table plus its class columns turned on their side (a row per class, a column per
     configuration), so it fits an 80-100 column terminal."""
-    out = []
+    out, class_headers = [], set(_class_headers(report))
     for t in text_tables(report):
-        cols = class_columns(t, len(report.class_names))
+        cols = [j for j, h in enumerate(t.headers) if h in class_headers]
         if not cols:
             out.append(t)
             continue
         out.append(t.columns([j for j in range(len(t.headers)) if j not in cols], t.title))
-        out.append(TextTable(f"{t.name}_by_class", f"{t.title}, by class",
-                             ["class", *(row[0] for row in t.rows)],
+        out.append(TextTable(f"{t.title}, by class", ["class", *(row[0] for row in t.rows)],
                              [[t.headers[j], *(row[j] for row in t.rows)] for j in cols]))
     return out
 

@@ -14,6 +14,8 @@ otherwise; both give the same frame (tested).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ SUMMARY_METRIC = TEST_ACC_AT_BEST  # a run without it has nothing to report
 FILTER_EXAMPLES = ("params.loss.name = 'focal'", "params.data.imbalance = '100.0'",
                    "tags.loss = 'focal' and metrics.test_acc_at_best > 0.6",
                    "attributes.run_name LIKE 'resnet32-%'")
+CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")
 INFO_COLUMNS = ["run_id", "experiment_id", "experiment", "status", "run_name", "start_time",
                 "artifact_uri"]
 
@@ -45,12 +48,9 @@ class RunSet:
 
 
 def runs_frame(selection: Selection) -> pd.DataFrame:
-    """One row per run, oldest first: `INFO_COLUMNS`, then `params.*`, `metrics.*` and
-    `tags.*` columns, each sorted by key.
-
-    A config key added later (`config.later_defaults`) that some runs logged reads as its
-    default (as MLflow logs it: `str(value)`) in the runs that did not: they trained with it.
-    """
+    """The frame of the module docstring. A config key added later (`config.later_defaults`)
+    that some runs logged reads as its default (`str(value)`, as MLflow logs it) in the runs
+    that did not: they trained with it."""
     import pandas as pd
 
     from cifarctl.config import later_defaults
@@ -81,9 +81,7 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
     """Every active run of `experiments` (default: all) matching the filter, report runs out.
 
     `parent` keeps the children of that run (a sweep: `tags.mlflow.parentRunId`), in the
-    parent's experiment. `reader`: as `RunStore.select` ("auto", or "mlflow" / "sqlite" to
-    force one). Raises UsageError for an unknown experiment or parent, a bad filter, or when
-    nothing is left to report on, saying how to choose.
+    parent's experiment. `reader`: as `RunStore.select` ("auto", or "mlflow" / "sqlite").
     """
     from cifarctl.tracking.runstore import RunStore
     from cifarctl.tracking.store import check_store
@@ -128,7 +126,7 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
 
 
 def _reported_on(names: dict[str, str]) -> str:
-    """`lt100` for a report experiment `lt100-reports` (`export.report_experiment`)."""
+    """`lt100` for a report experiment `lt100-reports` (`export.log_report_run`)."""
     first = next(iter(names.values()))
     return first.removesuffix("-reports") if first.endswith("-reports") and \
         first != "cifarctl-reports" else "NAME"
@@ -169,18 +167,14 @@ def worth_saying(skipped: list[dict]) -> list[dict]:
 
 
 def split_usable(runs: RunSet) -> RunSet:
-    """Keep FINISHED runs that have `test_acc_at_best`; list the others with the reason.
-
-    A sweep's parent run holds no metrics of its own (its children do): it is left out too,
-    and said so.
-    """
+    """Keep FINISHED runs that have `test_acc_at_best`; list the others with the reason (a
+    sweep's parent holds no metrics of its own: its children do)."""
     frame = runs.frame
     metric = f"metrics.{SUMMARY_METRIC}"
     parent_col = f"tags.{PARENT_TAG}"
     parents = set(frame[parent_col].dropna()) if parent_col in frame else set()
     has_metric = frame[metric].notna() if metric in frame else frame["run_id"].isna()
-    skipped = []
-    keep = []
+    skipped, keep = [], []
     for i, row in enumerate(frame.itertuples(index=False)):
         run_id, status = row.run_id, row.status
         if run_id in parents and not has_metric.iloc[i]:
@@ -237,3 +231,39 @@ def drop_repeats(runs: RunSet) -> RunSet:
         return runs
     return RunSet(frame.drop(index=drop).reset_index(drop=True), runs.experiments,
                   runs.skipped + skipped)
+
+
+def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """`frame` with `eval_mean_corruption_acc` recomputed over the corruptions that every
+    evaluated run has, and a note naming them when that is not all of them.
+
+    Each `cifarctl eval --corruption ...` logs the mean over the corruptions it was asked
+    for, so runs evaluated under different sets would otherwise be averaged and compared
+    on different tests. The per-corruption metrics (`eval_corruption_<name>_s<k>`) stay
+    logged, so the mean over a common set can be taken from them."""
+    from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
+
+    found: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if m := CORRUPTION_COLUMN.fullmatch(column):
+            found.setdefault(m.group(1), []).append(column)
+    if not found:
+        return frame, None
+    complete = {name: frame[cols].notna().all(axis=1) for name, cols in found.items()
+                if len(cols) == SEVERITIES}
+    evaluated = frame[[c for cols in found.values() for c in cols]].notna().any(axis=1)
+    common = sorted((n for n, ok in complete.items() if ok[evaluated].all()),
+                    key=lambda n: (CORRUPTION_NAMES.index(n) if n in CORRUPTION_NAMES else 99, n))
+    out = frame.copy()
+    mean_column = "metrics.eval_mean_corruption_acc"
+    if not common:
+        out[mean_column] = math.nan
+        return out, ("no corruption acc: the runs were evaluated under different corruptions, "
+                     "none common to all; evaluate them alike, e.g. `cifarctl eval RUN "
+                     "--corruptions`")
+    columns = [c for name in common for c in sorted(found[name])]
+    out[mean_column] = out[columns].mean(axis=1).where(evaluated)
+    if len(common) == len(CORRUPTION_NAMES) and len(found) == len(common):
+        return out, None
+    return out, (f"corruption acc: mean over severities 1-{SEVERITIES} of "
+                 f"{', '.join(common)}, the corruptions every evaluated run has")

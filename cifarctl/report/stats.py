@@ -53,10 +53,7 @@ def sample_std(values: Sequence[float]) -> float:
 
 def t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p for Student's t with `df` > 0 degrees of freedom (real df
-    allowed, for Welch).
-
-        t_quantile(0.975, 1)   # 12.7062...
-    """
+    allowed, for Welch)."""
     from scipy.special import stdtrit  # on first use: importing this module stays SciPy-free
 
     if not 0.0 < p < 1.0:
@@ -67,10 +64,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` > 0 degrees of freedom: the p-value of t.
-
-        two_sided_p(12.7062, 1)   # 0.05
-    """
+    """P(|T| >= |t|) for Student's t with `df` > 0 degrees of freedom: the p-value of t."""
     from scipy.special import stdtr
 
     if not df > 0:
@@ -143,10 +137,8 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> TTest:
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> TTest:
-    """Welch's unequal-variance t-test of mean(a) = mean(b), for runs without matching seeds.
-
-    df by the Welch-Satterthwaite equation (Welch 1947).
-    """
+    """Welch's unequal-variance t-test of mean(a) = mean(b), for runs without matching seeds;
+    df by the Welch-Satterthwaite equation (Welch 1947)."""
     na, nb = len(a), len(b)
     d = mean(a) - mean(b)
     if na < 2 or nb < 2:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
-from cifarctl.evaluation.posthoc import tau_name
+from cifarctl.evaluation import posthoc
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
 from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, literature, stats
 from cifarctl.report.groups import CONTEXT_KEYS, Group, number
-from cifarctl.report.recipe_literature import RECIPE_KEYS, recipe_published
+from cifarctl.report.literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,44 +32,7 @@ OVERALL = TEST_ACC_AT_BEST  # summary metrics at the best epoch (cifarctl.names)
 CLASS_METRIC = CLASS_ACC_AT_BEST
 # `cifarctl eval` metrics shown in table 1 when the runs have them (ARCHITECTURE.md, "Eval")
 EXTRA_METRICS = {"eval_ece": "ECE", "eval_mean_corruption_acc": "corruption acc"}
-CORRUPTION_COLUMN = re.compile(r"metrics\.eval_corruption_(\w+)_s([1-5])")
-POSTHOC_TAU1 = f"eval_{tau_name(1.0)}_test_acc"  # `eval --logit-adjust 1`: table 3's row
-
-
-def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """`frame` with `eval_mean_corruption_acc` recomputed over the corruptions that every
-    evaluated run has, and a note naming them when that is not all of them.
-
-    Each `cifarctl eval --corruption ...` logs the mean over the corruptions it was asked
-    for, so runs evaluated under different sets would otherwise be averaged and compared
-    on different tests. The per-corruption metrics (`eval_corruption_<name>_s<k>`) stay
-    logged, so the mean over a common set can be taken from them."""
-    from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
-
-    found: dict[str, list[str]] = {}
-    for column in frame.columns:
-        if m := CORRUPTION_COLUMN.fullmatch(column):
-            found.setdefault(m.group(1), []).append(column)
-    if not found:
-        return frame, None
-    complete = {name: frame[cols].notna().all(axis=1) for name, cols in found.items()
-                if len(cols) == SEVERITIES}
-    evaluated = frame[[c for cols in found.values() for c in cols]].notna().any(axis=1)
-    common = sorted((n for n, ok in complete.items() if ok[evaluated].all()),
-                    key=lambda n: (CORRUPTION_NAMES.index(n) if n in CORRUPTION_NAMES else 99, n))
-    out = frame.copy()
-    mean_column = "metrics.eval_mean_corruption_acc"
-    if not common:
-        out[mean_column] = math.nan
-        return out, ("no corruption acc: the runs were evaluated under different corruptions, "
-                     "none common to all; evaluate them alike, e.g. `cifarctl eval RUN "
-                     "--corruptions`")
-    columns = [c for name in common for c in sorted(found[name])]
-    out[mean_column] = out[columns].mean(axis=1).where(evaluated)
-    if len(common) == len(CORRUPTION_NAMES) and len(found) == len(common):
-        return out, None
-    return out, (f"corruption acc: mean over severities 1-{SEVERITIES} of "
-                 f"{', '.join(common)}, the corruptions every evaluated run has")
+POSTHOC_TAU1 = f"eval_{posthoc.tau_name(1.0)}_test_acc"  # `eval --logit-adjust 1`: table 3's row
 
 
 def class_counts(rows: pd.DataFrame) -> list[list[int] | None]:
@@ -97,10 +60,8 @@ def class_names(frame: pd.DataFrame, num_classes: int) -> list[str]:
 
 
 def count_classes(frame: pd.DataFrame) -> int:
-    """Classes of the runs: how many `test_acc_class_<i>_at_best` metrics each run has.
-
-    Runs over datasets with different numbers of classes cannot share a table: UsageError.
-    """
+    """How many `test_acc_class_<i>_at_best` metrics each run has (UsageError if they differ:
+    runs over datasets with different numbers of classes cannot share a table)."""
     pattern = re.compile(r"metrics\.test_acc_class_\d+_at_best")
     columns = [c for c in frame.columns if pattern.fullmatch(c)]
     per_run = set(frame[columns].notna().sum(axis=1)) if columns else {0}
@@ -157,21 +118,28 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
 
 
 def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassRow]:
-    """Table 1, one row per group; eval_* columns for the metrics some run has (post-hoc
-    adjusted accuracies too, `report.posthoc`)."""
-    from cifarctl.report.posthoc import posthoc_metrics
+    """Table 1, one row per group; eval_* columns for the metrics some run has, post-hoc
+    accuracies (`eval --logit-adjust TAU`, Menon et al. 2021) by increasing tau."""
+    def evaluated(group: Group, metric: str) -> bool:
+        return not all(math.isnan(v) for v in group.metric(metric))
 
-    extras = [m for m in EXTRA_METRICS
-              if any(not all(math.isnan(v) for v in g.metric(m)) for g in groups)]
-    extras += posthoc_metrics(groups)  # once: per row it made the table quadratic in groups
+    taus: dict[str, float] = {}  # found once for all rows (per row: quadratic in groups)
+    for group in groups:
+        for column in group.rows.columns:
+            match = posthoc.TEST_ACC.fullmatch(column.removeprefix("metrics."))
+            if match and column.startswith("metrics.") and evaluated(group, match.group(0)):
+                taus[match.group(0)] = float(match.group(1))
+    extras = [m for m in EXTRA_METRICS if any(evaluated(g, m) for g in groups)]
+    extras += sorted(taus, key=taus.__getitem__)
     return [per_class_row(g, num_classes, extras) for g in groups]
 
 
 def extra_label(metric: str) -> str:
-    """The column header of an eval_* metric of table 1."""
-    from cifarctl.report.posthoc import column_label
-
-    return EXTRA_METRICS.get(metric) or column_label(metric) or metric
+    """The column header of an eval_* metric of table 1 (`post-hoc LA τ=1`: a run's model
+    with the training prior subtracted from its logits, never its test accuracy)."""
+    if match := posthoc.TEST_ACC.fullmatch(metric):
+        return f"post-hoc LA τ={float(match.group(1)):g}"
+    return EXTRA_METRICS.get(metric) or metric
 
 
 def shot_notes(rows: Sequence[PerClassRow]) -> list[str]:
@@ -223,16 +191,22 @@ def parse_baseline(spec: str) -> dict[str, str]:
     return out
 
 
+def plain_baseline(spec: Mapping[str, str], grouping: Sequence[str]) -> dict[str, str]:
+    """The baseline `spec` plus, for each config key added later that the runs are grouped
+    by, its default: plain CE is the baseline, not CE re-trained in a second stage or
+    sampled class-balanced."""
+    from cifarctl.config import later_defaults
+
+    keys = {c.removeprefix("params.") for c in grouping}
+    return {**{k: str(v) for k, v in later_defaults().items() if k in keys and k not in spec},
+            **spec}
+
+
 def _equal(value: str | None, wanted: str) -> bool:
     a, b = number(value), number(wanted)
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return str(value).lower() == wanted.lower()
-
-
-def matches(params: Mapping[str, str], spec: Mapping[str, str]) -> bool:
-    """True when every `spec` key has the wanted value in `params`."""
-    return all(_equal(params.get(k), v) for k, v in spec.items())
 
 
 def _by_seed(group: Group, values: Sequence[float]) -> dict[str, float]:
@@ -276,7 +250,7 @@ def head_to_head(groups: Sequence[Group], num_classes: int, spec: Mapping[str, s
     if missing:
         return [], [f"no head-to-head table: the baseline keys {', '.join(missing)} are not "
                     f"grouping keys (add them to --by)"]
-    baselines = [g for g in groups if matches(g.params, spec)]
+    baselines = [g for g in groups if all(_equal(g.params.get(k), v) for k, v in spec.items())]
     wanted = ", ".join(f"{k}={v}" for k, v in spec.items())
     if not baselines:
         return [], [f"no head-to-head table: no configuration matches the baseline {wanted} "
@@ -371,8 +345,8 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         configs = literature.config_keys(p)
         rows.append(LiteratureRow(group.label, profile, ratio, _error(group),
                                   literature.published_for(configs, profile, ratio)))
-        posthoc = group.metric(POSTHOC_TAU1)
-        if configs == {"ce"} and not all(map(math.isnan, posthoc)):  # plain CE
+        adjusted = group.metric(POSTHOC_TAU1)
+        if configs == {"ce"} and not all(map(math.isnan, adjusted)):  # plain CE
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
                                       _error(group, POSTHOC_TAU1),
                                       literature.published_for({"posthoc"}, profile, ratio)))
