@@ -158,7 +158,6 @@ class LiveTable:
 
 
 def make_display(total: int, *, quiet: bool = False) -> Any:
-    """A live table on an interactive terminal, plain lines otherwise, nothing if quiet."""
     if quiet:
         return NullDisplay()
     return LiveTable(total) if sys.stderr.isatty() else PlainLines(total)

@@ -204,8 +204,7 @@ class _Sweep:
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.status} before: continues in its run"
-        self.stopping = False
-        self.stop_deadline = 0.0
+        self.stopping, self.stop_deadline = False, 0.0
 
     def start(self, group: list[TrialState]) -> None:
         from cifarctl.sweep.store import create_child

@@ -108,8 +108,7 @@ def _digest(obj: Any) -> str:
 
 
 def trial_key(cfg: RunConfig) -> str:
-    """sha256 of the canonical JSON of `cfg`'s resolved config less the fields that do not
-    change its results (KEY_IGNORES), first 12 hex digits.
+    """The hash of `cfg`'s resolved values less those that do not change its results.
 
     `model.classifier` enters as the head it resolves to (`auto` and `normed` are one trial
     for LDAM), and not at all when that is `linear`: the key of every trial without a cosine
