@@ -124,8 +124,7 @@ class LocalExecutor:
     def submit(self, tasks: list[TrialTask]) -> None:
         slot = min(set(range(self.workers)) - set(self.slots))
         process = self.ctx.Process(target=process_main, daemon=True,
-                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus),
-                                         os.getpid()),
+                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus), os.getpid()),
                                    name=f"cifarctl-sweep-{tasks[0].key}")
         process.start()
         self.slots[slot] = (process, tasks)

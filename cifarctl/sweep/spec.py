@@ -230,8 +230,7 @@ def _text(doc: dict[str, Any], name: str, default: str, source: str) -> str:
 
 
 def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
-               overrides: dict[str, Any] | None = None,
-               experiment: str | None = None) -> SweepSpec:
+               overrides: dict[str, Any] | None = None, experiment: str | None = None) -> SweepSpec:
     """Check a parsed spec document; `overrides` are `--set`, `experiment` is `--experiment`."""
     if not isinstance(doc, dict):
         raise UsageError(f"{source}: a sweep spec must be a YAML mapping with `grid:` and/or "
@@ -261,8 +260,7 @@ def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
     except UsageError as err:
         raise UsageError(f"{source}: base config: {err}") from None
     return SweepSpec(source=source, name=name, experiment=experiment, base=base, grid=grid,
-                     include=include, exclude=exclude, random=_random(doc, source),
-                     document=doc)
+                     include=include, exclude=exclude, random=_random(doc, source), document=doc)
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None,

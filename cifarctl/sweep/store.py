@@ -96,8 +96,7 @@ def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     spec = plan.spec
     parent, runs = existing_runs(store, plan)
     if parent is None:
-        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri,
-                            run_name=spec.name,
+        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri, run_name=spec.name,
                             tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
                                   SWEEP_OWNER_TAG: owner()},
                             description=f"Sweep of {len(plan.trials)} trials from "
