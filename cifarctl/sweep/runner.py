@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,17 +55,17 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def fused_groups(trials: list[TrialState], fuse: int,
-                 resumable: Collection[str] = frozenset()) -> list[list[TrialState]]:
+def fused_groups(trials: list[TrialState], fuse: int) -> list[list[TrialState]]:
     """Trials packed, in plan order, into groups of up to `fuse` that can train as one fused
-    model (`cifarctl.fused.group_key`); resumable trials and unfusable ones go alone."""
+    model (`cifarctl.fused.group_key`); unfusable trials and those with a run (they continue
+    in it) go alone."""
     from cifarctl.fused import group_key
 
     groups: list[list[TrialState]] = []
     open_groups: dict[tuple, list[TrialState]] = {}
     for state in trials:
         key = group_key(state.trial.config)
-        if fuse <= 1 or key is None or state.trial.key in resumable:
+        if fuse <= 1 or key is None or state.run_id is not None:
             groups.append([state])
             continue
         group = open_groups.get(key)
@@ -194,8 +194,7 @@ class _Sweep:
             state.run_id = child.run_id
             if child.status == "FINISHED":
                 parent = child.tags.get(PARENT_TAG, "")
-                state.status = "skipped"
-                state.message = "FINISHED in an earlier attempt"
+                state.status, state.message = "skipped", "FINISHED in an earlier attempt"
                 if parent != runs.parent_id:  # an earlier, smaller spec (`store.existing_runs`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
                     self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
@@ -276,8 +275,7 @@ class _Sweep:
         """Schedule to the end. `stop`: training's StopFlag, set by the first SIGINT/SIGTERM;
         a second Ctrl-C raises KeyboardInterrupt in here."""
         queued = [s for s in self.outcome.trials if s.status == "queued"]
-        pending = fused_groups(queued, self.fuse,  # trials with a run continue in it, alone
-                               {s.trial.key for s in queued if s.run_id is not None})
+        pending = fused_groups(queued, self.fuse)
         for state in self.outcome.trials:
             self.display.update(state)
         killed = False
