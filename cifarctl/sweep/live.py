@@ -85,15 +85,14 @@ class PlainLines:
             return
         head = f"[{t.index + 1}/{self.total}] {t.key}"
         if before is None or before[0] != state.status:
-            if state.status == "running" and state.pid is None:
-                return  # the `started` event follows with the pid
             if state.status in ("ok", "skipped"):
                 self.message(f"{head} {state.status}  {describe_overrides(t.overrides)}  "
                              f"test_acc_at_best {_acc(state) or '-'}  (run {state.run_id})")
             elif state.status != "running":
                 where = f"  (run {state.run_id})" if state.run_id else ""  # never started
                 self.message(f"{head} {state.status}: {state.message}{where}")
-                return
+            elif state.pid is None:
+                return  # the `started` event follows with the pid
         if state.status != "running":
             return
         if before is None or before[1] != state.pid:

@@ -24,11 +24,10 @@ from typing import Any
 
 from cifarctl.errors import UsageError, first_line
 from cifarctl.sweep.ray_connect import is_local
-from cifarctl.sweep.worker import TrialTask, ray_main
+from cifarctl.sweep.worker import Event, TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
 MAX_RETRIES = 2  # a trial whose node is lost runs again elsewhere, at most this many times
-Event = tuple[str, str, dict[str, Any]]
 
 
 def import_ray() -> Any:

@@ -26,7 +26,7 @@ from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
 from cifarctl.sweep.spec import Plan
 from cifarctl.sweep.state import SweepOutcome, TrialState
-from cifarctl.sweep.worker import TrialTask, process_main, worker_log
+from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
 
 if TYPE_CHECKING:
     from cifarctl.tracking.runstore import RunStore
@@ -49,7 +49,7 @@ class Executor(Protocol):
     def free(self) -> int: ...  # how many more groups it takes now
     def busy(self) -> int: ...  # groups in flight
     def submit(self, tasks: list[TrialTask]) -> None: ...
-    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]: ...
+    def poll(self, timeout: float) -> list[Event]: ...
     def stop(self) -> None: ...  # ask every group to checkpoint and stop
     def kill(self) -> None: ...  # stop every group now
     def close(self) -> None: ...
@@ -129,7 +129,7 @@ class LocalExecutor:
         process.start()
         self.slots[slot] = (process, tasks)
 
-    def _drain(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+    def _drain(self, timeout: float) -> list[Event]:
         import queue
 
         events = []
@@ -140,7 +140,7 @@ class LocalExecutor:
         except queue.Empty:
             return events
 
-    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+    def poll(self, timeout: float) -> list[Event]:
         events = self._drain(timeout)
         ended = [s for s, (p, _) in self.slots.items() if p.exitcode is not None]
         if ended:

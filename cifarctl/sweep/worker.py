@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
 PARENT_CHECK_S = 0.2  # how often a worker checks that its sweep process is still there
+Event = tuple[str, str, dict[str, Any]]  # (kind, trial key, payload): see the docstring
 
 
 class Sink(Protocol):
-    def put(self, item: Any) -> None: ...
+    def put(self, item: Event) -> None: ...
 
 
 @dataclass(frozen=True)
