@@ -46,9 +46,8 @@ def check_trials(trials: list[Trial], *, devices: bool = True) -> None:
 
 
 def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path) -> None:
-    """Raise UsageError, naming the trial, if an unfinished trial's run (`runs`: trial key
-    -> run, `store.existing_runs`) has a checkpoint here holding a dataset fingerprint its
-    data no longer has: a resume in a worker would fail the same way on every rerun."""
+    """Raise UsageError, naming the trial, if an unfinished trial's run has a checkpoint here
+    from data since changed: a resume in a worker would fail the same way on every rerun."""
     from cifarctl.checkpoint import checkpoint_path, saved_fingerprint
     from cifarctl.data import load_dataset
 

@@ -78,8 +78,7 @@ class SweepResult:
 
 
 def plan_request(request: SweepRequest, *, warn: Callable[[str], None]) -> Plan:
-    """Check the options, then expand the spec with `--set` and `--device` (every trial
-    validated as `train` would); each config warning once through `warn`, however many
+    """The checked request's plan; each config warning once through `warn`, however many
     trials share it."""
     from cifarctl.config import parse_set_option
     from cifarctl.sweep.spec import expand, load_spec
