@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -186,7 +187,7 @@ class _Sweep:
         runs = open_sweep(store, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
-        self.other_parents: dict[str, int] = {}  # parent run id -> trials it FINISHED
+        others: Counter[str] = Counter()  # another sweep's parent run id -> trials it FINISHED
         for state in self.outcome.trials:
             child = runs.children.get(state.trial.key)
             if child is None:
@@ -197,12 +198,19 @@ class _Sweep:
                 state.status, state.message = "skipped", "FINISHED in an earlier attempt"
                 if parent != runs.parent_id:  # an earlier, smaller spec (`store.existing_runs`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
-                    self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
+                    others[parent] += 1
                 state.summary = {k: v for k, v in child.metrics.items()
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.status} before: continues in its run"
-        self.stopping, self.stop_deadline = False, 0.0
+        skipped = self.outcome.counts["skipped"]
+        if skipped:
+            where = [f"parent run {runs.parent_id}"] if skipped > others.total() else []
+            where += [f"{n} by another sweep, parent run {parent}" for parent, n in others.items()]
+            total = len(plan.trials)
+            display.message(f"skipping {skipped} of {total} trial{'s' * (total != 1)} already "
+                            f"FINISHED ({'; '.join(where)})")
+        self.stopping, self.stop_deadline, self.killed = False, 0.0, False
 
     def start(self, group: list[TrialState]) -> None:
         from cifarctl.sweep.store import create_child
@@ -258,10 +266,10 @@ class _Sweep:
             self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
                               f"others (they can resume)")
 
-    def kill(self, why: str) -> bool:
+    def kill(self, why: str) -> None:
         self.display.message(f"{why}: killing the workers now")
         self.executor.kill()
-        return True
+        self.killed = True
 
     def request_stop(self, why: str) -> None:
         if self.stopping:
@@ -278,7 +286,6 @@ class _Sweep:
         pending = fused_groups(queued, self.fuse)
         for state in self.outcome.trials:
             self.display.update(state)
-        killed = False
         while (pending and not self.stopping) or self.executor.busy():
             try:
                 while pending and not self.stopping and self.executor.free() > 0:
@@ -289,14 +296,14 @@ class _Sweep:
                 for event in self.executor.poll(POLL_S):
                     self.handle(*event)
             except KeyboardInterrupt:
-                killed = self.kill("a second Ctrl-C")
+                self.kill("a second Ctrl-C")
             if stop.requested and not self.outcome.interrupted:
                 self.outcome.interrupted = True
                 self.request_stop(f"{stop.signal_name}: stopping the running trials (they "
                                   f"checkpoint; Ctrl-C again kills them); run the same "
                                   f"command again to resume")
-            if self.stopping and not killed and time.monotonic() > self.stop_deadline:
-                killed = self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
+            if self.stopping and not self.killed and time.monotonic() > self.stop_deadline:
+                self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
         for state in self.outcome.trials:
             if state.status == "queued":
                 state.status, state.message = "not run", "not started: the sweep stopped"
@@ -328,10 +335,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor
 
-        executor: Executor = RayExecutor(address, uri, workers=workers,
-                                         gpus_per_trial=gpus_per_trial,
-                                         cpus_per_trial=cpus_per_trial, message=display.message,
-                                         log_dir=root)
+        executor: Executor = RayExecutor(
+            address, uri, workers=workers, gpus_per_trial=gpus_per_trial,
+            cpus_per_trial=cpus_per_trial, message=display.message, log_dir=root)
         threads = max(1, int(cpus_per_trial))
     else:
         workers = workers or 1
@@ -350,24 +356,11 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     try:
         sweep = _Sweep(plan, open_store(uri), executor, display, make_task=make_task,
                        fail_fast=fail_fast, fuse=fuse)
-        skipped = sweep.outcome.counts["skipped"]
-        if skipped:
-            own = skipped - sum(sweep.other_parents.values())
-            where = [f"parent run {sweep.outcome.parent_run_id}"] if own else []
-            where += [f"{n} by another sweep, parent run {parent}"
-                      for parent, n in sweep.other_parents.items()]
-            total = len(plan.trials)
-            display.message(f"skipping {skipped} of {total} trial{'s' * (total != 1)} already "
-                            f"FINISHED ({'; '.join(where)})")
         stop = StopFlag()
         with stop.installed():
             outcome = sweep.run(stop)
     finally:
         executor.close()
         display.close()
-    counts = outcome.counts
-    status = ("KILLED" if outcome.interrupted
-              else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
-              else "FINISHED")
-    finish_parent(sweep.store, outcome.parent_run_id, status, counts)
+    finish_parent(sweep.store, outcome)
     return outcome

@@ -37,6 +37,7 @@ from cifarctl.tracking.mlflow_tracker import start_run
 from cifarctl.tracking.owner import alive_owner, owner
 
 if TYPE_CHECKING:
+    from cifarctl.sweep.state import SweepOutcome
     from cifarctl.tracking.runstore import RunStore
     from cifarctl.tracking.stored import StoredRun
 
@@ -131,9 +132,12 @@ def end_if_running(store: RunStore, run_id: str, status: str) -> None:
         store.set_status(run_id, status)
 
 
-def finish_parent(store: RunStore, parent_id: str, status: str, counts: dict[str, int]) -> None:
+def finish_parent(store: RunStore, outcome: SweepOutcome) -> None:
+    counts = outcome.counts
     tags = {f"trials_{name.replace(' ', '_')}": n for name, n in counts.items()}
     # the counts are this invocation's; after a rerun "skipped" trials had FINISHED before
-    tags["trials_finished"] = counts.get("ok", 0) + counts.get("skipped", 0)
-    store.set_tags(parent_id, tags)
-    store.set_status(parent_id, status)
+    tags["trials_finished"] = counts["ok"] + counts["skipped"]
+    store.set_tags(outcome.parent_run_id, tags)
+    store.set_status(outcome.parent_run_id, "KILLED" if outcome.interrupted
+                     else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
+                     else "FINISHED")
