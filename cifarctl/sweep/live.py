@@ -63,7 +63,7 @@ class NullDisplay:
         pass
 
 
-class PlainLines:
+class PlainLines(NullDisplay):
     """One line per start, epoch and end of a trial, on stderr: for CI logs and pipes."""
 
     def __init__(self, total: int, stream: Any = None) -> None:
@@ -72,9 +72,6 @@ class PlainLines:
 
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
 
     def update(self, state: TrialState) -> None:
         t = state.trial

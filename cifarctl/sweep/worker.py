@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.errors import CifarctlError, UsageError, first_line
 from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RESUMED_EPOCH_TAG, RETRIES_TAG
+from cifarctl.progress import NullReporter
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
@@ -99,7 +100,7 @@ class _PendingStop:
 PENDING_STOP = _PendingStop()
 
 
-class QueueReporter:
+class QueueReporter(NullReporter):
     """A `cifarctl.progress.Reporter` that sends a trial's progress to the sweep process."""
 
     def __init__(self, sink: Sink, key: str) -> None:
@@ -128,9 +129,6 @@ class QueueReporter:
         keys = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_time_s")
         self.send("epoch", {"epoch": epoch, "epochs": epochs,
                             **{k: metrics[k] for k in keys if k in metrics}})
-
-    def close(self) -> None:
-        pass
 
 
 # ---- one trial ----------------------------------------------------------------------------
