@@ -128,7 +128,6 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
         redirect_ray_logs(log_dir)
         ray.init(address="local", **options)
         return True
-    assert address is not None
     target = resolve_address(address)
     probe(target)
     log = redirect_ray_logs(log_dir)
