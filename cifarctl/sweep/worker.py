@@ -122,8 +122,7 @@ class QueueReporter(NullReporter):
         now = time.monotonic()
         if now - self.last_step_event >= STEP_EVERY_S:
             self.last_step_event = now
-            self.send("step", {"epoch": self.epoch, "steps_done": steps_done,
-                               "steps": self.steps})
+            self.send("step", {"epoch": self.epoch, "steps_done": steps_done, "steps": self.steps})
 
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
         keys = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_time_s")
@@ -211,8 +210,7 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
                          tracking_uri=task.tracking_uri)
         for reporter, state in zip(reporters, states):
-            reporter.send("started", {"pid": os.getpid(),
-                                      "epoch": state.epoch if state else 0})
+            reporter.send("started", {"pid": os.getpid(), "epoch": state.epoch if state else 0})
         # a fused group holds new trials only (the scheduler's packing): nothing to resume
         resumes = None if states[0] is None else states
         outcomes = train_group(cfgs, trackers=trackers, member_reporters=reporters,
