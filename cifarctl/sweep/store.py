@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from cifarctl.tracking.runstore import RunStore
     from cifarctl.tracking.stored import StoredRun
 
+
 @dataclass
 class SweepRuns:
     parent_id: str
