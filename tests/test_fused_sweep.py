@@ -44,7 +44,8 @@ def test_compatible_trials_are_packed_in_plan_order(tmp_path):
         [(0, 16, "vanillacnn")], [(5, 32, "mymodel")]]
     assert shape(fused_groups(states, 8))[0] == [(s, 32, "vanillacnn") for s in (0, 1, 2)]
     assert all(len(g) == 1 for g in fused_groups(states, 1))
-    resumed = fused_groups(states, 8, resumable={states[1].trial.key})
+    states[1].run_id = "r1"  # an earlier attempt's run: it continues there, alone
+    resumed = fused_groups(states, 8)
     assert shape(resumed)[:2] == [[(0, 32, "vanillacnn"), (2, 32, "vanillacnn")],
                                   [(1, 32, "vanillacnn")]]
 

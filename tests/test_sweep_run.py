@@ -89,7 +89,8 @@ def test_a_remote_cluster_with_a_local_store_gets_a_clear_warning():
 
 
 def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_path):
-    from cifarctl.sweep.store import OWNER_TAG, open_sweep
+    from cifarctl.names import SWEEP_OWNER_TAG
+    from cifarctl.sweep.store import open_sweep
     from cifarctl.tracking.runstore import open_store
 
     plan = expand(load_spec(write_spec(tmp_path, tmp_path, grid={"seed": [0]})))
@@ -99,7 +100,8 @@ def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_pa
     try:
         import socket
 
-        store.set_tags(first.parent_id, {OWNER_TAG: f"{socket.gethostname()}:{sleeper.pid}"})
+        owner = f"{socket.gethostname()}:{sleeper.pid}"
+        store.set_tags(first.parent_id, {SWEEP_OWNER_TAG: owner})
         with pytest.raises(UsageError, match=f"already running \\(process {sleeper.pid}"):
             open_sweep(store, plan)
     finally:

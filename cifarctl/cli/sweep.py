@@ -137,15 +137,14 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         for trial in plan.trials:
             table.add_row(str(trial.index + 1), trial.key, "  ".join(
                 f"{k}={_show(v)}" for k, v in trial.overrides.items()))
-        console.print(table)
-        return
-    for column in keys:
-        table.add_column(column)
-    for trial in plan.trials:
-        flat = trial.config.to_flat()  # a key this trial does not set: its base value, dim
-        table.add_row(str(trial.index + 1), trial.key,
-                      *[Text(_show(trial.overrides[k])) if k in trial.overrides
-                        else Text(_show(flat.get(k, "")), style="dim") for k in keys])
+    else:
+        for column in keys:
+            table.add_column(column)
+        for trial in plan.trials:
+            flat = trial.config.to_flat()  # a key this trial does not set: its base value, dim
+            table.add_row(str(trial.index + 1), trial.key,
+                          *[Text(_show(trial.overrides[k])) if k in trial.overrides
+                            else Text(_show(flat.get(k, "")), style="dim") for k in keys])
     console.print(table)
 
 

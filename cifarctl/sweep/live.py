@@ -63,7 +63,7 @@ class NullDisplay:
         pass
 
 
-class PlainLines:
+class PlainLines(NullDisplay):
     """One line per start, epoch and end of a trial, on stderr: for CI logs and pipes."""
 
     def __init__(self, total: int, stream: Any = None) -> None:
@@ -72,9 +72,6 @@ class PlainLines:
 
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
 
     def update(self, state: TrialState) -> None:
         t = state.trial
@@ -85,15 +82,14 @@ class PlainLines:
             return
         head = f"[{t.index + 1}/{self.total}] {t.key}"
         if before is None or before[0] != state.status:
-            if state.status == "running" and state.pid is None:
-                return  # the `started` event follows with the pid
             if state.status in ("ok", "skipped"):
                 self.message(f"{head} {state.status}  {describe_overrides(t.overrides)}  "
                              f"test_acc_at_best {_acc(state) or '-'}  (run {state.run_id})")
             elif state.status != "running":
                 where = f"  (run {state.run_id})" if state.run_id else ""  # never started
                 self.message(f"{head} {state.status}: {state.message}{where}")
-                return
+            elif state.pid is None:
+                return  # the `started` event follows with the pid
         if state.status != "running":
             return
         if before is None or before[1] != state.pid:
@@ -158,7 +154,6 @@ class LiveTable:
 
 
 def make_display(total: int, *, quiet: bool = False) -> Any:
-    """A live table on an interactive terminal, plain lines otherwise, nothing if quiet."""
     if quiet:
         return NullDisplay()
     return LiveTable(total) if sys.stderr.isatty() else PlainLines(total)

@@ -9,8 +9,9 @@ downloads it once for all the workers.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 from cifarctl.sweep.spec import Plan, Trial
@@ -30,29 +31,23 @@ def check_trials(trials: list[Trial], *, devices: bool = True) -> None:
     from cifarctl.data import load_dataset
     from cifarctl.training import resolve_device, run_splits  # lazily loaded names
 
-    check_devices, devices = devices, set[str]()
-    datasets: dict[str, Any] = {}
+    load, resolve = cache(load_dataset), cache(resolve_device)  # each once, however many trials
     for trial in trials:
-        device, spec = trial.config.run.device, trial.config.data.dataset
         try:
-            if check_devices and device not in devices:
-                resolve_device(device)
-                devices.add(device)
-            if spec not in datasets:
-                datasets[spec] = load_dataset(spec)
-            run_splits(trial.config, datasets[spec])
+            if devices:
+                resolve(trial.config.run.device)
+            run_splits(trial.config, load(trial.config.data.dataset))
         except UsageError as err:
             raise UsageError(f"{_label(trial)}: {err}") from None
 
 
 def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path) -> None:
-    """Raise UsageError, naming the trial, if an unfinished trial's run (`runs`: trial key
-    -> run, `store.existing_runs`) has a checkpoint here holding a dataset fingerprint its
-    data no longer has: a resume in a worker would fail the same way on every rerun."""
+    """Raise UsageError, naming the trial, if an unfinished trial's run has a checkpoint here
+    from data since changed: a resume in a worker would fail the same way on every rerun."""
     from cifarctl.checkpoint import checkpoint_path, saved_fingerprint
     from cifarctl.data import load_dataset
 
-    current: dict[str, str] = {}
+    load = cache(load_dataset)
     for trial in plan.trials:
         run = runs.get(trial.key)
         if run is None or run.status == "FINISHED":
@@ -64,12 +59,11 @@ def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path)
         spec = trial.config.data.dataset
         if saved is None:
             continue  # written before checkpoints recorded their data
-        if spec not in current:
-            current[spec] = load_dataset(spec).fingerprint
-        if saved != current[spec]:
+        current = load(spec).fingerprint
+        if saved != current:
             raise UsageError(
                 f"{_label(trial)}: its run {run.run_id} began on {spec} with fingerprint "
-                f"{saved}, but {spec} is now {current[spec]} (regenerated or re-imported?); "
+                f"{saved}, but {spec} is now {current} (regenerated or re-imported?); "
                 f"resuming would mix two datasets in one run: restore that data, or run the "
                 f"sweep afresh in a new experiment (--experiment NAME)"
             )

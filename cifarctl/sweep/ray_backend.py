@@ -24,21 +24,18 @@ from typing import Any
 
 from cifarctl.errors import UsageError, first_line
 from cifarctl.sweep.ray_connect import is_local
-from cifarctl.sweep.worker import TrialTask, ray_main
+from cifarctl.sweep.worker import Event, TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
-INSTALL_HINT = "pip install 'cifarctl[ray]'"
 MAX_RETRIES = 2  # a trial whose node is lost runs again elsewhere, at most this many times
-Event = tuple[str, str, dict[str, Any]]
 
 
 def import_ray() -> Any:
-    """The `ray` module, or a UsageError saying how to install it."""
     try:
         import ray
     except ImportError:
-        raise UsageError(f"--backend ray needs Ray, which is not installed: "
-                         f"{INSTALL_HINT}") from None
+        raise UsageError("--backend ray needs Ray, which is not installed: "
+                         "pip install 'cifarctl[ray]'") from None
     return ray
 
 
@@ -86,6 +83,8 @@ class RayExecutor:
         from cifarctl.sweep.ray_connect import connect, task_env
 
         ray = self.ray = import_ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         env = task_env(tracking_uri)
         self.owned = connect(ray, address, env=env, log_dir=log_dir)  # we started it: we stop it
         warning = store_warning(address, tracking_uri)
@@ -93,11 +92,14 @@ class RayExecutor:
             message(warning)
         if gpus_per_trial is None:  # a whole GPU per trial where there are GPUs
             gpus_per_trial = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        self.progress = _progress_actor(ray)
+        # the progress actor, on this node where it can be; restarted elsewhere if its node is
+        # lost (the tasks' handles stay valid, their calls are retried)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.progress = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(
+            Progress).options(scheduling_strategy=here).remote()
         self.sink = ActorSink(self.progress)
         self.remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
-                                 max_retries=MAX_RETRIES,
-                                 runtime_env={"env_vars": env})(ray_main)
+                                 max_retries=MAX_RETRIES, runtime_env={"env_vars": env})(ray_main)
         self.workers = workers
         self.inflight: dict[Any, list[TrialTask]] = {}  # ObjectRef -> tasks
         self.done: set[str] = set()  # trial keys whose result arrived: later events are stale
@@ -165,12 +167,3 @@ class RayExecutor:
         else:  # a Ray instance the caller keeps: leave nothing of ours in it
             self.ray.kill(self.progress)
 
-
-def _progress_actor(ray: Any) -> Any:
-    """The `Progress` actor, on the driver's node where it can be; restarted elsewhere if its
-    node is lost (the tasks' handles stay valid, their calls are retried)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = ray.get_runtime_context().get_node_id()
-    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Progress).options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()

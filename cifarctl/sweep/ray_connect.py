@@ -29,7 +29,6 @@ from cifarctl.errors import UsageError, first_line
 CONNECT_TIMEOUT_S = 60.0  # the most `ray.init` may take to reach a cluster (issue 20: about 60 s)
 PROBE_TIMEOUT_S = 5.0  # a TCP connect to the cluster's port: refused at once, or this long
 PASSED_ENV = ("CIFARCTL_DATA",)  # besides MLFLOW_TRACKING_*: what a task reads from its env
-LOG_NAME = "ray.log"
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or "
               "RAY_AUTH_TOKEN_PATH naming its file; `ray get-auth-token` on the head prints it)")
 
@@ -129,7 +128,6 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
         redirect_ray_logs(log_dir)
         ray.init(address="local", **options)
         return True
-    assert address is not None
     target = resolve_address(address)
     probe(target)
     log = redirect_ray_logs(log_dir)
@@ -180,7 +178,7 @@ def redirect_ray_logs(log_dir: Path) -> Path:
     import ray._private.worker as ray_worker
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = (log_dir / LOG_NAME).absolute()
+    path = (log_dir / "ray.log").absolute()
     logger = logging.getLogger("ray")
     if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
         for handler in list(logger.handlers):

@@ -78,8 +78,7 @@ class SweepResult:
 
 
 def plan_request(request: SweepRequest, *, warn: Callable[[str], None]) -> Plan:
-    """Check the options, then expand the spec with `--set` and `--device` (every trial
-    validated as `train` would); each config warning once through `warn`, however many
+    """The checked request's plan; each config warning once through `warn`, however many
     trials share it."""
     from cifarctl.config import parse_set_option
     from cifarctl.sweep.spec import expand, load_spec
@@ -102,16 +101,14 @@ def run_request(request: SweepRequest, *, warn: Callable[[str], None]) -> SweepR
     if request.dry_run:
         return SweepResult(plan)
     from cifarctl.checkpoint import check_checkpoint_root
+    from cifarctl.sweep.live import make_display
+    from cifarctl.sweep.preflight import preflight
+    from cifarctl.sweep.ray_backend import import_ray
+    from cifarctl.sweep.runner import run_sweep
 
     check_checkpoint_root(request.checkpoints)
     if request.backend == "ray":
-        from cifarctl.sweep.ray_backend import import_ray
-
         import_ray()  # exit 2 with the install hint before anything else happens
-    from cifarctl.sweep.live import make_display
-    from cifarctl.sweep.preflight import preflight
-    from cifarctl.sweep.runner import run_sweep
-
     # a Ray cluster's GPUs are its own: on Ray the data, splits and store are checked here
     preflight(plan, request.tracking_uri, request.checkpoints.absolute(),
               devices=request.backend == "local")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,7 @@ from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
 from cifarctl.sweep.spec import Plan
 from cifarctl.sweep.state import SweepOutcome, TrialState
-from cifarctl.sweep.worker import TrialTask, process_main, worker_log
+from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
 
 if TYPE_CHECKING:
     from cifarctl.tracking.runstore import RunStore
@@ -49,23 +50,23 @@ class Executor(Protocol):
     def free(self) -> int: ...  # how many more groups it takes now
     def busy(self) -> int: ...  # groups in flight
     def submit(self, tasks: list[TrialTask]) -> None: ...
-    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]: ...
+    def poll(self, timeout: float) -> list[Event]: ...
     def stop(self) -> None: ...  # ask every group to checkpoint and stop
     def kill(self) -> None: ...  # stop every group now
     def close(self) -> None: ...
 
 
-def fused_groups(trials: list[TrialState], fuse: int,
-                 resumable: Collection[str] = frozenset()) -> list[list[TrialState]]:
+def fused_groups(trials: list[TrialState], fuse: int) -> list[list[TrialState]]:
     """Trials packed, in plan order, into groups of up to `fuse` that can train as one fused
-    model (`cifarctl.fused.group_key`); resumable trials and unfusable ones go alone."""
+    model (`cifarctl.fused.group_key`); unfusable trials and those with a run (they continue
+    in it) go alone."""
     from cifarctl.fused import group_key
 
     groups: list[list[TrialState]] = []
     open_groups: dict[tuple, list[TrialState]] = {}
     for state in trials:
         key = group_key(state.trial.config)
-        if fuse <= 1 or key is None or state.trial.key in resumable:
+        if fuse <= 1 or key is None or state.run_id is not None:
             groups.append([state])
             continue
         group = open_groups.get(key)
@@ -124,13 +125,12 @@ class LocalExecutor:
     def submit(self, tasks: list[TrialTask]) -> None:
         slot = min(set(range(self.workers)) - set(self.slots))
         process = self.ctx.Process(target=process_main, daemon=True,
-                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus),
-                                         os.getpid()),
+                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus), os.getpid()),
                                    name=f"cifarctl-sweep-{tasks[0].key}")
         process.start()
         self.slots[slot] = (process, tasks)
 
-    def _drain(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+    def _drain(self, timeout: float) -> list[Event]:
         import queue
 
         events = []
@@ -141,7 +141,7 @@ class LocalExecutor:
         except queue.Empty:
             return events
 
-    def poll(self, timeout: float) -> list[tuple[str, str, dict[str, Any]]]:
+    def poll(self, timeout: float) -> list[Event]:
         events = self._drain(timeout)
         ended = [s for s, (p, _) in self.slots.items() if p.exitcode is not None]
         if ended:
@@ -187,7 +187,7 @@ class _Sweep:
         runs = open_sweep(store, plan)
         self.outcome = SweepOutcome(plan, runs.parent_id, [TrialState(t) for t in plan.trials])
         self.by_key = {s.trial.key: s for s in self.outcome.trials}
-        self.other_parents: dict[str, int] = {}  # parent run id -> trials it FINISHED
+        others: Counter[str] = Counter()  # another sweep's parent run id -> trials it FINISHED
         for state in self.outcome.trials:
             child = runs.children.get(state.trial.key)
             if child is None:
@@ -195,17 +195,22 @@ class _Sweep:
             state.run_id = child.run_id
             if child.status == "FINISHED":
                 parent = child.tags.get(PARENT_TAG, "")
-                state.status = "skipped"
-                state.message = "FINISHED in an earlier attempt"
+                state.status, state.message = "skipped", "FINISHED in an earlier attempt"
                 if parent != runs.parent_id:  # an earlier, smaller spec (`store.existing_runs`)
                     state.message = f"FINISHED in another sweep (parent run {parent})"
-                    self.other_parents[parent] = self.other_parents.get(parent, 0) + 1
+                    others[parent] += 1
                 state.summary = {k: v for k, v in child.metrics.items()
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.status} before: continues in its run"
-        self.stopping = False
-        self.stop_deadline = 0.0
+        skipped = self.outcome.counts["skipped"]
+        if skipped:
+            where = [f"parent run {runs.parent_id}"] if skipped > others.total() else []
+            where += [f"{n} by another sweep, parent run {parent}" for parent, n in others.items()]
+            total = len(plan.trials)
+            display.message(f"skipping {skipped} of {total} trial{'s' * (total != 1)} already "
+                            f"FINISHED ({'; '.join(where)})")
+        self.stopping, self.stop_deadline, self.killed = False, 0.0, False
 
     def start(self, group: list[TrialState]) -> None:
         from cifarctl.sweep.store import create_child
@@ -261,10 +266,10 @@ class _Sweep:
             self.request_stop(f"--fail-fast: trial {state.trial.key} failed; stopping the "
                               f"others (they can resume)")
 
-    def kill(self, why: str) -> bool:
+    def kill(self, why: str) -> None:
         self.display.message(f"{why}: killing the workers now")
         self.executor.kill()
-        return True
+        self.killed = True
 
     def request_stop(self, why: str) -> None:
         if self.stopping:
@@ -278,11 +283,9 @@ class _Sweep:
         """Schedule to the end. `stop`: training's StopFlag, set by the first SIGINT/SIGTERM;
         a second Ctrl-C raises KeyboardInterrupt in here."""
         queued = [s for s in self.outcome.trials if s.status == "queued"]
-        pending = fused_groups(queued, self.fuse,  # trials with a run continue in it, alone
-                               {s.trial.key for s in queued if s.run_id is not None})
+        pending = fused_groups(queued, self.fuse)
         for state in self.outcome.trials:
             self.display.update(state)
-        killed = False
         while (pending and not self.stopping) or self.executor.busy():
             try:
                 while pending and not self.stopping and self.executor.free() > 0:
@@ -293,14 +296,14 @@ class _Sweep:
                 for event in self.executor.poll(POLL_S):
                     self.handle(*event)
             except KeyboardInterrupt:
-                killed = self.kill("a second Ctrl-C")
+                self.kill("a second Ctrl-C")
             if stop.requested and not self.outcome.interrupted:
                 self.outcome.interrupted = True
                 self.request_stop(f"{stop.signal_name}: stopping the running trials (they "
                                   f"checkpoint; Ctrl-C again kills them); run the same "
                                   f"command again to resume")
-            if self.stopping and not killed and time.monotonic() > self.stop_deadline:
-                killed = self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
+            if self.stopping and not self.killed and time.monotonic() > self.stop_deadline:
+                self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
         for state in self.outcome.trials:
             if state.status == "queued":
                 state.status, state.message = "not run", "not started: the sweep stopped"
@@ -332,10 +335,9 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     if backend == "ray":
         from cifarctl.sweep.ray_backend import RayExecutor
 
-        executor: Executor = RayExecutor(address, uri, workers=workers,
-                                         gpus_per_trial=gpus_per_trial,
-                                         cpus_per_trial=cpus_per_trial, message=display.message,
-                                         log_dir=root)
+        executor: Executor = RayExecutor(
+            address, uri, workers=workers, gpus_per_trial=gpus_per_trial,
+            cpus_per_trial=cpus_per_trial, message=display.message, log_dir=root)
         threads = max(1, int(cpus_per_trial))
     else:
         workers = workers or 1
@@ -354,24 +356,11 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     try:
         sweep = _Sweep(plan, open_store(uri), executor, display, make_task=make_task,
                        fail_fast=fail_fast, fuse=fuse)
-        skipped = sweep.outcome.counts["skipped"]
-        if skipped:
-            own = skipped - sum(sweep.other_parents.values())
-            where = [f"parent run {sweep.outcome.parent_run_id}"] if own else []
-            where += [f"{n} by another sweep, parent run {parent}"
-                      for parent, n in sweep.other_parents.items()]
-            total = len(plan.trials)
-            display.message(f"skipping {skipped} of {total} trial{'s' * (total != 1)} already "
-                            f"FINISHED ({'; '.join(where)})")
         stop = StopFlag()
         with stop.installed():
             outcome = sweep.run(stop)
     finally:
         executor.close()
         display.close()
-    counts = outcome.counts
-    status = ("KILLED" if outcome.interrupted
-              else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
-              else "FINISHED")
-    finish_parent(sweep.store, outcome.parent_run_id, status, counts)
+    finish_parent(sweep.store, outcome)
     return outcome

@@ -108,8 +108,7 @@ def _digest(obj: Any) -> str:
 
 
 def trial_key(cfg: RunConfig) -> str:
-    """sha256 of the canonical JSON of `cfg`'s resolved config less the fields that do not
-    change its results (KEY_IGNORES), first 12 hex digits.
+    """The hash of `cfg`'s resolved values less those that do not change its results.
 
     `model.classifier` enters as the head it resolves to (`auto` and `normed` are one trial
     for LDAM), and not at all when that is `linear`: the key of every trial without a cosine
@@ -231,8 +230,7 @@ def _text(doc: dict[str, Any], name: str, default: str, source: str) -> str:
 
 
 def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
-               overrides: dict[str, Any] | None = None,
-               experiment: str | None = None) -> SweepSpec:
+               overrides: dict[str, Any] | None = None, experiment: str | None = None) -> SweepSpec:
     """Check a parsed spec document; `overrides` are `--set`, `experiment` is `--experiment`."""
     if not isinstance(doc, dict):
         raise UsageError(f"{source}: a sweep spec must be a YAML mapping with `grid:` and/or "
@@ -262,8 +260,7 @@ def parse_spec(doc: Any, *, source: str, root: Path, default_name: str,
     except UsageError as err:
         raise UsageError(f"{source}: base config: {err}") from None
     return SweepSpec(source=source, name=name, experiment=experiment, base=base, grid=grid,
-                     include=include, exclude=exclude, random=_random(doc, source),
-                     document=doc)
+                     include=include, exclude=exclude, random=_random(doc, source), document=doc)
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None,

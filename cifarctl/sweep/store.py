@@ -37,10 +37,9 @@ from cifarctl.tracking.mlflow_tracker import start_run
 from cifarctl.tracking.owner import alive_owner, owner
 
 if TYPE_CHECKING:
+    from cifarctl.sweep.state import SweepOutcome
     from cifarctl.tracking.runstore import RunStore
     from cifarctl.tracking.stored import StoredRun
-
-OWNER_TAG = SWEEP_OWNER_TAG
 
 
 @dataclass
@@ -99,22 +98,21 @@ def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
     spec = plan.spec
     parent, runs = existing_runs(store, plan)
     if parent is None:
-        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri,
-                            run_name=spec.name,
+        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri, run_name=spec.name,
                             tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
-                                  OWNER_TAG: owner()},
+                                  SWEEP_OWNER_TAG: owner()},
                             description=f"Sweep of {len(plan.trials)} trials from "
                                         f"{spec.source}; each trial is a child run.")
         tracker.log_params(_params(plan))
         tracker.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
         tracker.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
         return SweepRuns(tracker.run_id, runs)
-    pid = alive_owner(parent.tags.get(OWNER_TAG, ""))
+    pid = alive_owner(parent.tags.get(SWEEP_OWNER_TAG, ""))
     if parent.status == "RUNNING" and pid is not None:
         raise UsageError(f"this sweep is already running (process {pid}, parent run "
                          f"{parent.run_id}); wait for it, or stop it with `kill {pid}`")
     start_run(experiment=spec.experiment, tracking_uri=store.uri, run_id=parent.run_id,
-              tags={OWNER_TAG: owner()})
+              tags={SWEEP_OWNER_TAG: owner()})
     return SweepRuns(parent.run_id, runs)
 
 
@@ -122,8 +120,7 @@ def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> s
     """Create the trial's child run (RUNNING, tagged with its key); the worker trains in it."""
     cfg = trial.config
     tracker = start_run(experiment=plan.spec.experiment, tracking_uri=store.uri,
-                        run_name=run_name(cfg),
-                        parent_run_id=parent_id,
+                        run_name=run_name(cfg), parent_run_id=parent_id,
                         tags={TRIAL_KEY_TAG: trial.key, TRIAL_INDEX_TAG: trial.index,
                               TRIAL_OVERRIDES_TAG: json.dumps(trial.overrides)},
                         description=describe(cfg))
@@ -136,10 +133,12 @@ def end_if_running(store: RunStore, run_id: str, status: str) -> None:
         store.set_status(run_id, status)
 
 
-def finish_parent(store: RunStore, parent_id: str, status: str, counts: dict[str, int]) -> None:
-    """Record how the sweep ended on its parent run."""
+def finish_parent(store: RunStore, outcome: SweepOutcome) -> None:
+    counts = outcome.counts
     tags = {f"trials_{name.replace(' ', '_')}": n for name, n in counts.items()}
     # the counts are this invocation's; after a rerun "skipped" trials had FINISHED before
-    tags["trials_finished"] = counts.get("ok", 0) + counts.get("skipped", 0)
-    store.set_tags(parent_id, tags)
-    store.set_status(parent_id, status)
+    tags["trials_finished"] = counts["ok"] + counts["skipped"]
+    store.set_tags(outcome.parent_run_id, tags)
+    store.set_status(outcome.parent_run_id, "KILLED" if outcome.interrupted
+                     else "FAILED" if counts["failed"] or counts["killed"] or counts["not run"]
+                     else "FINISHED")

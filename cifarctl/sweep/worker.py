@@ -28,16 +28,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.errors import CifarctlError, UsageError, first_line
 from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RESUMED_EPOCH_TAG, RETRIES_TAG
+from cifarctl.progress import NullReporter
 
 if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
 PARENT_CHECK_S = 0.2  # how often a worker checks that its sweep process is still there
+Event = tuple[str, str, dict[str, Any]]  # (kind, trial key, payload): see the docstring
 
 
 class Sink(Protocol):
-    def put(self, item: Any) -> None: ...
+    def put(self, item: Event) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class _PendingStop:
 PENDING_STOP = _PendingStop()
 
 
-class QueueReporter:
+class QueueReporter(NullReporter):
     """A `cifarctl.progress.Reporter` that sends a trial's progress to the sweep process."""
 
     def __init__(self, sink: Sink, key: str) -> None:
@@ -120,35 +122,32 @@ class QueueReporter:
         now = time.monotonic()
         if now - self.last_step_event >= STEP_EVERY_S:
             self.last_step_event = now
-            self.send("step", {"epoch": self.epoch, "steps_done": steps_done,
-                               "steps": self.steps})
+            self.send("step", {"epoch": self.epoch, "steps_done": steps_done, "steps": self.steps})
 
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
         keys = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_time_s")
         self.send("epoch", {"epoch": epoch, "epochs": epochs,
                             **{k: metrics[k] for k in keys if k in metrics}})
 
-    def close(self) -> None:
-        pass
-
 
 # ---- one trial ----------------------------------------------------------------------------
 
 def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
-    """The run's last checkpoint (local, else its artifact); None if it never saved one."""
-    from cifarctl.checkpoint import checkpoint_path
-    from cifarctl.training.launcher import find_resume_checkpoint
+    """The run's last checkpoint (local, else its artifact), its epoch tagged on the run (a
+    rerun's resume, or a lost node's retry); None if it never saved one."""
+    from cifarctl.checkpoint import checkpoint_path, load_run_state
 
     if not task.resume:
         return None
-    root = Path(task.checkpoint_root)
-    path = checkpoint_path(root, task.run_id)
-    # a following run's metrics match its uploaded checkpoint, not a newer local one
-    fetched = (task.follow or not path.is_file()) and tracker.download_artifact(
-        "checkpoints/last.pt", path.parent) is not None
-    if not fetched and not path.is_file():
+    path = checkpoint_path(Path(task.checkpoint_root), task.run_id)
+    if task.follow or not path.is_file():
+        # a following run's metrics match its uploaded checkpoint, not a newer local one
+        tracker.download_artifact("checkpoints/last.pt", path.parent)
+    if not path.is_file():
         return None  # it failed before its first epoch ended: start again, in the same run
-    return find_resume_checkpoint(root, task.run_id, tracker)
+    state = load_run_state(path)
+    tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
+    return state
 
 
 def node_root(root: str) -> str:
@@ -184,22 +183,6 @@ def _trial_config(task: TrialTask, state: RunState | None) -> Any:
                                    "run.compile": planned.run.compile})
 
 
-def _prepare(tasks: list[TrialTask], trackers: list[Any],
-             states: list[RunState | None]) -> list[Any]:
-    """The trials' configs; a resumed run tagged with the epoch it goes on from (a rerun's,
-    or a lost node's retry), a second stage given its first stage's weights here."""
-    from cifarctl.training.stages import prepare_init
-
-    for tracker, state in zip(trackers, states):
-        if state is not None:
-            tracker.set_tags({RESUMED_EPOCH_TAG: state.epoch})
-    cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
-    for task, cfg in zip(tasks, cfgs):
-        prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
-                     tracking_uri=task.tracking_uri)
-    return cfgs
-
-
 def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
     """Train (or resume) the tasks' trials in their existing child runs, one alone or
     several as one fused group; never raises for the trials."""
@@ -219,17 +202,19 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             if task.follow:
                 trackers[-1].checkpoints_follow = True
         states = [_resume_state(task, tracker) for task, tracker in zip(tasks, trackers)]
-        cfgs = _prepare(tasks, trackers, states)
-        for reporter, state in zip(reporters, states):
-            reporter.send("started", {"pid": os.getpid(),
-                                      "epoch": state.epoch if state else 0})
-        root = Path(tasks[0].checkpoint_root)
+        cfgs = [_trial_config(task, state) for task, state in zip(tasks, states)]
         from cifarctl.training import train_group
+        from cifarctl.training.stages import prepare_init
 
+        for task, cfg in zip(tasks, cfgs):  # a second stage's first-stage weights, here
+            prepare_init(cfg, checkpoint_root=Path(task.checkpoint_root),
+                         tracking_uri=task.tracking_uri)
+        for reporter, state in zip(reporters, states):
+            reporter.send("started", {"pid": os.getpid(), "epoch": state.epoch if state else 0})
         # a fused group holds new trials only (the scheduler's packing): nothing to resume
         resumes = None if states[0] is None else states
         outcomes = train_group(cfgs, trackers=trackers, member_reporters=reporters,
-                               checkpoint_root=root, resumes=resumes)
+                               checkpoint_root=Path(tasks[0].checkpoint_root), resumes=resumes)
         for i, (task, outcome) in enumerate(zip(tasks, outcomes)):
             message = outcome.message
             if outcome.status == "KILLED":  # train's advice (`train --resume`) is not ours
@@ -282,13 +267,9 @@ def attempt_number(tag: str, submission: str) -> int:
 
 
 def begin_attempt(tracking_uri: str, run_id: str, submission: str) -> int:
-    """Record this attempt at a submission on the trial's run; how many came before it.
-
-    Ray runs a task again, with the same arguments, when its worker or node dies
-    (`ray_backend.MAX_RETRIES`), and cannot tell the task which attempt it is, so the run
-    keeps count: `cifarctl.attempt` = "<submission>:<n>" (a new submission starts again at
-    1), `cifarctl.ray_node`, and on a retry `cifarctl.retries`.
-    """
+    """Record this attempt at a submission on the trial's run; how many came before it. Ray
+    runs a task again when its worker or node dies (`ray_backend.MAX_RETRIES`) and cannot
+    tell it which attempt it is, so the run keeps count ("<submission>:<n>")."""
     from cifarctl.tracking.runstore import RunStore
 
     store = RunStore(tracking_uri)
@@ -350,7 +331,6 @@ def _log_to(path: Path) -> None:
 
 
 def worker_log(task: TrialTask) -> Path:
-    """Where a local worker writes its output: beside the trial's checkpoints."""
     return Path(task.checkpoint_root) / task.run_id / "worker.log"
 
 
