@@ -81,7 +81,6 @@ class CifarData:
     @classmethod
     def from_arrays(cls, arrays: DatasetArrays, *, name: str, fingerprint: str,
                     path: Path) -> CifarData:
-        """Wrap checked arrays with their identity."""
         return cls(name, *arrays, fingerprint=fingerprint, path=path)
 
     def per_class(self, split: str) -> list[int]:

@@ -32,7 +32,6 @@ _FORMATS = ("PNG", "JPEG")  # PIL tries only these decoders: faster, and nothing
 
 
 def is_image_folder_layout(names: Iterable[str]) -> bool:
-    """True when a tree has a `train/` or `test/` folder."""
     return any(n.startswith(("train/", "test/")) for n in names)
 
 

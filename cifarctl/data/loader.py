@@ -101,14 +101,10 @@ class DeviceLoader:
     def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
                augment: bool | AugmentSpec, drop_last: bool, seed: int,
                sampler: str = "instance", mix: MixSpec | None = None) -> DeviceLoader:
-        """A loader over `rows` of this one's images, sharing its device memory (no copy).
-
-            val = every_image.subset(splits.val_idx, batch_size=1024, shuffle=False, ...)
-
-        Its batches equal those of `DeviceLoader(images[rows], labels[rows], ...)`: the same
-        order and augmentation for the same seed, so runs that share one copy of a dataset
-        on the device (fused training, issue 8) see what they would see alone.
-        """
+        """A loader over `rows` of this one's images, sharing its device memory (no copy). Its
+        batches equal those of `DeviceLoader(images[rows], labels[rows], ...)` for the same
+        seed, so runs sharing one copy on the device (fused training, issue 8) see what they
+        would see alone."""
         rows = torch.as_tensor(rows, dtype=torch.int64).to(self.device)
         if batch_size < 1 or (len(rows) and not 0 <= int(rows.min()) <= int(rows.max())
                               < len(self.labels)):
