@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reporter = BudgetReporter(args.budget_s, t0)  # the budget includes loading the data
     train_t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as ckpt:
-        outcome = train(cfg, tracker=NullTracker(), reporter=reporter,
-                        checkpoint_root=Path(ckpt))
+        outcome = train(cfg, tracker=NullTracker(), reporter=reporter, checkpoint_root=Path(ckpt))
     wall = time.perf_counter() - train_t0
     history = outcome.history
     done = len(history)

@@ -37,8 +37,7 @@ def epoch_permutation(n: int, seed: int, epoch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """The shuffled order of `n` items in `epoch`: (n,) int64 on `device`."""
     device = torch.device(device)
-    return torch.randperm(n, generator=device_generator(seed, epoch, ORDER, device),
-                          device=device)
+    return torch.randperm(n, generator=device_generator(seed, epoch, ORDER, device), device=device)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

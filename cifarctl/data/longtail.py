@@ -22,8 +22,7 @@ from cifarctl.errors import UsageError
 PROFILES = ("exp", "step")
 
 
-def long_tail_counts(profile: str, ratio: float, n_max: int = 5000,
-                     classes: int = 10) -> list[int]:
+def long_tail_counts(profile: str, ratio: float, n_max: int = 5000, classes: int = 10) -> list[int]:
     """Images kept per class, head first; `ratio` = n_max / n_min (1 = balanced).
 
     exp:  n_i = int(n_max * (1/ratio)^(i/(classes-1)))  (Cui et al. 2019)
