@@ -4,19 +4,15 @@
     .venv/bin/python benchmarks/loader.py --dataset cifar10 --device cuda --epochs 5
     .venv/bin/python benchmarks/loader.py --policies randaugment --epochs 7 --images 10000
 
-Both produce, per epoch, every training image once, shuffled, randomly cropped from a
-4-pixel zero padding, randomly mirrored, then the policy (`--policies`: `crop-flip` alone,
-`randaugment` N=2 M=9, `autoaugment` CIFAR-10 policy; each optionally with `--cutout` pixels)
-and normalised (SPEC 2), as float32 (B, 3, 32, 32) batches on `--device`: the DeviceLoader
-(`cifarctl.data.augment` for the policies) vs `PilCifar` below through
-DataLoader(num_workers=2, persistent_workers=True), how the reference repositories do it.
-One untimed warm-up epoch each, then `--epochs` timed epochs, the two alternating (a shared
-machine's drift hits both); the medians, in a table and one JSON line with the ratios.
+Both produce every training image once an epoch, shuffled, cropped, mirrored, through the
+policy (`--policies`, `--cutout`) and normalised (SPEC 2), as float32 (B, 3, 32, 32) batches on
+`--device`: the DeviceLoader vs `PilCifar` below through DataLoader(num_workers=2), as the
+reference repositories do. Epochs alternate, after one untimed warm-up each (method and
+results: BENCHMARKS.md, "Data pipeline").
 
 Measured on this project's 2-core CPU machine (shared, load average about 2), synthetic set,
 batch 128, median of 5 epochs: DeviceLoader 78,872 images/s, torchvision 3,137 images/s,
 25x. On the 50,000 real CIFAR-10 JPEG images (3 epochs, load about 4): 82,459 vs 2,168, 38x.
-Policies: BENCHMARKS.md.
 """
 
 from __future__ import annotations

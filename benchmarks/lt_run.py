@@ -75,15 +75,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reporter = BudgetReporter(args.budget_s, t0)  # the budget includes loading the data
     train_t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as ckpt:
-        outcome = train(cfg, tracker=NullTracker(), reporter=reporter,
-                        checkpoint_root=Path(ckpt))
+        outcome = train(cfg, tracker=NullTracker(), reporter=reporter, checkpoint_root=Path(ckpt))
     wall = time.perf_counter() - train_t0
     history = outcome.history
-    done = len(history)
     mean_epoch = statistics.mean(reporter.epoch_s) if reporter.epoch_s else None
     result = {
         "config": args.config, "dataset": args.dataset, "device": args.device,
-        "status": outcome.status, "epochs_done": done, "epochs_planned": cfg.optim.epochs,
+        "status": outcome.status, "epochs_done": len(history), "epochs_planned": cfg.optim.epochs,
         "dataset_load_s": round(load_s, 1), "train_wall_s": round(wall, 1),
         "mean_epoch_s": round(mean_epoch, 3) if mean_epoch else None,
         "projected_total_s": round(mean_epoch * cfg.optim.epochs, 1) if mean_epoch else None,

@@ -112,6 +112,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
     from cifarctl.losses import build_loss
     from cifarctl.models import create_model
     from cifarctl.optim import build_optimizer
+    from cifarctl.sam import Sam
     from cifarctl.training import fast_layout
 
     counts = torch.bincount(torch.as_tensor(data.train_labels)).tolist()
@@ -135,11 +136,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
         loss_fn, source = FusedLoss(losses), FusedBatches(loaders)
     model = fast_layout(model, device)  # as training.train does
     step_model = torch.compile(model) if args.compile else model
-    sam = None
-    if sam_rho:
-        from cifarctl.sam import Sam
-
-        sam = Sam(model, [sam_rho] * (members or 1))
+    sam = Sam(model, [sam_rho] * (members or 1)) if sam_rho else None
     batches = endless(source.epoch)
     lr = (0.1 if members is None
           else torch.full((members,), 0.1, dtype=torch.float64, device=device))

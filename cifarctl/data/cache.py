@@ -82,12 +82,11 @@ def load(path: Path) -> CifarData:
         meta = _meta(npz, path)
         try:
             arrays = DatasetArrays(tuple(meta["classes"]), *(npz[key] for key in _ARRAYS))
+            arrays.check(source=str(path))
+        except UsageError as err:
+            raise CorruptCache(path, str(err)) from None
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
             raise CorruptCache(path, f"missing or unreadable array: {err}") from None
-    try:
-        arrays.check(source=str(path))
-    except UsageError as err:
-        raise CorruptCache(path, str(err)) from None
     return CifarData.from_arrays(arrays, name=meta["name"], fingerprint=meta["fingerprint"],
                                  path=path)
 

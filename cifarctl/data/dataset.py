@@ -41,9 +41,8 @@ class DatasetArrays(NamedTuple):
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise UsageError(f"{source}: class names must be unique and non-empty, "
                              f"got {list(self.classes)}")
-        for split in ("train", "test"):
-            images = getattr(self, f"{split}_images")
-            labels = getattr(self, f"{split}_labels")
+        for split, images, labels in (("train", self.train_images, self.train_labels),
+                                      ("test", self.test_images, self.test_labels)):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
                 raise UsageError(f"{source}: {split} images must be uint8 (N, 32, 32, 3), "
                                  f"got {images.dtype} {images.shape}")
@@ -81,7 +80,6 @@ class CifarData:
     @classmethod
     def from_arrays(cls, arrays: DatasetArrays, *, name: str, fingerprint: str,
                     path: Path) -> CifarData:
-        """Wrap checked arrays with their identity."""
         return cls(name, *arrays, fingerprint=fingerprint, path=path)
 
     def per_class(self, split: str) -> list[int]:

@@ -37,47 +37,39 @@ def source_url() -> tuple[str, str]:
     return url or CIFAR10_URL, md5 or CIFAR10_MD5
 
 
-def _copy_local(url: str, dst: Path) -> None:
-    """A `file://` URL: copied (urllib's file responses lack what torchvision reads)."""
-    src = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
-    try:
-        shutil.copyfile(src, dst)
-    except OSError as err:
-        raise CifarctlError(f"could not copy {url} ({err.strerror}); check the path in "
-                            "$CIFARCTL_CIFAR10_URL") from None
-
-
 def fetch_cifar10(workdir: Path) -> Path:
     """Download the tarball into `workdir` and check its md5; return its path."""
-    from torchvision.datasets.utils import download_url
+    from torchvision.datasets.utils import calculate_md5, download_url
 
     url, md5 = source_url()
-    # torchvision draws its own progress bar on stderr: the download's bar on a terminal,
-    # but noise in logs and tests, where it is swallowed.
-    quiet = contextlib.nullcontext() if sys.stderr.isatty() \
-        else contextlib.redirect_stderr(io.StringIO())
-    if urllib.parse.urlparse(url).scheme == "file":
-        _copy_local(url, workdir / FILENAME)
-        return _verified(workdir / FILENAME, url, md5)
-    try:
-        with quiet:
-            download_url(url, str(workdir), filename=FILENAME)
-    except http.client.IncompleteRead as err:  # the server promised more than it sent
-        raise CifarctlError(f"{url} was cut short after {len(err.partial)} bytes: the file is "
-                            "truncated and was not cached; retry") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-        # HTTPError reads "HTTP Error 404: Not Found"; a URLError's reason says more than it.
-        reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
-        raise CifarctlError(f"could not download {url} ({reason}); check the network, set "
-                            "$CIFARCTL_CIFAR10_URL to a mirror, or use a local copy with "
-                            "--dataset PATH (a .tar.gz or folder of CIFAR batches or images; "
-                            "imported once, then cached) or --dataset synthetic") from None
-    return _verified(workdir / FILENAME, url, md5)
-
-
-def _verified(path: Path, url: str, md5: str) -> Path:
-    from torchvision.datasets.utils import calculate_md5
-
+    path, parsed = workdir / FILENAME, urllib.parse.urlparse(url)
+    if parsed.scheme == "file":  # copied: urllib's file responses lack what torchvision reads
+        src = Path(urllib.request.url2pathname(parsed.path))
+        try:
+            shutil.copyfile(src, path)
+        except OSError as err:
+            raise CifarctlError(f"could not copy {url} ({err.strerror}); check the path in "
+                                "$CIFARCTL_CIFAR10_URL") from None
+    else:
+        # torchvision draws its own progress bar on stderr: the download's bar on a terminal,
+        # but noise in logs and tests, where it is swallowed.
+        quiet = contextlib.nullcontext() if sys.stderr.isatty() \
+            else contextlib.redirect_stderr(io.StringIO())
+        try:
+            with quiet:
+                download_url(url, str(workdir), filename=FILENAME)
+        except http.client.IncompleteRead as err:  # the server promised more than it sent
+            raise CifarctlError(f"{url} was cut short after {len(err.partial)} bytes: the file "
+                                "is truncated and was not cached; retry") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            # HTTPError reads "HTTP Error 404: Not Found"; a URLError's reason says more.
+            http_error = isinstance(err, urllib.error.HTTPError)
+            reason = err if http_error else getattr(err, "reason", err)
+            raise CifarctlError(f"could not download {url} ({reason}); check the network, set "
+                                "$CIFARCTL_CIFAR10_URL to a mirror, or use a local copy with "
+                                "--dataset PATH (a .tar.gz or folder of CIFAR batches or "
+                                "images; imported once, then cached) or "
+                                "--dataset synthetic") from None
     got = calculate_md5(path)
     if got != md5:
         raise CifarctlError(f"{url} arrived with md5 {got}, expected {md5}: the file is "

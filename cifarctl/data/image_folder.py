@@ -32,7 +32,6 @@ _FORMATS = ("PNG", "JPEG")  # PIL tries only these decoders: faster, and nothing
 
 
 def is_image_folder_layout(names: Iterable[str]) -> bool:
-    """True when a tree has a `train/` or `test/` folder."""
     return any(n.startswith(("train/", "test/")) for n in names)
 
 
@@ -60,8 +59,7 @@ def _group(names: Iterable[str], source: str) -> dict[str, dict[str, list[str]]]
 
 def _class_order(folders: set[str], tree: Mapping[str, bytes], source: str) -> tuple[str, ...]:
     if cifar_batches.META in tree:
-        names = cifar_batches.read_label_names(tree[cifar_batches.META], cifar_batches.META,
-                                               source)
+        names = cifar_batches.read_label_names(tree[cifar_batches.META], cifar_batches.META, source)
         if folders != set(names):
             raise UsageError(f"{source}: class folders {sorted(folders)} do not match the "
                              f"label_names of {cifar_batches.META} {list(names)}")

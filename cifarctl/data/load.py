@@ -61,10 +61,8 @@ def _stem(path: Path) -> str:
 
 def import_dataset(source: Path, *, force: bool = False,
                    progress: Progress | None = None) -> CifarData:
-    """Import a directory or .tar.gz (CIFAR batches or image folders) into the cache.
-
-    An unchanged source that was imported before is loaded from the cache unless `force`.
-    """
+    """Import a directory or .tar.gz (CIFAR batches or image folders) into the cache; an
+    unchanged source imported before is loaded from the cache unless `force`."""
     name = _stem(source)
     path = cache.cache_file(f"{name}-{source_signature(source)}")
     if path.exists() and not force:
@@ -74,10 +72,8 @@ def import_dataset(source: Path, *, force: bool = False,
 
 
 def load_dataset(spec: str, *, progress: Progress | None = None) -> CifarData:
-    """`synthetic`, `cifar10`, or a path; created on first use, then loaded from the cache.
-
-    Raises UsageError for a missing or corrupt source or cache file.
-    """
+    """`synthetic`, `cifar10`, or a path; created on first use, then loaded from the cache
+    (UsageError for a missing or corrupt source or cache file)."""
     if spec in DATASET_NAMES:
         path = cache.cache_file(spec)
         if path.exists():

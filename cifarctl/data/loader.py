@@ -37,8 +37,7 @@ def epoch_permutation(n: int, seed: int, epoch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """The shuffled order of `n` items in `epoch`: (n,) int64 on `device`."""
     device = torch.device(device)
-    return torch.randperm(n, generator=device_generator(seed, epoch, ORDER, device),
-                          device=device)
+    return torch.randperm(n, generator=device_generator(seed, epoch, ORDER, device), device=device)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -101,14 +100,10 @@ class DeviceLoader:
     def subset(self, rows: np.ndarray | torch.Tensor, *, batch_size: int, shuffle: bool,
                augment: bool | AugmentSpec, drop_last: bool, seed: int,
                sampler: str = "instance", mix: MixSpec | None = None) -> DeviceLoader:
-        """A loader over `rows` of this one's images, sharing its device memory (no copy).
-
-            val = every_image.subset(splits.val_idx, batch_size=1024, shuffle=False, ...)
-
-        Its batches equal those of `DeviceLoader(images[rows], labels[rows], ...)`: the same
-        order and augmentation for the same seed, so runs that share one copy of a dataset
-        on the device (fused training, issue 8) see what they would see alone.
-        """
+        """A loader over `rows` of this one's images, sharing its device memory (no copy). Its
+        batches equal those of `DeviceLoader(images[rows], labels[rows], ...)` for the same
+        seed, so runs sharing one copy on the device (fused training, issue 8) see what they
+        would see alone."""
         rows = torch.as_tensor(rows, dtype=torch.int64).to(self.device)
         if batch_size < 1 or (len(rows) and not 0 <= int(rows.min()) <= int(rows.max())
                               < len(self.labels)):

@@ -22,8 +22,7 @@ from cifarctl.errors import UsageError
 PROFILES = ("exp", "step")
 
 
-def long_tail_counts(profile: str, ratio: float, n_max: int = 5000,
-                     classes: int = 10) -> list[int]:
+def long_tail_counts(profile: str, ratio: float, n_max: int = 5000, classes: int = 10) -> list[int]:
     """Images kept per class, head first; `ratio` = n_max / n_min (1 = balanced).
 
     exp:  n_i = int(n_max * (1/ratio)^(i/(classes-1)))  (Cui et al. 2019)
@@ -47,11 +46,9 @@ def long_tail_counts(profile: str, ratio: float, n_max: int = 5000,
 
 
 def default_val_per_class(class_size: int, ratio: float) -> int:
-    """Validation images per class when none is given (issue 2).
-
-    Balanced: 500, or a tenth of a class with fewer than 5,000 images (synthetic sets).
-    Long-tailed: 0, so the published training counts hold exactly.
-    """
+    """Validation images per class when none is given (issue 2): 500 when balanced (a tenth of
+    a class under 5,000 images: synthetic sets); 0 when long-tailed, so the published training
+    counts hold exactly."""
     if ratio > 1:
         return 0
     return 500 if class_size >= 5000 else class_size // 10
@@ -70,10 +67,8 @@ class Splits:
 def make_splits(labels: np.ndarray, *, profile: str = "exp", ratio: float = 1.0,
                 val_per_class: int | None = None, seed: int = 0, n_max: int | None = None,
                 num_classes: int | None = None) -> Splits:
-    """Carve a stratified validation set, then apply the long-tail profile to the rest.
-
-    `n_max` defaults to the smallest number of images a class has left after validation.
-    """
+    """Carve a stratified validation set, then apply the long-tail profile to the rest;
+    `n_max` defaults to the fewest images a class has left after validation."""
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}")
     labels = np.asarray(labels)

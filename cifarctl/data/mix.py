@@ -50,8 +50,7 @@ class MixSpec:
         return cls(data.mixup_alpha, data.cutmix_alpha, data.mix_prob)
 
 
-def pack_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: float | torch.Tensor
-                 ) -> torch.Tensor:
+def pack_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     """(B,), (B,), lambda -> (B, 3) float64 [y_a, y_b, lambda]: the labels are exact in it."""
     lam = torch.as_tensor(lam, dtype=torch.float64, device=y_a.device).expand(y_a.shape)
     return torch.stack([y_a.double(), y_b.double(), lam], dim=-1)

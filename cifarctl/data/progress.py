@@ -38,19 +38,13 @@ class RichProgress:
     @contextmanager
     def task(self, description: str, total: int | None, *,
              in_bytes: bool = False) -> Iterator[Advance]:
+        from rich import progress as bars
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
-        count = DownloadColumn() if in_bytes else MofNCompleteColumn()
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), count,
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        count = bars.DownloadColumn() if in_bytes else bars.MofNCompleteColumn()
+        bar = bars.Progress(bars.TextColumn("{task.description}"), bars.BarColumn(), count,
+                            bars.TimeRemainingColumn(), console=Console(stderr=True),
+                            transient=True)
         with bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)

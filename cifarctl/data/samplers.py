@@ -31,8 +31,7 @@ def class_probabilities(counts: list[int] | torch.Tensor, sampler: str) -> torch
     return raw / raw.sum()
 
 
-def sampled_order(labels: torch.Tensor, sampler: str,
-                  generator: torch.Generator) -> torch.Tensor:
+def sampled_order(labels: torch.Tensor, sampler: str, generator: torch.Generator) -> torch.Tensor:
     """n rows of a split with labels `labels` ((n,) int64, on the generator's device),
     drawn with replacement so that class j comes up with probability p_j: (n,) int64."""
     counts = torch.bincount(labels)  # (C,) over the classes present up to the largest label

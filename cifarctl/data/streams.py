@@ -23,8 +23,7 @@ def _seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0])
 
 
-def device_generator(seed: int, epoch: int, stream: int,
-                     device: torch.device) -> torch.Generator:
+def device_generator(seed: int, epoch: int, stream: int, device: torch.device) -> torch.Generator:
     """A torch.Generator on `device` for one epoch of one stream."""
     return torch.Generator(device).manual_seed(_seed(seed, epoch, stream) & (2**63 - 1))
 

@@ -76,8 +76,7 @@ def _soft(distance: np.ndarray) -> np.ndarray:
 
 def _pattern(kind: int, u: np.ndarray, v: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     """Intensity in [0, 1] of class `kind` at rotated coordinates u, v (n, 32, 32)."""
-    size, width, period, phase = (p[k][:, None, None] for k in ("size", "width", "period",
-                                                                   "phase"))
+    size, width, period, phase = (p[k][:, None, None] for k in ("size", "width", "period", "phase"))
     wave = 2 * np.pi / period
     if kind < 4:  # stripes across u
         return 0.5 + 0.5 * np.sin(wave * u + phase)
