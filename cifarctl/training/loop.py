@@ -13,7 +13,7 @@ error (FAILED). A resumed run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +43,19 @@ class NonFiniteLoss(CifarctlError):
 
 
 class FanOut:
-    """One `Reporter` that passes the group's progress to each member's reporter."""
+    """One `Reporter` that passes each hook call on to every one of `reporters`."""
 
     def __init__(self, reporters: Sequence[Reporter]) -> None:
         self.reporters = list(reporters)
 
-    def message(self, text: str) -> None:
-        for r in self.reporters:
-            r.message(text)
+    def __getattr__(self, hook: str) -> Callable[..., None]:
+        if not hasattr(NullReporter, hook):  # not a Reporter hook (e.g. copy's __deepcopy__)
+            raise AttributeError(hook)
 
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        for r in self.reporters:
-            r.epoch_started(epoch, epochs, steps)
-
-    def step(self, steps_done: int, running: Any) -> None:
-        for r in self.reporters:
-            r.step(steps_done, running)
-
-    def epoch_ended(self, epoch: int, epochs: int, metrics: Any) -> None:
-        for r in self.reporters:
-            r.epoch_ended(epoch, epochs, metrics)
-
-    def close(self) -> None:
-        for r in self.reporters:
-            r.close()
+        def each(*args: Any) -> None:
+            for r in self.reporters:
+                getattr(r, hook)(*args)
+        return each
 
 
 class _NamedLines(NullReporter):
