@@ -71,12 +71,9 @@ class _NamedLines(NullReporter):
 def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
           checkpoint_root: Path = Path("checkpoints"), resume: RunState | None = None,
           data: RunData | None = None, resume_flags: str = "") -> RunOutcome:
-    """Train `cfg` to the end (or to an interruption); log everything through `tracker`.
-
-    `data`: `prepare_data(cfg, ...)` when the caller has it already; `resume_flags`: what
-    `cifarctl train --resume RUN_ID` needs besides the id, for the advice on Ctrl-C. Raises
-    `NonFiniteLoss` (after marking the run FAILED) if the loss turns NaN/inf.
-    """
+    """`train_group` of one run; `data`: `prepare_data(cfg, ...)` when the caller has it
+    already; `resume_flags`: what `cifarctl train --resume RUN_ID` needs besides the id, for
+    the advice on Ctrl-C."""
     outcome, = train_group([cfg], trackers=[tracker], reporter=reporter,
                            checkpoint_root=checkpoint_root,
                            resumes=[resume] if resume is not None else None,
