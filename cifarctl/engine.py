@@ -10,6 +10,7 @@ epoch's worth into Python floats with a single host sync (`to_host`). No `.item(
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -213,7 +214,4 @@ def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]
 
 def iter_skip(batches: Iterable, skip: int) -> Iterator:
     """Drop the first `skip` items (mid-epoch resume: those steps were already taken)."""
-    it = iter(batches)
-    for _ in range(skip):
-        next(it, None)
-    yield from it
+    return itertools.islice(batches, skip, None)
