@@ -10,9 +10,10 @@ epoch's worth into Python floats with a single host sync (`to_host`). No `.item(
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,8 +52,7 @@ class TrainSums:
                                                                 device=device))
 
     def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
-                "nonfinite": self.nonfinite, "steps_done": self.steps_done}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_state(cls, state: dict, device: torch.device) -> TrainSums:
@@ -61,18 +61,12 @@ class TrainSums:
         return cls(**t, steps_done=int(state["steps_done"]))
 
 
-def train_steps(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    lr_for_step: Callable[[int], float],
-    sums: TrainSums,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_step: Callable[[TrainSums], None] | None = None,
-    sam: Sam | None = None,
-) -> TrainSums:
+def train_steps(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
+                lr_for_step: Callable[[int], float], sums: TrainSums,
+                should_stop: Callable[[], bool] = lambda: False,
+                on_step: Callable[[TrainSums], None] | None = None,
+                sam: Sam | None = None) -> TrainSums:
     """Train over `batches` (the rest of an epoch), accumulating into `sums` in place.
 
     Stops at a step boundary when `should_stop()` turns true (Ctrl-C / SIGTERM), to resume
@@ -220,7 +214,4 @@ def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]
 
 def iter_skip(batches: Iterable, skip: int) -> Iterator:
     """Drop the first `skip` items (mid-epoch resume: those steps were already taken)."""
-    it = iter(batches)
-    for _ in range(skip):
-        next(it, None)
-    yield from it
+    return itertools.islice(batches, skip, None)

@@ -16,6 +16,8 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
+    """The hooks the loop calls; each does nothing unless a reporter overrides it."""
+
     def message(self, text: str) -> None: ...
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
     def step(self, steps_done: int, running: Mapping[str, float] | None) -> None: ...
@@ -23,23 +25,8 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
-class NullReporter:
+class NullReporter(Reporter):
     """Shows nothing (`--quiet`, library use, tests)."""
-
-    def message(self, text: str) -> None:
-        pass
-
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self, steps_done: int, running: Mapping[str, float] | None) -> None:
-        pass
-
-    def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:

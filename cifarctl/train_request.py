@@ -83,8 +83,8 @@ class TrainResult:
 
 def check_resume(overrides: Mapping[str, Any], config: Path | None) -> None:
     """UsageError when a resume is given settings it would not use (all but the device)."""
-    extra = sorted(k for k in overrides if k not in RESUME_MAY_SET) + (["--config"] if config
-                                                                       else [])
+    extra = sorted(k for k in overrides if k not in RESUME_MAY_SET)
+    extra += ["--config"] if config else []
     if extra:
         raise UsageError(f"--resume continues the run with its own config; drop "
                          f"{', '.join(extra)}")

@@ -94,19 +94,12 @@ def metric_prefixes(which: str, split: str, foreign: str | None) -> tuple[str, s
     return f"eval_{qualifier}{split}", f"eval_{qualifier}" + ("val_" if split == "val" else "")
 
 
-def _splits(cfg: RunConfig, data: Any) -> Any:
-    """The run's train/val split of `data`, rebuilt from its config (`data.longtail`)."""
-    from cifarctl.data.longtail import make_splits
-
-    return make_splits(data.train_labels, profile=cfg.data.imbalance_type,
-                       ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
-                       seed=cfg.run.seed, num_classes=len(data.classes))
-
-
 def _split_arrays(cfg: RunConfig, data: Any, split: str) -> tuple[Any, Any]:
+    from cifarctl.training import run_splits
+
     if split == "test":
         return data.test_images, data.test_labels
-    val_idx = _splits(cfg, data).val_idx
+    val_idx = run_splits(cfg, data, check=False).val_idx
     if len(val_idx) == 0:
         raise UsageError("this run has no validation split (long-tailed runs keep none by "
                          "default: data.val_per_class=0); use --split test")
@@ -118,12 +111,13 @@ def _own_counts(target: EvalTarget, data: Any, same_dataset: bool) -> list[int] 
     if target.train_counts is not None:
         return target.train_counts
     from cifarctl.data import load_dataset
+    from cifarctl.training import run_splits
 
     try:
         own = data if same_dataset else load_dataset(target.cfg.data.dataset)
     except UsageError:
         return None  # the training data is not here: shot groups are left out, and said so
-    return _splits(target.cfg, own).train_counts
+    return run_splits(target.cfg, own, check=False).train_counts
 
 
 def corrupted_batches(loader: Any, name: str, severity: int, *, seed: int = 0,

@@ -46,10 +46,8 @@ def unfusable(cfg: Any) -> str | None:
 
 
 def group_key(cfg: Any) -> tuple | None:
-    """What a run must share with others to be fused with them; None if it cannot be fused.
-
-        groups = itertools.groupby(sorted(cfgs, key=...), key=group_key)
-    """
+    """What a run must share with others to be fused with them (`sweep` groups trials by it);
+    None if it cannot be fused."""
     if unfusable(cfg) is not None:
         return None
     flat = {**cfg.to_flat(), "model.classifier": cfg.classifier}  # the head `auto` resolves to

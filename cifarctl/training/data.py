@@ -59,15 +59,17 @@ def share_data(spec: str, device: torch.device) -> SharedData:
                       plain(data.test_images, data.test_labels))
 
 
-def run_splits(cfg: RunConfig, data: Any) -> Any:
-    """`cfg.data`'s train/validation split of `data` (a CifarData); UsageError for a class left
-    without images or fewer images than one batch. Cheap: `sweep` checks every config with it
-    before an MLflow run exists."""
+def run_splits(cfg: RunConfig, data: Any, *, check: bool = True) -> Any:
+    """`cfg.data`'s train/validation split of `data` (a CifarData); with `check`, UsageError
+    for a class left without images or fewer images than one batch. Cheap: `sweep` checks
+    every config with it before an MLflow run exists; `eval` rebuilds a run's split with it."""
     from cifarctl.data.longtail import make_splits
 
     splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
                          ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
                          seed=cfg.run.seed, num_classes=len(data.classes))
+    if not check:
+        return splits
     counts = list(splits.train_counts)
     if min(counts) == 0:
         raise UsageError(f"data.imbalance={cfg.data.imbalance:g} leaves class "

@@ -121,11 +121,9 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
            extra_tags: dict[str, str] | None = None,
            checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
            reporter: Reporter | None = None) -> RunOutcome:
-    """Open the tracker (failing fast on an unreachable server), then `train`.
-
-    With `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
-    logging continues in the same MLflow run.
-    """
+    """Open the tracker (failing fast on an unreachable server), then `train`; with
+    `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
+    logging continues in the same MLflow run."""
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)

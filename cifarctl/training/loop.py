@@ -13,7 +13,7 @@ error (FAILED). A resumed run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +43,19 @@ class NonFiniteLoss(CifarctlError):
 
 
 class FanOut:
-    """One `Reporter` that passes the group's progress to each member's reporter."""
+    """One `Reporter` that passes each hook call on to every one of `reporters`."""
 
     def __init__(self, reporters: Sequence[Reporter]) -> None:
         self.reporters = list(reporters)
 
-    def message(self, text: str) -> None:
-        for r in self.reporters:
-            r.message(text)
+    def __getattr__(self, hook: str) -> Callable[..., None]:
+        if not hasattr(NullReporter, hook):  # not a Reporter hook (e.g. copy's __deepcopy__)
+            raise AttributeError(hook)
 
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        for r in self.reporters:
-            r.epoch_started(epoch, epochs, steps)
-
-    def step(self, steps_done: int, running: Any) -> None:
-        for r in self.reporters:
-            r.step(steps_done, running)
-
-    def epoch_ended(self, epoch: int, epochs: int, metrics: Any) -> None:
-        for r in self.reporters:
-            r.epoch_ended(epoch, epochs, metrics)
-
-    def close(self) -> None:
-        for r in self.reporters:
-            r.close()
+        def each(*args: Any) -> None:
+            for r in self.reporters:
+                getattr(r, hook)(*args)
+        return each
 
 
 class _NamedLines(NullReporter):
@@ -82,12 +71,9 @@ class _NamedLines(NullReporter):
 def train(cfg: RunConfig, *, tracker: Tracker, reporter: Reporter | None = None,
           checkpoint_root: Path = Path("checkpoints"), resume: RunState | None = None,
           data: RunData | None = None, resume_flags: str = "") -> RunOutcome:
-    """Train `cfg` to the end (or to an interruption); log everything through `tracker`.
-
-    `data`: `prepare_data(cfg, ...)` when the caller has it already; `resume_flags`: what
-    `cifarctl train --resume RUN_ID` needs besides the id, for the advice on Ctrl-C. Raises
-    `NonFiniteLoss` (after marking the run FAILED) if the loss turns NaN/inf.
-    """
+    """`train_group` of one run; `data`: `prepare_data(cfg, ...)` when the caller has it
+    already; `resume_flags`: what `cifarctl train --resume RUN_ID` needs besides the id, for
+    the advice on Ctrl-C."""
     outcome, = train_group([cfg], trackers=[tracker], reporter=reporter,
                            checkpoint_root=checkpoint_root,
                            resumes=[resume] if resume is not None else None,

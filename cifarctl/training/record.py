@@ -165,7 +165,6 @@ class RunRecord:
 
     def start(self, data: RunData, device: torch.device,
               extra_tags: dict[str, str] | None = None) -> None:
-        """A new run: params, tags, config.yaml and the dataset input."""
         import yaml
 
         self.data = data
@@ -196,7 +195,6 @@ class RunRecord:
                         cifarctl_version=__version__)
 
     def epoch_ended(self, epoch: int, metrics: dict[str, Any], weights: Weights) -> None:
-        """Record a finished epoch: history, best epoch, checkpoints, then its metrics."""
         assert self.data is not None
         self.history.append(metrics)
         self.best = select_best(self.cfg, self.best, epoch, metrics, self.data.val is not None)

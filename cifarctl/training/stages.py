@@ -89,10 +89,6 @@ def prepare_init(cfg: RunConfig, *, checkpoint_root: Path, tracking_uri: str | N
 
 # ---- setting a model up ----------------------------------------------------------------------
 
-def _classifier_name(model: nn.Module) -> str:
-    return next(name for name, module in model.named_modules() if module is model.classifier)
-
-
 def _load_stage1(model: nn.Module, cfg: RunConfig, checkpoint_root: Path) -> None:
     """The stage-1 run's best weights into `model`: all of them, or all but the classifier's
     with `model.reinit_classifier` (which keeps the fresh, seeded one)."""
@@ -110,7 +106,7 @@ def _load_stage1(model: nn.Module, cfg: RunConfig, checkpoint_root: Path) -> Non
                          f"architecture")
     weights = dict(saved.model)
     if cfg.model.reinit_classifier:
-        prefix = _classifier_name(model) + "."
+        prefix = next(name for name, m in model.named_modules() if m is model.classifier) + "."
         weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
         weights |= {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     try:
