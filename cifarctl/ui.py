@@ -34,7 +34,6 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.tracking.store import (
@@ -95,13 +94,8 @@ def _bind(host: str, port: int) -> int | OSError:
 
 
 def free_port(host: str = DEFAULT_HOST, start: int = 0) -> int:
-    """A port that `host` can listen on: the first free one from `start`, or any if `start` is 0.
-
-        free_port()              # 41873, chosen by the kernel
-        free_port(start=5001)    # 5001, or 5002 if 5001 is taken, ...
-
-    UsageError if `host` cannot be listened on at all.
-    """
+    """A port that `host` can listen on: the first free one from `start` (5001, else 5002,
+    ...), or the kernel's choice if `start` is 0; UsageError if `host` cannot listen at all."""
     for port in range(start, min(start + 100, 65536)) if start else ():
         if isinstance(_bind(host, port), int):
             return port
@@ -111,20 +105,16 @@ def free_port(host: str = DEFAULT_HOST, start: int = 0) -> int:
 def pick_port(host: str, port: int) -> int:
     """`port` (0: a free one) if `host` can listen on it now; else UsageError, suggesting one."""
     found = _bind(host, port)
-    if isinstance(found, OSError):
-        _raise_bind_error(host, port, found)
-    return found
-
-
-def _raise_bind_error(host: str, port: int, err: OSError) -> NoReturn:
-    if err.errno == errno.EADDRINUSE:
+    if isinstance(found, int):
+        return found
+    if found.errno == errno.EADDRINUSE:
         raise UsageError(f"port {port} on {host} is already in use (another MLflow UI?); "
                          f"pick another with --port {free_port(host, port + 1)}, "
                          f"or --port 0 for any free port")
-    if err.errno == errno.EACCES:  # ports below 1024 need root
+    if found.errno == errno.EACCES:  # ports below 1024 need root
         raise UsageError(f"no permission to listen on port {port}; use a port above 1023, "
                          f"e.g. --port {DEFAULT_PORT}")
-    raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}; check --host")
+    raise UsageError(f"cannot listen on {host}:{port}: {found.strerror}; check --host")
 
 
 # The database schemes `mlflow server --backend-store-uri` takes (SQLAlchemy dialects,
@@ -237,11 +227,8 @@ class UiServer:
                                 f"{_last_error_line(self.log)}; full log: {self.log}")
 
     def stop(self) -> None:
-        """Stop the server and its children: SIGTERM to the group, SIGKILL after a grace period.
-
-        A second Ctrl-C during the grace period kills at once. The log is removed after a
-        clean stop and kept after a failure.
-        """
+        """SIGTERM to the server's group, SIGKILL after a grace period (or a second Ctrl-C);
+        the log is removed after a clean stop, kept after a failure."""
         if self._stopped:
             return
         self._stopped = True

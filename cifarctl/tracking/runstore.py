@@ -45,8 +45,7 @@ PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOL
 Reader = Literal["auto", "mlflow", "sqlite"]
 
 
-def _stored(run: Any) -> StoredRun:
-    """An MLflow `Run` as plain values."""
+def _stored(run: Any) -> StoredRun:  # an MLflow `Run`
     info, data = run.info, run.data
     return StoredRun(info.run_id, info.experiment_id, info.status, info.run_name,
                      info.start_time, info.artifact_uri, dict(data.params),
@@ -61,8 +60,7 @@ class RunStore:
         self._client: MlflowClient | None = None
 
     def connect(self) -> MlflowClient:
-        """The MLflow client (opened on first use; UsageError for a store that does not
-        answer or cannot be opened)."""
+        """The MLflow client, opened on first use (UsageError if the store cannot be)."""
         if self._client is None:
             from cifarctl.tracking.mlflow_tracker import connect
 
@@ -72,8 +70,7 @@ class RunStore:
     # ---- runs ------------------------------------------------------------------------
 
     def get_run(self, run_id: str, what: str = "run") -> StoredRun:
-        """The run `run_id`; UsageError "unknown <what> id ..." if the store has none, or
-        "<what> ... is deleted" for a deleted one."""
+        """The run `run_id`; UsageError if the store has none or it is deleted."""
         from cifarctl.tracking.mlflow_tracker import get_run
 
         return _stored(get_run(self.connect(), run_id, what))
@@ -178,7 +175,6 @@ class RunStore:
 
     def download_artifact(self, run_id: str, artifact_path: str,
                           dst_dir: Path | str) -> Path | None:
-        """Fetch one artifact of a run into `dst_dir`; None if the run has no such file."""
         from cifarctl.tracking.mlflow_tracker import download_artifact
 
         return download_artifact(self.connect(), run_id, artifact_path, dst_dir)
@@ -200,7 +196,7 @@ class RunStore:
         call_with_retry(self.connect().set_terminated, run_id, check_status(status))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        """Set tags on a run (values as strings); a tag may be overwritten."""
+        """Set tags on a run, as strings; a tag may be overwritten."""
         for key, value in tags.items():
             call_with_retry(self.connect().set_tag, run_id, key, str(value))
 
