@@ -143,12 +143,7 @@ def check_servable(tracking_uri: str) -> None:
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The `mlflow server` command line that serves `tracking_uri` (a resolved, non-HTTP URI).
-
-        server_command("sqlite:////p/mlflow.db", "127.0.0.1", 5000)
-        # [python, -m, mlflow, server, --backend-store-uri, sqlite:////p/mlflow.db,
-        #  --default-artifact-root, /p/mlruns, --host, 127.0.0.1, --port, 5000, --workers, 1]
-    """
+    """The `mlflow server` command line that serves `tracking_uri` (a resolved, non-HTTP URI)."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     root = artifact_root(tracking_uri)
     if root is not None:
@@ -204,7 +199,7 @@ def experiment_page(server: str, name: str) -> str:
 
 
 @dataclass
-class UiServer:
+class UiServer(contextlib.AbstractContextManager):
     """A running `mlflow server` (see `start_ui`); a context manager that stops it on exit."""
 
     url: str  # http://127.0.0.1:5000, no trailing slash
@@ -212,9 +207,6 @@ class UiServer:
     process: subprocess.Popen
     log: Path  # the server's stdout and stderr
     _stopped: bool = field(default=False, repr=False)
-
-    def __enter__(self) -> UiServer:
-        return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
@@ -253,13 +245,9 @@ class UiServer:
 
 def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> UiServer:
-    """Start `mlflow server` on the resolved local store; return once /health answers.
-
-        ui = start_ui("sqlite:///runs.db", port=0)   # port 0: any free port
-
-    Raises UsageError for an HTTP store (already a server), a port in use or a bad host, and
-    CifarctlError, with the server's last error line, if it dies or hangs while starting.
-    """
+    """Start `mlflow server` on the resolved local store (port 0: any free port); return once
+    /health answers. UsageError for an HTTP store (already a server), a port in use or a bad
+    host; CifarctlError, with the server's last error line, if it dies or hangs while starting."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
@@ -338,11 +326,7 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
           experiment: str | None = None, open_browser: bool = False,
           echo: Callable[[str], None] = print) -> None:
     """`cifarctl ui`: start the UI, say where it is, serve until Ctrl-C/SIGTERM, stop cleanly.
-
-        serve(port=0, experiment="lt100", open_browser=True)
-
-    For an HTTP store nothing is started: its URL is printed (and opened) once it answers.
-    """
+    For an HTTP store nothing is started: its URL is printed (and opened) once it answers."""
     import webbrowser
 
     uri = resolve_tracking_uri(tracking_uri)

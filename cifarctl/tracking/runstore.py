@@ -7,13 +7,12 @@
     store.metric_history(run.run_id, "test_acc")         # [(step, value), ...]
     store.download_artifact(run.run_id, "checkpoints/best.pt", "checkpoints/" + run.run_id)
 
-Runs come back as `StoredRun`s, never MLflow entities, so no module outside
-`cifarctl.tracking` imports MLflow. `select` without a filter reads a sqlite store's tables
-directly (`sqlite_reader`: ~0.1 s for 500 runs against ~4.5 s through MLflow) and falls back
-to MLflow's API where that does not apply; both give the same runs in the same order. This
-module itself loads MLflow only when a call needs it, so the fast path never does. Writes a
-reader needs (a status, tags, eval's metrics on an existing run) go through MLflow here too;
-training writes through a `Tracker` (`mlflow_tracker.start_run`).
+Runs come back as `StoredRun`s, never MLflow entities. `select` without a filter reads a
+sqlite store's tables directly (`sqlite_reader`: ~0.1 s for 500 runs against ~4.5 s through
+MLflow), else MLflow's API: both give the same runs in the same order. MLflow is loaded only
+when a call needs it, so the fast path never does. Writes a reader needs (a status, tags,
+eval's metrics on an existing run) go through MLflow here too; training writes through a
+`Tracker`.
 """
 
 from __future__ import annotations
@@ -151,8 +150,7 @@ class RunStore:
             except MlflowException as err:
                 if err.error_code != "INVALID_PARAMETER_VALUE":
                     raise
-                reason = first_line(err)  # users get one line
-                raise InvalidFilter(filter_string, reason) from None
+                raise InvalidFilter(filter_string, first_line(err)) from None  # one line for users
             runs.extend(_stored(run) for run in page)
             token = page.token
             if not token:
