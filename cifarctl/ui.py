@@ -175,13 +175,9 @@ def _get(url: str, timeout: float = 2.0) -> bytes:
 
 
 def experiment_page(server: str, name: str) -> str:
-    """The runs page of experiment `name` on the MLflow server at `server`.
-
-        experiment_page("http://127.0.0.1:5000", "lt100")
-        # 'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
-
-    UsageError, listing the experiments there, if it has no experiment of that name.
-    """
+    """The runs page of experiment `name` on the MLflow server at `server`
+    (`http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning`);
+    UsageError, listing the experiments there, if it has no experiment of that name."""
     query = urllib.parse.urlencode({"experiment_name": name})
     try:
         body = _get(f"{server}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}")

@@ -122,12 +122,10 @@ def _slug(name: str) -> str:
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if missing (safe when workers race to create it).
-
-    For a sqlite store the artifacts go to `mlruns/<name>/` beside the database. MLflow's
-    own default would be `./mlruns/<id>` in whatever directory the process runs in, which
-    splits one store's artifacts across directories when `--tracking-uri` points elsewhere.
-    """
+    """The id of experiment `name`, created if missing (safe when workers race to create it),
+    with a sqlite store's artifacts in `mlruns/<name>/` beside the database: MLflow's own
+    `./mlruns/<id>` in the working directory would split one store's artifacts across
+    directories when `--tracking-uri` points elsewhere."""
     experiment = call_with_retry(client.get_experiment_by_name, name)
     if experiment is None:
         root = artifact_root(client.tracking_uri)
@@ -281,9 +279,6 @@ def start_run(*, experiment: str, tracking_uri: str | None = None, run_name: str
               tags: Mapping[str, Any] | None = None,
               description: str | None = None) -> MlflowTracker:
     """Start a run in `experiment` (created if needed), or resume `run_id`, and return it.
-
-        child = start_run(experiment="beta-sweep", run_name="resnet32-focal-b0.99-s1",
-                          parent_run_id=parent.run_id, tags={"loss": "focal"})
 
     `parent_run_id` nests the run under its parent in the UI (tag `mlflow.parentRunId`);
     `description` is the run's description there (tag `mlflow.note.content`). Resuming sets

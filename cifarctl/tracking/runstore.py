@@ -84,10 +84,7 @@ class RunStore:
     def find_runs(self, experiment: str, filter_string: str = "",
                   order_by: Sequence[str] | None = None) -> list[StoredRun]:
         """Every active run of experiment `experiment` (by name; none if there is no such
-        experiment) matching `filter_string`, in MLflow's order unless `order_by`.
-
-            store.find_runs("beta-sweep", "attributes.status = 'FINISHED'")
-        """
+        experiment) matching `filter_string`, in MLflow's order unless `order_by`."""
         found = call_with_retry(self.connect().get_experiment_by_name, experiment)
         return [] if found is None else self._search([found.experiment_id], filter_string,
                                                      order_by)

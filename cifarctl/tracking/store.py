@@ -27,13 +27,9 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use, with sqlite paths made absolute.
-
-        resolve_tracking_uri("sqlite:///runs.db")  # 'sqlite:////abs/cwd/runs.db'
-
-    Absolute paths keep one process from mixing stores when its working directory changes
-    (MLflow caches one store per URI string). A bare `*.db` path means a sqlite file.
-    """
+    """The tracking URI to use, with sqlite paths made absolute (`sqlite:////abs/cwd/runs.db`)
+    so that one process cannot mix stores when its working directory changes (MLflow caches
+    one store per URI string). A bare `*.db` path means a sqlite file."""
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or f"sqlite:///{DEFAULT_DB}"
     if not SCHEME.match(uri) and uri.endswith((".db", ".sqlite")):
         uri = f"sqlite:///{uri}"
