@@ -103,9 +103,8 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     except OSError as err:
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
     port = pick_port(host, port)
-    command = server_command(store, artifacts, host=host, port=port, auth=auth,
-                             workers=workers)
-    return launch(command, store, host=host, port=port, env=env)
+    command = server_command(store, artifacts, host=host, port=port, auth=auth, workers=workers)
+    return launch(command, host=host, port=port, env=env)
 
 
 def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,

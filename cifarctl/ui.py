@@ -199,7 +199,6 @@ class UiServer(contextlib.AbstractContextManager):
     """A running `mlflow server` (see `start_ui`); a context manager that stops it on exit."""
 
     url: str  # http://127.0.0.1:5000, no trailing slash
-    tracking_uri: str
     process: subprocess.Popen
     log: Path  # the server's stdout and stderr
     _stopped: bool = field(default=False, repr=False)
@@ -250,11 +249,11 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
     check_store(uri)
     check_servable(uri)
     port = pick_port(host, port)
-    return launch(server_command(uri, host, port), uri, host=host, port=port, timeout=timeout)
+    return launch(server_command(uri, host, port), host=host, port=port, timeout=timeout)
 
 
-def launch(command: list[str], uri: str, *, host: str, port: int,
-           env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> UiServer:
+def launch(command: list[str], *, host: str, port: int, env: dict[str, str] | None = None,
+           timeout: float = START_TIMEOUT_S) -> UiServer:
     """Run an `mlflow server` command line (`env` on top of ours and the user's); return
     once /health answers. `cifarctl server` starts its shared server through this too."""
     fd, log = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
@@ -264,8 +263,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
-    ui = UiServer(url=f"http://{_url_host(host)}:{port}", tracking_uri=uri, process=process,
-                  log=Path(log))
+    ui = UiServer(url=f"http://{_url_host(host)}:{port}", process=process, log=Path(log))
     try:
         _wait_healthy(ui, timeout)
     except BaseException:
