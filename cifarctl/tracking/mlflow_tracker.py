@@ -206,9 +206,8 @@ class MlflowTracker(Tracker):
         except MlflowException as err:
             if "Changing param values is not allowed" not in str(err):
                 raise
-            raise UsageError(f"run {self.run_id} already has other values for some "
-                             f"params (a run's params cannot change): "
-                             f"{first_line(err)}") from err
+            raise UsageError(f"run {self.run_id} already has other values for some params "
+                             f"(a run's params cannot change): {first_line(err)}") from err
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set `tags` as strings, cut to MLflow's limit; a tag may be overwritten."""

@@ -38,6 +38,7 @@ from cifarctl.tracking.stored import (
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from cifarctl.tracking.histories import Histories
     from cifarctl.tracking.mlflow_tracker import MlflowTracker
 
 PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOLD)
@@ -160,8 +161,7 @@ class RunStore:
         history = call_with_retry(self.connect().get_metric_history, run_id, key)
         return [(m.step, m.value) for m in history]
 
-    def metric_histories(self, run_ids: Sequence[str], keys: Sequence[str]
-                         ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    def metric_histories(self, run_ids: Sequence[str], keys: Sequence[str]) -> Histories:
         """{run id: {key: [(step, value), ...]}} for many runs at once, one value per step
         (the last logged), in as few reads as the store allows (`histories`)."""
         from cifarctl.tracking.histories import metric_histories
