@@ -76,13 +76,8 @@ def check_auth(auth_db: str) -> None:
 
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
                    workers: int = SERVER_WORKERS) -> list[str]:
-    """The `mlflow server` command line of a shared server.
-
-        server_command("postgresql://u@db/mlflow", Path("/srv/a"), host="127.0.0.1",
-                       port=5000, auth=False)
-        # [python, -m, mlflow, server, --backend-store-uri, postgresql://u@db/mlflow,
-        #  --serve-artifacts, --artifacts-destination, /srv/a, --host, 127.0.0.1, ...]
-    """
+    """The `mlflow server` command line of a shared server: runs in `store`, artifacts
+    uploaded to and served from `artifacts`."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                "--serve-artifacts", "--artifacts-destination", str(artifacts.absolute()),
                "--host", host, "--port", str(port), "--workers", str(workers)]
@@ -108,9 +103,8 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     except OSError as err:
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
     port = pick_port(host, port)
-    command = server_command(store, artifacts, host=host, port=port, auth=auth,
-                             workers=workers)
-    return launch(command, store, host=host, port=port, env=env)
+    command = server_command(store, artifacts, host=host, port=port, auth=auth, workers=workers)
+    return launch(command, host=host, port=port, env=env)
 
 
 def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,

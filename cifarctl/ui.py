@@ -34,7 +34,6 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.tracking.store import (
@@ -95,13 +94,8 @@ def _bind(host: str, port: int) -> int | OSError:
 
 
 def free_port(host: str = DEFAULT_HOST, start: int = 0) -> int:
-    """A port that `host` can listen on: the first free one from `start`, or any if `start` is 0.
-
-        free_port()              # 41873, chosen by the kernel
-        free_port(start=5001)    # 5001, or 5002 if 5001 is taken, ...
-
-    UsageError if `host` cannot be listened on at all.
-    """
+    """A port that `host` can listen on: the first free one from `start` (5001, else 5002,
+    ...), or the kernel's choice if `start` is 0; UsageError if `host` cannot listen at all."""
     for port in range(start, min(start + 100, 65536)) if start else ():
         if isinstance(_bind(host, port), int):
             return port
@@ -111,20 +105,16 @@ def free_port(host: str = DEFAULT_HOST, start: int = 0) -> int:
 def pick_port(host: str, port: int) -> int:
     """`port` (0: a free one) if `host` can listen on it now; else UsageError, suggesting one."""
     found = _bind(host, port)
-    if isinstance(found, OSError):
-        _raise_bind_error(host, port, found)
-    return found
-
-
-def _raise_bind_error(host: str, port: int, err: OSError) -> NoReturn:
-    if err.errno == errno.EADDRINUSE:
+    if isinstance(found, int):
+        return found
+    if found.errno == errno.EADDRINUSE:
         raise UsageError(f"port {port} on {host} is already in use (another MLflow UI?); "
                          f"pick another with --port {free_port(host, port + 1)}, "
                          f"or --port 0 for any free port")
-    if err.errno == errno.EACCES:  # ports below 1024 need root
+    if found.errno == errno.EACCES:  # ports below 1024 need root
         raise UsageError(f"no permission to listen on port {port}; use a port above 1023, "
                          f"e.g. --port {DEFAULT_PORT}")
-    raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}; check --host")
+    raise UsageError(f"cannot listen on {host}:{port}: {found.strerror}; check --host")
 
 
 # The database schemes `mlflow server --backend-store-uri` takes (SQLAlchemy dialects,
@@ -153,12 +143,7 @@ def check_servable(tracking_uri: str) -> None:
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The `mlflow server` command line that serves `tracking_uri` (a resolved, non-HTTP URI).
-
-        server_command("sqlite:////p/mlflow.db", "127.0.0.1", 5000)
-        # [python, -m, mlflow, server, --backend-store-uri, sqlite:////p/mlflow.db,
-        #  --default-artifact-root, /p/mlruns, --host, 127.0.0.1, --port, 5000, --workers, 1]
-    """
+    """The `mlflow server` command line that serves `tracking_uri` (a resolved, non-HTTP URI)."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     root = artifact_root(tracking_uri)
     if root is not None:
@@ -190,13 +175,9 @@ def _get(url: str, timeout: float = 2.0) -> bytes:
 
 
 def experiment_page(server: str, name: str) -> str:
-    """The runs page of experiment `name` on the MLflow server at `server`.
-
-        experiment_page("http://127.0.0.1:5000", "lt100")
-        # 'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
-
-    UsageError, listing the experiments there, if it has no experiment of that name.
-    """
+    """The runs page of experiment `name` on the MLflow server at `server`
+    (`http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning`);
+    UsageError, listing the experiments there, if it has no experiment of that name."""
     query = urllib.parse.urlencode({"experiment_name": name})
     try:
         body = _get(f"{server}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}")
@@ -214,17 +195,13 @@ def experiment_page(server: str, name: str) -> str:
 
 
 @dataclass
-class UiServer:
+class UiServer(contextlib.AbstractContextManager):
     """A running `mlflow server` (see `start_ui`); a context manager that stops it on exit."""
 
     url: str  # http://127.0.0.1:5000, no trailing slash
-    tracking_uri: str
     process: subprocess.Popen
     log: Path  # the server's stdout and stderr
     _stopped: bool = field(default=False, repr=False)
-
-    def __enter__(self) -> UiServer:
-        return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
@@ -237,11 +214,8 @@ class UiServer:
                                 f"{_last_error_line(self.log)}; full log: {self.log}")
 
     def stop(self) -> None:
-        """Stop the server and its children: SIGTERM to the group, SIGKILL after a grace period.
-
-        A second Ctrl-C during the grace period kills at once. The log is removed after a
-        clean stop and kept after a failure.
-        """
+        """SIGTERM to the server's group, SIGKILL after a grace period (or a second Ctrl-C);
+        the log is removed after a clean stop, kept after a failure."""
         if self._stopped:
             return
         self._stopped = True
@@ -266,24 +240,20 @@ class UiServer:
 
 def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
              port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> UiServer:
-    """Start `mlflow server` on the resolved local store; return once /health answers.
-
-        ui = start_ui("sqlite:///runs.db", port=0)   # port 0: any free port
-
-    Raises UsageError for an HTTP store (already a server), a port in use or a bad host, and
-    CifarctlError, with the server's last error line, if it dies or hangs while starting.
-    """
+    """Start `mlflow server` on the resolved local store (port 0: any free port); return once
+    /health answers. UsageError for an HTTP store (already a server), a port in use or a bad
+    host; CifarctlError, with the server's last error line, if it dies or hangs while starting."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
     check_store(uri)
     check_servable(uri)
     port = pick_port(host, port)
-    return launch(server_command(uri, host, port), uri, host=host, port=port, timeout=timeout)
+    return launch(server_command(uri, host, port), host=host, port=port, timeout=timeout)
 
 
-def launch(command: list[str], uri: str, *, host: str, port: int,
-           env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> UiServer:
+def launch(command: list[str], *, host: str, port: int, env: dict[str, str] | None = None,
+           timeout: float = START_TIMEOUT_S) -> UiServer:
     """Run an `mlflow server` command line (`env` on top of ours and the user's); return
     once /health answers. `cifarctl server` starts its shared server through this too."""
     fd, log = tempfile.mkstemp(prefix="cifarctl-ui-", suffix=".log")
@@ -293,8 +263,7 @@ def launch(command: list[str], uri: str, *, host: str, port: int,
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
-    ui = UiServer(url=f"http://{_url_host(host)}:{port}", tracking_uri=uri, process=process,
-                  log=Path(log))
+    ui = UiServer(url=f"http://{_url_host(host)}:{port}", process=process, log=Path(log))
     try:
         _wait_healthy(ui, timeout)
     except BaseException:
@@ -351,11 +320,7 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
           experiment: str | None = None, open_browser: bool = False,
           echo: Callable[[str], None] = print) -> None:
     """`cifarctl ui`: start the UI, say where it is, serve until Ctrl-C/SIGTERM, stop cleanly.
-
-        serve(port=0, experiment="lt100", open_browser=True)
-
-    For an HTTP store nothing is started: its URL is printed (and opened) once it answers.
-    """
+    For an HTTP store nothing is started: its URL is printed (and opened) once it answers."""
     import webbrowser
 
     uri = resolve_tracking_uri(tracking_uri)

@@ -88,15 +88,10 @@ def _no_value_shown_for_flags() -> None:
 
 _no_value_shown_for_flags()
 
-app = typer.Typer(
-    cls=_FriendlyErrors,
-    name="cifarctl",
-    help="Train, sweep, evaluate and compare CIFAR-10 models, tracked in MLflow.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = typer.Typer(cls=_FriendlyErrors, name="cifarctl", no_args_is_help=True,
+                  help="Train, sweep, evaluate and compare CIFAR-10 models, tracked in MLflow.",
+                  add_completion=False, pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _print_version(value: bool) -> None:

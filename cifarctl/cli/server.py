@@ -3,8 +3,7 @@
     $ cifarctl server --store postgresql://mlflow@127.0.0.1/mlflow --artifacts /srv/artifacts
     $ MLFLOW_AUTH_ADMIN_PASSWORD=... cifarctl server --store ... --host 0.0.0.0 --auth
 
-Runs `mlflow server` on the store with `--serve-artifacts` (`cifarctl.server`), prints the URL
-to pass as --tracking-uri everywhere, and stops it on Ctrl-C or SIGTERM.
+The server (`cifarctl.server`) runs MLflow in its own process: this module imports nothing heavy.
 """
 
 from __future__ import annotations

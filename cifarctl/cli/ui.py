@@ -3,10 +3,7 @@
     $ cifarctl ui                       # http://127.0.0.1:5000 until Ctrl-C
     $ cifarctl ui --experiment lt100 --open
 
-Starts `mlflow server` on the same store as `cifarctl train` (./mlflow.db and ./mlruns, or
---tracking-uri / $MLFLOW_TRACKING_URI), waits until it answers, prints the URL, and stops
-the server and its workers on Ctrl-C or SIGTERM. Imports nothing heavy: MLflow runs in the
-server's own process.
+The server (`cifarctl.ui`) runs MLflow in its own process: this module imports nothing heavy.
 """
 
 from __future__ import annotations

@@ -25,10 +25,7 @@ __all__ = ["RUN_STATUSES", "NullTracker", "Tracker", "call_with_retry", "check_r
 
 
 def open_tracker(enabled: bool, **kwargs: Any) -> Tracker:
-    """A started MLflow run (`kwargs` as `mlflow_tracker.start_run`), or a NullTracker.
-
-        tracker = open_tracker(not no_track, experiment="default", tracking_uri=uri)
-    """
+    """A started MLflow run (`kwargs` as `mlflow_tracker.start_run`), or a NullTracker."""
     if not enabled:
         return NullTracker()
     # a down server is reported before the 2-3 s it takes to import MLflow

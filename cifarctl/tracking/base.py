@@ -21,7 +21,11 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 @runtime_checkable
 class Tracker(Protocol):
-    """Where one run's params, tags, metrics, artifacts and datasets go."""
+    """Where one run's params, tags, metrics, artifacts and datasets go.
+
+    `with tracker:` finishes the run: FINISHED, KILLED on Ctrl-C, FAILED on any other error.
+    Explicit `finish` calls win: implementations make a second `finish` a no-op.
+    """
 
     run_id: str | None
     artifact_uri: str | None
@@ -48,23 +52,6 @@ class Tracker(Protocol):
 
     def finish(self, status: str = "FINISHED") -> None: ...
 
-
-def check_status(status: str) -> str:
-    """`status` if it is a terminal run status, else ValueError (a programming mistake)."""
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
-    return status
-
-
-class FinishOnExit:
-    """`with tracker:` finishes the run: FINISHED, KILLED on Ctrl-C, FAILED on any other error.
-
-    Explicit `finish` calls win: implementations make a second `finish` a no-op.
-    """
-
-    def finish(self, status: str = "FINISHED") -> None:
-        raise NotImplementedError
-
     def __enter__(self):
         return self
 
@@ -74,37 +61,20 @@ class FinishOnExit:
                     else "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
 
 
-class NullTracker(FinishOnExit):
-    """Accepts every tracker call and records nothing; needs neither MLflow nor a network."""
+def check_status(status: str) -> str:
+    """`status` if it is a terminal run status, else ValueError (a programming mistake)."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+    return status
+
+
+class NullTracker(Tracker):
+    """Accepts every tracker call and records nothing (the protocol's no-op bodies); needs
+    neither MLflow nor a network."""
 
     run_id: str | None = None
     artifact_uri: str | None = None
     opened_status: str | None = None
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
-        pass
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        pass
-
-    def log_figure(self, fig: Any, artifact_file: str) -> None:
-        pass
-
-    def log_dataset(self, name: str, digest: str, source: str, *, context: str = "training",
-                    num_rows: int | None = None) -> None:
-        pass
-
-    def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
-        return None
 
     def finish(self, status: str = "FINISHED") -> None:
         check_status(status)

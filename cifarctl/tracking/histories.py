@@ -87,5 +87,5 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str],
         return one_per_step([p for answer in answers for p in answer], run_ids, keys)
     pairs = [(r, k) for r in run_ids for k in keys]
     answers = parallel(lambda pair: history(*pair), pairs)
-    return one_per_step([(r, k, s, v) for (r, k), history in zip(pairs, answers)
-                         for s, v in history], run_ids, keys)
+    return one_per_step([(r, k, s, v) for (r, k), steps in zip(pairs, answers)
+                         for s, v in steps], run_ids, keys)

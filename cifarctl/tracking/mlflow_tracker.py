@@ -39,7 +39,7 @@ from mlflow.utils.validation import (
 )
 
 from cifarctl.errors import UsageError, first_line
-from cifarctl.tracking.base import FinishOnExit, check_status
+from cifarctl.tracking.base import Tracker, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
     SCHEME,
@@ -77,10 +77,7 @@ def _quiet_mlflow() -> None:
 # ---- the store ------------------------------------------------------------------------
 
 def connect(tracking_uri: str | None = None) -> MlflowClient:
-    """An MlflowClient on the resolved store, checked to answer; UsageError if it cannot.
-
-        client = connect("http://127.0.0.1:5000")
-    """
+    """An MlflowClient on the resolved store, checked to answer; UsageError if it cannot."""
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     check_driver(uri)
@@ -125,12 +122,10 @@ def _slug(name: str) -> str:
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if missing (safe when workers race to create it).
-
-    For a sqlite store the artifacts go to `mlruns/<name>/` beside the database. MLflow's
-    own default would be `./mlruns/<id>` in whatever directory the process runs in, which
-    splits one store's artifacts across directories when `--tracking-uri` points elsewhere.
-    """
+    """The id of experiment `name`, created if missing (safe when workers race to create it),
+    with a sqlite store's artifacts in `mlruns/<name>/` beside the database: MLflow's own
+    `./mlruns/<id>` in the working directory would split one store's artifacts across
+    directories when `--tracking-uri` points elsewhere."""
     experiment = call_with_retry(client.get_experiment_by_name, name)
     if experiment is None:
         root = artifact_root(client.tracking_uri)
@@ -182,7 +177,7 @@ def _clip(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
-class MlflowTracker(FinishOnExit):
+class MlflowTracker(Tracker):
     """One MLflow run, written through `client` by id. Make one with `start_run`."""
 
     def __init__(self, client: MlflowClient, run: Run):
@@ -204,22 +199,18 @@ class MlflowTracker(FinishOnExit):
                             **{kind: items[start:start + size]})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log `params` as strings (cut to 6000 chars), 100 per request (MLflow's limits).
-
-        A param is immutable: logging a different value for a logged key is a UsageError.
-        """
+        """Log `params` as strings, cut to MLflow's limits; a logged param cannot change."""
         items = [Param(str(k), _clip(v, MAX_PARAM_VAL_LENGTH)) for k, v in params.items()]
         try:
             self._log_batch(MAX_PARAMS_TAGS_PER_BATCH, params=items)
         except MlflowException as err:
             if "Changing param values is not allowed" not in str(err):
                 raise
-            raise UsageError(f"run {self.run_id} already has other values for some "
-                             f"params (a run's params cannot change): "
-                             f"{first_line(err)}") from err
+            raise UsageError(f"run {self.run_id} already has other values for some params "
+                             f"(a run's params cannot change): {first_line(err)}") from err
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set `tags` (values as strings, cut to 8000 chars); a tag may be overwritten."""
+        """Set `tags` as strings, cut to MLflow's limit; a tag may be overwritten."""
         items = [RunTag(str(k), _clip(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
         self._log_batch(MAX_PARAMS_TAGS_PER_BATCH, tags=items)
 
@@ -230,7 +221,7 @@ class MlflowTracker(FinishOnExit):
         self._log_batch(MAX_METRICS_PER_BATCH, metrics=items)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
-        """Copy a file (or a directory's contents) into the artifacts, under `artifact_path`."""
+        """Copy a file, or a directory's contents, into the artifacts under `artifact_path`."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no artifact to log at {path}")
@@ -238,7 +229,6 @@ class MlflowTracker(FinishOnExit):
         call_with_retry(log, self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        """Write `text` as the artifact `artifact_file` (e.g. "config.yaml")."""
         call_with_retry(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
@@ -269,7 +259,6 @@ class MlflowTracker(FinishOnExit):
         call_with_retry(self.client.log_inputs, self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def download_artifact(self, artifact_path: str, dst_dir: Path | str) -> Path | None:
-        """Fetch one artifact of this run into `dst_dir`; None if the run has no such file."""
         return download_artifact(self.client, self.run_id, artifact_path, dst_dir)
 
     def logged_steps(self, key: str) -> list[int]:
@@ -277,7 +266,6 @@ class MlflowTracker(FinishOnExit):
         return [m.step for m in call_with_retry(self.client.get_metric_history, self.run_id, key)]
 
     def finish(self, status: str = "FINISHED") -> None:
-        """End the run as FINISHED, FAILED or KILLED; a second call does nothing."""
         check_status(status)
         if self._finished:
             return
@@ -290,9 +278,6 @@ def start_run(*, experiment: str, tracking_uri: str | None = None, run_name: str
               tags: Mapping[str, Any] | None = None,
               description: str | None = None) -> MlflowTracker:
     """Start a run in `experiment` (created if needed), or resume `run_id`, and return it.
-
-        child = start_run(experiment="beta-sweep", run_name="resnet32-focal-b0.99-s1",
-                          parent_run_id=parent.run_id, tags={"loss": "focal"})
 
     `parent_run_id` nests the run under its parent in the UI (tag `mlflow.parentRunId`);
     `description` is the run's description there (tag `mlflow.note.content`). Resuming sets

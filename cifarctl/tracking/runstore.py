@@ -7,13 +7,12 @@
     store.metric_history(run.run_id, "test_acc")         # [(step, value), ...]
     store.download_artifact(run.run_id, "checkpoints/best.pt", "checkpoints/" + run.run_id)
 
-Runs come back as `StoredRun`s, never MLflow entities, so no module outside
-`cifarctl.tracking` imports MLflow. `select` without a filter reads a sqlite store's tables
-directly (`sqlite_reader`: ~0.1 s for 500 runs against ~4.5 s through MLflow) and falls back
-to MLflow's API where that does not apply; both give the same runs in the same order. This
-module itself loads MLflow only when a call needs it, so the fast path never does. Writes a
-reader needs (a status, tags, eval's metrics on an existing run) go through MLflow here too;
-training writes through a `Tracker` (`mlflow_tracker.start_run`).
+Runs come back as `StoredRun`s, never MLflow entities. `select` without a filter reads a
+sqlite store's tables directly (`sqlite_reader`: ~0.1 s for 500 runs against ~4.5 s through
+MLflow), else MLflow's API: both give the same runs in the same order. MLflow is loaded only
+when a call needs it, so the fast path never does. Writes a reader needs (a status, tags,
+eval's metrics on an existing run) go through MLflow here too; training writes through a
+`Tracker`.
 """
 
 from __future__ import annotations
@@ -39,14 +38,14 @@ from cifarctl.tracking.stored import (
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from cifarctl.tracking.histories import Histories
     from cifarctl.tracking.mlflow_tracker import MlflowTracker
 
 PAGE_SIZE = 50_000  # MLflow's largest allowed page (SEARCH_MAX_RESULTS_THRESHOLD)
 Reader = Literal["auto", "mlflow", "sqlite"]
 
 
-def _stored(run: Any) -> StoredRun:
-    """An MLflow `Run` as plain values."""
+def _stored(run: Any) -> StoredRun:  # an MLflow `Run`
     info, data = run.info, run.data
     return StoredRun(info.run_id, info.experiment_id, info.status, info.run_name,
                      info.start_time, info.artifact_uri, dict(data.params),
@@ -61,8 +60,7 @@ class RunStore:
         self._client: MlflowClient | None = None
 
     def connect(self) -> MlflowClient:
-        """The MLflow client (opened on first use; UsageError for a store that does not
-        answer or cannot be opened)."""
+        """The MLflow client, opened on first use (UsageError if the store cannot be)."""
         if self._client is None:
             from cifarctl.tracking.mlflow_tracker import connect
 
@@ -72,8 +70,7 @@ class RunStore:
     # ---- runs ------------------------------------------------------------------------
 
     def get_run(self, run_id: str, what: str = "run") -> StoredRun:
-        """The run `run_id`; UsageError "unknown <what> id ..." if the store has none, or
-        "<what> ... is deleted" for a deleted one."""
+        """The run `run_id`; UsageError if the store has none or it is deleted."""
         from cifarctl.tracking.mlflow_tracker import get_run
 
         return _stored(get_run(self.connect(), run_id, what))
@@ -88,10 +85,7 @@ class RunStore:
     def find_runs(self, experiment: str, filter_string: str = "",
                   order_by: Sequence[str] | None = None) -> list[StoredRun]:
         """Every active run of experiment `experiment` (by name; none if there is no such
-        experiment) matching `filter_string`, in MLflow's order unless `order_by`.
-
-            store.find_runs("beta-sweep", "attributes.status = 'FINISHED'")
-        """
+        experiment) matching `filter_string`, in MLflow's order unless `order_by`."""
         found = call_with_retry(self.connect().get_experiment_by_name, experiment)
         return [] if found is None else self._search([found.experiment_id], filter_string,
                                                      order_by)
@@ -154,8 +148,7 @@ class RunStore:
             except MlflowException as err:
                 if err.error_code != "INVALID_PARAMETER_VALUE":
                     raise
-                reason = first_line(err)  # users get one line
-                raise InvalidFilter(filter_string, reason) from None
+                raise InvalidFilter(filter_string, first_line(err)) from None  # one line for users
             runs.extend(_stored(run) for run in page)
             token = page.token
             if not token:
@@ -168,8 +161,7 @@ class RunStore:
         history = call_with_retry(self.connect().get_metric_history, run_id, key)
         return [(m.step, m.value) for m in history]
 
-    def metric_histories(self, run_ids: Sequence[str], keys: Sequence[str]
-                         ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    def metric_histories(self, run_ids: Sequence[str], keys: Sequence[str]) -> Histories:
         """{run id: {key: [(step, value), ...]}} for many runs at once, one value per step
         (the last logged), in as few reads as the store allows (`histories`)."""
         from cifarctl.tracking.histories import metric_histories
@@ -178,7 +170,6 @@ class RunStore:
 
     def download_artifact(self, run_id: str, artifact_path: str,
                           dst_dir: Path | str) -> Path | None:
-        """Fetch one artifact of a run into `dst_dir`; None if the run has no such file."""
         from cifarctl.tracking.mlflow_tracker import download_artifact
 
         return download_artifact(self.connect(), run_id, artifact_path, dst_dir)
@@ -200,7 +191,7 @@ class RunStore:
         call_with_retry(self.connect().set_terminated, run_id, check_status(status))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        """Set tags on a run (values as strings); a tag may be overwritten."""
+        """Set tags on a run, as strings; a tag may be overwritten."""
         for key, value in tags.items():
             call_with_retry(self.connect().set_tag, run_id, key, str(value))
 

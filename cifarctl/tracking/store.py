@@ -27,13 +27,9 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use, with sqlite paths made absolute.
-
-        resolve_tracking_uri("sqlite:///runs.db")  # 'sqlite:////abs/cwd/runs.db'
-
-    Absolute paths keep one process from mixing stores when its working directory changes
-    (MLflow caches one store per URI string). A bare `*.db` path means a sqlite file.
-    """
+    """The tracking URI to use, with sqlite paths made absolute (`sqlite:////abs/cwd/runs.db`)
+    so that one process cannot mix stores when its working directory changes (MLflow caches
+    one store per URI string). A bare `*.db` path means a sqlite file."""
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or f"sqlite:///{DEFAULT_DB}"
     if not SCHEME.match(uri) and uri.endswith((".db", ".sqlite")):
         uri = f"sqlite:///{uri}"
@@ -41,9 +37,6 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         return uri.rstrip("/")
     db = sqlite_path(uri)
     return uri if db is None else f"sqlite:///{db}"
-
-
-SERVER_HINT = "pip install 'cifarctl[server]'"
 
 
 def database_driver(uri: str) -> str | None:
@@ -72,9 +65,10 @@ def check_driver(uri: str) -> None:
 
     driver = database_driver(uri)
     if driver is not None and importlib.util.find_spec(driver) is None:
+        package = "psycopg2-binary" if driver == "psycopg2" else f"{driver}[binary]"
         raise UsageError(f"{uri.split('://', 1)[0]}:// stores need the PostgreSQL driver "
-                         f"{driver}, which is not installed: {SERVER_HINT} (or pip install "
-                         f"{'psycopg2-binary' if driver == 'psycopg2' else driver + '[binary]'})")
+                         f"{driver}, which is not installed: pip install 'cifarctl[server]' "
+                         f"(or pip install {package})")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -95,14 +89,9 @@ def artifact_root(uri: str) -> Path | None:
 
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise one clear UsageError, within about `timeout` seconds, if an HTTP server is down.
-
-        check_reachable("http://127.0.0.1:5000")
-
-    MLflow's client would retry for minutes before failing; a GET on `/health` answers at
-    once. Any HTTP answer below 500 counts as reachable (an auth proxy may say 401 there).
-    Non-HTTP stores (sqlite) are always "reachable"; opening them reports their own errors.
-    """
+    """One clear UsageError, within about `timeout` seconds, if an HTTP server is down (a GET
+    on `/health` answers at once). Any answer below 500 counts as reachable (an auth proxy may
+    say 401 there); other stores (sqlite) report their own errors when opened."""
     if not uri.startswith(("http://", "https://")):
         return
     import ssl  # here, not at the top: `cifarctl --help` imports this module (issue 2)
@@ -130,13 +119,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def check_store(tracking_uri: str) -> None:
-    """UsageError if a sqlite store's file does not exist: nothing was tracked there.
-
-        check_store("sqlite:////p/typo.db")   # before `report`, `eval` or `ui` reads it
-
-    MLflow would create an empty store (and its folders) at a mistyped path, and readers
-    would then find nothing (`mlflow server` an empty UI); saying so is more use.
-    """
+    """UsageError if a sqlite store's file is missing or no MLflow store, before `report`,
+    `eval` or `ui` reads it: MLflow would create an empty store (and its folders) at a
+    mistyped path, and readers would then find nothing (`mlflow server` an empty UI)."""
     db = sqlite_path(tracking_uri)
     if db is None:
         return
