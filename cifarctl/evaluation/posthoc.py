@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 
@@ -114,21 +114,3 @@ def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]
         out |= {k: v for k, v in eval_metrics(prefix, count).items() if k != f"{prefix}_loss"}
     return out
 
-
-def summarize(host: dict[str, float], taus: Sequence[float],
-              prefixes: Sequence[tuple[str, str]], train_counts: list[int],
-              num_classes: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Per tau, its numbers for `EvalResult.logit_adjusted` (tau, metric, accuracy,
-    per_class, shots), and its shot-group metrics (`eval_la1_few_acc`, ...)."""
-    from cifarctl.evaluation.scores import group_accuracies
-
-    results, shot_metrics = [], {}
-    for tau, (acc_prefix, prefix) in zip(taus, prefixes):
-        per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(num_classes)]
-        shots = group_accuracies(per_class, train_counts)
-        shot_metrics |= {f"{prefix}{group}_acc": v for group, v in shots.items()
-                         if v is not None}
-        results.append({"tau": tau, "metric": f"{acc_prefix}_acc",
-                        "accuracy": host[f"{acc_prefix}_acc"], "per_class": per_class,
-                        "shots": shots})
-    return results, shot_metrics

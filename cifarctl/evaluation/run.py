@@ -66,7 +66,7 @@ class EvalResult:
     shots: dict[str, float | None]
     shot_classes: dict[str, list[int]]
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> s1..s5
-    # post-hoc logit adjustment, one entry per tau (`posthoc.summarize`)
+    # post-hoc logit adjustment, one entry per tau: tau, metric, accuracy, per_class, shots
     logit_adjusted: list[dict[str, Any]] = field(default_factory=list)
     mean_corruption_acc: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
@@ -215,8 +215,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
                                      "confusion": clean.confusion,
                                      "calibration": clean.calibration}
     if counter:
-        device_values |= posthoc.adjusted_metrics(counter.result(),
-                                                  [acc for acc, _ in adjusted])
+        device_values |= posthoc.adjusted_metrics(counter.result(), [acc for acc, _ in adjusted])
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
@@ -225,9 +224,12 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     host = to_host(device_values)  # the one host sync
     result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
                      prefixes=(acc_prefix, prefix), images=loader.num_samples)
-    if logit_adjust:
-        result.logit_adjusted, shot_metrics = posthoc.summarize(host, logit_adjust, adjusted,
-                                                                counts, classes)
+    for tau, (tau_acc, tau_prefix) in zip(logit_adjust, adjusted):
+        per_class, shots, shot_metrics = _class_scores(host, (tau_acc, tau_prefix), counts,
+                                                       classes)
+        result.logit_adjusted.append({"tau": tau, "metric": f"{tau_acc}_acc",
+                                      "accuracy": host[f"{tau_acc}_acc"],
+                                      "per_class": per_class, "shots": shots})
         result.metrics |= shot_metrics
     result.warnings = [*run_warnings(target),
                        *data_warnings(target, data, spec, foreign=foreign is not None)]
@@ -252,17 +254,25 @@ def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classe
     return posthoc.AdjustedCounts(prior, taus, classes)
 
 
+def _class_scores(host: dict[str, Any], prefixes: tuple[str, str], counts: list[int] | None,
+                  classes: int) -> tuple[list[float], dict[str, float | None], dict[str, float]]:
+    """One set of predictions' per-class and shot-group accuracies, and the latter's metrics
+    (`eval_many_acc`, ...); groups are None without the run's class counts."""
+    acc_prefix, prefix = prefixes
+    per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
+    shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
+        dict.fromkeys(SHOT_GROUPS)
+    return per_class, shots, {f"{prefix}{g}_acc": v for g, v in shots.items() if v is not None}
+
+
 def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, data: Any, *,
             spec: str, split: str, corruptions: Sequence[str], prefixes: tuple[str, str],
             images: int) -> EvalResult:
     """The evaluation's host numbers as an `EvalResult`, with its `eval_*` metrics."""
     acc_prefix, prefix = prefixes
-    classes = len(data.classes)
     confusion = [[int(v) for v in row] for row in host.pop("confusion")]
     calibration = host.pop("calibration")
-    per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
-    shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
-        dict.fromkeys(SHOT_GROUPS)
+    per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, len(data.classes))
     result = EvalResult(
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
         which=target.which, epoch=target.epoch, dataset=spec, split=split,
@@ -280,7 +290,7 @@ def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, 
         result.mean_corruption_acc = sum(values) / len(values)
     result.metrics = {k: v for k, v in host.items() if isinstance(v, float)}
     result.metrics[f"{prefix}ece"] = result.ece
-    result.metrics |= {f"{prefix}{g}_acc": v for g, v in shots.items() if v is not None}
+    result.metrics |= shot_metrics
     if result.mean_corruption_acc is not None:
         result.metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
     return result
