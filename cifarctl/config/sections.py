@@ -288,11 +288,6 @@ class RunConfig:
         that softmax (cosine logits alone give every class nearly the same probability)."""
         return self.loss.s if self.loss.name == "ldam" else 1.0
 
-    @property
-    def lr_decay_factors(self) -> list[float]:
-        """One multiplicative factor per entry of `optim.steps`."""
-        return self.optim.decay_factors
-
     def warnings(self) -> list[str]:
         """Settings that validate but are unlikely to be meant (`schedule_warnings`)."""
         from cifarctl.schedule import schedule_warnings

@@ -271,29 +271,26 @@ def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, 
     """The evaluation's host numbers as an `EvalResult`, with its `eval_*` metrics."""
     acc_prefix, prefix = prefixes
     confusion = [[int(v) for v in row] for row in host.pop("confusion")]
-    calibration = host.pop("calibration")
+    ece = expected_calibration_error(host.pop("calibration"))
     per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, len(data.classes))
-    result = EvalResult(
+    corrupted = {name: [host[f"{prefix}corruption_{name}_s{s}"] for s in range(1, SEVERITIES + 1)]
+                 for name in corruptions}
+    values = [a for accs in corrupted.values() for a in accs]
+    mean_corruption = sum(values) / len(values) if values else None
+    metrics = {k: v for k, v in host.items() if isinstance(v, float)}
+    metrics |= {f"{prefix}ece": ece, **shot_metrics}
+    if mean_corruption is not None:
+        metrics[f"{prefix}mean_corruption_acc"] = mean_corruption
+    return EvalResult(
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
         which=target.which, epoch=target.epoch, dataset=spec, split=split,
         class_names=list(data.classes),
         train_counts=counts, images=images, accuracy=host[f"{acc_prefix}_acc"],
         loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
-        ece=expected_calibration_error(calibration), shots=shots,
+        ece=ece, shots=shots,
         shot_classes=shot_groups(counts) if counts else {g: [] for g in SHOT_GROUPS},
+        corruptions=corrupted, mean_corruption_acc=mean_corruption, metrics=metrics,
         artifact_dir="eval" if prefix == "eval_" else f"eval/{prefix[len('eval_'):-1]}")
-    for name in corruptions:
-        result.corruptions[name] = [host[f"{prefix}corruption_{name}_s{s}"]
-                                    for s in range(1, SEVERITIES + 1)]
-    if result.corruptions:
-        values = [a for accs in result.corruptions.values() for a in accs]
-        result.mean_corruption_acc = sum(values) / len(values)
-    result.metrics = {k: v for k, v in host.items() if isinstance(v, float)}
-    result.metrics[f"{prefix}ece"] = result.ece
-    result.metrics |= shot_metrics
-    if result.mean_corruption_acc is not None:
-        result.metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
-    return result
 
 
 # ---- logging back to the run -------------------------------------------------------------
