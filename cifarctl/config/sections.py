@@ -29,8 +29,8 @@ from cifarctl.config.rules import (
 
 
 def _f(default: Any, help: str, *, later: bool = False) -> Any:
-    """A dataclass field carrying its help text (`config keys`, the README) and whether it
-    was added `later` than trial keys (see the module docstring)."""
+    """A dataclass field carrying its help text (`config keys`, the README; a str.format
+    template naming `{models}` or `{losses}`) and whether it was added `later` than trial keys."""
     meta = {"help": help, "later": later}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
