@@ -48,10 +48,9 @@ def eval_command(
                               "each at severities 1-5.")] = False,
     corruption: Annotated[list[str] | None, typer.Option(
         "--corruption", metavar="NAME",
-        help="Only this corruption (repeatable; implies --corruptions).")
-                          ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
-                    ] = 0,
+        help="Only this corruption (repeatable; implies --corruptions).")] = None,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the random corruptions (noise, phase).")] = 0,
     device: Device = "auto",
     batch_size: Annotated[int | None, typer.Option(
         help="Images per forward pass (default 1024).", show_default=False)] = None,

@@ -34,7 +34,6 @@ from cifarctl.evaluation.scores import (
 from cifarctl.evaluation.target import (  # noqa: F401  (resolve_target, WHICH: eval's API)
     WHICH,
     EvalTarget,
-    data_changed,
     data_warnings,
     resolve_target,
     run_warnings,
@@ -171,8 +170,7 @@ def _load_model(target: EvalTarget, spec: str, classes: int, device: Any) -> Any
 
 def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
                     corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
-                    batch_size: int | None = None,
-                    progress: Callable[[str], None] | None = None,
+                    batch_size: int | None = None, progress: Callable[[str], None] | None = None,
                     logit_adjust: Sequence[float] = ()) -> EvalResult:
     """Evaluate `target` on `split` of `dataset` (default: the run's own), clean, under
     `corruptions` (names of `CORRUPTIONS`, each at severities 1..5), and with its logits
@@ -198,7 +196,8 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     foreign = _slug(spec) if dataset and dataset != cfg.data.dataset else None
     # the run's own dataset, regenerated since: its numbers must not pass for the run's own
     # (the report reads eval_test_acc etc.), so they are named after the data they are on
-    changed = foreign is None and data_changed(target, data)
+    changed = (foreign is None and bool(target.fingerprint)
+               and target.fingerprint != data.fingerprint)
     qualifier = f"data_{data.fingerprint[:8]}" if changed else foreign
     acc_prefix, prefix = metric_prefixes(target.which, split, qualifier)
 
@@ -212,8 +211,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale,
                      on_logits=counter.add if counter else None)  # one pass for both
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
-                                     "confusion": clean.confusion,
-                                     "calibration": clean.calibration}
+                                     "confusion": clean.confusion, "calibration": clean.calibration}
     if counter:
         device_values |= posthoc.adjusted_metrics(counter.result(), [acc for acc, _ in adjusted])
     for name in corruptions:
@@ -232,7 +230,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
                                       "per_class": per_class, "shots": shots})
         result.metrics |= shot_metrics
     result.warnings = [*run_warnings(target),
-                       *data_warnings(target, data, spec, foreign=foreign is not None)]
+                       *data_warnings(target, data, spec, changed=changed)]
     if changed:
         result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
                                f"not take them for the run's own test set")
