@@ -304,7 +304,6 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
         return False
     tracker = open_store(target.tracking_uri).tracker(target.run_id)
     tracker.log_metrics(result.metrics, step=0)
-    folder = result.artifact_dir
     with tempfile.TemporaryDirectory(prefix="cifarctl-eval-") as tmp:
         out = Path(tmp)
         (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -315,7 +314,7 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
             plots.save_png(plots.corruption_heatmap(list(result.corruptions),
                                                     list(result.corruptions.values()),
                                                     result.accuracy), out / "corruptions.png")
-        tracker.log_artifact(out, folder)
+        tracker.log_artifact(out, result.artifact_dir)
     result.logged = True
     return True
 

@@ -106,8 +106,7 @@ def _no_checkpoint(store: RunStore, target: EvalTarget, checkpoint_root: Path) -
     stored = store.list_artifacts(run_id, "checkpoints")  # empty if out of reach
     has_other = (checkpoint_root / run_id / f"{other}.pt").is_file() or \
         f"checkpoints/{other}.pt" in stored
-    looked = (f"looked for {target.checkpoint} and the run's artifact "
-              f"checkpoints/{which}.pt")
+    looked = f"looked for {target.checkpoint} and the run's artifact checkpoints/{which}.pt"
     if has_other:
         return f"run {run_id} has no {which} checkpoint ({looked}); try --which {other}"
     status = run.status
