@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from cifarctl.config.rules import normalize_augment, stage_checks, with_loss_presets
+from cifarctl.config.rules import SIGMOID_PREFIX, normalize_augment, stage_checks, with_loss_presets
 from cifarctl.config.sections import SECTIONS, LossSection, RunConfig
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -161,6 +161,6 @@ def validate(cfg: RunConfig) -> None:
     if cfg.model.classifier not in ("auto", *HEADS):
         raise UsageError(f"model.classifier must be auto, {', '.join(HEADS)}, got "
                          f"{cfg.model.classifier!r}")
-    if cfg.classifier == "normed" and cfg.loss.name.startswith("sigmoid"):
+    if cfg.classifier == "normed" and cfg.loss.name.startswith(SIGMOID_PREFIX):
         raise UsageError(f"loss {cfg.loss.name} initialises the classifier's bias, and the "
                          f"normed classifier has none: use model.classifier=linear (or auto)")

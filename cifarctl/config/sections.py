@@ -159,8 +159,7 @@ class OptimSection:
             (all(a < b for a, b in zip(steps, steps[1:])),
              f"optim.steps must be strictly increasing, got {steps}"),
             (not isinstance(self.decay, list) or len(self.decay) == len(steps),
-             f"optim.decay lists one factor per step: {len(steps)} steps but "
-             f"decay={self.decay}"),
+             f"optim.decay lists one factor per step: {len(steps)} steps but decay={self.decay}"),
             (all(0 < f <= 1 for f in self.decay_factors),
              f"optim.decay factors must be in (0, 1], got {self.decay}"),
             (self.train in ("all", "classifier"),
