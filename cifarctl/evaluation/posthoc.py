@@ -62,46 +62,36 @@ def adjusted_predictions(logits: torch.Tensor, log_prior: torch.Tensor,
 class AdjustedCounts:
     """One confusion matrix per tau, counted on the device from the logits of an evaluation
     pass (`engine.evaluate(..., on_logits=counter.add)`): no second pass over the images.
-    The logits are `logit_scale * model(x)`, the softmax the run trained (LDAM's s)."""
+    The logits are `logit_scale * model(x)`, the softmax the run trained (LDAM's s), on
+    `log_prior`'s device."""
 
     def __init__(self, log_prior: torch.Tensor, taus: Sequence[float], num_classes: int):
+        from cifarctl.engine import EvalCounts
+
         self.log_prior, self.taus, self.num_classes = log_prior, list(taus), num_classes
-        self.counts: list[EvalCounts] = []
+        self.counts = [EvalCounts.zeros(num_classes, log_prior.device) for _ in self.taus]
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Count one batch: float logits (B, C), labels (B,)."""
         import torch
 
-        from cifarctl.engine import EvalCounts
-
-        if not self.counts:
-            self.counts = [EvalCounts.zeros(self.num_classes, logits.device) for _ in self.taus]
-            self.log_prior = self.log_prior.to(logits.device)
         for tau, count in zip(self.taus, self.counts):
             pred = adjusted_predictions(logits, self.log_prior, tau)  # (B,)
             count.confusion.view(-1).index_add_(0, y * self.num_classes + pred,
                                                 torch.ones_like(y))
 
-    def result(self) -> list[EvalCounts]:
-        import torch
-
-        from cifarctl.engine import EvalCounts
-
-        return self.counts or [EvalCounts.zeros(self.num_classes, torch.device("cpu"))
-                               for _ in self.taus]
-
 
 def adjusted_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     log_prior: torch.Tensor, taus: Sequence[float], *, num_classes: int,
                     logit_scale: float = 1.0) -> list[EvalCounts]:
-    """One confusion matrix per tau over `batches`, in eval mode (`AdjustedCounts` over an
-    `engine.evaluate` pass)."""
+    """One confusion matrix per tau over `batches` (on `log_prior`'s device), in eval mode
+    (`AdjustedCounts` over an `engine.evaluate` pass)."""
     from cifarctl.engine import evaluate
 
     counter = AdjustedCounts(log_prior, taus, num_classes)
     evaluate(model, batches, num_classes=num_classes, logit_scale=logit_scale,
              on_logits=counter.add)
-    return counter.result()
+    return counter.counts
 
 
 def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]

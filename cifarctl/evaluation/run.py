@@ -205,15 +205,15 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     # each tau's metric names: its name after the others' (`eval_la1_test_acc`)
     adjusted = [metric_prefixes(target.which, split, "_".join(
         filter(None, (qualifier, posthoc.tau_name(tau))))) for tau in logit_adjust]
-    counter = (_adjusted_counter(counts, logit_adjust, classes=classes,
-                                 sampler=cfg.data.sampler) if logit_adjust else None)
+    counter = (_adjusted_counter(counts, logit_adjust, classes=classes, sampler=cfg.data.sampler,
+                                 device=dev) if logit_adjust else None)
     progress(f"clean {split} set: {loader.num_samples} images")
     clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale,
                      on_logits=counter.add if counter else None)  # one pass for both
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
                                      "confusion": clean.confusion, "calibration": clean.calibration}
     if counter:
-        device_values |= posthoc.adjusted_metrics(counter.result(), [acc for acc, _ in adjusted])
+        device_values |= posthoc.adjusted_metrics(counter.counts, [acc for acc, _ in adjusted])
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
@@ -238,7 +238,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
 
 
 def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classes: int,
-                      sampler: str) -> posthoc.AdjustedCounts:
+                      sampler: str, device: Any) -> posthoc.AdjustedCounts:
     """What counts the post-hoc adjusted predictions, per tau, during the clean pass."""
     if not counts or len(counts) != classes:
         raise UsageError("--logit-adjust subtracts the run's training prior, but its class "
@@ -248,7 +248,7 @@ def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classe
 
     # the prior the run trained under: its counts as its sampler drew them (instance: n_c /
     # sum n; a class-balanced run's is uniform, which no adjustment changes)
-    prior = class_probabilities(counts, sampler).log()
+    prior = class_probabilities(counts, sampler).log().to(device)
     return posthoc.AdjustedCounts(prior, taus, classes)
 
 
