@@ -282,10 +282,9 @@ def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, 
     return EvalResult(
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
         which=target.which, epoch=target.epoch, dataset=spec, split=split,
-        class_names=list(data.classes),
-        train_counts=counts, images=images, accuracy=host[f"{acc_prefix}_acc"],
-        loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
-        ece=ece, shots=shots,
+        class_names=list(data.classes), train_counts=counts, images=images,
+        accuracy=host[f"{acc_prefix}_acc"], loss=host[f"{acc_prefix}_loss"], per_class=per_class,
+        confusion=confusion, ece=ece, shots=shots,
         shot_classes=shot_groups(counts) if counts else {g: [] for g in SHOT_GROUPS},
         corruptions=corrupted, mean_corruption_acc=mean_corruption, metrics=metrics,
         artifact_dir="eval" if prefix == "eval_" else f"eval/{prefix[len('eval_'):-1]}")
