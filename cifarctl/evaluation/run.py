@@ -222,11 +222,10 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     host = to_host(device_values)  # the one host sync
     result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
                      prefixes=(acc_prefix, prefix), images=loader.num_samples)
-    for tau, (tau_acc, tau_prefix) in zip(logit_adjust, adjusted):
-        per_class, shots, shot_metrics = _class_scores(host, (tau_acc, tau_prefix), counts,
-                                                       classes)
-        result.logit_adjusted.append({"tau": tau, "metric": f"{tau_acc}_acc",
-                                      "accuracy": host[f"{tau_acc}_acc"],
+    for tau, prefixes in zip(logit_adjust, adjusted):
+        per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, classes)
+        metric = f"{prefixes[0]}_acc"
+        result.logit_adjusted.append({"tau": tau, "metric": metric, "accuracy": host[metric],
                                       "per_class": per_class, "shots": shots})
         result.metrics |= shot_metrics
     result.warnings = [*run_warnings(target),
