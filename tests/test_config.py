@@ -31,7 +31,7 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
 def test_defaults_are_the_published_protocol_shape():
     cfg = load_config()
     assert (cfg.model.name, cfg.optim.epochs, cfg.optim.batch_size) == ("resnet32", 200, 128)
-    assert cfg.optim.steps == [160, 180] and cfg.lr_decay_factors == [0.1, 0.1]
+    assert cfg.optim.steps == [160, 180] and cfg.optim.decay_factors == [0.1, 0.1]
     assert cfg.data.imbalance == 1.0 and cfg.loss.name == "ce"
 
 
@@ -100,7 +100,7 @@ def test_literature_configs_follow_the_protocol(name):
     assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.warmup) == \
         (200, 128, 0.1, 5)
     assert cfg.optim.weight_decay == pytest.approx(2e-4)
-    assert cfg.optim.steps == [160, 180] and cfg.lr_decay_factors == [0.01, 0.01]
+    assert cfg.optim.steps == [160, 180] and cfg.optim.decay_factors == [0.01, 0.01]
     assert cfg.data.imbalance == 100 and cfg.data.imbalance_type == "exp"
     text = (EXPERIMENTS / name).read_text()
     assert text.startswith("#") and "SPEC 2" in text or "resnet32-lt100-ce.yaml" in text

@@ -10,6 +10,7 @@ happen inside the command body.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -47,10 +48,9 @@ def eval_command(
                               "each at severities 1-5.")] = False,
     corruption: Annotated[list[str] | None, typer.Option(
         "--corruption", metavar="NAME",
-        help="Only this corruption (repeatable; implies --corruptions).")
-                          ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random corruptions (noise, phase).")
-                    ] = 0,
+        help="Only this corruption (repeatable; implies --corruptions).")] = None,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the random corruptions (noise, phase).")] = 0,
     device: Device = "auto",
     batch_size: Annotated[int | None, typer.Option(
         help="Images per forward pass (default 1024).", show_default=False)] = None,
@@ -121,70 +121,57 @@ def _pct(value: float | None, unit: str = "") -> str:
     return "—" if value is None else f"{100 * value:.1f}{unit}"
 
 
-def render(result: Any, console: Any) -> None:
-    """Summary, per-class, confusion and corruption tables."""
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
+           left: Sequence[str] = (), **options: Any) -> Any:
+    """A rich table titled on the left; its columns right-aligned but those in `left`."""
     from rich.table import Table
 
+    table = Table(title=title, title_justify="left", **options)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def render(result: Any, console: Any) -> None:
+    """Summary, per-class, confusion, post-hoc and corruption tables."""
     from cifarctl.evaluation.scores import SHOT_RULES
 
     which = "checkpoint" if result.which == "checkpoint" else f"{result.which} checkpoint"
     epoch = "" if result.epoch is None else \
         f", after {result.epoch} epoch{'s' * (result.epoch != 1)}"
-    summary = Table(title=f"{result.source} ({which}{epoch}), {result.dataset} "
-                          f"{result.split}: {result.images} images", show_header=False,
-                    title_justify="left")
-    summary.add_row("accuracy", _pct(result.accuracy, " %"))
-    summary.add_row("cross-entropy", f"{result.loss:.4f}")
-    summary.add_row("ECE (15 bins)", _pct(result.ece, " %"))
+    summary = [("accuracy", _pct(result.accuracy, " %")),
+               ("cross-entropy", f"{result.loss:.4f}"), ("ECE (15 bins)", _pct(result.ece, " %"))]
     for group, value in result.shots.items():
         classes = result.shot_classes.get(group, [])
         what = (f"class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}"
                 if classes else "no class" if result.train_counts else "training counts unknown")
-        summary.add_row(f"{group}-shot", f"{_pct(value, ' %')}  ({SHOT_RULES[group]}: {what})")
+        summary.append((f"{group}-shot", f"{_pct(value, ' %')}  ({SHOT_RULES[group]}: {what})"))
     if result.mean_corruption_acc is not None:
-        summary.add_row("mean corruption accuracy", _pct(result.mean_corruption_acc, " %"))
-    console.print(summary)
+        summary.append(("mean corruption accuracy", _pct(result.mean_corruption_acc, " %")))
+    console.print(_table(f"{result.source} ({which}{epoch}), {result.dataset} {result.split}: "
+                         f"{result.images} images", (), summary, show_header=False))
 
-    per_class = Table(title="per class", title_justify="left")
-    for column in ("class", "name", "train images", "accuracy %"):
-        per_class.add_column(column, justify="left" if column == "name" else "right")
-    counts = result.train_counts or [None] * len(result.per_class)
-    for i, (name, count, acc) in enumerate(zip(result.class_names, counts, result.per_class)):
-        per_class.add_row(str(i), name, "?" if count is None else str(count), _pct(acc))
-    console.print(per_class)
-
-    confusion = Table(title="confusion matrix (rows: true class, columns: predicted)",
-                      title_justify="left")
-    confusion.add_column("")
-    for i in range(len(result.class_names)):
-        confusion.add_column(str(i), justify="right")
-    for i, row in enumerate(result.confusion):
-        confusion.add_row(f"{i} {result.class_names[i]}", *map(str, row))
-    console.print(confusion)
-
+    names, counts = result.class_names, result.train_counts or [None] * len(result.per_class)
+    rows = [(str(i), name, "?" if count is None else str(count), _pct(acc))
+            for i, (name, count, acc) in enumerate(zip(names, counts, result.per_class))]
+    console.print(_table("per class", ("class", "name", "train images", "accuracy %"), rows,
+                         left=("name",)))
+    rows = [(f"{i} {names[i]}", *map(str, row)) for i, row in enumerate(result.confusion)]
+    console.print(_table("confusion matrix (rows: true class, columns: predicted)",
+                         ("", *map(str, range(len(names)))), rows, left=("",)))
     if result.logit_adjusted:
-        console.print(_adjusted_table(result))
+        rows = [(f"{row['tau']:g}", _pct(row["accuracy"]),
+                 *(_pct(row["shots"].get(g)) for g in result.shots))
+                for row in result.logit_adjusted]
+        console.print(_table("post-hoc logit adjustment: argmax(z - tau log pi)",
+                             ("tau", "accuracy %", *(f"{g}-shot %" for g in result.shots)), rows,
+                             caption="pi: the run's training prior (Menon et al. 2021); logged "
+                                     "as eval_la<tau>_*", caption_justify="left"))
     if result.corruptions:
-        table = Table(title="accuracy % under corruption (severity 1-5)", title_justify="left")
-        table.add_column("corruption")
-        for s in range(1, 6):
-            table.add_column(f"s{s}", justify="right")
-        table.add_column("mean", justify="right")
-        for name, accs in result.corruptions.items():
-            table.add_row(name, *map(_pct, accs), _pct(sum(accs) / len(accs)))
-        console.print(table)
-
-
-def _adjusted_table(result: Any) -> Any:
-    """Post-hoc logit adjustment: accuracy and shot groups per tau (tau 0: the plain model)."""
-    from rich.table import Table
-
-    table = Table(title="post-hoc logit adjustment: argmax(z - tau log pi)", title_justify="left",
-                  caption="pi: the run's training prior (Menon et al. 2021); logged as "
-                          "eval_la<tau>_*", caption_justify="left")
-    for column in ("tau", "accuracy %", *(f"{g}-shot %" for g in result.shots)):
-        table.add_column(column, justify="right")
-    for row in result.logit_adjusted:
-        table.add_row(f"{row['tau']:g}", _pct(row["accuracy"]),
-                      *(_pct(row["shots"].get(g)) for g in result.shots))
-    return table
+        rows = [(name, *map(_pct, accs), _pct(sum(accs) / len(accs)))
+                for name, accs in result.corruptions.items()]
+        console.print(_table("accuracy % under corruption (severity 1-5)",
+                             ("corruption", *(f"s{s}" for s in range(1, 6)), "mean"), rows,
+                             left=("corruption",)))

@@ -19,18 +19,10 @@ from cifarctl.errors import UsageError, did_you_mean
 # The write-up's keys (CS7643 A2 configs, SPEC 1.3) -> ours. Section names do not matter in
 # that dialect; its files put e.g. `save_best` under `data`.
 ASSIGNMENT_KEYS: dict[str, str] = {
-    "batch_size": "optim.batch_size",
-    "learning_rate": "optim.lr",
-    "reg": "optim.weight_decay",
-    "epochs": "optim.epochs",
-    "steps": "optim.steps",
-    "warmup": "optim.warmup",
-    "momentum": "optim.momentum",
-    "gamma": "loss.gamma",
-    "beta": "loss.beta",
-    "model": "model.name",
-    "save_best": "run.save_best",
-    "imbalance": "data.imbalance",
+    "batch_size": "optim.batch_size", "learning_rate": "optim.lr", "reg": "optim.weight_decay",
+    "epochs": "optim.epochs", "steps": "optim.steps", "warmup": "optim.warmup",
+    "momentum": "optim.momentum", "gamma": "loss.gamma", "beta": "loss.beta",
+    "model": "model.name", "save_best": "run.save_best", "imbalance": "data.imbalance",
     "loss_type": "loss.name",
 }
 # `imbalance: imbalance` in the assignment is its long-tailed set: exp profile, ratio 100.

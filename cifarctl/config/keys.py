@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from cifarctl.config.recipe import normalize_recipe
+from cifarctl.config.rules import SIGMOID_PREFIX, normalize_augment, stage_checks, with_loss_presets
 from cifarctl.config.sections import SECTIONS, LossSection, RunConfig
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -36,14 +36,8 @@ def field_help() -> list[tuple[str, Any, str]]:
     from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
     from cifarctl.models import list_models
 
-    names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
-    rows = []
-    for key, f in _fields():
-        text = f.metadata["help"]
-        for placeholder, value in names.items():
-            text = text.replace(placeholder, value)
-        rows.append((key, _default(f), text))
-    return rows
+    names = {"models": ", ".join(list_models()), "losses": ", ".join(LOSS_NAMES)}
+    return [(key, _default(f), f.metadata["help"].format(**names)) for key, f in _fields()]
 
 
 @functools.lru_cache(maxsize=1)  # the report asks once per label; callers only read it
@@ -118,7 +112,6 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     new = RunConfig(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
     resolved = {resolve_key(raw_key): value for raw_key, value in overrides.items()}
     if "loss.name" in resolved:  # a loss chosen without its own settings gets its presets
-        from cifarctl.config.rules import with_loss_presets
         from cifarctl.losses import canonical_name
 
         after = canonical_name(str(resolved["loss.name"]))
@@ -145,14 +138,16 @@ def loss_section(**values: Any) -> LossSection:
 def validate(cfg: RunConfig) -> None:
     """Raise UsageError (exit 2) naming the first out-of-range value."""
     # the sections' ranges, in this order (the first failure is the one reported)
-    from cifarctl.config.rules import stage_checks
-
     checks = [c for section in (cfg.optim, cfg.data, cfg.loss, cfg.run)
               for c in section.checks()] + stage_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    normalize_recipe(cfg)  # `data.augment: crop-flip` is True, as logged before policies
+    # one spelling of the recipe's values: `crop-flip` as True and `none` as False (what such
+    # runs logged before policies existed), names in lower case
+    cfg.data.augment = normalize_augment(cfg.data.augment)
+    if isinstance(cfg.loss.smoothing, str):
+        cfg.loss.smoothing = cfg.loss.smoothing.strip().lower()
     for key, value in cfg.to_flat().items():  # inf passes every `>= 0`; nan passes none
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
@@ -166,6 +161,6 @@ def validate(cfg: RunConfig) -> None:
     if cfg.model.classifier not in ("auto", *HEADS):
         raise UsageError(f"model.classifier must be auto, {', '.join(HEADS)}, got "
                          f"{cfg.model.classifier!r}")
-    if cfg.classifier == "normed" and cfg.loss.name.startswith("sigmoid"):
+    if cfg.classifier == "normed" and cfg.loss.name.startswith(SIGMOID_PREFIX):
         raise UsageError(f"loss {cfg.loss.name} initialises the classifier's bias, and the "
                          f"normed classifier has none: use model.classifier=linear (or auto)")

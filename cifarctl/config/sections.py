@@ -17,12 +17,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cifarctl.config.recipe import recipe_data_checks, recipe_loss_checks, recipe_optim_checks
+from cifarctl.config.rules import (
+    AUGMENT_POLICIES,
+    LABEL_AWARE,
+    RANDAUGMENT_BINS,
+    SAMPLERS,
+    SCHEDULES,
+    SIGMOID_PREFIX,
+    normalize_augment,
+)
 
 
 def _f(default: Any, help: str, *, later: bool = False) -> Any:
-    """A dataclass field carrying its help text (`config keys`, the README) and whether it
-    was added `later` than trial keys (see the module docstring)."""
+    """A dataclass field carrying its help text (`config keys`, the README; a str.format
+    template naming `{models}` or `{losses}`) and whether it was added `later` than trial keys."""
     meta = {"help": help, "later": later}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -80,8 +88,7 @@ class DataSection:
                          "both on, each mixed batch picks one with probability 1/2)", later=True)
 
     def checks(self) -> list[Check]:
-        from cifarctl.config.rules import SAMPLERS
-
+        augment = normalize_augment(self.augment)
         return [
             (self.sampler in SAMPLERS, f"data.sampler must be one of {', '.join(SAMPLERS)}, "
                                        f"got {self.sampler!r}"),
@@ -91,7 +98,16 @@ class DataSection:
              f"data.imbalance_type must be 'exp' or 'step', got {self.imbalance_type!r}"),
             (self.val_per_class is None or self.val_per_class >= 0,
              f"data.val_per_class must be >= 0, got {self.val_per_class}"),
-            *recipe_data_checks(self),
+            (isinstance(augment, bool) or augment in AUGMENT_POLICIES,
+             f"data.augment must be crop-flip (true), none (false), "
+             f"{' or '.join(AUGMENT_POLICIES)}, got {self.augment!r}"),
+            (self.randaugment_n >= 0, f"data.randaugment_n must be >= 0, got {self.randaugment_n}"),
+            (0 <= self.randaugment_m < RANDAUGMENT_BINS,
+             f"data.randaugment_m must be in 0..{RANDAUGMENT_BINS - 1}, got {self.randaugment_m}"),
+            (self.cutout >= 0, f"data.cutout must be >= 0 pixels, got {self.cutout}"),
+            (self.mixup_alpha >= 0, f"data.mixup_alpha must be >= 0, got {self.mixup_alpha}"),
+            (self.cutmix_alpha >= 0, f"data.cutmix_alpha must be >= 0, got {self.cutmix_alpha}"),
+            (0 <= self.mix_prob <= 1, f"data.mix_prob must be in [0, 1], got {self.mix_prob}"),
         ]
 
 
@@ -137,22 +153,24 @@ class OptimSection:
             (self.batch_size >= 1, f"optim.batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"optim.lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0,
-             f"optim.weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}"),
             (self.warmup >= 0, f"optim.warmup must be >= 0 epochs, got {self.warmup}"),
             (all(s >= 0 for s in steps), f"optim.steps must be epochs >= 0, got {steps}"),
             (all(a < b for a, b in zip(steps, steps[1:])),
              f"optim.steps must be strictly increasing, got {steps}"),
             (not isinstance(self.decay, list) or len(self.decay) == len(steps),
-             f"optim.decay lists one factor per step: {len(steps)} steps but "
-             f"decay={self.decay}"),
+             f"optim.decay lists one factor per step: {len(steps)} steps but decay={self.decay}"),
             (all(0 < f <= 1 for f in self.decay_factors),
              f"optim.decay factors must be in (0, 1], got {self.decay}"),
             (self.train in ("all", "classifier"),
              f"optim.train must be all or classifier, got {self.train!r}"),
             (self.max_norm is None or self.max_norm >= 0,
              f"optim.max_norm must be >= 0, got {self.max_norm}"),
-            *recipe_optim_checks(self),
+            (self.sam_rho >= 0, f"optim.sam_rho must be >= 0 (0 = plain SGD), got {self.sam_rho}"),
+            (self.schedule in SCHEDULES,
+             f"optim.schedule must be {' or '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (0 <= self.min_lr <= self.lr,
+             f"optim.min_lr must be in [0, optim.lr={self.lr:g}], got {self.min_lr}"),
         ]
 
 
@@ -181,6 +199,12 @@ class LossSection:
                                later=True)
 
     def checks(self) -> list[Check]:
+        # smoothing: a factor in [0, 1) or `label-aware`, and only for the softmax losses (a
+        # sigmoid loss has no distribution over classes to smooth)
+        smoothing = self.smoothing
+        label_aware = isinstance(smoothing, str) and smoothing.strip().lower() == LABEL_AWARE
+        number = isinstance(smoothing, (int, float))
+        on = label_aware or (number and smoothing != 0)
         return [
             (0 <= self.beta < 1, f"loss.beta must be in [0, 1) (beta = 1 makes every class "
                                  f"weight 0/0), got {self.beta}"),
@@ -191,7 +215,14 @@ class LossSection:
             (self.max_m > 0, f"loss.max_m must be > 0, got {self.max_m}"),
             (self.s > 0, f"loss.s must be > 0, got {self.s}"),
             (self.tau >= 0, f"loss.tau must be >= 0, got {self.tau}"),
-            *recipe_loss_checks(self),
+            (label_aware or (number and 0 <= smoothing < 1),
+             f"loss.smoothing must be in [0, 1) or {LABEL_AWARE}, got {smoothing!r}"),
+            (all(0 <= eps < 1 for eps in (self.smoothing_head, self.smoothing_tail)),
+             f"loss.smoothing_head and loss.smoothing_tail must be in [0, 1), got "
+             f"{self.smoothing_head}, {self.smoothing_tail}"),
+            (not (on and self.name.strip().lower().startswith(SIGMOID_PREFIX)),
+             f"loss.smoothing applies to the softmax losses, not {self.name}: set "
+             f"loss.smoothing=0 or choose a softmax loss"),
         ]
 
 
@@ -254,11 +285,6 @@ class RunConfig:
         softmax. Evaluation scales by it too, so its cross-entropy and calibration describe
         that softmax (cosine logits alone give every class nearly the same probability)."""
         return self.loss.s if self.loss.name == "ldam" else 1.0
-
-    @property
-    def lr_decay_factors(self) -> list[float]:
-        """One multiplicative factor per entry of `optim.steps`."""
-        return self.optim.decay_factors
 
     def warnings(self) -> list[str]:
         """Settings that validate but are unlikely to be meant (`schedule_warnings`)."""

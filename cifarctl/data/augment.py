@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarctl.config.recipe import RANDAUGMENT_BINS
+from cifarctl.config.rules import RANDAUGMENT_BINS
 from cifarctl.data.streams import CUTOUT, POLICY, device_generator, host_generator, to_device
 
 CHUNK_IMAGES = 2048  # images a policy augments at once (`policy_chunks`)

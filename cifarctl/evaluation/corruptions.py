@@ -53,8 +53,7 @@ def _image_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_noise(x: torch.Tensor, std: float, g: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    return x + std * noise
+    return x + std * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 
 
 def contrast(x: torch.Tensor, factor: float, g: torch.Generator) -> torch.Tensor:
@@ -157,15 +156,14 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
 assert tuple(CORRUPTIONS) == CORRUPTION_NAMES  # the torch-free list the CLI shows
 
 
-def check_names(names: list[str]) -> list[str]:
-    """The names, validated; UsageError naming the known corruptions otherwise."""
+def check_names(names: list[str]) -> None:
+    """UsageError naming the known corruptions for a name that is none of them."""
     from cifarctl.errors import UsageError, did_you_mean
 
     for name in names:
         if name not in CORRUPTIONS:
             raise UsageError(f"unknown corruption {name!r}{did_you_mean(name, CORRUPTIONS)}; "
                              f"choose from {', '.join(CORRUPTIONS)}")
-    return names
 
 
 def corruption_generator(seed: int, name: str, severity: int,
@@ -188,7 +186,6 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
     level = spec.levels[severity - 1]
     if spec.apply is None:
         return jpeg(x, level)
-    if generator is None:
-        generator = corruption_generator(0, name, severity, x.device)
+    generator = generator or corruption_generator(0, name, severity, x.device)
     y = spec.apply(x.float() / 255.0, level, generator)
     return (y.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)

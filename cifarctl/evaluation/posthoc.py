@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cifarctl.errors import UsageError
 
@@ -62,46 +62,36 @@ def adjusted_predictions(logits: torch.Tensor, log_prior: torch.Tensor,
 class AdjustedCounts:
     """One confusion matrix per tau, counted on the device from the logits of an evaluation
     pass (`engine.evaluate(..., on_logits=counter.add)`): no second pass over the images.
-    The logits are `logit_scale * model(x)`, the softmax the run trained (LDAM's s)."""
+    The logits are `logit_scale * model(x)`, the softmax the run trained (LDAM's s), on
+    `log_prior`'s device."""
 
     def __init__(self, log_prior: torch.Tensor, taus: Sequence[float], num_classes: int):
+        from cifarctl.engine import EvalCounts
+
         self.log_prior, self.taus, self.num_classes = log_prior, list(taus), num_classes
-        self.counts: list[EvalCounts] = []
+        self.counts = [EvalCounts.zeros(num_classes, log_prior.device) for _ in self.taus]
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Count one batch: float logits (B, C), labels (B,)."""
         import torch
 
-        from cifarctl.engine import EvalCounts
-
-        if not self.counts:
-            self.counts = [EvalCounts.zeros(self.num_classes, logits.device) for _ in self.taus]
-            self.log_prior = self.log_prior.to(logits.device)
         for tau, count in zip(self.taus, self.counts):
             pred = adjusted_predictions(logits, self.log_prior, tau)  # (B,)
             count.confusion.view(-1).index_add_(0, y * self.num_classes + pred,
                                                 torch.ones_like(y))
 
-    def result(self) -> list[EvalCounts]:
-        import torch
-
-        from cifarctl.engine import EvalCounts
-
-        return self.counts or [EvalCounts.zeros(self.num_classes, torch.device("cpu"))
-                               for _ in self.taus]
-
 
 def adjusted_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     log_prior: torch.Tensor, taus: Sequence[float], *, num_classes: int,
                     logit_scale: float = 1.0) -> list[EvalCounts]:
-    """One confusion matrix per tau over `batches`, in eval mode (`AdjustedCounts` over an
-    `engine.evaluate` pass)."""
+    """One confusion matrix per tau over `batches` (on `log_prior`'s device), in eval mode
+    (`AdjustedCounts` over an `engine.evaluate` pass)."""
     from cifarctl.engine import evaluate
 
     counter = AdjustedCounts(log_prior, taus, num_classes)
     evaluate(model, batches, num_classes=num_classes, logit_scale=logit_scale,
              on_logits=counter.add)
-    return counter.result()
+    return counter.counts
 
 
 def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]
@@ -114,21 +104,3 @@ def adjusted_metrics(counts: Sequence[EvalCounts], acc_prefixes: Sequence[str]
         out |= {k: v for k, v in eval_metrics(prefix, count).items() if k != f"{prefix}_loss"}
     return out
 
-
-def summarize(host: dict[str, float], taus: Sequence[float],
-              prefixes: Sequence[tuple[str, str]], train_counts: list[int],
-              num_classes: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Per tau, its numbers for `EvalResult.logit_adjusted` (tau, metric, accuracy,
-    per_class, shots), and its shot-group metrics (`eval_la1_few_acc`, ...)."""
-    from cifarctl.evaluation.scores import group_accuracies
-
-    results, shot_metrics = [], {}
-    for tau, (acc_prefix, prefix) in zip(taus, prefixes):
-        per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(num_classes)]
-        shots = group_accuracies(per_class, train_counts)
-        shot_metrics |= {f"{prefix}{group}_acc": v for group, v in shots.items()
-                         if v is not None}
-        results.append({"tau": tau, "metric": f"{acc_prefix}_acc",
-                        "accuracy": host[f"{acc_prefix}_acc"], "per_class": per_class,
-                        "shots": shots})
-    return results, shot_metrics

@@ -34,7 +34,6 @@ from cifarctl.evaluation.scores import (
 from cifarctl.evaluation.target import (  # noqa: F401  (resolve_target, WHICH: eval's API)
     WHICH,
     EvalTarget,
-    data_changed,
     data_warnings,
     resolve_target,
     run_warnings,
@@ -66,7 +65,7 @@ class EvalResult:
     shots: dict[str, float | None]
     shot_classes: dict[str, list[int]]
     corruptions: dict[str, list[float]] = field(default_factory=dict)  # name -> s1..s5
-    # post-hoc logit adjustment, one entry per tau (`posthoc.summarize`)
+    # post-hoc logit adjustment, one entry per tau: tau, metric, accuracy, per_class, shots
     logit_adjusted: list[dict[str, Any]] = field(default_factory=list)
     mean_corruption_acc: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
@@ -165,8 +164,7 @@ def _load_model(target: EvalTarget, spec: str, classes: int, device: Any) -> Any
 
 def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
                     corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
-                    batch_size: int | None = None,
-                    progress: Callable[[str], None] | None = None,
+                    batch_size: int | None = None, progress: Callable[[str], None] | None = None,
                     logit_adjust: Sequence[float] = ()) -> EvalResult:
     """Evaluate `target` on `split` of `dataset` (default: the run's own), clean, under
     `corruptions` (names of `CORRUPTIONS`, each at severities 1..5), and with its logits
@@ -192,7 +190,8 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     foreign = _slug(spec) if dataset and dataset != cfg.data.dataset else None
     # the run's own dataset, regenerated since: its numbers must not pass for the run's own
     # (the report reads eval_test_acc etc.), so they are named after the data they are on
-    changed = foreign is None and data_changed(target, data)
+    changed = (foreign is None and bool(target.fingerprint)
+               and target.fingerprint != data.fingerprint)
     qualifier = f"data_{data.fingerprint[:8]}" if changed else foreign
     acc_prefix, prefix = metric_prefixes(target.which, split, qualifier)
 
@@ -200,17 +199,15 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     # each tau's metric names: its name after the others' (`eval_la1_test_acc`)
     adjusted = [metric_prefixes(target.which, split, "_".join(
         filter(None, (qualifier, posthoc.tau_name(tau))))) for tau in logit_adjust]
-    counter = (_adjusted_counter(counts, logit_adjust, classes=classes,
-                                 sampler=cfg.data.sampler) if logit_adjust else None)
+    counter = (_adjusted_counter(counts, logit_adjust, classes=classes, sampler=cfg.data.sampler,
+                                 device=dev) if logit_adjust else None)
     progress(f"clean {split} set: {loader.num_samples} images")
     clean = evaluate(model, loader.epoch(0), num_classes=classes, logit_scale=cfg.logit_scale,
                      on_logits=counter.add if counter else None)  # one pass for both
     device_values: dict[str, Any] = {**eval_metrics(acc_prefix, clean),
-                                     "confusion": clean.confusion,
-                                     "calibration": clean.calibration}
+                                     "confusion": clean.confusion, "calibration": clean.calibration}
     if counter:
-        device_values |= posthoc.adjusted_metrics(counter.result(),
-                                                  [acc for acc, _ in adjusted])
+        device_values |= posthoc.adjusted_metrics(counter.counts, [acc for acc, _ in adjusted])
     for name in corruptions:
         progress(f"{name}: severities 1-{SEVERITIES}")
         for severity in range(1, SEVERITIES + 1):
@@ -219,12 +216,14 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     host = to_host(device_values)  # the one host sync
     result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
                      prefixes=(acc_prefix, prefix), images=loader.num_samples)
-    if logit_adjust:
-        result.logit_adjusted, shot_metrics = posthoc.summarize(host, logit_adjust, adjusted,
-                                                                counts, classes)
+    for tau, prefixes in zip(logit_adjust, adjusted):
+        per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, classes)
+        metric = f"{prefixes[0]}_acc"
+        result.logit_adjusted.append({"tau": tau, "metric": metric, "accuracy": host[metric],
+                                      "per_class": per_class, "shots": shots})
         result.metrics |= shot_metrics
     result.warnings = [*run_warnings(target),
-                       *data_warnings(target, data, spec, foreign=foreign is not None)]
+                       *data_warnings(target, data, spec, changed=changed)]
     if changed:
         result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
                                f"not take them for the run's own test set")
@@ -232,7 +231,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
 
 
 def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classes: int,
-                      sampler: str) -> posthoc.AdjustedCounts:
+                      sampler: str, device: Any) -> posthoc.AdjustedCounts:
     """What counts the post-hoc adjusted predictions, per tau, during the clean pass."""
     if not counts or len(counts) != classes:
         raise UsageError("--logit-adjust subtracts the run's training prior, but its class "
@@ -242,8 +241,19 @@ def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classe
 
     # the prior the run trained under: its counts as its sampler drew them (instance: n_c /
     # sum n; a class-balanced run's is uniform, which no adjustment changes)
-    prior = class_probabilities(counts, sampler).log()
+    prior = class_probabilities(counts, sampler).log().to(device)
     return posthoc.AdjustedCounts(prior, taus, classes)
+
+
+def _class_scores(host: dict[str, Any], prefixes: tuple[str, str], counts: list[int] | None,
+                  classes: int) -> tuple[list[float], dict[str, float | None], dict[str, float]]:
+    """One set of predictions' per-class and shot-group accuracies, and the latter's metrics
+    (`eval_many_acc`, ...); groups are None without the run's class counts."""
+    acc_prefix, prefix = prefixes
+    per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
+    shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
+        dict.fromkeys(SHOT_GROUPS)
+    return per_class, shots, {f"{prefix}{g}_acc": v for g, v in shots.items() if v is not None}
 
 
 def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, data: Any, *,
@@ -251,33 +261,26 @@ def _result(target: EvalTarget, host: dict[str, Any], counts: list[int] | None, 
             images: int) -> EvalResult:
     """The evaluation's host numbers as an `EvalResult`, with its `eval_*` metrics."""
     acc_prefix, prefix = prefixes
-    classes = len(data.classes)
     confusion = [[int(v) for v in row] for row in host.pop("confusion")]
-    calibration = host.pop("calibration")
-    per_class = [host[f"{acc_prefix}_acc_class_{i}"] for i in range(classes)]
-    shots = group_accuracies(per_class, counts) if counts and len(counts) == classes else \
-        dict.fromkeys(SHOT_GROUPS)
-    result = EvalResult(
+    ece = expected_calibration_error(host.pop("calibration"))
+    per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, len(data.classes))
+    corrupted = {name: [host[f"{prefix}corruption_{name}_s{s}"] for s in range(1, SEVERITIES + 1)]
+                 for name in corruptions}
+    values = [a for accs in corrupted.values() for a in accs]
+    mean_corruption = sum(values) / len(values) if values else None
+    metrics = {k: v for k, v in host.items() if isinstance(v, float)}
+    metrics |= {f"{prefix}ece": ece, **shot_metrics}
+    if mean_corruption is not None:
+        metrics[f"{prefix}mean_corruption_acc"] = mean_corruption
+    return EvalResult(
         source=target.run_id or str(target.checkpoint), run_id=target.run_id,
         which=target.which, epoch=target.epoch, dataset=spec, split=split,
-        class_names=list(data.classes),
-        train_counts=counts, images=images, accuracy=host[f"{acc_prefix}_acc"],
-        loss=host[f"{acc_prefix}_loss"], per_class=per_class, confusion=confusion,
-        ece=expected_calibration_error(calibration), shots=shots,
+        class_names=list(data.classes), train_counts=counts, images=images,
+        accuracy=host[f"{acc_prefix}_acc"], loss=host[f"{acc_prefix}_loss"], per_class=per_class,
+        confusion=confusion, ece=ece, shots=shots,
         shot_classes=shot_groups(counts) if counts else {g: [] for g in SHOT_GROUPS},
+        corruptions=corrupted, mean_corruption_acc=mean_corruption, metrics=metrics,
         artifact_dir="eval" if prefix == "eval_" else f"eval/{prefix[len('eval_'):-1]}")
-    for name in corruptions:
-        result.corruptions[name] = [host[f"{prefix}corruption_{name}_s{s}"]
-                                    for s in range(1, SEVERITIES + 1)]
-    if result.corruptions:
-        values = [a for accs in result.corruptions.values() for a in accs]
-        result.mean_corruption_acc = sum(values) / len(values)
-    result.metrics = {k: v for k, v in host.items() if isinstance(v, float)}
-    result.metrics[f"{prefix}ece"] = result.ece
-    result.metrics |= {f"{prefix}{g}_acc": v for g, v in shots.items() if v is not None}
-    if result.mean_corruption_acc is not None:
-        result.metrics[f"{prefix}mean_corruption_acc"] = result.mean_corruption_acc
-    return result
 
 
 # ---- logging back to the run -------------------------------------------------------------
@@ -293,7 +296,6 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
         return False
     tracker = open_store(target.tracking_uri).tracker(target.run_id)
     tracker.log_metrics(result.metrics, step=0)
-    folder = result.artifact_dir
     with tempfile.TemporaryDirectory(prefix="cifarctl-eval-") as tmp:
         out = Path(tmp)
         (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -304,7 +306,7 @@ def log_result(result: EvalResult, target: EvalTarget) -> bool:
             plots.save_png(plots.corruption_heatmap(list(result.corruptions),
                                                     list(result.corruptions.values()),
                                                     result.accuracy), out / "corruptions.png")
-        tracker.log_artifact(out, folder)
+        tracker.log_artifact(out, result.artifact_dir)
     result.logged = True
     return True
 

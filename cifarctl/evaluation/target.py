@@ -106,8 +106,7 @@ def _no_checkpoint(store: RunStore, target: EvalTarget, checkpoint_root: Path) -
     stored = store.list_artifacts(run_id, "checkpoints")  # empty if out of reach
     has_other = (checkpoint_root / run_id / f"{other}.pt").is_file() or \
         f"checkpoints/{other}.pt" in stored
-    looked = (f"looked for {target.checkpoint} and the run's artifact "
-              f"checkpoints/{which}.pt")
+    looked = f"looked for {target.checkpoint} and the run's artifact checkpoints/{which}.pt"
     if has_other:
         return f"run {run_id} has no {which} checkpoint ({looked}); try --which {other}"
     status = run.status
@@ -167,17 +166,12 @@ def run_warnings(target: EvalTarget) -> list[str]:
             f"(a resumed run), or pass --no-log to keep these numbers off it"]
 
 
-def data_changed(target: EvalTarget, data: Any) -> bool:
-    """Whether the run's own dataset spec now holds other data than the run trained on."""
-    return bool(target.fingerprint) and target.fingerprint != data.fingerprint
-
-
-def data_warnings(target: EvalTarget, data: Any, spec: str, *, foreign: bool) -> list[str]:
+def data_warnings(target: EvalTarget, data: Any, spec: str, *, changed: bool) -> list[str]:
     """What about the evaluation data could make the numbers mislead without an error:
-    the run's own dataset regenerated since it trained, or another dataset whose classes
-    are not the run's (class i of the model is scored as class i of the data)."""
+    the run's own dataset regenerated since it trained (`changed`), or another dataset whose
+    classes are not the run's (class i of the model is scored as class i of the data)."""
     out = []
-    if not foreign and data_changed(target, data):
+    if changed:
         out.append(f"{spec} is not the data this run trained on (fingerprint "
                    f"{data.fingerprint}, the run's {target.fingerprint}): regenerated or "
                    f"re-imported since? These numbers are on other data")

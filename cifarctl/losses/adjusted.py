@@ -22,12 +22,12 @@ import torch
 from cifarctl.config import LossSection
 from cifarctl.losses.base import ClassBalancedLoss
 from cifarctl.losses.softmax import target_log_prob
-from cifarctl.losses.weights import check_counts
+from cifarctl.losses.weights import counts_tensor
 
 
 def log_prior(counts: list[int]) -> torch.Tensor:
     """log pi_c = log(n_c / sum n): (C,) float64, every entry < 0 for two classes or more."""
-    n = torch.tensor(check_counts(counts), dtype=torch.float64)  # (C,)
+    n = counts_tensor(counts)  # (C,)
     return torch.log(n / n.sum())
 
 
@@ -55,8 +55,7 @@ class BalancedSoftmaxLoss(AdditiveAdjustment):
     cross-entropy of z_c + log n_c (the logit-adjusted loss at tau = 1; `loss.tau` unused)."""
 
     def __init__(self, class_counts: list[int], params: LossSection):
-        super().__init__(class_counts, params, torch.tensor(
-            check_counts(class_counts), dtype=torch.float64).log())
+        super().__init__(class_counts, params, counts_tensor(class_counts).log())
 
 
 class VSLoss(AdditiveAdjustment):
@@ -68,7 +67,7 @@ class VSLoss(AdditiveAdjustment):
 
     def __init__(self, class_counts: list[int], params: LossSection):
         super().__init__(class_counts, params, params.tau * log_prior(class_counts))  # iota
-        n = torch.tensor(check_counts(class_counts), dtype=torch.float64)  # (C,)
+        n = counts_tensor(class_counts)  # (C,)
         self.register_buffer("scale", (n / n.max()) ** params.gamma, persistent=False)
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -16,15 +16,9 @@ from cifarctl.losses.softmax import CrossEntropy, FocalLoss, HybridLoss, LDAMLos
 
 # one entry per name of `LOSS_NAMES` (the tests check the two agree)
 _LOSSES: dict[str, type[ClassBalancedLoss]] = {
-    "ce": CrossEntropy,
-    "focal": FocalLoss,
-    "sigmoid": SigmoidCrossEntropy,
-    "sigmoid-focal": SigmoidFocalLoss,
-    "ldam": LDAMLoss,
-    "hybrid": HybridLoss,
-    "la": LogitAdjustedLoss,
-    "balanced-softmax": BalancedSoftmaxLoss,
-    "vs": VSLoss,
+    "ce": CrossEntropy, "focal": FocalLoss, "sigmoid": SigmoidCrossEntropy,
+    "sigmoid-focal": SigmoidFocalLoss, "ldam": LDAMLoss, "hybrid": HybridLoss,
+    "la": LogitAdjustedLoss, "balanced-softmax": BalancedSoftmaxLoss, "vs": VSLoss,
 }
 
 # the loss parameters: every field of the loss section but the loss's name

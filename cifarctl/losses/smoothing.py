@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cifarctl.config.recipe import LABEL_AWARE
+from cifarctl.config.rules import LABEL_AWARE
 
 
 def label_aware_factors(counts: Sequence[int], head: float, tail: float) -> torch.Tensor:

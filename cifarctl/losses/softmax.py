@@ -70,8 +70,7 @@ class LDAMLoss(ClassBalancedLoss):
 
     def __init__(self, class_counts: list[int], params: LossSection):
         super().__init__(class_counts, params)
-        margins = ldam_margins(class_counts, params.max_m)  # (C,) float64, cast per batch
-        self.register_buffer("margins", margins, persistent=False)
+        self.register_buffer("margins", ldam_margins(class_counts, params.max_m), persistent=False)
 
     def unweighted(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         margin = self.margins[targets].to(logits.dtype).unsqueeze(1)        # (N, 1)

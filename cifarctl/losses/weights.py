@@ -14,15 +14,15 @@ import torch
 from cifarctl.errors import UsageError
 
 
-def check_counts(counts: Sequence[int]) -> list[int]:
-    """The class counts as a list of ints, or `UsageError` if any is not a positive integer."""
+def counts_tensor(counts: Sequence[int]) -> torch.Tensor:
+    """The class counts as (C,) float64, or `UsageError` if any is not a positive integer."""
     values = list(counts)
     if len(values) < 2:
         raise UsageError(f"class counts must name at least 2 classes, got {values}")
     if not all(isinstance(n, Integral) and not isinstance(n, bool) and n > 0 for n in values):
         raise UsageError(f"class counts must be positive integers (every class needs training "
                          f"images), got {values}")
-    return [int(n) for n in values]
+    return torch.tensor([int(n) for n in values], dtype=torch.float64)
 
 
 def cb_weights(counts: Sequence[int], beta: float) -> torch.Tensor:
@@ -39,7 +39,7 @@ def cb_weights(counts: Sequence[int], beta: float) -> torch.Tensor:
         raise UsageError(f"beta must be in [0, 1), got {beta}: 0 means no re-weighting, values "
                          f"towards 1 approach inverse class frequency (e.g. 0.9999), and beta = 1 "
                          f"makes every weight (1 - beta) / (1 - beta^n) = 0/0")
-    n = torch.tensor(check_counts(counts), dtype=torch.float64)  # (C,)
+    n = counts_tensor(counts)  # (C,)
     # 1 - beta^n as -expm1(n log beta) keeps its digits when beta^n is close to 1 (beta near 1,
     # small n); beta = 0 gives log 0 = -inf and 1 - 0 = 1, i.e. all-ones weights.
     unnormalised = 1 / -torch.expm1(n * torch.tensor(beta, dtype=torch.float64).log())  # (C,)
@@ -55,5 +55,5 @@ def ldam_margins(counts: Sequence[int], max_m: float) -> torch.Tensor:
     margin Delta_j = C / n_j^(1/4), C chosen so the largest margin is `max_m` (0.5 in their
     CIFAR experiments).
     """
-    margins = torch.tensor(check_counts(counts), dtype=torch.float64) ** -0.25  # (C,)
+    margins = counts_tensor(counts) ** -0.25  # (C,)
     return margins * (max_m / margins.max())

@@ -32,11 +32,7 @@ _MODELS: dict[str, str] = {
     "twolayernet": "simple:twolayernet",
     "vanillacnn": "simple:vanillacnn",
     "mymodel": "mymodel:mymodel",
-    "resnet20": "resnet:resnet20",
-    "resnet32": "resnet:resnet32",
-    "resnet44": "resnet:resnet44",
-    "resnet56": "resnet:resnet56",
-    "resnet110": "resnet:resnet110",
+    **{f"resnet{depth}": f"resnet:resnet{depth}" for depth in (20, 32, 44, 56, 110)},
 }
 
 # "module:function" of every builder the family modules mark with `register_model`; the tests
@@ -81,9 +77,8 @@ def create_model(name: str, num_classes: int = 10, classifier: str = "linear",
     options = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
     unknown = sorted(set(overrides) - set(options))
     if unknown:
-        accepts = ", ".join(options) or "no options"
         raise UsageError(f"model '{canonical}' has no option {', '.join(unknown)} "
-                         f"(it accepts: {accepts})")
+                         f"(it accepts: {', '.join(options) or 'no options'})")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UsageError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if classifier not in HEADS:

@@ -16,11 +16,8 @@ from torch import nn
 
 
 def dead_relu_fractions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run `x` through `model` (eval mode, no grad) and measure every `nn.ReLU` it passes.
-
-    The model's train/eval mode is restored and the hooks removed afterwards, even on error.
-    A model without ReLUs (`twolayernet`) gives `{}`.
-    """
+    """Run `x` through `model` (eval mode, no grad, its mode restored after) and measure every
+    `nn.ReLU` it passes; `{}` for a model without ReLUs (`twolayernet`)."""
     return {name: 1 - units.float().mean() for name, units in fired_units(model, x).items()}
 
 

@@ -13,6 +13,8 @@ Published CIFAR-10 errors (He et al. 2016, Table 6): 8.75 / 7.51 / 7.17 / 6.97 /
 depth 20 / 32 / 44 / 56 / 110.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,31 +88,16 @@ class CifarResNet(nn.Module):
         return self.classifier(self.flatten(self.pool(x)))
 
 
-@register_model
-def resnet20(num_classes: int = 10) -> CifarResNet:
-    """ResNet-20, n = 3: 269,722 parameters."""
-    return CifarResNet(20, num_classes)
+def _resnet(depth: int) -> Callable[..., CifarResNet]:
+    def builder(num_classes: int = 10) -> CifarResNet:
+        return CifarResNet(depth, num_classes)
+
+    builder.__name__ = builder.__qualname__ = f"resnet{depth}"  # the registry's name for it
+    return register_model(builder)
 
 
-@register_model
-def resnet32(num_classes: int = 10) -> CifarResNet:
-    """ResNet-32, n = 5: 464,154 parameters; the model of the long-tail study (SPEC 1.3, 2)."""
-    return CifarResNet(32, num_classes)
-
-
-@register_model
-def resnet44(num_classes: int = 10) -> CifarResNet:
-    """ResNet-44, n = 7: 658,586 parameters."""
-    return CifarResNet(44, num_classes)
-
-
-@register_model
-def resnet56(num_classes: int = 10) -> CifarResNet:
-    """ResNet-56, n = 9: 853,018 parameters."""
-    return CifarResNet(56, num_classes)
-
-
-@register_model
-def resnet110(num_classes: int = 10) -> CifarResNet:
-    """ResNet-110, n = 18: 1,727,962 parameters."""
-    return CifarResNet(110, num_classes)
+resnet20 = _resnet(20)    # n = 3: 269,722 parameters
+resnet32 = _resnet(32)    # n = 5: 464,154 parameters; the long-tail study's model (SPEC 1.3, 2)
+resnet44 = _resnet(44)    # n = 7: 658,586 parameters
+resnet56 = _resnet(56)    # n = 9: 853,018 parameters
+resnet110 = _resnet(110)  # n = 18: 1,727,962 parameters

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from cifarctl.config.recipe import AUGMENT_POLICIES, LABEL_AWARE
+from cifarctl.config.rules import AUGMENT_POLICIES, LABEL_AWARE
 
 POLICY_WORDS = {"randaugment": "RandAug", "autoaugment": "AutoAug"}
 POLICIES = "data.augment (policies)"  # in a label's `varying` keys: some config has a policy

@@ -95,7 +95,7 @@ def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
                             min_lr=cfg.optim.min_lr)
     return lr_at(epoch, step, steps_per_epoch=steps, base_lr=cfg.optim.lr,
                  warmup=cfg.optim.warmup, milestones=cfg.optim.steps,
-                 factors=cfg.lr_decay_factors)
+                 factors=cfg.optim.decay_factors)
 
 
 def epoch_metrics(sums: TrainSums, val: EvalCounts | None, test: EvalCounts,
