@@ -29,8 +29,8 @@ from cifarctl.config.rules import (
 
 
 def _f(default: Any, help: str, *, later: bool = False) -> Any:
-    """A dataclass field carrying its help text (`config keys`, the README; a str.format
-    template naming `{models}` or `{losses}`) and whether it was added `later` than trial keys."""
+    """A dataclass field carrying its help text (`config keys`, the README; `{models}` and
+    `{losses}` name the registries) and whether it was added `later` than trial keys."""
     meta = {"help": help, "later": later}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)

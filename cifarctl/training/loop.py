@@ -13,7 +13,7 @@ error (FAILED). A resumed run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,25 @@ class FanOut:
     def __init__(self, reporters: Sequence[Reporter]) -> None:
         self.reporters = list(reporters)
 
-    def __getattr__(self, hook: str) -> Callable[..., None]:
-        if not hasattr(NullReporter, hook):  # not a Reporter hook (e.g. copy's __deepcopy__)
-            raise AttributeError(hook)
+    def message(self, text: str) -> None:
+        for r in self.reporters:
+            r.message(text)
 
-        def each(*args: Any) -> None:
-            for r in self.reporters:
-                getattr(r, hook)(*args)
-        return each
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        for r in self.reporters:
+            r.epoch_started(epoch, epochs, steps)
+
+    def step(self, steps_done: int, running: Any) -> None:
+        for r in self.reporters:
+            r.step(steps_done, running)
+
+    def epoch_ended(self, epoch: int, epochs: int, metrics: Any) -> None:
+        for r in self.reporters:
+            r.epoch_ended(epoch, epochs, metrics)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
 
 
 class _NamedLines(NullReporter):
