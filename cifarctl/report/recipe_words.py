@@ -18,7 +18,7 @@ POLICY_WORDS = {"randaugment": "RandAug", "autoaugment": "AutoAug"}
 POLICIES = "data.augment (policies)"  # in a label's `varying` keys: some config has a policy
 # every recipe key a label says in its own words (the generic `key=value` parts skip them);
 # `data.augment` only when it names a policy: true / false keep their generic words
-RECIPE_KEYS = frozenset({"optim.sam_rho", "optim.schedule", "optim.min_lr", "data.cutout",
+WORDED_KEYS = frozenset({"optim.sam_rho", "optim.schedule", "optim.min_lr", "data.cutout",
                          "data.randaugment_n", "data.randaugment_m", "data.mixup_alpha",
                          "data.cutmix_alpha", "data.mix_prob", "loss.smoothing",
                          "loss.smoothing_head", "loss.smoothing_tail"})
@@ -83,7 +83,7 @@ def recipe_words(p: Mapping[str, str], varying: Collection[str] = ()
         parts.append("label-aware LS")
     elif _number(smoothing):
         parts.append(f"LS ε={_number(smoothing):g}")
-    named = set(RECIPE_KEYS) | {POLICIES}  # named here or at their defaults: no `key=value`
+    named = set(WORDED_KEYS) | {POLICIES}  # named here or at their defaults: no `key=value`
     if POLICIES in varying or policy:
         named.add("data.augment")
     return after_loss, parts, named

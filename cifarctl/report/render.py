@@ -60,13 +60,13 @@ def summary_text(s: Summary | None, *, scale: float = 100.0, digits: int = 1) ->
     return f"{s.mean * scale:.{digits}f} ± {s.ci95 * scale:.{digits}f}"
 
 
-def diff_text(t: TTest, *, scale: float = 100.0) -> str:
+def diff_text(t: TTest) -> str:
     """`+2.1 ± 1.3*`: a difference in points, its CI, and `*` when p < 0.05."""
     if math.isnan(t.diff):
         return NONE
-    text = f"{t.diff * scale:+.1f}"
+    text = f"{t.diff * 100:+.1f}"
     if t.ci95 is not None:
-        text += f" ± {t.ci95 * scale:.1f}"
+        text += f" ± {t.ci95 * 100:.1f}"
     return text + ("*" if t.p is not None and t.p < ALPHA and t.diff != 0 else "")
 
 

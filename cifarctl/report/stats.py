@@ -73,11 +73,11 @@ def two_sided_p(t: float, df: float) -> float:
     return float(2.0 * stdtr(df, -abs(t)))
 
 
-def ci_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float | None:
+def ci_half_width(std: float, n: int) -> float | None:
     """Half-width of the t interval for a mean: t_{(1+c)/2, n-1} * std / sqrt(n); None if n < 2."""
     if n < 2 or math.isnan(std):
         return None
-    return t_quantile((1.0 + confidence) / 2.0, n - 1) * std / math.sqrt(n)
+    return t_quantile((1.0 + CONFIDENCE) / 2.0, n - 1) * std / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -160,23 +160,23 @@ def format_p(p: float) -> str:
     return f"p={float(f'{p:.2g}'):g}"
 
 
-def verdict(test: TTest, *, scale: float = 100.0, unit: str = "points") -> str:
-    """The comparison in plain words, differences shown in `unit` (accuracy x 100 = points).
+def verdict(test: TTest) -> str:
+    """The comparison in plain words, differences in points (accuracy x 100).
 
         "within noise (p=0.41, n=3)"
         "better by 2.1 ± 1.3 points (p=0.02, n=3)"
         "worse by 4.0 points; a single pair, no test (n=1)"
     """
-    size = abs(test.diff) * scale
+    size = abs(test.diff) * 100
     direction = "better" if test.diff > 0 else "worse"
     label = "n" if test.kind == "paired" else "unpaired, n"
     if test.p is None:
         if test.diff == 0:
             return f"no difference; too few runs for a test ({label}={test.n})"
         what = "a single pair" if test.kind == "paired" else "one run on a side"
-        return f"{direction} by {size:.1f} {unit}; {what}, no test ({label}={test.n})"
+        return f"{direction} by {size:.1f} points; {what}, no test ({label}={test.n})"
     where = f"{format_p(test.p)}, {label}={test.n}"
     if test.p >= ALPHA or test.diff == 0:
         return f"within noise ({where})"
-    ci = test.ci95 * scale if test.ci95 is not None else math.nan
-    return f"{direction} by {size:.1f} ± {ci:.1f} {unit} ({where})"
+    ci = test.ci95 * 100 if test.ci95 is not None else math.nan
+    return f"{direction} by {size:.1f} ± {ci:.1f} points ({where})"
