@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
 from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
-from cifarctl.report.stats import ALPHA, Summary, TTest
+from cifarctl.report.stats import ALPHA, POINTS, Summary, TTest
 from cifarctl.report.tables import extra_label
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class TextTable:
                          [[row[i] for i in keep] for row in self.rows], self.caption)
 
 
-def summary_text(s: Summary | None, *, scale: float = 100.0, digits: int = 1) -> str:
+def summary_text(s: Summary | None, *, scale: float = POINTS, digits: int = 1) -> str:
     """`68.9 ± 1.2` (n >= 2), `68.9` (one run), `—` (nothing)."""
     if s is None or s.n == 0 or math.isnan(s.mean):
         return NONE
@@ -64,9 +64,9 @@ def diff_text(t: TTest) -> str:
     """`+2.1 ± 1.3*`: a difference in points, its CI, and `*` when p < 0.05."""
     if math.isnan(t.diff):
         return NONE
-    text = f"{t.diff * 100:+.1f}"
+    text = f"{t.diff * POINTS:+.1f}"
     if t.ci95 is not None:
-        text += f" ± {t.ci95 * 100:.1f}"
+        text += f" ± {t.ci95 * POINTS:.1f}"
     return text + ("*" if t.p is not None and t.p < ALPHA and t.diff != 0 else "")
 
 

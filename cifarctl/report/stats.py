@@ -21,6 +21,7 @@ from fractions import Fraction
 
 CONFIDENCE = 0.95  # two-sided confidence level of every interval in the report
 ALPHA = 1 - CONFIDENCE  # a difference with p below this is called significant
+POINTS = 100.0  # accuracies are fractions; the report speaks of them in points (x 100)
 
 
 # Sums run in exact rational arithmetic (a float is a binary fraction, so the conversion is
@@ -74,7 +75,7 @@ def two_sided_p(t: float, df: float) -> float:
 
 
 def ci_half_width(std: float, n: int) -> float | None:
-    """Half-width of the t interval for a mean: t_{(1+c)/2, n-1} * std / sqrt(n); None if n < 2."""
+    """Half-width of the CONFIDENCE t interval of a mean: t * std / sqrt(n); None if n < 2."""
     if n < 2 or math.isnan(std):
         return None
     return t_quantile((1.0 + CONFIDENCE) / 2.0, n - 1) * std / math.sqrt(n)
@@ -161,13 +162,13 @@ def format_p(p: float) -> str:
 
 
 def verdict(test: TTest) -> str:
-    """The comparison in plain words, differences in points (accuracy x 100).
+    """The comparison in plain words, differences in POINTS.
 
         "within noise (p=0.41, n=3)"
         "better by 2.1 ± 1.3 points (p=0.02, n=3)"
         "worse by 4.0 points; a single pair, no test (n=1)"
     """
-    size = abs(test.diff) * 100
+    size = abs(test.diff) * POINTS
     direction = "better" if test.diff > 0 else "worse"
     label = "n" if test.kind == "paired" else "unpaired, n"
     if test.p is None:
@@ -178,5 +179,5 @@ def verdict(test: TTest) -> str:
     where = f"{format_p(test.p)}, {label}={test.n}"
     if test.p >= ALPHA or test.diff == 0:
         return f"within noise ({where})"
-    ci = test.ci95 * 100 if test.ci95 is not None else math.nan
+    ci = test.ci95 * POINTS if test.ci95 is not None else math.nan
     return f"{direction} by {size:.1f} ± {ci:.1f} points ({where})"
