@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# One self-contained speed check for a CUDA machine, in under 8 minutes (issue 8):
+# One self-contained check for a CUDA machine, in under 8 minutes (issues 8 and 21):
 #
 #   benchmarks/gpu_check.sh OUTDIR [--smoke]
 #   CIFARCTL_REAL_DATA=/path/to/cifar10-jpeg.tar.gz benchmarks/gpu_check.sh OUTDIR
 #
 # 1. environment: nvidia-smi, driver, torch, CUDA, the GPU, cifarctl's commit -> env.json
-# 2. throughput table on CUDA, eager: (a) reference loop, (b) cifarctl engine, (c) fused
+# 2. the test files that train, fuse, load or evaluate, on CUDA (`run.device` is `auto`, so
+#    their runs take the GPU): any CUDA-only failure is a bug -> tests_cuda.xml (JUnit)
+# 3. throughput table on CUDA, eager: (a) reference loop, (b) cifarctl engine, (c) fused
 #    K = 1, 2, 4, 8, 16 (the fused scaling, with peak memory)     -> throughput_eager.json
-# 3. the same compiled (torch.compile): (b) and fused K = 8        -> throughput_compiled.json
 #    and the data pipeline alone: DeviceLoader vs torchvision DataLoader, crop-flip and
 #    RandAugment -> loader.json
-# 4. time permitting, one real long-tailed run: resnet32, LT-100, the published protocol
+# 4. the LT-100 study (experiments/lt100-study.yaml: CE, CB-focal, LDAM-DRW, 3 seeds) on the
+#    real data as `cifarctl sweep` trains it (fused groups, MLflow store in OUTDIR/study),
+#    cut to a few epochs; then `cifarctl report` on it and `cifarctl eval --corruptions` on
+#    one run -> study.json (pace per run, the projected 200-epoch study),
+#    study_eval.json, study/report/
+# 5. the same compiled (torch.compile): (b) and fused K = 8        -> throughput_compiled.json
+#    (after the study: compiling is the slowest step and the most expendable)
+# 6. time permitting, one real long-tailed run: resnet32, LT-100, the published protocol
 #    (experiments/resnet32-lt100-ce.yaml, 200 epochs) on the real JPEG CIFAR-10 named by
 #    $CIFARCTL_REAL_DATA (or a second argument), stopped at the time budget -> lt100.json
 # Every step's output also goes to OUTDIR/<step>.log; OUTDIR/summary.json lists the steps
 # with their exit codes and seconds. A step that fails does not stop the others; the script
-# exits 1 if any did (2 for bad arguments).
+# exits 1 if any did (2 for bad arguments). Steps 2 and 4 need mlflow (and pytest) besides
+# torch; without real data step 4 runs on the synthetic set.
 # --smoke runs the same steps on the CPU in seconds (tiny model, batch and windows, the
-# synthetic set): the CI test of this script. $PYTHON picks the interpreter (default: the
-# project's .venv if there is one, else python3); the repository is put on PYTHONPATH.
+# synthetic set, one seed of the study, no tests): the CI test of this script. $PYTHON picks
+# the interpreter (default: the project's .venv if there is one, else python3); the
+# repository is put on PYTHONPATH.
 set -uo pipefail
 
 usage() { echo "usage: $0 OUTDIR [--smoke] [REAL_DATA]" >&2; exit 2; }
@@ -57,6 +67,11 @@ run_step() {
   tail -n 25 "$OUT/$name.log"
   STEPS+=("{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(( $(date +%s) - t0 ))}")
 }
+# skip_step NAME WHY: record a step that did not run
+skip_step() {
+  echo "== $1: skipped ($2)"
+  STEPS+=("{\"step\": \"$1\", \"rc\": null, \"seconds\": 0, \"skipped\": \"$2\"}")
+}
 
 if [ $SMOKE = 1 ]; then
   DEVICE=cpu
@@ -65,6 +80,13 @@ if [ $SMOKE = 1 ]; then
   LOADER=(--epochs 1 --images 500 --workers 1 --policies crop-flip,randaugment)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset synthetic --set model.name=vanillacnn
       --set optim.epochs=1 --set optim.batch_size=64 --set optim.warmup=0)
+  # one seed of the study (a copy of its spec), tiny
+  STUDY_SPEC=$OUT/lt100-study-smoke.yaml
+  sed -e 's/seed: \[0, 1, 2\]/seed: [0]/' -e "s|^base: |base: $ROOT/experiments/|" \
+    experiments/lt100-study.yaml > "$STUDY_SPEC"
+  STUDY=(--set data.dataset=synthetic --set model.name=vanillacnn --set optim.epochs=1
+         --set optim.warmup=0 --set optim.batch_size=64)
+  CORRUPTIONS=(--corruption jpeg)
 else
   DEVICE=cuda
   BENCH=(--warmup 5 --windows 5 --steps 20)
@@ -73,7 +95,17 @@ else
   # what takes the time (about 4 s an epoch with 2 workers)
   LOADER=(--epochs 3 --images 10000 --policies crop-flip,randaugment)
   LT=(--config experiments/resnet32-lt100-ce.yaml --dataset "$DATA")
+  # 4 epochs of the 200: the sweep, report and eval paths on CUDA, and the pace per epoch
+  STUDY_SPEC=experiments/lt100-study.yaml
+  STUDY=(--set "data.dataset=${DATA:-synthetic}" --set optim.epochs=4 --workers 2)
+  CORRUPTIONS=(--corruptions)
 fi
+# the test files whose runs train, fuse, load data or evaluate (on the GPU: on CUDA)
+CUDA_TESTS=(tests/test_data_loader.py tests/test_augment.py tests/test_mix.py tests/test_fused.py
+            tests/test_fused_train.py tests/test_train.py tests/test_eval.py tests/test_losses.py
+            tests/test_losses_adjusted.py tests/test_sam.py tests/test_models.py
+            tests/test_checkpoint.py tests/test_stages.py tests/test_posthoc.py
+            tests/test_samplers.py tests/test_optim.py)
 
 # 1. environment
 {
@@ -107,26 +139,56 @@ open('$OUT/env.json', 'w').write(json.dumps(info) + '\n')
 "
 cat "$OUT/env.log"
 
-# 2. eager throughput and fused scaling
-run_step throughput_eager 200 "$PYTHON" benchmarks/throughput.py --device $DEVICE "${BENCH[@]}" \
+# 2. the training, fusing, data and eval tests, on CUDA
+if [ $SMOKE = 1 ]; then
+  skip_step tests_cuda "smoke: the suite runs them on the CPU"
+else
+  run_step tests_cuda 90 "$PYTHON" -m pytest -q -p no:cacheprovider -n 12 \
+    --junitxml "$OUT/tests_cuda.xml" "${CUDA_TESTS[@]}"
+fi
+
+# 3. eager throughput and fused scaling
+run_step throughput_eager 150 "$PYTHON" benchmarks/throughput.py --device $DEVICE "${BENCH[@]}" \
   --ks $KS --json "$OUT/throughput_eager.json"
 
-# 3. compiled
-run_step throughput_compiled $COMPILE_LIMIT "$PYTHON" benchmarks/throughput.py --device $DEVICE \
-  "${BENCH[@]}" --compile --only b,c --ks $KC --json "$OUT/throughput_compiled.json"
-
 # 3b. the data pipeline alone (issue 2): the synthetic set, on the device
-run_step loader 90 "$PYTHON" benchmarks/loader.py --device $DEVICE "${LOADER[@]}" \
+run_step loader 60 "$PYTHON" benchmarks/loader.py --device $DEVICE "${LOADER[@]}" \
   --json "$OUT/loader.json"
 
-# 4. the real long-tailed run, in what time is left
+# 4. the LT-100 study as users run it: sweep (fused groups), report, eval with corruptions
+URI=sqlite:///$OUT/study/mlflow.db
+mkdir -p "$OUT/study"
+run_step study 150 "$PYTHON" -m cifarctl sweep "$STUDY_SPEC" "${STUDY[@]}" \
+  --device $DEVICE --tracking-uri "$URI" --checkpoints "$OUT/study/checkpoints" --quiet
+run_step study_summary 60 "$PYTHON" benchmarks/study_summary.py --tracking-uri "$URI" \
+  --experiment lt100-study --json "$OUT/study.json"
+run_step study_report 60 "$PYTHON" -m cifarctl report -e lt100-study --tracking-uri "$URI" \
+  --out "$OUT/study/report" --no-log
+RUN=$(tail -n 1 "$OUT/study_summary.log")
+if [ -z "$RUN" ]; then
+  skip_step study_eval "no FINISHED run"
+else
+  run_step study_eval 60 bash -c "\"$PYTHON\" -m cifarctl eval $RUN --tracking-uri '$URI' \
+    --checkpoints '$OUT/study/checkpoints' ${CORRUPTIONS[*]} --device $DEVICE --json \
+    > '$OUT/study_eval.json'"
+fi
+
+# 5. compiled, in what time is left (keeping 60 s for the real run)
+LEFT=$(( BUDGET_S - $(elapsed) - 60 ))
+if [ $LEFT -lt 45 ]; then
+  skip_step throughput_compiled "only ${LEFT}s left"
+else
+  run_step throughput_compiled $(( LEFT < COMPILE_LIMIT ? LEFT : COMPILE_LIMIT )) "$PYTHON" \
+    benchmarks/throughput.py --device $DEVICE "${BENCH[@]}" --compile --only b,c --ks $KC \
+    --json "$OUT/throughput_compiled.json"
+fi
+
+# 6. the real long-tailed run, in what time is left
 LEFT=$(( BUDGET_S - $(elapsed) - 15 ))
 if [ $SMOKE = 0 ] && [ -z "$DATA" ]; then
-  echo "== lt100: skipped (no real data: set CIFARCTL_REAL_DATA or pass its path)"
-  STEPS+=("{\"step\": \"lt100\", \"rc\": null, \"seconds\": 0, \"skipped\": \"no data\"}")
+  skip_step lt100 "no real data: set CIFARCTL_REAL_DATA or pass its path"
 elif [ $LEFT -lt 45 ]; then
-  echo "== lt100: skipped (only ${LEFT}s left)"
-  STEPS+=("{\"step\": \"lt100\", \"rc\": null, \"seconds\": 0, \"skipped\": \"no time\"}")
+  skip_step lt100 "only ${LEFT}s left"
 else
   run_step lt100 $LEFT "$PYTHON" benchmarks/lt_run.py "${LT[@]}" --device $DEVICE \
     --budget-s $(( LEFT - 25 )) --json "$OUT/lt100.json"

@@ -85,9 +85,11 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["smoke"] is True and summary["device"] == "cpu"
-    assert [s["step"] for s in summary["steps"]] == ["env_python", "throughput_eager",
-                                                     "throughput_compiled", "loader", "lt100"]
-    assert all(s["rc"] == 0 for s in summary["steps"])
+    steps = ["env_python", "tests_cuda", "throughput_eager", "loader", "study",
+             "study_summary", "study_report", "study_eval", "throughput_compiled", "lt100"]
+    assert [s["step"] for s in summary["steps"]] == steps
+    assert all(s["rc"] == 0 for s in summary["steps"] if s["step"] != "tests_cuda")
+    assert summary["steps"][1]["rc"] is None and "smoke" in summary["steps"][1]["skipped"]
     env_info = json.loads((out / "env.json").read_text())
     assert env_info["torch"] and env_info["cuda_available"] in (True, False)
     eager = json.loads((out / "throughput_eager.json").read_text())
@@ -101,5 +103,14 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     lt = json.loads((out / "lt100.json").read_text())
     assert lt["status"] == "FINISHED" and lt["epochs_done"] == 1
     assert 0 <= lt["final_test_acc"] <= 1 and lt["projected_total_s"] > 0
-    for name in ("env_python", "throughput_eager", "throughput_compiled", "loader", "lt100"):
+    # the study: one seed of CE, CB-focal and LDAM-DRW through sweep, report and eval
+    study = json.loads((out / "study.json").read_text())
+    assert study["finished"] == 3 and study["projected_protocol_s"] > 0
+    assert sorted(run["loss"] for run in study["runs"]) == ["ce", "focal", "ldam"]
+    assert all(run["epochs_done"] == 1 for run in study["runs"])
+    assert (out / "study" / "report" / "report.md").is_file()
+    evaluated = json.loads((out / "study_eval.json").read_text())
+    assert len(evaluated["corruptions"]["jpeg"]) == 5  # severities 1-5
+    assert 0 <= evaluated["mean_corruption_acc"] <= 1
+    for name in steps[:1] + steps[2:]:
         assert (out / f"{name}.log").is_file()
