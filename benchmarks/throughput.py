@@ -221,6 +221,9 @@ def _parser() -> argparse.ArgumentParser:
                              "noisy shared machines; no peak memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="then profile --steps steps of each way (torch.profiler): wall "
+                             "vs device-busy time and the top operators, as text, here")
     return parser
 
 
@@ -278,11 +281,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "interleaved": args.interleave,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results}
     _print_table(report)
+    if args.profile:
+        args.profile.write_text("".join(profile(way, args, device) for way in ways))
     line = json.dumps(report)
     print(line)
     if args.json:
         args.json.write_text(line + "\n")
     return report
+
+
+def profile(way: Way, args: argparse.Namespace, device: torch.device) -> str:
+    """One way under torch.profiler: its 25 costliest operators and the time the device was
+    busy, against the steps' wall time (a launch-bound step keeps a GPU mostly idle)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    name, build, _ = way
+    run_steps = build()
+    run_steps(args.warmup)
+    sync(device)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profiler(activities=activities) as prof:
+        run_steps(args.steps)
+        sync(device)
+    wall_ms = (time.perf_counter() - t0) * 1000
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # the table ends with the profiled CPU and device time totals, to set against the wall
+    return (f"== {name}: {args.steps} steps, wall {wall_ms:.1f} ms under the profiler\n"
+            f"{prof.key_averages().table(sort_by=sort, row_limit=25)}\n")
 
 
 def _print_table(report: dict[str, Any]) -> None:

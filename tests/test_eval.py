@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from run_helpers import BF16
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
@@ -74,8 +75,8 @@ def test_per_class_accuracy_and_ece_match_a_plain_loop(trained):
     from cifarctl.evaluation.run import evaluate_target, resolve_target
     from cifarctl.models import create_model
 
-    result = evaluate_target(resolve_target(trained["run_id"],
-                                            checkpoint_root=trained["checkpoints"]))
+    target = resolve_target(trained["run_id"], checkpoint_root=trained["checkpoints"])
+    result = evaluate_target(target, device="cpu")  # float32, as the loop below
     state = load_checkpoint(trained["checkpoints"] / trained["run_id"] / "best.pt")
     model = create_model("vanillacnn")
     model.load_state_dict(state["model"])
@@ -103,6 +104,10 @@ def test_per_class_accuracy_and_ece_match_a_plain_loop(trained):
     assert result.images == 100 and result.split == "test" and result.which == "best"
     ece = sum(abs(c - conf) for _, conf, c in ece_bins) / sum(seen)
     assert result.ece == pytest.approx(ece, abs=1e-5)
+    if BF16:  # on the GPU, under bf16 autocast: the same up to a near-tie or two
+        fast = evaluate_target(target)
+        assert fast.accuracy == pytest.approx(result.accuracy, abs=0.02)
+        assert fast.ece == pytest.approx(result.ece, abs=1e-2)
     # shot groups by the run's own counts: 50 images a class, exp profile ratio 5 (SPEC 1.3)
     counts = [int(50 * (1 / 5) ** (i / 9)) for i in range(10)]
     assert result.train_counts == counts  # [50, 41, 34, 29, 24, 20, 17, 14, 11, 10]
@@ -439,7 +444,7 @@ def test_an_ldam_runs_cosine_head_is_rebuilt_from_its_config(trained, tmp_path):
     path = outcome.checkpoint_dir / "last.pt"
     weights = load_checkpoint(path)["model"]
     assert "classifier.weight" in weights and "classifier.bias" not in weights
-    result = run_eval(str(path), "--json")
+    result = run_eval(str(path), "--json", "--device", "cpu")  # where it trained (see BF16)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["accuracy"] == pytest.approx(outcome.history[-1]["test_acc"])

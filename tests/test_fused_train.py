@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import InterruptAt, InterruptTwiceAt, write_synthetic
+from run_helpers import BF16, InterruptAt, InterruptTwiceAt, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.checkpoint import load_checkpoint
@@ -299,7 +299,8 @@ def test_cli_fused_seeds_are_tracked_exactly_like_separate_runs(mlflow_store, da
         assert f0.data.tags[tag] == alone.data.tags[tag], tag
     assert f0.data.metrics.keys() == alone.data.metrics.keys()
     for key in ("train_loss", "test_loss", "test_acc_at_best", "best_val_acc"):
-        assert f0.data.metrics[key] == pytest.approx(alone.data.metrics[key], rel=1e-4), key
+        assert f0.data.metrics[key] == pytest.approx(alone.data.metrics[key],
+                                                     rel=1e-2 if BF16 else 1e-4), key
     for key in ("test_acc", "lr"):
         history = [m.step for m in client.get_metric_history(f0.info.run_id, key)]
         assert history == [0, 1]
