@@ -9,6 +9,7 @@
 #    their runs take the GPU): any CUDA-only failure is a bug -> tests_cuda.xml (JUnit)
 # 3. throughput table on CUDA, eager: (a) reference loop, (b) cifarctl engine, (c) fused
 #    K = 1, 2, 4, 8, 16 (the fused scaling, with peak memory)     -> throughput_eager.json
+#    a torch.profiler table of (b) and fused K = 8 (device-busy vs wall) -> profile.txt
 #    and the data pipeline alone: DeviceLoader vs torchvision DataLoader, crop-flip and
 #    RandAugment -> loader.json
 # 4. the LT-100 study (experiments/lt100-study.yaml: CE, CB-focal, LDAM-DRW, 3 seeds) on the
@@ -143,13 +144,18 @@ cat "$OUT/env.log"
 if [ $SMOKE = 1 ]; then
   skip_step tests_cuda "smoke: the suite runs them on the CPU"
 else
-  run_step tests_cuda 90 "$PYTHON" -m pytest -q -p no:cacheprovider -n 12 \
+  run_step tests_cuda 150 "$PYTHON" -m pytest -q -p no:cacheprovider -n 12 \
     --junitxml "$OUT/tests_cuda.xml" "${CUDA_TESTS[@]}"
 fi
 
 # 3. eager throughput and fused scaling
 run_step throughput_eager 150 "$PYTHON" benchmarks/throughput.py --device $DEVICE "${BENCH[@]}" \
   --ks $KS --json "$OUT/throughput_eager.json"
+
+# 3a. where (b)'s and fused K = 8's step time goes: torch.profiler's operator table, with the
+#     device-busy total against the wall (on an H200 (b) kept the GPU busy ~26 % of a step)
+run_step profile 90 "$PYTHON" benchmarks/throughput.py --device $DEVICE "${BENCH[@]}" \
+  --only b,c --ks $KC --windows 1 --profile "$OUT/profile.txt"
 
 # 3b. the data pipeline alone (issue 2): the synthetic set, on the device
 run_step loader 60 "$PYTHON" benchmarks/loader.py --device $DEVICE "${LOADER[@]}" \

@@ -85,7 +85,7 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["smoke"] is True and summary["device"] == "cpu"
-    steps = ["env_python", "tests_cuda", "throughput_eager", "loader", "study",
+    steps = ["env_python", "tests_cuda", "throughput_eager", "profile", "loader", "study",
              "study_summary", "study_report", "study_eval", "throughput_compiled", "lt100"]
     assert [s["step"] for s in summary["steps"]] == steps
     assert all(s["rc"] == 0 for s in summary["steps"] if s["step"] != "tests_cuda")
@@ -109,6 +109,7 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     assert sorted(run["loss"] for run in study["runs"]) == ["ce", "focal", "ldam"]
     assert all(run["epochs_done"] == 1 for run in study["runs"])
     assert (out / "study" / "report" / "report.md").is_file()
+    assert (out / "profile.txt").read_text().count("== ") == 2  # (b) and fused K = 2
     evaluated = json.loads((out / "study_eval.json").read_text())
     assert len(evaluated["corruptions"]["jpeg"]) == 5  # severities 1-5
     assert 0 <= evaluated["mean_corruption_acc"] <= 1
