@@ -230,8 +230,9 @@ class LossSection:
 class RunSection:
     seed: int = _f(0, "seed for initialisation, data order, augmentation and subset choice")
     device: str = _f("auto", "`auto` (CUDA when available), `cpu` or `cuda`")
-    compile: bool = _f(False, "torch.compile the model (worth it on CUDA: about 5% on the "
-                       "CPU, after a minute of compiling)")
+    compile: bool = _f(False, "torch.compile the model (its default mode): about 5% faster on "
+                       "the CPU after a minute of compiling, but resnet32 ran 24% slower than "
+                       "eager on an H200 (BENCHMARKS.md)")
     save_best: bool = _f(True, "keep the checkpoint with the best `select_metric` (validation, "
                          "never test); without a validation split the final epoch is kept")
     select_metric: str = _f("val_acc", "metric that picks the best epoch: val_acc or val_loss")
