@@ -24,8 +24,9 @@
 #    $CIFARCTL_REAL_DATA (or a second argument), stopped at the time budget -> lt100.json
 # Every step's output also goes to OUTDIR/<step>.log; OUTDIR/summary.json lists the steps
 # with their exit codes and seconds. A step that fails does not stop the others; the script
-# exits 1 if any did (2 for bad arguments). Steps 2 and 4 need mlflow (and pytest) besides
-# torch; without real data step 4 runs on the synthetic set.
+# exits 1 if any did (2 for bad arguments). Steps 2 and 4 need the project's other
+# dependencies (mlflow, typer, pandas, scipy; step 2 pytest-xdist too) besides torch;
+# without real data step 4 runs on the synthetic set.
 # --smoke runs the same steps on the CPU in seconds (tiny model, batch and windows, the
 # synthetic set, one seed of the study, no tests): the CI test of this script. $PYTHON picks
 # the interpreter (default: the project's .venv if there is one, else python3); the

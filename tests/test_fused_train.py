@@ -298,9 +298,10 @@ def test_cli_fused_seeds_are_tracked_exactly_like_separate_runs(mlflow_store, da
                 "selection", "mlflow.note.content"):
         assert f0.data.tags[tag] == alone.data.tags[tag], tag
     assert f0.data.metrics.keys() == alone.data.metrics.keys()
+    # under bf16 (see BF16) the accuracies may differ by a near-tie image or two as well
+    close = {"rel": 1e-2, "abs": 2e-2} if BF16 else {"rel": 1e-4}
     for key in ("train_loss", "test_loss", "test_acc_at_best", "best_val_acc"):
-        assert f0.data.metrics[key] == pytest.approx(alone.data.metrics[key],
-                                                     rel=1e-2 if BF16 else 1e-4), key
+        assert f0.data.metrics[key] == pytest.approx(alone.data.metrics[key], **close), key
     for key in ("test_acc", "lr"):
         history = [m.step for m in client.get_metric_history(f0.info.run_id, key)]
         assert history == [0, 1]
