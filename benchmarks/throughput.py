@@ -135,7 +135,7 @@ def cifarctl_run(data: Any, args: argparse.Namespace, device: torch.device,
         optimizer = FusedSGD(model, list(zip(models, optimizers)))
         loss_fn, source = FusedLoss(losses), FusedBatches(loaders)
     model = fast_layout(model, device)  # as training.train does
-    step_model = torch.compile(model) if args.compile else model
+    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     sam = Sam(model, [sam_rho] * (members or 1)) if sam_rho else None
     batches = endless(source.epoch)
     lr = (0.1 if members is None
@@ -216,6 +216,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=5, help="steps per window")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of (a)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (b) and (c)")
+    parser.add_argument("--compile-mode", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile's mode (reduce-overhead: CUDA graphs, for "
+                             "launch-bound steps); implies --compile")
     parser.add_argument("--interleave", action="store_true",
                         help="time the ways in alternating rounds and add paired ratios (for "
                              "noisy shared machines; no peak memory)")
@@ -246,6 +250,7 @@ def _add_ratios(results: list[dict[str, Any]], only: set[str], interleaved: bool
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
+    args.compile = args.compile or args.compile_mode is not None
 
     from cifarctl.data import load_dataset
 
@@ -278,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "torch": torch.__version__, "model": args.model, "batch_size": batch,
               "dataset": data.name, "warmup": args.warmup, "windows": args.windows,
               "steps": args.steps, "workers": args.workers, "compile": args.compile,
+              "compile_mode": args.compile_mode,
               "interleaved": args.interleave,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results}
     _print_table(report)
@@ -313,12 +319,18 @@ def profile(way: Way, args: argparse.Namespace, device: torch.device) -> str:
             f"{prof.key_averages().table(sort_by=sort, row_limit=25)}\n")
 
 
+def _compiled(report: dict[str, Any]) -> str:
+    if not report["compile"]:
+        return "eager"
+    return f"compiled, {report['compile_mode']}" if report["compile_mode"] else "compiled"
+
+
 def _print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"training images/s, {report['model']} batch {report['batch_size']} on "
-                        f"{report['device_name']} ({'compiled' if report['compile'] else 'eager'}"
+                        f"{report['device_name']} ({_compiled(report)}"
                         f"), median of {report['windows']} x {report['steps']} steps"
                         f"{', interleaved' if report['interleaved'] else ''}")
     columns = {"way": lambda r: r["name"], "images/s": lambda r: f"{r['images_per_s']:,.0f}",

@@ -86,7 +86,8 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["smoke"] is True and summary["device"] == "cpu"
     steps = ["env_python", "tests_cuda", "throughput_eager", "profile", "loader", "study",
-             "study_summary", "study_report", "study_eval", "throughput_compiled", "lt100"]
+             "study_summary", "study_report", "study_eval", "throughput_cudagraphs",
+             "throughput_compiled", "lt100"]
     assert [s["step"] for s in summary["steps"]] == steps
     assert all(s["rc"] == 0 for s in summary["steps"] if s["step"] != "tests_cuda")
     assert summary["steps"][1]["rc"] is None and "smoke" in summary["steps"][1]["skipped"]
@@ -96,6 +97,8 @@ def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     assert [r["name"][:1] for r in eager["results"]] == ["a", "b", "c", "c"]
     compiled = json.loads((out / "throughput_compiled.json").read_text())
     assert compiled["compile"] is True and len(compiled["results"]) == 2
+    graphs = json.loads((out / "throughput_cudagraphs.json").read_text())
+    assert graphs["compile_mode"] == "reduce-overhead" and len(graphs["results"]) == 2
     loader = json.loads((out / "loader.json").read_text())
     assert loader["images"] == 500 and loader["ratio"] > 0
     assert [p["policy"] for p in loader["policies"]] == ["crop-flip", "randaugment"]
