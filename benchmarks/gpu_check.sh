@@ -174,7 +174,9 @@ run_step study_summary 60 "$PYTHON" benchmarks/study_summary.py --tracking-uri "
   --experiment lt100-study --json "$OUT/study.json"
 run_step study_report 60 "$PYTHON" -m cifarctl report -e lt100-study --tracking-uri "$URI" \
   --out "$OUT/study/report" --no-log
-RUN=$(tail -n 1 "$OUT/study_summary.log")
+# the first FINISHED run of the summary (none if the study or its summary failed)
+RUN=$("$PYTHON" -c "import json; print(next(r['run_id'] for r in json.load(open(
+  '$OUT/study.json'))['runs'] if r['status'] == 'FINISHED'))" 2>/dev/null)
 if [ -z "$RUN" ]; then
   skip_step study_eval "no FINISHED run"
 else

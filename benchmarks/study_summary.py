@@ -5,11 +5,10 @@
 
 Reads the store through `RunStore` (no training). Per run (a sweep's parent left out): run id
 and name, status, loss, seed, epochs logged, median `epoch_time_s` and `images_per_s`, the
-last `test_acc` and `test_acc_at_best`. Top level: the sweep's span (first start to last
-epoch) and, at the pace measured, the whole protocol's projected time with the fused groups
-running side by side (the slowest group's epoch time x the planned epochs).
-`benchmarks/gpu_check.sh` calls it after its study step; it prints one FINISHED run's id last,
-for `cifarctl eval`.
+last `test_acc` and `test_acc_at_best`. Top level: how many FINISHED and, at the pace
+measured, the whole protocol's projected time with the fused groups running side by side (the
+slowest group's epoch time x the planned epochs). `benchmarks/gpu_check.sh` calls it after
+its study step and evaluates the first FINISHED run it lists.
 """
 
 from __future__ import annotations
@@ -65,8 +64,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(line)
     if args.json:
         args.json.write_text(line + "\n")
-    finished = [row["run_id"] for row in result["runs"] if row["status"] == "FINISHED"]
-    print(finished[0] if finished else "")
     return result
 
 
