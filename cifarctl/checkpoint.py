@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,8 +137,13 @@ def checkpoint_path(root: Path, run_id: str, which: str = "last") -> Path:
     return root / run_id / f"{which}.pt"
 
 
-def save_run_state(path: Path, state: RunState) -> None:
-    save_checkpoint(path, state.to_dict())
+def save_run_state(path: Path, state: RunState, *, also: Path | None = None) -> None:
+    """Write `state` to `path` and then, given `also`, the same bytes there: a file copy, so
+    an epoch that is both a run's best and its last is serialised (and, from a GPU, copied
+    to the host) once, not twice."""
+    _replace(path, lambda tmp: _torch_save(state.to_dict(), tmp))
+    if also is not None:
+        _replace(also, lambda tmp: shutil.copyfile(path, tmp))
 
 
 def load_run_state(path: Path, map_location: str = "cpu") -> RunState:
@@ -144,12 +151,22 @@ def load_run_state(path: Path, map_location: str = "cpu") -> RunState:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    _replace(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict[str, Any], path: Path) -> None:
     import torch
 
+    torch.save(state, path)
+
+
+def _replace(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write` a temp file beside `path`, then rename it there: a crash never leaves a
+    half-written checkpoint under the real name."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as err:  # a full disk, a folder removed under the run: one line
         raise CifarctlError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
@@ -163,6 +180,16 @@ def saved_fingerprint(path: Path) -> str | None:
     without requiring the rest of a run's state (`sweep`'s preflight checks only this)."""
     state = load_checkpoint(path)
     return state.get("dataset_fingerprint") if isinstance(state, dict) else None
+
+
+def saved_position(path: Path) -> tuple[int, int] | None:
+    """The (epoch, step) the run's checkpoint at `path` continues from; None where there is
+    none to read. A sweep fuses resumed trials only at one position (`Group.resume`)."""
+    try:
+        state = load_run_state(path)
+    except CifarctlError:
+        return None
+    return state.epoch, state.steps_done
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:

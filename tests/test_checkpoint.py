@@ -12,7 +12,14 @@ import pytest
 import torch
 from run_helpers import InterruptAt, write_synthetic
 
-from cifarctl.checkpoint import Best, RunState, load_checkpoint, load_run_state, save_run_state
+from cifarctl.checkpoint import (
+    Best,
+    RunState,
+    load_checkpoint,
+    load_run_state,
+    save_run_state,
+    saved_position,
+)
 from cifarctl.config import load_config
 from cifarctl.errors import UsageError
 
@@ -49,6 +56,23 @@ def test_run_state_round_trips_through_a_file_with_the_documented_keys(tmp_path)
     assert back.history == state.history and back.dataset_fingerprint == "abc"
     assert torch.equal(back.model["w"], state.model["w"])
     assert not back.finished_training  # a partial epoch is left
+
+
+def test_an_epoch_both_best_and_last_is_one_state_in_two_files_and_a_position(tmp_path):
+    """`also=`: the second file is a byte copy of the first (one serialisation), and
+    `saved_position` reads the (epoch, step) a sweep packs resumed trials by."""
+    state = RunState(model={"w": torch.arange(3.0)}, optimizer={}, config={"optim": {}},
+                     epoch=5, best=Best(None, 4, {}), history=[], sums=None, rng={})
+    save_run_state(tmp_path / "run" / "best.pt", state, also=tmp_path / "run" / "last.pt")
+    best, last = (tmp_path / "run" / name for name in ("best.pt", "last.pt"))
+    assert best.read_bytes() == last.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt"]
+    assert saved_position(last) == (5, 0)
+    state.sums = {"steps_done": 7}
+    save_run_state(last, state)
+    assert saved_position(last) == (5, 7)
+    last.write_bytes(b"torn")
+    assert saved_position(last) is None and saved_position(tmp_path / "none.pt") is None
 
 
 @pytest.mark.parametrize("content", [{"model": {}}, {"a": 1}, [1, 2], torch.zeros(2)])

@@ -35,6 +35,20 @@ def test_throughput_reports_every_way_with_its_ratios(data_home, monkeypatch):
     assert report["device"] == "cpu" and report["model"] == "vanillacnn"
 
 
+def test_epoch_record_times_both_ways_and_leaves_the_recording_as_it_was(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import epoch_record
+
+    import cifarctl.training.record as record_module
+
+    saved = record_module.save_run_state
+    result = epoch_record.main(["--runs", "2", "--epochs", "2", "--repeat", "1"])
+    assert result["now_s_per_epoch"] > 0 and result["reference_s_per_epoch"] > 0
+    assert result["reference_over_now"] == pytest.approx(
+        result["reference_s_per_epoch"] / result["now_s_per_epoch"], rel=0.02)
+    assert record_module.save_run_state is saved
+
+
 def test_throughput_interleaved_pairs_each_round(data_home, monkeypatch):
     """--interleave: one window of every way per round, and ratios paired by round."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))

@@ -1,4 +1,5 @@
-"""`cifarctl sweep --fuse K`: compatible new trials train as one fused model (issue 8)."""
+"""`cifarctl sweep --fuse K`: compatible trials train as one fused model (issue 8): new ones,
+or resumed ones whose checkpoints stopped at one position."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def test_compatible_trials_are_packed_in_plan_order(tmp_path):
     resumed = fused_groups(states, 8)
     assert shape(resumed)[:2] == [[(0, 32, "vanillacnn"), (2, 32, "vanillacnn")],
                                   [(1, 32, "vanillacnn")]]
+    # continuing trials fuse again with others whose checkpoints stopped at the same
+    # (epoch, step) (an interrupted fused group), never with new trials
+    for state, at in zip(states[:3], [(4, 0), (3, 7), (4, 0)]):
+        state.run_id, state.resume_at = "r", at
+    assert shape(fused_groups(states, 8)) == [
+        [(0, 32, "vanillacnn"), (2, 32, "vanillacnn")], [(1, 32, "vanillacnn")],
+        [(0, 16, "vanillacnn")], [(5, 32, "mymodel")]]
+    assert all(len(g) == 1 for g in fused_groups(states, 1))
 
 
 @pytest.mark.parametrize("args", [["--fuse", "0"], ["--fuse", "2", "--no-fuse"]])

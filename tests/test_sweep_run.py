@@ -390,6 +390,36 @@ def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
 
 
 @pytest.mark.slow
+def test_an_interrupted_fused_group_resumes_fused_on_the_rerun(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """Ctrl-C stops a fused group's members at one (epoch, step); the rerun packs them into
+    one fused group again (not one after the other) and each ends FINISHED in its own run
+    with every epoch logged once."""
+    epochs = 8
+    spec = write_spec(tmp_path, sweep_dataset, epochs=epochs, grid={"seed": [0, 1, 2]})
+    keys = [t.key for t in expand(load_spec(spec)).trials]
+    proc = _start(spec, "--fuse", "3")
+    _, out = _interrupt_when(proc, lambda: os.killpg(proc.pid, signal.SIGINT),
+                             lambda lines: _epoch_lines(lines, keys[0]) >= 1)
+    assert proc.returncode == 130, out
+    _, children = runs_of("tiny")
+    assert {c.status for c in children} == {"KILLED"} and len(children) == 3
+    assert len({c.tags["fused_group"] for c in children}) == 1
+
+    proc = _start(spec, "--fuse", "3")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert "resuming 3 fused runs at epoch" in err, err
+    assert "started (pid" not in err.split("resuming 3 fused runs")[1]  # no worker after it
+    _, children = runs_of("tiny")
+    resumed = {c.tags["cifarctl.resumed_epoch"] for c in children}
+    assert len(resumed) == 1 and 0 < int(resumed.pop()) < epochs
+    for child in children:
+        assert child.status == "FINISHED"
+        assert steps_of(child.run_id, "test_acc") == list(range(epochs))
+
+
+@pytest.mark.slow
 def test_ray_backend_runs_the_same_tiny_sweep_locally(
         mlflow_store, data_home, sweep_dataset, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "

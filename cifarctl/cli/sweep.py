@@ -67,9 +67,10 @@ def sweep(
     checkpoints: Checkpoints = CHECKPOINTS,
     quiet: Quiet = False,
     fuse: Annotated[int | None, typer.Option(
-        help="Train up to K compatible new trials (same model, data, epochs, batch size) at "
-             "once as one fused model, each still its own run (default: as many as the free "
-             "GPU memory holds; none on the CPU).", show_default=False)] = None,
+        help="Train up to K compatible trials (same model, data, epochs, batch size; "
+             "resumed ones from one checkpoint position) at once as one fused model, each "
+             "still its own run (default: as many as the free GPU memory holds; none on the "
+             "CPU).", show_default=False)] = None,
     no_fuse: Annotated[bool, typer.Option(
         "--no-fuse", help="Train every trial on its own (same as --fuse 1).")] = False,
 ) -> None:

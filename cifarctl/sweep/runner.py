@@ -7,7 +7,8 @@ The parent run is found or created before any worker starts (workers never race 
 the experiment), each child just before its group starts. Up to `workers` groups are in flight
 on an executor (`LocalExecutor`: a spawned process per group, pinned round-robin to the GPUs;
 `RayExecutor`: a Ray task per group). A group is one trial, or up to K new trials that train
-as one fused model (`fused_groups`, issue 8); a trial continuing an earlier attempt runs alone.
+as one fused model (`fused_groups`, issue 8); trials continuing an earlier attempt fuse again
+when their local checkpoints stopped at one (epoch, step), as a fused group's members do.
 
 A failed trial is reported and the others go on, unless `fail_fast`: then, as on SIGINT or
 SIGTERM, the running trials checkpoint and end KILLED and no more start; a second Ctrl-C kills
@@ -58,17 +59,21 @@ class Executor(Protocol):
 
 def fused_groups(trials: list[TrialState], fuse: int) -> list[list[TrialState]]:
     """Trials packed, in plan order, into groups of up to `fuse` that can train as one fused
-    model (`cifarctl.fused.group_key`); unfusable trials and those with a run (they continue
-    in it) go alone."""
+    model (`cifarctl.fused.group_key`): new trials together, and trials continuing in their
+    run together when their checkpoints stopped at one (epoch, step) (`TrialState.resume_at`:
+    an interrupted fused group's members did). Unfusable trials, and continuing ones with no
+    local checkpoint, go alone."""
     from cifarctl.fused import group_key
 
     groups: list[list[TrialState]] = []
     open_groups: dict[tuple, list[TrialState]] = {}
     for state in trials:
         key = group_key(state.trial.config)
-        if fuse <= 1 or key is None or state.run_id is not None:
+        resumed = state.run_id is not None
+        if fuse <= 1 or key is None or (resumed and state.resume_at is None):
             groups.append([state])
             continue
+        key = (key, state.resume_at if resumed else None)
         group = open_groups.get(key)
         if group is None or len(group) >= fuse:
             group = open_groups[key] = []
@@ -179,7 +184,9 @@ class _Sweep:
 
     def __init__(self, plan: Plan, store: RunStore, executor: Executor, display: Display, *,
                  make_task: Callable[[TrialState, bool], TrialTask], fail_fast: bool,
-                 fuse: int = 1) -> None:
+                 fuse: int = 1, checkpoint_root: Path | None = None) -> None:
+        """`checkpoint_root`: where the workers find the checkpoints of trials to continue,
+        read for their positions (None: elsewhere, e.g. on a Ray cluster's nodes)."""
         from cifarctl.sweep.store import open_sweep
 
         self.plan, self.store, self.executor, self.display = plan, store, executor, display
@@ -203,6 +210,11 @@ class _Sweep:
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.status} before: continues in its run"
+                if checkpoint_root is not None and fuse > 1:
+                    from cifarctl.checkpoint import checkpoint_path, saved_position
+
+                    state.resume_at = saved_position(checkpoint_path(checkpoint_root,
+                                                                     child.run_id))
         skipped = self.outcome.counts["skipped"]
         if skipped:
             where = [f"parent run {runs.parent_id}"] if skipped > others.total() else []
@@ -355,7 +367,8 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
                             sharing=workers or 1)
     try:
         sweep = _Sweep(plan, open_store(uri), executor, display, make_task=make_task,
-                       fail_fast=fail_fast, fuse=fuse)
+                       fail_fast=fail_fast, fuse=fuse,
+                       checkpoint_root=root if backend == "local" else None)
         stop = StopFlag()
         with stop.installed():
             outcome = sweep.run(stop)

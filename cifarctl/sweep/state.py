@@ -24,6 +24,8 @@ class TrialState:
     trial: Trial
     status: str = "queued"  # queued | running | ok | failed | skipped | killed | not run
     run_id: str | None = None
+    # an earlier attempt's local checkpoint, (epoch, step): trials there resume fused
+    resume_at: tuple[int, int] | None = None
     epoch: int = 0  # epochs done
     epochs: int = 0
     acc: float | None = None  # test accuracy after the last epoch done

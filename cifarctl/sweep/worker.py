@@ -8,8 +8,9 @@ from its last checkpoint if it has one: exactly one child run per trial.
 Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`:
 `started` {pid, epoch}, `epoch` {epoch, epochs, test_acc, ...}, `step` {epoch, steps_done,
 steps}, `message` {text}, `result` (a TrialResult as a dict). A group is one trial, or K
-compatible new trials trained as one fused model (`cifarctl.fused`, issue 8), each still
-in its own child run with its own events.
+compatible trials trained as one fused model (`cifarctl.fused`, issue 8), each still in its
+own child run with its own events: new trials, or trials that continue from checkpoints at
+one (epoch, step) (an interrupted fused group, resumed fused).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
                          tracking_uri=task.tracking_uri)
         for reporter, state in zip(reporters, states):
             reporter.send("started", {"pid": os.getpid(), "epoch": state.epoch if state else 0})
-        # a fused group holds new trials only (the scheduler's packing): nothing to resume
+        # new trials, or (`_resume_together`) every one continues from its checkpoint
         resumes = None if states[0] is None else states
         outcomes = train_group(cfgs, trackers=trackers, member_reporters=reporters,
                                checkpoint_root=Path(tasks[0].checkpoint_root), resumes=resumes)
@@ -244,11 +245,12 @@ def _attempt(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
 
 
 def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
-    """Run a group of trials: several new ones as one fused model, else one after the other."""
+    """Run a group of trials as one fused model (new ones, or resumed ones whose checkpoints
+    still agree on their position), else one after the other."""
     if tasks[0].submission:  # a Ray task: a retry resumes what its lost attempt uploaded
         tasks = _retried(tasks, sink)
-    if len(tasks) > 1 and not any(task.resume for task in tasks) \
-            and PENDING_STOP.signum is None:
+    if len(tasks) > 1 and PENDING_STOP.signum is None and (
+            not any(task.resume for task in tasks) or _resume_together(tasks)):
         return _attempt(tasks, sink)
     results = []
     for task in tasks:
@@ -258,6 +260,20 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
             continue
         results += _attempt([task], sink)
     return results
+
+
+def _resume_together(tasks: list[TrialTask]) -> bool:
+    """Every task continues from a checkpoint here, all at one (epoch, step), as the sweep
+    packed them (`runner.fused_groups`): checked again, as a fused resume needs it
+    (`Group.resume`) and the files may have changed since. A Ray trial's checkpoint follows
+    its run instead (`TrialTask.follow`): those resume one by one."""
+    from cifarctl.checkpoint import checkpoint_path, saved_position
+
+    if not all(task.resume and not task.follow for task in tasks):
+        return False
+    positions = {saved_position(checkpoint_path(Path(task.checkpoint_root), task.run_id))
+                 for task in tasks}
+    return len(positions) == 1 and None not in positions
 
 
 def attempt_number(tag: str, submission: str) -> int:

@@ -199,9 +199,10 @@ class RunRecord:
         self.history.append(metrics)
         self.best = select_best(self.cfg, self.best, epoch, metrics, self.data.val is not None)
         state = self.state(weights, epoch + 1, None)
-        if self.best.epoch == epoch:
-            save_run_state(self.dir / "best.pt", state)
-        save_run_state(self.dir / "last.pt", state)
+        if self.best.epoch == epoch:  # best first: `last` never names a best not yet saved
+            save_run_state(self.dir / "best.pt", state, also=self.dir / "last.pt")
+        else:
+            save_run_state(self.dir / "last.pt", state)
         # once per step (a restart without a checkpoint logs no step twice), after the
         # checkpoint's upload, which an epoch logged before still makes (issue 20)
         unlogged = None if epoch in self.logged else loggable(metrics)
