@@ -8,18 +8,21 @@
 #   benchmarks/gpu_study.sh STATE REAL_DATA [BUDGET_S [SWEEP_ARGS...]]
 #   DEVICE=cpu benchmarks/gpu_study.sh /tmp/s synthetic 300 --set optim.epochs=1 ...  # smoke
 #
+# $STUDY_SPEC names another spec of the experiment lt100-study (the CI test: one seed).
+#
 # STATE keeps the MLflow store (STATE/mlflow.db), the checkpoints and the decoded-data cache
 # between calls. Each call writes STATE/sweep.log (appended), STATE/study.json
 # (benchmarks/study_summary.py: status, epochs, pace and accuracy per run) and
 # STATE/report.json (`cifarctl report --format json`: the rows with their confidence
-# intervals); once every trial has FINISHED, with 90 s or more of the budget left, it also
-# measures resnet32's step compiled in mode reduce-overhead (CUDA graphs), which nobody has
-# timed on a GPU yet -> STATE/throughput_cudagraphs.json. Exit code: the sweep's.
+# intervals); once every trial has FINISHED, with 90 s or more of the budget left, on a GPU
+# it also measures resnet32's step compiled in mode reduce-overhead (CUDA graphs), which
+# nobody has timed on a GPU yet -> STATE/throughput_cudagraphs.json. Exit code: the sweep's.
 set -uo pipefail
 
 [ $# -ge 2 ] || { echo "usage: $0 STATE REAL_DATA [BUDGET_S [SWEEP_ARGS...]]" >&2; exit 2; }
 STATE=$1; DATA=$2; BUDGET_S=${3:-570}; shift $(( $# < 3 ? $# : 3 ))
 DEVICE=${DEVICE:-cuda}
+STUDY_SPEC=${STUDY_SPEC:-experiments/lt100-study.yaml}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
@@ -37,7 +40,7 @@ URI=sqlite:///$STATE/mlflow.db
 # (each checkpoints and is marked KILLED), so the next call resumes them
 echo "== sweep at $(date -u +%FT%TZ), limit $(( BUDGET_S - 50 ))s" >> "$STATE/sweep.log"
 timeout --signal=INT --kill-after=30 $(( BUDGET_S - 50 )) "$PYTHON" -m cifarctl sweep \
-  experiments/lt100-study.yaml --set "data.dataset=$DATA" "$@" --workers 2 --device "$DEVICE" \
+  "$STUDY_SPEC" --set "data.dataset=$DATA" "$@" --workers 2 --device "$DEVICE" \
   --tracking-uri "$URI" --checkpoints "$STATE/checkpoints" --quiet >> "$STATE/sweep.log" 2>&1
 RC=$?
 echo "== sweep rc $RC after $(elapsed)s"
@@ -56,7 +59,7 @@ for r in s['runs']:
 "
 
 LEFT=$(( BUDGET_S - $(elapsed) ))
-if [ $RC = 0 ] && [ $LEFT -ge 90 ]; then
+if [ $RC = 0 ] && [ $LEFT -ge 90 ] && [ "$DEVICE" != cpu ]; then  # CUDA graphs: a GPU's
   echo "== throughput, compiled reduce-overhead, limit $(( LEFT - 10 ))s"
   timeout --signal=INT --kill-after=10 $(( LEFT - 10 )) "$PYTHON" benchmarks/throughput.py \
     --device "$DEVICE" --warmup 5 --windows 5 --steps 20 --only b,c --ks 8 \

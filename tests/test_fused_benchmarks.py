@@ -90,6 +90,36 @@ def test_interleaved_rounds_alternate_and_settle_before_each_window(monkeypatch)
 
 
 @pytest.mark.slow
+def test_gpu_study_trains_reports_and_a_second_call_continues_the_same_store(tmp_path,
+                                                                            data_home):
+    """`gpu_study.sh STATE DATA BUDGET`, on the CPU with one seed of the study: every trial
+    FINISHED, summary and report written; called again on STATE, the sweep finds them done."""
+    spec = tmp_path / "one-seed.yaml"
+    spec.write_text((REPO / "experiments" / "lt100-study.yaml").read_text()
+                    .replace("seed: [0, 1, 2]", "seed: [0]")
+                    .replace("base: ", f"base: {REPO / 'experiments'}/"))
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "STUDY_SPEC": str(spec)}
+    tiny = ["--set", "model.name=vanillacnn", "--set", "optim.epochs=1", "--set",
+            "optim.warmup=0", "--set", "optim.batch_size=64"]
+    state = tmp_path / "state"
+    for _ in range(2):
+        proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_study.sh"), str(state),
+                               "synthetic", "120", *tiny], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        study = json.loads((state / "study.json").read_text())
+        assert study["finished"] == 3 and len(study["runs"]) == 3
+        assert {r["loss"] for r in study["runs"]} == {"ce", "focal", "ldam"}
+        assert all(r["epochs_done"] == 1 and r["test_acc_at_best"] for r in study["runs"])
+        report = json.loads((state / "report.json").read_text())
+        assert report["source"]["experiments"] == ["lt100-study"]
+    log = (state / "sweep.log").read_text()
+    first, second = log.split("== sweep at")[1:]
+    parent = first.split("3 ok (parent run ")[1].split(")")[0]
+    assert f"3 skipped (parent run {parent})" in second  # the same sweep, found done
+
+
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     """`gpu_check.sh OUT --smoke`: the CUDA script's steps, in seconds, on the CPU."""
     out = tmp_path / "out"
