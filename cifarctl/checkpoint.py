@@ -141,7 +141,7 @@ def save_run_state(path: Path, state: RunState, *, also: Path | None = None) -> 
     """Write `state` to `path` and then, given `also`, the same bytes there: a file copy, so
     an epoch that is both a run's best and its last is serialised (and, from a GPU, copied
     to the host) once, not twice."""
-    _replace(path, lambda tmp: _torch_save(state.to_dict(), tmp))
+    save_checkpoint(path, state.to_dict())
     if also is not None:
         _replace(also, lambda tmp: shutil.copyfile(path, tmp))
 
@@ -151,13 +151,9 @@ def load_run_state(path: Path, map_location: str = "cpu") -> RunState:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    _replace(path, lambda tmp: _torch_save(state, tmp))
-
-
-def _torch_save(state: dict[str, Any], path: Path) -> None:
     import torch
 
-    torch.save(state, path)
+    _replace(path, lambda tmp: torch.save(state, tmp))
 
 
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
