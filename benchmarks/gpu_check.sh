@@ -46,21 +46,13 @@ for arg in "$@"; do
     *) DATA=$arg ;;
   esac
 done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
-fi
-mkdir -p "$OUT" || exit 2
-OUT=$(cd "$OUT" && pwd)
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export CIFARCTL_DATA=${CIFARCTL_DATA:-$OUT/data-cache}
-cd "$ROOT"
+DIR=$OUT
+source "$(dirname "$0")/script_env.sh"
+OUT=$DIR
 
-START=$(date +%s)
 # the whole script: 8 minutes less a margin for the summary (GPU_CHECK_BUDGET_S to change)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
 STEPS=()
-elapsed() { echo $(( $(date +%s) - START )); }
 
 # run_step NAME LIMIT_S CMD...: run with a time limit, log to OUT/NAME.log, record the result
 run_step() {

@@ -23,17 +23,9 @@ set -uo pipefail
 STATE=$1; DATA=$2; BUDGET_S=${3:-570}; shift $(( $# < 3 ? $# : 3 ))
 DEVICE=${DEVICE:-cuda}
 STUDY_SPEC=${STUDY_SPEC:-experiments/lt100-study.yaml}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
-fi
-mkdir -p "$STATE" || exit 2
-STATE=$(cd "$STATE" && pwd)
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export CIFARCTL_DATA=${CIFARCTL_DATA:-$STATE/data-cache}
-cd "$ROOT"
-START=$(date +%s)
-elapsed() { echo $(( $(date +%s) - START )); }
+DIR=$STATE
+source "$(dirname "$0")/script_env.sh"
+STATE=$DIR
 URI=sqlite:///$STATE/mlflow.db
 
 # the sweep, leaving 50 s for the summary and the report; SIGINT stops its trials cleanly
