@@ -55,3 +55,37 @@ def write_synthetic(factory: pytest.TempPathFactory, name: str, *, train_per_cla
     write_batches(out, SynthSpec(train_per_class=train_per_class,
                                  test_per_class=test_per_class, seed=seed))
     return out
+
+
+def log_one_dataset_from_many_runs_at_once(experiment: str, runs: int = 6,
+                                           rounds: int = 3) -> list[str]:
+    """`runs` new runs in the current store (MLFLOW_TRACKING_URI) log one dataset at the same
+    moment (threads behind a barrier), `rounds` times with a new dataset each; asserts every
+    run holds its dataset; returns the errors of the first round that raised any (first lines)."""
+    import threading
+
+    from cifarctl.tracking.mlflow_tracker import connect, start_run
+
+    errors: list[str] = []
+    for attempt in range(rounds):
+        trackers = [start_run(experiment=experiment) for _ in range(runs)]
+        barrier = threading.Barrier(runs)
+
+        def log(tracker, name=f"synthetic-{attempt}", barrier=barrier):
+            barrier.wait()
+            try:
+                tracker.log_dataset(name, "f" * 64, "synthetic", num_rows=10)
+            except Exception as err:  # noqa: BLE001 - collected for the caller
+                errors.append(str(err).splitlines()[0])
+
+        threads = [threading.Thread(target=log, args=(t,)) for t in trackers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            return errors
+        for tracker in trackers:
+            inputs = connect().get_run(tracker.run_id).inputs.dataset_inputs
+            assert [i.dataset.name for i in inputs] == [f"synthetic-{attempt}"]
+    return errors

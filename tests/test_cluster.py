@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import free_port, lose_node, postgres, ray_cluster, ray_temp_dir
-from run_helpers import write_synthetic
+from run_helpers import log_one_dataset_from_many_runs_at_once, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
@@ -99,6 +99,16 @@ def children(uri: str, experiment: str) -> list:
 
 
 # ---- the store on PostgreSQL ----------------------------------------------------------------
+
+def test_runs_logging_the_same_dataset_at_once_through_the_server_lose_nothing(
+        server, monkeypatch):
+    """PostgreSQL words the dataset race its own way (duplicate key value violates unique
+    constraint "dataset_pk", a BAD_REQUEST from the server): retried like SQLite's. Before,
+    one of two sweep workers starting together failed its trial (CI, 2026-12-04)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    errors = log_one_dataset_from_many_runs_at_once("pg-race")
+    assert not errors, errors
+
 
 def test_train_sweep_report_and_eval_through_a_server_on_postgresql(
         server, dataset, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_helpers import write_synthetic
+from run_helpers import log_one_dataset_from_many_runs_at_once, write_synthetic
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
@@ -212,31 +212,8 @@ def test_a_sweep_whose_data_changed_is_refused_and_its_runs_left_as_they_were(
 def test_workers_logging_the_same_dataset_at_once_lose_nothing(mlflow_store):
     """Trials that start together log the same dataset: MLflow's check-then-insert races
     (UNIQUE constraint failed: datasets...); the tracking layer retries it (found by the Ray
-    test, whose two tasks start at the same moment)."""
-    import threading
-
-    from cifarctl.tracking.mlflow_tracker import connect, start_run
-
-    errors: list[str] = []
-    for attempt in range(3):
-        runs = [start_run(experiment="race") for _ in range(6)]
-        barrier = threading.Barrier(len(runs))
-
-        def log(tracker, name=f"synthetic-{attempt}", barrier=barrier):
-            barrier.wait()
-            try:
-                tracker.log_dataset(name, "f" * 64, "synthetic", num_rows=10)
-            except Exception as err:  # noqa: BLE001 - collected and shown below
-                errors.append(str(err).splitlines()[0])
-
-        threads = [threading.Thread(target=log, args=(run,)) for run in runs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for run in runs:
-            inputs = connect().get_run(run.run_id).inputs.dataset_inputs
-            assert [i.dataset.name for i in inputs] == [f"synthetic-{attempt}"]
+    test, whose two tasks start at the same moment). PostgreSQL: test_cluster.py."""
+    errors = log_one_dataset_from_many_runs_at_once("race")
     assert not errors, errors
 
 

@@ -63,6 +63,19 @@ def test_resolve_tracking_uri_order_and_absolute_sqlite(tmp_path, monkeypatch):
     assert resolve_tracking_uri("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
+def test_the_dataset_insert_race_is_transient_in_each_databases_words():
+    # as each store reports a second writer inserting the same dataset row (MLflow 3.17)
+    raced = ["(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+             "datasets.name, datasets.digest",
+             'BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates '
+             'unique constraint "dataset_pk"',
+             "(pymysql.err.IntegrityError) (1062, \"Duplicate entry '1-x-f' for key "
+             "'datasets.PRIMARY'\")"]
+    assert all(is_transient(RuntimeError(text)) for text in raced)
+    assert not is_transient(RuntimeError('duplicate key value violates unique constraint '
+                                         '"experiments_name_key"'))
+
+
 def test_retry_repeats_transient_errors_only(monkeypatch):
     monkeypatch.setattr(retry_mod, "FIRST_DELAY_S", 0.001)
 

@@ -27,9 +27,13 @@ MAX_DELAY_S = 4.0
 
 _LOCKED = ("database is locked", "database table is locked")
 # Two runs logging the same dataset at once (sweep workers starting together): MLflow looks
-# for the dataset row, then inserts it, so the slower writer breaks the UNIQUE constraint.
-# Its transaction was rolled back; called again, it finds the row and reuses it.
-_RACES = ("UNIQUE constraint failed: datasets.",)
+# for the dataset row, then inserts it, so the slower writer breaks the table's primary key.
+# Its transaction was rolled back; called again, it finds the row and reuses it. Each
+# database words it its own way: SQLite names the columns; PostgreSQL, through an MLflow
+# server (as BAD_REQUEST), names MLflow's constraint `dataset_pk`; MySQL the table's PRIMARY
+# key. Seen on PostgreSQL in CI, 2026-12-04: one of two sweep workers failed its trial.
+_RACES = ("UNIQUE constraint failed: datasets.", 'unique constraint "dataset_pk"',
+          "for key 'datasets.PRIMARY'")
 _jitter = random.Random()  # its own generator: retries must not touch the global RNG
 _log = logging.getLogger(__name__)
 
