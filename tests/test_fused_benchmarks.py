@@ -15,6 +15,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def small_synthetic() -> None:
+    """`synthetic` in the test's data cache is a tenth of the default set: the scripts below
+    check that every step runs and reports, which images of 300 a class show as well as 1,000
+    (LT-100 keeps 3 of the tail class), in half the time."""
+    from cifarctl.data.load import synthesize
+    from cifarctl.data.synth import SynthSpec
+
+    synthesize(SynthSpec(train_per_class=300, test_per_class=50))
+
+
 def test_throughput_reports_every_way_with_its_ratios(data_home, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import throughput
@@ -94,6 +104,7 @@ def test_gpu_study_trains_reports_and_a_second_call_continues_the_same_store(tmp
                                                                             data_home):
     """`gpu_study.sh STATE DATA BUDGET`, on the CPU with one seed of the study: every trial
     FINISHED, summary and report written; called again on STATE, the sweep finds them done."""
+    small_synthetic()
     spec = tmp_path / "one-seed.yaml"
     spec.write_text((REPO / "experiments" / "lt100-study.yaml").read_text()
                     .replace("seed: [0, 1, 2]", "seed: [0]")
@@ -122,6 +133,7 @@ def test_gpu_study_trains_reports_and_a_second_call_continues_the_same_store(tmp
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path, data_home):
     """`gpu_check.sh OUT --smoke`: the CUDA script's steps, in seconds, on the CPU."""
+    small_synthetic()
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out),
