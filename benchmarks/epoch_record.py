@@ -15,13 +15,14 @@ epochs of a six-run group (BENCHMARKS.md, "Bookkeeping between epochs").
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 import types
 from pathlib import Path
 from typing import Any
+
+from emit import emit
 
 METRICS = (["train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s",
             "images_per_s"] + [f"test_acc_class_{c}" for c in range(10)]
@@ -91,9 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result[f"{way}_s_per_epoch"] = round(statistics.median(values), 4)
     result["reference_over_now"] = round(result["reference_s_per_epoch"]
                                          / result["now_s_per_epoch"], 2)
-    print(json.dumps(result))
-    if args.json:
-        args.json.write_text(json.dumps(result) + "\n")
+    emit(result, args.json)
     return result
 
 

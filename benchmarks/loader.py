@@ -18,7 +18,6 @@ batch 128, median of 5 epochs: DeviceLoader 78,872 images/s, torchvision 3,137 i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from emit import emit
 
 
 class Cutout:
@@ -153,9 +153,7 @@ def main() -> None:
     result.update({k: first[k] for k in ("device_loader_images_per_s",
                                          "torchvision_images_per_s", "ratio")})
     _print_table(result)
-    print(json.dumps(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result) + "\n")
+    emit(result, args.json)
 
 
 def _print_table(result: dict) -> None:

@@ -12,7 +12,6 @@ would take at the measured pace. `benchmarks/gpu_check.sh` calls it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -20,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from emit import emit
 
 from cifarctl.progress import NullReporter
 
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                if history else None),
         "messages": reporter.messages,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        args.json.write_text(line + "\n")
+    emit(result, args.json)
     return result
 
 

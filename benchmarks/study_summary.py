@@ -14,10 +14,11 @@ its study step and evaluates the first FINISHED run it lists.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+from emit import emit
 
 
 def summarise(uri: str, experiment: str) -> dict[str, Any]:
@@ -60,10 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     result = summarise(args.tracking_uri, args.experiment)
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        args.json.write_text(line + "\n")
+    emit(result, args.json)
     return result
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from emit import emit  # noqa: E402 - benchmarks/emit.py
 from loader import PilCifar  # noqa: E402 - the torchvision-style Dataset of benchmarks/loader.py
 
 
@@ -289,10 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _print_table(report)
     if args.profile:
         args.profile.write_text("".join(profile(way, args, device) for way in ways))
-    line = json.dumps(report)
-    print(line)
-    if args.json:
-        args.json.write_text(line + "\n")
+    emit(report, args.json)
     return report
 
 
