@@ -84,6 +84,16 @@ def fused_groups(trials: list[TrialState], fuse: int) -> list[list[TrialState]]:
 
 # ---- local processes --------------------------------------------------------------------
 
+def _saved_position(checkpoint_root: Path | None, run_id: str) -> tuple[int, int] | None:
+    """The (epoch, step) of the run's checkpoint under `checkpoint_root`; None without one
+    (or without a root: a Ray trial's checkpoints follow its run)."""
+    if checkpoint_root is None:
+        return None
+    from cifarctl.checkpoint import checkpoint_path, saved_position
+
+    return saved_position(checkpoint_path(checkpoint_root, run_id))
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -210,11 +220,8 @@ class _Sweep:
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
             else:
                 state.message = f"{child.status} before: continues in its run"
-                if checkpoint_root is not None and fuse > 1:
-                    from cifarctl.checkpoint import checkpoint_path, saved_position
-
-                    state.resume_at = saved_position(checkpoint_path(checkpoint_root,
-                                                                     child.run_id))
+                if fuse > 1:  # the position decides which continuing trials fuse again
+                    state.resume_at = _saved_position(checkpoint_root, child.run_id)
         skipped = self.outcome.counts["skipped"]
         if skipped:
             where = [f"parent run {runs.parent_id}"] if skipped > others.total() else []
