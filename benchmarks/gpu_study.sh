@@ -3,7 +3,7 @@
 # under the full published protocol (200 epochs) on one GPU, within a time budget, and
 # resumable: run it again with the same STATE folder and `cifarctl sweep` skips the FINISHED
 # trials and continues the KILLED ones from their checkpoints. Made for a lent GPU whose calls
-# are capped at 10 minutes (the study takes about 8 on an H200, see BENCHMARKS.md).
+# are capped at 10 minutes (the study takes about 12 on an H200, so two calls; see BENCHMARKS.md).
 #
 #   benchmarks/gpu_study.sh STATE REAL_DATA [BUDGET_S [SWEEP_ARGS...]]
 #   DEVICE=cpu benchmarks/gpu_study.sh /tmp/s synthetic 300 --set optim.epochs=1 ...  # smoke
