@@ -59,6 +59,19 @@ def test_epoch_record_times_both_ways_and_leaves_the_recording_as_it_was(monkeyp
     assert record_module.save_run_state is saved
 
 
+@pytest.mark.slow
+def test_sweep_start_times_the_same_sweep_forked_and_spawned(monkeypatch):
+    """benchmarks/sweep_start.py, tiny: one sweep each way, both FINISHED (check=True)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import sweep_start
+
+    result = sweep_start.main(["--trials", "1", "--workers", "1", "--repeat", "1"])
+    assert result["now_start"] in ("forkserver", "spawn")
+    assert len(result["runs_s"]["now"]) == len(result["runs_s"]["reference"]) == 1
+    assert result["reference_over_now"] == pytest.approx(
+        result["reference_s"] / result["now_s"], rel=0.02)
+
+
 def test_throughput_interleaved_pairs_each_round(data_home, monkeypatch):
     """--interleave: one window of every way per round, and ratios paired by round."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))

@@ -271,7 +271,11 @@ def test_a_failing_trial_does_not_stop_the_others_and_is_retried_in_its_own_run(
 
 
 @pytest.mark.slow
-def test_fail_fast_stops_at_the_first_failure(mlflow_store, data_home, sweep_dataset, tmp_path):
+def test_fail_fast_stops_at_the_first_failure(mlflow_store, data_home, sweep_dataset, tmp_path,
+                                              monkeypatch):
+    """Also the spawned workers' path (no fork server: CIFARCTL_WORKER_START=spawn, as on a
+    platform without one); the other real sweeps here fork theirs from the server."""
+    monkeypatch.setenv("CIFARCTL_WORKER_START", "spawn")
     spec = write_spec(tmp_path, sweep_dataset,
                       grid={"optim.lr": [1e30, 0.05], "seed": [0, 1]})
     result = sweep_cli(str(spec), "--fail-fast")

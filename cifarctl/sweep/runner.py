@@ -5,7 +5,7 @@
 
 The parent run is found or created before any worker starts (workers never race to create
 the experiment), each child just before its group starts. Up to `workers` groups are in flight
-on an executor (`LocalExecutor`: a spawned process per group, pinned round-robin to the GPUs;
+on an executor (`LocalExecutor`: a process per group, pinned round-robin to the GPUs;
 `RayExecutor`: a Ray task per group). A group is one trial, or up to K new trials that train
 as one fused model (`fused_groups`, issue 8); trials continuing an earlier attempt fuse again
 when their local checkpoints stopped at one (epoch, step), as a fused group's members do.
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
+from cifarctl.sweep.processes import worker_context, worker_env
 from cifarctl.sweep.spec import Plan
 from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
@@ -117,16 +118,15 @@ def cpu_count() -> int:
 
 
 class LocalExecutor:
-    """Up to `workers` spawned processes at once, each running one group then exiting.
+    """Up to `workers` processes at once, each running one group then exiting.
 
-    Spawn, not fork: CUDA_VISIBLE_DEVICES is set before torch loads, and no CUDA context or
-    thread is inherited. A process per group keeps a crash (out of memory, segfault) to it.
+    Forked from a fork server that imported torch and MLflow once (`cifarctl.sweep.processes`),
+    never from this process: no CUDA context or thread is inherited, CUDA_VISIBLE_DEVICES is
+    set before CUDA starts. A process per group keeps a crash (out of memory, segfault) to it.
     """
 
     def __init__(self, workers: int, gpus: list[str]) -> None:
-        import multiprocessing
-
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = worker_context()
         self.queue = self.ctx.Queue()
         self.gpus, self.workers = gpus, workers
         self.slots: dict[int, tuple[Any, list[TrialTask]]] = {}  # slot -> (process, tasks)
@@ -140,7 +140,7 @@ class LocalExecutor:
     def submit(self, tasks: list[TrialTask]) -> None:
         slot = min(set(range(self.workers)) - set(self.slots))
         process = self.ctx.Process(target=process_main, daemon=True,
-                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus), os.getpid()),
+                                   args=(tasks, self.queue, pin_gpu(slot, self.gpus), worker_env()),
                                    name=f"cifarctl-sweep-{tasks[0].key}")
         process.start()
         self.slots[slot] = (process, tasks)

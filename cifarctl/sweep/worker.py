@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from cifarctl.checkpoint import RunState
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
-PARENT_CHECK_S = 0.2  # how often a worker checks that its sweep process is still there
 Event = tuple[str, str, dict[str, Any]]  # (kind, trial key, payload): see the docstring
 
 
@@ -323,13 +322,15 @@ def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
 
 # ---- process entry points -----------------------------------------------------------------
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch_parent() -> None:
     """Stop like on SIGTERM (checkpoint, KILLED) if the sweep process goes away, even on
     SIGKILL: a worker never outlives its sweep as an orphan."""
+    import multiprocessing
+
+    sweep = multiprocessing.parent_process()  # its end of a pipe closes when it is gone
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_CHECK_S)
+        sweep.join()
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -351,15 +352,20 @@ def worker_log(task: TrialTask) -> Path:
 
 
 def process_main(tasks: list[TrialTask], sink: Any, cuda_devices: str | None,
-                 parent_pid: int) -> None:
-    """Entry of a local worker process (multiprocessing, spawn start method)."""
+                 env: dict[str, str]) -> None:
+    """Entry of a local worker process (`cifarctl.sweep.processes`): `env` is the sweep's."""
+    import multiprocessing
+
+    from cifarctl.sweep.processes import adopt_env
+
+    adopt_env(env)
     PENDING_STOP.install()
-    if cuda_devices is not None:  # before torch is imported: pins this worker to its GPU
+    if cuda_devices is not None:  # before CUDA starts: pins this worker to its GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     _log_to(worker_log(tasks[0]))
-    _watch_parent(parent_pid)
+    _watch_parent()
     run_group(tasks, sink)
-    if os.getppid() != parent_pid:
+    if not multiprocessing.parent_process().is_alive():
         sink.cancel_join_thread()  # nobody reads the queue any more: do not wait on it
     sink.close()
 
