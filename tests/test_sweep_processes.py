@@ -72,3 +72,31 @@ print("calls:", calls)
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("calls: []"), out.stdout
+
+
+def test_a_worker_that_cannot_start_is_an_exit_event_not_a_crash(monkeypatch):
+    """`process.start()` raising (the fork server killed while it imports, no processes
+    left) ends that group's trials like a worker that died: the sweep goes on and ends their
+    runs, instead of an exception leaving every run RUNNING."""
+    from types import SimpleNamespace
+
+    from cifarctl.sweep.runner import LocalExecutor
+
+    class NoStart:
+        def __init__(self, **kwargs):
+            pass
+
+        def start(self):
+            raise EOFError("unexpected EOF")
+
+    monkeypatch.setenv("CIFARCTL_WORKER_START", "spawn")
+    executor = LocalExecutor(2, [])
+    monkeypatch.setattr(executor, "ctx", SimpleNamespace(Process=NoStart))
+    tasks = [SimpleNamespace(key=k) for k in ("a", "b")]
+    executor.submit(tasks)
+    assert executor.free() == 2 and executor.busy() == 0
+    events = executor.poll(timeout=30)
+    assert [(kind, key) for kind, key, _ in events] == [("exit", "a"), ("exit", "b")]
+    assert "did not start (EOFError: unexpected EOF)" in events[0][2]["error"]
+    assert executor.poll(timeout=0.01) == []
+    executor.close()

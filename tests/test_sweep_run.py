@@ -370,6 +370,35 @@ def test_kill_midway_and_rerun_ends_with_every_trial_finished_once(
         assert steps_of(child.run_id, "test_acc") == list(range(epochs))
 
 
+def _children_of(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_fork_server_imports_stops_the_sweep_cleanly(
+        mlflow_store, data_home, sweep_dataset, tmp_path):
+    """The fork server imports torch and MLflow for seconds while the first worker waits to
+    start: a Ctrl-C to the process group then must neither kill it with a traceback nor leave
+    runs RUNNING. The sweep stops, starts nothing more, and every run it made ends KILLED."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("finds the fork server through /proc (Linux)")
+    spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1, 2]})
+    proc = _start(spec, "--workers", "1")
+    deadline = time.monotonic() + 60
+    while not (any("forkserver" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+                   for c in _children_of(proc.pid)) and runs_of("tiny")[1]):
+        assert time.monotonic() < deadline and proc.poll() is None, "no fork server or run"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "SIGINT: stopping the running trials" in err
+    (parent,), children = runs_of("tiny")
+    assert parent.status == "KILLED"
+    assert len(children) == 1 and children[0].status == "KILLED"  # the others never began
+
+
 @pytest.mark.slow
 def test_an_interrupted_fused_group_resumes_fused_on_the_rerun(
         mlflow_store, data_home, sweep_dataset, tmp_path):

@@ -18,7 +18,11 @@ has no fork server); a worker gets the sweep's environment either way (`worker_e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 # what a worker imports before its first step (measured with `python -X importtime`): torch,
@@ -55,8 +59,33 @@ def worker_context() -> Any:
         from multiprocessing import forkserver
 
         ctx.set_forkserver_preload(PRELOAD)
-        forkserver.ensure_running()
+        with _sigint_ignored():
+            forkserver.ensure_running()
     return ctx
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the fork server is started: it inherits that across exec, so a
+    Ctrl-C to the terminal's process group during its imports cannot kill it (with a
+    traceback, failing the first workers); it ignores SIGINT itself once they are done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_worker(process: Any) -> str | None:
+    """Start a worker; why it could not (the fork server gone, no process left), else None."""
+    try:
+        process.start()
+    except (OSError, EOFError) as err:
+        return f"its worker process did not start ({type(err).__name__}: {err})"
+    return None
 
 
 def worker_env() -> dict[str, str]:

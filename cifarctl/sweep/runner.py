@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
-from cifarctl.sweep.processes import worker_context, worker_env
+from cifarctl.sweep.processes import start_worker, worker_context, worker_env
 from cifarctl.sweep.spec import Plan
 from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
@@ -130,6 +130,7 @@ class LocalExecutor:
         self.queue = self.ctx.Queue()
         self.gpus, self.workers = gpus, workers
         self.slots: dict[int, tuple[Any, list[TrialTask]]] = {}  # slot -> (process, tasks)
+        self.unstarted: list[Event] = []  # "exit" events of groups whose process never began
 
     def free(self) -> int:
         return self.workers - len(self.slots)
@@ -142,7 +143,10 @@ class LocalExecutor:
         process = self.ctx.Process(target=process_main, daemon=True,
                                    args=(tasks, self.queue, pin_gpu(slot, self.gpus), worker_env()),
                                    name=f"cifarctl-sweep-{tasks[0].key}")
-        process.start()
+        why = start_worker(process)
+        if why is not None:
+            self.unstarted += [("exit", task.key, {"error": why}) for task in tasks]
+            return
         self.slots[slot] = (process, tasks)
 
     def _drain(self, timeout: float) -> list[Event]:
@@ -157,7 +161,7 @@ class LocalExecutor:
             return events
 
     def poll(self, timeout: float) -> list[Event]:
-        events = self._drain(timeout)
+        events, self.unstarted = self.unstarted + self._drain(0 if self.unstarted else timeout), []
         ended = [s for s, (p, _) in self.slots.items() if p.exitcode is not None]
         if ended:
             events += self._drain(0.05)  # what the finished workers sent before exiting
@@ -307,7 +311,8 @@ class _Sweep:
             self.display.update(state)
         while (pending and not self.stopping) or self.executor.busy():
             try:
-                while pending and not self.stopping and self.executor.free() > 0:
+                while (pending and not (self.stopping or stop.requested)
+                       and self.executor.free() > 0):
                     group = self.next_group(pending)
                     if group is None:  # every pending trial waits for its stage-1 trial
                         break
