@@ -10,13 +10,12 @@ import sys
 from cifarctl.sweep.processes import PRELOAD, adopt_env, start_method, worker_context, worker_env
 
 
-def test_the_fork_server_is_the_default_where_there_is_one_and_spawn_can_be_asked_for(
-        monkeypatch):
-    import multiprocessing
-
+def test_the_fork_server_is_the_default_on_linux_and_spawn_can_be_asked_for(monkeypatch):
     monkeypatch.delenv("CIFARCTL_WORKER_START", raising=False)
-    has_server = "forkserver" in multiprocessing.get_all_start_methods()
-    assert start_method() == ("forkserver" if has_server else "spawn")
+    assert start_method() == ("forkserver" if sys.platform.startswith("linux") else "spawn")
+    assert start_method("darwin") == start_method("win32") == "spawn"
+    monkeypatch.setenv("CIFARCTL_WORKER_START", "forkserver")
+    assert start_method("darwin") == "forkserver"
     monkeypatch.setenv("CIFARCTL_WORKER_START", "spawn")
     assert start_method() == "spawn"
     assert worker_context().get_start_method() == "spawn"

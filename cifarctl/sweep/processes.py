@@ -12,8 +12,8 @@ or CUDA context) that imports `PRELOAD` once; each worker is a fork of it. Impor
 does not initialise CUDA, so a worker still picks its GPU (`CUDA_VISIBLE_DEVICES`) before its
 first CUDA call, and a crash still stays in its own process.
 
-`CIFARCTL_WORKER_START=spawn` goes back to spawning (also the default where the platform
-has no fork server); a worker gets the sweep's environment either way (`worker_env`).
+`CIFARCTL_WORKER_START=spawn` goes back to spawning (the default off Linux); a worker gets the
+sweep's environment either way (`worker_env`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -38,14 +39,13 @@ PRELOAD = ["torch", "torch._dynamo", "torchvision", "mlflow",
 START_METHODS = ("forkserver", "spawn")
 
 
-def start_method() -> str:
-    """`$CIFARCTL_WORKER_START`, else the fork server where the platform has one."""
-    import multiprocessing
-
+def start_method(platform: str = sys.platform) -> str:
+    """`$CIFARCTL_WORKER_START`, else the fork server on Linux. Not on macOS, where Python
+    itself stopped forking by default (system frameworks are not fork-safe), nor Windows."""
     chosen = os.environ.get("CIFARCTL_WORKER_START", "")
     if chosen in START_METHODS:
         return chosen
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return "forkserver" if platform.startswith("linux") else "spawn"
 
 
 def worker_context() -> Any:
