@@ -120,9 +120,10 @@ def cpu_count() -> int:
 class LocalExecutor:
     """Up to `workers` processes at once, each running one group then exiting.
 
-    Forked from a fork server that imported torch and MLflow once (`cifarctl.sweep.processes`),
-    never from this process: no CUDA context or thread is inherited, CUDA_VISIBLE_DEVICES is
-    set before CUDA starts. A process per group keeps a crash (out of memory, segfault) to it.
+    Forked from a fork server that imported torch and MLflow once (spawned off Linux:
+    `cifarctl.sweep.processes`), never from this process: no CUDA context or thread is
+    inherited, CUDA_VISIBLE_DEVICES is set before CUDA starts. A process per group keeps a
+    crash (out of memory, segfault) to it.
     """
 
     def __init__(self, workers: int, gpus: list[str]) -> None:

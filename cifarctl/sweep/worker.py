@@ -358,8 +358,8 @@ def process_main(tasks: list[TrialTask], sink: Any, cuda_devices: str | None,
 
     from cifarctl.sweep.processes import adopt_env
 
-    adopt_env(env)
     PENDING_STOP.install()
+    adopt_env(env)
     if cuda_devices is not None:  # before CUDA starts: pins this worker to its GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
     _log_to(worker_log(tasks[0]))
