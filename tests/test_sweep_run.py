@@ -1,7 +1,8 @@
 """`cifarctl sweep` for real: worker processes, a real MLflow store, signals, Ray (issue 5).
 
 Every trial trains `vanillacnn` on 40 synthetic images per class for a few epochs, so most
-of a test's time is the workers' start (a fresh interpreter importing torch and MLflow).
+of a test's time is processes starting (the sweep's, and its fork server importing torch and
+MLflow).
 Those tests are marked slow; the few fast ones check the pieces without training.
 """
 

@@ -3,7 +3,7 @@
 The spec names the stage-1 trial by its values; the plan refers to it by trial key; the
 scheduler waits for it; the worker trains the second stage from its run. The tiny sweep at
 the end runs in this process (an executor that runs each group when polled) so that it
-takes seconds, not the minutes of spawned workers importing torch.
+takes seconds, not the time of worker processes starting and importing torch.
 """
 
 from __future__ import annotations
