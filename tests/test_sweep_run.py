@@ -382,8 +382,8 @@ def test_ctrl_c_while_the_fork_server_imports_stops_the_sweep_cleanly(
     """The fork server imports torch and MLflow for seconds while the first worker waits to
     start: a Ctrl-C to the process group then must neither kill it with a traceback nor leave
     runs RUNNING. The sweep stops, starts nothing more, and every run it made ends KILLED."""
-    if not Path("/proc/self/task").is_dir():
-        pytest.skip("finds the fork server through /proc (Linux)")
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        pytest.skip("finds the fork server through /proc/PID/task/TID/children (Linux)")
     spec = write_spec(tmp_path, sweep_dataset, grid={"seed": [0, 1, 2]})
     proc = _start(spec, "--workers", "1")
     deadline = time.monotonic() + 60
