@@ -318,15 +318,15 @@ class _Sweep:
                     if group is None:  # every pending trial waits for its stage-1 trial
                         break
                     self.start(group)
+                if stop.requested and not self.outcome.interrupted:  # before the events: a
+                    self.outcome.interrupted = True  # worker gone since is KILLED, not FAILED
+                    self.request_stop(f"{stop.signal_name}: stopping the running trials (they "
+                                      f"checkpoint; Ctrl-C again kills them); run the same "
+                                      f"command again to resume")
                 for event in self.executor.poll(POLL_S):
                     self.handle(*event)
             except KeyboardInterrupt:
                 self.kill("a second Ctrl-C")
-            if stop.requested and not self.outcome.interrupted:
-                self.outcome.interrupted = True
-                self.request_stop(f"{stop.signal_name}: stopping the running trials (they "
-                                  f"checkpoint; Ctrl-C again kills them); run the same "
-                                  f"command again to resume")
             if self.stopping and not self.killed and time.monotonic() > self.stop_deadline:
                 self.kill(f"workers still running {STOP_GRACE_S:.0f} s after the stop")
         for state in self.outcome.trials:
