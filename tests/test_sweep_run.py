@@ -377,7 +377,7 @@ def _children_of(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_while_the_fork_server_imports_ends_the_sweep_cleanly(
         mlflow_store, data_home, sweep_dataset, tmp_path, signum):
     """The fork server imports torch and MLflow for seconds while the first worker waits to
