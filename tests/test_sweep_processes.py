@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from cifarctl.errors import UsageError
 from cifarctl.sweep.processes import PRELOAD, adopt_env, start_method, worker_context, worker_env
 
 
@@ -16,6 +19,9 @@ def test_the_fork_server_is_the_default_on_linux_and_spawn_can_be_asked_for(monk
     assert start_method("darwin") == start_method("win32") == "spawn"
     monkeypatch.setenv("CIFARCTL_WORKER_START", "forkserver")
     assert start_method("darwin") == "forkserver"
+    monkeypatch.setenv("CIFARCTL_WORKER_START", "fork")  # a typo is one line, not ignored
+    with pytest.raises(UsageError, match="CIFARCTL_WORKER_START=fork: expected one of"):
+        start_method()
     monkeypatch.setenv("CIFARCTL_WORKER_START", "spawn")
     assert start_method() == "spawn"
     assert worker_context().get_start_method() == "spawn"

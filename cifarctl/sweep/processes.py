@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from cifarctl.errors import UsageError
+
 # what a worker imports before its first step (measured with `python -X importtime`): torch,
 # torch._dynamo (the optimizers load it on their first step, ~1 s), MLflow and its stores, the
 # training code, and matplotlib for the end-of-run figures. A module that fails to import is
@@ -43,9 +45,10 @@ def start_method(platform: str = sys.platform) -> str:
     """`$CIFARCTL_WORKER_START`, else the fork server on Linux. Not on macOS, where Python
     itself stopped forking by default (system frameworks are not fork-safe), nor Windows."""
     chosen = os.environ.get("CIFARCTL_WORKER_START", "")
-    if chosen in START_METHODS:
-        return chosen
-    return "forkserver" if platform.startswith("linux") else "spawn"
+    if chosen and chosen not in START_METHODS:
+        raise UsageError(f"CIFARCTL_WORKER_START={chosen}: expected one of "
+                         f"{', '.join(START_METHODS)} (or unset: forkserver on Linux)")
+    return chosen or ("forkserver" if platform.startswith("linux") else "spawn")
 
 
 def worker_context() -> Any:
