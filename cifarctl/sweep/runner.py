@@ -162,7 +162,8 @@ class LocalExecutor:
             return events
 
     def poll(self, timeout: float) -> list[Event]:
-        events, self.unstarted = self.unstarted + self._drain(0 if self.unstarted else timeout), []
+        events, self.unstarted = self.unstarted, []
+        events += self._drain(0 if events else timeout)  # no wait when some are known
         ended = [s for s, (p, _) in self.slots.items() if p.exitcode is not None]
         if ended:
             events += self._drain(0.05)  # what the finished workers sent before exiting

@@ -16,6 +16,7 @@ one (epoch, step) (an interrupted fused group, resumed fused).
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -325,8 +326,6 @@ def _retried(tasks: list[TrialTask], sink: Sink) -> list[TrialTask]:
 def _watch_parent() -> None:
     """Stop like on SIGTERM (checkpoint, KILLED) if the sweep process goes away, even on
     SIGKILL: a worker never outlives its sweep as an orphan."""
-    import multiprocessing
-
     sweep = multiprocessing.parent_process()  # its end of a pipe closes when it is gone
 
     def watch() -> None:
@@ -354,8 +353,6 @@ def worker_log(task: TrialTask) -> Path:
 def process_main(tasks: list[TrialTask], sink: Any, cuda_devices: str | None,
                  env: dict[str, str]) -> None:
     """Entry of a local worker process (`cifarctl.sweep.processes`): `env` is the sweep's."""
-    import multiprocessing
-
     from cifarctl.sweep.processes import adopt_env
 
     PENDING_STOP.install()
