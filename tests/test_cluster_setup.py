@@ -4,6 +4,7 @@ the tasks get, the preflight on Ray, the shared server's guards, the PostgreSQL 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -77,9 +78,13 @@ def test_a_cluster_that_accepts_but_never_answers_is_given_up_within_the_bound(t
         t0 = time.monotonic()
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=120)
-    assert time.monotonic() - t0 < 90, out
+    took = time.monotonic() - t0
+    assert took < 90, out
     assert out.stdout.startswith("error: "), out.stdout + out.stderr
     assert out.stdout.count("\n") == 1 and "127.0.0.1" in out.stdout
+    said = re.search(r"did not answer within (\d+) s", out.stdout)
+    if said:  # the time it states is the time it took (Ray may hold on past the bound)
+        assert max(8, took - 10) <= int(said.group(1)) <= took + 1, out.stdout
     assert "Traceback" not in out.stderr
 
 

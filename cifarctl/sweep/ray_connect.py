@@ -20,6 +20,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,14 +132,17 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
     target = resolve_address(address)
     probe(target)
     log = redirect_ray_logs(log_dir)
-    start = log.stat().st_size if log.exists() else 0
+    start, began = (log.stat().st_size if log.exists() else 0), time.monotonic()
     try:
         with bounded(timeout) as fired, stderr_to(log):
             ray.init(address=target, **options)
     except KeyboardInterrupt:
         if not fired.is_set():
             raise
-        raise UsageError(f"the Ray cluster at {target} did not answer within {timeout:.0f} s; "
+        # the interrupt lands only when Ray's C++ client returns to Python (~40 s against a
+        # port that accepts and never answers): say how long it really took
+        waited = max(timeout, time.monotonic() - began)
+        raise UsageError(f"the Ray cluster at {target} did not answer within {waited:.0f} s; "
                          f"check that it is running (`ray status --address {target}`) and "
                          f"that this machine may reach it") from None
     except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line each
