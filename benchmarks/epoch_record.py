@@ -1,20 +1,24 @@
 """What a finished epoch costs besides the training: each run's checkpoints and metrics.
 
-    .venv/bin/python benchmarks/epoch_record.py --runs 6 --epochs 20 --repeat 5
+    .venv/bin/python benchmarks/epoch_record.py --runs 6 --epochs 20 --device-s 1 --repeat 5
 
 For a fused group of `--runs` resnet32 runs with no validation split (long-tailed CIFAR's
-default: every epoch is the selected one, so each is both the run's best and its last),
-times `RunRecord.epoch_ended` for every run over `--epochs` epochs, each run logging 48
-metrics an epoch to a SQLite MLflow store: (now) the epoch's state serialised once, its
-second file a copy, against (reference) both files serialised, as before. The two
-alternate, each in a fresh store, `--repeat` times; prints the medians per epoch of the
-group and their ratio. On an H200 these host-side seconds came to ~0.5-0.7 s between the
-epochs of a six-run group (BENCHMARKS.md, "Bookkeeping between epochs").
+default: every epoch is both a run's best and its last), each run logging 48 metrics and a
+confusion matrix an epoch to a SQLite MLflow store, times a group's epoch as the loop makes
+it: `RunRecord.epoch_ended` for every run, then the next epoch's training, stood for by
+`--device-s` seconds in which the host thread waits and holds no lock (as it waits for a GPU
+that trains; 0: the records alone). (now) the files and metrics are written in the
+background while the next epoch trains, against (reference) written before it starts, as
+before. The two alternate, each in a fresh store, `--repeat` times; prints the medians of
+the wall seconds an epoch and of the seconds the training thread spends in `epoch_ended`,
+and their ratios. On an H200 the writes came to ~0.5-0.7 s between the epochs of a six-run
+group (BENCHMARKS.md, "Bookkeeping between epochs").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -29,21 +33,27 @@ METRICS = (["train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_tim
            + [f"dead_relu_{i}" for i in range(31)])
 
 
-def one_pass(runs: int, epochs: int, folder: Path, reference: bool) -> float:
-    """Median seconds an epoch for `runs` records, into a fresh store in `folder`."""
+class Inline:
+    """The reference: each epoch's writes made at once, in the training thread."""
+
+    def start(self, job: Any) -> None:
+        job()
+
+    def wait(self) -> None:
+        pass
+
+
+def one_pass(runs: int, epochs: int, device_s: float, folder: Path,
+             reference: bool) -> tuple[float, float]:
+    """Median wall seconds of an epoch and median seconds in `epoch_ended`, for `runs`
+    records into a fresh store in `folder`."""
     import torch
 
-    import cifarctl.training.record as record_module
-    from cifarctl.checkpoint import save_run_state
     from cifarctl.config.files import load_config
     from cifarctl.models import create_model
     from cifarctl.tracking.mlflow_tracker import start_run
+    from cifarctl.training.background import Background
     from cifarctl.training.record import RunRecord, Weights
-
-    def both_serialised(path: Path, state: Any, *, also: Path | None = None) -> None:
-        save_run_state(path, state)
-        if also is not None:
-            save_run_state(also, state)
 
     cfg = load_config(Path(__file__).parents[1] / "experiments/resnet32-lt100-ce.yaml")
     model = create_model("resnet32", num_classes=10)
@@ -53,45 +63,58 @@ def one_pass(runs: int, epochs: int, folder: Path, reference: bool) -> float:
     weights = Weights(model.state_dict(), optimizer.state_dict(), {"cpu": torch.get_rng_state()})
     data = types.SimpleNamespace(val=None, fingerprint="bench", name="bench",
                                  train=types.SimpleNamespace(num_samples=10847))
+    writes = Background("epoch-writes")  # the group's one queue, as `train_group` makes it
     records = []
     for k in range(runs):
         tracker = start_run(experiment="epoch-record", run_name=f"run{k}",
                             tracking_uri=f"sqlite:///{folder}/mlflow.db")
-        records.append(RunRecord(cfg, tracker, folder / "checkpoints"))
+        records.append(RunRecord(cfg, tracker, folder / "checkpoints", writes))
         records[-1].data = data
-    saved = record_module.save_run_state
-    record_module.save_run_state = both_serialised if reference else saved
-    try:
-        times = []
-        for epoch in range(epochs):
-            metrics = {name: 1.0 / (epoch + i + 1) for i, name in enumerate(METRICS)}
-            start = time.perf_counter()
-            for record in records:
+        if reference:
+            records[-1].writes = Inline()  # type: ignore[assignment]
+    walls, in_records = [], []
+    for epoch in range(epochs):
+        metrics: dict[str, Any] = {name: 1.0 / (epoch + i + 1) for i, name in enumerate(METRICS)}
+        metrics["test_confusion"] = [[epoch + i * j for j in range(10)] for i in range(10)]
+        start = time.perf_counter()
+        with contextlib.nullcontext() if reference else records[0].writes.holding():
+            for record in records:  # as the loop does
                 record.epoch_ended(epoch, dict(metrics), weights)
-            times.append(time.perf_counter() - start)
-    finally:
-        record_module.save_run_state = saved
-    return statistics.median(times)
+        in_records.append(time.perf_counter() - start)
+        time.sleep(device_s)  # the next epoch, trained by the device
+        walls.append(time.perf_counter() - start)
+    for record in records:
+        record.flush()
+    return statistics.median(walls), statistics.median(in_records)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6, help="runs in the group (K)")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--device-s", type=float, default=1.0,
+                        help="seconds the device trains an epoch (the host waits)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    seconds: dict[str, list[float]] = {"now": [], "reference": []}
+    walls: dict[str, list[float]] = {"now": [], "reference": []}
+    in_records: dict[str, list[float]] = {"now": [], "reference": []}
     for _ in range(args.repeat):
-        for way in seconds:
+        for way in walls:
             with tempfile.TemporaryDirectory() as folder:
-                seconds[way].append(one_pass(args.runs, args.epochs, Path(folder),
-                                             reference=way == "reference"))
-    result: dict[str, Any] = {"runs": args.runs, "epochs": args.epochs, "repeat": args.repeat}
-    for way, values in seconds.items():
-        result[f"{way}_s_per_epoch"] = round(statistics.median(values), 4)
+                wall, blocked = one_pass(args.runs, args.epochs, args.device_s, Path(folder),
+                                         reference=way == "reference")
+            walls[way].append(wall)
+            in_records[way].append(blocked)
+    result: dict[str, Any] = {"runs": args.runs, "epochs": args.epochs,
+                              "device_s": args.device_s, "repeat": args.repeat}
+    for way in walls:
+        result[f"{way}_s_per_epoch"] = round(statistics.median(walls[way]), 4)
+        result[f"{way}_s_in_records"] = round(statistics.median(in_records[way]), 4)
     result["reference_over_now"] = round(result["reference_s_per_epoch"]
                                          / result["now_s_per_epoch"], 2)
+    result["in_records_reference_over_now"] = round(
+        result["reference_s_in_records"] / max(result["now_s_in_records"], 1e-9), 1)
     emit(result, args.json)
     return result
 

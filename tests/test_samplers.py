@@ -92,7 +92,8 @@ def test_instance_sampling_is_the_plain_shuffle():
 def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path_factory, data_home,
                                                                  tmp_path):
     """A class-balanced run killed by SIGKILL (no handler, no last words) after its first
-    epoch, resumed with `--resume`, ends bit for bit where a run never stopped ends."""
+    or second epoch, resumed with `--resume`, ends bit for bit where a run never stopped
+    ends."""
     dataset = write_synthetic(tmp_path_factory, "sampler-synth", train_per_class=40,
                               test_per_class=10)
     args = ["train", "vanillacnn", "--dataset", str(dataset), "--epochs", "3", "--batch-size",
@@ -105,8 +106,10 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path_factor
     killed = subprocess.Popen([sys.executable, "-m", "cifarctl", *args, "--checkpoints",
                                str(tmp_path / "b")], stderr=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env)
-    for line in killed.stderr:  # one line per epoch (not a terminal)
-        if line.startswith("epoch 1/3"):
+    # one line per epoch (not a terminal); an epoch's files are written while the next one
+    # trains, so once epoch 2's line is out, epoch 1's checkpoint is on disk
+    for line in killed.stderr:
+        if line.startswith("epoch 2/3"):
             killed.send_signal(signal.SIGKILL)
             break
     killed.communicate(timeout=60)

@@ -5,7 +5,8 @@
     outcomes = launch_fused([cfg_s0, cfg_s1])        # K runs trained as one fused model
 
 Modules, in the order a run meets them: `launcher`, `data`, `device`, `signals`, `loop`,
-`group` (one model or K fused), `live` and `record` (everything one run writes).
+`group` (one model or K fused), `live` and `record` (everything one run writes), with
+`background` (its writes while the next epoch trains) and `follow` (its uploads).
 """
 
 from __future__ import annotations

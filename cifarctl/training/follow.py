@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from cifarctl.tracking import Tracker
+from cifarctl.training.background import Background
 
 STEP_METRIC = "train_loss"  # logged every epoch: its steps are the epochs the run has logged
 SNAPSHOT_DIR = ".upload"  # beside last.pt: the files of the upload in flight
@@ -70,8 +70,7 @@ class CheckpointUpload:
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self.jobs = Background("checkpoint-upload")
 
     @classmethod
     def of(cls, tracker: Tracker) -> CheckpointUpload | None:
@@ -81,28 +80,19 @@ class CheckpointUpload:
               best_changed: bool) -> None:
         """Upload `folder`'s checkpoints of `epoch`, then log its metrics (None: the run has
         them already); returns at once."""
-        self.wait()
+        self.jobs.wait()  # one upload in flight
         names = (["best.pt"] if best_changed else []) + ["last.pt"]
         files = snapshot([folder / n for n in names if (folder / n).is_file()],
                          folder / SNAPSHOT_DIR)
 
         def job() -> None:
-            try:
-                for file in files:
-                    self.tracker.log_artifact(file, "checkpoints")
-                if metrics is not None:
-                    self.tracker.log_metrics(metrics, step=epoch)
-            except BaseException as err:  # noqa: BLE001 - raised in the training thread
-                self.error = err
+            for file in files:
+                self.tracker.log_artifact(file, "checkpoints")
+            if metrics is not None:
+                self.tracker.log_metrics(metrics, step=epoch)
 
-        self.thread = threading.Thread(target=job, name="checkpoint-upload", daemon=True)
-        self.thread.start()
+        self.jobs.start(job)
 
     def wait(self) -> None:
         """Block until the upload in flight is done; raise its error, if it failed."""
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        self.jobs.wait()

@@ -25,6 +25,7 @@ from cifarctl.fused import check_fusable
 from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
 from cifarctl.progress import NullReporter, Reporter, epoch_line
 from cifarctl.tracking import Tracker
+from cifarctl.training.background import Background
 from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
 from cifarctl.training.group import Group, build_member
@@ -113,7 +114,9 @@ def train_group(cfgs: Sequence[RunConfig], *, trackers: Sequence[Tracker],
            for given in (trackers, resumes or cfgs, data or cfgs, member_reporters or cfgs)):
         raise ValueError("one tracker (and resume state, data, member reporter) per config")
     reporter = reporter or (FanOut(member_reporters) if member_reporters else NullReporter())
-    records = [RunRecord(cfg, tracker, checkpoint_root) for cfg, tracker in zip(cfgs, trackers)]
+    writes = Background("epoch-writes")  # one queue for the group's files and metrics
+    records = [RunRecord(cfg, tracker, checkpoint_root, writes)
+               for cfg, tracker in zip(cfgs, trackers)]
     stop = StopFlag()
     # From here on Ctrl-C / SIGTERM only set the flag, even while the data loads: the loop
     # sees it before its first step and every run ends KILLED with a checkpoint to resume
@@ -184,15 +187,16 @@ def _epochs(group: Group, start: int, sums: TrainSums | None, stop: StopFlag,
                                        stop.signal_name, resume_flags)
             return
         sums = None
-        for k, (record, metrics) in enumerate(zip(records, results)):
-            if not record.active:
-                continue  # failed earlier: its slice of a fused model is not read again
-            if metrics is None:
-                record.failed(str(NonFiniteLoss(epoch)), epoch)
-                if len(records) > 1:  # alone, the error itself says it
-                    reporter.message(f"{record.name}: {record.message}")
-                continue
-            record.epoch_ended(epoch, metrics, group.weights(k))
-            shown[k].epoch_ended(epoch, epochs, metrics)
+        with records[0].writes.holding():  # every run's copy taken before the writes begin
+            for k, (record, metrics) in enumerate(zip(records, results)):
+                if not record.active:
+                    continue  # failed earlier: its slice of a fused model is not read again
+                if metrics is None:
+                    record.failed(str(NonFiniteLoss(epoch)), epoch)
+                    if len(records) > 1:  # alone, the error itself says it
+                        reporter.message(f"{record.name}: {record.message}")
+                    continue
+                record.epoch_ended(epoch, metrics, group.weights(k))
+                shown[k].epoch_ended(epoch, epochs, metrics)
         if not any(r.active for r in records):
             return

@@ -11,6 +11,7 @@ of K runs is K records; the loop decides when each is called, never what is writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from cifarctl.names import (
 )
 from cifarctl.tracking import Tracker
 from cifarctl.tracking.owner import owner
+from cifarctl.training.background import Background
 from cifarctl.training.data import RunData
 from cifarctl.training.device import device_name
 from cifarctl.training.follow import CheckpointUpload, backfill, logged_steps
@@ -61,6 +63,20 @@ class Weights:
     model: dict[str, Any]
     optimizer: dict[str, Any]
     rng: dict[str, Any]
+
+    def on_host(self) -> Weights:
+        """A host copy, which the next epoch's steps cannot change while it is written."""
+        return Weights(*(_copied(part) for part in (self.model, self.optimizer, self.rng)))
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
 
 
 def select_best(cfg: RunConfig, best: Best, epoch: int, metrics: dict[str, Any],
@@ -142,7 +158,8 @@ def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, s
 class RunRecord:
     """One run's history, best epoch, checkpoints and tracked record."""
 
-    def __init__(self, cfg: RunConfig, tracker: Tracker, checkpoint_root: Path) -> None:
+    def __init__(self, cfg: RunConfig, tracker: Tracker, checkpoint_root: Path,
+                 writes: Background | None = None) -> None:
         self.cfg, self.tracker = cfg, tracker
         self.run_id = tracker.run_id or f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
         self.checkpoint_root, self.dir = checkpoint_root, checkpoint_root / self.run_id
@@ -154,6 +171,9 @@ class RunRecord:
         # the run has metrics for already (an earlier attempt that kept no checkpoint)
         self.upload = CheckpointUpload.of(tracker)
         self.logged: set[int] = set()
+        # an epoch's checkpoints and metrics are written while the next one trains (on a GPU
+        # ~0.1 s of host time a run an epoch: BENCHMARKS.md); `writes`: a fused group's queue
+        self.writes = writes or Background("epoch-writes")
 
     @property
     def name(self) -> str:
@@ -190,30 +210,47 @@ class RunRecord:
         assert self.data is not None
         return RunState(model=weights.model, optimizer=weights.optimizer,
                         config=self.cfg.to_dict(), epoch=epoch, best=self.best,
-                        history=self.history, sums=sums, rng=weights.rng,
+                        history=list(self.history), sums=sums, rng=weights.rng,
                         dataset_fingerprint=self.data.fingerprint,
                         cifarctl_version=__version__)
 
     def epoch_ended(self, epoch: int, metrics: dict[str, Any], weights: Weights) -> None:
+        """Record a finished epoch; its files and metrics are written in the background
+        (`flush` waits for them)."""
         assert self.data is not None
+        self.writes.wait()  # the epoch before first (a group's: all its runs'); its error
+        # fails the run here
         self.history.append(metrics)
         self.best = select_best(self.cfg, self.best, epoch, metrics, self.data.val is not None)
-        state = self.state(weights, epoch + 1, None)
-        if self.best.epoch == epoch:  # best first: `last` never names a best not yet saved
+        state = self.state(weights.on_host(), epoch + 1, None)
+        best_changed = self.best.epoch == epoch
+        # once per step (a restart without a checkpoint logs no step twice)
+        unlogged = None if epoch in self.logged else loggable(metrics)
+        self.writes.start(lambda: self._write_epoch(state, epoch, unlogged, best_changed))
+
+    def _write_epoch(self, state: RunState, epoch: int, unlogged: dict[str, float] | None,
+                     best_changed: bool) -> None:
+        if best_changed:  # best first: `last` never names a best not yet saved
             save_run_state(self.dir / "best.pt", state, also=self.dir / "last.pt")
         else:
             save_run_state(self.dir / "last.pt", state)
-        # once per step (a restart without a checkpoint logs no step twice), after the
-        # checkpoint's upload, which an epoch logged before still makes (issue 20)
-        unlogged = None if epoch in self.logged else loggable(metrics)
+        # the metrics after the checkpoint (and its upload, which an epoch logged before
+        # still makes: issue 20), so they never run ahead of what a resume starts from
         if self.upload is not None:
-            self.upload.epoch(self.dir, epoch, unlogged, best_changed=self.best.epoch == epoch)
+            self.upload.epoch(self.dir, epoch, unlogged, best_changed=best_changed)
         elif unlogged is not None:
             self.tracker.log_metrics(unlogged, step=epoch)
+
+    def flush(self) -> None:
+        """Wait for the last epoch's writes (and upload); raise their error, if any."""
+        self.writes.wait()
+        if self.upload is not None:
+            self.upload.wait()
 
     def interrupted(self, epoch: int, weights: Weights, sums: dict[str, Any],
                     signal_name: str, resume_flags: str) -> None:
         """Ctrl-C / SIGTERM mid-epoch: a checkpoint at the exact step, status KILLED."""
+        self.writes.wait()  # the epoch boundary's last.pt must not land after this one
         save_run_state(self.dir / "last.pt", self.state(weights, epoch, sums))
         self.status = "KILLED"
         self.message = (f"interrupted by {signal_name} in epoch {epoch + 1}; resume with "
@@ -227,8 +264,7 @@ class RunRecord:
 
     def close(self) -> None:
         """End a run that did not fail: summary metrics, figures, checkpoints, status."""
-        if self.upload is not None:
-            self.upload.wait()  # the last epoch's checkpoint and metrics first
+        self.flush()  # the last epoch's checkpoint and metrics first
         if self.status == "RUNNING":
             self.status = "FINISHED"
         if self.data is not None:
@@ -267,10 +303,10 @@ class RunRecord:
 
     def abort(self, status: str) -> None:
         """Close the run after an error without masking that error."""
+        with contextlib.suppress(Exception):  # the last good epoch's files (and upload)
+            self.flush()
         try:
-            if self.upload is not None:
-                self.upload.wait()  # the last good epoch's last.pt is uploaded with it
-            elif (self.dir / "last.pt").is_file():
+            if self.upload is None and (self.dir / "last.pt").is_file():
                 self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
             self.tracker.finish(status)
         except Exception:  # noqa: BLE001 - the original error is the one to report
