@@ -133,3 +133,14 @@ def test_jobs_run_in_order_in_one_thread_and_a_failure_is_raised_once():
     assert len({thread for _, thread in ran}) == 1 and ran[0][1].startswith("test-jobs")
     assert not [t for t in threading.enumerate() if t.name.startswith("test-jobs")]
     jobs.wait()  # raised once: the next wait has nothing to raise
+
+
+def test_a_wait_that_keeps_the_error_leaves_it_to_the_next_wait():
+    """A fused member that aborts (its loss turned NaN) waits for the group's queue without
+    swallowing another member's failed write: the group's next wait raises it."""
+    jobs = Background("test-jobs")
+    jobs.start(lambda: 1 / 0)
+    jobs.wait(keep_error=True)
+    with pytest.raises(ZeroDivisionError):
+        jobs.wait()
+

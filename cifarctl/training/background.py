@@ -25,6 +25,7 @@ class Background:
         self.pool: ThreadPoolExecutor | None = None
         self.pending: list[Future[object]] = []
         self.held: list[Callable[[], object]] | None = None
+        self.error: BaseException | None = None
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -48,13 +49,16 @@ class Background:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.pending.append(self.pool.submit(job))
 
-    def wait(self) -> None:
-        """Block until every queued job is done (its thread gone); raise the first error."""
+    def wait(self, *, keep_error: bool = False) -> None:
+        """Block until every queued job is done (its thread gone); raise the first error not
+        raised yet, or with `keep_error` leave it to the next wait (a run that aborts must
+        not swallow the error of another run's write in the same queue)."""
         pending, self.pending = self.pending, []
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
-        for done in pending:
-            error = done.exception()
-            if error is not None:
-                raise error
+        errors = [e for e in (done.exception() for done in pending) if e is not None]
+        self.error = self.error or (errors[0] if errors else None)
+        if self.error is not None and not keep_error:
+            error, self.error = self.error, None
+            raise error

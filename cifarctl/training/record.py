@@ -241,9 +241,10 @@ class RunRecord:
         elif unlogged is not None:
             self.tracker.log_metrics(unlogged, step=epoch)
 
-    def flush(self) -> None:
-        """Wait for the last epoch's writes (and upload); raise their error, if any."""
-        self.writes.wait()
+    def flush(self, *, keep_error: bool = False) -> None:
+        """Wait for the last epoch's writes (and upload); raise their error, if any (with
+        `keep_error`, a write's error is left to the group's next wait)."""
+        self.writes.wait(keep_error=keep_error)
         if self.upload is not None:
             self.upload.wait()
 
@@ -304,7 +305,7 @@ class RunRecord:
     def abort(self, status: str) -> None:
         """Close the run after an error without masking that error."""
         with contextlib.suppress(Exception):  # the last good epoch's files (and upload)
-            self.flush()
+            self.flush(keep_error=True)
         try:
             if self.upload is None and (self.dir / "last.pt").is_file():
                 self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
