@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import InterruptAt, write_synthetic
+from test_follow import tiny_config
 
 import cifarctl.training.record as record_module
 from cifarctl.checkpoint import load_run_state
-from cifarctl.config import load_config
 from cifarctl.progress import NullReporter
 from cifarctl.tracking import NullTracker
 from cifarctl.training import train
@@ -27,13 +27,6 @@ from cifarctl.training.record import Weights
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory, "writes-synth", train_per_class=30,
                            test_per_class=10)
-
-
-def tiny_config(dataset: Path, epochs: int = 3):
-    return load_config(None, {"model.name": "vanillacnn", "data.dataset": str(dataset),
-                              "optim.epochs": epochs, "optim.batch_size": 32,
-                              "optim.warmup": 0, "optim.steps": [], "data.val_per_class": 5,
-                              "run.device": "cpu"})
 
 
 class SlowStore(NullTracker):
