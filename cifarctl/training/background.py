@@ -57,8 +57,8 @@ class Background:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
-        errors = [e for e in (done.exception() for done in pending) if e is not None]
-        self.error = self.error or (errors[0] if errors else None)
+        for done in pending:
+            self.error = self.error or done.exception()
         if self.error is not None and not keep_error:
             error, self.error = self.error, None
             raise error
