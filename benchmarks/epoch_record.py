@@ -18,7 +18,6 @@ group (BENCHMARKS.md, "Bookkeeping between epochs").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ METRICS = (["train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_tim
 
 
 def inline() -> Any:
-    """The reference: each epoch's writes made at once, in the training thread."""
+    """The reference's queue: each write made at once, in the training thread (held or not)."""
     from cifarctl.training.background import Background
 
     class Inline(Background):
@@ -64,21 +63,20 @@ def one_pass(runs: int, epochs: int, device_s: float, folder: Path,
     weights = Weights(model.state_dict(), optimizer.state_dict(), {"cpu": torch.get_rng_state()})
     data = types.SimpleNamespace(val=None, fingerprint="bench", name="bench",
                                  train=types.SimpleNamespace(num_samples=10847))
-    writes = Background("epoch-writes")  # the group's one queue, as `train_group` makes it
+    # the group's one queue, as `train_group` makes it
+    writes = inline() if reference else Background("epoch-writes")
     records = []
     for k in range(runs):
         tracker = start_run(experiment="epoch-record", run_name=f"run{k}",
                             tracking_uri=f"sqlite:///{folder}/mlflow.db")
         records.append(RunRecord(cfg, tracker, folder / "checkpoints", writes))
         records[-1].data = data
-        if reference:
-            records[-1].writes = inline()
     walls, in_records = [], []
     for epoch in range(epochs):
         metrics: dict[str, Any] = {name: 1.0 / (epoch + i + 1) for i, name in enumerate(METRICS)}
         metrics["test_confusion"] = [[epoch + i * j for j in range(10)] for i in range(10)]
         start = time.perf_counter()
-        with contextlib.nullcontext() if reference else records[0].writes.holding():
+        with writes.holding():
             for record in records:  # as the loop does
                 record.epoch_ended(epoch, dict(metrics), weights)
         in_records.append(time.perf_counter() - start)
