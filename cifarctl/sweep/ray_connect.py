@@ -132,7 +132,8 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
     target = resolve_address(address)
     probe(target)
     log = redirect_ray_logs(log_dir)
-    start, began = (log.stat().st_size if log.exists() else 0), time.monotonic()
+    start = log.stat().st_size if log.exists() else 0
+    began = time.monotonic()
     try:
         with bounded(timeout) as fired, stderr_to(log):
             ray.init(address=target, **options)
