@@ -224,6 +224,29 @@ def test_protocol_and_published_numbers():
     assert {p.error for p in cb_sigmoid} == {25.43}
 
 
+def test_a_loss_that_reduces_to_another_is_compared_as_that_loss():
+    def rows(**params: str) -> set[str]:
+        return {p.method for p in literature.published_for(
+            literature.config_keys({"loss.beta": "0.0", "loss.gamma": "1.0", **params}),
+            "exp", 100.0)}
+
+    ce = rows(**{"loss.name": "ce"})
+    assert "softmax CE" in ce
+    assert rows(**{"loss.name": "la", "loss.tau": "1.0"}) == {"logit-adjusted loss (τ=1)"}
+    assert rows(**{"loss.name": "la"}) == {"logit-adjusted loss (τ=1)"}  # logged before tau
+    assert rows(**{"loss.name": "la", "loss.tau": "0.0"}) == ce  # no adjustment: plain CE
+    assert rows(**{"loss.name": "la", "loss.tau": "2.0"}) == set()
+    assert rows(**{"loss.name": "vs", "loss.gamma": "0.3"}) == {"VS loss, tuned weight decay"}
+    # Delta_c = 1: the logit-adjusted loss (tau 1), or CE (tau 0)
+    assert rows(**{"loss.name": "vs", "loss.gamma": "0.0"}) == {"logit-adjusted loss (τ=1)"}
+    assert rows(**{"loss.name": "vs", "loss.gamma": "0.0", "loss.tau": "0.0"}) == ce
+    # DRW with beta 0 re-weights nothing: plain LDAM; only Cao et al.'s beta is LDAM-DRW
+    assert rows(**{"loss.name": "ldam", "loss.drw_epoch": "160"}) == {"LDAM"}
+    assert rows(**{"loss.name": "ldam", "loss.drw_epoch": "160", "loss.beta": "0.999"}) == set()
+    assert "LDAM-DRW" in rows(**{"loss.name": "ldam", "loss.drw_epoch": "160",
+                                 "loss.beta": "0.9999"})
+
+
 def test_shot_groups_follow_liu_et_al():
     lt100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     assert shot_groups(lt100) == {"many": list(range(8)), "medium": [8, 9], "few": []}

@@ -1,6 +1,7 @@
 """The run configuration's sections: every field with its default, unit or source, and range.
 
-    cfg = RunConfig()                     # the published protocol's defaults (SPEC 2)
+    cfg = RunConfig()                     # the published protocol's defaults (SPEC 2),
+                                          # but x0.1 (not x0.01) at each step
     cfg.optim.lr, cfg.to_flat()["loss.beta"], cfg.classifier
 
 A field is declared once, with `_f(default, help)`: its help is what `cifarctl config keys` and

@@ -169,12 +169,21 @@ def config_keys(params: Mapping[str, object]) -> set[str]:
     """The `Published.config` rows a configuration (its logged loss params) is compared with;
     class-balanced rows match only beta = 0.9999, the beta behind those numbers."""
     loss, beta = str(params.get("loss.name")), number(params.get("loss.beta")) or 0.0
-    tau = number(params.get("loss.tau")) or 1.0
+    tau = number(params.get("loss.tau"))
+    tau = 1.0 if tau is None else tau  # a run from before `loss.tau`: its default
     focal = loss in ("focal", "sigmoid-focal")
     if params.get("optim.train") == "classifier":  # a second stage
         return {"two-stage"}
-    if number(params.get("loss.drw_epoch")) is not None:
-        return {"ldam-drw"} if loss == "ldam" else set()
+    if number(params.get("loss.drw_epoch")) is not None and beta != 0:
+        # Cao et al.'s DRW re-weights with beta = 0.9999; with beta = 0 the weights are all
+        # ones and the run is the loss without DRW (below)
+        return {"ldam-drw"} if loss == "ldam" and math.isclose(beta, CB_BETA) else set()
+    # losses that reduce to another one: VS with gamma = 0 (Delta_c = 1) is the
+    # logit-adjusted loss, which at tau = 0 is plain CE
+    if loss == "vs" and number(params.get("loss.gamma")) == 0:
+        loss = "la"
+    if loss == "la" and tau == 0:
+        loss = "ce"
     if math.isclose(beta, CB_BETA) and loss in ("ce", "focal", "sigmoid", "sigmoid-focal"):
         return {"cb", "cb-focal"} if focal else {"cb"}
     if beta != 0:
