@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from data_fixtures import assert_one_line_error, run_cli
 
 from cifarctl.errors import UsageError
 from cifarctl.tracking import NullTracker, Tracker, open_tracker, resolve_tracking_uri
@@ -130,6 +131,36 @@ def test_unreachable_server_is_one_quick_usage_error(monkeypatch):
     assert str(err.value).startswith(f"cannot reach MLflow tracking server at {url}: ")
     assert str(err.value).endswith("start it or pass --tracking-uri")
     assert "\n" not in str(err.value)
+
+
+def test_a_web_server_that_is_not_mlflow_is_one_line_for_train_and_eval(tmp_path):
+    """Another web server on the port (a wrong port, a proxy): its 404s were a traceback from
+    MLflow's first request; now one line before anything trains."""
+    with socket.socket() as probe:  # a real HTTP server that knows no MLflow
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        wanted = f"{url} answered, but it is not an MLflow tracking server (HTTP 404 on /health)"
+        train = run_cli("train", "vanillacnn", "--dataset", "synthetic", "--epochs", "1",
+                        "--tracking-uri", url, "--checkpoints", str(tmp_path / "ck"))
+        assert_one_line_error(train, 2, wanted, "--tracking-uri")
+        evaluated = run_cli("eval", "0" * 32, "--tracking-uri", url)
+        assert_one_line_error(evaluated, 2, wanted)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_silent_server_times_out_quickly():

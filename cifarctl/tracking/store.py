@@ -90,8 +90,10 @@ def artifact_root(uri: str) -> Path | None:
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """One clear UsageError, within about `timeout` seconds, if an HTTP server is down (a GET
-    on `/health` answers at once). Any answer below 500 counts as reachable (an auth proxy may
-    say 401 there); other stores (sqlite) report their own errors when opened."""
+    on `/health` answers at once) or is no MLflow server (404 there: another web server on
+    that port, whose 404s MLflow would raise as a traceback at the first request). Any other
+    answer below 500 counts as reachable (an auth proxy may say 401 there); other stores
+    (sqlite) report their own errors when opened."""
     if not uri.startswith(("http://", "https://")):
         return
     import ssl  # here, not at the top: `cifarctl --help` imports this module (issue 2)
@@ -106,6 +108,10 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         with urllib.request.urlopen(f"{uri}/health", timeout=timeout, context=context):
             return
     except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise UsageError(f"{uri} answered, but it is not an MLflow tracking server (HTTP "
+                             f"404 on /health); check the host and port of --tracking-uri "
+                             f"(or $MLFLOW_TRACKING_URI)") from None
         if err.code < 500:
             return
         reason = f"HTTP {err.code} on /health"
