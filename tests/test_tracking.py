@@ -429,3 +429,32 @@ def test_a_store_path_that_cannot_be_a_database_is_refused_at_once(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="cannot create .*file for MLflow store"):
         connect(f"sqlite:///{tmp_path / 'file' / 'runs.db'}")
+
+
+def test_a_store_in_a_folder_that_is_not_writable_is_refused_at_once(tmp_path):
+    """MLflow retried creating the database for ~100 s, printing 40 lines of warnings."""
+    import os
+    import shutil
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    code = ("from cifarctl.tracking.mlflow_tracker import connect\n"
+            f"connect('sqlite:///{folder / 'mlflow.db'}')")
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:  # root writes through a folder's mode: mount it read-only instead
+        if shutil.which("unshare") is None or subprocess.run(
+                ["unshare", "-m", "true"], capture_output=True).returncode != 0:
+            pytest.skip("root, and no mount namespace (unshare -m) for a read-only folder")
+        mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder}"
+        command = ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
+    else:
+        folder.chmod(0o555)
+    start = time.monotonic()
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 20
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1].endswith(
+        f"UsageError: cannot create MLflow store sqlite:///{folder / 'mlflow.db'}: {folder} is "
+        f"not writable; pass --tracking-uri sqlite:///PATH somewhere writable"), out.stderr
+    assert "Operation will be retried" not in out.stderr
+    folder.chmod(0o755)

@@ -92,6 +92,10 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
         if db.is_dir():  # MLflow would retry opening it for two minutes
             raise UsageError(f"cannot open MLflow store {uri}: {db} is a directory; pass "
                              f"the database file's path") from None
+        if not db.exists() and not os.access(db.parent, os.W_OK | os.X_OK):  # the same
+            raise UsageError(f"cannot create MLflow store {uri}: {db.parent} is not "
+                             f"writable; pass --tracking-uri sqlite:///PATH somewhere "
+                             f"writable") from None
     from sqlalchemy.exc import SQLAlchemyError  # MLflow's own dependency
 
     try:
