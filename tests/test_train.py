@@ -219,6 +219,40 @@ def test_nonfinite_loss_fails_the_run_and_keeps_last_good_checkpoint(
     assert state["epoch"] == 1 and len(state["history"]) == 1
 
 
+def test_weights_that_diverge_under_a_finite_loss_fail_the_run_at_that_epoch(
+        mlflow_store, data_home, tiny_dataset, monkeypatch):
+    """A huge learning rate can leave NaN weights after a step whose loss was still finite:
+    that epoch's evaluation is NaN, and its checkpoint must not be kept as the good one."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    import cifarctl.training.group as group_module
+
+    real_steps, calls = group_module.train_steps, {"n": 0}
+
+    def nan_weights_after_epoch_2(model, *args, **kwargs):
+        real_steps(model, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the loss of every step was finite; the weights are not
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+
+    monkeypatch.setattr(group_module, "train_steps", nan_weights_after_epoch_2)
+    result = run_cli("vanillacnn", "--dataset", str(tiny_dataset), "--experiment", "nan", *TINY)
+    assert result.exit_code == 1
+    assert ("error: evaluation loss (the weights) became NaN/inf in epoch 2; the last good "
+            "checkpoint (after epoch 1) is kept") in result.output
+    run = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("nan").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    for which in ("last", "best"):
+        state = load_checkpoint(Path("checkpoints") / run.info.run_id / f"{which}.pt")
+        assert state["epoch"] == 1 and len(state["history"]) == 1, which
+        assert all(torch.isfinite(v).all() for v in state["model"].values()
+                   if v.is_floating_point())
+
+
 @pytest.mark.slow
 def test_sigterm_marks_killed_and_resume_finishes(mlflow_store, data_home, tiny_dataset):
     """A real subprocess, a real SIGTERM, then `--resume` in the same MLflow run."""

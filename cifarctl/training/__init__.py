@@ -20,7 +20,7 @@ _EXPORTS = {
     "EVAL_BATCH": "data", "RunData": "data", "SharedData": "data", "prepare_data": "data",
     "share_data": "data", "run_splits": "data", "fast_layout": "device",
     "resolve_device": "device", "launch": "launcher", "launch_fused": "launcher",
-    "load_resume": "launcher", "resume_cli_flags": "launcher", "NonFiniteLoss": "loop",
+    "load_resume": "launcher", "resume_cli_flags": "launcher", "NonFiniteLoss": "group",
     "train": "loop", "train_group": "loop", "RunOutcome": "record", "RunRecord": "record",
 }
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
     members = [build_member(cfg, record, data, device, resume) for ...]
     group = Group(members, device)
-    metrics, sums = group.run_epoch(epoch, sums, stop, reporter)   # per member, or None
+    metrics, sums = group.run_epoch(epoch, sums, stop, reporter)   # per member: or NonFiniteLoss
 
 Every member is set up exactly as a run of its own, so a member of a fused group ends where
 it would have ended alone. A group of one trains that model, loss and optimizer directly; a
@@ -33,7 +33,7 @@ from cifarctl.engine import (
     to_host,
     train_steps,
 )
-from cifarctl.errors import UsageError
+from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.fused.data import FusedBatches
 from cifarctl.fused.engine import FusedLoss, evaluate_fused, member_sums, stack_sums
 from cifarctl.fused.models import FusedModel
@@ -98,15 +98,31 @@ def run_lr(cfg: RunConfig, epoch: int, step: int, steps: int) -> float:
                  factors=cfg.optim.decay_factors)
 
 
+class NonFiniteLoss(CifarctlError):
+    """A run diverged in `epoch` (0-based): its training loss, or the evaluation loss at the
+    epoch's end (weights already NaN/inf after a step whose loss was still finite), became
+    NaN or infinite. The checkpoint of the epoch before is the last good one."""
+
+    def __init__(self, epoch: int, what: str = "training loss") -> None:
+        kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
+                else "no epoch finished, so there is no checkpoint to keep")
+        super().__init__(f"{what} became NaN/inf in epoch {epoch + 1}; {kept}; lower "
+                         f"optim.lr or check the loss settings")
+
+
 def epoch_metrics(sums: TrainSums, val: EvalCounts | None, test: EvalCounts,
                   dead_relu: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """An epoch's metrics (names of ARCHITECTURE.md) as device tensors, plus `nonfinite` and
-    `test_confusion`, for `to_host`."""
+    """An epoch's metrics (names of ARCHITECTURE.md) as device tensors, plus `nonfinite`,
+    `eval_nonfinite` and `test_confusion`, for `to_host`."""
     out: dict[str, Any] = {"train_loss": sums.loss_sum / sums.seen,
                            "train_acc": sums.correct / sums.seen, "nonfinite": sums.nonfinite}
     if val is not None:
         out.update(eval_metrics("val", val))
     out.update(eval_metrics("test", test))
+    # a finite training loss can leave NaN/inf weights (the epoch's last step), which every
+    # evaluation then shows; such an epoch is no good checkpoint
+    out["eval_nonfinite"] = ~torch.isfinite(
+        out["test_loss"] + (out["val_loss"] if val is not None else 0))
     out["test_confusion"] = test.confusion
     out.update({f"dead_relu_{layer}": frac for layer, frac in dead_relu.items()})
     return out
@@ -203,9 +219,9 @@ class Group:
 
     def run_epoch(self, epoch: int, sums: TrainSums | None, should_stop: Callable[[], bool],
                   reporter: Reporter, first: bool = False
-                  ) -> tuple[list[dict[str, Any] | None] | None, TrainSums]:
-        """Train one epoch (or its rest) and evaluate: per member its metrics, or None if its
-        loss became non-finite; `(None, sums)` when interrupted. `first`: this process's
+                  ) -> tuple[list[dict[str, Any] | NonFiniteLoss] | None, TrainSums]:
+        """Train one epoch (or its rest) and evaluate: per member its metrics, or a
+        `NonFiniteLoss` if it diverged; `(None, sums)` when interrupted. `first`: this process's
         first epoch (where a compiled model compiles)."""
         steps = len(self.train)
         self.loss.set_epoch(epoch)
@@ -228,12 +244,15 @@ class Group:
             on_device.update({f"{i}/{key}": v for key, v in member.items()})
         host = to_host(on_device)  # the epoch's one host sync, for all members
         samples = (steps - first_step) * self.cfg.optim.batch_size
-        out: list[dict[str, Any] | None] = []
+        out: list[dict[str, Any] | NonFiniteLoss] = []
         for i, m in enumerate(self.members):
             metrics = {key.partition("/")[2]: v for key, v in host.items()
                        if key.startswith(f"{i}/")}
-            if metrics.pop("nonfinite"):
-                out.append(None)
+            train_nonfinite, eval_nonfinite = metrics.pop("nonfinite"), metrics.pop(
+                "eval_nonfinite")
+            if train_nonfinite or eval_nonfinite:
+                out.append(NonFiniteLoss(epoch, "training loss" if train_nonfinite
+                                         else "evaluation loss (the weights)"))
                 continue
             metrics["lr"] = run_lr(m.cfg, epoch, steps - 1, steps)
             metrics["epoch_time_s"] = time.perf_counter() - t0

@@ -20,7 +20,6 @@ from typing import Any
 from cifarctl.checkpoint import RunState
 from cifarctl.config import RunConfig
 from cifarctl.engine import TrainSums
-from cifarctl.errors import CifarctlError
 from cifarctl.fused import check_fusable
 from cifarctl.names import FUSED_GROUP_TAG, FUSED_MEMBERS_TAG
 from cifarctl.progress import NullReporter, Reporter, epoch_line
@@ -28,19 +27,9 @@ from cifarctl.tracking import Tracker
 from cifarctl.training.background import Background
 from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
-from cifarctl.training.group import Group, build_member
+from cifarctl.training.group import Group, NonFiniteLoss, build_member
 from cifarctl.training.record import RunOutcome, RunRecord
 from cifarctl.training.signals import StopFlag
-
-
-class NonFiniteLoss(CifarctlError):
-    """The training loss became NaN or infinite in `epoch` (0-based)."""
-
-    def __init__(self, epoch: int) -> None:
-        kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
-                else "no epoch finished, so there is no checkpoint to keep")
-        super().__init__(f"training loss became NaN/inf in epoch {epoch + 1}; {kept}; lower "
-                         f"optim.lr or check the loss settings")
 
 
 class FanOut:
@@ -123,9 +112,8 @@ def train_group(cfgs: Sequence[RunConfig], *, trackers: Sequence[Tracker],
     # (not RUNNING forever, or FAILED). A second Ctrl-C aborts at once.
     with stop.installed():
         _run(records, reporter, member_reporters, resumes, data, stop, resume_flags)
-    failed = records[0].failed_epoch
-    if len(records) == 1 and failed is not None:
-        raise NonFiniteLoss(failed)
+    if len(records) == 1 and records[0].diverged is not None:
+        raise records[0].diverged
     return [r.outcome() for r in records]
 
 
@@ -191,8 +179,8 @@ def _epochs(group: Group, start: int, sums: TrainSums | None, stop: StopFlag,
             for k, (record, metrics) in enumerate(zip(records, results)):
                 if not record.active:
                     continue  # failed earlier: its slice of a fused model is not read again
-                if metrics is None:
-                    record.failed(str(NonFiniteLoss(epoch)), epoch)
+                if isinstance(metrics, NonFiniteLoss):
+                    record.failed(metrics)
                     if len(records) > 1:  # alone, the error itself says it
                         reporter.message(f"{record.name}: {record.message}")
                     continue

@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +41,9 @@ from cifarctl.training.background import Background
 from cifarctl.training.data import RunData
 from cifarctl.training.device import device_name
 from cifarctl.training.follow import CheckpointUpload, backfill, logged_steps
+
+if TYPE_CHECKING:
+    from cifarctl.training.group import NonFiniteLoss
 
 
 @dataclass
@@ -166,7 +169,7 @@ class RunRecord:
         self.data: RunData | None = None
         self.best, self.history = Best(), []
         self.status, self.message, self.summary = "RUNNING", "", {}
-        self.failed_epoch: int | None = None  # the epoch whose loss turned NaN/inf
+        self.diverged: NonFiniteLoss | None = None  # its loss turned NaN/inf
         # checkpoints uploaded each epoch (a tracking server, a Ray trial), and the epochs
         # the run has metrics for already (an earlier attempt that kept no checkpoint)
         self.upload = CheckpointUpload.of(tracker)
@@ -257,10 +260,10 @@ class RunRecord:
         self.message = (f"interrupted by {signal_name} in epoch {epoch + 1}; resume with "
                         f"`{resume_command(self.run_id, resume_flags)}`")
 
-    def failed(self, message: str, epoch: int | None = None) -> None:
-        """The run failed (`epoch`: its loss turned NaN/inf there); the last good checkpoint
-        is kept and logged."""
-        self.status, self.message, self.failed_epoch = "FAILED", message, epoch
+    def failed(self, diverged: NonFiniteLoss) -> None:
+        """The run diverged (its loss turned NaN/inf); the last good checkpoint is kept and
+        logged."""
+        self.status, self.message, self.diverged = "FAILED", str(diverged), diverged
         self.abort("FAILED")
 
     def close(self) -> None:
