@@ -435,6 +435,33 @@ def test_the_resume_advice_names_the_store_and_folder_the_run_used(data_home, ti
             f"{tmp_path / 'ck'}`") in stopped.message
 
 
+def test_a_finished_untracked_run_is_pointed_to_an_eval_command_that_works(
+        data_home, tiny_dataset, tmp_path):
+    """`--resume` of a finished `--no-track` run advised `cifarctl eval local-...`, which
+    `eval` refused: it now takes the local id, in the folder the run trained into."""
+    import shlex
+
+    from cifarctl.errors import UsageError
+    from cifarctl.training import launch
+
+    root = tmp_path / "ck"
+    done = launch(tiny_config(tiny_dataset, **{"optim.epochs": 1}), track=False,
+                  checkpoint_root=root, quiet=True)
+    assert done.status == "FINISHED" and done.run_id.startswith("local-")
+    with pytest.raises(UsageError, match="nothing to resume") as refused:
+        launch(None, resume_run_id=done.run_id, track=False, checkpoint_root=root, quiet=True)
+    command = str(refused.value).split("`")[1]
+    assert command == f"cifarctl eval {done.run_id} --checkpoints {root}"
+    evaluated = CliRunner().invoke(app, [*shlex.split(command)[1:], "--json", "--no-log"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert str(root / done.run_id / "best.pt") in evaluated.stdout
+    assert "eval_test_acc" in evaluated.stdout
+    elsewhere = CliRunner().invoke(app, ["eval", done.run_id])  # the default folder
+    assert elsewhere.exit_code == 2
+    assert (f"no checkpoint checkpoints/{done.run_id}/best.pt of untracked run "
+            f"{done.run_id}; pass the --checkpoints folder it trained into") in elsewhere.output
+
+
 def test_a_second_ctrl_c_ends_the_run_killed_with_the_way_back(mlflow_store, data_home,
                                                                tiny_dataset):
     from mlflow.tracking import MlflowClient

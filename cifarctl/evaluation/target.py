@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cifarctl.checkpoint import SavedModel, load_saved_model
 from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
+from cifarctl.names import LOCAL_RUN_PREFIX
 
 if TYPE_CHECKING:
     from cifarctl.tracking.runstore import RunStore
@@ -57,7 +58,8 @@ def resolve_target(target: str, *, which: str | None = None,
                    checkpoint_root: Path = Path("checkpoints"),
                    tracking_uri: str | None = None) -> EvalTarget:
     """A run id (its `which` checkpoint, default best: local `checkpoints/<id>/`, else the
-    run's artifact) or a checkpoint path (`which` None or its own name). UsageError for an
+    run's artifact; a `--no-track` run's `local-...` id: local only) or a checkpoint path
+    (`which` None or its own name). UsageError for an
     unknown run id or a missing/corrupt checkpoint."""
     if which is not None and which not in WHICH:
         raise UsageError(f"--which must be one of {', '.join(WHICH)}, got {which!r}")
@@ -74,6 +76,13 @@ def resolve_target(target: str, *, which: str | None = None,
         if run_id is not None:  # checkpoints/<run id>/best.pt: log to that run if the store has it
             _attach_run(out, required=False)
         return out
+    if target.startswith(LOCAL_RUN_PREFIX) and "/" not in target:  # a --no-track run
+        local = checkpoint_root / target / f"{which or 'best'}.pt"
+        if not local.is_file():
+            raise UsageError(f"no checkpoint {local} of untracked run {target}; pass the "
+                             f"--checkpoints folder it trained into")
+        return resolve_target(str(local), checkpoint_root=checkpoint_root,
+                              tracking_uri=tracking_uri)
     if not _RUN_ID.match(target):
         raise UsageError(f"{target!r} is neither a checkpoint file nor an MLflow run id "
                          f"(32 hex digits); see `cifarctl eval --help`")

@@ -94,13 +94,16 @@ def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_ro
     tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri, run_id=run_id)
     try:
         cfg, state = load_resume(run_id, checkpoint_root, tracker)
+        # eval finds the run where this resume looked for it
+        flags = resume_cli_flags(track=True, tracking_uri=tracking_uri if track else None,
+                                 checkpoint_root=checkpoint_root)
+        evaluate = f"cifarctl eval {run_id} {flags}".rstrip()
         if state.finished_training:
             raise UsageError(f"run {run_id} already trained all its {cfg.optim.epochs} "
-                             f"epochs: nothing to resume; evaluate it with "
-                             f"`cifarctl eval {run_id}`")
+                             f"epochs: nothing to resume; evaluate it with `{evaluate}`")
         if tracker.opened_status == "FINISHED":  # a stale checkpoint would train again
             raise UsageError(f"run {run_id} is FINISHED: nothing to resume; evaluate it "
-                             f"with `cifarctl eval {run_id}`")
+                             f"with `{evaluate}`")
         if device_override:
             cfg = apply_overrides(cfg, {"run.device": device_override})
         data = prepare_data(cfg, resolve_device(cfg.run.device))
