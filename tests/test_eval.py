@@ -316,6 +316,24 @@ def test_checkpoint_comes_from_the_run_when_not_local(trained, tmp_path):
     assert (tmp_path / "elsewhere" / trained["run_id"] / "best.pt").is_file()
 
 
+def test_a_damaged_local_checkpoint_points_to_the_runs_logged_copy(trained, tmp_path):
+    import shutil
+
+    root = tmp_path / "damaged"
+    (root / trained["run_id"]).mkdir(parents=True)
+    good = trained["checkpoints"] / trained["run_id"] / "best.pt"
+    local = root / trained["run_id"] / "best.pt"
+    shutil.copyfile(good, local)
+    local.write_bytes(local.read_bytes()[:1000])
+    result = run_eval(trained["run_id"], "--checkpoints", str(root), "--no-log", "--json")
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(f"; to evaluate the copy logged to the run "
+                                          f"instead, if it has one, delete {local}")
+    local.unlink()
+    again = run_eval(trained["run_id"], "--checkpoints", str(root), "--no-log", "--json")
+    assert again.exit_code == 0, again.output
+
+
 def test_report_shows_the_trained_runs_confusion_matrix(trained, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -462,6 +462,26 @@ def test_a_finished_untracked_run_is_pointed_to_an_eval_command_that_works(
             f"{done.run_id}; pass the --checkpoints folder it trained into") in elsewhere.output
 
 
+def test_a_damaged_local_checkpoint_points_to_the_copy_the_run_logged(
+        mlflow_store, data_home, tiny_dataset):
+    from cifarctl.errors import UsageError
+    from cifarctl.training import launch
+
+    stopped = launch(tiny_config(tiny_dataset, **{"optim.epochs": 2}),
+                     reporter=InterruptAt(1, 1))
+    assert stopped.status == "KILLED"
+    local = Path("checkpoints") / stopped.run_id / "last.pt"
+    local.write_bytes(local.read_bytes()[:1000])  # a disk that lost the file's end
+    with pytest.raises(UsageError) as refused:
+        launch(None, resume_run_id=stopped.run_id, quiet=True)
+    assert str(refused.value).startswith(f"cannot read checkpoint {local}: ")
+    assert str(refused.value).endswith(f"; to resume from the copy logged to the run instead, "
+                                       f"if it has one, delete {local}")
+    local.unlink()  # as advised: the logged copy, at the same step
+    resumed = launch(None, resume_run_id=stopped.run_id, quiet=True)
+    assert resumed.status == "FINISHED" and resumed.epochs_done == 2
+
+
 def test_a_second_ctrl_c_ends_the_run_killed_with_the_way_back(mlflow_store, data_home,
                                                                tiny_dataset):
     from mlflow.tracking import MlflowClient

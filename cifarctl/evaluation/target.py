@@ -90,13 +90,21 @@ def resolve_target(target: str, *, which: str | None = None,
     out = EvalTarget(checkpoint_root / target / f"{which}.pt", None, RunConfig(), which,
                      target, tracking_uri)
     store = _attach_run(out, required=True)
-    if not out.checkpoint.is_file():
+    local = out.checkpoint.is_file()
+    if not local:
         downloaded = store.download_artifact(out.run_id, f"checkpoints/{which}.pt",
                                              out.checkpoint.parent)
         if downloaded is None:
             raise UsageError(_no_checkpoint(store, out, checkpoint_root))
         out.checkpoint = downloaded
-    out.saved = load_saved_model(out.checkpoint)
+    try:
+        out.saved = load_saved_model(out.checkpoint)
+    except UsageError as err:
+        if not local:
+            raise
+        # a damaged local file hides the copy the run logged
+        raise UsageError(f"{err}; to evaluate the copy logged to the run instead, if it has "
+                         f"one, delete {out.checkpoint}") from None
     out.cfg = _config(out.saved, out.checkpoint)
     out.fingerprint = out.saved.dataset_fingerprint or out.fingerprint
     return out

@@ -34,13 +34,21 @@ def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = No
                            ) -> RunState:
     """The `last` checkpoint of `run_id`: local first, else downloaded from the run."""
     path = checkpoint_path(root, run_id)
-    if not path.is_file() and tracker is not None:
+    local = path.is_file()
+    if not local and tracker is not None:
         downloaded = tracker.download_artifact("checkpoints/last.pt", path.parent)
         path = Path(downloaded) if downloaded else path
     if not path.is_file():
         raise UsageError(f"no checkpoint to resume run {run_id} (looked for {path}); "
                          f"was it trained in another directory?")
-    return load_run_state(path)
+    try:
+        return load_run_state(path)
+    except UsageError as err:
+        if not local or tracker is None or tracker.run_id is None:
+            raise
+        # a damaged local file hides the copy the run logged (at its last stop or epoch)
+        raise UsageError(f"{err}; to resume from the copy logged to the run instead, if it "
+                         f"has one, delete {path}") from None
 
 
 def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = None
