@@ -366,6 +366,19 @@ def test_val_split_needs_one(trained, tmp_path):
     save_checkpoint(tmp_path / "no-val.pt", state)
     result = run_eval(str(tmp_path / "no-val.pt"), "--split", "val")
     assert result.exit_code == 2 and "no validation split" in result.output
+    assert "(it trained with data.val_per_class=0)" in result.output
+    # the reasons the defaults give: long-tailed runs keep none; balanced ones a tenth of
+    # each class, none of a class of six images
+    from cifarctl.data.synth import SynthSpec, write_batches
+
+    write_batches(tmp_path / "six", SynthSpec(train_per_class=6, test_per_class=3, seed=0))
+    for data, why in ({"imbalance": 5.0}, "long-tailed runs keep none by default"), (
+            {"imbalance": 1.0, "dataset": str(tmp_path / "six")},
+            "a tenth of its classes' images is none"):
+        state["config"]["data"] |= {"val_per_class": None, **data}
+        save_checkpoint(tmp_path / "default.pt", state)
+        result = run_eval(str(tmp_path / "default.pt"), "--split", "val", "--no-log")
+        assert result.exit_code == 2 and why in result.output, result.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -422,7 +435,10 @@ def test_a_run_that_has_not_finished_is_evaluated_with_a_warning(trained, tmp_pa
     assert result.exit_code == 0, result.output
     assert (f"warning: run {run.run_id} is KILLED: its best checkpoint was saved after 1 of 1 "
             f"epochs, not at the end of a finished run") in result.stderr
+    assert "--no-log" not in result.stderr  # given already: not advised
     assert json.loads(result.stdout)["epoch"] == 1
+    logged = run_eval(run.run_id, "--checkpoints", str(tmp_path), "--json")
+    assert "or pass --no-log to keep these numbers off it" in logged.stderr
 
 
 def test_help_lists_corruptions_and_stays_torch_free():
@@ -527,6 +543,15 @@ def test_weights_that_do_not_fit_their_config_are_one_line(trained, tmp_path):
     assert "does not hold the weights its config describes" in result.output
     assert "vanillacnn with a normed classifier over 10 classes" in result.output
     assert "Traceback" not in result.output
+    # a head over another number of classes (a run on a 3-class image folder, say): said so
+    state["config"]["model"]["classifier"] = "linear"
+    for name in ("classifier.weight", "classifier.bias"):
+        state["model"][name] = state["model"][name][:3]
+    torch.save(state, bad)
+    result = run_eval(str(bad))
+    assert result.exit_code == 2
+    assert (f"{bad} was trained on 3 classes, but {trained['dataset']} has 10; evaluate it on "
+            f"data with its classes") in result.output
 
 
 def _fingerprint(dataset: Path) -> str:
@@ -562,7 +587,13 @@ def test_data_that_is_not_what_the_run_trained_on_is_warned_about(trained, tmp_p
     assert "eval_test_acc" not in doc["metrics"] and "eval_ece" not in doc["metrics"]
     assert doc["metrics"][f"{prefix}test_acc"] == pytest.approx(doc["accuracy"])
     assert f"{prefix}ece" in doc["metrics"] and doc["artifact_dir"] == f"eval/{prefix[5:-1]}"
-    assert f"logged as {prefix}*" in doc["warnings"][1]
+    assert len(doc["warnings"]) == 1  # logged nowhere: no word on the names it would use
+    attached = tmp_path / trained["run_id"] / "older.pt"  # a file in a run's folder: its run
+    attached.parent.mkdir()
+    save_checkpoint(attached, state)
+    logged = run_eval(str(attached), "--json")
+    assert logged.exit_code == 0, logged.output
+    assert f"logged as {prefix}*" in json.loads(logged.stdout)["warnings"][1]
 
     arrays = generate(SynthSpec(train_per_class=3, test_per_class=3, seed=2))
     renamed = arrays._replace(classes=tuple(f"thing{i}" for i in range(10)))

@@ -100,8 +100,10 @@ def _split_arrays(cfg: RunConfig, data: Any, split: str) -> tuple[Any, Any]:
         return data.test_images, data.test_labels
     val_idx = run_splits(cfg, data, check=False).val_idx
     if len(val_idx) == 0:
-        raise UsageError("this run has no validation split (long-tailed runs keep none by "
-                         "default: data.val_per_class=0); use --split test")
+        why = ("it trained with data.val_per_class=0" if cfg.data.val_per_class == 0
+               else "long-tailed runs keep none by default: data.val_per_class=0"
+               if cfg.data.imbalance > 1 else "a tenth of its classes' images is none")
+        raise UsageError(f"this run has no validation split ({why}); use --split test")
     return data.train_images[val_idx], data.train_labels[val_idx]
 
 
@@ -156,19 +158,35 @@ def _load_model(target: EvalTarget, spec: str, classes: int, device: Any) -> Any
     try:
         model.load_state_dict(target.saved.model)
     except RuntimeError:
+        trained = _classes_trained(target.saved.model, model)
+        if trained is not None and trained != classes:
+            raise UsageError(f"{target.checkpoint} was trained on {trained} classes, but {spec} "
+                             f"has {classes}; evaluate it on data with its classes") from None
         raise UsageError(f"{target.checkpoint} does not hold the weights its config describes "
                          f"for {spec}: {cfg.model.name} with a {cfg.classifier} classifier "
                          f"over {classes} classes") from None
     return model.to(device).eval()
 
 
+def _classes_trained(saved: dict[str, Any], model: Any) -> int | None:
+    """The class count of a checkpoint's final layer (`model.classifier`, ARCHITECTURE.md
+    "Models"), read off the axis on which it differs from `model`'s; None if unknown."""
+    key = "classifier.weight"
+    if key not in saved or key not in model.state_dict():
+        return None
+    got, built = tuple(saved[key].shape), tuple(model.state_dict()[key].shape)
+    differ = [axis for axis, (a, b) in enumerate(zip(got, built)) if a != b]
+    return got[differ[0]] if len(got) == len(built) and len(differ) == 1 else None
+
+
 def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: str = "test",
                     corruptions: Sequence[str] = (), device: str = "auto", seed: int = 0,
                     batch_size: int | None = None, progress: Callable[[str], None] | None = None,
-                    logit_adjust: Sequence[float] = ()) -> EvalResult:
+                    logit_adjust: Sequence[float] = (), log: bool = True) -> EvalResult:
     """Evaluate `target` on `split` of `dataset` (default: the run's own), clean, under
     `corruptions` (names of `CORRUPTIONS`, each at severities 1..5), and with its logits
-    adjusted post hoc by each tau of `logit_adjust` (`posthoc`, Menon et al. 2021)."""
+    adjusted post hoc by each tau of `logit_adjust` (`posthoc`, Menon et al. 2021). `log`:
+    whether the caller logs the result (the warnings about logging say so only then)."""
     from cifarctl.data import load_dataset
     from cifarctl.data.loader import DeviceLoader
     from cifarctl.engine import eval_metrics, evaluate, to_host
@@ -222,12 +240,18 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
         result.logit_adjusted.append({"tau": tau, "metric": metric, "accuracy": host[metric],
                                       "per_class": per_class, "shots": shots})
         result.metrics |= shot_metrics
-    result.warnings = [*run_warnings(target),
-                       *data_warnings(target, data, spec, changed=changed)]
-    if changed:
-        result.warnings.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does "
-                               f"not take them for the run's own test set")
+    result.warnings = _warnings(target, data, spec, changed=changed, prefix=prefix, log=log)
     return result
+
+
+def _warnings(target: EvalTarget, data: Any, spec: str, *, changed: bool, prefix: str,
+              log: bool) -> list[str]:
+    """Why the numbers may mislead; what logging them means only when they are logged."""
+    out = [*run_warnings(target, log), *data_warnings(target, data, spec, changed=changed)]
+    if changed and log and target.run_id is not None:
+        out.append(f"logged as {prefix}* (not eval_*), so `cifarctl report` does not take "
+                   f"them for the run's own test set")
+    return out
 
 
 def _adjusted_counter(counts: list[int] | None, taus: Sequence[float], *, classes: int,
@@ -327,7 +351,8 @@ def run_eval(target: str, *, which: str | None = None, checkpoint_root: Path = P
     check_names(names)
     found = resolve_target(target, which=which, checkpoint_root=checkpoint_root,
                            tracking_uri=tracking_uri)
-    result = evaluate_target(found, corruptions=names, batch_size=batch_size, **evaluate)
+    result = evaluate_target(found, corruptions=names, batch_size=batch_size, log=log,
+                             **evaluate)
     if log:
         log_result(result, found)
     return result

@@ -170,9 +170,9 @@ def _attach_run(target: EvalTarget, *, required: bool) -> RunStore | None:
     return store
 
 
-def run_warnings(target: EvalTarget) -> list[str]:
+def run_warnings(target: EvalTarget, log: bool = True) -> list[str]:
     """A run that has not FINISHED: its checkpoint is not what the run will end with, and
-    eval_* metrics logged now would sit beside its final ones in `report`."""
+    eval_* metrics logged now (`log`) would sit beside its final ones in `report`."""
     if target.status in (None, "FINISHED"):
         return []
     saved, done = target.saved, target.epoch
@@ -180,7 +180,8 @@ def run_warnings(target: EvalTarget) -> list[str]:
             + (" (part way into the next)" if saved.mid_epoch else ""))
     return [f"run {target.run_id} is {target.status}: its {target.which} checkpoint was saved"
             f"{when}, not at the end of a finished run; evaluate it again once it finishes "
-            f"(a resumed run), or pass --no-log to keep these numbers off it"]
+            f"(a resumed run)" + (", or pass --no-log to keep these numbers off it" if log
+                                  else "")]
 
 
 def data_warnings(target: EvalTarget, data: Any, spec: str, *, changed: bool) -> list[str]:
