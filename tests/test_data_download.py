@@ -123,6 +123,22 @@ def test_failed_download_is_one_line_and_caches_nothing(case, fragment, data_hom
     assert list(data_home.iterdir()) == []  # no cache, no temporary download
 
 
+def test_a_mirror_file_that_is_no_cifar_release_is_named_by_its_url(data_home, mirror,
+                                                                    monkeypatch, tmp_path):
+    """Its md5 matches (the user gave the file's own), but it is no archive: the error named
+    the deleted temporary file; now the URL."""
+    base, _ = mirror
+    served = tmp_path / "www" / "page.tar.gz"
+    served.write_bytes(b"<html>a login page</html>")
+    url = f"{base}/page.tar.gz"
+    _point_at(monkeypatch, url, hashlib.md5(served.read_bytes()).hexdigest())
+    line = assert_one_line_error(run_cli("data", "download"), 2, f"error: {url}: the downloaded "
+                                 "file is neither a directory nor a .tar.gz archive; is "
+                                 "$CIFARCTL_CIFAR10_URL the CIFAR-10 python release?")
+    assert "download.tmp-" not in line
+    assert list(data_home.iterdir()) == []
+
+
 def test_a_file_url_mirror_is_copied_and_checked(data_home, mirror, monkeypatch, tmp_path):
     """A copy on a shared disk: `file://` works like http (md5 checked), and a missing file
     is one line, not urllib's AttributeError."""

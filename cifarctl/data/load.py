@@ -38,14 +38,19 @@ def synthesize(spec: SynthSpec = SynthSpec()) -> CifarData:
 
 def download_cifar10(*, progress: Progress | None = None) -> CifarData:
     """Download, verify and cache the official release as the `cifar10` dataset."""
-    from cifarctl.data.download import fetch_cifar10
+    from cifarctl.data.download import fetch_cifar10, source_url
 
     # The download lives in a temporary folder beside the cache and goes, whatever happens:
     # only a verified, parsed and checked dataset is ever cached (issue 2).
     workdir = Path(tempfile.mkdtemp(prefix="download.tmp-", dir=cache.data_root()))
     try:
         tarball = fetch_cifar10(workdir)
-        arrays = read_source(tarball, progress or auto_progress())
+        try:
+            arrays = read_source(tarball, progress or auto_progress())
+        except UsageError as err:  # named by its URL: the temporary file is gone by now
+            url = source_url()[0]
+            raise UsageError(f"{url}: {str(err).replace(str(tarball), 'the downloaded file')}; "
+                             f"is $CIFARCTL_CIFAR10_URL the CIFAR-10 python release?") from None
         return cache.store(arrays, name=CIFAR10, path=cache.cache_file(CIFAR10),
                            source={"download": tarball.name})
     finally:
