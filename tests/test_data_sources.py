@@ -193,8 +193,18 @@ def test_invalid_cache_file_says_delete_and_reimport(data_home, damage):
         cache.store(arrays._replace(test_images=arrays.test_images[:, :16]), name="synthetic",
                     path=path, source={})
     result = run_cli("data", "info", "synthetic")
-    assert_one_line_error(result, 2, str(path), "--force", "delete the file")
+    assert_one_line_error(result, 2, str(path), "`cifarctl data synth`", "delete the file")
     assert "allow_pickle" not in result.output  # numpy's advice to load pickles is not ours
+
+
+def test_an_invalid_cache_file_is_made_again_the_way_its_dataset_was(data_home):
+    for name, again in (("cifar10", "`cifarctl data download --force`"),
+                        ("mine-0123abcd", "`cifarctl data import SOURCE --force`")):
+        path = cache.cache_file(name)
+        path.write_bytes(b"not a zip file")
+        with pytest.raises(cache.CorruptCache) as err:
+            cache.load(path)
+        assert again in str(err.value) and "delete the file" in str(err.value), name
 
 
 # --- every bad input: exit code 2, one line, nothing cached --------------------------------

@@ -69,10 +69,13 @@ class CorruptCache(UsageError):
     """A cache file that does not load; `why` is the short reason (`data list` shows it)."""
 
     def __init__(self, path: Path, why: str) -> None:
-        # SPEC/STYLE 11: one line saying what is wrong and what to do.
-        super().__init__(f"cached dataset {path} is not valid ({why}); import it again with "
-                         "`cifarctl data import SOURCE --force`, or delete the file and "
-                         "download or generate the dataset again")
+        # SPEC/STYLE 11: one line saying what is wrong and what to do (for this dataset)
+        again = {"synthetic": "generate it again with `cifarctl data synth` (and the options "
+                              "it was made with)",
+                 "cifar10": "download it again with `cifarctl data download --force`"}.get(
+            path.stem, "import it again with `cifarctl data import SOURCE --force`")
+        super().__init__(f"cached dataset {path} is not valid ({why}); {again}, or delete the "
+                         f"file and use the dataset again")
         self.why = why
 
 
