@@ -214,6 +214,10 @@ def test_bad_files(tmp_path):
         load_config(write(tmp_path, "optim: [unclosed\n"))
     with pytest.raises(UsageError, match="must be a YAML mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
+    for empty in ("", "# nothing set yet\n"):  # it trained the defaults without a word
+        with pytest.raises(UsageError, match=r"is empty \(no settings\); give the config you "
+                                             r"meant, or drop --config"):
+            load_config(write(tmp_path, empty))
     with pytest.raises(UsageError, match="unknown key 'Train.learnig_rate'.*learning_rate"):
         load_config(write(tmp_path, "Train:\n  learnig_rate: 0.1\n"))
     with pytest.raises(UsageError, match="section 'optim' must be a mapping of keys"):

@@ -115,7 +115,13 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
 def load_config(path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- YAML file (either dialect) <- overrides, validated once."""
-    flat = {} if path is None else config_overrides_from_mapping(read_yaml(path), source=str(path))
+    flat = {}
+    if path is not None:
+        doc = read_yaml(path)
+        if doc is None:  # an empty file is more likely a mistake than a wish for the defaults
+            raise UsageError(f"{path} is empty (no settings); give the config you meant, or "
+                             f"drop --config to train with the defaults")
+        flat = config_overrides_from_mapping(doc, source=str(path))
     return apply_overrides(RunConfig(), {**flat, **(overrides or {})})
 
 
