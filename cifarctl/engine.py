@@ -213,5 +213,10 @@ def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]
 
 
 def iter_skip(batches: Iterable, skip: int) -> Iterator:
-    """Drop the first `skip` items (mid-epoch resume: those steps were already taken)."""
-    return itertools.islice(batches, skip, None)
+    """Drop the first `skip` items now (mid-epoch resume: those steps were already taken;
+    their batches are still drawn, so the random streams continue where they stopped), so
+    that a clock started after this call times only the steps taken."""
+    rest = iter(batches)
+    for _ in itertools.islice(rest, skip):
+        pass
+    return rest

@@ -482,6 +482,35 @@ def test_a_damaged_local_checkpoint_points_to_the_copy_the_run_logged(
     assert resumed.status == "FINISHED" and resumed.epochs_done == 2
 
 
+def test_a_resumed_epochs_images_per_s_times_only_the_steps_it_took(
+        data_home, tiny_dataset, tmp_path, monkeypatch):
+    """The skipped batches of a mid-epoch resume are drawn again (the random streams must
+    continue where they stopped) but not trained: they are no part of the epoch's pace."""
+    from cifarctl.data.loader import DeviceLoader
+    from cifarctl.training import launch
+
+    root = tmp_path / "ck"
+    cfg = tiny_config(tiny_dataset, **{"optim.epochs": 1})
+    stopped = launch(cfg, track=False, checkpoint_root=root, reporter=InterruptAt(0, 12))
+    assert stopped.status == "KILLED"
+    real_epoch = DeviceLoader.epoch
+
+    def slow_to_draw(self, epoch):  # 0.1 s a batch: 1.2 s for the 12 batches skipped
+        for batch in real_epoch(self, epoch):
+            time.sleep(0.1)
+            yield batch
+
+    monkeypatch.setattr(DeviceLoader, "epoch", slow_to_draw)
+    resumed = launch(None, resume_run_id=stopped.run_id, track=False, checkpoint_root=root,
+                     quiet=True)
+    assert resumed.status == "FINISHED"
+    metrics = resumed.history[0]
+    # 500 training images (50 a class after validation), 32 a step, the last partial one
+    # dropped: 15 steps, 3 of them taken after the resume
+    timed = (15 - 12) * 32 / metrics["images_per_s"]  # the seconds its pace covers
+    assert timed < 1.0, (timed, metrics["epoch_time_s"])  # 3 steps (0.3 s of drawing), not 15
+
+
 def test_a_second_ctrl_c_ends_the_run_killed_with_the_way_back(mlflow_store, data_home,
                                                                tiny_dataset):
     from mlflow.tracking import MlflowClient

@@ -227,12 +227,13 @@ class Group:
         self.loss.set_epoch(epoch)
         sums = sums or TrainSums.zeros(self.device, None if self.k == 1 else self.k)
         reporter.epoch_started(epoch, self.cfg.optim.epochs, steps)
-        t0 = time.perf_counter()
         first_step = sums.steps_done
+        batches = iter_skip(self.train.epoch(epoch), first_step)  # before the clock starts
+        t0 = time.perf_counter()
         live = LiveStats(reporter, t0, first_step, self.k * self.cfg.optim.batch_size,
                          report_compile=first and self.step_model is not self.model)
-        train_steps(self.step_model, iter_skip(self.train.epoch(epoch), first_step), self.loss,
-                    self.optimizer, lr_for_step=self._lr_for_step(epoch, steps), sums=sums,
+        train_steps(self.step_model, batches, self.loss, self.optimizer,
+                    lr_for_step=self._lr_for_step(epoch, steps), sums=sums,
                     should_stop=should_stop, on_step=live, sam=self.sam)
         if sums.steps_done < steps:
             return None, sums
