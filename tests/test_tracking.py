@@ -365,9 +365,45 @@ def test_http_server_round_trip(mlflow_store, tmp_path):
         assert [f.path for f in tracker.client.list_artifacts(tracker.run_id)] == ["config.yaml"]
         assert len(run.inputs.dataset_inputs) == 1
         _read_back_over_http(url, tracker.run_id)
+        _lose_the_server(server, tracker, url)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _lose_the_server(server: subprocess.Popen, tracker, url: str) -> None:
+    """The server dies under a run: one line once MLflow's retries are spent (bounded by
+    `connect`'s defaults; one retry here, to keep the test short), not MLflow's paragraph."""
+    import os
+
+    from cifarctl.errors import CifarctlError
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"  # set by connect
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    server.terminate()
+    server.wait(timeout=30)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
+    try:
+        with pytest.raises(CifarctlError) as lost:
+            tracker.log_metrics({"val_acc": 0.5}, step=1)
+    finally:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "4"
+    assert str(lost.value) == (
+        f"lost the MLflow tracking server at {url} (Connection refused); start it again and "
+        f"rerun: a run resumes from its last checkpoint (`cifarctl train --resume RUN_ID`, or "
+        f"the same `cifarctl sweep` again)")
+
+
+def test_a_users_mlflow_http_settings_win(monkeypatch, tmp_path):
+    from cifarctl.tracking.mlflow_tracker import connect
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
 
 
 def _read_back_over_http(url: str, run_id: str) -> None:

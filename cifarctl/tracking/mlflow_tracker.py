@@ -70,8 +70,14 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
     # set_terminated writes "View run ... at: URL" to stdout for server stores, once per run:
     # K lines for K fused runs, into our tables and `--json` output. A user's explicit
-    # setting wins.
+    # setting wins, here and below.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow retries a lost server for ~4 min a request (7 retries, for rate-limited hosted
+    # backends) and a silent one for 120 s an attempt: a sweep whose server died hung for 12
+    # minutes, Ctrl-C included. 4 retries wait 0 + 4 + 8 + 16 s, enough for a restart;
+    # then `retry.TrackingLost` says so in one line (all environment: workers inherit it).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 # ---- the store ------------------------------------------------------------------------

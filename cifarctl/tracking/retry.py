@@ -8,16 +8,20 @@ MLflow sets a 20 s busy timeout, but SQLite refuses a reader's upgrade to writer
 raises `MlflowException(error_code="TEMPORARILY_UNAVAILABLE")`. The failed transaction was
 rolled back, so calling again is safe. A server answering 503 maps to the same code.
 Connection errors to a server are not retried here: MLflow's HTTP client already retries
-those (for minutes, `MLFLOW_HTTP_REQUEST_MAX_RETRIES`).
+those (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`: ~30 s as `mlflow_tracker` sets it); once its retries
+are spent, a lost server is one `TrackingLost` line, not MLflow's paragraph or a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from cifarctl.errors import CifarctlError
 
 T = TypeVar("T")
 
@@ -55,16 +59,47 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
+class TrackingLost(CifarctlError):
+    """An MLflow server stopped answering, and MLflow's own retries are spent."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"lost the MLflow tracking server {where}; start it again and rerun: "
+                         f"a run resumes from its last checkpoint (`cifarctl train --resume "
+                         f"RUN_ID`, or the same `cifarctl sweep` again)")
+
+
+def lost_server(err: BaseException) -> str | None:
+    """`"at http://host:port (Connection refused)"` when `err` is MLflow giving up on a server
+    that refuses connections or does not answer; None for every other error."""
+    import requests  # MLflow's HTTP client; not imported with `cifarctl --help`
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(
+            cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    url = re.search(r"API request to (\w+://[^/\s]+)", str(err))
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(cause))
+    reason = (errno.group(1) if errno
+              else "no answer" if isinstance(cause, requests.exceptions.Timeout)
+              else type(cause).__name__)
+    return f"at {url.group(1) if url else 'its address'} ({reason})"
+
+
 def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
-    """`fn(*args, **kwargs)`, called again with exponential backoff while it fails transiently."""
-    delay = FIRST_DELAY_S
-    for attempt in range(1, ATTEMPTS):
+    """`fn(*args, **kwargs)`, called again with exponential backoff while it fails transiently;
+    `TrackingLost` when the server is out of reach."""
+    delay, attempt = FIRST_DELAY_S, 1
+    while True:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            if not is_transient(err):
-                raise
+            lost = lost_server(err)
+            if lost is not None:
+                raise TrackingLost(lost) from err
+            if attempt == ATTEMPTS or not is_transient(err):
+                raise  # the last attempt's error is the caller's
             _log.debug("tracking store busy (%s), retry %d in %.2f s", err, attempt, delay)
             time.sleep(delay * (0.5 + _jitter.random()))
-            delay = min(2 * delay, MAX_DELAY_S)
-    return fn(*args, **kwargs)  # the last attempt's error, if any, is the caller's
+            delay, attempt = min(2 * delay, MAX_DELAY_S), attempt + 1
