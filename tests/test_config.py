@@ -178,6 +178,7 @@ def test_a_config_saved_before_model_classifier_existed_reads_as_linear():
     ({"data.imbalance": 0.5}, "data.imbalance must be >= 1"),
     ({"data.imbalance_type": "linear"}, "'exp' or 'step'"),
     ({"run.save_best": "maybe"}, "run.save_best must be true or false"),
+    ({"run.seed": -1}, "run.seed must be >= 0, got -1"),
     ({"model.name": "resnet33"}, "resnet3"),
     ({"classifier": "cosine"}, "model.classifier must be auto, linear, normed"),
     ({"loss.name": "sigmoid", "model.classifier": "normed"}, "the normed classifier has none"),

@@ -79,6 +79,10 @@ def test_a_dry_run_plans_and_touches_nothing(tmp_path, monkeypatch):
                          warn=print)
     assert result.outcome is None and len(result.plan.trials) == 2
     assert not (tmp_path / "ck").exists() and not (tmp_path / "mlflow.db").exists()
+    # a trial the real sweep would refuse is refused by the dry run too
+    negative = _spec(tmp_path, "grid: {seed: [0, -1]}\n")
+    with pytest.raises(UsageError, match=r"run.seed must be >= 0, got -1"):
+        run_request(SweepRequest(negative, dry_run=True), warn=print)
 
 
 def test_ray_without_ray_is_refused_after_the_checkpoint_folder(tmp_path, monkeypatch):

@@ -251,6 +251,8 @@ class RunSection:
              f"run.device must be auto, cpu or cuda, got {self.device!r}"),
             (self.select_metric in ("val_acc", "val_loss"),
              f"run.select_metric must be val_acc or val_loss, got {self.select_metric!r}"),
+            # numpy's generators refuse a negative seed; said here, `sweep --dry-run` says it too
+            (self.seed >= 0, f"run.seed must be >= 0, got {self.seed}"),
         ]
 
 
