@@ -39,6 +39,7 @@ from cifarctl.ui import (
 )
 
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
+SERVER = "a shared server"  # in `check_servable`'s message: it serves databases, not URLs
 AUTH_APP = "basic-auth"
 
 
@@ -74,6 +75,11 @@ def check_auth(auth_db: str) -> None:
                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
 
 
+def check_artifacts(artifacts: Path) -> None:
+    if artifacts.exists() and not artifacts.is_dir():
+        raise UsageError(f"--artifacts {artifacts} is a file; give a folder")
+
+
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
                    workers: int = SERVER_WORKERS) -> list[str]:
     """The `mlflow server` command line of a shared server: runs in `store`, artifacts
@@ -90,7 +96,7 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     """Check everything that can be checked in this process, then start the server and
     return once `/health` answers (a context manager that stops it)."""
     check_exposure(host, auth)
-    check_servable(store)
+    check_servable(store, SERVER)
     check_driver(store)
     env = {}
     if auth:
@@ -98,6 +104,7 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
         check_auth(auth_db)
         folder = Path(tempfile.mkdtemp(prefix="cifarctl-server-"))
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(auth_db, folder))
+    check_artifacts(artifacts)
     try:
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -111,6 +118,8 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
           auth_db: str | None, workers: int, echo: Callable[[str], None] = print) -> None:
     """`cifarctl server`: start, say where, serve until Ctrl-C/SIGTERM, stop cleanly."""
     check_exposure(host, auth)  # before saying anything about starting
+    check_servable(store, SERVER)
+    check_artifacts(artifacts)
     echo(f"starting a shared MLflow server on {host}:{port}: runs in "
          f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
 

@@ -122,10 +122,11 @@ def pick_port(host: str, port: int) -> int:
 SERVABLE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-def check_servable(tracking_uri: str) -> None:
+def check_servable(tracking_uri: str, server: str = "the UI") -> None:
     """UsageError, before a server starts (seconds), for a store `mlflow server` refuses:
     an unknown scheme, or a file store (MLflow 3 serves those only with
-    MLFLOW_ALLOW_FILE_STORE=true)."""
+    MLFLOW_ALLOW_FILE_STORE=true). `server`: what serves it, in the message (`ui` also
+    opens an http(s):// server's own UI; `cifarctl server` serves databases only)."""
     scheme = urllib.parse.urlparse(tracking_uri).scheme.split("+")[0]
     if scheme in ("", "file"):
         local = Path(urllib.parse.urlparse(tracking_uri).path if scheme else tracking_uri)
@@ -137,9 +138,11 @@ def check_servable(tracking_uri: str) -> None:
                              f"no longer serves: migrate it to sqlite with `mlflow "
                              f"migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true")
     elif scheme not in SERVABLE_SCHEMES:
-        raise UsageError(f"cannot serve {tracking_uri}: the UI serves sqlite:///PATH, "
-                         f"{', '.join(f'{s}://...' for s in SERVABLE_SCHEMES[1:])} or an "
-                         f"http(s):// server's own UI")
+        ui = server == "the UI"
+        raise UsageError(f"cannot serve {tracking_uri}: {server} serves sqlite:///PATH"
+                         f"{', ' if ui else ' or '}"
+                         f"{', '.join(f'{s}://...' for s in SERVABLE_SCHEMES[1:])}"
+                         + (" or an http(s):// server's own UI" if ui else ""))
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:

@@ -263,6 +263,23 @@ def test_a_shared_server_on_a_network_address_needs_auth(tmp_path, monkeypatch):
     assert "admin_username = lead" in ini and "users.db" in ini
 
 
+@pytest.mark.parametrize("store, artifacts, message", [
+    ("http://127.0.0.1:9", "a", "cannot serve http://127.0.0.1:9: a shared server serves "
+     "sqlite:///PATH or postgresql://..., mysql://..., mssql://..."),
+    ("bogus://x", "a", "cannot serve bogus://x: a shared server serves sqlite:///PATH or "),
+    ("sqlite:///x.db", "afile", "--artifacts {tmp}/afile is a file; give a folder"),
+])
+def test_a_shared_server_refuses_what_it_cannot_serve_before_it_starts(
+        tmp_path, monkeypatch, store, artifacts, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("in the way")
+    result = CliRunner().invoke(app, ["server", "--store", store, "--artifacts",
+                                      str(tmp_path / artifacts)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message.format(tmp=tmp_path)}"), result.output
+    assert "own UI" not in result.output and "starting" not in result.output
+
+
 def _cluster_commands() -> list[list[str]]:
     """The `cifarctl` lines of the README's "Running on a cluster" walk-through."""
     import re
