@@ -234,7 +234,10 @@ def test_wrong_input_dimension():
         ("layers: []", "the network has no layers"),
         ("layer: []", "must be a mapping with a 'layers' list"),
         ("layers: [{W: [[1]], b: [0]}]\nextra: 1", r"unknown key\(s\) \['extra'\]"),
-        ("layers: [{W: [[1]]}]", "layer 1 must have exactly the keys W"),
+        ("layers: [{W: [[1]]}]", r"layer 1 must be a mapping with exactly the keys W \(a list "
+         r"of rows\) and b \(a list\), got the keys \['W'\]"),
+        ("layers: [{W: [[1]], b: [0]}, [1, 2]]", r"layer 2 must be a mapping with exactly the "
+         r"keys W \(a list of rows\) and b \(a list\), got a list \['1', '2'\]"),
         ("layers: [{W: [1, 2], b: [0]}]", "layer 1's W must be a list of rows"),
         ("layers: [{W: [[1, 2], [3]], b: [0, 0]}]", r"rows of different lengths \[1, 2\]"),
         ("layers: [{W: [[1], [2]], b: [0, 0, 0]}]", "layer 1's b has 3 entries but its W has 2"),

@@ -103,9 +103,10 @@ def network_from_dict(data: object, source: str = "network") -> Network:
     layers = []
     for k, item in enumerate(data["layers"], start=1):
         if not isinstance(item, dict) or set(item) != {"W", "b"}:
-            got = sorted(item) if isinstance(item, dict) else item
-            raise UsageError(f"{source}: layer {k} must have exactly the keys W (a list of rows) "
-                             f"and b (a list), got {got!r}")
+            got = (f"the keys {sorted(item)!r}" if isinstance(item, dict)
+                   else f"a {type(item).__name__} {item!r}")
+            raise UsageError(f"{source}: layer {k} must be a mapping with exactly the keys W (a "
+                             f"list of rows) and b (a list), got {got}")
         layers.append(Layer(W=_matrix(item["W"], f"layer {k}'s W"),
                             b=_vector(item["b"], f"layer {k}'s b")))
     return Network(tuple(layers))
