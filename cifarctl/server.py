@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifarctl.errors import UsageError
-from cifarctl.tracking.store import check_driver, sqlite_path
+from cifarctl.tracking.store import check_driver, check_reachable, sqlite_path
 from cifarctl.ui import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -98,6 +98,7 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     check_exposure(host, auth)
     check_servable(store, SERVER)
     check_driver(store)
+    check_reachable(store)  # a database that is down: seconds, not SQLAlchemy's silent ~100 s
     env = {}
     if auth:
         auth_db = auth_db or f"sqlite:///{Path('basic_auth.db').absolute()}"
@@ -120,6 +121,7 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
     check_exposure(host, auth)  # before saying anything about starting
     check_servable(store, SERVER)
     check_artifacts(artifacts)
+    check_reachable(store)
     echo(f"starting a shared MLflow server on {host}:{port}: runs in "
          f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
 

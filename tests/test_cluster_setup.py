@@ -280,6 +280,28 @@ def test_a_shared_server_refuses_what_it_cannot_serve_before_it_starts(
     assert "own UI" not in result.output and "starting" not in result.output
 
 
+def test_a_database_that_is_down_is_one_line_in_seconds(tmp_path, monkeypatch):
+    """SQLAlchemy under MLflow retried a refused PostgreSQL port silently for ~100 s."""
+    import socket
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = f"postgresql://u:secret@127.0.0.1:{port}/mlflow"
+    wanted = (f"error: cannot reach the database at postgresql://127.0.0.1:{port} (Connection "
+              f"refused); start it, or pass another --tracking-uri / --store")
+    for args in (["server", "--store", store, "--artifacts", str(tmp_path / "a")],
+                 ["train", "vanillacnn", "--dataset", "synthetic", "--tracking-uri", store]):
+        start = time.monotonic()
+        result = CliRunner().invoke(app, args)
+        assert time.monotonic() - start < 10
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1] == wanted, result.output
+        assert "secret" not in result.output
+
+
 def _cluster_commands() -> list[list[str]]:
     """The `cifarctl` lines of the README's "Running on a cluster" walk-through."""
     import re

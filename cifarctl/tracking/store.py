@@ -92,8 +92,11 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """One clear UsageError, within about `timeout` seconds, if an HTTP server is down (a GET
     on `/health` answers at once) or is no MLflow server (404 there: another web server on
     that port, whose 404s MLflow would raise as a traceback at the first request). Any other
-    answer below 500 counts as reachable (an auth proxy may say 401 there); other stores
-    (sqlite) report their own errors when opened."""
+    answer below 500 counts as reachable (an auth proxy may say 401 there). A PostgreSQL
+    store's host and port must accept a connection; other stores (sqlite) report their own
+    errors when opened."""
+    if database_driver(uri) is not None:
+        _check_database_port(uri, timeout)
     if not uri.startswith(("http://", "https://")):
         return
     import ssl  # here, not at the top: `cifarctl --help` imports this module (issue 2)
@@ -118,6 +121,29 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = str(getattr(err, "reason", err))
     raise UsageError(f"cannot reach MLflow tracking server at {uri}: {reason}; {hint}")
+
+
+def _check_database_port(uri: str, timeout: float) -> None:
+    """A PostgreSQL store whose host refuses or ignores connections: one UsageError within
+    `timeout`, where SQLAlchemy under MLflow retried silently for ~100 s. A socket path
+    (no host) or a host that answers is left to the driver (a wrong password says so)."""
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(uri)
+    try:
+        host, port = parsed.hostname, parsed.port or 5432
+    except ValueError:  # a port that is no number: the driver's own message
+        return
+    if not host:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__  # a timeout has no strerror
+        where = f"{parsed.scheme}://{host}:{port}"
+        raise UsageError(f"cannot reach the database at {where} ({reason}); start it, or pass "
+                         f"another --tracking-uri / --store") from None
 
 
 # The first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html, 1.3).
