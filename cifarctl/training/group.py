@@ -104,8 +104,9 @@ class NonFiniteLoss(CifarctlError):
     NaN or infinite. The checkpoint of the epoch before is the last good one."""
 
     def __init__(self, epoch: int, what: str = "training loss") -> None:
+        first = "no epoch finished" if what == "training loss" else "no epoch came before it"
         kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
-                else "no epoch finished, so there is no checkpoint to keep")
+                else f"{first}, so there is no checkpoint to keep")
         super().__init__(f"{what} became NaN/inf in epoch {epoch + 1}; {kept}; lower "
                          f"optim.lr or check the loss settings")
 
