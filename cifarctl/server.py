@@ -76,6 +76,7 @@ def check_auth(auth_db: str) -> None:
 
 
 def check_artifacts(artifacts: Path) -> None:
+    """UsageError for an `--artifacts` that is a file (mkdir would say only "File exists")."""
     if artifacts.exists() and not artifacts.is_dir():
         raise UsageError(f"--artifacts {artifacts} is a file; give a folder")
 

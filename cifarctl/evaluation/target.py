@@ -59,8 +59,8 @@ def resolve_target(target: str, *, which: str | None = None,
                    tracking_uri: str | None = None) -> EvalTarget:
     """A run id (its `which` checkpoint, default best: local `checkpoints/<id>/`, else the
     run's artifact; a `--no-track` run's `local-...` id: local only) or a checkpoint path
-    (`which` None or its own name). UsageError for an
-    unknown run id or a missing/corrupt checkpoint."""
+    (`which` None or its own name). UsageError for an unknown run id or a missing/corrupt
+    checkpoint."""
     if which is not None and which not in WHICH:
         raise UsageError(f"--which must be one of {', '.join(WHICH)}, got {which!r}")
     path = Path(target)
