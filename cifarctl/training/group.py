@@ -2,7 +2,7 @@
 
     members = [build_member(cfg, record, data, device, resume) for ...]
     group = Group(members, device)
-    metrics, sums = group.run_epoch(epoch, sums, stop, reporter)   # per member: or NonFiniteLoss
+    metrics, sums = group.run_epoch(epoch, sums, stop, reporter)  # each: metrics or NonFiniteLoss
 
 Every member is set up exactly as a run of its own, so a member of a fused group ends where
 it would have ended alone. A group of one trains that model, loss and optimizer directly; a
