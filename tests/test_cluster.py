@@ -226,7 +226,9 @@ def test_trials_never_outnumber_the_clusters_cpus(server, cluster, reference):
     assert reference["code"] == 0 and "3 ok" in reference["output"], reference["output"]
     runs = reference["runs"]
     assert len(runs) == 3 and {r.status for r in runs} == {"FINISHED"}
-    assert most_at_once(_intervals(server, runs)) == 2  # both nodes, never three trials
+    # never three trials at once; not "exactly two": a trial lasts ~1.5 s, and the second
+    # node's worker process may start after the first node's trial is over (seen 2026-12-05)
+    assert most_at_once(_intervals(server, runs)) <= 2
     nodes = {cluster.cluster.head_node.node_id, cluster.worker.node_id}
     assert {r.tags["cifarctl.ray_node"] for r in runs} == nodes
     assert "(raylet)" not in reference["output"]

@@ -5,9 +5,10 @@
 Without `--address` a sweep starts its own local instance (`address="local"`): Ray's default
 attaches to whatever `/tmp/ray/ray_current_cluster` names, which a dead cluster leaves behind,
 and the sweep hung on "Failed to connect to GCS" (issue 20). With an address (`HOST:6379`,
-`ray://HEAD:10001`, `auto`) the port is probed first and `ray.init` is bounded by
-`CONNECT_TIMEOUT_S`: a cluster that does not answer, or wants a token this machine lacks, is
-one line saying what to do, never Ray's retry loop and traceback.
+`ray://HEAD:10001`, `auto`) the port is probed first (it must accept a connection and answer
+an HTTP/2 hello, as every gRPC server does) and `ray.init` is bounded by `CONNECT_TIMEOUT_S`:
+a cluster that does not answer, or wants a token this machine lacks, is one line saying what
+to do, never Ray's retry loop and traceback.
 
 Tasks get `CIFARCTL_DATA`, the tracking URI and every `MLFLOW_TRACKING_*` setting through
 Ray's `runtime_env`; Ray's own messages go to `ray.log` in the checkpoint folder.
@@ -29,6 +30,11 @@ from cifarctl.errors import UsageError, first_line
 
 CONNECT_TIMEOUT_S = 60.0  # the most `ray.init` may take to reach a cluster (issue 20: about 60 s)
 PROBE_TIMEOUT_S = 5.0  # a TCP connect to the cluster's port: refused at once, or this long
+ANSWER_TIMEOUT_S = 10.0  # then its gRPC server's first bytes (a GCS on a loaded head: < 1 s)
+# What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then an empty SETTINGS
+# frame (length 0, type 4, no flags, stream 0). Every gRPC server, Ray's GCS and its client
+# server included, answers with its own SETTINGS frame; a TLS one with an alert.
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 PASSED_ENV = ("CIFARCTL_DATA",)  # besides MLFLOW_TRACKING_*: what a task reads from its env
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or "
               "RAY_AUTH_TOKEN_PATH naming its file; `ray get-auth-token` on the head prints it)")
@@ -68,19 +74,37 @@ def host_port(address: str) -> tuple[str, int] | None:
     return (host.strip("[]"), int(port)) if host and port.isdigit() else None
 
 
-def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """UsageError at once when nothing listens at the cluster's address (a dead cluster)."""
+def probe(address: str, timeout: float = PROBE_TIMEOUT_S,
+          answer_timeout: float = ANSWER_TIMEOUT_S) -> None:
+    """UsageError at once when nothing listens at the cluster's address (a dead cluster), and
+    within `answer_timeout` when something accepts but does not speak gRPC's HTTP/2 (a wrong
+    port, a hung head): Ray's own client waited ~40 s there before `bounded` could interrupt
+    it, and over 120 s once in a loaded test run."""
     where = host_port(address)
     if where is None:
         return
     try:
-        with socket.create_connection(where, timeout=timeout):
-            return
+        conn = socket.create_connection(where, timeout=timeout)
     except OSError as err:
-        reason = err.strerror or type(err).__name__
-    raise UsageError(f"cannot reach the Ray cluster at {address} ({reason}): is it running? "
-                     f"Start it with `ray start --head`, check --address, or leave --address "
-                     f"out to run on a local Ray instance")
+        raise UsageError(f"cannot reach the Ray cluster at {address} "
+                         f"({err.strerror or type(err).__name__}): is it running? Start it with "
+                         f"`ray start --head`, check --address, or leave --address out to run "
+                         f"on a local Ray instance") from None
+    with conn:
+        try:
+            conn.settimeout(answer_timeout)
+            conn.sendall(HTTP2_HELLO)
+            conn.recv(1)  # any answer, or the connection closed: something that speaks
+        except TimeoutError:
+            raise silent_cluster(address, answer_timeout) from None
+        except OSError:  # reset: it reacted; `ray.init` says the rest
+            pass
+
+
+def silent_cluster(address: str, waited: float) -> UsageError:
+    return UsageError(f"the Ray cluster at {address} did not answer within {waited:.0f} s; "
+                      f"check that it is running (`ray status --address {address}`) and that "
+                      f"this machine may reach it")
 
 
 AUTH_SIGNS = ("AuthenticationError", "UNAUTHENTICATED", "Unauthenticated", "InvalidAuthToken",
@@ -142,10 +166,7 @@ def connect(ray: Any, address: str | None, *, env: dict[str, str], log_dir: Path
             raise
         # the interrupt lands only when Ray's C++ client returns to Python (~40 s against a
         # port that accepts and never answers): say how long it really took
-        waited = max(timeout, time.monotonic() - began)
-        raise UsageError(f"the Ray cluster at {target} did not answer within {waited:.0f} s; "
-                         f"check that it is running (`ray status --address {target}`) and "
-                         f"that this machine may reach it") from None
+        raise silent_cluster(target, max(timeout, time.monotonic() - began)) from None
     except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line each
         with contextlib.suppress(Exception):
             ray.shutdown()
