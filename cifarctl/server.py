@@ -39,7 +39,6 @@ from cifarctl.ui import (
 )
 
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
-SERVER = "a shared server"  # in `check_servable`'s message: it serves databases, not URLs
 AUTH_APP = "basic-auth"
 
 
@@ -75,12 +74,6 @@ def check_auth(auth_db: str) -> None:
                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
 
 
-def check_artifacts(artifacts: Path) -> None:
-    """UsageError for an `--artifacts` that is a file (mkdir would say only "File exists")."""
-    if artifacts.exists() and not artifacts.is_dir():
-        raise UsageError(f"--artifacts {artifacts} is a file; give a folder")
-
-
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
                    workers: int = SERVER_WORKERS) -> list[str]:
     """The `mlflow server` command line of a shared server: runs in `store`, artifacts
@@ -93,20 +86,24 @@ def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: b
 
 def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, auth: bool = False, auth_db: str | None = None,
-                 workers: int = SERVER_WORKERS) -> UiServer:
-    """Check everything that can be checked in this process, then start the server and
-    return once `/health` answers (a context manager that stops it)."""
+                 workers: int = SERVER_WORKERS,
+                 starting: Callable[[], None] | None = None) -> UiServer:
+    """Check everything that can be checked in this process, then (`starting()`: say so)
+    start the server and return once `/health` answers (a context manager that stops it)."""
     check_exposure(host, auth)
-    check_servable(store, SERVER)
+    check_servable(store, ui=False)
     check_driver(store)
     check_reachable(store)  # a database that is down: seconds, not SQLAlchemy's silent ~100 s
+    if artifacts.exists() and not artifacts.is_dir():  # mkdir would say only "File exists"
+        raise UsageError(f"--artifacts {artifacts} is a file; give a folder")
     env = {}
     if auth:
         auth_db = auth_db or f"sqlite:///{Path('basic_auth.db').absolute()}"
         check_auth(auth_db)
         folder = Path(tempfile.mkdtemp(prefix="cifarctl-server-"))
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(auth_db, folder))
-    check_artifacts(artifacts)
+    if starting is not None:
+        starting()
     try:
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -118,13 +115,11 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
 
 def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
           auth_db: str | None, workers: int, echo: Callable[[str], None] = print) -> None:
-    """`cifarctl server`: start, say where, serve until Ctrl-C/SIGTERM, stop cleanly."""
-    check_exposure(host, auth)  # before saying anything about starting
-    check_servable(store, SERVER)
-    check_artifacts(artifacts)
-    check_reachable(store)
-    echo(f"starting a shared MLflow server on {host}:{port}: runs in "
-         f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
+    """`cifarctl server`: check, start, say where, serve until Ctrl-C/SIGTERM, stop cleanly."""
+
+    def starting() -> None:  # once every check passed
+        echo(f"starting a shared MLflow server on {host}:{port}: runs in "
+             f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
 
     def announce(server: UiServer) -> None:
         echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
@@ -135,4 +130,5 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
         echo(f"  server log: {server.log}; Ctrl-C stops the server")
 
     serve_until_stopped(lambda: start_server(store, artifacts, host=host, port=port, auth=auth,
-                                             auth_db=auth_db, workers=workers), announce, echo)
+                                             auth_db=auth_db, workers=workers,
+                                             starting=starting), announce, echo)

@@ -122,11 +122,11 @@ def pick_port(host: str, port: int) -> int:
 SERVABLE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-def check_servable(tracking_uri: str, server: str = "the UI") -> None:
+def check_servable(tracking_uri: str, *, ui: bool = True) -> None:
     """UsageError, before a server starts (seconds), for a store `mlflow server` refuses:
     an unknown scheme, or a file store (MLflow 3 serves those only with
-    MLFLOW_ALLOW_FILE_STORE=true). `server`: what serves it, in the message (`ui` also
-    opens an http(s):// server's own UI; `cifarctl server` serves databases only)."""
+    MLFLOW_ALLOW_FILE_STORE=true). `ui`: for `cifarctl ui`, which also opens an http(s)://
+    server's own UI; `cifarctl server` (False) serves databases only."""
     scheme = urllib.parse.urlparse(tracking_uri).scheme.split("+")[0]
     if scheme in ("", "file"):
         local = Path(urllib.parse.urlparse(tracking_uri).path if scheme else tracking_uri)
@@ -138,11 +138,10 @@ def check_servable(tracking_uri: str, server: str = "the UI") -> None:
                              f"no longer serves: migrate it to sqlite with `mlflow "
                              f"migrate-filestore`, or set MLFLOW_ALLOW_FILE_STORE=true")
     elif scheme not in SERVABLE_SCHEMES:
-        ui = server == "the UI"
-        raise UsageError(f"cannot serve {tracking_uri}: {server} serves sqlite:///PATH"
-                         f"{', ' if ui else ' or '}"
-                         f"{', '.join(f'{s}://...' for s in SERVABLE_SCHEMES[1:])}"
-                         + (" or an http(s):// server's own UI" if ui else ""))
+        others = ", ".join(f"{s}://..." for s in SERVABLE_SCHEMES[1:])
+        raise UsageError(f"cannot serve {tracking_uri}: " + (
+            f"the UI serves sqlite:///PATH, {others} or an http(s):// server's own UI" if ui
+            else f"a shared server serves sqlite:///PATH or {others}"))
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
