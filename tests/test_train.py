@@ -253,7 +253,7 @@ def test_weights_that_diverge_under_a_finite_loss_fail_the_run_at_that_epoch(
                    if v.is_floating_point())
     from cifarctl.training import NonFiniteLoss
 
-    assert str(NonFiniteLoss(0, "evaluation loss (the weights)")).startswith(
+    assert str(NonFiniteLoss(0, in_evaluation=True)).startswith(
         "evaluation loss (the weights) became NaN/inf in epoch 1; no epoch came before it, so "
         "there is no checkpoint to keep")
     assert "in epoch 1; no epoch finished, so there is no checkpoint" in str(NonFiniteLoss(0))

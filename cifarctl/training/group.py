@@ -103,8 +103,9 @@ class NonFiniteLoss(CifarctlError):
     epoch's end (weights already NaN/inf after a step whose loss was still finite), became
     NaN or infinite. The checkpoint of the epoch before is the last good one."""
 
-    def __init__(self, epoch: int, what: str = "training loss") -> None:
-        first = "no epoch finished" if what == "training loss" else "no epoch came before it"
+    def __init__(self, epoch: int, *, in_evaluation: bool = False) -> None:
+        what, first = (("evaluation loss (the weights)", "no epoch came before it")
+                       if in_evaluation else ("training loss", "no epoch finished"))
         kept = (f"the last good checkpoint (after epoch {epoch}) is kept" if epoch
                 else f"{first}, so there is no checkpoint to keep")
         super().__init__(f"{what} became NaN/inf in epoch {epoch + 1}; {kept}; lower "
@@ -253,8 +254,7 @@ class Group:
             train_nonfinite, eval_nonfinite = metrics.pop("nonfinite"), metrics.pop(
                 "eval_nonfinite")
             if train_nonfinite or eval_nonfinite:
-                out.append(NonFiniteLoss(epoch, "training loss" if train_nonfinite
-                                         else "evaluation loss (the weights)"))
+                out.append(NonFiniteLoss(epoch, in_evaluation=not train_nonfinite))
                 continue
             metrics["lr"] = run_lr(m.cfg, epoch, steps - 1, steps)
             metrics["epoch_time_s"] = time.perf_counter() - t0
