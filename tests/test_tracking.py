@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -326,8 +327,6 @@ def test_store_errors_are_one_line_usage_errors(mlflow_store, tmp_path):
 
 def _serve(store, port: int) -> subprocess.Popen:
     """`mlflow server` on `store`, as a user would run it (job runner off: it starts slowly)."""
-    import os
-
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.uri,
@@ -337,7 +336,7 @@ def _serve(store, port: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_http_server_round_trip(mlflow_store, tmp_path):
+def test_http_server_round_trip(mlflow_store, tmp_path, monkeypatch):
     port = _closed_port()
     url = f"http://127.0.0.1:{port}"
     server = _serve(mlflow_store, port)
@@ -365,29 +364,25 @@ def test_http_server_round_trip(mlflow_store, tmp_path):
         assert [f.path for f in tracker.client.list_artifacts(tracker.run_id)] == ["config.yaml"]
         assert len(run.inputs.dataset_inputs) == 1
         _read_back_over_http(url, tracker.run_id)
-        _lose_the_server(server, tracker, url)
+        _lose_the_server(server, tracker, url, monkeypatch)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def _lose_the_server(server: subprocess.Popen, tracker, url: str) -> None:
+def _lose_the_server(server: subprocess.Popen, tracker, url: str,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The server dies under a run: one line once MLflow's retries are spent (bounded by
     `connect`'s defaults; one retry here, to keep the test short), not MLflow's paragraph."""
-    import os
-
     from cifarctl.errors import CifarctlError
 
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"  # set by connect
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
     server.terminate()
     server.wait(timeout=30)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
-    try:
-        with pytest.raises(CifarctlError) as lost:
-            tracker.log_metrics({"val_acc": 0.5}, step=1)
-    finally:
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "4"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    with pytest.raises(CifarctlError) as lost:
+        tracker.log_metrics({"val_acc": 0.5}, step=1)
     assert str(lost.value) == (
         f"lost the MLflow tracking server at {url} (Connection refused); start it again and "
         f"rerun: a run resumes from its last checkpoint (`cifarctl train --resume RUN_ID`, or "
@@ -400,8 +395,6 @@ def test_a_users_mlflow_http_settings_win(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    import os
-
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
 
@@ -469,7 +462,6 @@ def test_a_store_path_that_cannot_be_a_database_is_refused_at_once(tmp_path):
 
 def test_a_store_in_a_folder_that_is_not_writable_is_refused_at_once(tmp_path):
     """MLflow retried creating the database for ~100 s, printing 40 lines of warnings."""
-    import os
     import shutil
 
     folder = tmp_path / "read-only"
