@@ -20,6 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class Background:
+    """One queue of jobs; its thread (named `name`) lives from the first `start` to `wait`."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.pool: ThreadPoolExecutor | None = None
