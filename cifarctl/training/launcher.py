@@ -30,6 +30,10 @@ from cifarctl.training.stages import prepare_init
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 
 
+class NoCheckpoint(UsageError):
+    """A run to resume has no `last` checkpoint, here or among its artifacts."""
+
+
 def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = None
                            ) -> RunState:
     """The `last` checkpoint of `run_id`: local first, else downloaded from the run."""
@@ -39,8 +43,8 @@ def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = No
         downloaded = tracker.download_artifact("checkpoints/last.pt", path.parent)
         path = Path(downloaded) if downloaded else path
     if not path.is_file():
-        raise UsageError(f"no checkpoint to resume run {run_id} (looked for {path}); "
-                         f"was it trained in another directory?")
+        raise NoCheckpoint(f"no checkpoint to resume run {run_id} (looked for {path}); "
+                           f"was it trained in another directory?")
     try:
         return load_run_state(path)
     except UsageError as err:
@@ -52,10 +56,35 @@ def find_resume_checkpoint(root: Path, run_id: str, tracker: Tracker | None = No
 
 
 def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = None
-                ) -> tuple[RunConfig, RunState]:
-    """Config and state to continue `run_id` where it stopped."""
-    state = find_resume_checkpoint(checkpoint_root, run_id, tracker)
+                ) -> tuple[RunConfig, RunState | None]:
+    """Config and state to continue `run_id` where it stopped; no state for a tracked run
+    that stopped (kill -9, a crash) before its first epoch's checkpoint: it starts again."""
+    try:
+        state = find_resume_checkpoint(checkpoint_root, run_id, tracker)
+    except NoCheckpoint:
+        cfg = _restart_config(tracker)
+        if cfg is None:
+            raise
+        return cfg, None
     return state.run_config(), state
+
+
+def _restart_config(tracker: Tracker | None) -> RunConfig | None:
+    """The config a tracked run logged, if it logged no epoch yet (else its checkpoint is
+    elsewhere: a wrong `--checkpoints`); None when it cannot start again."""
+    import tempfile
+
+    import yaml
+
+    from cifarctl.config import config_from_dict
+    from cifarctl.training.follow import logged_steps
+
+    if tracker is None or tracker.run_id is None or logged_steps(tracker):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = tracker.download_artifact("config.yaml", tmp)
+        doc = yaml.safe_load(saved.read_text()) if saved is not None else None
+    return config_from_dict(doc) if isinstance(doc, dict) else None
 
 
 def resume_cli_flags(*, track: bool, tracking_uri: str | None, checkpoint_root: Path) -> str:
@@ -106,16 +135,23 @@ def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_ro
         flags = resume_cli_flags(track=True, tracking_uri=tracking_uri if track else None,
                                  checkpoint_root=checkpoint_root)
         evaluate = f"cifarctl eval {run_id} {flags}".rstrip()
-        if state.finished_training:
+        # a tracked run that stopped while it ended (kill -9, a full disk) ends now
+        if state is not None and state.finished_training and tracker.opened_status in (
+                None, "FINISHED"):
             raise UsageError(f"run {run_id} already trained all its {cfg.optim.epochs} "
                              f"epochs: nothing to resume; evaluate it with `{evaluate}`")
         if tracker.opened_status == "FINISHED":  # a stale checkpoint would train again
             raise UsageError(f"run {run_id} is FINISHED: nothing to resume; evaluate it "
                              f"with `{evaluate}`")
+        if device_override and state is None and device_override != cfg.run.device:
+            raise UsageError(f"run {run_id} stopped before its first checkpoint, so it starts "
+                             f"again on the device it logged ({cfg.run.device}): resume it "
+                             f"without --device, or train a new run")
         if device_override:
             cfg = apply_overrides(cfg, {"run.device": device_override})
         data = prepare_data(cfg, resolve_device(cfg.run.device))
-        check_same_data(run_id, state.dataset_fingerprint, data, cfg.data.dataset)
+        if state is not None:
+            check_same_data(run_id, state.dataset_fingerprint, data, cfg.data.dataset)
         prepare_init(cfg, checkpoint_root=checkpoint_root, tracking_uri=tracking_uri)
     except BaseException:  # refused: the run keeps the status it had
         if tracker.opened_status in RUN_STATUSES:
@@ -133,8 +169,10 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
            checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
            reporter: Reporter | None = None) -> RunOutcome:
     """Open the tracker (failing fast on an unreachable server), then `train`; with
-    `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored) and
-    logging continues in the same MLflow run."""
+    `resume_run_id` the config comes from that run's checkpoint (`cfg` is ignored; a run
+    that died before its first checkpoint starts again from its logged `config.yaml`) and
+    logging continues in the same MLflow run; one that trained every epoch but stopped
+    while it ended is ended now."""
     from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -159,9 +197,12 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
     if state is None:  # where the numbers go, first thing in a log (a resume says so itself)
         where = (f"run {tracker.run_id} in experiment {cfg.run.experiment!r} of {uri}"
                  if tracker.run_id else "untracked run (--no-track)")
+        if resume_run_id is not None:
+            where = f"{where}, started again (it stopped before its first checkpoint)"
         reporter.message(f"{where}: {cfg.model.name}, loss {cfg.loss.name}, "
                          f"{data.train.num_samples:,} training images of {data.name}, "
-                         f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)} on {device}")
+                         f"{cfg.optim.epochs} epoch{'s' * (cfg.optim.epochs != 1)} on "
+                         f"{resolve_device(cfg.run.device)}")
     flags = resume_cli_flags(track=track, tracking_uri=tracking_uri,
                              checkpoint_root=checkpoint_root)
     return train(cfg, tracker=tracker, reporter=reporter, checkpoint_root=checkpoint_root,

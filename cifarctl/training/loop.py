@@ -142,8 +142,12 @@ def _run(records: list[RunRecord], reporter: Reporter,
             start, sums = group.resume(resumes)
             what = (f"run {records[0].run_id}" if len(records) == 1
                     else f"{len(records)} fused runs")
-            reporter.message(f"resuming {what} at epoch {start + 1}, step "
-                             f"{sums.steps_done if sums else 0}")
+            if resumes[0].finished_training:  # it stopped while it ended (kill -9, disk)
+                reporter.message(f"finishing {what}: all its {start} epochs are trained; "
+                                 f"logging its summary, figures and checkpoints")
+            else:
+                reporter.message(f"resuming {what} at epoch {start + 1}, step "
+                                 f"{sums.steps_done if sums else 0}")
         shown = member_reporters or ([reporter] if len(records) == 1
                                      else [_NamedLines(reporter, r.name) for r in records])
         _epochs(group, start, sums, stop, reporter, shown, resume_flags)

@@ -207,6 +207,8 @@ class RunRecord:
         self.best, self.history = state.best, list(state.history)
         self.logged = backfill(self.tracker, [loggable(m) for m in self.history],
                                logged_steps(self.tracker))
+        if state.finished_training:  # stopped while it ended: an upload may be missing
+            self.upload = None  # so the end logs both checkpoints from here
 
     def state(self, weights: Weights, epoch: int, sums: dict[str, Any] | None) -> RunState:
         """The checkpoint to continue with `epoch` (`sums`: an interrupted epoch's)."""
