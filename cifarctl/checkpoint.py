@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cifarctl.atomic import remove_leftovers, temp_path
 from cifarctl.errors import CifarctlError, UsageError, first_line
 
 if TYPE_CHECKING:
@@ -159,9 +160,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
     """`write` a temp file beside `path`, then rename it there: a crash never leaves a
     half-written checkpoint under the real name."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path.parent)  # of a run killed while it saved (kill -9, OOM)
         write(tmp)
         os.replace(tmp, path)
     # a full disk, a folder removed under the run: one line. torch.save's writer reports a
