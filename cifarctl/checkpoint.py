@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cifarctl.atomic import remove_leftovers, temp_path
 from cifarctl.errors import CifarctlError, UsageError, first_line
 
 if TYPE_CHECKING:
@@ -159,16 +160,37 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
     """`write` a temp file beside `path`, then rename it there: a crash never leaves a
     half-written checkpoint under the real name."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path.parent)  # of a run killed while it saved (kill -9, OOM)
         write(tmp)
         os.replace(tmp, path)
-    except OSError as err:  # a full disk, a folder removed under the run: one line
-        raise CifarctlError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    # a full disk, a folder removed under the run: one line. torch.save's writer reports a
+    # failed write as a RuntimeError ("[enforce fail at inline_container.cc:...] unexpected
+    # pos ..."), not an OSError.
+    except (OSError, RuntimeError) as err:
+        raise CifarctlError(f"cannot write checkpoint {path}: "
+                            f"{_write_failure(err, path.parent)}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+FULL_BYTES = 1 << 20  # less free than this beside a failed write (its partial file still
+# there): the write filled the disk, which torch's RuntimeError does not say
+
+
+def _write_failure(err: OSError | RuntimeError, folder: Path) -> str:
+    """Why a write into `folder` failed, in words: the OS's, or "No space left on device"
+    where the disk is full, or torch's first line."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < FULL_BYTES:
+            return f"No space left on device ({free // 1024} KiB free in {folder})"
+    return f"torch.save failed ({first_line(err)})"
 
 
 def saved_fingerprint(path: Path) -> str | None:

@@ -5,14 +5,19 @@
 
 The training loop calls these hooks with plain Python numbers; it never prints itself
 (STYLE principle 6). `NullReporter` is the do-nothing implementation; a sweep's live table
-implements the same hooks.
+implements the same hooks. A reporter whose reader goes away (`train ... 2>&1 | head`, a
+terminal that hung up) stops showing anything and the run goes on: progress is for people,
+and nobody is left to read it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, TextIO
 
 
 class Reporter(Protocol):
@@ -39,14 +44,67 @@ def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:
     return "  ".join(parts)
 
 
+def output_closed(err: BaseException) -> bool:
+    """A write failed because nobody reads the stream any more: a closed pipe (EPIPE), or a
+    terminal or SSH session that hung up (EIO)."""
+    return isinstance(err, OSError) and err.errno in (errno.EPIPE, errno.EIO)
+
+
+def silence(stream: Any) -> None:
+    """Point `stream`'s file descriptor at /dev/null, so that later writes to it (a warning,
+    the interpreter's flush at exit) succeed unseen instead of failing again: what the
+    Python docs advise for EPIPE (library/signal.html, "Note on SIGPIPE")."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # no descriptor: nothing
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+@contextlib.contextmanager
+def unless_closed(stream: TextIO, on_close: Callable[[], None] | None = None
+                  ) -> Iterator[None]:
+    """Write to `stream` in the block; if its reader has gone, end the block quietly, send
+    later writes to /dev/null and call `on_close`. Any other error goes on."""
+    try:
+        yield
+    except OSError as err:
+        if not output_closed(err):
+            raise
+        silence(stream)
+        if on_close is not None:
+            on_close()
+
+
+def closing_console(*, stderr: bool = False) -> Any:
+    """A rich `Console` that goes quiet when its pipe closes (rich's own `on_broken_pipe`
+    raises SystemExit(1), which would turn a finished run into exit 1)."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+
+    def go_quiet() -> None:
+        console.quiet = True
+        silence(console.file)
+
+    console.on_broken_pipe = go_quiet  # type: ignore[method-assign]
+    return console
+
+
 class LineReporter(NullReporter):
     """One line per epoch on stderr: for CI logs, pipes and files."""
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
+        self.closed = False  # its reader went away: nothing more is written
 
     def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if not self.closed:
+            with unless_closed(self.stream, on_close=self._stop_writing):
+                print(text, file=self.stream, flush=True)
+
+    def _stop_writing(self) -> None:
+        self.closed = True
 
     def epoch_ended(self, epoch: int, epochs: int, metrics: Mapping[str, float]) -> None:
         self.message(epoch_line(epoch, epochs, metrics))
@@ -56,7 +114,6 @@ class RichReporter(LineReporter):
     """For terminals: the epoch lines above a live bar of running loss, accuracy, img/s."""
 
     def __init__(self) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -66,7 +123,7 @@ class RichReporter(LineReporter):
             TimeRemainingColumn,
         )
 
-        self.console = Console(stderr=True)
+        self.console = closing_console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -76,7 +133,12 @@ class RichReporter(LineReporter):
         self.task = None
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text)
+        # rich catches a closed pipe itself (closing_console), not a hung-up terminal's EIO
+        with unless_closed(self.console.file, on_close=self._stop_writing):
+            self.progress.console.print(text)
+
+    def _stop_writing(self) -> None:
+        self.console.quiet = True
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
@@ -92,7 +154,8 @@ class RichReporter(LineReporter):
         self.progress.update(self.task, completed=steps_done, stats=stats)
 
     def close(self) -> None:
-        self.progress.stop()
+        with unless_closed(self.console.file, on_close=self._stop_writing):
+            self.progress.stop()
 
 
 def make_reporter(*, quiet: bool = False) -> Reporter:

@@ -8,6 +8,7 @@ a test gets. Keep heavy imports (mlflow, torch) inside the fixture bodies.
 
 - `mlflow_store`: a fresh, empty MLflow sqlite store per test (see below).
 - `data_home`: an empty dataset cache; `$CIFARCTL_DATA` points at it during the test.
+- `small_disk`: makes a tiny tmpfs to fill (root only; the test is skipped elsewhere).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +101,29 @@ def real_data_home(tmp_path_factory: pytest.TempPathFactory,
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("CIFARCTL_DATA", str(home))
     return home
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """`small_disk(size="300k", name="disk")` mounts a tmpfs of that size at tmp_path/name
+    and returns it: a real full disk (ENOSPC) for tests of what a write does then. Needs
+    root; where mounting is not allowed the test is skipped, saying why. Unmounted after.
+    """
+    mounted: list[Path] = []
+
+    def mount(size: str = "300k", name: str = "disk") -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if shutil.which("mount") is None:
+            pytest.skip("a full disk needs a small tmpfs: no mount command here")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"a full disk needs a small tmpfs, which needs root "
+                        f"({done.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

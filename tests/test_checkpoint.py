@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import assert_one_line_error, run_cli
 from run_helpers import InterruptAt, write_synthetic
 
 from cifarctl.checkpoint import (
@@ -21,7 +22,7 @@ from cifarctl.checkpoint import (
     saved_position,
 )
 from cifarctl.config import load_config
-from cifarctl.errors import UsageError
+from cifarctl.errors import CifarctlError, UsageError
 
 # every key a checkpoint held before RunState existed (cifarctl 0.1, issue 4 and stop 13)
 KEYS = {"model", "optimizer", "config", "epoch", "best", "history", "sums", "rng",
@@ -103,3 +104,30 @@ def test_a_checkpoint_written_before_run_state_still_resumes_exactly(data_home, 
     wa = load_run_state(straight.checkpoint_dir / "last.pt").model
     wb = load_run_state(resumed.checkpoint_dir / "last.pt").model
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def small_state(weights: torch.Tensor) -> RunState:
+    return RunState(model={"w": weights}, optimizer={}, config={"optim": {}}, epoch=1,
+                    best=Best(), history=[], sums=None, rng={})
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disk):
+    """torch.save reports a full disk as a RuntimeError from its writer ("[enforce fail at
+    inline_container.cc] unexpected pos ..."), not an OSError."""
+    disk = small_disk("300k")
+    last = disk / "run" / "last.pt"
+    save_run_state(last, small_state(torch.arange(100.0)))
+    with pytest.raises(CifarctlError, match=r"^cannot write checkpoint .*last\.pt: No space "
+                                            r"left on device \(\d+ KiB free in "):
+        save_run_state(last, small_state(torch.zeros(200_000)))  # 800 KB
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt"]  # no temp file
+    assert torch.equal(load_run_state(last).model["w"], torch.arange(100.0))
+
+
+def test_train_on_a_full_checkpoint_disk_says_so_in_one_line(data_home, tiny, small_disk):
+    disk = small_disk("300k")  # vanillacnn's weights and momentum: ~470 KB
+    result = run_cli("train", "vanillacnn", "--dataset", str(tiny), "--epochs", "1",
+                     "--batch-size", "32", "--set", "optim.warmup=1", "--set",
+                     "optim.steps=[1]", "--no-track", "--checkpoints", str(disk), "-q")
+    assert_one_line_error(result, 1, "cannot write checkpoint", "No space left on device")
+    assert not [p for p in disk.rglob("*") if p.is_file()]

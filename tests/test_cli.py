@@ -131,3 +131,20 @@ def test_choices_accept_what_the_library_accepts_and_fail_with_its_message(tmp_p
         assert result.exit_code == 2 and result.stderr.strip() == _library_error(call), args
     assert_one_line_error(run_cli("report", "-f", "xml"), 2, "--format must be one of table, "
                           "markdown, csv, json, html, got 'xml'")
+
+
+def test_an_unknown_set_key_points_to_the_command_that_lists_the_keys():
+    """`train --help` no longer lists config keys; `config keys` does."""
+    result = run_cli("train", "vanillacnn", "--set", "optim.lrr=0.1")
+    assert_one_line_error(result, 2, "unknown config key 'optim.lrr'", "(did you mean "
+                          "'optim.lr'?)", "see `cifarctl config keys`")
+
+
+def test_the_root_help_names_every_data_subcommand():
+    from cifarctl.cli import data
+
+    names = [c.name for c in data.app.registered_commands]
+    assert {"download", "import", "synth", "info", "list", "rm"} <= set(names)
+    line = next(ln for ln in run_cli("--help").output.splitlines() if " data " in ln)
+    for name in names:
+        assert name in line, (name, line)

@@ -393,7 +393,8 @@ def test_data_list_and_rm(data_home, tmp_path):
     cache.store(tiny_arrays(seed=3), name="synthetic", path=cache.cache_file("synthetic"),
                 source={"synth": {"seed": 3}})
     (data_home / "junk.npz").write_bytes(b"not an npz")
-    (data_home / "x.npz.tmp-123").write_bytes(b"an import in progress")
+    in_progress = f"x.npz.tmp-{os.getpid()}"  # a live writer's: no entry, not deleted
+    (data_home / in_progress).write_bytes(b"an import in progress")
     listed = json.loads(run_cli("data", "list", "--json").stdout)
     assert listed["root"] == str(data_home)
     by_file = {e["file"]: e for e in listed["entries"]}
@@ -413,4 +414,4 @@ def test_data_list_and_rm(data_home, tmp_path):
     removed = run_cli("data", "rm", "junk", "synthetic.npz")
     assert removed.exit_code == 0 and removed.stdout.count("removed ") == 2
     assert sorted(p.name for p in data_home.iterdir()) == sorted(
-        [Path(imported["path"]).name, "x.npz.tmp-123"])
+        [Path(imported["path"]).name, in_progress])

@@ -125,7 +125,8 @@ from cifarctl.cli import sweep as sweep_cmd  # noqa: E402
 from cifarctl.cli import train as train_cmd  # noqa: E402
 from cifarctl.cli import ui as ui_cmd  # noqa: E402
 
-app.add_typer(data.app, name="data", short_help="Datasets: download, import, synth, info.")
+app.add_typer(data.app, name="data",
+              short_help="Datasets: download, import, synth, info, list, rm.")
 app.command(no_args_is_help=True, epilog=train_cmd.EPILOG)(train_cmd.train)
 app.add_typer(config.app, name="config", short_help="The run config: every key, its default.")
 app.add_typer(theory.app, name="theory",

@@ -133,7 +133,8 @@ def list_command(*, as_json: JsonFlag = False) -> None:
     """Every dataset in the cache: file, name, images, size, where it came from.
 
     An import is cached per source and version of it, so a re-imported or edited source
-    leaves its older entries here; `cifarctl data rm FILE` removes one.
+    leaves its older entries here; `cifarctl data rm FILE` removes one. A leftover is the
+    temp file of an import killed while writing (the next write deletes it too).
     """
     from cifarctl.data.cache import data_root, entries
 
@@ -150,18 +151,19 @@ def list_command(*, as_json: JsonFlag = False) -> None:
     for column in ("file", "name", "train", "test", "MB", "source"):
         table.add_column(column, justify="right" if column in ("train", "test", "MB") else "left",
                          overflow="fold", no_wrap=column == "file")  # a file name to copy
-    for e in found:  # a damaged entry has no counts and no source
+    for e in found:  # a damaged entry or a leftover has no counts and no source
         counts = ("", "") if e.problem else (f"{e.train:,}", f"{e.test:,}")
-        table.add_row(e.path.name, f"[red]damaged: {e.problem}[/]" if e.problem else e.name,
-                      *counts, f"{e.size / 2**20:,.1f}", e.source)
+        what = f"[red]{'leftover' if e.leftover else 'damaged'}: {e.problem}[/]"
+        table.add_row(e.path.name, what if e.problem else e.name, *counts,
+                      f"{e.size / 2**20:,.1f}", e.source)
     Console().print(table)
 
 
 @app.command("rm")
 def rm_command(
     entries: Annotated[list[str], typer.Argument(
-        metavar="FILE...", help="Cache files as `cifarctl data list` names them (the .npz "
-                                "may be left out).", show_default=False)],
+        metavar="FILE...", help="Cache files (or leftovers) as `cifarctl data list` names "
+                                "them (the .npz may be left out).", show_default=False)],
 ) -> None:
     """Delete cached datasets. A run's data is imported again from its source on next use
     (the fingerprint is of the pixels, so a resume still finds it the same)."""

@@ -8,6 +8,7 @@ checks it, then trains) and renders the outcome of each run.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from cifarctl.cli.options import (
 from cifarctl.losses import LOSS_NAMES
 from cifarctl.models import list_models
 from cifarctl.names import BEST_EPOCH
+from cifarctl.progress import closing_console, unless_closed
 from cifarctl.train_request import TrainRequest, launch_request
 
 EPILOG = ("Every config key with its default and meaning: [bold]cifarctl config keys[/bold]. "
@@ -120,12 +122,13 @@ def train(
 
 
 def _render(outcome: Any) -> None:
-    from rich.console import Console
+    """The run's message and summary table. Output nobody reads any more (`| head`, a closed
+    terminal) is dropped: the exit code still says how the run ended."""
     from rich.table import Table
 
-    console = Console()
     if outcome.message:  # plain: a run id must not be wrapped (or read as rich markup)
-        typer.echo(outcome.message, err=True)
+        with unless_closed(sys.stderr):
+            typer.echo(outcome.message, err=True)
     table = Table(title=f"run {outcome.run_id}: {outcome.status}", show_header=False)
     table.add_row("epochs done", str(outcome.epochs_done))
     for key, value in outcome.summary.items():
@@ -136,4 +139,5 @@ def _render(outcome: Any) -> None:
             table.add_row(key, f"{value:.4f}")
     if outcome.checkpoint_dir:
         table.add_row("checkpoints", str(outcome.checkpoint_dir))
-    console.print(table)
+    with unless_closed(sys.stdout):
+        closing_console().print(table)

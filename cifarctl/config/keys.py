@@ -65,7 +65,7 @@ def resolve_key(key: str) -> str:
     if len(matches) > 1:
         raise UsageError(f"config key '{key}' is ambiguous: write one of {', '.join(matches)}")
     hint = did_you_mean(key, keys + [k.split(".", 1)[1] for k in keys])
-    raise UsageError(f"unknown config key '{key}'{hint}; see `cifarctl train --help`")
+    raise UsageError(f"unknown config key '{key}'{hint}; see `cifarctl config keys`")
 
 
 # ---- values: coercion to the declared types ------------------------------------------------

@@ -7,12 +7,15 @@
 Each file holds the four arrays plus a small JSON `meta` (format version, name, classes,
 fingerprint, where it came from). It is written to `name.tmp-<pid>` in the same folder and
 renamed into place (ARCHITECTURE.md, "Rules"), so an interrupted import leaves no file that
-loads. Loading trusts the stored fingerprint instead of re-hashing 180 MB each time, but
-checks every shape, dtype and label range against the metadata.
+loads; the temp file of a killed one is listed as a leftover, `remove`d by name, and
+deleted by the next write into the cache. Loading trusts the stored fingerprint instead of
+re-hashing 180 MB each time, but checks every shape, dtype and label range against the
+metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarctl.atomic import leftovers, remove_leftovers, temp_path, temp_writer, writer_gone
 from cifarctl.data.dataset import CifarData, DatasetArrays, fingerprint
 from cifarctl.errors import CifarctlError, UsageError, did_you_mean
 
@@ -49,7 +53,8 @@ def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> Cifa
     digest = fingerprint(arrays)
     meta = {"format": FORMAT_VERSION, "name": name, "classes": list(arrays.classes),
             "fingerprint": digest, "source": source}
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # ARCHITECTURE.md, "Rules"
+    tmp = temp_path(path)  # ARCHITECTURE.md, "Rules"
+    remove_leftovers(path.parent)  # a killed import's ~180 MB temp file
     try:
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)),
@@ -129,11 +134,13 @@ class CacheEntry:
     test: int | None = None
     source: str = ""  # where it came from: a path, `synth seed N`, `download ...`
     problem: str | None = None  # why it does not load, for a damaged file
+    leftover: bool = False  # the temp file of a write whose process is gone
 
     def to_dict(self) -> dict:
         return {"file": self.path.name, "path": str(self.path), "bytes": self.size,
                 "name": self.name, "fingerprint": self.fingerprint, "train": self.train,
-                "test": self.test, "source": self.source, "problem": self.problem}
+                "test": self.test, "source": self.source, "problem": self.problem,
+                "leftover": self.leftover}
 
 
 def _source_text(source: dict) -> str:
@@ -148,8 +155,9 @@ def _source_text(source: dict) -> str:
 
 def entries() -> list[CacheEntry]:
     """Every `.npz` in the cache, by name: metadata and image counts, without the images
-    (a 180 MB CIFAR-10 entry is read in milliseconds). Half-written `*.tmp-<pid>` files of
-    an import in progress are not entries."""
+    (a 180 MB CIFAR-10 entry is read in milliseconds); then the `*.tmp-<pid>` files of
+    writes whose process is gone (killed), as leftovers. The temp file of an import in
+    progress is no entry."""
     out = []
     for path in sorted(data_root().glob("*.npz")):
         entry = CacheEntry(path, path.stat().st_size)
@@ -165,20 +173,30 @@ def entries() -> list[CacheEntry]:
             entry.name, entry.fingerprint = meta["name"], meta["fingerprint"]
             entry.source = _source_text(meta.get("source") or {})
         out.append(entry)
+    for path in leftovers(data_root()):
+        with contextlib.suppress(OSError):  # removed meanwhile
+            out.append(CacheEntry(path, path.stat().st_size, leftover=True, problem=(
+                f"left by an interrupted write (process {temp_writer(path)} is gone)")))
     return out
 
 
 def remove(names: list[str]) -> list[Path]:
-    """Delete cache files named by file name (`cifar10-jpeg-04f4c947841dd811.npz`) or stem;
-    UsageError, before deleting any, for a name that is not a file of the cache."""
+    """Delete cache files named by file name (`cifar10-jpeg-04f4c947841dd811.npz`) or stem,
+    or leftover temp files by file name; UsageError, before deleting any, for a name that is
+    not a file of the cache or the temp file of a write still running."""
     root = data_root()
     paths = []
     for name in names:
-        path = root / (name if name.endswith(".npz") else f"{name}.npz")
+        plain = name.endswith(".npz") or temp_writer(Path(name)) is not None
+        path = root / (name if plain else f"{name}.npz")
         if Path(name).name != name or not path.is_file():
-            known = [p.name for p in root.glob("*.npz")]
+            known = [p.name for p in root.glob("*.npz")] + [p.name for p in leftovers(root)]
             raise UsageError(f"no cache file {name!r} in {root}; `cifarctl data list` shows "
                              f"them{did_you_mean(path.name, known)}")
+        pid = temp_writer(path)
+        if pid is not None and not writer_gone(pid):
+            raise UsageError(f"{path} is being written by process {pid}: wait for it to "
+                             f"finish, or stop it")
         paths.append(path)
     for path in paths:
         path.unlink()

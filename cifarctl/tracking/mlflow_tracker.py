@@ -38,7 +38,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from cifarctl.errors import UsageError, first_line
+from cifarctl.errors import CifarctlError, UsageError, first_line
 from cifarctl.tracking.base import Tracker, check_status
 from cifarctl.tracking.retry import call_with_retry, is_lock_message
 from cifarctl.tracking.store import (
@@ -187,6 +187,16 @@ def _clip(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
+class ArtifactWriteFailed(CifarctlError):
+    """A file could not be written into a run's artifact folder on this machine (a full disk
+    under ./mlruns, a read-only folder): one line, not the OSError's traceback."""
+
+    def __init__(self, name: str, folder: str, err: OSError) -> None:
+        super().__init__(f"cannot write {name} into the tracking store's artifact folder "
+                         f"{folder}: {err.strerror or err}; free space there, or track "
+                         f"elsewhere (--tracking-uri)")
+
+
 class MlflowTracker(Tracker):
     """One MLflow run, written through `client` by id. Make one with `start_run`."""
 
@@ -197,6 +207,7 @@ class MlflowTracker(Tracker):
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
         self._finished = False
+        self.artifacts_failed = False  # a write into the artifact folder failed (full disk)
         self.opened_status: str | None = run.info.status  # see Tracker.opened_status
         # upload checkpoints each epoch (`training.follow`): artifacts kept off this machine
         self.checkpoints_follow: bool = not is_local_artifacts(run.info.artifact_uri)
@@ -236,10 +247,26 @@ class MlflowTracker(Tracker):
         if not path.exists():
             raise FileNotFoundError(f"no artifact to log at {path}")
         log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
-        call_with_retry(log, self.run_id, str(path), artifact_path)
+        self._write_artifact(path.name, log, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        call_with_retry(self.client.log_text, self.run_id, text, artifact_file)
+        self._write_artifact(artifact_file, self.client.log_text, text, artifact_file)
+
+    def _write_artifact(self, name: str, log: Any, *args: Any) -> None:
+        """`log(run_id, *args)`; a write the OS refuses (ENOSPC, EROFS, ...) is one line,
+        `ArtifactWriteFailed`, and the run's later artifact writes are skipped, so that what
+        ends the run after the error (its status: FAILED) still reaches the store instead of
+        failing the same way."""
+        if self.artifacts_failed:
+            return  # the first failure was raised already
+        try:
+            call_with_retry(log, self.run_id, *args)
+        except OSError as err:
+            if err.errno is None:  # requests' errors are OSErrors too, without an errno
+                raise
+            self.artifacts_failed = True
+            folder = self.artifact_uri.removeprefix("file://")
+            raise ArtifactWriteFailed(name, folder, err) from None
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Render a matplotlib figure as the PNG artifact `artifact_file`; closes the figure."""

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM during training: stop at the next step boundary, checkpoint, resume.
+"""Ctrl-C, SIGTERM and SIGHUP during training: stop at the next step boundary, checkpoint,
+resume.
 
     stop = StopFlag()
     with stop.installed():
@@ -12,8 +13,17 @@ import threading
 from contextlib import contextmanager
 
 
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT and SIGTERM, and SIGHUP (a closed terminal or SSH session) unless this process
+    ignores it: under `nohup` a hangup must not stop the run."""
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    ignored = hangup is None or signal.getsignal(hangup) is signal.SIG_IGN
+    return [signal.SIGINT, signal.SIGTERM] + ([] if ignored else [hangup])
+
+
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between steps (a second Ctrl-C aborts)."""
+    """Set by SIGINT/SIGTERM/SIGHUP; the loop checks it between steps (a second Ctrl-C
+    aborts)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -33,7 +43,7 @@ class StopFlag:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signals only reach the main thread; workers are stopped by it
             return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._handle) for s in _stop_signals()}
         try:
             yield self
         finally:
