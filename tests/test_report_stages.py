@@ -120,3 +120,26 @@ def test_the_closest_note_says_a_second_stage_is_judged_by_its_first(tmp_path,
     assert note.endswith("; closest: CE, sampler=class-balanced, reinit_classifier=True, "
                          "epochs=10, train=classifier, init_from=CE, judged by its stage-1 run "
                          "(optim.epochs=20 (protocol: 200))")
+
+
+def test_second_stages_pair_with_the_baseline_by_their_first_stages_seed(tmp_path,
+                                                                         _mlflow_template_db):
+    """`train --init-from` without `--seed` gives every cRT run seed 0: paired by that, all
+    three were averaged against CE seed 0 alone (n=1, and the wrong sign here)."""
+    from cifarctl.report.build import build_report
+
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ce_acc = {0: 0.40, 1: 0.20, 2: 0.10}
+    gains = {0: 0.01, 1: 0.02, 2: 0.02}  # each cRT beats its own first stage
+    for seed, acc in ce_acc.items():
+        ce = write_run(uri, "crt", {**PROTOCOL, "run.seed": seed}, [acc] * 10)
+        write_run(uri, "crt", {**PROTOCOL, **CRT, "run.init_from": ce, "run.seed": 0},
+                  [acc + gains[seed]] * 10, tags={"init_from": ce})
+    report = build_report(uri, experiments=["crt"])
+    (crt,) = [c for c in report.head_to_head if "init_from=CE" in c.label]
+    assert sorted(crt.matched_seeds) == ["0", "1", "2"]
+    assert crt.overall.kind == "paired" and crt.overall.df == 2
+    assert crt.overall.diff == pytest.approx(sum(gains.values()) / 3)
+    (row,) = [r for r in report.per_class if "init_from=CE" in r.label]
+    assert sorted(row.seeds) == ["0", "1", "2"] and row.n == 3

@@ -153,12 +153,16 @@ class Group:
 
     @functools.cached_property
     def seeds(self) -> list[str]:
-        """The replicate id of each run: its `run.seed`, else its run id."""
+        """The replicate id of each run: its `run.seed` (a second stage's: its first stage's,
+        `link_stages`), else its run id."""
         column = f"params.{SEED_KEY}"
         if column not in self.rows:
             return list(self.rows["run_id"])
+        own = self.rows[column]
+        if STAGE1_SEED in self.rows:
+            own = self.rows[STAGE1_SEED].where(self.rows[STAGE1_SEED].notna(), own)
         return [run_id if isinstance(seed, float) or seed is None else str(seed)
-                for seed, run_id in zip(self.rows[column], self.rows["run_id"])]
+                for seed, run_id in zip(own, self.rows["run_id"])]
 
     @functools.cached_property
     def params(self) -> dict[str, str]:
@@ -312,6 +316,9 @@ def unique_labels(configs: Sequence[Mapping[str, str]]) -> list[str]:
 
 
 INIT_FROM = "params.run.init_from"
+# a second stage's replicate is its first stage's seed: `train --init-from` without `--seed`
+# gives every cRT seed 0, which would pair all of them with the baseline's seed 0 alone
+STAGE1_SEED = "stage1_seed"
 
 
 def link_stages(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -330,4 +337,9 @@ def link_stages(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     label_of = {run_id: g.label for g in first for run_id in g.rows["run_id"]}
     out = frame.copy()
     out.loc[stage2, INIT_FROM] = [label_of.get(r, f"run {str(r)[:8]}") for r in ids[stage2]]
+    seed = f"params.{SEED_KEY}"
+    if seed in frame:
+        seed_of = dict(zip(frame["run_id"], frame[seed]))
+        out[STAGE1_SEED] = [seed_of.get(r) if is_stage2 else None
+                            for r, is_stage2 in zip(ids, stage2)]
     return out
