@@ -165,6 +165,21 @@ def protocol_gaps(params: Mapping[str, object]) -> list[str]:
     return gaps
 
 
+def is_mislas(params: Mapping[str, object]) -> bool:
+    """A second stage that re-trains with label-aware smoothing, as MiSLAS's does."""
+    return (params.get("optim.train") == "classifier"
+            and params.get("loss.smoothing") == "label-aware")
+
+
+def mislas_gaps(first_stage_gaps: Sequence[str], first_stage_mixup: object) -> list[str]:
+    """The protocol gaps of a MiSLAS second stage's first stage: its mixup is MiSLAS's recipe
+    (Zhong et al. 2021), not a gap; a first stage without it is one."""
+    gaps = [g for g in first_stage_gaps if not g.startswith("data.mixup_alpha=")]
+    if not (number(first_stage_mixup) or 0.0) > 0:
+        gaps.append(f"data.mixup_alpha={first_stage_mixup} in the first stage (MiSLAS: mixup)")
+    return gaps
+
+
 def config_keys(params: Mapping[str, object]) -> set[str]:
     """The `Published.config` rows a configuration (its logged loss params) is compared with;
     class-balanced rows match only beta = 0.9999, the beta behind those numbers."""
@@ -172,8 +187,9 @@ def config_keys(params: Mapping[str, object]) -> set[str]:
     tau = number(params.get("loss.tau"))
     tau = 1.0 if tau is None else tau  # a run from before `loss.tau`: its default
     focal = loss in ("focal", "sigmoid-focal")
-    if params.get("optim.train") == "classifier":  # a second stage
-        return {"two-stage"}
+    if params.get("optim.train") == "classifier":  # a second stage: MiSLAS's only when it
+        # smooths label-aware (its first stage's mixup: `mislas_gaps`); cRT has no row
+        return {"two-stage"} if is_mislas(params) else set()
     if number(params.get("loss.drw_epoch")) is not None and beta != 0:
         # Cao et al.'s DRW re-weights with beta = 0.9999; with beta = 0 the weights are all
         # ones and the run is the loss without DRW (below)

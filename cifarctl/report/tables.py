@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -288,7 +288,8 @@ class LiteratureRow:
 
 
 LOSS_IDENTITY = ("loss.name", "loss.beta", "loss.gamma", "loss.drw_epoch",
-                 "data.imbalance_type", "data.imbalance", "loss.tau", "optim.train")
+                 "data.imbalance_type", "data.imbalance", "loss.tau", "optim.train",
+                 "loss.smoothing")
 
 
 def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
@@ -302,6 +303,18 @@ def _run_values(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, tuple]:
 def _error(group: Group, metric: str = OVERALL) -> stats.Summary:
     """The group's top-1 test error in percent (of `metric`, an accuracy)."""
     return stats.summarize([100.0 * (1.0 - v) for v in group.metric(metric)])
+
+
+MIXUP = [*literature.PROTOCOL].index("data.mixup_alpha")  # in a run's protocol values
+
+
+def _gaps(gaps_of: Callable[[tuple], tuple[str, ...]], protocol_values: tuple,
+          identity: tuple) -> Sequence[str]:
+    """A run's protocol gaps (a second stage's: its first stage's, `protocol_values`)."""
+    gaps = gaps_of(protocol_values)
+    if literature.is_mislas(dict(zip(LOSS_IDENTITY, identity))):
+        return literature.mislas_gaps(gaps, protocol_values[MIXUP])
+    return gaps
 
 
 def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str | None]:
@@ -330,8 +343,8 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
             rows.append(LiteratureRow(group.label, recipe[0].profile, recipe[0].ratio,
                                       _error(group), recipe))
             continue
-        gaps = sorted({gap for r in run_ids
-                       for gap in gaps_of(protocol.get(first.get(r), protocol[r]))})
+        gaps = sorted({gap for r in run_ids for gap in _gaps(
+            gaps_of, protocol.get(first.get(r), protocol[r]), identity[r])})
         identities = {identity[r] for r in run_ids}
         if gaps or len(identities) != 1:
             if gaps and (closest is None or len(gaps) < closest[0]):
