@@ -14,15 +14,20 @@ and artifact with whoever reaches the port, so it needs `--auth`: MLflow's basic
 (users and passwords in `--auth-db`; the admin account is created on first start from
 `$MLFLOW_AUTH_ADMIN_PASSWORD`; clients send `$MLFLOW_TRACKING_USERNAME` /
 `$MLFLOW_TRACKING_PASSWORD`, which `sweep --backend ray` passes on to its tasks). Without it
-the command refuses and says why. Start, health check and stop are `cifarctl ui`'s.
+the command refuses and says why. The auth app also signs its forms with
+`$MLFLOW_FLASK_SERVER_SECRET_KEY`: set it for a key that outlives a restart, else each start
+makes one. Start, health check and stop are `cifarctl ui`'s.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cifarctl.errors import UsageError
@@ -40,6 +45,7 @@ from cifarctl.ui import (
 
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
 AUTH_APP = "basic-auth"
+MIN_PASSWORD = 12  # MLflow's basic-auth app refuses shorter ones (mlflow.utils.validation)
 
 
 def check_exposure(host: str, auth: bool) -> None:
@@ -65,13 +71,57 @@ def auth_config(auth_db: str, folder: Path) -> Path:
 
 
 def check_auth(auth_db: str) -> None:
-    """UsageError when the auth app would refuse to start: a new user store, no password."""
+    """UsageError when the auth app would refuse to start: a new user store without a
+    password, or with one MLflow finds too short."""
     db = sqlite_path(auth_db)
     new = db is None or not db.is_file()
-    if new and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+    password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if new and not password:
         raise UsageError("--auth: set MLFLOW_AUTH_ADMIN_PASSWORD, the password the server's "
                          "admin account gets on its first start (clients log in with "
                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+    if new and len(password) < MIN_PASSWORD:
+        raise UsageError(f"--auth: MLFLOW_AUTH_ADMIN_PASSWORD has {len(password)} characters; "
+                         f"MLflow wants at least {MIN_PASSWORD} for the admin account")
+
+
+@dataclass
+class SharedServer(UiServer):
+    """A running shared server (see `start_server`): stopping it also removes the folder of
+    its basic-auth settings, which its workers read while it runs."""
+
+    settings: Path | None = None
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self.settings is not None:
+                shutil.rmtree(self.settings, ignore_errors=True)
+
+
+def launch_with_auth(command: list[str], auth_db: str, *, host: str, port: int) -> UiServer:
+    """`command` with MLflow's basic-auth app: its settings in a temporary folder, removed when
+    the server stops; a start that fails also removes the sqlite user store it created (an
+    empty one would skip `check_auth`'s password check next time)."""
+    db = sqlite_path(auth_db)
+    created = [] if db is None or db.exists() else [
+        db.with_name(db.name + suffix) for suffix in ("", "-journal", "-wal", "-shm")]
+    folder = Path(tempfile.mkdtemp(prefix="cifarctl-server-"))
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(auth_config(auth_db, folder))}
+    if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        # the auth app signs its CSRF tokens with it and refuses to start without one (MLflow
+        # 3.17); one per start, inherited by every worker, so all workers accept each other's
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
+    try:
+        server = launch(command, host=host, port=port, env=env)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    return SharedServer(url=server.url, process=server.process, log=server.log,
+                        settings=folder)
 
 
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
@@ -96,12 +146,9 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     check_reachable(store)  # a database that is down: seconds, not SQLAlchemy's silent ~100 s
     if artifacts.exists() and not artifacts.is_dir():  # mkdir would say only "File exists"
         raise UsageError(f"--artifacts {artifacts} is a file; give a folder")
-    env = {}
     if auth:
         auth_db = auth_db or f"sqlite:///{Path('basic_auth.db').absolute()}"
         check_auth(auth_db)
-        folder = Path(tempfile.mkdtemp(prefix="cifarctl-server-"))
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(auth_db, folder))
     if starting is not None:
         starting()
     try:
@@ -110,7 +157,9 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
     port = pick_port(host, port)
     command = server_command(store, artifacts, host=host, port=port, auth=auth, workers=workers)
-    return launch(command, host=host, port=port, env=env)
+    if auth:
+        return launch_with_auth(command, auth_db, host=host, port=port)
+    return launch(command, host=host, port=port)
 
 
 def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,

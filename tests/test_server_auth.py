@@ -1,0 +1,153 @@
+"""`cifarctl server --auth` for real (issue 20): a `cifarctl server` process on a sqlite store
+with MLflow's basic-auth app, bound to every interface as the README's cluster steps start it,
+reached over HTTP as clients reach it.
+
+One server for the module (its start is most of the test time: 10-40 s on two busy cores);
+the module's last test stops it and checks what it leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cluster_fixtures import free_port
+
+from cifarctl.errors import CifarctlError, UsageError
+
+PASSWORD = "correct-horse-battery"  # MLflow wants 12 characters or more
+ADMIN = "lead"  # the admin's name comes from $MLFLOW_TRACKING_USERNAME
+START_TIMEOUT_S = 240
+
+
+@dataclass
+class Served:
+    url: str  # http://127.0.0.1:PORT
+    port: int
+    process: subprocess.Popen
+    lines: list[str]  # its output so far
+    tmp: Path  # its TMPDIR
+
+    reader: threading.Thread  # copies its output into `lines`
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Until a line of its output holds `text`; fails if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None:
+                self.reader.join(10)  # its last lines
+                assert any(text in line for line in self.lines), "".join(self.lines)
+                return
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout} s: {self.lines}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """`cifarctl server --auth --host 0.0.0.0` on a new sqlite store, as a user starts it."""
+    folder = tmp_path_factory.mktemp("auth-server")
+    (folder / "tmp").mkdir()
+    port = free_port()
+    env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+           "MLFLOW_TRACKING_USERNAME": ADMIN, "TMPDIR": str(folder / "tmp")}
+    for name in ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD",
+                 "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "cifarctl", "server", "--store",
+               f"sqlite:///{folder / 'mlflow.db'}", "--artifacts", str(folder / "artifacts"),
+               "--host", "0.0.0.0", "--port", str(port), "--auth", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    server = Served(f"http://127.0.0.1:{port}", port, process, lines, folder / "tmp", reader)
+    try:
+        server.wait_for("ready:", START_TIMEOUT_S)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.slow
+def test_the_admin_logs_in_with_the_password_the_server_started_with(served, monkeypatch):
+    """The README's step 2 never started: MLflow 3.17's auth app wants a CSRF secret key."""
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    client = MlflowClient(served.url)
+    run = client.create_run(client.create_experiment("auth-check"))
+    client.log_metric(run.info.run_id, "val_acc", 0.5)
+    assert client.get_run(run.info.run_id).data.metrics == {"val_acc": 0.5}
+    users = f"{served.url}/api/2.0/mlflow/users/get"
+    answer = requests.get(users, params={"username": ADMIN}, auth=(ADMIN, PASSWORD), timeout=30)
+    assert answer.status_code == 200 and answer.json()["user"]["is_admin"] is True
+    assert requests.get(users, params={"username": ADMIN}, timeout=30).status_code == 401
+
+
+def test_an_admin_password_mlflow_would_refuse_is_one_line_up_front(tmp_path, monkeypatch):
+    from cifarctl.server import check_auth
+
+    users = f"sqlite:///{tmp_path / 'users.db'}"
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "short")
+    with pytest.raises(UsageError) as err:
+        check_auth(users)
+    assert str(err.value) == ("--auth: MLFLOW_AUTH_ADMIN_PASSWORD has 5 characters; MLflow "
+                              "wants at least 12 for the admin account")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)
+    check_auth(users)
+
+
+@pytest.mark.slow  # MLflow refuses the password only once its CLI process has imported itself
+def test_a_failed_auth_start_leaves_neither_a_user_store_nor_its_settings(tmp_path,
+                                                                          monkeypatch):
+    """The user store a failed start made held no admin, and `check_auth` skipped its checks
+    for an existing store: the next start, without a password, failed inside MLflow again."""
+    from cifarctl.server import check_auth, start_server
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its settings would stay
+    # 12 characters, so check_auth lets it through, but MLflow refuses the password that older
+    # versions shipped (GHSA-gq3w-7jj3-x7gr) after it has created the user store
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "password1234")
+    users = tmp_path / "users.db"
+    with pytest.raises(CifarctlError, match="^MLflow server failed to start"):
+        start_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", port=0,
+                     auth=True, auth_db=f"sqlite:///{users}", workers=1)
+    assert not users.exists()
+    assert not list(tmp_path.glob("cifarctl-server-*"))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD")
+    with pytest.raises(UsageError, match="^--auth: set MLFLOW_AUTH_ADMIN_PASSWORD"):
+        check_auth(f"sqlite:///{users}")
+
+
+@pytest.mark.slow
+def test_stopping_the_server_removes_its_auth_settings(served):
+    """The module's last test: SIGTERM stops the server cleanly, and the folder of its
+    basic-auth settings goes with it (each start left one in /tmp)."""
+    assert list(served.tmp.glob("cifarctl-server-*"))  # there while it runs
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=60) == 0
+    served.wait_for("stopped", 10)
+    assert not list(served.tmp.glob("cifarctl-server-*"))
