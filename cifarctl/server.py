@@ -26,7 +26,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from cifarctl.ui import (
     serve_until_stopped,
 )
 
+WILDCARD = ("0.0.0.0", "::", "")  # binds that listen on every interface
 SERVER_WORKERS = 4  # uvicorn workers: a sweep's trials write at once (MLflow's default)
 AUTH_APP = "basic-auth"
 MIN_PASSWORD = 12  # MLflow's basic-auth app refuses shorter ones (mlflow.utils.validation)
@@ -124,23 +125,104 @@ def launch_with_auth(command: list[str], auth_db: str, *, host: str, port: int) 
                         settings=folder)
 
 
+def machine_names(host: str) -> list[str]:
+    """The names and addresses other machines may reach this one by, the likeliest first: its
+    FQDN and host name (those that resolve to an address other than loopback first), the
+    address its default route leaves by, the others its names resolve to; and `host` itself
+    unless it is a wildcard. Loopback names are left out."""
+    import socket
+
+    names = list(dict.fromkeys([socket.getfqdn(), socket.gethostname()]))
+    resolved: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            resolved[name] = [a for a in socket.gethostbyname_ex(name)[2]
+                              if not a.startswith("127.")]
+        except OSError:  # a name only DNS elsewhere knows, if any
+            resolved[name] = []
+    routed = [name for name in names if resolved[name]]
+    outgoing = _outgoing_address()
+    found = [*routed, *([outgoing] if outgoing else []),
+             *(a for addresses in resolved.values() for a in addresses),
+             *(name for name in names if name not in routed),
+             *([] if host in WILDCARD else [host])]
+    return [n for n in dict.fromkeys(found)
+            if n and n not in LOOPBACK and not n.startswith("127.")]
+
+
+def _outgoing_address() -> str | None:
+    """The IPv4 address this machine's default route leaves by (None without one): connecting
+    a UDP socket picks the route and sends nothing."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): never a real host
+            return probe.getsockname()[0]
+        except OSError:
+            return None
+
+
+def check_allowed(extra: Sequence[str]) -> None:
+    """UsageError for an `--allowed-hosts` entry that is no host name (a URL, spaces)."""
+    for name in extra:
+        if "/" in name or any(c.isspace() for c in name):
+            raise UsageError(f"--allowed-hosts takes host names separated by commas "
+                             f"(head,head.example.org,10.0.0.*), got {name!r}")
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str] | None:
+    """`mlflow server --allowed-hosts` for a server bound to `host`: MLflow 3 answers 403
+    ("Invalid Host header") to a request whose Host header it does not know, against DNS
+    rebinding. Allowed: MLflow's defaults (localhost, private IPs) plus, for a server other
+    machines reach, this machine's names and addresses, plus `extra`, each at any port; `*`
+    allows every name. None where MLflow's defaults (or the user's
+    $MLFLOW_SERVER_ALLOWED_HOSTS) stand: a loopback bind and nothing extra, or an MLflow
+    without the check."""
+    defaults = _mlflow_default_hosts()
+    local = host in LOOPBACK or bool(os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS"))
+    if defaults is None or (local and not extra):
+        return None
+    if "*" in extra:
+        return ["*"]
+    names = [*extra, *([] if host in LOOPBACK else machine_names(host))]
+    # a Host header carries the port (head:5000): a bare name is allowed at any port
+    patterns = [p for name in dict.fromkeys(n for n in names for n in (n, n.lower()))
+                for p in ((name,) if ":" in name else (name, f"{name}:*"))]
+    return list(dict.fromkeys([*defaults, *patterns]))
+
+
+def _mlflow_default_hosts() -> list[str] | None:
+    """MLflow's own allowed Host headers (None: an MLflow that checks none)."""
+    try:
+        from mlflow.server.security_utils import get_default_allowed_hosts
+    except ImportError:  # MLflow before its DNS-rebinding guard (3.x)
+        return None
+    return get_default_allowed_hosts()
+
+
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
-                   workers: int = SERVER_WORKERS) -> list[str]:
+                   workers: int = SERVER_WORKERS,
+                   allowed: Sequence[str] | None = None) -> list[str]:
     """The `mlflow server` command line of a shared server: runs in `store`, artifacts
-    uploaded to and served from `artifacts`."""
+    uploaded to and served from `artifacts`; `allowed`: its `--allowed-hosts`."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                "--serve-artifacts", "--artifacts-destination", str(artifacts.absolute()),
                "--host", host, "--port", str(port), "--workers", str(workers)]
+    if allowed:
+        command += ["--allowed-hosts", ",".join(allowed)]
     return command + (["--app-name", AUTH_APP] if auth else [])
 
 
 def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, auth: bool = False, auth_db: str | None = None,
-                 workers: int = SERVER_WORKERS,
+                 workers: int = SERVER_WORKERS, allowed: Sequence[str] = (),
                  starting: Callable[[], None] | None = None) -> UiServer:
     """Check everything that can be checked in this process, then (`starting()`: say so)
-    start the server and return once `/health` answers (a context manager that stops it)."""
+    start the server and return once `/health` answers (a context manager that stops it).
+    `allowed`: Host names to accept besides those of `allowed_hosts`."""
     check_exposure(host, auth)
+    check_allowed(allowed)
     check_servable(store, ui=False)
     check_driver(store)
     check_reachable(store)  # a database that is down: seconds, not SQLAlchemy's silent ~100 s
@@ -156,15 +238,19 @@ def start_server(store: str, artifacts: Path, *, host: str = DEFAULT_HOST,
     except OSError as err:
         raise UsageError(f"--artifacts {artifacts}: cannot create it ({err.strerror})") from None
     port = pick_port(host, port)
-    command = server_command(store, artifacts, host=host, port=port, auth=auth, workers=workers)
+    command = server_command(store, artifacts, host=host, port=port, auth=auth, workers=workers,
+                             allowed=allowed_hosts(host, allowed))
     if auth:
         return launch_with_auth(command, auth_db, host=host, port=port)
     return launch(command, host=host, port=port)
 
 
 def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
-          auth_db: str | None, workers: int, echo: Callable[[str], None] = print) -> None:
-    """`cifarctl server`: check, start, say where, serve until Ctrl-C/SIGTERM, stop cleanly."""
+          auth_db: str | None, workers: int, allowed: str | None = None,
+          echo: Callable[[str], None] = print) -> None:
+    """`cifarctl server`: check, start, say where, serve until Ctrl-C/SIGTERM, stop cleanly.
+    `allowed`: `--allowed-hosts`, names separated by commas."""
+    extra = [name.strip() for name in (allowed or "").split(",") if name.strip()]
 
     def starting() -> None:  # once every check passed
         echo(f"starting a shared MLflow server on {host}:{port}: runs in "
@@ -180,4 +266,5 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
 
     serve_until_stopped(lambda: start_server(store, artifacts, host=host, port=port, auth=auth,
                                              auth_db=auth_db, workers=workers,
-                                             starting=starting), announce, echo)
+                                             allowed=extra, starting=starting),
+                        announce, echo)

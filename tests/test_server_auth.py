@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    """`cifarctl server --auth --host 0.0.0.0` on a new sqlite store, as a user starts it."""
+    """`cifarctl server --auth --host 0.0.0.0` on a new sqlite store, as a user starts it,
+    also answering to the name `head.example`."""
     folder = tmp_path_factory.mktemp("auth-server")
     (folder / "tmp").mkdir()
     port = free_port()
@@ -63,7 +65,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         env.pop(name, None)
     command = [sys.executable, "-m", "cifarctl", "server", "--store",
                f"sqlite:///{folder / 'mlflow.db'}", "--artifacts", str(folder / "artifacts"),
-               "--host", "0.0.0.0", "--port", str(port), "--auth", "--workers", "1"]
+               "--host", "0.0.0.0", "--port", str(port), "--auth", "--workers", "1",
+               "--allowed-hosts", "head.example"]
     process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -104,6 +107,55 @@ def test_the_admin_logs_in_with_the_password_the_server_started_with(served, mon
     answer = requests.get(users, params={"username": ADMIN}, auth=(ADMIN, PASSWORD), timeout=30)
     assert answer.status_code == 200 and answer.json()["user"]["is_admin"] is True
     assert requests.get(users, params={"username": ADMIN}, timeout=30).status_code == 401
+
+
+@pytest.mark.slow
+def test_the_server_answers_to_this_machines_names_and_to_allowed_hosts(served):
+    """MLflow 3 answered 403 to a cluster that named its head by host name (http://head:5000),
+    so nothing could be logged; 127.0.0.1 and private IPs are MLflow's defaults."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from cifarctl.tracking.store import ACCESS_PROBE
+
+    login = base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
+
+    def status(host: str) -> tuple[int, str]:
+        request = urllib.request.Request(served.url + ACCESS_PROBE, headers={
+            "Host": f"{host}:{served.port}", "Authorization": f"Basic {login}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, ""
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    assert status("head.example") == (200, "")
+    assert status(socket.gethostname()) == (200, "")
+    assert status("127.0.0.1") == (200, "")
+    assert status("elsewhere.example") == (403, "Invalid Host header - possible DNS "
+                                                "rebinding attack detected")
+
+
+def test_allowed_hosts_extend_mlflows_defaults_at_any_port(monkeypatch):
+    from cifarctl.server import allowed_hosts, check_allowed, server_command
+
+    monkeypatch.delenv("MLFLOW_SERVER_ALLOWED_HOSTS", raising=False)
+    assert allowed_hosts("127.0.0.1") is None  # MLflow's defaults: localhost, private IPs
+    local = allowed_hosts("127.0.0.1", ["Head", "10.1.2.3:8080"])
+    assert local[:2] == ["localhost", "127.0.0.1"] and "10.*" in local
+    assert local[-5:] == ["Head", "Head:*", "head", "head:*", "10.1.2.3:8080"]
+    shared = allowed_hosts("0.0.0.0")
+    assert f"{socket.gethostname()}:*" in shared and "localhost:*" in shared
+    assert allowed_hosts("0.0.0.0", ["*"]) == ["*"]
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", "mine.example")  # the user's own
+    assert allowed_hosts("0.0.0.0") is None
+    with pytest.raises(UsageError, match="^--allowed-hosts takes host names separated by "
+                                         "commas .*, got 'http://head:5000'$"):
+        check_allowed(["http://head:5000"])
+    command = server_command("sqlite:///m.db", Path("a"), host="0.0.0.0", port=5000,
+                             auth=True, allowed=["head", "head:*"])
+    assert command[-4:] == ["--allowed-hosts", "head,head:*", "--app-name", "basic-auth"]
 
 
 def test_an_admin_password_mlflow_would_refuse_is_one_line_up_front(tmp_path, monkeypatch):

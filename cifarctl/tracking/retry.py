@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cifarctl.errors import CifarctlError
+from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.tracking.store import refusal
 
 T = TypeVar("T")
 
@@ -38,6 +39,8 @@ _LOCKED = ("database is locked", "database table is locked")
 # key. Seen on PostgreSQL in CI, 2026-12-04: one of two sweep workers failed its trial.
 _RACES = ("UNIQUE constraint failed: datasets.", 'unique constraint "dataset_pk"',
           "for key 'datasets.PRIMARY'")
+# MLflow's words for an answer that is no MLflow error (a plain-text body: the Host guard's)
+_ANSWER = re.compile(r"failed with error code (\d{3}) != \d{3}\. Response body: '(.*)'", re.DOTALL)
 _jitter = random.Random()  # its own generator: retries must not touch the global RNG
 _log = logging.getLogger(__name__)
 
@@ -87,9 +90,28 @@ def lost_server(err: BaseException) -> str | None:
     return f"at {url.group(1) if url else 'its address'} ({reason})"
 
 
+def refused(err: BaseException, uri: str | None = None) -> str | None:
+    """`store.refusal`'s line when `err` is MLflow reporting that the tracking server (at
+    `uri`, when known) refused this client; None for every other error."""
+    cause: BaseException | None = err
+    while cause is not None:
+        answer = _ANSWER.search(str(cause))
+        message = refusal(uri, int(answer.group(1)), answer.group(2)) if answer else None
+        if message is not None:
+            return message
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _server_of(fn: Callable) -> str | None:
+    """The tracking URI of an `MlflowClient` method's client (None for other callables)."""
+    uri = getattr(getattr(fn, "__self__", None), "tracking_uri", None)
+    return uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
+
+
 def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
     """`fn(*args, **kwargs)`, called again with exponential backoff while it fails transiently;
-    `TrackingLost` when the server is out of reach."""
+    `TrackingLost` when the server is out of reach, a UsageError when it refuses this client."""
     delay, attempt = FIRST_DELAY_S, 1
     while True:
         try:
@@ -98,6 +120,9 @@ def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
             lost = lost_server(err)
             if lost is not None:
                 raise TrackingLost(lost) from err
+            message = refused(err, _server_of(fn))
+            if message is not None:
+                raise UsageError(message) from err
             if attempt == ATTEMPTS or not is_transient(err):
                 raise  # the last attempt's error is the caller's
             _log.debug("tracking store busy (%s), retry %d in %.2f s", err, attempt, delay)
