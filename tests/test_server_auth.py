@@ -137,6 +137,31 @@ def test_the_server_answers_to_this_machines_names_and_to_allowed_hosts(served):
                                                 "rebinding attack detected")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("password", [None, "nope"])
+def test_credentials_the_server_refuses_are_one_line_for_every_command(served, tmp_path,
+                                                                       monkeypatch, password):
+    """`MLFLOW_TRACKING_PASSWORD=nope cifarctl sweep/report/train` printed a 155-line
+    traceback ending in MLflow's '401 != 200 ... You are not authenticated'."""
+    from typer.testing import CliRunner
+
+    from cifarctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    env = {"MLFLOW_TRACKING_USERNAME": ADMIN if password else None,
+           "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_TRACKING_TOKEN": None}
+    whose = f"the credentials of user {ADMIN}" if password else "a request without credentials"
+    wanted = (f"error: the tracking server at {served.url} refused {whose} (401); set "
+              f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("base: {model: {name: vanillacnn}, data: {dataset: synthetic}}\n"
+                    "grid: {seed: [0, 1]}\n")
+    for args in (["report"], ["train", "vanillacnn", "--dataset", "synthetic", "--epochs", "1"],
+                 ["sweep", str(spec)]):
+        result = CliRunner().invoke(app, [*args, "--tracking-uri", served.url], env=env)
+        assert (result.exit_code, result.output) == (2, wanted), args
+
+
 def test_allowed_hosts_extend_mlflows_defaults_at_any_port(monkeypatch):
     from cifarctl.server import allowed_hosts, check_allowed, server_command
 

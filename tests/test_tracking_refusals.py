@@ -1,7 +1,7 @@
 """A tracking server that answers, but not with what a client needs: one line each, never
 MLflow's traceback. The servers are real HTTP servers on this machine, answering MLflow's
 client (and `check_reachable`) what MLflow 3.17's server answers in each case: its Host-name
-guard's 403.
+guard's 403, its basic-auth app's 401 and 403.
 """
 
 from __future__ import annotations
@@ -26,12 +26,17 @@ Answer = tuple[int, str]  # status, plain-text body
 
 
 @contextlib.contextmanager
-def answering(answer: Callable[[str], Answer]) -> Iterator[str]:
+def answering(answer: Callable[[str], Answer],
+              seen: dict[str, str] | None = None) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 whose every answer is `answer(path)`; its URL. /health
-    answers OK, as MLflow's does whatever else it refuses."""
+    answers OK, as MLflow's does whatever else it refuses. `seen`: each request's headers
+    (lower-case names) are copied into it before it is answered."""
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self) -> None:
+            if seen is not None:
+                seen.clear()
+                seen.update((k.lower(), v) for k, v in self.headers.items())
             status, body = (200, "OK") if self.path == "/health" else answer(self.path)
             data = body.encode()
             self.send_response(status)
@@ -74,3 +79,58 @@ def test_a_host_name_the_server_refuses_is_one_line_naming_the_fix(tmp_path, mon
         with pytest.raises(UsageError) as err:
             call_with_retry(MlflowClient(url).get_run, "0" * 32)
         assert str(err.value) == wanted
+
+
+# what MLflow 3.17's basic-auth app answers (mlflow.server.auth.make_basic_auth_response)
+NOT_AUTHENTICATED = ("You are not authenticated. Please see https://www.mlflow.org/docs/latest/"
+                     "auth/index.html#authenticating-to-mlflow on how to authenticate.")
+LOGIN = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
+def test_credentials_the_server_refuses_are_one_line_up_front_and_later(monkeypatch):
+    """`MLFLOW_TRACKING_PASSWORD=nope cifarctl report` printed a 155-line traceback ending in
+    MLflow's '401 != 200': /health, all check_reachable asked, needs no login."""
+    import base64
+
+    from mlflow.tracking import MlflowClient
+
+    def answer(path: str) -> Answer:  # as MLflow's auth app: 401 unless lead logs in
+        return (200, '{"experiments": []}') if seen.get("authorization") == good else (
+            401, NOT_AUTHENTICATED)
+
+    good = "Basic " + base64.b64encode(b"lead:correct-horse-battery").decode()
+    seen: dict[str, str] = {}
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    with answering(answer, seen) as url:
+        with pytest.raises(UsageError) as err:
+            check_reachable(url)
+        assert str(err.value) == (f"the tracking server at {url} refused a request without "
+                                  f"credentials (401); {LOGIN}")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "lead")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "nope")
+        wanted = (f"the tracking server at {url} refused the credentials of user lead (401); "
+                  f"{LOGIN}")
+        with pytest.raises(UsageError) as err:
+            check_reachable(url)
+        assert str(err.value) == wanted
+        with pytest.raises(UsageError) as err:  # a password changed while a sweep ran
+            call_with_retry(MlflowClient(url).get_run, "0" * 32)
+        assert str(err.value) == wanted
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "correct-horse-battery")
+        check_reachable(url)
+        assert seen["authorization"] == good  # what MLflow's client sends too
+
+
+def test_a_user_without_the_permission_is_one_line(monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "guest")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "correct-horse-battery")
+    with answering(lambda path: (403, "Permission denied")) as url, \
+            pytest.raises(UsageError) as err:
+        call_with_retry(MlflowClient(url).set_tag, "0" * 32, "k", "v")
+    assert str(err.value) == (f"the tracking server at {url} denied user guest this request "
+                              f"(403: Permission denied); ask its admin for the permission, "
+                              f"or log in as another user: {LOGIN}")

@@ -39,7 +39,8 @@ _LOCKED = ("database is locked", "database table is locked")
 # key. Seen on PostgreSQL in CI, 2026-12-04: one of two sweep workers failed its trial.
 _RACES = ("UNIQUE constraint failed: datasets.", 'unique constraint "dataset_pk"',
           "for key 'datasets.PRIMARY'")
-# MLflow's words for an answer that is no MLflow error (a plain-text body: the Host guard's)
+# MLflow's words for an answer that is no MLflow error (a plain-text body: the Host guard's,
+# the basic-auth app's "You are not authenticated" and "Permission denied")
 _ANSWER = re.compile(r"failed with error code (\d{3}) != \d{3}\. Response body: '(.*)'", re.DOTALL)
 _jitter = random.Random()  # its own generator: retries must not touch the global RNG
 _log = logging.getLogger(__name__)

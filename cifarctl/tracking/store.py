@@ -94,16 +94,41 @@ def artifact_root(uri: str) -> Path | None:
 def refusal(uri: str | None, status: int, body: str) -> str | None:
     """The one line for a tracking server (at `uri`, when known) that refused a request this
     client must fix: MLflow 3's guard against DNS rebinding refusing the Host name it was
-    called by (403). None for any other answer."""
+    called by (403), no or wrong credentials (401), a user without the permission (403).
+    None for any other answer."""
     import urllib.parse
 
     where = f"the tracking server at {uri}" if uri else "the tracking server"
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    login = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
     if status == 403 and INVALID_HOST in body:
         host = (urllib.parse.urlparse(uri).hostname if uri else None) or "HOST"
         return (f"{where} refuses to be called {host} (HTTP 403: MLflow's guard against DNS "
                 f"rebinding); start it with `cifarctl server --allowed-hosts {host}`, or "
                 f"reach it by a private IP address")
+    if status == 401:
+        whose = (f"the credentials of user {user}" if user and _credentials()
+                 else "a request without credentials")
+        return f"{where} refused {whose} (401); {login}"
+    if status == 403:
+        said = " ".join(body.split())[:80] or "Forbidden"  # one line, whatever a proxy says
+        return (f"{where} denied user {user or '(none)'} this request (403: {said}); ask its "
+                f"admin for the permission, or log in as another user: {login}")
     return None
+
+
+def _credentials() -> dict[str, str]:
+    """The Authorization header MLflow's client sends from the environment (basic auth, else
+    a bearer token); empty for none."""
+    import base64
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        login = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {login}"}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -143,12 +168,16 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
 def _check_access(uri: str, timeout: float, context) -> None:
     """UsageError when a server that answers /health refuses this client's tracking calls
-    (`refusal`); every other answer is left to those calls."""
+    (`refusal`), asked with the credentials MLflow's client would send; every other answer
+    is left to those calls, and so is a login this module cannot make (an auth plugin)."""
     import urllib.error
     import urllib.request
 
+    if os.environ.get("MLFLOW_TRACKING_AUTH") or os.environ.get("MLFLOW_TRACKING_AWS_SIGV4"):
+        return
+    request = urllib.request.Request(uri + ACCESS_PROBE, headers=_credentials())
     try:
-        with urllib.request.urlopen(uri + ACCESS_PROBE, timeout=timeout, context=context):
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
             return
     except urllib.error.HTTPError as err:
         message = refusal(uri, err.code, err.read(4096).decode(errors="replace"))
