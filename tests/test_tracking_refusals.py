@@ -1,7 +1,8 @@
 """A tracking server that answers, but not with what a client needs: one line each, never
 MLflow's traceback. The servers are real HTTP servers on this machine, answering MLflow's
 client (and `check_reachable`) what MLflow 3.17's server answers in each case: its Host-name
-guard's 403, its basic-auth app's 401 and 403.
+guard's 403, its basic-auth app's 401 and 403, and 503 to every retry while its database is
+down.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
-from cifarctl.errors import UsageError
+from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.tracking.retry import call_with_retry
 from cifarctl.tracking.store import check_reachable
 
@@ -134,3 +135,35 @@ def test_a_user_without_the_permission_is_one_line(monkeypatch):
     assert str(err.value) == (f"the tracking server at {url} denied user guest this request "
                               f"(403: Permission denied); ask its admin for the permission, "
                               f"or log in as another user: {LOGIN}")
+
+
+def test_a_server_that_answers_503_to_every_retry_is_lost_in_one_line(tmp_path, monkeypatch):
+    """PostgreSQL down for minutes: the server answers 503, MLflow's client gives up ('too many
+    503 error responses') and the sweep driver died with a 370-line chained traceback."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from cifarctl.tracking.retry import lost_server
+    from cifarctl.tracking.runstore import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("MAX_RETRIES", "1"), ("BACKOFF_FACTOR", "0"), ("BACKOFF_JITTER", "0")):
+        monkeypatch.setenv(f"MLFLOW_HTTP_REQUEST_{name}", value)  # seconds, not minutes
+    with answering(lambda path: (503, "Service Unavailable")) as url:
+        wanted = (f"lost the MLflow tracking server at {url} (it answered 503 to every retry: "
+                  f"its database may be down); check the server's log and database and rerun: "
+                  f"a run resumes from its last checkpoint (`cifarctl train --resume RUN_ID`, "
+                  f"or the same `cifarctl sweep` again)")
+        with pytest.raises(CifarctlError) as err:  # what the sweep driver's finish asks
+            RunStore(url).get_run("0" * 32)
+        assert type(err.value) is not UsageError and str(err.value) == wanted
+        with pytest.raises(CifarctlError) as err:
+            call_with_retry(MlflowClient(url).set_terminated, "0" * 32, "FAILED")
+        assert str(err.value) == wanted
+        result = CliRunner().invoke(app, ["report", "--tracking-uri", url])
+        assert result.exit_code == 1 and result.output == f"error: {wanted}\n", result.output
+        # a Ray task's error comes back pickled, without its chain: MLflow's words suffice
+        with pytest.raises(MlflowException) as raised:
+            MlflowClient(url).get_run("0" * 32)
+        bare = MlflowException(raised.value.message)
+        assert str(lost_server(bare)) == wanted
