@@ -150,6 +150,13 @@ def machine_names(host: str) -> list[str]:
             if n and n not in LOOPBACK and not n.startswith("127.")]
 
 
+def public_url(url: str, host: str) -> str:
+    """The URL other machines reach a server by: for a wildcard bind (whose `url` says
+    127.0.0.1, for this machine) the likeliest of `machine_names`; else `url` itself."""
+    names = machine_names(host) if host in WILDCARD else []
+    return f"http://{names[0]}:{url.rsplit(':', 1)[1]}" if names else url
+
+
 def _outgoing_address() -> str | None:
     """The IPv4 address this machine's default route leaves by (None without one): connecting
     a UDP socket picks the route and sends nothing."""
@@ -257,8 +264,9 @@ def serve(store: str, artifacts: Path, *, host: str, port: int, auth: bool,
              f"{store.split('@')[-1]}, artifacts in {artifacts} (seconds) ...")
 
     def announce(server: UiServer) -> None:
-        echo(f"ready: {server.url}  (pass --tracking-uri {server.url}, or set "
-             f"MLFLOW_TRACKING_URI, on every machine)")
+        url = public_url(server.url, host)
+        echo(f"ready: {url}  (pass --tracking-uri {url}, or set MLFLOW_TRACKING_URI, on every "
+             f"machine)")
         if auth:
             echo("  basic auth on: clients set MLFLOW_TRACKING_USERNAME and "
                  "MLFLOW_TRACKING_PASSWORD")

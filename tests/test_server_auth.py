@@ -162,6 +162,26 @@ def test_credentials_the_server_refuses_are_one_line_for_every_command(served, t
         assert (result.exit_code, result.output) == (2, wanted), args
 
 
+@pytest.mark.slow
+def test_a_server_on_every_interface_names_a_url_other_machines_can_use(served):
+    """`--host 0.0.0.0` said `ready: http://127.0.0.1:PORT (pass --tracking-uri ... on every
+    machine)`: the one address every other machine gets wrong."""
+    import re
+    import urllib.parse
+    import urllib.request
+
+    ready = next(line for line in served.lines if line.startswith("ready:"))
+    said = re.fullmatch(r"ready: (\S+)  \(pass --tracking-uri (\S+), or set "
+                        r"MLFLOW_TRACKING_URI, on every machine\)\n", ready)
+    assert said and said.group(1) == said.group(2), ready
+    url = said.group(1)
+    host = urllib.parse.urlparse(url).hostname
+    assert not host.startswith("127.") and host != "localhost", url
+    assert urllib.parse.urlparse(url).port == served.port
+    with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:  # it answers there
+        assert answer.read() == b"OK"
+
+
 def test_allowed_hosts_extend_mlflows_defaults_at_any_port(monkeypatch):
     from cifarctl.server import allowed_hosts, check_allowed, server_command
 
