@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarctl.errors import UsageError
-from cifarctl.tracking.store import check_driver, check_reachable, sqlite_path
+from cifarctl.tracking.store import (
+    check_driver,
+    check_reachable,
+    mlflow_default_hosts,
+    sqlite_path,
+)
 from cifarctl.ui import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -186,7 +191,7 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str] | None:
     allows every name. None where MLflow's defaults (or the user's
     $MLFLOW_SERVER_ALLOWED_HOSTS) stand: a loopback bind and nothing extra, or an MLflow
     without the check."""
-    defaults = _mlflow_default_hosts()
+    defaults = mlflow_default_hosts()
     local = host in LOOPBACK or bool(os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS"))
     if defaults is None or (local and not extra):
         return None
@@ -197,15 +202,6 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str] | None:
     patterns = [p for name in dict.fromkeys(n for n in names for n in (n, n.lower()))
                 for p in ((name,) if ":" in name else (name, f"{name}:*"))]
     return list(dict.fromkeys([*defaults, *patterns]))
-
-
-def _mlflow_default_hosts() -> list[str] | None:
-    """MLflow's own allowed Host headers (None: an MLflow that checks none)."""
-    try:
-        from mlflow.server.security_utils import get_default_allowed_hosts
-    except ImportError:  # MLflow before its DNS-rebinding guard (3.x)
-        return None
-    return get_default_allowed_hosts()
 
 
 def server_command(store: str, artifacts: Path, *, host: str, port: int, auth: bool,

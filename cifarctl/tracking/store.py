@@ -187,6 +187,17 @@ def _check_access(uri: str, timeout: float, context) -> None:
         raise UsageError(message)
 
 
+def mlflow_default_hosts() -> list[str] | None:
+    """The Host names MLflow's server answers by default (localhost, private IPs), which
+    `cifarctl server --allowed-hosts` extends; None for an MLflow without that guard. The one
+    function here that imports MLflow (~2 s): only a starting server calls it."""
+    try:
+        from mlflow.server.security_utils import get_default_allowed_hosts
+    except ImportError:  # MLflow before its DNS-rebinding guard (3.x)
+        return None
+    return get_default_allowed_hosts()
+
+
 def _check_database_port(uri: str, timeout: float) -> None:
     """A PostgreSQL store whose host refuses or ignores connections: one UsageError within
     `timeout`, where SQLAlchemy under MLflow retried silently for ~100 s. A socket path
