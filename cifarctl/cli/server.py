@@ -37,6 +37,13 @@ def server(
                             "sqlite:///basic_auth.db here).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")
                        ] = SERVER_WORKERS,
+    allowed_hosts: Annotated[str | None, typer.Option(
+        metavar="NAMES", help="Host names clients may reach the server by, comma-separated "
+                              "(head.example.org,10.0.0.*; '*': any), besides localhost, "
+                              "private IPs and, with a --host other than loopback, this "
+                              "machine's own names and addresses. MLflow answers requests "
+                              "for other names 403 (against DNS rebinding).")
+                             ] = None,
 ) -> None:
     """Serve a tracking store for many machines: runs, artifacts and their checkpoints.
 
@@ -45,8 +52,10 @@ def server(
       cifarctl server --store postgresql://mlflow@127.0.0.1/mlflow --artifacts /srv/art
 
       cifarctl server --store postgresql://... --artifacts /srv/art --host 0.0.0.0 --auth
+
+      cifarctl server ... --host 0.0.0.0 --auth --allowed-hosts mlflow.example.org
     """
     from cifarctl.server import serve
 
     serve(store, artifacts, host=host, port=port, auth=auth, auth_db=auth_db, workers=workers,
-          echo=typer.echo)
+          allowed=allowed_hosts, echo=typer.echo)

@@ -6,10 +6,11 @@ Why: sweep workers (`--workers N`) and fused training write to one sqlite file a
 MLflow sets a 20 s busy timeout, but SQLite refuses a reader's upgrade to writer at once
 ("database is locked") when another writer holds the lock, to avoid deadlock; MLflow then
 raises `MlflowException(error_code="TEMPORARILY_UNAVAILABLE")`. The failed transaction was
-rolled back, so calling again is safe. A server answering 503 maps to the same code.
-Connection errors to a server are not retried here: MLflow's HTTP client already retries
-those (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`: ~30 s as `mlflow_tracker` sets it); once its retries
-are spent, a lost server is one `TrackingLost` line, not MLflow's paragraph or a traceback.
+rolled back, so calling again is safe. Connection errors to a server and its 5xx answers
+are not retried here: MLflow's HTTP client already retries those
+(`MLFLOW_HTTP_REQUEST_MAX_RETRIES`: ~30 s as `mlflow_tracker` sets it); once its retries are
+spent, a lost server is one `TrackingLost` line, not MLflow's paragraph or a traceback. A
+server that refuses this client (credentials, its Host-name guard) is one UsageError.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cifarctl.errors import CifarctlError
+from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.tracking.store import refusal
 
 T = TypeVar("T")
 
@@ -38,6 +40,9 @@ _LOCKED = ("database is locked", "database table is locked")
 # key. Seen on PostgreSQL in CI, 2026-12-04: one of two sweep workers failed its trial.
 _RACES = ("UNIQUE constraint failed: datasets.", 'unique constraint "dataset_pk"',
           "for key 'datasets.PRIMARY'")
+# MLflow's words for an answer that is no MLflow error (a plain-text body: the Host guard's,
+# the basic-auth app's "You are not authenticated" and "Permission denied")
+_ANSWER = re.compile(r"failed with error code (\d{3}) != \d{3}\. Response body: '(.*)'", re.DOTALL)
 _jitter = random.Random()  # its own generator: retries must not touch the global RNG
 _log = logging.getLogger(__name__)
 
@@ -62,34 +67,68 @@ def is_transient(err: BaseException) -> bool:
 class TrackingLost(CifarctlError):
     """An MLflow server stopped answering, and MLflow's own retries are spent."""
 
-    def __init__(self, where: str) -> None:
-        super().__init__(f"lost the MLflow tracking server {where}; start it again and rerun: "
-                         f"a run resumes from its last checkpoint (`cifarctl train --resume "
-                         f"RUN_ID`, or the same `cifarctl sweep` again)")
+    def __init__(self, where: str, fix: str = "start it again") -> None:
+        super().__init__(f"lost the MLflow tracking server {where}; {fix} and rerun: a run "
+                         f"resumes from its last checkpoint (`cifarctl train --resume RUN_ID`, "
+                         f"or the same `cifarctl sweep` again)")
 
 
-def lost_server(err: BaseException) -> str | None:
-    """`"at http://host:port (Connection refused)"` when `err` is MLflow giving up on a server
-    that refuses connections or does not answer; None for every other error."""
+# urllib3's words once a request got a retried status (MLflow retries 429 and 5xx) each time:
+# "Max retries exceeded ... (Caused by ResponseError('too many 503 error responses'))", kept
+# in MLflow's message, so a Ray task's pickled error, which lost its chain, still says it
+_SPENT = re.compile(r"too many (\d{3}) error responses")
+
+
+def lost_server(err: BaseException) -> TrackingLost | None:
+    """`TrackingLost` when `err` is MLflow giving up on a server that refuses connections,
+    does not answer (`at http://host:port (Connection refused)`), or answered 5xx to every
+    retry (a server whose database is down: PostgreSQL stopped for minutes); None for every
+    other error."""
     import requests  # MLflow's HTTP client; not imported with `cifarctl --help`
 
     cause: BaseException | None = err
-    while cause is not None and not isinstance(
-            cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+    while cause is not None:
+        spent = _SPENT.search(str(cause))
+        if spent or isinstance(cause, (requests.exceptions.ConnectionError,
+                                       requests.exceptions.Timeout)):
+            break
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return None
     url = re.search(r"API request to (\w+://[^/\s]+)", str(err))
+    where = f"at {url.group(1) if url else 'its address'}"
+    if spent:
+        return TrackingLost(f"{where} (it answered {spent.group(1)} to every retry: its "
+                            f"database may be down)", "check the server's log and database")
     errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(cause))
     reason = (errno.group(1) if errno
               else "no answer" if isinstance(cause, requests.exceptions.Timeout)
               else type(cause).__name__)
-    return f"at {url.group(1) if url else 'its address'} ({reason})"
+    return TrackingLost(f"{where} ({reason})")
+
+
+def refused(err: BaseException, uri: str | None = None) -> str | None:
+    """`store.refusal`'s line when `err` is MLflow reporting that the tracking server (at
+    `uri`, when known) refused this client; None for every other error."""
+    cause: BaseException | None = err
+    while cause is not None:
+        answer = _ANSWER.search(str(cause))
+        message = refusal(uri, int(answer.group(1)), answer.group(2)) if answer else None
+        if message is not None:
+            return message
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _server_of(fn: Callable) -> str | None:
+    """The tracking URI of an `MlflowClient` method's client (None for other callables)."""
+    uri = getattr(getattr(fn, "__self__", None), "tracking_uri", None)
+    return uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
 
 
 def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
     """`fn(*args, **kwargs)`, called again with exponential backoff while it fails transiently;
-    `TrackingLost` when the server is out of reach."""
+    `TrackingLost` when the server is out of reach, a UsageError when it refuses this client."""
     delay, attempt = FIRST_DELAY_S, 1
     while True:
         try:
@@ -97,7 +136,10 @@ def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:
         except Exception as err:
             lost = lost_server(err)
             if lost is not None:
-                raise TrackingLost(lost) from err
+                raise lost from err
+            message = refused(err, _server_of(fn))
+            if message is not None:
+                raise UsageError(message) from err
             if attempt == ATTEMPTS or not is_transient(err):
                 raise  # the last attempt's error is the caller's
             _log.debug("tracking store busy (%s), retry %d in %.2f s", err, attempt, delay)

@@ -22,6 +22,9 @@ from cifarctl.errors import UsageError, did_you_mean
 DEFAULT_DB = "mlflow.db"  # sqlite file in the working directory, as MLflow 3's own default
 ARTIFACTS_DIR = "mlruns"  # beside the database, as `mlflow server --default-artifact-root`
 PROBE_TIMEOUT_S = 3.0  # MLflow's own HTTP client retries for minutes before it gives up
+# The cheapest request that passes the checks every tracking call passes (/health skips them)
+ACCESS_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+INVALID_HOST = "Invalid Host header"  # MLflow 3's 403 for a Host name it does not allow
 
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -88,13 +91,53 @@ def artifact_root(uri: str) -> Path | None:
     return None if db is None else db.parent / ARTIFACTS_DIR
 
 
+def refusal(uri: str | None, status: int, body: str) -> str | None:
+    """The one line for a tracking server (at `uri`, when known) that refused a request this
+    client must fix: MLflow 3's guard against DNS rebinding refusing the Host name it was
+    called by (403), no or wrong credentials (401), a user without the permission (403).
+    None for any other answer."""
+    import urllib.parse
+
+    where = f"the tracking server at {uri}" if uri else "the tracking server"
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    login = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if status == 403 and INVALID_HOST in body:
+        host = (urllib.parse.urlparse(uri).hostname if uri else None) or "HOST"
+        return (f"{where} refuses to be called {host} (HTTP 403: MLflow's guard against DNS "
+                f"rebinding); start it with `cifarctl server --allowed-hosts {host}`, or "
+                f"reach it by a private IP address")
+    if status == 401:
+        whose = (f"the credentials of user {user}" if user and _credentials()
+                 else "a request without credentials")
+        return f"{where} refused {whose} (401); {login}"
+    if status == 403:
+        said = " ".join(body.split())[:80] or "Forbidden"  # one line, whatever a proxy says
+        return (f"{where} denied user {user or '(none)'} this request (403: {said}); ask its "
+                f"admin for the permission, or log in as another user: {login}")
+    return None
+
+
+def _credentials() -> dict[str, str]:
+    """The Authorization header MLflow's client sends from the environment (basic auth, else
+    a bearer token); empty for none."""
+    import base64
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        login = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {login}"}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """One clear UsageError, within about `timeout` seconds, if an HTTP server is down (a GET
-    on `/health` answers at once) or is no MLflow server (404 there: another web server on
-    that port, whose 404s MLflow would raise as a traceback at the first request). Any other
-    answer below 500 counts as reachable (an auth proxy may say 401 there). A PostgreSQL
-    store's host and port must accept a connection; other stores (sqlite) report their own
-    errors when opened."""
+    on `/health` answers at once), is no MLflow server (404 there: another web server on
+    that port, whose 404s MLflow would raise as a traceback at the first request) or refuses
+    this client (`refusal`, asked of one cheap tracking request). Any other answer below 500
+    counts as reachable. A PostgreSQL store's host and port must accept a connection; other
+    stores (sqlite) report their own errors when opened."""
     if database_driver(uri) is not None:
         _check_database_port(uri, timeout)
     if not uri.startswith(("http://", "https://")):
@@ -109,18 +152,50 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         context = ssl._create_unverified_context()  # the user's explicit opt-out, as MLflow's
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=timeout, context=context):
-            return
+            return _check_access(uri, timeout, context)
     except urllib.error.HTTPError as err:
         if err.code == 404:
             raise UsageError(f"{uri} answered, but it is not an MLflow tracking server (HTTP "
                              f"404 on /health); check the host and port of --tracking-uri "
                              f"(or $MLFLOW_TRACKING_URI)") from None
         if err.code < 500:
-            return
+            return _check_access(uri, timeout, context)
         reason = f"HTTP {err.code} on /health"
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = str(getattr(err, "reason", err))
     raise UsageError(f"cannot reach MLflow tracking server at {uri}: {reason}; {hint}")
+
+
+def _check_access(uri: str, timeout: float, context) -> None:
+    """UsageError when a server that answers /health refuses this client's tracking calls
+    (`refusal`), asked with the credentials MLflow's client would send; every other answer
+    is left to those calls, and so is a login this module cannot make (an auth plugin)."""
+    import urllib.error
+    import urllib.request
+
+    if os.environ.get("MLFLOW_TRACKING_AUTH") or os.environ.get("MLFLOW_TRACKING_AWS_SIGV4"):
+        return
+    request = urllib.request.Request(uri + ACCESS_PROBE, headers=_credentials())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
+            return
+    except urllib.error.HTTPError as err:
+        message = refusal(uri, err.code, err.read(4096).decode(errors="replace"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return
+    if message is not None:
+        raise UsageError(message)
+
+
+def mlflow_default_hosts() -> list[str] | None:
+    """The Host names MLflow's server answers by default (localhost, private IPs), which
+    `cifarctl server --allowed-hosts` extends; None for an MLflow without that guard. The one
+    function here that imports MLflow (~2 s): only a starting server calls it."""
+    try:
+        from mlflow.server.security_utils import get_default_allowed_hosts
+    except ImportError:  # MLflow before its DNS-rebinding guard (3.x)
+        return None
+    return get_default_allowed_hosts()
 
 
 def _check_database_port(uri: str, timeout: float) -> None:
