@@ -165,3 +165,43 @@ def make_reporter(*, quiet: bool = False) -> Reporter:
     if sys.stderr.isatty():
         return RichReporter()
     return LineReporter()
+
+
+class Phases:
+    """The passes of a job that has no step count to show (an `eval`'s clean and corrupted
+    passes): each `start(text)` ends the one before. On a terminal a spinner with the time
+    each has taken, so a minute-long pass on a CPU is not mistaken for a hang; elsewhere a
+    line each, as before.
+
+        with Phases(Console(stderr=True)) as phases:
+            phases.start("evaluating clean test set: 10000 images")
+    """
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console, self.task = console, None
+        self.live = Progress(SpinnerColumn(finished_text="[green]✓"),
+                             TextColumn("[dim]{task.description}"), TimeElapsedColumn(),
+                             console=console) if console.is_terminal else None
+
+    def start(self, text: str) -> None:
+        if self.live is None:
+            self.console.print(text, style="dim")
+            return
+        if self.task is None:
+            self.live.start()
+        else:
+            self.live.update(self.task, total=1, completed=1)
+        self.task = self.live.add_task(text, total=None)
+
+    def close(self) -> None:
+        if self.live is not None and self.task is not None:
+            self.live.update(self.task, total=1, completed=1)
+            self.live.stop()
+
+    def __enter__(self) -> Phases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -63,3 +63,27 @@ def test_a_line_reporter_stops_writing_once_its_pipe_is_closed():
     assert reporter.closed
     stream.write("later writes go nowhere, and fail nothing\n")
     stream.close()
+
+
+def test_phases_spin_on_a_terminal_and_print_lines_elsewhere():
+    """`eval`'s passes: on a terminal each shows a spinner and its time, ended by the next
+    (a check mark); in a pipe or file, a plain line each, as before."""
+    import io
+
+    from rich.console import Console
+
+    from cifarctl.progress import Phases
+
+    tty = io.StringIO()
+    with Phases(Console(file=tty, force_terminal=True, width=80)) as phases:
+        phases.start("evaluating clean test set: 10000 images")
+        phases.start("evaluating gaussian_noise: severities 1-5")
+    shown = tty.getvalue()
+    assert "evaluating clean test set: 10000 images" in shown and "0:00:0" in shown
+    assert shown.count("✓") >= 2  # both passes ended
+    pipe = io.StringIO()
+    with Phases(Console(file=pipe, force_terminal=False, width=80)) as phases:
+        phases.start("evaluating clean test set: 10000 images")
+        phases.start("evaluating gaussian_noise: severities 1-5")
+    assert pipe.getvalue() == ("evaluating clean test set: 10000 images\n"
+                               "evaluating gaussian_noise: severities 1-5\n")

@@ -92,14 +92,16 @@ def eval_command(
     from rich.console import Console  # heavy imports start here
 
     from cifarctl.evaluation.run import run_eval
+    from cifarctl.progress import Phases
 
     err = Console(stderr=True)
-    result = run_eval(target, which=which, checkpoint_root=checkpoints,
-                      tracking_uri=tracking_uri, corruptions=corruption or [],
-                      all_corruptions=corruptions, log=not no_log, batch_size=batch_size,
-                      dataset=dataset, split=split, device=device, seed=seed,
-                      progress=lambda m: err.print(f"evaluating {m}", style="dim"),
-                      logit_adjust=taus)
+    with Phases(err) as phases:  # a spinner and the time taken, on a terminal
+        result = run_eval(target, which=which, checkpoint_root=checkpoints,
+                          tracking_uri=tracking_uri, corruptions=corruption or [],
+                          all_corruptions=corruptions, log=not no_log, batch_size=batch_size,
+                          dataset=dataset, split=split, device=device, seed=seed,
+                          progress=lambda m: phases.start(f"evaluating {m}"),
+                          logit_adjust=taus)
     for text in result.warnings:
         warn(text)
     if not no_log:
