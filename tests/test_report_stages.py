@@ -165,3 +165,29 @@ def test_second_stages_pair_with_the_baseline_by_their_first_stages_seed(tmp_pat
     assert crt.overall.diff == pytest.approx(sum(gains.values()) / 3)
     (row,) = [r for r in report.per_class if "init_from=CE" in r.label]
     assert sorted(row.seeds) == ["0", "1", "2"] and row.n == 3
+
+
+def test_a_loss_param_the_loss_does_not_read_splits_no_configuration(tmp_path,
+                                                                     _mlflow_template_db):
+    """`la` reads no gamma and balanced softmax no tau: runs differing only there are seeds
+    of one row (they were two rows of one seed each), and CE stays the baseline."""
+    from cifarctl.report.build import build_report
+
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for seed, (gamma, tau) in enumerate(((1.0, 1.0), (2.0, 2.0))):
+        write_run(uri, "ignored", {**PROTOCOL, "loss.name": "ce", "run.seed": seed},
+                  [0.6] * 10)
+        write_run(uri, "ignored", {**PROTOCOL, "loss.name": "la", "loss.gamma": gamma,
+                                   "run.seed": seed}, [0.7] * 10)
+        write_run(uri, "ignored", {**PROTOCOL, "loss.name": "balanced-softmax",
+                                   "loss.tau": tau, "run.seed": seed}, [0.65] * 10)
+        write_run(uri, "ignored", {**PROTOCOL, "loss.name": "focal", "loss.gamma": gamma,
+                                   "run.seed": seed}, [0.62] * 10)
+    report = build_report(uri, experiments=["ignored"])
+    rows = {r.label.split(" (")[0]: r.n for r in report.per_class}
+    assert {rows[k] for k in rows if k.startswith(("LA", "balanced softmax"))} == {2}
+    assert sum(1 for r in report.per_class if r.label.startswith("focal")) == 2  # it reads γ
+    assert {c.baseline for c in report.head_to_head} == {"CE"}
+    assert {c.label.split(",")[0] for c in report.head_to_head if c.overall.df == 1} >= {
+        "LA", "balanced softmax"}

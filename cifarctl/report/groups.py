@@ -70,6 +70,18 @@ def key_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return keys.astype(object).where(keys.notna(), MISSING).astype(str)
 
 
+def ignored_as_missing(keyed: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """`keyed` with each loss param that a run's loss does not read set to `MISSING`: `la`
+    runs that differ only in `loss.gamma` are seeds of one configuration, not two rows."""
+    loss = frame.get("params.loss.name")
+    if loss is None:
+        return keyed
+    for key, users in LOSS_PARAM_USERS.items():
+        if f"params.{key}" in keyed:
+            keyed.loc[~loss.isin(users), f"params.{key}"] = MISSING
+    return keyed
+
+
 def default_columns(frame: pd.DataFrame) -> list[str]:
     """Every `params.*` column some run has a value in (a sweep parent's `grid.*` come only
     from runs left out), except `NON_RESULT_KEYS`, lead keys first."""
@@ -195,7 +207,7 @@ def make_groups(frame: pd.DataFrame, columns: Sequence[str]) -> list[Group]:
     if not columns:
         groups = [Group({}, frame)]
     else:
-        keyed = key_frame(frame, columns)
+        keyed = ignored_as_missing(key_frame(frame, columns), frame)
         by = list(columns) if len(columns) > 1 else columns[0]  # one key: scalar group keys
         groups = [Group(dict(zip(columns, key if isinstance(key, tuple) else (key,))),
                         frame.loc[index])

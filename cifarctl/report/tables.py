@@ -22,7 +22,7 @@ from cifarctl.evaluation import posthoc
 from cifarctl.evaluation.scores import SHOT_GROUPS, group_accuracies, shot_groups
 from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, literature, stats
-from cifarctl.report.groups import CONTEXT_KEYS, Group, number
+from cifarctl.report.groups import CONTEXT_KEYS, LOSS_PARAM_USERS, Group, number
 from cifarctl.report.literature import RECIPE_KEYS, recipe_published
 
 if TYPE_CHECKING:
@@ -198,8 +198,9 @@ def plain_baseline(spec: Mapping[str, str], grouping: Sequence[str]) -> dict[str
     from cifarctl.config import later_defaults
 
     keys = {c.removeprefix("params.") for c in grouping}
-    return {**{k: str(v) for k, v in later_defaults().items() if k in keys and k not in spec},
-            **spec}
+    loss = spec.get("loss.name")  # a param its loss does not read is no part of it
+    return {**{k: str(v) for k, v in later_defaults().items() if k in keys and k not in spec
+               and loss in LOSS_PARAM_USERS.get(k, {loss})}, **spec}
 
 
 def _equal(value: str | None, wanted: str) -> bool:
