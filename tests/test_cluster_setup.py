@@ -3,14 +3,19 @@ the tasks get, the preflight on Ray, the shared server's guards, the PostgreSQL 
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -88,6 +93,77 @@ def test_a_cluster_that_accepts_but_never_answers_is_given_up_within_the_bound(t
     if said:  # the time it states is the time it took (Ray may hold on past the bound)
         assert max(8, took - 10) <= int(said.group(1)) <= took + 1, out.stdout
     assert "Traceback" not in out.stderr
+
+
+@contextlib.contextmanager
+def web_server(kind: str) -> Iterator[int]:
+    """A real HTTP/1 server on a free local port, in a thread: the standard library's, or
+    uvicorn (what `cifarctl server` and `mlflow server` run); its port."""
+    if kind == "http.server":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                 http.server.BaseHTTPRequestHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+        return
+    uvicorn = pytest.importorskip("uvicorn")
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 403, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+WEB_ANSWER = ("is not a Ray cluster: it answered like an HTTP/1 web server (is it the MLflow "
+              "server's port?); pass the head's GCS port (`ray start --head --port`, 6379 by "
+              "default) or its Ray client port (ray://HEAD:10001)")
+
+
+@pytest.mark.parametrize("kind", ["http.server", "uvicorn"])
+def test_a_port_that_answers_as_a_web_server_is_not_a_cluster_at_once(kind):
+    """An HTTP/1 server answers the HTTP/2 hello too (uvicorn with `HTTP/1.1 403`, the standard
+    library with an HTML page), just not with a SETTINGS frame: the probe took any byte for a
+    cluster and Ray's client then waited ~80 s."""
+    with web_server(kind) as port:
+        t0 = time.monotonic()
+        with pytest.raises(UsageError) as err:
+            probe(f"127.0.0.1:{port}")
+        assert time.monotonic() - t0 < 5
+    assert str(err.value) == f"127.0.0.1:{port} {WEB_ANSWER}"
+
+
+def test_a_sweep_given_the_mlflow_servers_port_says_so_in_seconds(mlflow_store, data_home,
+                                                                   tmp_path):
+    with web_server("http.server") as port:
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "cifarctl", "sweep", str(_spec(tmp_path, "synthetic")),
+             "--backend", "ray", "--address", f"127.0.0.1:{port}",
+             "--checkpoints", str(tmp_path / "checkpoints")],
+            capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - t0
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr == f"error: 127.0.0.1:{port} {WEB_ANSWER}\n" and out.stdout == ""
+    assert took < 30, took  # the interpreter, the preflight, then the probe: ~10 s loaded
+    from cifarctl.tracking.runstore import RunStore
+
+    assert RunStore(mlflow_store.uri).find_runs("ray-spec") == []  # nothing created
 
 
 def test_tasks_get_the_data_folder_the_store_and_its_credentials(monkeypatch):
