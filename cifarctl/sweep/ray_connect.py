@@ -58,18 +58,30 @@ def is_local(address: str | None) -> bool:
 
 
 def resolve_address(address: str) -> str:
-    """`auto` -> the address `$RAY_ADDRESS` or the last `ray start` on this machine names;
-    UsageError when there is none."""
+    """`auto` -> the cluster Ray's own `auto` finds (`ray._private.services`,
+    `get_ray_address_from_environment`): `$RAY_ADDRESS`, else the address file of the last
+    `ray start` on this machine, else the GCS that a running raylet here names (a head started
+    with `ray start --temp-dir DIR` writes its address file into DIR, where nobody looks).
+    UsageError when there is none, or several running and no address file to choose one
+    (Ray would take any)."""
     if address != "auto":
         return address
+    from ray._private.services import find_gcs_addresses
     from ray._private.utils import read_ray_address
 
     found = os.environ.get("RAY_ADDRESS") or read_ray_address()
-    if not found:
+    if found:
+        return found
+    find_gcs_addresses.cache_clear()  # Ray keeps what it found for the process's life
+    running = sorted(find_gcs_addresses())
+    if len(running) > 1:
+        raise UsageError(f"--address auto: {len(running)} Ray clusters run on this machine "
+                         f"({', '.join(running)}); pass --address with the one to use")
+    if not running:
         raise UsageError("--address auto: no Ray cluster was started on this machine (no "
-                         "$RAY_ADDRESS, no address file); start one with `ray start --head`, "
-                         "or pass --address HOST:6379")
-    return found
+                         "$RAY_ADDRESS, no address file, no running raylet); start one with "
+                         "`ray start --head`, or pass --address HOST:6379")
+    return running[0]
 
 
 def host_port(address: str) -> tuple[str, int] | None:
