@@ -21,6 +21,9 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a child run under its p
 TRAINER_TAG = "cifarctl.trainer"  # host:pid of the process training the run
 SWEEP_KEY_TAG = "cifarctl.sweep_key"  # a sweep's parent: the plan's key
 SWEEP_OWNER_TAG = "cifarctl.sweep_owner"  # host:pid of the sweep process driving the parent
+# "host:pid at <unix seconds>", rewritten every 10 s by the driver on the parent and the
+# children in flight: the driver lives (`cifarctl.sweep.lease`)
+SWEEP_HEARTBEAT_TAG = "cifarctl.sweep_heartbeat"
 TRIAL_KEY_TAG = "cifarctl.trial_key"  # a sweep's child: its trial's key
 TRIAL_INDEX_TAG = "cifarctl.trial_index"
 TRIAL_OVERRIDES_TAG = "cifarctl.trial_overrides"  # JSON of the trial's grid values

@@ -3,14 +3,19 @@ the tasks get, the preflight on Ray, the shared server's guards, the PostgreSQL 
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -53,10 +58,15 @@ def test_a_missing_token_and_other_connect_failures_are_one_line():
 
 def test_address_auto_without_a_cluster_says_what_to_do(tmp_path, monkeypatch):
     pytest.importorskip("ray")
+    from ray._private.services import find_gcs_addresses
+
     from cifarctl.sweep.ray_connect import resolve_address
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no address file there
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    find_gcs_addresses.cache_clear()
+    if find_gcs_addresses():  # `auto` finds it, rightly (another test's or job's cluster)
+        pytest.skip(f"a Ray cluster runs on this machine: {set(find_gcs_addresses())}")
     with pytest.raises(UsageError, match=r"^--address auto: no Ray cluster was started on "
                                          r"this machine"):
         resolve_address("auto")
@@ -88,6 +98,77 @@ def test_a_cluster_that_accepts_but_never_answers_is_given_up_within_the_bound(t
     if said:  # the time it states is the time it took (Ray may hold on past the bound)
         assert max(8, took - 10) <= int(said.group(1)) <= took + 1, out.stdout
     assert "Traceback" not in out.stderr
+
+
+@contextlib.contextmanager
+def web_server(kind: str) -> Iterator[int]:
+    """A real HTTP/1 server on a free local port, in a thread: the standard library's, or
+    uvicorn (what `cifarctl server` and `mlflow server` run); its port."""
+    if kind == "http.server":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                 http.server.BaseHTTPRequestHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+        return
+    uvicorn = pytest.importorskip("uvicorn")
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 403, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+WEB_ANSWER = ("is not a Ray cluster: it answered like an HTTP/1 web server (is it the MLflow "
+              "server's port?); pass the head's GCS port (`ray start --head --port`, 6379 by "
+              "default) or its Ray client port (ray://HEAD:10001)")
+
+
+@pytest.mark.parametrize("kind", ["http.server", "uvicorn"])
+def test_a_port_that_answers_as_a_web_server_is_not_a_cluster_at_once(kind):
+    """An HTTP/1 server answers the HTTP/2 hello too (uvicorn with `HTTP/1.1 403`, the standard
+    library with an HTML page), just not with a SETTINGS frame: the probe took any byte for a
+    cluster and Ray's client then waited ~80 s."""
+    with web_server(kind) as port:
+        t0 = time.monotonic()
+        with pytest.raises(UsageError) as err:
+            probe(f"127.0.0.1:{port}")
+        assert time.monotonic() - t0 < 5
+    assert str(err.value) == f"127.0.0.1:{port} {WEB_ANSWER}"
+
+
+def test_a_sweep_given_the_mlflow_servers_port_says_so_in_seconds(mlflow_store, data_home,
+                                                                   tmp_path):
+    with web_server("http.server") as port:
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "cifarctl", "sweep", str(_spec(tmp_path, "synthetic")),
+             "--backend", "ray", "--address", f"127.0.0.1:{port}",
+             "--checkpoints", str(tmp_path / "checkpoints")],
+            capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - t0
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr == f"error: 127.0.0.1:{port} {WEB_ANSWER}\n" and out.stdout == ""
+    assert took < 30, took  # the interpreter, the preflight, then the probe: ~10 s loaded
+    from cifarctl.tracking.runstore import RunStore
+
+    assert RunStore(mlflow_store.uri).find_runs("ray-spec") == []  # nothing created
 
 
 def test_tasks_get_the_data_folder_the_store_and_its_credentials(monkeypatch):
@@ -158,6 +239,53 @@ def test_the_preflight_runs_for_ray_too(mlflow_store, data_home, tmp_path):
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
+@contextlib.contextmanager
+def ray_head(temp_dir: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """A real Ray head on this machine (`ray start --head --block --temp-dir`, ~3 s), its GCS
+    on a free port; the port, once the head runs whole (its raylet too: `ray start` writes
+    its address file into the temp dir last). Stopped, with all it started, on exit."""
+    import os
+    import signal
+
+    port = free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        started = temp_dir / "ray_current_cluster"
+        while head.poll() is None and not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert head.poll() is None and started.exists(), "ray start --head failed"
+        yield port
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+        head.wait(60)
+
+
+@pytest.mark.slow  # a Ray head (~3 s)
+def test_address_auto_finds_a_head_started_with_its_own_temp_dir(tmp_path, monkeypatch):
+    """`ray start --head --temp-dir DIR` writes its address file into DIR: `auto` finds the
+    head as Ray's own `auto` (and `ray status`) does, by the raylet running here; the probe
+    takes its GCS for what it is."""
+    pytest.importorskip("ray")
+    from cluster_fixtures import ray_temp_dir
+    from ray._private.services import get_ray_address_from_environment
+
+    from cifarctl.sweep.ray_connect import resolve_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with ray_temp_dir() as ray_tmp, ray_head(ray_tmp / "elsewhere") as port:
+        assert not (ray_tmp / "ray" / "ray_current_cluster").exists()  # the default file
+        found = resolve_address("auto")
+        assert found.endswith(f":{port}") and found == get_ray_address_from_environment(
+            "auto", None)
+        probe(found)  # a real GCS answers the hello with its SETTINGS frame
+
+
 @pytest.mark.slow  # a Ray head (~3 s), then Ray's own retries (~20 s) before it gives up
 def test_a_real_cluster_that_wants_a_token_is_one_line_saying_how_to_give_it(
         mlflow_store, data_home, tmp_path):
@@ -166,39 +294,20 @@ def test_a_real_cluster_that_wants_a_token_is_one_line_saying_how_to_give_it(
     C++ client's warnings (one a second on stderr): the sweep reads them from ray.log."""
     import os
     import secrets
-    import signal
 
     pytest.importorskip("ray")
     from cluster_fixtures import ray_temp_dir
 
-    port = free_port()
-    ray_cli = Path(sys.executable).with_name("ray")
-    with ray_temp_dir() as ray_tmp:
-        head = subprocess.Popen(
-            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
-            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 60
-            while head.poll() is None and time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            assert head.poll() is None, "ray start --head failed"
-            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-            env["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token either
-            t0 = time.monotonic()
-            out = subprocess.run(
-                [sys.executable, "-m", "cifarctl", "sweep", str(_spec(tmp_path, "synthetic")),
-                 "--backend", "ray", "--address", f"127.0.0.1:{port}",
-                 "--checkpoints", str(tmp_path / "checkpoints")],
-                capture_output=True, text=True, env=env, timeout=150)
-        finally:
-            head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
-            head.wait(60)
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    with ray_temp_dir() as ray_tmp, ray_head(ray_tmp, token) as port:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token either
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "cifarctl", "sweep", str(_spec(tmp_path, "synthetic")),
+             "--backend", "ray", "--address", f"127.0.0.1:{port}",
+             "--checkpoints", str(tmp_path / "checkpoints")],
+            capture_output=True, text=True, env=env, timeout=150)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout == "" and out.stderr == (
         f"error: the Ray cluster at 127.0.0.1:{port} requires token authentication and this "

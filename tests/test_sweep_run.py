@@ -90,7 +90,9 @@ def test_a_remote_cluster_with_a_local_store_gets_a_clear_warning():
 
 
 def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_path):
-    from cifarctl.names import SWEEP_OWNER_TAG
+    """Its driver's heartbeat is fresh (and it lives): refused; once it is gone, taken over at
+    once, without waiting for the heartbeat to age."""
+    from cifarctl.names import SWEEP_HEARTBEAT_TAG, SWEEP_OWNER_TAG
     from cifarctl.sweep.store import open_sweep
     from cifarctl.tracking.runstore import open_store
 
@@ -102,7 +104,12 @@ def test_a_sweep_already_running_on_this_machine_is_refused(mlflow_store, tmp_pa
         import socket
 
         owner = f"{socket.gethostname()}:{sleeper.pid}"
-        store.set_tags(first.parent_id, {SWEEP_OWNER_TAG: owner})
+        store.set_tags(first.parent_id, {SWEEP_HEARTBEAT_TAG: f"{owner} at {time.time():.0f}",
+                                         SWEEP_OWNER_TAG: owner})
+        with pytest.raises(UsageError, match=f"already running \\(process {sleeper.pid}, parent "
+                                             f"run {first.parent_id}, its heartbeat"):
+            open_sweep(store, plan)
+        store.connect().delete_tag(first.parent_id, SWEEP_HEARTBEAT_TAG)  # an older cifarctl's
         with pytest.raises(UsageError, match=f"already running \\(process {sleeper.pid}"):
             open_sweep(store, plan)
     finally:

@@ -6,9 +6,10 @@ Without `--address` a sweep starts its own local instance (`address="local"`): R
 attaches to whatever `/tmp/ray/ray_current_cluster` names, which a dead cluster leaves behind,
 and the sweep hung on "Failed to connect to GCS" (issue 20). With an address (`HOST:6379`,
 `ray://HEAD:10001`, `auto`) the port is probed first (it must accept a connection and answer
-an HTTP/2 hello, as every gRPC server does) and `ray.init` is bounded by `CONNECT_TIMEOUT_S`:
-a cluster that does not answer, or wants a token this machine lacks, is one line saying what
-to do, never Ray's retry loop and traceback.
+an HTTP/2 hello with a SETTINGS frame, as every gRPC server does) and `ray.init` is bounded by
+`CONNECT_TIMEOUT_S`: a cluster that does not answer, a port that answers as something else
+(the MLflow server's), or a cluster that wants a token this machine lacks, is one line saying
+what to do, never Ray's retry loop and traceback.
 
 Tasks get `CIFARCTL_DATA`, the tracking URI and every `MLFLOW_TRACKING_*` setting through
 Ray's `runtime_env`; Ray's own messages go to `ray.log` in the checkpoint folder.
@@ -33,8 +34,12 @@ PROBE_TIMEOUT_S = 5.0  # a TCP connect to the cluster's port: refused at once, o
 ANSWER_TIMEOUT_S = 10.0  # then its gRPC server's first bytes (a GCS on a loaded head: < 1 s)
 # What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then an empty SETTINGS
 # frame (length 0, type 4, no flags, stream 0). Every gRPC server, Ray's GCS and its client
-# server included, answers with its own SETTINGS frame; a TLS one with an alert.
+# server included, answers with its own SETTINGS frame (RFC 9113, 3.4: a frame header is 3
+# bytes length, 1 type, 1 flags, 4 stream); a TLS one (RAY_USE_TLS) with a TLS record.
 HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+FRAME_HEADER = 9  # bytes
+SETTINGS = 0x4  # the frame type at byte 3 of the header
+TLS_RECORDS = (0x15, 0x16)  # a TLS alert or handshake record, then version 3.x (RFC 8446, 5.1)
 PASSED_ENV = ("CIFARCTL_DATA",)  # besides MLFLOW_TRACKING_*: what a task reads from its env
 TOKEN_HINT = ("set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or "
               "RAY_AUTH_TOKEN_PATH naming its file; `ray get-auth-token` on the head prints it)")
@@ -53,18 +58,30 @@ def is_local(address: str | None) -> bool:
 
 
 def resolve_address(address: str) -> str:
-    """`auto` -> the address `$RAY_ADDRESS` or the last `ray start` on this machine names;
-    UsageError when there is none."""
+    """`auto` -> the cluster Ray's own `auto` finds (`ray._private.services`,
+    `get_ray_address_from_environment`): `$RAY_ADDRESS`, else the address file of the last
+    `ray start` on this machine, else the GCS that a running raylet here names (a head started
+    with `ray start --temp-dir DIR` writes its address file into DIR, where nobody looks).
+    UsageError when there is none, or several running and no address file to choose one
+    (Ray would take any)."""
     if address != "auto":
         return address
+    from ray._private.services import find_gcs_addresses
     from ray._private.utils import read_ray_address
 
     found = os.environ.get("RAY_ADDRESS") or read_ray_address()
-    if not found:
+    if found:
+        return found
+    find_gcs_addresses.cache_clear()  # Ray keeps what it found for the process's life
+    running = sorted(find_gcs_addresses())
+    if len(running) > 1:
+        raise UsageError(f"--address auto: {len(running)} Ray clusters run on this machine "
+                         f"({', '.join(running)}); pass --address with the one to use")
+    if not running:
         raise UsageError("--address auto: no Ray cluster was started on this machine (no "
-                         "$RAY_ADDRESS, no address file); start one with `ray start --head`, "
-                         "or pass --address HOST:6379")
-    return found
+                         "$RAY_ADDRESS, no address file, no running raylet); start one with "
+                         "`ray start --head`, or pass --address HOST:6379")
+    return running[0]
 
 
 def host_port(address: str) -> tuple[str, int] | None:
@@ -77,9 +94,10 @@ def host_port(address: str) -> tuple[str, int] | None:
 def probe(address: str, timeout: float = PROBE_TIMEOUT_S,
           answer_timeout: float = ANSWER_TIMEOUT_S) -> None:
     """UsageError at once when nothing listens at the cluster's address (a dead cluster), and
-    within `answer_timeout` when something accepts but does not speak gRPC's HTTP/2 (a wrong
-    port, a hung head): Ray's own client waited ~40 s there before `bounded` could interrupt
-    it, and over 120 s once in a loaded test run."""
+    within `answer_timeout` when something accepts but does not answer gRPC's HTTP/2 hello
+    with a SETTINGS frame (a wrong port, such as the MLflow server's, or a hung head): Ray's
+    own client waited ~40 s there before `bounded` could interrupt it, and over 120 s once in
+    a loaded test run."""
     where = host_port(address)
     if where is None:
         return
@@ -92,13 +110,51 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_S,
                          f"on a local Ray instance") from None
     with conn:
         try:
-            conn.settimeout(answer_timeout)
-            conn.sendall(HTTP2_HELLO)
-            conn.recv(1)  # any answer, or the connection closed: something that speaks
-        except TimeoutError:
-            raise silent_cluster(address, answer_timeout) from None
+            answer = first_answer(conn, answer_timeout)
         except OSError:  # reset: it reacted; `ray.init` says the rest
-            pass
+            return
+    if answer is None:
+        raise silent_cluster(address, answer_timeout)
+    if not speaks_grpc(answer):
+        raise not_a_cluster(address, answer)
+
+
+def first_answer(conn: socket.socket, timeout: float) -> bytes | None:
+    """Send the HTTP/2 hello and read up to a frame header of the answer within `timeout`:
+    fewer bytes when the server closed or paused after them, None when it said nothing."""
+    deadline = time.monotonic() + timeout
+    conn.settimeout(timeout)
+    conn.sendall(HTTP2_HELLO)
+    answer = b""
+    while len(answer) < FRAME_HEADER:
+        conn.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            chunk = conn.recv(FRAME_HEADER - len(answer))
+        except TimeoutError:
+            return answer or None
+        if not chunk:  # closed: nothing to judge by when it said nothing
+            return answer
+        answer += chunk
+    return answer
+
+
+def speaks_grpc(answer: bytes) -> bool:
+    """Whether the first bytes back may come from a Ray cluster's port: an HTTP/2 SETTINGS
+    frame header, a TLS record, or nothing before the connection closed."""
+    if not answer:
+        return True
+    if answer[0] in TLS_RECORDS and answer[1:2] in (b"", b"\x03"):
+        return True
+    return len(answer) > 3 and answer[3] == SETTINGS
+
+
+def not_a_cluster(address: str, answer: bytes) -> UsageError:
+    web = answer.startswith(b"HTTP/") or answer.lstrip().startswith(b"<")
+    said = ("like an HTTP/1 web server (is it the MLflow server's port?)" if web
+            else f"{answer!r}, not the HTTP/2 SETTINGS frame every gRPC server sends")
+    return UsageError(f"{address} is not a Ray cluster: it answered {said}; pass the head's GCS "
+                      f"port (`ray start --head --port`, 6379 by default) or its Ray client "
+                      f"port (ray://HEAD:10001)")
 
 
 def silent_cluster(address: str, waited: float) -> UsageError:

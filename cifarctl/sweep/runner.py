@@ -203,6 +203,7 @@ class _Sweep:
                  fuse: int = 1, checkpoint_root: Path | None = None) -> None:
         """`checkpoint_root`: where the workers find the checkpoints of trials to continue,
         read for their positions (None: elsewhere, e.g. on a Ray cluster's nodes)."""
+        from cifarctl.sweep.lease import held_elsewhere
         from cifarctl.sweep.store import open_sweep
 
         self.plan, self.store, self.executor, self.display = plan, store, executor, display
@@ -224,6 +225,8 @@ class _Sweep:
                     others[parent] += 1
                 state.summary = {k: v for k, v in child.metrics.items()
                                  if k in (TEST_ACC_AT_BEST, BEST_VAL_ACC)}
+            elif (held := held_elsewhere(child)) is not None:  # a driver that lost its claim
+                state.status, state.message = "not run", held
             else:
                 state.message = f"{child.status} before: continues in its run"
                 if fuse > 1:  # the position decides which continuing trials fuse again
@@ -346,6 +349,7 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
     """Run every trial of `plan` not yet FINISHED. `preflight`: False when the caller has run
     `sweep.preflight` already. `fuse`: trials per fused model; None: from the free GPU memory
     (`cifarctl.fused.capacity.default_fuse`; 1 on the CPU)."""
+    from cifarctl.sweep.lease import Heartbeat
     from cifarctl.sweep.store import finish_parent
     from cifarctl.tracking import resolve_tracking_uri
     from cifarctl.tracking.runstore import open_store
@@ -384,10 +388,11 @@ def run_sweep(plan: Plan, *, workers: int | None = None, backend: str = "local",
                        fail_fast=fail_fast, fuse=fuse,
                        checkpoint_root=root if backend == "local" else None)
         stop = StopFlag()
-        with stop.installed():
+        with stop.installed(), Heartbeat(sweep.store, sweep.outcome, stop) as beat:
             outcome = sweep.run(stop)
     finally:
         executor.close()
         display.close()
-    finish_parent(sweep.store, outcome)
+    if beat.lost is None:  # else the parent is the other driver's now
+        finish_parent(sweep.store, outcome)
     return outcome

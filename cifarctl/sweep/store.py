@@ -9,32 +9,36 @@ The parent carries the tag `cifarctl.sweep_key` (the plan's key) and each child
 `cifarctl.trial_key` and `mlflow.parentRunId`, so running the same spec again finds the same
 parent and its children. A trial without a child here that FINISHED under another sweep of the
 experiment (a spec since given more seeds) counts too. Only the sweep process creates runs,
-one at a time, so a trial never gets a second child.
+one at a time, and only the one sweep process that holds the parent's claim (`lease`: two
+drivers of one spec, on one machine or two, never both train it), so a trial never gets a
+second child.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cifarctl.errors import UsageError
 from cifarctl.names import (
     SWEEP_KEY_TAG,
-    SWEEP_OWNER_TAG,
     TRIAL_INDEX_TAG,
     TRIAL_KEY_TAG,
     TRIAL_OVERRIDES_TAG,
     describe,
     run_name,
 )
+from cifarctl.sweep.lease import CLAIM, claim, driver_id, heartbeat
 from cifarctl.sweep.spec import Plan, Trial, plan_json
 from cifarctl.tracking import RUN_STATUSES
 from cifarctl.tracking.mlflow_tracker import start_run
-from cifarctl.tracking.owner import alive_owner, owner
+from cifarctl.tracking.retry import call_with_retry
+
+SETTLE_S = 2.0  # after creating a parent, how long until the drivers that did compare (`_settle`)
 
 if TYPE_CHECKING:
     from cifarctl.sweep.state import SweepOutcome
@@ -94,26 +98,46 @@ def existing_runs(store: RunStore, plan: Plan
 
 
 def open_sweep(store: RunStore, plan: Plan) -> SweepRuns:
-    """Find the parent run of `plan` (same sweep key) or create it; mark it RUNNING by us."""
-    spec = plan.spec
+    """Find the parent run of `plan` (same sweep key) or create it, and claim it for this
+    process (`lease.claim`): UsageError while another driver, here or on another machine,
+    drives it."""
     parent, runs = existing_runs(store, plan)
     if parent is None:
-        tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri, run_name=spec.name,
-                            tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
-                                  SWEEP_OWNER_TAG: owner()},
-                            description=f"Sweep of {len(plan.trials)} trials from "
-                                        f"{spec.source}; each trial is a child run.")
-        tracker.log_params(_params(plan))
-        tracker.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
-        tracker.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
-        return SweepRuns(tracker.run_id, runs)
-    pid = alive_owner(parent.tags.get(SWEEP_OWNER_TAG, ""))
-    if parent.status == "RUNNING" and pid is not None:
-        raise UsageError(f"this sweep is already running (process {pid}, parent run "
-                         f"{parent.run_id}); wait for it, or stop it with `kill {pid}`")
-    start_run(experiment=spec.experiment, tracking_uri=store.uri, run_id=parent.run_id,
-              tags={SWEEP_OWNER_TAG: owner()})
+        created = _create_parent(store, plan)
+        parent = _settle(store, plan, created)
+        if parent.run_id == created:
+            return SweepRuns(created, runs)
+        parent, runs = existing_runs(store, plan)  # the other driver's, created at once
+        assert parent is not None
+    claim(store, parent, plan.spec.experiment)
     return SweepRuns(parent.run_id, runs)
+
+
+def _create_parent(store: RunStore, plan: Plan) -> str:
+    """A new parent run for `plan`, claimed by this process (`lease`); its id."""
+    spec = plan.spec
+    tracker = start_run(experiment=spec.experiment, tracking_uri=store.uri, run_name=spec.name,
+                        tags={SWEEP_KEY_TAG: plan.key, "trial_count": len(plan.trials),
+                              **heartbeat()},
+                        description=f"Sweep of {len(plan.trials)} trials from "
+                                    f"{spec.source}; each trial is a child run.")
+    tracker.log_params({**_params(plan), f"{CLAIM}1": driver_id()})
+    tracker.log_text(yaml.safe_dump(spec.document, sort_keys=False), "sweep.yaml")
+    tracker.log_text(json.dumps(plan_json(plan), indent=1), "plan.json")
+    return tracker.run_id
+
+
+def _settle(store: RunStore, plan: Plan, created: str) -> StoredRun:
+    """The parent every driver of `plan` keeps when several created one at once: the oldest
+    (then the lowest run id), as all of them read it once SETTLE_S has passed since their
+    own was created (longer than a driver takes from finding none to creating its own). A
+    driver whose parent is not that one deletes it."""
+    time.sleep(SETTLE_S)
+    parents = store.find_runs(plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'")
+    kept = min(parents, key=lambda r: (r.start_time or 0, r.run_id))
+    if kept.run_id != created:
+        call_with_retry(store.connect().delete_run, created)
+    return kept
 
 
 def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> str:
@@ -122,7 +146,7 @@ def create_child(store: RunStore, plan: Plan, trial: Trial, parent_id: str) -> s
     tracker = start_run(experiment=plan.spec.experiment, tracking_uri=store.uri,
                         run_name=run_name(cfg), parent_run_id=parent_id,
                         tags={TRIAL_KEY_TAG: trial.key, TRIAL_INDEX_TAG: trial.index,
-                              TRIAL_OVERRIDES_TAG: json.dumps(trial.overrides)},
+                              TRIAL_OVERRIDES_TAG: json.dumps(trial.overrides), **heartbeat()},
                         description=describe(cfg))
     return tracker.run_id
 

@@ -21,6 +21,11 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def on_this_host(value: str) -> bool:
+    """Whether `value` (`host:pid`) names a process on this machine."""
+    return value.rpartition(":")[0] == socket.gethostname()
+
+
 def alive_owner(value: str) -> int | None:
     """The pid in `value` (`host:pid`) if it is another live process on this machine."""
     host, _, pid = value.rpartition(":")
