@@ -36,7 +36,6 @@ from cifarctl.sweep.lease import CLAIM, claim, driver_id, heartbeat
 from cifarctl.sweep.spec import Plan, Trial, plan_json
 from cifarctl.tracking import RUN_STATUSES
 from cifarctl.tracking.mlflow_tracker import start_run
-from cifarctl.tracking.retry import call_with_retry
 
 SETTLE_S = 2.0  # after creating a parent, how long until the drivers that did compare (`_settle`)
 
@@ -136,7 +135,7 @@ def _settle(store: RunStore, plan: Plan, created: str) -> StoredRun:
     parents = store.find_runs(plan.spec.experiment, f"tags.`{SWEEP_KEY_TAG}` = '{plan.key}'")
     kept = min(parents, key=lambda r: (r.start_time or 0, r.run_id))
     if kept.run_id != created:
-        call_with_retry(store.connect().delete_run, created)
+        store.delete_run(created)
     return kept
 
 

@@ -190,6 +190,10 @@ class RunStore:
         """End a run as FINISHED, FAILED or KILLED (one whose writer is gone)."""
         call_with_retry(self.connect().set_terminated, run_id, check_status(status))
 
+    def delete_run(self, run_id: str) -> None:
+        """Move a run to MLflow's trash (a sweep parent created twice at once: `sweep.store`)."""
+        call_with_retry(self.connect().delete_run, run_id)
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set tags on a run, as strings; a tag may be overwritten."""
         for key, value in tags.items():
