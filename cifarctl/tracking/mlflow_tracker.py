@@ -21,6 +21,7 @@ import posixpath
 import re
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -335,6 +336,26 @@ def start_run(*, experiment: str, tracking_uri: str | None = None, run_name: str
         tracker.set_tags(extra)
         return tracker
     experiment_id = get_or_create_experiment(client, experiment)
+    over_http = str(client.tracking_uri).startswith(("http://", "https://"))
+    if over_http:
+        extra[CREATION_TAG] = uuid.uuid4().hex
     run = call_with_retry(client.create_run, experiment_id, tags=extra, run_name=run_name)
+    if over_http:
+        _drop_retried_twins(client, experiment_id, run.info.run_id, extra[CREATION_TAG])
     return MlflowTracker(client, run)
 
+
+# MLflow's HTTP client retries every request whose answer it lost (a read timeout, a 5xx),
+# POSTs included (urllib3's Retry with allowed_methods=None): a create_run the server did
+# commit is then made again, and a sweep trial would have two child runs. The nonce finds the
+# twins; the run the client returned is kept.
+CREATION_TAG = "cifarctl.creation"
+
+
+def _drop_retried_twins(client: MlflowClient, experiment_id: str, run_id: str,
+                        nonce: str) -> None:
+    twins = call_with_retry(client.search_runs, [experiment_id],
+                            f"tags.`{CREATION_TAG}` = '{nonce}'")
+    for twin in twins:
+        if twin.info.run_id != run_id:
+            call_with_retry(client.delete_run, twin.info.run_id)
