@@ -259,7 +259,9 @@ def test_sigterm_stops_the_server_and_its_children(mlflow_store, tmp_path):
                    .split("server log: ")[1].split(";")[0])
         assert log.is_file()
         deadline = time.monotonic() + 10
-        while not opened.exists() and time.monotonic() < deadline:
+        # the shell creates the file before echo writes into it: wait for the line
+        while (not opened.exists() or not opened.read_text().endswith("\n")) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         assert opened.read_text().strip() == url
         code, rest = ui.stop(signal.SIGTERM)
