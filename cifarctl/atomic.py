@@ -45,7 +45,8 @@ def temp_writer(path: Path) -> int | None:
 
 
 def writer_gone(pid: int) -> bool:
-    """No process `pid` runs on this machine (a temp file of it is a leftover)."""
+    """No process `pid` runs on this machine: a temp file of it is a leftover, a run or sweep
+    it owned (`tracking.owner`) is no longer driven."""
     if pid == os.getpid():
         return False
     if pid <= 0:  # os.kill(0, ...) would signal our own process group

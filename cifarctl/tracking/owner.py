@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 
+from cifarctl.atomic import writer_gone
 from cifarctl.names import TRAINER_TAG  # noqa: F401  (re-exported: the tag this module sets)
 
 
@@ -31,10 +32,4 @@ def alive_owner(value: str) -> int | None:
     host, _, pid = value.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        pass
-    return int(pid)
+    return None if writer_gone(int(pid)) else int(pid)
