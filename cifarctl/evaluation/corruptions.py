@@ -31,8 +31,9 @@ from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
 _SCALE_224_TO_32 = 32 / 224  # Geirhos et al.'s images are 224 px wide, CIFAR's 32
 
 
-def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian filter of std `sigma` pixels, float (B, C, H, W) -> same, via the FFT.
+def low_pass(x: torch.Tensor, sigma: float, g: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian filter of std `sigma` pixels, float (B, C, H, W) -> same, via the FFT; also
+    CIFAR-10-C's gaussian_blur, at its own widths (`g`: unused, as every op takes one).
 
     The transfer function of a Gaussian of std s is exp(-2 pi^2 s^2 f^2) (f in cycles per
     pixel), exact for sub-pixel widths where a sampled kernel is not. Reflect padding first,
@@ -61,13 +62,9 @@ def contrast(x: torch.Tensor, factor: float, g: torch.Generator) -> torch.Tensor
     return (x - mean) * factor + mean
 
 
-def low_pass(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
-    return gaussian_lowpass(x, sigma)  # also CIFAR-10-C's gaussian_blur, at its own widths
-
-
 def high_pass(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
     # Geirhos et al. 2018: the image minus its low-pass version, shifted back to the mean grey
-    return x - gaussian_lowpass(x, sigma) + _image_mean(x)
+    return x - low_pass(x, sigma) + _image_mean(x)
 
 
 def phase_noise(x: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:

@@ -23,8 +23,8 @@ from typing import Any
 
 from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
-from cifarctl.evaluation import posthoc
-from cifarctl.evaluation.corruptions import SEVERITIES, corrupt, corruption_generator
+from cifarctl.evaluation import CORRUPTION_NAMES, posthoc
+from cifarctl.evaluation.corruptions import SEVERITIES, check_names, corrupt, corruption_generator
 from cifarctl.evaluation.scores import (
     SHOT_GROUPS,
     expected_calibration_error,
@@ -342,9 +342,6 @@ def run_eval(target: str, *, which: str | None = None, checkpoint_root: Path = P
     """What `cifarctl eval` does: check the options, find the checkpoint, evaluate it
     (`evaluate` as `evaluate_target`'s keywords) and, unless `log` is off, log the result to
     its run (`result.logged` says whether there was one)."""
-    from cifarctl.evaluation import CORRUPTION_NAMES
-    from cifarctl.evaluation.corruptions import check_names
-
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     names = list(corruptions) or (list(CORRUPTION_NAMES) if all_corruptions else [])
