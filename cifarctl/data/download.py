@@ -4,8 +4,8 @@
 
 `$CIFARCTL_CIFAR10_URL` points at a mirror (or a test server; `file:///shared/...` for a copy
 on a shared disk); `$CIFARCTL_CIFAR10_MD5` gives that file's md5 and goes with the URL (alone
-it is refused: the official file's md5 is known). The caller owns
-`workdir` and removes it whatever happens, so a failed or corrupt download leaves nothing.
+it is refused: the official file's md5 is known). The caller owns `workdir` and removes it
+whatever happens, so a failed or corrupt download leaves nothing.
 """
 
 from __future__ import annotations

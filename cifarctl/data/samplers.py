@@ -26,8 +26,7 @@ def class_probabilities(counts: list[int] | torch.Tensor, sampler: str) -> torch
     """p_j = n_j^q / sum_i n_i^q for `sampler`'s q: (C,) float64; a class without images
     gets 0 (it cannot be drawn)."""
     n = torch.as_tensor(counts, dtype=torch.float64)  # (C,)
-    present = n > 0
-    raw = torch.where(present, n.clamp_min(1) ** EXPONENTS[sampler], torch.zeros_like(n))
+    raw = torch.where(n > 0, n.clamp_min(1) ** EXPONENTS[sampler], torch.zeros_like(n))
     return raw / raw.sum()
 
 

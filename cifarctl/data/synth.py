@@ -34,8 +34,6 @@ _ANGLE = np.array([0.5, 0, 0.25, 0.75, 0, 0, 0, 0.25, 0, 0], dtype=np.float32) *
 _MAX_TILT = np.pi / 8   # at difficulty 1: +-22.5 deg, half the gap between neighbours
 _MAX_NOISE = 0.25       # pixel noise std at difficulty 1, in [0, 1] intensity units
 _SIZE = 32
-
-
 # At most 10x CIFAR-10's 60,000 images (1.8 GB as uint8, more while they are drawn): a
 # typo such as --train-per-class 100000000 is refused before it fills the disk.
 MAX_IMAGES = 600_000
