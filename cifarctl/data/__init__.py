@@ -13,11 +13,11 @@ import them directly): `loader` (batches) with `augment`, `mix`, `samplers` and 
 
 from cifarctl.data.dataset import CIFAR10_CLASSES, CifarData, DatasetArrays
 from cifarctl.data.load import (
-                                DATASET_NAMES,
-                                download_cifar10,
-                                import_dataset,
-                                load_dataset,
-                                synthesize,
+    DATASET_NAMES,
+    download_cifar10,
+    import_dataset,
+    load_dataset,
+    synthesize,
 )
 
 __all__ = ["CIFAR10_CLASSES", "DATASET_NAMES", "CifarData", "DatasetArrays", "download_cifar10",

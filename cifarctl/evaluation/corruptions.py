@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cifarctl.data.streams import device_generator
 from cifarctl.evaluation import CORRUPTION_NAMES, SEVERITIES
 
 _SCALE_224_TO_32 = 32 / 224  # Geirhos et al.'s images are 224 px wide, CIFAR's 32
@@ -165,10 +166,10 @@ def check_names(names: list[str]) -> None:
 
 def corruption_generator(seed: int, name: str, severity: int,
                          device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for one (seed, corruption, severity): independent streams, no global RNG."""
+    """A generator for one (seed, corruption, severity): independent streams, no global RNG
+    (the data streams' SeedSequence mixing, keyed by the corruption's index and severity)."""
     index = list(CORRUPTIONS).index(name)
-    state = np.random.SeedSequence([seed, index, severity]).generate_state(1, np.uint64)[0]
-    return torch.Generator(torch.device(device)).manual_seed(int(state) & (2**63 - 1))
+    return device_generator(seed, index, severity, torch.device(device))
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None
