@@ -33,6 +33,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 PAD = 4  # pixels of zero padding before the random 32x32 crop (SPEC 2)
 
+
 def epoch_permutation(n: int, seed: int, epoch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """The shuffled order of `n` items in `epoch`: (n,) int64 on `device`."""
