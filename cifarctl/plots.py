@@ -69,21 +69,17 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     if with_lr:
         _lr_panel(lr_ax[0], epochs, history)
     for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
-        plotted = False
-        for split in SPLITS:
-            key = f"{split}_{metric}"
-            if not any(key in entry for entry in history):
-                continue
-            values = [float(entry.get(key, math.nan)) for entry in history]
+        drawn = [s for s in SPLITS if any(f"{s}_{metric}" in entry for entry in history)]
+        for split in drawn:
+            values = [float(entry.get(f"{split}_{metric}", math.nan)) for entry in history]
             ax.plot(epochs, values, marker="o", markersize=3, label=split)
-            plotted = True
         ax.set(title=label, xlabel="epoch", ylabel=label)
         if len(history) <= 10:  # a tick per epoch; with one epoch, not a tick per 0.015
             ax.set_xticks(sorted(set(epochs)))
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        _legend_or_empty(ax, plotted, f"no {label} recorded")
+        _legend_or_empty(ax, bool(drawn), f"no {label} recorded")
     _percent_axis(acc_ax)
     return fig
 

@@ -25,14 +25,12 @@ Format = choice(FORMATS, "--format must be one of {choices}, got {value!r}", "--
 def report(
     experiment: Annotated[list[str] | None, typer.Option(
         "--experiment", "-e", metavar="NAME",
-        help="Experiment name (repeatable). Default: every experiment "
-                                   "that has runs.")] = None,
+        help="Experiment name (repeatable). Default: every experiment that has runs.")] = None,
     parent: Annotated[str | None, typer.Option(
         help="Only the child runs of this run (a `cifarctl sweep` parent run id).")] = None,
     filter_: Annotated[str | None, typer.Option(
         "--filter", help="MLflow search filter, e.g. \"params.loss.name = 'focal'\" or "
-                         "\"tags.imbalance = '100' and metrics.test_acc_at_best > 0.5\".")
-                       ] = None,
+                         "\"tags.imbalance = '100' and metrics.test_acc_at_best > 0.5\".")] = None,
     by: Annotated[str | None, typer.Option(
         help="Group runs by these keys only (comma-separated config keys, e.g. "
              "loss.name,loss.beta). Default: every setting except the seed.")] = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,8 @@ class Written:
     """What `export_report` produced."""
 
     folder: Path
-    files: list[Path] = field(default_factory=list)
-    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, file name)
+    files: list[Path]
+    figures: list[tuple[str, str]]  # (caption, file name)
 
 
 def _prepare(folder: Path) -> None:
@@ -66,27 +66,26 @@ def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "
     from cifarctl.report.figures import report_figures
 
     _prepare(folder)
-    written = Written(folder)
     made, notes = report_figures(report, store) if figures else ([], [])
     report.notes.extend(notes)
     page_name = "report.html" if fmt == "html" else "report.md"
+    page = render.html if fmt == "html" else render.markdown
     names = [name for name, _, _ in made] + [page_name, "per_class.csv", "report.json"]
     blocked = [n for n in names if (folder / n).exists() and not (folder / n).is_file()]
     if blocked:
         raise UsageError(f"--out {folder}: {blocked[0]} there is a folder, where the report "
                          f"writes a file; move it, or choose another --out")
+    written = Written(folder, [folder / name for name in names],
+                      [(caption, name) for name, caption, _ in made])
     try:
         with staged_files(folder) as stage:
-            for name, caption, fig in made:
+            for name, _, fig in made:
                 plots.save_png(fig, stage / name)
-                written.figures.append((caption, name))
-            page = (render.html(report, written.figures) if fmt == "html"
-                    else render.markdown(report, written.figures))
-            texts = {page_name: page, "per_class.csv": render.csv_table(report),
+            texts = {page_name: page(report, written.figures),
+                     "per_class.csv": render.csv_table(report),
                      "report.json": render.to_json(report)}
             for name, text in texts.items():
                 (stage / name).write_text(text, encoding="utf-8")
-        written.files = [folder / name for name in names]
         for path in folder.iterdir():  # an earlier report's, which this one did not write
             if REPORT_FILE.fullmatch(path.name) and path.name not in names and path.is_file():
                 path.unlink()

@@ -40,13 +40,13 @@ NO_CONFUSION = ("no confusion-matrix figure: no run has a confusion_matrix.json 
                 "(cifarctl train writes it; `cifarctl eval RUN_ID` adds one to older runs)")
 
 
+NARROW = " configurations; narrow the report with --filter"
+
+
 def _shown(items: Sequence[Any], limit: int, what: str = "") -> tuple[list[Any], str]:
     if len(items) <= limit:
         return list(items), ""
     return list(items[:limit]), f" (the first {limit} of {len(items)}{what})"
-
-
-NARROW = " configurations; narrow the report with --filter"
 
 
 def _mean_history(histories: Histories, group: Group) -> list[dict[str, float]]:
@@ -146,22 +146,18 @@ def _read_confusion(store: RunStore, run_id: str, tmp: Path) -> list[list[float]
 def confusion_figure(report: Report, store: RunStore) -> tuple[str, str, Figure] | None:
     """Summed confusion matrices of each configuration's runs; None when no run has one."""
     groups, cut = _shown(report.groups, MAX_CONFUSIONS, NARROW)
-    matrices, missing = {}, 0
+    run_ids = [r for g in groups for r in g.rows["run_id"]]
     with tempfile.TemporaryDirectory(prefix="cifarctl-report-") as tmp:
-        run_ids = [r for g in groups for r in g.rows["run_id"]]
         found = dict(zip(run_ids, parallel(lambda r: _read_confusion(store, r, Path(tmp)),
                                            run_ids)))  # downloads at once over a server
-        for g in groups:
-            total = None
-            for run_id in g.rows["run_id"]:
-                m = found[run_id]
-                if m is None:
-                    missing += 1
-                    continue
-                total = m if total is None else [[a + b for a, b in zip(r, s)]
-                                                 for r, s in zip(total, m)]
-            if total is not None and len(total) == len(report.class_names):
-                matrices[g.label] = total
+    matrices, missing = {}, sum(found[r] is None for r in run_ids)
+    for g in groups:
+        total = None
+        for m in (found[r] for r in g.rows["run_id"] if found[r] is not None):
+            total = m if total is None else [[a + b for a, b in zip(r, s)]
+                                             for r, s in zip(total, m)]
+        if total is not None and len(total) == len(report.class_names):
+            matrices[g.label] = total
     if not matrices:
         return None
     note = (f"; {missing} run(s) without a recorded confusion matrix (run `cifarctl eval` "

@@ -112,7 +112,7 @@ def resolve_columns(by: str, frame: pd.DataFrame) -> list[str]:
             except UsageError:
                 column = f"params.{token}"
         if column not in frame:
-            known = [c.removeprefix("params.") for c in frame.columns if c.startswith("params.")]
+            known = [param(c) for c in frame.columns if c.startswith("params.")]
             raise UsageError(f"--by {token}: no run has {column!r}"
                              f"{did_you_mean(token.removeprefix('params.'), known)}; use config "
                              f"keys such as loss.name,loss.beta or params.<key> / tags.<key>")
@@ -263,6 +263,8 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
     Loss settings are always named (β when class-balanced, γ when not 1); the imbalance,
     model, dataset and any other key only when they vary across the compared `params`.
     """
+    from cifarctl.config import later_defaults
+
     parts = []
     # `+SAM`, `RandAug` (issue 19)
     after_loss, recipe_parts, handled = recipe_words(params, varying)
@@ -276,19 +278,13 @@ def config_label(params: Mapping[str, str], varying: Collection[str]) -> str:
         parts.append(imbalance_label(params.get("data.imbalance"),
                                      params.get("data.imbalance_type", "exp")))
     handled |= {"data.imbalance", "data.imbalance_type"}
+    later = later_defaults()  # a key added since, at its default: not named
     for key in sorted(set(varying) - handled, key=lambda k: _column_order(f"params.{k}")):
         value = params.get(key, MISSING)
-        if _later_default(key, value):  # a key added since, at its default: not named
+        if key in later and value == str(later[key]):
             continue
         parts.append(value if key == "model.name" else key_words(key, value))
     return ", ".join(parts) or "all runs"
-
-
-def _later_default(key: str, value: str) -> bool:
-    from cifarctl.config import later_defaults
-
-    later = later_defaults()
-    return key in later and value == str(later[key])
 
 
 def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
@@ -298,14 +294,13 @@ def label_varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
         return varying_keys(configs) | policies_compared(configs)
     varying = {k for k in varying_keys(configs)
                if not k.startswith("loss.") and k not in ("model.classifier", DATA_KEY)}
-    for key, users in LOSS_PARAM_USERS.items():
-        if varying_keys([c for c in configs if c.get("loss.name") in users]) & {key}:
-            varying.add(key)
+    varying |= {key for key, users in LOSS_PARAM_USERS.items()
+                if key in varying_keys([c for c in configs if c.get("loss.name") in users])}
     # the head follows the loss by default (normed for LDAM): name it only where one loss
     # was trained with two heads
-    for loss in {c["loss.name"] for c in configs}:
-        if varying_keys([c for c in configs if c["loss.name"] == loss]) & {"model.classifier"}:
-            varying.add("model.classifier")
+    if any("model.classifier" in varying_keys([c for c in configs if c["loss.name"] == loss])
+           for loss in {c["loss.name"] for c in configs}):
+        varying.add("model.classifier")
     drw = [c for c in configs if number(c.get("loss.drw_epoch")) is not None]
     return (varying | (varying_keys(drw) & {"loss.drw_epoch", "loss.beta"})
             | policies_compared(configs))

@@ -46,7 +46,6 @@ class TextTable:
     caption: str = ""
 
     def columns(self, keep: Sequence[int], title: str) -> TextTable:
-        """These columns of the table, under `title`."""
         return TextTable(title, [self.headers[i] for i in keep],
                          [[row[i] for i in keep] for row in self.rows], self.caption)
 

@@ -128,8 +128,8 @@ def load_runs(tracking_uri: str | None = None, *, experiments: Sequence[str] | N
 def _reported_on(names: dict[str, str]) -> str:
     """`lt100` for a report experiment `lt100-reports` (`export.log_report_run`)."""
     first = next(iter(names.values()))
-    return first.removesuffix("-reports") if first.endswith("-reports") and \
-        first != "cifarctl-reports" else "NAME"
+    reported_on = first.removesuffix("-reports")
+    return reported_on if reported_on != first and first != "cifarctl-reports" else "NAME"
 
 
 HEAD = "params.model.classifier"
@@ -214,7 +214,7 @@ def drop_repeats(runs: RunSet) -> RunSet:
     latest_first = frame.sort_values("start_time", ascending=False, kind="stable").index
     has_seed = frame[seed].notna()
     kept: dict[tuple, str] = {}
-    drop, skipped = [], []
+    repeats: dict[int, dict[str, str]] = {}  # frame index -> its skipped entry
     for i in latest_first:
         if not has_seed[i]:
             continue
@@ -222,15 +222,13 @@ def drop_repeats(runs: RunSet) -> RunSet:
         if key not in kept:
             kept[key] = frame.at[i, "run_id"]
             continue
-        drop.append(i)
-        skipped.append({"run_id": frame.at[i, "run_id"],
-                        "run_name": frame.at[i, "run_name"] or "",
-                        "reason": f"repeats run {kept[key]} (same configuration and seed); "
-                                  "the latest is reported"})
-    if not drop:
+        repeats[i] = {"run_id": frame.at[i, "run_id"], "run_name": frame.at[i, "run_name"] or "",
+                      "reason": f"repeats run {kept[key]} (same configuration and seed); "
+                                "the latest is reported"}
+    if not repeats:
         return runs
-    return RunSet(frame.drop(index=drop).reset_index(drop=True), runs.experiments,
-                  runs.skipped + skipped)
+    return RunSet(frame.drop(index=list(repeats)).reset_index(drop=True), runs.experiments,
+                  runs.skipped + list(repeats.values()))
 
 
 def common_corruptions(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:

@@ -117,19 +117,21 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
         extras={m: stats.summarize(group.metric(m)) for m in extras})
 
 
+def _logged(group: Group, metric: str) -> bool:
+    """Whether some run of `group` has `metric`."""
+    return not all(math.isnan(v) for v in group.metric(metric))
+
+
 def per_class_table(groups: Sequence[Group], num_classes: int) -> list[PerClassRow]:
     """Table 1, one row per group; eval_* columns for the metrics some run has, post-hoc
     accuracies (`eval --logit-adjust TAU`, Menon et al. 2021) by increasing tau."""
-    def evaluated(group: Group, metric: str) -> bool:
-        return not all(math.isnan(v) for v in group.metric(metric))
-
     taus: dict[str, float] = {}  # found once for all rows (per row: quadratic in groups)
     for group in groups:
         for column in group.rows.columns:
             match = posthoc.TEST_ACC.fullmatch(column.removeprefix("metrics."))
-            if match and column.startswith("metrics.") and evaluated(group, match.group(0)):
+            if match and column.startswith("metrics.") and _logged(group, match.group(0)):
                 taus[match.group(0)] = float(match.group(1))
-    extras = [m for m in EXTRA_METRICS if any(evaluated(g, m) for g in groups)]
+    extras = [m for m in EXTRA_METRICS if any(_logged(g, m) for g in groups)]
     extras += sorted(taus, key=taus.__getitem__)
     return [per_class_row(g, num_classes, extras) for g in groups]
 
@@ -359,8 +361,7 @@ def literature_table(groups: Sequence[Group]) -> tuple[list[LiteratureRow], str 
         configs = literature.config_keys(p)
         rows.append(LiteratureRow(group.label, profile, ratio, _error(group),
                                   literature.published_for(configs, profile, ratio)))
-        adjusted = group.metric(POSTHOC_TAU1)
-        if configs == {"ce"} and not all(map(math.isnan, adjusted)):  # plain CE
+        if configs == {"ce"} and _logged(group, POSTHOC_TAU1):  # plain CE
             rows.append(LiteratureRow(f"{group.label} + post-hoc τ=1", profile, ratio,
                                       _error(group, POSTHOC_TAU1),
                                       literature.published_for({"posthoc"}, profile, ratio)))
