@@ -44,12 +44,6 @@ def epoch_line(epoch: int, epochs: int, m: Mapping[str, float]) -> str:
     return "  ".join(parts)
 
 
-def output_closed(err: BaseException) -> bool:
-    """A write failed because nobody reads the stream any more: a closed pipe (EPIPE), or a
-    terminal or SSH session that hung up (EIO)."""
-    return isinstance(err, OSError) and err.errno in (errno.EPIPE, errno.EIO)
-
-
 def silence(stream: Any) -> None:
     """Point `stream`'s file descriptor at /dev/null, so that later writes to it (a warning,
     the interpreter's flush at exit) succeed unseen instead of failing again: what the
@@ -69,7 +63,7 @@ def unless_closed(stream: TextIO, on_close: Callable[[], None] | None = None
     try:
         yield
     except OSError as err:
-        if not output_closed(err):
+        if err.errno not in (errno.EPIPE, errno.EIO):  # closed pipe; terminal or SSH gone
             raise
         silence(stream)
         if on_close is not None:
@@ -167,11 +161,11 @@ def make_reporter(*, quiet: bool = False) -> Reporter:
     return LineReporter()
 
 
-class Phases:
+class Phases(contextlib.AbstractContextManager):
     """The passes of a job that has no step count to show (an `eval`'s clean and corrupted
     passes): each `start(text)` ends the one before. On a terminal a spinner with the time
     each has taken, so a minute-long pass on a CPU is not mistaken for a hang; elsewhere a
-    line each, as before.
+    line each.
 
         with Phases(Console(stderr=True)) as phases:
             phases.start("evaluating clean test set: 10000 images")
@@ -199,9 +193,6 @@ class Phases:
         if self.live is not None and self.task is not None:
             self.live.update(self.task, total=1, completed=1)
             self.live.stop()
-
-    def __enter__(self) -> Phases:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

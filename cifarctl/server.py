@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -135,8 +136,6 @@ def machine_names(host: str) -> list[str]:
     FQDN and host name (those that resolve to an address other than loopback first), the
     address its default route leaves by, the others its names resolve to; and `host` itself
     unless it is a wildcard. Loopback names are left out."""
-    import socket
-
     names = list(dict.fromkeys([socket.getfqdn(), socket.gethostname()]))
     resolved: dict[str, list[str]] = {}
     for name in names:
@@ -165,8 +164,6 @@ def public_url(url: str, host: str) -> str:
 def _outgoing_address() -> str | None:
     """The IPv4 address this machine's default route leaves by (None without one): connecting
     a UDP socket picks the route and sends nothing."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): never a real host

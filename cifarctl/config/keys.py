@@ -36,14 +36,10 @@ def field_help() -> list[tuple[str, Any, str]]:
     from cifarctl.losses import LOSS_NAMES  # both registries are torch-free
     from cifarctl.models import list_models
 
-    names = {"{models}": ", ".join(list_models()), "{losses}": ", ".join(LOSS_NAMES)}
-    rows = []
-    for key, f in _fields():
-        text = f.metadata["help"]
-        for placeholder, value in names.items():
-            text = text.replace(placeholder, value)
-        rows.append((key, _default(f), text))
-    return rows
+    models, losses = ", ".join(list_models()), ", ".join(LOSS_NAMES)
+    return [(key, _default(f),
+             f.metadata["help"].replace("{models}", models).replace("{losses}", losses))
+            for key, f in _fields()]
 
 
 @functools.lru_cache(maxsize=1)  # the report asks once per label; callers only read it

@@ -116,12 +116,13 @@ def load_network(path: Path) -> Network:
     """Read a network file (format: `NETWORK_FORMAT`); every problem is a one-line `UsageError`."""
     import yaml  # here, so that the CLI's help (which shows NETWORK_FORMAT) stays light
 
+    name = f"network file {str(path)!r}"
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise UsageError(f"network file {str(path)!r} is not a text (YAML) file") from None
+        raise UsageError(f"{name} is not a text (YAML) file") from None
     except OSError as err:
-        raise UsageError(f"cannot read network file {str(path)!r}: {err.strerror}") from None
+        raise UsageError(f"cannot read {name}: {err.strerror}") from None
     try:
         # BaseLoader keeps every scalar the string it was written as ("1.5", "3/2"): exact.
         data = yaml.load(text, Loader=yaml.BaseLoader)
@@ -129,8 +130,8 @@ def load_network(path: Path) -> Network:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         problem = getattr(err, "problem", None) or "syntax error"
-        raise UsageError(f"network file {str(path)!r} is not valid YAML: {problem}{line}") from None
-    return network_from_dict(data, f"network file {str(path)!r}")
+        raise UsageError(f"{name} is not valid YAML: {problem}{line}") from None
+    return network_from_dict(data, name)
 
 
 # SPEC 1.1: W1 = [1.5, 0.5]^T, b1 = [0, 1]^T, W2 = [[1, 2], [2, 1]], b2 = [0, 1]^T, ...

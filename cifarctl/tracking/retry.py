@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from cifarctl.errors import CifarctlError, UsageError
@@ -52,16 +52,19 @@ def is_lock_message(text: str) -> bool:
     return any(lock in text for lock in _LOCKED)
 
 
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """`err`, then the error it was raised from (or while handling), and so on."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def is_transient(err: BaseException) -> bool:
     """True for a store that was busy (sqlite lock, TEMPORARILY_UNAVAILABLE) or lost a race
     with another writer inserting the same dataset; False for bad input."""
-    while err is not None:
-        if getattr(err, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
-            return True
-        if is_lock_message(str(err)) or any(race in str(err) for race in _RACES):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any(getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE"
+               or is_lock_message(str(e)) or any(race in str(e) for race in _RACES)
+               for e in _chain(err))
 
 
 class TrackingLost(CifarctlError):
@@ -86,15 +89,11 @@ def lost_server(err: BaseException) -> TrackingLost | None:
     other error."""
     import requests  # MLflow's HTTP client; not imported with `cifarctl --help`
 
-    cause: BaseException | None = err
-    while cause is not None:
-        spent = _SPENT.search(str(cause))
-        if spent or isinstance(cause, (requests.exceptions.ConnectionError,
-                                       requests.exceptions.Timeout)):
-            break
-        cause = cause.__cause__ or cause.__context__
+    cause = next((c for c in _chain(err) if _SPENT.search(str(c)) or isinstance(
+        c, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))), None)
     if cause is None:
         return None
+    spent = _SPENT.search(str(cause))
     url = re.search(r"API request to (\w+://[^/\s]+)", str(err))
     where = f"at {url.group(1) if url else 'its address'}"
     if spent:
@@ -110,13 +109,11 @@ def lost_server(err: BaseException) -> TrackingLost | None:
 def refused(err: BaseException, uri: str | None = None) -> str | None:
     """`store.refusal`'s line when `err` is MLflow reporting that the tracking server (at
     `uri`, when known) refused this client; None for every other error."""
-    cause: BaseException | None = err
-    while cause is not None:
+    for cause in _chain(err):
         answer = _ANSWER.search(str(cause))
         message = refusal(uri, int(answer.group(1)), answer.group(2)) if answer else None
         if message is not None:
             return message
-        cause = cause.__cause__ or cause.__context__
     return None
 
 
