@@ -9,8 +9,7 @@ Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`
 `started` {pid, epoch}, `epoch` {epoch, epochs, test_acc, ...}, `step` {epoch, steps_done,
 steps}, `message` {text}, `result` (a TrialResult as a dict). A group is one trial, or K
 compatible trials trained as one fused model (`cifarctl.fused`, issue 8), each still in its
-own child run with its own events: new trials, or trials that continue from checkpoints at
-one (epoch, step) (an interrupted fused group, resumed fused).
+own child run with its own events.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -154,8 +154,6 @@ def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
 def node_root(root: str) -> str:
     """The checkpoint folder on this node: the driver's, where it can be written here, else
     one in this node's temp folder (a following trial's checkpoints live in its run)."""
-    import tempfile
-
     from cifarctl.checkpoint import check_checkpoint_root
 
     try:
@@ -263,10 +261,10 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
 
 
 def _resume_together(tasks: list[TrialTask]) -> bool:
-    """Every task continues from a checkpoint here, all at one (epoch, step), as the sweep
-    packed them (`runner.fused_groups`): checked again, as a fused resume needs it
-    (`Group.resume`) and the files may have changed since. A Ray trial's checkpoint follows
-    its run instead (`TrialTask.follow`): those resume one by one."""
+    """Every task continues from a checkpoint here, all at one (epoch, step) as a fused resume
+    needs (`Group.resume`): `runner.fused_groups` packed them so, checked again as the files
+    may have changed since. A Ray trial's checkpoint follows its run (`TrialTask.follow`):
+    those resume one by one."""
     from cifarctl.checkpoint import checkpoint_path, saved_position
 
     if not all(task.resume and not task.follow for task in tasks):
