@@ -24,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cifarctl.checkpoint import checkpoint_path, saved_position
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
 from cifarctl.sweep.processes import start_worker, worker_context, worker_env
 from cifarctl.sweep.spec import Plan
+from cifarctl.sweep.stages import blocked_message, take_ready
 from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
 
@@ -186,7 +188,6 @@ class _Sweep:
                  fuse: int = 1, checkpoint_root: Path | None = None) -> None:
         """`checkpoint_root`: where the workers find the checkpoints of trials to continue,
         read for their positions (None: elsewhere, e.g. on a Ray cluster's nodes)."""
-        from cifarctl.checkpoint import checkpoint_path, saved_position
         from cifarctl.sweep.lease import held_elsewhere
         from cifarctl.sweep.store import open_sweep
 
@@ -242,8 +243,6 @@ class _Sweep:
 
     def next_group(self, pending: list[list[TrialState]]) -> list[TrialState] | None:
         """The first pending group that can start now (`stages.take_ready`)."""
-        from cifarctl.sweep.stages import blocked_message, take_ready
-
         group, blocked = take_ready(pending, self.by_key)
         for state in blocked:
             state.status, state.message = "not run", blocked_message(state, self.by_key)
