@@ -118,10 +118,9 @@ def held_elsewhere(child: StoredRun) -> str | None:
 
 
 class Heartbeat:
-    """A daemon thread that rewrites the driver's heartbeat on the parent and on the children
-    of the trials running every HEARTBEAT_S, from `__enter__` to `__exit__`. When another
-    driver has claimed the parent since, it stops writing, sets `lost` and stops the sweep
-    through `stop` (`training.signals.StopFlag`: the trials checkpoint and end KILLED)."""
+    """The daemon thread that writes the heartbeat, from `__enter__` to `__exit__`. When
+    another driver has claimed the parent since, it stops writing, sets `lost` and stops the
+    sweep through `stop` (`training.signals.StopFlag`: the trials checkpoint and end KILLED)."""
 
     def __init__(self, store: RunStore, outcome: SweepOutcome, stop: Any,
                  every: float = HEARTBEAT_S) -> None:

@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from cifarctl.config import resolve_key
 from cifarctl.names import TEST_ACC_AT_BEST
 from cifarctl.sweep.state import SweepOutcome, TrialState
 
@@ -23,8 +24,6 @@ STYLE = {"queued": "dim", "running": "cyan", "ok": "green", "failed": "bold red"
 
 def describe_overrides(overrides: dict[str, Any]) -> str:
     """`loss.beta=0.9 seed=0`: a trial's own values, short keys where they are unique."""
-    from cifarctl.config import resolve_key
-
     def short(key: str) -> str:
         name = key.split(".", 1)[1]
         try:

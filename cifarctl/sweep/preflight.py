@@ -61,12 +61,11 @@ def check_resumes(plan: Plan, runs: dict[str, StoredRun], checkpoint_root: Path)
             continue  # written before checkpoints recorded their data
         current = load(spec).fingerprint
         if saved != current:
-            raise UsageError(
-                f"{_label(trial)}: its run {run.run_id} began on {spec} with fingerprint "
-                f"{saved}, but {spec} is now {current} (regenerated or re-imported?); "
-                f"resuming would mix two datasets in one run: restore that data, or run the "
-                f"sweep afresh in a new experiment (--experiment NAME)"
-            )
+            raise UsageError(f"{_label(trial)}: its run {run.run_id} began on {spec} with "
+                             f"fingerprint {saved}, but {spec} is now {current} (regenerated or "
+                             f"re-imported?); resuming would mix two datasets in one run: "
+                             f"restore that data, or run the sweep afresh in a new experiment "
+                             f"(--experiment NAME)")
 
 
 def preflight(plan: Plan, tracking_uri: str | None, checkpoint_root: Path, *,

@@ -19,6 +19,7 @@ sweep's environment either way (`worker_env`).
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -54,8 +55,6 @@ def start_method(platform: str = sys.platform) -> str:
 def worker_context() -> Any:
     """The multiprocessing context workers start from; a fork server begins its imports now,
     while the sweep prepares its runs."""
-    import multiprocessing
-
     method = start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl.errors import UsageError, first_line
-from cifarctl.sweep.ray_connect import is_local
+from cifarctl.sweep.ray_connect import connect, is_local, task_env
 from cifarctl.sweep.worker import Event, TrialTask, ray_main
 from cifarctl.tracking.store import sqlite_path
 
@@ -80,8 +80,6 @@ class RayExecutor:
     def __init__(self, address: str | None, tracking_uri: str, *, workers: int | None,
                  gpus_per_trial: float | None, cpus_per_trial: float,
                  message: Callable[[str], None], log_dir: Path) -> None:
-        from cifarctl.sweep.ray_connect import connect, task_env
-
         ray = self.ray = import_ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

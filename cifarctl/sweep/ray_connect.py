@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,8 +240,6 @@ def stderr_to(path: Path) -> Iterator[None]:
     """File descriptor 2 appended to `path` for the block: Ray's C++ GCS client writes its
     retry warnings there (one a second, for about 20 s, when a token is missing), not through
     Python's logging."""
-    import sys
-
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -255,8 +255,6 @@ def stderr_to(path: Path) -> Iterator[None]:
 def redirect_ray_logs(log_dir: Path) -> Path:
     """Send Ray's Python loggers and the errors its cluster pushes to the driver (a node's
     death with its raylet's last log lines) to `log_dir/ray.log`, away from the table."""
-    import logging
-
     import ray._private.worker as ray_worker
 
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cifarctl.checkpoint import check_checkpoint_root
+from cifarctl.config import parse_set_option
 from cifarctl.errors import UsageError
-from cifarctl.sweep.spec import Plan
-
-if TYPE_CHECKING:
-    from cifarctl.sweep.runner import SweepOutcome
+from cifarctl.sweep.live import make_display
+from cifarctl.sweep.runner import run_sweep
+from cifarctl.sweep.spec import Plan, expand, load_spec
+from cifarctl.sweep.state import SweepOutcome
 
 BACKENDS = ("local", "ray")  # worker processes here, or tasks on a Ray cluster
 
@@ -80,9 +82,6 @@ class SweepResult:
 def plan_request(request: SweepRequest, *, warn: Callable[[str], None]) -> Plan:
     """The checked request's plan; each config warning once through `warn`, however many
     trials share it."""
-    from cifarctl.config import parse_set_option
-    from cifarctl.sweep.spec import expand, load_spec
-
     request.check()
     overrides: dict[str, Any] = parse_set_option(list(request.sets))
     if request.device is not None:
@@ -100,11 +99,8 @@ def run_request(request: SweepRequest, *, warn: Callable[[str], None]) -> SweepR
     plan = plan_request(request, warn=warn)
     if request.dry_run:
         return SweepResult(plan)
-    from cifarctl.checkpoint import check_checkpoint_root
-    from cifarctl.sweep.live import make_display
     from cifarctl.sweep.preflight import preflight
     from cifarctl.sweep.ray_backend import import_ray
-    from cifarctl.sweep.runner import run_sweep
 
     check_checkpoint_root(request.checkpoints)
     if request.backend == "ray":

@@ -6,9 +6,8 @@
 The parent run is found or created before any worker starts (workers never race to create
 the experiment), each child just before its group starts. Up to `workers` groups are in flight
 on an executor (`LocalExecutor`: a process per group, pinned round-robin to the GPUs;
-`RayExecutor`: a Ray task per group). A group is one trial, or up to K new trials that train
-as one fused model (`fused_groups`, issue 8); trials continuing an earlier attempt fuse again
-when their local checkpoints stopped at one (epoch, step), as a fused group's members do.
+`RayExecutor`: a Ray task per group). A group is one trial, or up to K trials that train as
+one fused model (`fused_groups`, issue 8).
 
 A failed trial is reported and the others go on, unless `fail_fast`: then, as on SIGINT or
 SIGTERM, the running trials checkpoint and end KILLED and no more start; a second Ctrl-C kills
@@ -18,16 +17,19 @@ the workers. No run is left RUNNING: this process ends the run of a worker that 
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cifarctl.checkpoint import checkpoint_path, saved_position
 from cifarctl.names import BEST_VAL_ACC, PARENT_TAG, TEST_ACC_AT_BEST
 from cifarctl.sweep.live import NullDisplay
 from cifarctl.sweep.processes import start_worker, worker_context, worker_env
 from cifarctl.sweep.spec import Plan
+from cifarctl.sweep.stages import blocked_message, take_ready
 from cifarctl.sweep.state import SweepOutcome, TrialState
 from cifarctl.sweep.worker import Event, TrialTask, process_main, worker_log
 
@@ -85,16 +87,6 @@ def fused_groups(trials: list[TrialState], fuse: int) -> list[list[TrialState]]:
 
 # ---- local processes --------------------------------------------------------------------
 
-def _saved_position(checkpoint_root: Path | None, run_id: str) -> tuple[int, int] | None:
-    """The (epoch, step) of the run's checkpoint under `checkpoint_root`; None without one
-    (or without a root: a Ray trial's checkpoints follow its run)."""
-    if checkpoint_root is None:
-        return None
-    from cifarctl.checkpoint import checkpoint_path, saved_position
-
-    return saved_position(checkpoint_path(checkpoint_root, run_id))
-
-
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -118,13 +110,8 @@ def cpu_count() -> int:
 
 
 class LocalExecutor:
-    """Up to `workers` processes at once, each running one group then exiting.
-
-    Forked from a fork server that imported torch and MLflow once (spawned off Linux:
-    `cifarctl.sweep.processes`), never from this process: no CUDA context or thread is
-    inherited, CUDA_VISIBLE_DEVICES is set before CUDA starts. A process per group keeps a
-    crash (out of memory, segfault) to it.
-    """
+    """Up to `workers` processes at once, each running one group then exiting, so that a crash
+    (out of memory, segfault) stays in it; how they start: `cifarctl.sweep.processes`."""
 
     def __init__(self, workers: int, gpus: list[str]) -> None:
         self.ctx = worker_context()
@@ -151,8 +138,6 @@ class LocalExecutor:
         self.slots[slot] = (process, tasks)
 
     def _drain(self, timeout: float) -> list[Event]:
-        import queue
-
         events = []
         try:
             events.append(self.queue.get(timeout=timeout))
@@ -229,8 +214,10 @@ class _Sweep:
                 state.status, state.message = "not run", held
             else:
                 state.message = f"{child.status} before: continues in its run"
-                if fuse > 1:  # the position decides which continuing trials fuse again
-                    state.resume_at = _saved_position(checkpoint_root, child.run_id)
+                # the position decides which continuing trials fuse again
+                if fuse > 1 and checkpoint_root is not None:
+                    state.resume_at = saved_position(checkpoint_path(checkpoint_root,
+                                                                     child.run_id))
         skipped = self.outcome.counts["skipped"]
         if skipped:
             where = [f"parent run {runs.parent_id}"] if skipped > others.total() else []
@@ -256,8 +243,6 @@ class _Sweep:
 
     def next_group(self, pending: list[list[TrialState]]) -> list[TrialState] | None:
         """The first pending group that can start now (`stages.take_ready`)."""
-        from cifarctl.sweep.stages import blocked_message, take_ready
-
         group, blocked = take_ready(pending, self.by_key)
         for state in blocked:
             state.status, state.message = "not run", blocked_message(state, self.by_key)

@@ -210,8 +210,7 @@ def _base(doc: dict[str, Any], source: str, root: Path) -> dict[str, Any]:
     if base is None:
         return {}
     if isinstance(base, str):
-        path = Path(base).expanduser()
-        path = path if path.is_absolute() else root / path
+        path = root / Path(base).expanduser()  # an absolute path replaces `root`
         if not path.is_file():
             raise UsageError(f"{source}: base config not found: {path} (a path is relative to "
                              f"the spec's folder)")

@@ -20,6 +20,7 @@ from typing import Any
 
 from cifarctl.config import RunConfig, apply_overrides, resolve_key
 from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.names import TRIAL_KEY_TAG
 
 KEY = "run.init_from"
 PREFIX = "trial:"  # a planned config's reference to its stage-1 trial: trial:<key>
@@ -123,7 +124,6 @@ def resolve_run(cfg: RunConfig, tracking_uri: str) -> RunConfig:
     wanted = referenced_key(cfg)
     if wanted is None:
         return cfg
-    from cifarctl.names import TRIAL_KEY_TAG
     from cifarctl.tracking.runstore import open_store
 
     runs = open_store(tracking_uri).find_runs(

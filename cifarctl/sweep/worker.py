@@ -9,8 +9,7 @@ Progress leaves through `sink` as plain tuples `(kind, trial key, payload dict)`
 `started` {pid, epoch}, `epoch` {epoch, epochs, test_acc, ...}, `step` {epoch, steps_done,
 steps}, `message` {text}, `result` (a TrialResult as a dict). A group is one trial, or K
 compatible trials trained as one fused model (`cifarctl.fused`, issue 8), each still in its
-own child run with its own events: new trials, or trials that continue from checkpoints at
-one (epoch, step) (an interrupted fused group, resumed fused).
+own child run with its own events.
 """
 
 from __future__ import annotations
@@ -20,20 +19,29 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from cifarctl.checkpoint import (
+    RunState,
+    check_checkpoint_root,
+    checkpoint_path,
+    load_run_state,
+    saved_position,
+)
+from cifarctl.config import apply_overrides, config_from_dict
 from cifarctl.errors import CifarctlError, UsageError, first_line
 from cifarctl.names import ATTEMPT_TAG, RAY_NODE_TAG, RESUMED_EPOCH_TAG, RETRIES_TAG
 from cifarctl.progress import NullReporter
-
-if TYPE_CHECKING:
-    from cifarctl.checkpoint import RunState
+from cifarctl.sweep.processes import adopt_env
+from cifarctl.sweep.spec import trial_key
+from cifarctl.sweep.stages import as_planned, resolve_run
 
 STEP_EVERY_S = 1.0  # at most one `step` event a second per trial: the live table's refresh
 Event = tuple[str, str, dict[str, Any]]  # (kind, trial key, payload): see the docstring
@@ -136,8 +144,6 @@ class QueueReporter(NullReporter):
 def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
     """The run's last checkpoint (local, else its artifact), its epoch tagged on the run (a
     rerun's resume, or a lost node's retry); None if it never saved one."""
-    from cifarctl.checkpoint import checkpoint_path, load_run_state
-
     if not task.resume:
         return None
     path = checkpoint_path(Path(task.checkpoint_root), task.run_id)
@@ -154,10 +160,6 @@ def _resume_state(task: TrialTask, tracker: Any) -> RunState | None:
 def node_root(root: str) -> str:
     """The checkpoint folder on this node: the driver's, where it can be written here, else
     one in this node's temp folder (a following trial's checkpoints live in its run)."""
-    import tempfile
-
-    from cifarctl.checkpoint import check_checkpoint_root
-
     try:
         check_checkpoint_root(Path(root))
     except UsageError:
@@ -167,10 +169,6 @@ def node_root(root: str) -> str:
 
 def _trial_config(task: TrialTask, state: RunState | None) -> Any:
     """The checkpoint's config when resuming (checked against the key), else the task's."""
-    from cifarctl.config import apply_overrides, config_from_dict
-    from cifarctl.sweep.spec import trial_key
-    from cifarctl.sweep.stages import as_planned, resolve_run
-
     planned = config_from_dict(task.config)
     if state is None:  # a second stage: its first stage's run, found by trial key
         return resolve_run(planned, task.tracking_uri)
@@ -263,12 +261,10 @@ def run_group(tasks: list[TrialTask], sink: Sink) -> list[TrialResult]:
 
 
 def _resume_together(tasks: list[TrialTask]) -> bool:
-    """Every task continues from a checkpoint here, all at one (epoch, step), as the sweep
-    packed them (`runner.fused_groups`): checked again, as a fused resume needs it
-    (`Group.resume`) and the files may have changed since. A Ray trial's checkpoint follows
-    its run instead (`TrialTask.follow`): those resume one by one."""
-    from cifarctl.checkpoint import checkpoint_path, saved_position
-
+    """Every task continues from a checkpoint here, all at one (epoch, step) as a fused resume
+    needs (`Group.resume`): `runner.fused_groups` packed them so, checked again as the files
+    may have changed since. A Ray trial's checkpoint follows its run (`TrialTask.follow`):
+    those resume one by one."""
     if not all(task.resume and not task.follow for task in tasks):
         return False
     positions = {saved_position(checkpoint_path(Path(task.checkpoint_root), task.run_id))
@@ -353,8 +349,6 @@ def worker_log(task: TrialTask) -> Path:
 def process_main(tasks: list[TrialTask], sink: Any, cuda_devices: str | None,
                  env: dict[str, str]) -> None:
     """Entry of a local worker process (`cifarctl.sweep.processes`): `env` is the sweep's."""
-    from cifarctl.sweep.processes import adopt_env
-
     PENDING_STOP.install()
     adopt_env(env)
     if cuda_devices is not None:  # before CUDA starts: pins this worker to its GPU
