@@ -226,6 +226,24 @@ def test_terminal_tables_fit_80_columns_without_splitting_a_cell(store):
     assert split_to_width(terminal_tables(rep)[0], 400) == [terminal_tables(rep)[0]]
 
 
+def test_signed_numbers_are_right_aligned_in_the_terminal(store):
+    """Head-to-head differences (`+6.0 ± 2.5*`, `-21.0 ± 2.5*`) line up on their right edge
+    like every other number: a column's first cell starting with a sign made it ragged."""
+    from rich.console import Console
+
+    from cifarctl.report.render import print_rich
+
+    rep = build(store, experiments=["lt100"])
+    buffer = io.StringIO()
+    print_rich(rep, Console(file=buffer, width=200, color_system=None))
+    rows = [line for line in buffer.getvalue().splitlines()
+            if line.startswith("│ 9 truck") and "±" in line]  # the by-class part of table 2
+    assert rows
+    for row in rows:
+        cells = row.split("│")[2:-1]
+        assert cells and all(c[-2] != " " for c in cells), row  # no padding after a number
+
+
 def test_csv_schema_and_values(store):
     result = report(store, "-e", "lt100", "--format", "csv")
     assert result.exit_code == 0, result.output

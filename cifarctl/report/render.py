@@ -202,7 +202,7 @@ def print_rich(report: Report, console: Console | None = None) -> None:
             table = Table(title=t.title, caption=(t.caption or None) if n == len(parts) - 1
                           else None, caption_justify="left", title_justify="left")
             for i, header in enumerate(t.headers):
-                numeric = i > 0 and t.rows and t.rows[0][i][:1].lstrip("+-").isdigit()
+                numeric = i > 0 and any(row[i].lstrip("+-")[:1].isdigit() for row in t.rows)
                 table.add_column(header, justify="right" if numeric else "left",
                                  overflow="fold")
             for row in t.rows:
