@@ -126,10 +126,11 @@ def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
 def freeze_features(model: nn.Module) -> None:
     """Everything but `model.classifier` gets no gradient and stays in eval mode."""
     head = model.classifier
-    inside = {id(m) for m in head.modules()}
-    above = {id(m) for m in model.modules() if any(c is head for c in m.modules())}
+    # the head, and the modules holding it (their `train()` must still reach it)
+    kept = {id(m) for m in head.modules()}
+    kept |= {id(m) for m in model.modules() if any(c is head for c in m.modules())}
     for module in model.modules():
-        if id(module) in inside or id(module) in above:
+        if id(module) in kept:
             continue
         for param in module.parameters(recurse=False):
             param.requires_grad_(False)
