@@ -75,9 +75,7 @@ class RunState:
         return config_from_dict(self.config)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["best"] = self.best.to_dict()
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"best": self.best.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: Path | str = "checkpoint") -> RunState:
