@@ -24,6 +24,7 @@ from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
 from cifarctl.progress import Reporter, make_reporter
 from cifarctl.tracking import RUN_STATUSES, Tracker, open_tracker
 from cifarctl.tracking.owner import alive_owner
+from cifarctl.tracking.runstore import open_store
 from cifarctl.tracking.store import check_reachable, resolve_tracking_uri
 from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
@@ -102,8 +103,6 @@ def check_resumable(run_id: str, tracking_uri: str | None) -> None:
     """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
     process on this machine is still training (its `TRAINER_TAG`): both would log the same
     epochs. The run is only read, not reopened."""
-    from cifarctl.tracking.runstore import open_store
-
     run = open_store(tracking_uri).get_run(run_id)
     if SWEEP_KEY_TAG in run.tags:
         spec = run.params.get("sweep.spec", "SPEC")
