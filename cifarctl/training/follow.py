@@ -29,6 +29,11 @@ STEP_METRIC = "train_loss"  # logged every epoch: its steps are the epochs the r
 SNAPSHOT_DIR = ".upload"  # beside last.pt: the files of the upload in flight
 
 
+def follows(tracker: Tracker) -> bool:
+    """Whether `tracker`'s run keeps its checkpoints in its artifacts as it trains."""
+    return bool(getattr(tracker, "checkpoints_follow", False))
+
+
 def logged_steps(tracker: Tracker) -> set[int]:
     """The epochs whose metrics the run has logged already (empty for an untracked run)."""
     read = getattr(tracker, "logged_steps", None)
@@ -69,8 +74,7 @@ class CheckpointUpload:
 
     @classmethod
     def of(cls, tracker: Tracker) -> CheckpointUpload | None:
-        """An upload for a run that keeps its checkpoints in its artifacts as it trains."""
-        return cls(tracker) if getattr(tracker, "checkpoints_follow", False) else None
+        return cls(tracker) if follows(tracker) else None
 
     def epoch(self, folder: Path, epoch: int, metrics: dict[str, float] | None, *,
               best_changed: bool) -> None:
