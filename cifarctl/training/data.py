@@ -15,11 +15,6 @@ from typing import Any
 import torch
 
 from cifarctl.config import RunConfig
-from cifarctl.data import load_dataset
-from cifarctl.data.augment import AugmentSpec
-from cifarctl.data.loader import DeviceLoader, normalize
-from cifarctl.data.longtail import make_splits
-from cifarctl.data.mix import MixSpec
 from cifarctl.errors import UsageError
 
 EVAL_BATCH = 1024  # evaluation has no gradients: bigger batches, fewer launches
@@ -51,6 +46,9 @@ class SharedData:
 
 
 def share_data(spec: str, device: torch.device) -> SharedData:
+    from cifarctl.data import load_dataset
+    from cifarctl.data.loader import DeviceLoader
+
     data = load_dataset(spec)
 
     def plain(images, labels) -> Any:
@@ -65,6 +63,8 @@ def run_splits(cfg: RunConfig, data: Any, *, check: bool = True) -> Any:
     """`cfg.data`'s train/validation split of `data` (a CifarData); with `check`, UsageError
     for a class left without images or fewer images than one batch. Cheap: `sweep` checks
     every config with it before an MLflow run exists; `eval` rebuilds a run's split with it."""
+    from cifarctl.data.longtail import make_splits
+
     splits = make_splits(data.train_labels, profile=cfg.data.imbalance_type,
                          ratio=cfg.data.imbalance, val_per_class=cfg.data.val_per_class,
                          seed=cfg.run.seed, num_classes=len(data.classes))
@@ -84,6 +84,10 @@ def run_splits(cfg: RunConfig, data: Any, *, check: bool = True) -> Any:
 def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None = None
                  ) -> RunData:
     """The run's splits of `cfg.data` (from `shared`, when given, without another copy)."""
+    from cifarctl.data.augment import AugmentSpec
+    from cifarctl.data.loader import normalize
+    from cifarctl.data.mix import MixSpec
+
     shared = shared or share_data(cfg.data.dataset, device)
     data, every = shared.dataset, shared.every_train
     splits = run_splits(cfg, data)
