@@ -65,7 +65,8 @@ def check_fusable(cfgs: Sequence[Any]) -> None:
             raise UsageError(f"{reason}; train it unfused")
     first = group_key(cfgs[0])
     for cfg in cfgs[1:]:
-        # an unfusable run here is of another model (the loop above): that is what differs
+        # an unfusable run here is of another model (the loop above), which the first of
+        # SHARED_KEYS (model.name) reports
         key = group_key(cfg) or (cfg.model.name,)
         for shared, a, b in zip(SHARED_KEYS, first, key):
             if a != b:
