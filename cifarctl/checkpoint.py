@@ -18,13 +18,11 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cifarctl.atomic import remove_leftovers, temp_path
+from cifarctl.config import RunConfig, config_from_dict
 from cifarctl.errors import CifarctlError, UsageError, first_line
-
-if TYPE_CHECKING:
-    from cifarctl.config import RunConfig
 
 
 @dataclass
@@ -70,14 +68,10 @@ class RunState:
         return self.sums is None and self.epoch >= int(self.config["optim"]["epochs"])
 
     def run_config(self) -> RunConfig:
-        from cifarctl.config import config_from_dict
-
         return config_from_dict(self.config)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["best"] = self.best.to_dict()
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"best": self.best.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: Path | str = "checkpoint") -> RunState:
@@ -106,8 +100,6 @@ class SavedModel:
     dataset_fingerprint: str | None
 
     def run_config(self) -> RunConfig:
-        from cifarctl.config import config_from_dict
-
         return config_from_dict(self.config)
 
 

@@ -202,12 +202,9 @@ def to_host(tensors: dict[str, torch.Tensor | float]) -> dict[str, float | list]
                                     if not isinstance(v, torch.Tensor)}
     if not keys:
         return out
-    flat = torch.cat([tensors[k].detach().double().reshape(-1) for k in keys]).cpu().tolist()
-    offset = 0
-    for k in keys:
-        shape, n = tensors[k].shape, tensors[k].numel()
-        values = flat[offset:offset + n]
-        offset += n
+    flat = torch.cat([tensors[k].detach().double().reshape(-1) for k in keys]).cpu()
+    for k, part in zip(keys, flat.split([tensors[k].numel() for k in keys])):
+        values, shape = part.tolist(), tensors[k].shape
         out[k] = values[0] if not shape else torch.tensor(values).reshape(shape).tolist()
     return out
 

@@ -29,13 +29,10 @@ def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_deca
     unknown = sorted(set(no_decay) - set(named))
     if unknown:
         raise UsageError(f"no_decay names parameters the model does not have: {', '.join(unknown)}")
-    decayed, exempt = [], []
-    for name, param in named.items():
-        if not param.requires_grad:
-            continue
-        (exempt if name in no_decay else decayed).append(param)
-    groups = [{"params": decayed, "weight_decay": weight_decay},
-              {"params": exempt, "weight_decay": 0.0}]
+    trainable = {n: p for n, p in named.items() if p.requires_grad}
+    groups = [{"params": [p for n, p in trainable.items() if n not in no_decay],
+               "weight_decay": weight_decay},
+              {"params": [p for n, p in trainable.items() if n in no_decay], "weight_decay": 0.0}]
     try:
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     except ValueError as err:  # torch's own range checks, e.g. "Invalid learning rate: -0.1"

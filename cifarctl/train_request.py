@@ -54,10 +54,8 @@ class TrainRequest:
 
     def overrides(self) -> dict[str, Any]:
         """The config overrides: `--set`, then MODEL and the flags over it."""
-        out = parse_set_option(list(self.sets))
         given = {"model.name": self.model, **self.flags}
-        out.update({k: v for k, v in given.items() if v is not None})
-        return out
+        return parse_set_option(list(self.sets)) | {k: v for k, v in given.items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,10 @@ def check_fusable(cfgs: Sequence[Any]) -> None:
             raise UsageError(f"{reason}; train it unfused")
     first = group_key(cfgs[0])
     for cfg in cfgs[1:]:
-        key = group_key(cfg)
-        for shared, a, b in zip(SHARED_KEYS, first, key or first):
+        # an unfusable run here is of another model (the loop above), which the first of
+        # SHARED_KEYS (model.name) reports
+        key = group_key(cfg) or (cfg.model.name,)
+        for shared, a, b in zip(SHARED_KEYS, first, key):
             if a != b:
                 raise UsageError(f"fused runs must share {shared}, but one has {a!r} and "
                                  f"another {b!r}")
-        if key is None:
-            raise UsageError(f"fused runs must share model.name, but one has {name!r} and "
-                             f"another {cfg.model.name!r}")

@@ -28,11 +28,6 @@ class FusedBatches:
                              f"(batches, images) {sorted(sizes)}")
         self.loaders = list(loaders)
 
-    @property
-    def num_samples(self) -> int:
-        """Images in each member's split."""
-        return self.loaders[0].num_samples
-
     def __len__(self) -> int:
         return len(self.loaders[0])
 

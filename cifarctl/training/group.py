@@ -1,6 +1,6 @@
 """What the training loop steps: one run's own model, or K runs fused into one (issue 8).
 
-    members = [build_member(cfg, record, data, device, resume) for ...]
+    members = [build_member(record, data, device, resume) for ...]
     group = Group(members, device)
     metrics, sums = group.run_epoch(epoch, sums, stop, reporter)  # each: metrics or NonFiniteLoss
 

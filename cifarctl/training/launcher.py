@@ -11,18 +11,24 @@ missing GPU leaves no empty FAILED run behind; a refused resume leaves the run a
 from __future__ import annotations
 
 import shlex
+import tempfile
 from pathlib import Path
 
+import yaml
+
 from cifarctl.checkpoint import RunState, checkpoint_path, load_run_state
-from cifarctl.config import RunConfig, apply_overrides
+from cifarctl.config import RunConfig, apply_overrides, config_from_dict
 from cifarctl.errors import UsageError
 from cifarctl.fused import check_fusable
 from cifarctl.names import SWEEP_KEY_TAG, TRAINER_TAG, describe, run_name
 from cifarctl.progress import Reporter, make_reporter
-from cifarctl.tracking import RUN_STATUSES, Tracker
+from cifarctl.tracking import RUN_STATUSES, Tracker, open_tracker
 from cifarctl.tracking.owner import alive_owner
+from cifarctl.tracking.runstore import open_store
+from cifarctl.tracking.store import check_reachable, resolve_tracking_uri
 from cifarctl.training.data import RunData, prepare_data, share_data
 from cifarctl.training.device import resolve_device
+from cifarctl.training.follow import logged_steps
 from cifarctl.training.loop import train, train_group
 from cifarctl.training.record import RunOutcome, check_same_data
 from cifarctl.training.stages import prepare_init
@@ -72,13 +78,6 @@ def load_resume(run_id: str, checkpoint_root: Path, tracker: Tracker | None = No
 def _restart_config(tracker: Tracker | None) -> RunConfig | None:
     """The config a tracked run logged, if it logged no epoch yet (else its checkpoint is
     elsewhere: a wrong `--checkpoints`); None when it cannot start again."""
-    import tempfile
-
-    import yaml
-
-    from cifarctl.config import config_from_dict
-    from cifarctl.training.follow import logged_steps
-
     if tracker is None or tracker.run_id is None or logged_steps(tracker):
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +103,6 @@ def check_resumable(run_id: str, tracking_uri: str | None) -> None:
     """Refuse to resume a sweep's parent (it trains nothing itself) or a run that a live
     process on this machine is still training (its `TRAINER_TAG`): both would log the same
     epochs. The run is only read, not reopened."""
-    from cifarctl.tracking.runstore import open_store
-
     run = open_store(tracking_uri).get_run(run_id)
     if SWEEP_KEY_TAG in run.tags:
         spec = run.params.get("sweep.spec", "SPEC")
@@ -124,8 +121,6 @@ def _reopen(run_id: str, *, track: bool, tracking_uri: str | None, checkpoint_ro
             device_override: str | None) -> tuple[Tracker, RunConfig, RunState, RunData]:
     """The run to resume, its config, checkpoint and data, checked; the run keeps its status
     if the resume is refused."""
-    from cifarctl.tracking import open_tracker
-
     if track:
         check_resumable(run_id, tracking_uri)
     tracker = open_tracker(track, experiment="", tracking_uri=tracking_uri, run_id=run_id)
@@ -173,8 +168,6 @@ def launch(cfg: RunConfig | None, *, resume_run_id: str | None = None,
     that died before its first checkpoint starts again from its logged `config.yaml`) and
     logging continues in the same MLflow run; one that trained every epoch but stopped
     while it ended is ended now."""
-    from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
-
     uri = resolve_tracking_uri(tracking_uri)
     if track:
         check_reachable(uri)  # fail before loading data
@@ -214,8 +207,6 @@ def launch_fused(cfgs: list[RunConfig], *, track: bool = True, tracking_uri: str
                  checkpoint_root: Path = DEFAULT_CHECKPOINTS, quiet: bool = False,
                  reporter: Reporter | None = None) -> list[RunOutcome]:
     """`launch` for a fused group: check, open one tracked run per member, train."""
-    from cifarctl.tracking import check_reachable, open_tracker, resolve_tracking_uri
-
     check_fusable(cfgs)
     if track:
         check_reachable(resolve_tracking_uri(tracking_uri))

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 
 from cifarctl import __version__
 from cifarctl.checkpoint import Best, RunState, save_run_state
@@ -103,9 +105,8 @@ def summary_metrics(best: Best, num_classes: int) -> dict[str, float]:
            TEST_LOSS_AT_BEST: m["test_loss"]}
     if "val_acc" in m:
         out[BEST_VAL_ACC] = m["val_acc"]
-    for i in range(num_classes):
-        out[CLASS_ACC_AT_BEST.format(i=i)] = m[f"test_acc_class_{i}"]
-    return out
+    return out | {CLASS_ACC_AT_BEST.format(i=i): m[f"test_acc_class_{i}"]
+                  for i in range(num_classes)}
 
 
 def loggable(metrics: dict[str, Any]) -> dict[str, float]:
@@ -125,8 +126,6 @@ def check_same_data(run_id: str, saved_fingerprint: str | None, data: RunData,
 
 
 def _git_commit() -> str | None:
-    import subprocess
-
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, cwd=Path(__file__).parent)
@@ -188,8 +187,6 @@ class RunRecord:
 
     def start(self, data: RunData, device: torch.device,
               extra_tags: dict[str, str] | None = None) -> None:
-        import yaml
-
         self.data = data
         self.tracker.log_params(self.cfg.to_flat())
         self.tracker.set_tags(run_tags(self.cfg, data, device) | (extra_tags or {}))
@@ -311,12 +308,10 @@ class RunRecord:
         """Close the run after an error without masking that error."""
         with contextlib.suppress(Exception):  # the last good epoch's files (and upload)
             self.flush(keep_error=True)
-        try:
+        with contextlib.suppress(Exception):  # the original error is the one to report
             if self.upload is None and (self.dir / "last.pt").is_file():
                 self.tracker.log_artifact(self.dir / "last.pt", "checkpoints")
             self.tracker.finish(status)
-        except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
 
     def stopped_at_once(self, resume_flags: str) -> None:
         """A second Ctrl-C: ended KILLED now, without a mid-epoch checkpoint."""

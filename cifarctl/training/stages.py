@@ -29,7 +29,10 @@ from torch import nn
 from cifarctl.checkpoint import checkpoint_path, load_run_state, load_saved_model
 from cifarctl.config import RunConfig
 from cifarctl.errors import UsageError
+from cifarctl.models import create_model
 from cifarctl.names import LOCAL_RUN_PREFIX, SWEEP_KEY_TAG
+from cifarctl.tracking.runstore import open_store
+from cifarctl.tracking.store import check_store, resolve_tracking_uri
 
 # ---- before a run exists ---------------------------------------------------------------------
 
@@ -44,10 +47,6 @@ def _fetch(run_id: str, checkpoint_root: Path, tracking_uri: str | None) -> None
                          f"{checkpoint_root} (a best.pt, and a last.pt that trained every "
                          f"epoch); finish it with `cifarctl train --resume {run_id} "
                          f"--no-track`")
-    from cifarctl.tracking import resolve_tracking_uri
-    from cifarctl.tracking.runstore import open_store
-    from cifarctl.tracking.store import check_store
-
     uri = resolve_tracking_uri(tracking_uri)
     check_store(uri)
     store = open_store(uri)
@@ -81,8 +80,6 @@ def prepare_init(cfg: RunConfig, *, checkpoint_root: Path, tracking_uri: str | N
                          f"sweep` resolves; give a run id")
     _fetch(run_id, checkpoint_root, tracking_uri)
     if num_classes is not None:
-        from cifarctl.models import create_model
-
         model = create_model(cfg.model.name, num_classes=num_classes, classifier=cfg.classifier)
         _load_stage1(model, cfg, checkpoint_root)
 
@@ -126,10 +123,11 @@ def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
 def freeze_features(model: nn.Module) -> None:
     """Everything but `model.classifier` gets no gradient and stays in eval mode."""
     head = model.classifier
-    inside = {id(m) for m in head.modules()}
-    above = {id(m) for m in model.modules() if any(c is head for c in m.modules())}
+    # the head, and the modules holding it (their `train()` must still reach it)
+    kept = {id(m) for m in head.modules()}
+    kept |= {id(m) for m in model.modules() if any(c is head for c in m.modules())}
     for module in model.modules():
-        if id(module) in inside or id(module) in above:
+        if id(module) in kept:
             continue
         for param in module.parameters(recurse=False):
             param.requires_grad_(False)
