@@ -59,9 +59,10 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     MLflow logs it at; else its position) plus one. A split whose `<split>_loss` /
     `<split>_acc` never appears (no validation split) is left out, a missing value is a gap.
     A history with `lr` gets a third panel, the schedule (warm-up, steps or cosine).
+    The train curve is the training objective (a weighted or focal loss, say) and the val/test
+    curves plain cross-entropy (`engine.evaluate`): the legend says so, since the gap between
+    two different losses is not a generalisation gap.
     """
-    from matplotlib.ticker import MaxNLocator
-
     with_lr = any("lr" in entry for entry in history)
     fig = _figure(15 if with_lr else 10, 4)
     loss_ax, acc_ax, *lr_ax = fig.subplots(1, 3 if with_lr else 2)
@@ -72,16 +73,27 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
         drawn = [s for s in SPLITS if any(f"{s}_{metric}" in entry for entry in history)]
         for split in drawn:
             values = [float(entry.get(f"{split}_{metric}", math.nan)) for entry in history]
-            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+            ax.plot(epochs, values, marker="o", markersize=3,
+                    label=LOSS_LABELS.get(split, split) if metric == "loss" else split)
         ax.set(title=label, xlabel="epoch", ylabel=label)
-        if len(history) <= 10:  # a tick per epoch; with one epoch, not a tick per 0.015
-            ax.set_xticks(sorted(set(epochs)))
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_ticks(ax, epochs)
         ax.grid(alpha=0.3)
         _legend_or_empty(ax, bool(drawn), f"no {label} recorded")
     _percent_axis(acc_ax)
     return fig
+
+
+LOSS_LABELS = {"train": "train (training loss)", "val": "val (cross-entropy)",
+               "test": "test (cross-entropy)"}
+
+
+def _epoch_ticks(ax: Axes, epochs: Sequence[int]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    if len(epochs) <= 10:  # a tick per epoch; with one epoch, not a tick per 0.015
+        ax.set_xticks(sorted(set(epochs)))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _lr_panel(ax: Axes, epochs: Sequence[int], history: Sequence[Mapping[str, float]]) -> None:
@@ -89,6 +101,7 @@ def _lr_panel(ax: Axes, epochs: Sequence[int], history: Sequence[Mapping[str, fl
     ax.plot(epochs, [float(entry.get("lr", math.nan)) for entry in history], marker="o",
             markersize=3, color="gray")
     ax.set(title="learning rate (last step of each epoch)", xlabel="epoch", ylabel="lr")
+    _epoch_ticks(ax, epochs)
     ax.grid(alpha=0.3)
 
 
@@ -125,10 +138,11 @@ def _bounded_errors(accs: Sequence[float], errors: Sequence[float | None]
 def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, Sequence[float]],
                                counts: Sequence[int] | None = None, *,
                                title: str | None = None,
-                               errors: Mapping[str, Sequence[float | None]] | None = None
-                               ) -> Figure:
+                               errors: Mapping[str, Sequence[float | None]] | None = None,
+                               legend: bool | None = None) -> Figure:
     """Accuracy per class for several configurations side by side; with `counts` (training
-    images per class) a panel below on a log axis; `errors`: half-widths, None = no bar."""
+    images per class) a panel below on a log axis; `errors`: half-widths, None = no bar.
+    `legend`: name the series (default: when there are several)."""
     errors = errors or {}
     for label, accs in series.items():
         _check_lengths(class_names, **{f"series {label!r}": accs,
@@ -148,9 +162,13 @@ def per_class_accuracy_grouped(class_names: Sequence[str], series: Mapping[str, 
         yerr = None if err is None else _bounded_errors(accs, err)
         bars = acc_ax.bar(xs, [float(a) for a in accs], width=slot, label=label, yerr=yerr,
                           capsize=2 if yerr else 0, error_kw={"elinewidth": 0.8})
-        if len(series) == 1:
-            acc_ax.bar_label(bars, labels=[_percent(a) for a in accs], fontsize=8)
-    grouped = len(series) > 1
+        if len(series) == 1:  # at the bar's top: bar_label would put it at the error bar's end
+            for bar, a in zip(bars, accs):
+                acc_ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), _percent(a),
+                            ha="center", va="bottom", fontsize=8,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                                  "alpha": 0.8})
+    grouped = len(series) > 1 if legend is None else legend
     top = 1.25 if grouped else 1.08  # head room for the legend row or the % labels
     acc_ax.set(ylim=(0, top), ylabel="accuracy", title=title or "accuracy per class")
     acc_ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -267,7 +285,9 @@ def overlaid_curves(curves: Mapping[str, Sequence[Mapping[str, float]]],
                 ax.plot(xs, ys, marker="o" if len(points) <= 20 else None, markersize=3,
                         label=label)
                 drawn = True
-        ax.set(title=metric.replace("_", " "), xlabel="epoch")
+        title = metric.replace("_", " ")
+        ax.set(title=f"{title} (cross-entropy)" if metric in ("val_loss", "test_loss") else title,
+               xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if metric.endswith("_acc"):
@@ -296,8 +316,9 @@ def accuracy_vs_beta(panels: Mapping[str, Mapping[str, Sequence[tuple[float, flo
         for label, points in families.items():
             points = sorted(points)
             betas.update(b for b, _, _ in points)
-            ax.errorbar([_beta_position(b) for b, _, _ in points], [m for _, m, _ in points],
-                        yerr=[0.0 if c is None else c for _, _, c in points], marker="o",
+            means = [m for _, m, _ in points]
+            ax.errorbar([_beta_position(b) for b, _, _ in points], means,
+                        yerr=_bounded_errors(means, [c for _, _, c in points]), marker="o",
                         markersize=4, capsize=3, label=label)
         ticks = sorted(betas)
         ax.set_xticks([_beta_position(b) for b in ticks], [f"{b:g}" for b in ticks])
@@ -312,6 +333,7 @@ def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[f
                        clean: float) -> Figure:
     """Accuracy per corruption (rows) and severity 1..k (columns), clean accuracy as column 0."""
     import numpy as np
+    from matplotlib.ticker import PercentFormatter
 
     table = np.asarray([[clean, *row] for row in accuracy], dtype=np.float64)
     if table.ndim != 2 or len(table) != len(corruptions):
@@ -319,7 +341,7 @@ def corruption_heatmap(corruptions: Sequence[str], accuracy: Sequence[Sequence[f
     fig = _figure(2.5 + 0.9 * table.shape[1], 1.5 + 0.5 * max(1, len(corruptions)))
     ax = fig.subplots()
     image = ax.imshow(table, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy", format=PercentFormatter(1.0))
     ax.set_xticks(range(table.shape[1]), ["clean", *map(str, range(1, table.shape[1]))])
     ax.set_yticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions])
     ax.set(xlabel="severity", title="accuracy under corruption")

@@ -76,7 +76,10 @@ def test_same_input_same_bytes(tmp_path):
 def test_series_and_labels_are_drawn():
     fig = plots.training_curves(_history(4, splits=("train", "test")))
     loss_ax, acc_ax = fig.axes
-    assert [line.get_label() for line in loss_ax.get_lines()] == ["train", "test"]
+    # the train curve is the training objective, the others cross-entropy (engine.evaluate)
+    assert [line.get_label() for line in loss_ax.get_lines()] == [
+        "train (training loss)", "test (cross-entropy)"]
+    assert [line.get_label() for line in acc_ax.get_lines()] == ["train", "test"]
     assert (loss_ax.get_xlabel(), acc_ax.get_ylabel()) == ("epoch", "accuracy")
     # epochs counted from 1, as the terminal prints them (MLflow's steps are 0-based)
     assert list(loss_ax.get_lines()[0].get_xdata()) == [1, 2, 3, 4]
@@ -92,6 +95,26 @@ def test_series_and_labels_are_drawn():
     fig = plots.confusion_matrix([[3, 1], [0, 0]], ["cat", "dog"])
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["75%\n3", "25%\n1", "0%\n0", "0%\n0"]  # row-normalised, empty row = 0
+
+
+def test_the_lr_panel_counts_whole_epochs():
+    history = [{**entry, "lr": 0.1} for entry in _history(3)]
+    lr_ax = plots.training_curves(history).axes[2]
+    assert list(lr_ax.get_xticks()) == [1, 2, 3]  # not 1.0, 1.25, 1.5, ...
+
+
+def test_a_single_series_labels_its_bars_at_their_tops_and_can_name_itself():
+    """The % label of a bar stands on the bar, not at the end of a wide error bar; a report's
+    figure of one configuration names it in a legend."""
+    accs = [0.16, 0.05] + [0.5] * 8
+    fig = plots.per_class_accuracy_grouped(NAMES, {"CB-focal β=0.999": accs},
+                                           errors={"CB-focal β=0.999": [0.9] * 10},
+                                           legend=True)
+    (ax,) = fig.axes
+    labels = {t.get_text(): t.get_position()[1] for t in ax.texts}
+    assert labels["16%"] == pytest.approx(0.16) and labels["5%"] == pytest.approx(0.05)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CB-focal β=0.999"]
+    assert plots.per_class_accuracy(NAMES, CE).axes[0].get_legend() is None
 
 
 def test_mismatched_lengths_are_errors():

@@ -244,6 +244,20 @@ def test_signed_numbers_are_right_aligned_in_the_terminal(store):
         assert cells and all(c[-2] != " " for c in cells), row  # no padding after a number
 
 
+def test_the_per_class_figure_names_its_configurations_and_their_spread(store):
+    from cifarctl.report.figures import per_class_figures
+
+    rep = build(store, experiments=["lt100"])
+    ((name, caption, fig),) = per_class_figures(rep)
+    ax = fig.axes[0]
+    assert name == "per_class.png" and caption.startswith("Per-class test accuracy (")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [r.label for r in rep.per_class]
+    assert ax.get_title().endswith(": mean ± 95 % CI over seeds")
+    one = build(store, experiments=["lt100"], filter_string="params.`loss.beta` = '0.9'")
+    ((_, _, fig),) = per_class_figures(one)
+    assert len(one.per_class) == 1 and fig.axes[0].get_legend() is not None
+
+
 def test_csv_schema_and_values(store):
     result = report(store, "-e", "lt100", "--format", "csv")
     assert result.exit_code == 0, result.output

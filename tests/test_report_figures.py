@@ -85,3 +85,23 @@ def test_error_bars_stop_at_0_and_100_percent():
     ys = [(seg[0][1], seg[1][1]) for seg in segments]
     assert ys[0] == pytest.approx((0.68, 1.0)) and ys[1] == pytest.approx((0.0, 0.32))
     assert ys[2] == pytest.approx((0.2, 0.8))
+
+
+def test_accuracy_vs_beta_error_bars_stop_at_0_and_100_percent():
+    fig = plots.accuracy_vs_beta({"worst class": {"CB-focal": [(0.0, 0.02, 0.3),
+                                                               (0.999, 0.9, 0.3)]}})
+    (ax,) = fig.axes
+    (bars,) = [c for c in ax.containers if c.get_label() == "CB-focal"]
+    (segments,) = [lc.get_segments() for lc in bars.lines[2]]
+    ys = [(seg[0][1], seg[1][1]) for seg in segments]
+    assert ys == [pytest.approx((0.0, 0.32)), pytest.approx((0.6, 1.0))]
+
+
+def test_figures_name_the_loss_and_the_unit_they_show():
+    overlaid = plots.overlaid_curves({"CE": _curve(3, 0.5)})
+    assert [ax.get_title() for ax in overlaid.axes] == ["test acc",
+                                                        "test loss (cross-entropy)"]
+    heat = plots.corruption_heatmap(["blur"], [[0.8, 0.7, 0.6, 0.5, 0.4]], clean=0.9)
+    colorbar = heat.axes[1]
+    heat.canvas.draw()
+    assert all(t.get_text().endswith("%") for t in colorbar.get_yticklabels() if t.get_text())

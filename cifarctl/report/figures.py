@@ -86,14 +86,19 @@ def per_class_figures(report: Report) -> Iterator[tuple[str, str, Figure]]:
     for k, (counts, rows) in enumerate(by_counts.items()):
         shown, cut = _shown(rows, MAX_SERIES)
         where = _imbalance(group_of[rows[0].label])
+        spread = ("mean ± 95 % CI over seeds" if all(r.n > 1 for r in shown) else
+                  "one run" if all(r.n == 1 for r in shown) else
+                  "mean ± 95 % CI over seeds (no interval for a single run)")
         fig = plots.per_class_accuracy_grouped(
             report.class_names, {r.label: [c.mean for c in r.classes] for r in shown},
-            list(counts) if counts else None,
-            title=f"test accuracy per class, {where}: mean ± 95 % CI",
-            errors={r.label: [c.ci95 for c in r.classes] for r in shown})
+            list(counts) if counts else None, title=f"test accuracy per class, {where}: {spread}",
+            errors={r.label: [c.ci95 for c in r.classes] for r in shown}, legend=True)
         name = "per_class.png" if len(by_counts) == 1 else f"per_class_{k + 1}.png"
-        yield name, (f"Per-class test accuracy ({where}), training images per class below "
-                     f"on a log axis{cut}"), fig
+        # several figures for one imbalance (a validation split trains on other counts):
+        # the caption says which configurations each one holds
+        which = "" if len(by_counts) == 1 else f"; {', '.join(r.label for r in shown)}"
+        yield name, (f"Per-class test accuracy ({where}{which}), training images per class "
+                     f"below on a log axis{cut}"), fig
 
 
 def _worst_class(group: Group, num_classes: int) -> list[float]:
