@@ -665,3 +665,44 @@ def test_report_to_is_the_command_in_one_call(store, tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file() and len(done.run_id) == 32
     quiet = report_to(uri, out=tmp_path / "rep2", log=False, experiments=["lt100"])
     assert quiet.written is not None and quiet.run_id is None
+
+
+FINAL = "final epoch (no validation split)"
+BEST_VAL = "best validation epoch"
+
+
+def test_the_report_says_which_epoch_each_number_comes_from(tmp_path, _mlflow_template_db):
+    """Table 1's caption names the runs' epoch rule (their `selection` tag), and a note flags
+    a configuration, or a comparison, that sets a best-validation epoch beside a final one."""
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for seed in (0, 1):
+        write_run(uri, "sel", {"run.seed": seed}, accs_of("CE", seed), tags={"selection": FINAL})
+        write_run(uri, "sel", {"loss.name": "focal", "loss.beta": 0.999, "run.seed": seed,
+                               "data.val_per_class": 50}, accs_of("CB-focal β=0.999", seed),
+                  tags={"selection": BEST_VAL})
+    write_run(uri, "sel", {"loss.name": "focal", "loss.beta": 0.999, "run.seed": 2},
+              accs_of("CB-focal β=0.999", 2), tags={"selection": FINAL})
+    only_final = build({"uri": uri}, experiments=["sel"],
+                       filter_string=f"tags.selection = '{FINAL}'")
+    from cifarctl.report.render import per_class_table
+
+    assert f"n = runs; each run at its {FINAL}. " in per_class_table(only_final).caption
+    assert not [n for n in only_final.notes if "different epochs" in n]
+
+    result = report({"uri": uri}, "-e", "sel", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert sorted(map(str, (r["selection"] for r in data["per_class"]))) == sorted(map(str, [
+        {FINAL: 2}, {BEST_VAL: 2}, {FINAL: 1}]))
+    val_config = next(r["config"] for r in data["per_class"] if r["selection"] == {BEST_VAL: 2})
+    base = next(c["baseline"] for c in data["head_to_head"] if c["config"] == val_config)
+    assert (f"{val_config} and its baseline {base} report different epochs ({BEST_VAL} "
+            f"against {FINAL})") in data["notes"]
+    markdown = report({"uri": uri}, "-e", "sel", "--format", "markdown").output
+    assert f"each run at the epoch its `selection` tag names: {BEST_VAL}; {FINAL}" in markdown
+
+    pooled = build({"uri": uri}, experiments=["sel"], by="loss.name,loss.beta")
+    (mixed,) = [n for n in pooled.notes if "its runs report different epochs" in n]
+    assert mixed.startswith("CB-focal β=0.999: its runs report different epochs (") and \
+        f"{BEST_VAL}: 2" in mixed and f"{FINAL}: 1" in mixed

@@ -61,7 +61,7 @@ class Report:
                 "worst_class": None if r.worst is None else {
                     "index": r.worst, "name": self.class_names[r.worst],
                     **r.classes[r.worst].to_dict()},
-                "train_counts": r.counts,
+                "train_counts": r.counts, "selection": r.selection,
                 **{m: s.to_dict() for m, s in r.extras.items()},
             } for r in self.per_class],
             "baseline": self.baseline,
@@ -114,6 +114,7 @@ def build_report(tracking_uri: str | None = None, *,
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
     notes.extend(note for note in (data_note, corruption_note) if note)
     notes.extend(tables.shot_notes(per_class))
+    notes.extend(tables.selection_notes(per_class, comparisons))
     if literature_note:
         notes.append(literature_note)
     if len(loaded.experiments) > 1 and not experiments:

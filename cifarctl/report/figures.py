@@ -167,7 +167,7 @@ def confusion_figure(report: Report, store: RunStore) -> tuple[str, str, Figure]
         return None
     note = (f"; {missing} run(s) without a recorded confusion matrix (run `cifarctl eval` "
             f"on them)" if missing else "")
-    caption = (f"Confusion matrices (test set at the selected epoch), summed over seeds, "
+    caption = (f"Confusion matrices (test set at the epoch each run reports), summed over seeds, "
                f"row-normalised{cut}{note}")
     return "confusion_matrices.png", caption, plots.confusion_matrices(matrices,
                                                                        report.class_names)

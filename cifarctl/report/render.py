@@ -24,7 +24,7 @@ from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
 from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.stats import ALPHA, POINTS, Summary, TTest
-from cifarctl.report.tables import extra_label
+from cifarctl.report.tables import UNKNOWN_SELECTION, extra_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,8 +93,20 @@ def per_class_table(report: Report) -> TextTable:
                      *(_extra_text(r.extras[m], r.n) for m in extras)])
     shots = "; ".join(f"{g}: {SHOT_RULES[g]}" for g in SHOT_GROUPS)
     return TextTable("Test accuracy per class (%)", headers, rows,
-                     f"mean ± 95 % CI (Student t) over seeds; n = runs. Shot groups by the "
-                     f"run's own training counts ({shots}).")
+                     f"mean ± 95 % CI (Student t) over seeds; n = runs; {_epoch_words(report)}. "
+                     f"Shot groups by the run's own training counts ({shots}).")
+
+
+def _epoch_words(report: Report) -> str:
+    """Which epoch the test numbers come from (the runs' `selection` tags): a paper has to
+    say it, and model selection is never on the test set."""
+    rules = {rule for r in report.per_class for rule in r.selection}
+    if rules == {"best validation epoch"}:
+        return "each run at its best validation epoch (selected on validation, never test)"
+    if len(rules) == 1 and UNKNOWN_SELECTION not in rules:
+        return f"each run at its {rules.pop()}"
+    return ("each run at the epoch its `selection` tag names: "
+            + "; ".join(sorted(rules)))
 
 
 def head_to_head_table(report: Report) -> TextTable:

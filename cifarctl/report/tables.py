@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -88,6 +89,7 @@ class PerClassRow:
     counts: list[int] | None  # training images per class (first run's)
     worst: int | None  # class with the lowest mean accuracy
     extras: dict[str, stats.Summary] = field(default_factory=dict)  # eval_* metrics
+    selection: dict[str, int] = field(default_factory=dict)  # its runs' epoch rule -> runs
 
     @property
     def n(self) -> int:
@@ -114,7 +116,37 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
         overall=stats.summarize(group.metric(OVERALL)), classes=classes,
         shots={k: stats.summarize(v) if v else None for k, v in shot_values.items()},
         counts=next((c for c in counts if c is not None), None), worst=worst,
-        extras={m: stats.summarize(group.metric(m)) for m in extras})
+        extras={m: stats.summarize(group.metric(m)) for m in extras},
+        selection=selection_rules(rows))
+
+
+# which epoch a run's test numbers come from: its `selection` tag (`training.record`)
+UNKNOWN_SELECTION = "not recorded"
+
+
+def selection_rules(rows: pd.DataFrame) -> dict[str, int]:
+    """How many of `rows` report each epoch rule (`best validation epoch`, `final epoch (no
+    validation split)`, ...); runs logged before the tag count as `not recorded`."""
+    tags = rows["tags.selection"] if "tags.selection" in rows else [None] * len(rows)
+    return dict(Counter(t if isinstance(t, str) else UNKNOWN_SELECTION for t in tags)
+                .most_common())
+
+
+def selection_notes(per_class: Sequence[PerClassRow], comparisons: Sequence[Comparison]
+                    ) -> list[str]:
+    """A note for each configuration whose runs report different epochs, and for each
+    comparison whose two sides do: a best-validation epoch against a final one is not a
+    like-for-like difference."""
+    notes = [f"{r.label}: its runs report different epochs ("
+             + "; ".join(f"{rule}: {n}" for rule, n in r.selection.items())
+             + "); group them apart with --by or filter them" for r in per_class
+             if len(r.selection) > 1]
+    rules = {r.label: set(r.selection) for r in per_class}
+    notes += [f"{c.label} and its baseline {c.baseline} report different epochs "
+              f"({' / '.join(sorted(rules[c.label]))} against "
+              f"{' / '.join(sorted(rules[c.baseline]))})" for c in comparisons
+              if c.label in rules and c.baseline in rules and rules[c.label] != rules[c.baseline]]
+    return notes
 
 
 def _logged(group: Group, metric: str) -> bool:
