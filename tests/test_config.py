@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cifarctl.config import (
     LossSection,
@@ -225,3 +226,22 @@ def test_bad_files(tmp_path):
         load_config(write(tmp_path, "optim: [1, 2]\n"))
     assert load_config(write(tmp_path, "optim:\nmodel: {name: vanillacnn}\n")).model.name == \
         "vanillacnn"  # an empty section is no section
+
+
+def test_a_loss_chosen_on_top_of_a_file_takes_its_presets_as_a_sweep_entry_does(tmp_path):
+    """A logged config.yaml names every key, loss.gamma included; `--config it --loss vs`
+    still trains VS at its published gamma 0.3, as a sweep entry `loss.name: vs` on that
+    base does, unless the command line gives gamma too."""
+    from cifarctl.config import RunConfig, apply_overrides, load_config
+
+    logged = tmp_path / "config.yaml"
+    logged.write_text(yaml.safe_dump(RunConfig().to_dict()))
+    assert RunConfig().loss.gamma == 1.0
+    cli = load_config(logged, {"loss.name": "vs"})
+    sweep = apply_overrides(load_config(logged), {"loss.name": "vs"})
+    assert (cli.loss.gamma, cli.loss.tau) == (0.3, 1.0) and cli == sweep
+    assert load_config(logged, {"loss.name": "vs", "loss.gamma": 0.2}).loss.gamma == 0.2
+    own = tmp_path / "vs.yaml"
+    own.write_text("loss: {name: vs, gamma: 0.5}\n")
+    assert load_config(own).loss.gamma == 0.5
+    assert load_config(own, {"loss.name": "vs"}).loss.gamma == 0.5  # the same loss: no preset

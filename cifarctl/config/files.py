@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cifarctl.config.keys import apply_overrides
+from cifarctl.config.keys import apply_overrides, resolve_key
+from cifarctl.config.rules import with_loss_presets
 from cifarctl.config.sections import SECTIONS, SWEEP_ONLY_KEYS, RunConfig, resolve_classifier
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -114,15 +115,27 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
 
 def load_config(path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults <- YAML file (either dialect) <- overrides, validated once."""
-    flat = {}
+    """Defaults <- YAML file (either dialect) <- overrides, validated once.
+
+    A loss the overrides choose takes its presets (`rules.LOSS_PRESETS`) unless the
+    overrides name those keys: the file's values were for the file's loss. So `--config
+    logged.yaml --loss vs` trains what a sweep entry `loss.name: vs` on that base does."""
+    flat: dict[str, Any] = {}
     if path is not None:
         doc = read_yaml(path)
         if doc is None:  # an empty file is more likely a mistake than a wish for the defaults
             raise UsageError(f"{path} is empty (no settings); give the config you meant, or "
                              f"drop --config to train with the defaults")
         flat = config_overrides_from_mapping(doc, source=str(path))
-    return apply_overrides(RunConfig(), {**flat, **(overrides or {})})
+    named = {resolve_key(key): value for key, value in (overrides or {}).items()}
+    if "loss.name" in named:
+        from cifarctl.losses import canonical_name
+
+        before = canonical_name(str({resolve_key(k): v for k, v in flat.items()}.get(
+            "loss.name", RunConfig().loss.name)))
+        named = with_loss_presets(before, canonical_name(str(named["loss.name"])),
+                                  named) | named
+    return apply_overrides(RunConfig(), {**flat, **named})
 
 
 def config_from_dict(doc: dict[str, Any]) -> RunConfig:
