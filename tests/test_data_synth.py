@@ -62,7 +62,10 @@ def test_dataset_synthetic_generates_defaults_once(data_home, monkeypatch):
     data = load_dataset("synthetic")
     assert data.per_class("train") == [1000] * 10 and data.per_class("test") == [200] * 10
     monkeypatch.setattr("cifarctl.data.load.generate", None)  # a second call must not generate
-    assert load_dataset("synthetic").fingerprint == data.fingerprint
+    again = load_dataset("synthetic")
+    assert again.fingerprint == data.fingerprint
+    # how it was made travels with it (a run logs it as its dataset_source tag)
+    assert data.source == again.source == {"synth": SynthSpec().to_dict()}
 
 
 def test_cli_defaults_are_the_spec_defaults():

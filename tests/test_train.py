@@ -6,6 +6,7 @@ epochs: seconds on two CPU cores, yet every path of a real run is taken.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,12 @@ def test_cli_run_is_tracked_in_mlflow(mlflow_store, data_home, tiny_dataset):
             run[f"metrics.{metric}"], metric  # present and not NaN
     counts = [int(c) for c in run["tags.class_counts"].split(",")]
     assert counts[0] == 50 and counts[-1] == 10  # 60 - 10 validation, then LT-5 exp
+    # what reproducing it takes beyond the config: where the data came from, the CPU
+    # threads its numbers depend on, and whether the checkout had edits past its commit
+    assert json.loads(run["tags.dataset_source"]) == {"path": str(tiny_dataset.resolve())}
+    assert run["tags.torch_threads"] == str(torch.get_num_threads())
+    if isinstance(run.get("tags.git_commit"), str):
+        assert run["tags.git_dirty"] in ("true", "false")
 
     client = MlflowClient()
     run_id = run["run_id"]

@@ -67,7 +67,8 @@ def store(arrays: DatasetArrays, *, name: str, path: Path, source: dict) -> Cifa
                             "free space or point $CIFARCTL_DATA elsewhere") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return CifarData.from_arrays(arrays, name=name, fingerprint=digest, path=path)
+    return CifarData.from_arrays(arrays, name=name, fingerprint=digest, path=path,
+                                 source=source)
 
 
 class CorruptCache(UsageError):
@@ -96,7 +97,7 @@ def load(path: Path) -> CifarData:
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
             raise CorruptCache(path, f"missing or unreadable array: {err}") from None
     return CifarData.from_arrays(arrays, name=meta["name"], fingerprint=meta["fingerprint"],
-                                 path=path)
+                                 path=path, source=meta.get("source") or {})
 
 
 def _open(path: Path):

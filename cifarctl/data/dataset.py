@@ -12,7 +12,7 @@ the cache turns them into a `CifarData` (ARCHITECTURE.md, "Data").
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,11 +76,14 @@ class CifarData:
     test_labels: np.ndarray   # (M,) int64
     fingerprint: str          # sha256 hex of pixels + labels
     path: Path                # the cache file it was loaded from
+    # how it was made ({"synth": spec}, {"path": ...}, {"download": url}): a run logs it, so
+    # a colleague can make the same data again from the run alone
+    source: dict = field(default_factory=dict)
 
     @classmethod
     def from_arrays(cls, arrays: DatasetArrays, *, name: str, fingerprint: str,
-                    path: Path) -> CifarData:
-        return cls(name, *arrays, fingerprint=fingerprint, path=path)
+                    path: Path, source: dict | None = None) -> CifarData:
+        return cls(name, *arrays, fingerprint=fingerprint, path=path, source=source or {})
 
     def per_class(self, split: str) -> list[int]:
         """Image count of each class in `split` ("train" or "test"), in label order."""

@@ -9,7 +9,7 @@ The runs of a fused group share one `SharedData`; each run's loaders are index v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ class RunData:
     val: Any | None
     test: Any
     probe: torch.Tensor  # (PROBE_SIZE, 3, 32, 32) normalised, un-augmented training images
+    source: dict = field(default_factory=dict)  # CifarData.source: how the data was made
 
 
 @dataclass
@@ -101,4 +102,4 @@ def prepare_data(cfg: RunConfig, device: torch.device, shared: SharedData | None
                                generator=torch.Generator().manual_seed(cfg.run.seed))[:PROBE_SIZE]
     probe = normalize(every.images[train.rows[probe_idx.to(device)]])
     return RunData(data.name, tuple(data.classes), data.fingerprint, list(splits.train_counts),
-                   train, val, shared.test, probe)
+                   train, val, shared.test, probe, data.source)

@@ -125,13 +125,14 @@ def check_same_data(run_id: str, saved_fingerprint: str | None, data: RunData,
                          f"in one run: train a new run instead")
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """`git ARGS` in cifarctl's own checkout; None outside one (an installed wheel)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, str]:
@@ -141,6 +142,8 @@ def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, s
         "class_counts": ",".join(map(str, data.train_counts)),
         "class_names": ",".join(data.classes), "device": device_name(device),
         "torch_version": torch.__version__, "cifarctl_version": __version__,
+        # a CPU run's numbers depend on its thread count (README, "Sweeps")
+        "torch_threads": str(torch.get_num_threads()),
         # filter tags for the MLflow UI (issue 9)
         "model": cfg.model.name, "loss": cfg.loss.name, "beta": f"{cfg.loss.beta:g}",
         "gamma": f"{cfg.loss.gamma:g}", "imbalance": f"{cfg.data.imbalance:g}",
@@ -151,9 +154,15 @@ def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, s
     }
     if cfg.run.init_from is not None:  # a second stage: the run it started from (issue 18)
         tags[INIT_FROM_TAG] = cfg.run.init_from
-    commit = _git_commit()
+    if data.source:
+        tags["dataset_source"] = json.dumps(data.source, sort_keys=True)
+    commit = _git("rev-parse", "HEAD")
     if commit:
         tags["git_commit"] = commit
+        # edits to tracked files since that commit: the commit alone is not what ran
+        changes = _git("status", "--porcelain", "--untracked-files=no")
+        if changes is not None:
+            tags["git_dirty"] = "true" if changes else "false"
     return tags
 
 
