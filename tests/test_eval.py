@@ -264,6 +264,10 @@ def test_cli_logs_eval_metrics_and_keeps_the_training_run(trained, tmp_path):
                      "eval/corruptions.png", "eval/results.json"}
     for png in ("confusion_matrix.png", "corruptions.png"):
         _valid_png(Path(client.download_artifacts(run_id, f"eval/{png}", str(tmp_path))))
+    # the corruptions' seed is kept with their numbers (another --seed draws other noise)
+    logged = json.loads(Path(client.download_artifacts(run_id, "eval/results.json",
+                                                       str(tmp_path))).read_text())
+    assert doc["seed"] == logged["seed"] == 0
 
 
 def test_tables_in_the_terminal(trained):

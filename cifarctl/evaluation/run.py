@@ -71,6 +71,7 @@ class EvalResult:
     metrics: dict[str, float] = field(default_factory=dict)  # eval_* names, as logged
     warnings: list[str] = field(default_factory=list)  # why these numbers may mislead
     artifact_dir: str = "eval"
+    seed: int = 0  # the corruptions' random draws (`eval --seed`): their numbers depend on it
     logged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +235,7 @@ def evaluate_target(target: EvalTarget, *, dataset: str | None = None, split: st
     host = to_host(device_values)  # the one host sync
     result = _result(target, host, counts, data, spec=spec, split=split, corruptions=corruptions,
                      prefixes=(acc_prefix, prefix), images=loader.num_samples)
+    result.seed = seed
     for tau, prefixes in zip(logit_adjust, adjusted):
         per_class, shots, shot_metrics = _class_scores(host, prefixes, counts, classes)
         metric = f"{prefixes[0]}_acc"
