@@ -245,3 +245,16 @@ def test_a_loss_chosen_on_top_of_a_file_takes_its_presets_as_a_sweep_entry_does(
     own.write_text("loss: {name: vs, gamma: 0.5}\n")
     assert load_config(own).loss.gamma == 0.5
     assert load_config(own, {"loss.name": "vs"}).loss.gamma == 0.5  # the same loss: no preset
+
+
+def test_params_as_mlflow_shows_them_load_back_with_set():
+    """Every param of a run, copied from MLflow (`str(value)`: a null reads `None`) into
+    `--set key=value`, gives back the config that ran."""
+    from cifarctl.config import RunConfig, load_config, parse_set_option
+
+    cfg = RunConfig()
+    assert cfg.data.val_per_class is None
+    shown = [f"{key}={value}" for key, value in cfg.to_flat().items()]
+    assert load_config(None, parse_set_option(shown)) == cfg
+    assert load_config(None, parse_set_option(["data.val_per_class=None"])).data.val_per_class \
+        is None

@@ -71,8 +71,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
+        if (value is None or value == "None") and type(None) in options:
+            return None  # "None": how MLflow shows a logged null, copied back with --set
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
