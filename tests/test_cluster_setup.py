@@ -56,6 +56,7 @@ def test_a_missing_token_and_other_connect_failures_are_one_line():
                           "check that it is running (`ray status`) and --address")
 
 
+@pytest.mark.xdist_group("cluster")  # one Ray at a time on this machine
 def test_address_auto_without_a_cluster_says_what_to_do(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from ray._private.services import find_gcs_addresses
@@ -266,6 +267,7 @@ def ray_head(temp_dir: Path, env: dict[str, str] | None = None) -> Iterator[int]
         head.wait(60)
 
 
+@pytest.mark.xdist_group("cluster")  # one Ray at a time on this machine
 @pytest.mark.slow  # a Ray head (~3 s)
 def test_address_auto_finds_a_head_started_with_its_own_temp_dir(tmp_path, monkeypatch):
     """`ray start --head --temp-dir DIR` writes its address file into DIR: `auto` finds the
@@ -286,6 +288,7 @@ def test_address_auto_finds_a_head_started_with_its_own_temp_dir(tmp_path, monke
         probe(found)  # a real GCS answers the hello with its SETTINGS frame
 
 
+@pytest.mark.xdist_group("cluster")  # one Ray at a time on this machine
 @pytest.mark.slow  # a Ray head (~3 s), then Ray's own retries (~20 s) before it gives up
 def test_a_real_cluster_that_wants_a_token_is_one_line_saying_how_to_give_it(
         mlflow_store, data_home, tmp_path):

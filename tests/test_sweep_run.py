@@ -442,6 +442,7 @@ def test_an_interrupted_fused_group_resumes_fused_on_the_rerun(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster")  # one Ray at a time on this machine (test_cluster_setup)
 def test_ray_backend_runs_the_same_tiny_sweep_locally(
         mlflow_store, data_home, sweep_dataset, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
