@@ -258,6 +258,15 @@ def test_the_per_class_figure_names_its_configurations_and_their_spread(store):
     assert len(one.per_class) == 1 and fig.axes[0].get_legend() is not None
 
 
+def test_the_head_to_head_caption_says_its_per_class_tests_are_uncorrected(store):
+    """Ten per-class stars are ten separate tests: a paper has to know that."""
+    from cifarctl.report.render import head_to_head_table
+
+    caption = head_to_head_table(build(store, experiments=["lt100"])).caption
+    assert caption.endswith("* = p < 0.05, each test on its own (the 10 per-class tests are "
+                            "not corrected for multiple comparisons).")
+
+
 def test_csv_schema_and_values(store):
     result = report(store, "-e", "lt100", "--format", "csv")
     assert result.exit_code == 0, result.output

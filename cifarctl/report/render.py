@@ -117,7 +117,9 @@ def head_to_head_table(report: Report) -> TextTable:
     return TextTable(f"Head-to-head against the baseline ({wanted})", headers, rows,
                      "differences in accuracy points, config minus baseline at the same "
                      "model, dataset and imbalance; paired t-test over matching seeds (Welch's "
-                     f"test when seeds do not match); * = p < {ALPHA:g}.")
+                     f"test when seeds do not match); * = p < {ALPHA:g}, each test on its own "
+                     f"(the {len(report.class_names)} per-class tests are not corrected for "
+                     f"multiple comparisons).")
 
 
 # the recipes' rows (issue 19): their own protocols and sources (`literature.RECIPE_ROWS`)
