@@ -130,7 +130,7 @@ def test_choices_accept_what_the_library_accepts_and_fail_with_its_message(tmp_p
         result = run_cli(*args)
         assert result.exit_code == 2 and result.stderr.strip() == _library_error(call), args
     assert_one_line_error(run_cli("report", "-f", "xml"), 2, "--format must be one of table, "
-                          "markdown, csv, json, html, got 'xml'")
+                          "markdown, csv, json, html, latex, got 'xml'")
 
 
 def test_an_unknown_set_key_points_to_the_command_that_lists_the_keys():

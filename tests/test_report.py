@@ -715,3 +715,55 @@ def test_the_report_says_which_epoch_each_number_comes_from(tmp_path, _mlflow_te
     (mixed,) = [n for n in pooled.notes if "its runs report different epochs" in n]
     assert mixed.startswith("CB-focal β=0.999: its runs report different epochs (") and \
         f"{BEST_VAL}: 2" in mixed and f"{FINAL}: 1" in mixed
+
+
+def test_latex_escapes_text_and_turns_the_reports_symbols_into_math():
+    from cifarctl.report.latex import escape
+
+    assert escape("CB-focal β=0.999 γ=2") == r"CB-focal $\beta$=0.999 $\gamma$=2"
+    assert escape("+2.1 ± 1.3*") == r"+2.1 $\pm$ 1.3*"
+    assert escape("a_b & 50% #1 {x} $ ~ ^ \\ <p> |") == (
+        r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{} "
+        r"\textless{}p\textgreater{} \textbar{}")
+    assert escape("Cao et al. †, ours − published, Δ overall, café, 猫") == (
+        r"Cao et al. $^\dagger$, ours $-$ published, $\Delta$ overall, café, ?")
+
+
+def test_latex_format_is_tables_a_paper_can_input(store, tmp_path):
+    """`--format latex`: one booktabs float per table with the other formats' captions, every
+    row with a cell per column; pdflatex compiles it (where installed: .ci/run installs it)."""
+    import shutil as sh
+    import subprocess as sp
+
+    result = report(store, "-e", "lt100", "-e", "protocol", "--format", "latex")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert text.startswith("% cifarctl report; preamble: \\usepackage{booktabs,graphicx}")
+    assert text.count(r"\begin{table}[ht]") == 3  # per class, head-to-head, literature
+    for label in ("per-class", "head-to-head", "literature"):
+        assert rf"\label{{tab:{label}}}" in text
+    assert r"\caption{Test accuracy per class (\%). mean $\pm$ 95 \% CI" in text
+    for block in text.split(r"\begin{tabular}")[1:]:
+        spec, rest = block.split("}", 2)[0].lstrip("{"), block.split(r"\end{tabular}")[0]
+        rows = [r for r in rest.splitlines() if r.endswith(r" \\")]
+        assert rows and all(r.count(" & ") == len(spec) - 1 for r in rows), spec
+    if sh.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-recommended)")
+    (tmp_path / "tables.tex").write_text(text)
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,"
+                                        "graphicx}\n\\begin{document}\n\\input{tables}\n"
+                                        "\\end{document}\n")
+    done = sp.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000
+
+
+def test_out_with_latex_writes_report_tex_in_place_of_report_md(store, tmp_path):
+    out = tmp_path / "rep"
+    result = report(store, "-e", "lt100", "--format", "latex", "--out", str(out), "--no-log")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # the tables are in the file
+    names = {p.name for p in out.iterdir()}
+    assert "report.tex" in names and "report.md" not in names and "report.json" in names
+    assert (out / "report.tex").read_text().count(r"\begin{table}[ht]") == 2

@@ -18,8 +18,10 @@ from cifarctl.cli.options import TrackingUri, choice
 from cifarctl.report import DEFAULT_BASELINE, FORMATS
 
 Format = choice(FORMATS, "--format must be one of {choices}, got {value!r}", "--format", "-f",
-                help="Output; csv is table 1; with --out, html writes report.html instead of "
-                     "report.md.")
+                metavar="FORMAT",
+                help="table, markdown, csv, json, html or latex. csv is table 1; latex is the "
+                     "tables for a paper (booktabs); with --out, html and latex write "
+                     "report.html / report.tex instead of report.md.")
 
 
 def report(
@@ -39,7 +41,7 @@ def report(
              "imbalance (key=value pairs).")] = DEFAULT_BASELINE,
     format_: Format = "table",
     out: Annotated[Path | None, typer.Option(
-        help="Folder for report.md/.html, per_class.csv, report.json and the figures; also "
+        help="Folder for report.md/.html/.tex, per_class.csv, report.json and the figures; also "
              "logged as a report run in the experiment <experiment>-reports (several "
              "experiments: cifarctl-reports).")] = None,
     no_log: Annotated[bool, typer.Option(
@@ -77,6 +79,8 @@ def report(
         err.print(f"logged to report run {exported.run_id}", style="dim", highlight=False)
     if format_ == "table":
         render.print_rich(result, Console())
-    elif format_ != "html" or out is None:  # html with --out is report.html
+    elif format_ not in ("html", "latex") or out is None:  # with --out: report.html / .tex
+        from cifarctl.report.latex import latex
+
         typer.echo({"csv": render.csv_table, "json": render.to_json, "markdown": render.markdown,
-                    "html": render.html}[format_](result), nl=False)
+                    "html": render.html, "latex": latex}[format_](result), nl=False)

@@ -11,5 +11,5 @@ this package, `tables`, `render` or `export` imports neither MLflow nor pandas n
 """
 
 # Choices the CLI's help shows; here so that `cifarctl --help` imports nothing else (issue 2).
-FORMATS = ("table", "markdown", "csv", "json", "html")
+FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 DEFAULT_BASELINE = "loss.name=ce,loss.beta=0"

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # these names that this export did not write is left from an earlier report to the same
 # folder (a figure this report has no data for, report.md after --format html) and is removed,
 # so the folder never mixes two reports. Any other file in the folder is the user's, and kept.
-REPORT_FILE = re.compile(r"report\.(md|html|json)|per_class\.csv|per_class(_\d+)?\.png|"
+REPORT_FILE = re.compile(r"report\.(md|html|json|tex)|per_class\.csv|per_class(_\d+)?\.png|"
                          r"curves\.png|accuracy_vs_beta\.png|confusion_matrices\.png")
 
 
@@ -64,12 +64,14 @@ def export_report(report: Report, store: RunStore, folder: Path, *, fmt: str = "
     """
     from cifarctl import plots
     from cifarctl.report.figures import report_figures
+    from cifarctl.report.latex import latex
 
     _prepare(folder)
     made, notes = report_figures(report, store) if figures else ([], [])
     report.notes.extend(notes)
-    page_name = "report.html" if fmt == "html" else "report.md"
-    page = render.html if fmt == "html" else render.markdown
+    # the page: report.md, or report.html / report.tex (the tables, to \input in a paper)
+    page_name = {"html": "report.html", "latex": "report.tex"}.get(fmt, "report.md")
+    page = {"html": render.html, "latex": lambda r, _: latex(r)}.get(fmt, render.markdown)
     names = [name for name, _, _ in made] + [page_name, "per_class.csv", "report.json"]
     blocked = [n for n in names if (folder / n).exists() and not (folder / n).is_file()]
     if blocked:
