@@ -541,6 +541,10 @@ def test_runs_on_regenerated_data_are_reported_apart(mlflow_store):
     assert [r.label for r in same.per_class] == ["CE"]
     assert "2 runs in 1 configuration (grouped by nothing that varies)" in \
         header_lines(same)
+    # its label says nothing of the setup: the header names what every run shares
+    (shared,) = [line for line in header_lines(same) if line.startswith("every run: ")]
+    assert shared.startswith("every run: model.name=resnet32, ") and "optim.epochs=2" in shared
+    assert "data.imbalance=100.0" in shared and "loss." not in shared
     assert not any("different data" in note for note in same.notes)
 
 

@@ -181,7 +181,26 @@ def header_lines(report: Report) -> list[str]:
     lines.append(f"{runs} run{'s' * (runs != 1)} in {configs} "
                  f"configuration{'s' * (configs != 1)} "
                  f"(grouped by {', '.join(report.varying_keys) or 'nothing that varies'})")
+    if shared := shared_settings(report):
+        lines.append(f"every run: {shared}")
     return lines
+
+
+# what a paper states of its setup, when every run reported shares it (the labels name only
+# what differs, so a one-configuration report would otherwise not say its model or lr)
+SETUP_KEYS = ("model.name", "data.dataset", "data.imbalance", "data.imbalance_type",
+              "optim.epochs", "optim.batch_size", "optim.lr", "optim.weight_decay")
+
+
+def shared_settings(report: Report) -> str:
+    """`model.name=resnet32, optim.epochs=200, ...`: the `SETUP_KEYS` with one value in all
+    the report's runs."""
+    shared = []
+    for key in SETUP_KEYS:
+        values = {v for g in report.groups for v in g.rows.get(f"params.{key}", [None])}
+        if len(values) == 1 and (value := values.pop()) is not None and value == value:
+            shared.append(f"{key}={value}")
+    return ", ".join(shared)
 
 
 # ---- terminal -----------------------------------------------------------------------------
