@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,21 @@ def ray_temp_dir() -> Iterator[Path]:
         else:
             os.environ["RAY_TMPDIR"] = before
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def no_other_ray(wait_s: float = 20.0) -> None:
+    """Wait until no Ray cluster runs on this machine (one another test shut down may take a
+    few seconds to exit), else skip: `--address auto` tests count the clusters running here."""
+    from ray._private.services import find_gcs_addresses
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        find_gcs_addresses.cache_clear()
+        if not (found := find_gcs_addresses()):
+            return
+        if time.monotonic() > deadline:
+            pytest.skip(f"a Ray cluster runs on this machine: {set(found)}")
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -59,15 +59,13 @@ def test_a_missing_token_and_other_connect_failures_are_one_line():
 @pytest.mark.xdist_group("cluster")  # one Ray at a time on this machine
 def test_address_auto_without_a_cluster_says_what_to_do(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    from ray._private.services import find_gcs_addresses
+    from cluster_fixtures import no_other_ray
 
     from cifarctl.sweep.ray_connect import resolve_address
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no address file there
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    find_gcs_addresses.cache_clear()
-    if find_gcs_addresses():  # `auto` finds it, rightly (another test's or job's cluster)
-        pytest.skip(f"a Ray cluster runs on this machine: {set(find_gcs_addresses())}")
+    no_other_ray()  # else `auto` finds it, rightly (another test's or job's cluster)
     with pytest.raises(UsageError, match=r"^--address auto: no Ray cluster was started on "
                                          r"this machine"):
         resolve_address("auto")
@@ -274,12 +272,13 @@ def test_address_auto_finds_a_head_started_with_its_own_temp_dir(tmp_path, monke
     head as Ray's own `auto` (and `ray status`) does, by the raylet running here; the probe
     takes its GCS for what it is."""
     pytest.importorskip("ray")
-    from cluster_fixtures import ray_temp_dir
+    from cluster_fixtures import no_other_ray, ray_temp_dir
     from ray._private.services import get_ray_address_from_environment
 
     from cifarctl.sweep.ray_connect import resolve_address
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    no_other_ray()  # `auto` refuses to choose between two clusters
     with ray_temp_dir() as ray_tmp, ray_head(ray_tmp / "elsewhere") as port:
         assert not (ray_tmp / "ray" / "ray_current_cluster").exists()  # the default file
         found = resolve_address("auto")
