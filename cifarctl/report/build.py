@@ -16,6 +16,7 @@ from typing import Any
 from cifarctl.errors import UsageError
 from cifarctl.report import groups, runs, tables
 from cifarctl.report.groups import Group
+from cifarctl.report.selection import selection_notes
 from cifarctl.report.stats import CONFIDENCE
 
 
@@ -114,7 +115,8 @@ def build_report(tracking_uri: str | None = None, *,
         notes.append(f"{len(left_out)} run(s) left out; see 'skipped runs'")
     notes.extend(note for note in (data_note, corruption_note) if note)
     notes.extend(tables.shot_notes(per_class))
-    notes.extend(tables.selection_notes(per_class, comparisons))
+    notes.extend(selection_notes({r.label: r.selection for r in per_class},
+                                 [(c.label, c.baseline) for c in comparisons]))
     if literature_note:
         notes.append(literature_note)
     if len(loaded.experiments) > 1 and not experiments:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
 from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
+from cifarctl.report.selection import UNKNOWN_SELECTION
 from cifarctl.report.stats import ALPHA, POINTS, Summary, TTest
-from cifarctl.report.tables import UNKNOWN_SELECTION, extra_label
+from cifarctl.report.tables import extra_label
 
 if TYPE_CHECKING:
     from rich.console import Console

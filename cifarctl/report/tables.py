@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from cifarctl.names import CLASS_ACC_AT_BEST, TEST_ACC_AT_BEST
 from cifarctl.report import DEFAULT_BASELINE, literature, stats
 from cifarctl.report.groups import CONTEXT_KEYS, LOSS_PARAM_USERS, Group, number
 from cifarctl.report.literature import RECIPE_KEYS, recipe_published
+from cifarctl.report.selection import selection_rules
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,35 +118,6 @@ def per_class_row(group: Group, num_classes: int, extras: Sequence[str] = ()) ->
         counts=next((c for c in counts if c is not None), None), worst=worst,
         extras={m: stats.summarize(group.metric(m)) for m in extras},
         selection=selection_rules(rows))
-
-
-# which epoch a run's test numbers come from: its `selection` tag (`training.record`)
-UNKNOWN_SELECTION = "not recorded"
-
-
-def selection_rules(rows: pd.DataFrame) -> dict[str, int]:
-    """How many of `rows` report each epoch rule (`best validation epoch`, `final epoch (no
-    validation split)`, ...); runs logged before the tag count as `not recorded`."""
-    tags = rows["tags.selection"] if "tags.selection" in rows else [None] * len(rows)
-    return dict(Counter(t if isinstance(t, str) else UNKNOWN_SELECTION for t in tags)
-                .most_common())
-
-
-def selection_notes(per_class: Sequence[PerClassRow], comparisons: Sequence[Comparison]
-                    ) -> list[str]:
-    """A note for each configuration whose runs report different epochs, and for each
-    comparison whose two sides do: a best-validation epoch against a final one is not a
-    like-for-like difference."""
-    notes = [f"{r.label}: its runs report different epochs ("
-             + "; ".join(f"{rule}: {n}" for rule, n in r.selection.items())
-             + "); group them apart with --by or filter them" for r in per_class
-             if len(r.selection) > 1]
-    rules = {r.label: set(r.selection) for r in per_class}
-    notes += [f"{c.label} and its baseline {c.baseline} report different epochs "
-              f"({' / '.join(sorted(rules[c.label]))} against "
-              f"{' / '.join(sorted(rules[c.baseline]))})" for c in comparisons
-              if c.label in rules and c.baseline in rules and rules[c.label] != rules[c.baseline]]
-    return notes
 
 
 def _logged(group: Group, metric: str) -> bool:
