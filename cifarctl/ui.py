@@ -41,6 +41,7 @@ from cifarctl.tracking.store import (
     check_experiment,
     check_reachable,
     check_store,
+    is_server,
     resolve_tracking_uri,
 )
 
@@ -246,7 +247,7 @@ def start_ui(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST,
     /health answers. UsageError for an HTTP store (already a server), a port in use or a bad
     host; CifarctlError, with the server's last error line, if it dies or hangs while starting."""
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         raise UsageError(f"the tracking store {uri} is a server already; open it in a browser")
     check_store(uri)
     check_servable(uri)
@@ -326,7 +327,7 @@ def serve(tracking_uri: str | None = None, *, host: str = DEFAULT_HOST, port: in
     import webbrowser
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         check_reachable(uri)
         page = experiment_page(uri, experiment) if experiment else uri
         echo(f"the tracking store {uri} is an MLflow server already: its UI is {page}")

@@ -25,7 +25,7 @@ from typing import Any
 from cifarctl.errors import UsageError, first_line
 from cifarctl.sweep.ray_connect import connect, is_local, task_env
 from cifarctl.sweep.worker import Event, TrialTask, ray_main
-from cifarctl.tracking.store import sqlite_path
+from cifarctl.tracking.store import is_server, sqlite_path
 
 MAX_RETRIES = 2  # a trial whose node is lost runs again elsewhere, at most this many times
 
@@ -41,7 +41,7 @@ def import_ray() -> Any:
 
 def store_warning(address: str | None, tracking_uri: str) -> str | None:
     """The warning for a cluster that may not reach a local tracking store, if one is due."""
-    if is_local(address) or tracking_uri.startswith(("http://", "https://")):
+    if is_local(address) or is_server(tracking_uri):
         return None
     where = sqlite_path(tracking_uri) or tracking_uri
     return (f"warning: trials on the Ray cluster at {address} log to {where}, a file on this "

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cifarctl.tracking.retry import call_with_retry
-from cifarctl.tracking.store import sqlite_path
+from cifarctl.tracking.store import is_server, sqlite_path
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -80,7 +80,7 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str],
             return one_per_step(points, run_ids, keys)
         except sqlite_reader.UseMlflow:
             pass
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         jobs = [(run_ids[i:i + BULK_RUNS], key) for key in keys
                 for i in range(0, len(run_ids), BULK_RUNS)]
         answers: list[Any] = parallel(lambda job: _bulk(uri, *job), jobs)

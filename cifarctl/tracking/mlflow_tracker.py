@@ -47,6 +47,7 @@ from cifarctl.tracking.store import (
     artifact_root,
     check_driver,
     check_reachable,
+    is_server,
     resolve_tracking_uri,
     sqlite_path,
 )
@@ -336,7 +337,7 @@ def start_run(*, experiment: str, tracking_uri: str | None = None, run_name: str
         tracker.set_tags(extra)
         return tracker
     experiment_id = get_or_create_experiment(client, experiment)
-    over_http = str(client.tracking_uri).startswith(("http://", "https://"))
+    over_http = is_server(str(client.tracking_uri))
     if over_http:
         extra[CREATION_TAG] = uuid.uuid4().hex
     run = call_with_retry(client.create_run, experiment_id, tags=extra, run_name=run_name)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from cifarctl.errors import CifarctlError, UsageError
-from cifarctl.tracking.store import refusal
+from cifarctl.tracking.store import is_server, refusal
 
 T = TypeVar("T")
 
@@ -120,7 +120,7 @@ def refused(err: BaseException, uri: str | None = None) -> str | None:
 def _server_of(fn: Callable) -> str | None:
     """The tracking URI of an `MlflowClient` method's client (None for other callables)."""
     uri = getattr(getattr(fn, "__self__", None), "tracking_uri", None)
-    return uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
+    return uri if isinstance(uri, str) and is_server(uri) else None
 
 
 def call_with_retry(fn: Callable[..., T], *args, **kwargs) -> T:

@@ -29,6 +29,11 @@ INVALID_HOST = "Invalid Host header"  # MLflow 3's 403 for a Host name it does n
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (`http://`, `https://`), not a database file or URL."""
+    return uri.startswith(("http://", "https://"))
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use, with sqlite paths made absolute (`sqlite:////abs/cwd/runs.db`)
     so that one process cannot mix stores when its working directory changes (MLflow caches
@@ -36,7 +41,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or f"sqlite:///{DEFAULT_DB}"
     if not SCHEME.match(uri) and uri.endswith((".db", ".sqlite")):
         uri = f"sqlite:///{uri}"
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return uri.rstrip("/")
     db = sqlite_path(uri)
     return uri if db is None else f"sqlite:///{db}"
@@ -140,7 +145,7 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     stores (sqlite) report their own errors when opened."""
     if database_driver(uri) is not None:
         _check_database_port(uri, timeout)
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     import ssl  # here, not at the top: `cifarctl --help` imports this module (issue 2)
     import urllib.error
