@@ -38,6 +38,11 @@ REPORT_KIND = "report"
 FUSED_GROUP_TAG = "fused_group"  # an id the members of one fused group share
 FUSED_MEMBERS_TAG = "fused_members"  # K, the group's size
 INIT_FROM_TAG = "init_from"  # a second stage's stage-1 run id (also its run.init_from param)
+# which epoch the run's `*_at_best` numbers come from (report's table 1 names it): one of
+SELECTION_TAG = "selection"
+BEST_VAL_EPOCH = "best validation epoch"
+FINAL_EPOCH_NO_VAL = "final epoch (no validation split)"
+FINAL_EPOCH_NO_SAVE_BEST = "final epoch (save_best off)"
 
 # ---- metrics ------------------------------------------------------------------------------
 # per epoch (step = 0-based epoch): train_loss, train_acc, val_loss, val_acc, test_loss,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cifarctl.evaluation.scores import SHOT_GROUPS, SHOT_RULES
+from cifarctl.names import BEST_VAL_EPOCH
 from cifarctl.report.literature import PROTOCOL_WORDS, Published
 from cifarctl.report.runs import worth_saying
 from cifarctl.report.selection import UNKNOWN_SELECTION
@@ -102,7 +103,7 @@ def _epoch_words(report: Report) -> str:
     """Which epoch the test numbers come from (the runs' `selection` tags): a paper has to
     say it, and model selection is never on the test set."""
     rules = {rule for r in report.per_class for rule in r.selection}
-    if rules == {"best validation epoch"}:
+    if rules == {BEST_VAL_EPOCH}:
         return "each run at its best validation epoch (selected on validation, never test)"
     if len(rules) == 1 and UNKNOWN_SELECTION not in rules:
         return f"each run at its {rules.pop()}"
@@ -199,7 +200,7 @@ def shared_settings(report: Report) -> str:
     shared = []
     for key in SETUP_KEYS:
         values = {v for g in report.groups for v in g.rows.get(f"params.{key}", [None])}
-        if len(values) == 1 and (value := values.pop()) is not None and value == value:
+        if len(values) == 1 and isinstance(value := values.pop(), str):  # not NaN or None
             shared.append(f"{key}={value}")
     return ", ".join(shared)
 

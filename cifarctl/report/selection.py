@@ -3,10 +3,11 @@
     rules = selection_rules(group.rows)        # {"best validation epoch": 3}
     notes = selection_notes({"CE": rules, ...}, [("CB-focal", "CE")])  # config, baseline
 
-Each run's `selection` tag (`training.record.run_tags`) names its rule: the best validation
-epoch, or the final epoch without a validation split (or with save_best off). A paper has
-to state it, and a best-validation epoch beside a final one is not a like-for-like
-difference, so table 1's caption names the rules and a note flags where they mix.
+Each run's `selection` tag (`names.SELECTION_TAG`, set by `training.record.run_tags`)
+names its rule: the best validation epoch, or the final epoch without a validation split (or
+with save_best off). A paper has to state it, and a best-validation epoch beside a final one
+is not a like-for-like difference, so table 1's caption names the rules and a note flags
+where they mix.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+from cifarctl.names import SELECTION_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +27,8 @@ UNKNOWN_SELECTION = "not recorded"  # runs logged before the tag existed
 def selection_rules(rows: pd.DataFrame) -> dict[str, int]:
     """How many of `rows` report each epoch rule (`best validation epoch`, `final epoch (no
     validation split)`, ...); runs logged before the tag count as `not recorded`."""
-    tags = rows["tags.selection"] if "tags.selection" in rows else [None] * len(rows)
+    column = f"tags.{SELECTION_TAG}"
+    tags = rows[column] if column in rows else [None] * len(rows)
     return dict(Counter(t if isinstance(t, str) else UNKNOWN_SELECTION for t in tags)
                 .most_common())
 

@@ -29,9 +29,13 @@ from cifarctl.errors import UsageError
 from cifarctl.names import (
     BEST_EPOCH,
     BEST_VAL_ACC,
+    BEST_VAL_EPOCH,
     CLASS_ACC_AT_BEST,
+    FINAL_EPOCH_NO_SAVE_BEST,
+    FINAL_EPOCH_NO_VAL,
     INIT_FROM_TAG,
     LOCAL_RUN_PREFIX,
+    SELECTION_TAG,
     TEST_ACC_AT_BEST,
     TEST_LOSS_AT_BEST,
     TRAINER_TAG,
@@ -148,9 +152,9 @@ def run_tags(cfg: RunConfig, data: RunData, device: torch.device) -> dict[str, s
         "model": cfg.model.name, "loss": cfg.loss.name, "beta": f"{cfg.loss.beta:g}",
         "gamma": f"{cfg.loss.gamma:g}", "imbalance": f"{cfg.data.imbalance:g}",
         "seed": str(cfg.run.seed),
-        "selection": ("best validation epoch" if data.val is not None and cfg.run.save_best
-                      else "final epoch (no validation split)" if data.val is None
-                      else "final epoch (save_best off)"),
+        SELECTION_TAG: (BEST_VAL_EPOCH if data.val is not None and cfg.run.save_best
+                        else FINAL_EPOCH_NO_VAL if data.val is None
+                        else FINAL_EPOCH_NO_SAVE_BEST),
     }
     if cfg.run.init_from is not None:  # a second stage: the run it started from (issue 18)
         tags[INIT_FROM_TAG] = cfg.run.init_from
