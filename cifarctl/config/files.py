@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cifarctl.config.keys import apply_overrides, resolve_key
-from cifarctl.config.rules import with_loss_presets
+from cifarctl.config.keys import apply_overrides
 from cifarctl.config.sections import SECTIONS, SWEEP_ONLY_KEYS, RunConfig, resolve_classifier
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -117,9 +116,9 @@ def load_config(path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- YAML file (either dialect) <- overrides, validated once.
 
-    A loss the overrides choose takes its presets (`rules.LOSS_PRESETS`) unless the
-    overrides name those keys: the file's values were for the file's loss. So `--config
-    logged.yaml --loss vs` trains what a sweep entry `loss.name: vs` on that base does."""
+    The file and the overrides are two layers, as a sweep's base and its entries: a loss the
+    overrides choose takes its presets (`rules.LOSS_PRESETS`) unless they name those keys,
+    so `--config logged.yaml --loss vs` trains what a sweep entry `loss.name: vs` does."""
     flat: dict[str, Any] = {}
     if path is not None:
         doc = read_yaml(path)
@@ -127,15 +126,7 @@ def load_config(path: str | Path | None = None,
             raise UsageError(f"{path} is empty (no settings); give the config you meant, or "
                              f"drop --config to train with the defaults")
         flat = config_overrides_from_mapping(doc, source=str(path))
-    named = {resolve_key(key): value for key, value in (overrides or {}).items()}
-    if "loss.name" in named:
-        from cifarctl.losses import canonical_name
-
-        before = canonical_name(str({resolve_key(k): v for k, v in flat.items()}.get(
-            "loss.name", RunConfig().loss.name)))
-        named = with_loss_presets(before, canonical_name(str(named["loss.name"])),
-                                  named) | named
-    return apply_overrides(RunConfig(), {**flat, **named})
+    return apply_overrides(apply_overrides(RunConfig(), flat, check=False), overrides or {})
 
 
 def config_from_dict(doc: dict[str, Any]) -> RunConfig:
